@@ -1,0 +1,135 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: freethreading_compatible=False
+"""kaext._kaext -- the compiled implementation.
+
+Calls setsockopt/getsockopt (and WSAIoctl on Windows) through the C shim
+``kaext_shim.h``, which takes every constant from the platform's headers.
+The Python layer (``kaext._api``) validates and converts values; this module
+only talks to the kernel.  ``kaext._pure`` implements the same functions in
+Python.
+"""
+
+cdef extern from "kaext_shim.h" nogil:
+    ctypedef long long kaext_sock
+    int KAEXT_NKNOBS
+    int KAEXT_KNOB_LEVEL
+    ctypedef struct kaext_constant:
+        const char *name
+        long long value
+        const char *header
+    const kaext_constant kaext_constants[]
+    const int kaext_knob_have[]
+    const int kaext_knob_opt[]
+    const char *const kaext_knob_name[]
+    ctypedef struct kaext_plan:
+        unsigned set
+        int value[4]
+        int keepalive
+    ctypedef struct kaext_state:
+        unsigned have
+        int value[4]
+        int keepalive
+    int kaext_apply(kaext_sock fd, const kaext_plan *plan, int *step)
+    int kaext_read(kaext_sock fd, kaext_state *st, int *step)
+    int kaext_knob_supported(int k)
+    unsigned long long KAEXT_SOCK_MAX
+
+IMPLEMENTATION = "c"
+
+cdef dict _constants = {}
+cdef dict _sources = {}
+cdef Py_ssize_t _i = 0
+while kaext_constants[_i].name != NULL:
+    _constants[kaext_constants[_i].name.decode()] = kaext_constants[_i].value
+    _sources[kaext_constants[_i].name.decode()] = kaext_constants[_i].header.decode()
+    _i += 1
+
+#: Every name the platform headers define, with its value.
+CONSTANTS = _constants
+#: The header each constant came from.
+CONSTANT_SOURCES = _sources
+#: Per knob: (header name, level, optname), or None where this OS has no such knob.
+KNOB_OPTIONS = tuple(
+    (kaext_knob_name[k].decode(), KAEXT_KNOB_LEVEL, kaext_knob_opt[k]) if kaext_knob_have[k] else None
+    for k in range(KAEXT_NKNOBS)
+)
+FD_MAX = KAEXT_SOCK_MAX
+
+
+def knob_supported(int k):
+    """Does the running kernel accept knob ``k`` (probed on a throwaway socket)?"""
+    return kaext_knob_supported(k) == 1
+
+
+cdef long long _fd(object sock) except? -1:
+    cdef object fd
+    if isinstance(sock, int):
+        if isinstance(sock, bool):
+            from kaext._errors import fd_type_error
+            raise fd_type_error(sock)
+        fd = sock
+    else:
+        try:
+            fileno = sock.fileno
+        except AttributeError:
+            from kaext._errors import fd_type_error
+            raise fd_type_error(sock) from None
+        try:
+            fd = fileno()
+        except (OSError, TypeError, ValueError):
+            raise
+        except Exception as exc:
+            raise TypeError(f"{type(sock).__name__}.fileno() raised {exc!r}") from exc
+        if not isinstance(fd, int) or isinstance(fd, bool):
+            raise TypeError(
+                f"{type(sock).__name__}.fileno() returned {type(fd).__name__}, not int")
+    if fd < 0 or fd > KAEXT_SOCK_MAX:
+        from kaext._errors import bad_fd_error
+        raise bad_fd_error(fd)
+    return <long long>fd
+
+
+cdef object _fail(int err, int step, object plan):
+    from kaext._errors import socket_error
+    cdef object value = None
+    if plan is not None:
+        value = plan[step + 1] if step < 4 else (plan[5] if step == 4 else None)
+    name = kaext_knob_name[step].decode() if step < KAEXT_NKNOBS else ""
+    raise socket_error(err, step, name, value)
+
+
+def apply(object sock, tuple plan):
+    """Write a plan ``(set_mask, idle, interval, count, user_timeout, keepalive)``.
+
+    Values are in each knob's OS unit and already range-checked; ``keepalive``
+    is -1 (leave), 0 or 1.  Raises OSError; on error the socket is unchanged.
+    """
+    cdef kaext_plan p
+    cdef int step = 0, err
+    cdef kaext_sock fd = <kaext_sock>_fd(sock)
+    p.set = plan[0]
+    p.value[0] = plan[1]
+    p.value[1] = plan[2]
+    p.value[2] = plan[3]
+    p.value[3] = plan[4]
+    p.keepalive = plan[5]
+    err = kaext_apply(fd, &p, &step)
+    if err:
+        _fail(err, step, plan)
+
+
+def read(object sock):
+    """Read ``(keepalive, idle, interval, count, user_timeout)`` in OS units; None = unreadable."""
+    cdef kaext_state st
+    cdef int step = 0, err
+    cdef kaext_sock fd = <kaext_sock>_fd(sock)
+    err = kaext_read(fd, &st, &step)
+    if err:
+        _fail(err, step, None)
+    return (
+        st.keepalive,
+        st.value[0] if st.have & 1 else None,
+        st.value[1] if st.have & 2 else None,
+        st.value[2] if st.have & 4 else None,
+        st.value[3] if st.have & 8 else None,
+    )

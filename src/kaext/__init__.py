@@ -1,0 +1,50 @@
+"""kaext: TCP keepalive and TCP user timeout, the same way on every platform.
+
+>>> import socket, kaext
+>>> s = socket.create_connection(("example.org", 443))          # doctest: +SKIP
+>>> kaext.set_keepalive(s, idle=60, interval=10, count=5)         # doctest: +SKIP
+>>> kaext.get_keepalive(s)                                        # doctest: +SKIP
+KeepaliveState(enabled=True, idle=60.0, interval=10.0, count=5)
+
+Everything is in seconds (int, float or ``datetime.timedelta``).  See
+``kaext.capabilities()`` for what this platform supports and
+``python -m kaext.verify`` for a check of what the kernel really stores.
+"""
+
+from __future__ import annotations
+
+from . import constants
+from ._api import (
+    Duration,
+    KeepaliveState,
+    Knob,
+    Policy,
+    SocketLike,
+    capabilities,
+    disable_keepalive,
+    get_keepalive,
+    get_user_timeout,
+    set_keepalive,
+    set_user_timeout,
+    system_defaults,
+)
+from ._backend import IMPLEMENTATION
+from ._version import __version__
+
+__all__ = [
+    "IMPLEMENTATION",
+    "Duration",
+    "KeepaliveState",
+    "Knob",
+    "Policy",
+    "SocketLike",
+    "__version__",
+    "capabilities",
+    "constants",
+    "disable_keepalive",
+    "get_keepalive",
+    "get_user_timeout",
+    "set_keepalive",
+    "set_user_timeout",
+    "system_defaults",
+]

@@ -1,0 +1,591 @@
+"""The public API: validate, convert to the OS unit, and hand a plan to the backend.
+
+Both implementations (the C extension ``kaext._kaext`` and ``kaext._pure``)
+take the same plan, so everything a user can get wrong is checked here, once,
+before the first system call.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Protocol, Union
+
+from . import _backend as _impl
+from . import _platform
+from ._platform import KNOBS
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeAlias
+
+__all__ = [
+    "Duration",
+    "KeepaliveState",
+    "Knob",
+    "Policy",
+    "SocketLike",
+    "capabilities",
+    "disable_keepalive",
+    "get_keepalive",
+    "get_user_timeout",
+    "set_keepalive",
+    "set_user_timeout",
+    "system_defaults",
+]
+
+
+class _HasFileno(Protocol):
+    def fileno(self) -> int: ...
+
+
+#: A socket.socket, anything with ``fileno()`` (asyncio transports' sockets, trio), or an int fd.
+SocketLike: TypeAlias = Union[_HasFileno, int]
+#: Seconds as int or float, or a ``datetime.timedelta``.
+Duration: TypeAlias = Union[int, float, timedelta]
+
+_NS_PER_UNIT = {"s": 10**9, "ms": 10**6}
+_IDLE, _INTERVAL, _COUNT, _USER_TIMEOUT = range(4)
+_KEEPALIVE_ONLY = -1
+
+
+# --------------------------------------------------------------------------------------
+# What this platform offers
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One keepalive knob as this platform implements it.
+
+    ``option`` is the header name of the socket option (``"TCP_KEEPIDLE"``), ``level``
+    and ``optname`` the numbers to pass to setsockopt, ``unit`` what the kernel takes
+    (``"s"``, ``"ms"`` or ``"probes"``), ``min``/``max`` the range it accepts in that
+    unit, ``readable`` whether getsockopt reads it back, and ``mechanism`` the call
+    kaext makes.
+    """
+
+    option: str
+    level: int
+    optname: int
+    unit: str
+    min: int
+    max: int
+    readable: bool
+    mechanism: str
+
+
+def _build_capabilities() -> dict[str, Knob]:
+    knobs: dict[str, Knob] = {}
+    for index, name in enumerate(KNOBS):
+        spec = _platform.SPECS.get(name)
+        entry = _impl.KNOB_OPTIONS[index]
+        if spec is None or entry is None or not _impl.knob_supported(index):
+            continue
+        option, level, optname = entry
+        knobs[name] = Knob(
+            option=option,
+            level=level,
+            optname=optname,
+            unit=spec.unit,
+            min=spec.min,
+            max=spec.max,
+            readable=spec.readable,
+            mechanism=f"setsockopt(IPPROTO_TCP, {option})",
+        )
+    return knobs
+
+
+_CAPABILITIES: dict[str, Knob] | None = None
+
+
+def _caps() -> dict[str, Knob]:
+    global _CAPABILITIES
+    if _CAPABILITIES is None:
+        _CAPABILITIES = _build_capabilities()
+    return _CAPABILITIES
+
+
+def capabilities() -> dict[str, Knob]:
+    """The knobs this platform supports: ``idle``, ``interval``, ``count``, ``user_timeout``.
+
+    A knob is listed only when the headers define its option and the running kernel
+    accepted it in a one-time probe on a throwaway socket.  Linux: all four
+    (``TCP_KEEPIDLE`` 1..32767 s, ``TCP_KEEPINTVL`` 1..32767 s, ``TCP_KEEPCNT``
+    1..127 probes, ``TCP_USER_TIMEOUT`` 0..2**31-1 ms).
+    """
+    return dict(_caps())
+
+
+# --------------------------------------------------------------------------------------
+# Values
+# --------------------------------------------------------------------------------------
+
+
+def _duration_ns(knob: str, value: object) -> int:
+    """A duration in whole nanoseconds (exact for int, float, Fraction, Decimal, timedelta)."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
+        raise TypeError(
+            f"{knob} must be seconds as int, float or datetime.timedelta, "
+            f"got {type(value).__name__} {value!r}"
+        )
+    if isinstance(value, timedelta):
+        return (value.days * 86400 + value.seconds) * 10**9 + value.microseconds * 1000
+    try:
+        exact = Fraction(operator.index(value)) if hasattr(value, "__index__") else None
+        if exact is None:
+            if not isinstance(value, (float, Fraction, Decimal)) and not _is_real(value):
+                raise TypeError
+            number = value if isinstance(value, (Fraction, Decimal)) else float(value)  # type: ignore[arg-type]
+            if isinstance(number, (float, Decimal)) and not math.isfinite(number):
+                raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
+            exact = Fraction(number)
+    except TypeError:
+        raise TypeError(
+            f"{knob} must be seconds as int, float or datetime.timedelta, "
+            f"got {type(value).__name__} {value!r}"
+        ) from None
+    return round(exact * 10**9)
+
+
+def _is_real(value: object) -> bool:
+    import numbers
+
+    return isinstance(value, numbers.Real)
+
+
+def _range_error(knob: str, value: object, spec: _platform.KnobSpec, why: str = "") -> ValueError:
+    unit = spec.unit
+    lo = _fmt_unit(spec.min, unit)
+    hi = _fmt_unit(spec.max, unit)
+    extra = f" ({why})" if why else ""
+    return ValueError(
+        f"{knob}={value!r} is out of range{extra}: {spec.option} accepts {lo} .. {hi} "
+        f"on this platform"
+    )
+
+
+def _fmt_unit(n: int, unit: str) -> str:
+    if unit == "probes":
+        return f"{n} probes"
+    if unit == "ms":
+        return f"{n} ms ({n / 1000:g} s)"
+    return f"{n} s"
+
+
+def _spec(knob: str) -> _platform.KnobSpec:
+    spec = _platform.SPECS.get(knob)
+    if spec is None or knob not in _caps():
+        import errno
+
+        raise OSError(
+            errno.ENOPROTOOPT,
+            f"{knob} cannot be set on this platform ({_platform.FAMILY}): "
+            "no socket option for it, or the kernel refused it; see kaext.capabilities()",
+        )
+    return spec
+
+
+def _native(knob: str, value: object) -> int:
+    """Validate ``value`` for ``knob`` and convert it to the OS unit, rounding up."""
+    spec = _spec(knob)
+    if spec.unit == "probes":
+        if isinstance(value, bool) or not hasattr(value, "__index__"):
+            raise TypeError(f"{knob} must be an int number of probes, got {type(value).__name__} {value!r}")
+        n = operator.index(value)  # type: ignore[call-overload]
+        if n < spec.min or n > spec.max:
+            raise _range_error(knob, value, spec)
+        return n
+    ns = _duration_ns(knob, value)
+    if ns < 0 or (ns == 0 and spec.min > 0):
+        raise _range_error(knob, value, spec, "must be positive" if spec.min > 0 else "negative")
+    per = _NS_PER_UNIT[spec.unit]
+    n = -(-ns // per)  # round up: a timer never fires earlier than asked
+    if n < spec.min or n > spec.max:
+        raise _range_error(knob, value, spec)
+    return n
+
+
+def _seconds(knob: str, native: int | None) -> float | None:
+    if native is None:
+        return None
+    unit = _platform.SPECS[knob].unit
+    return native / 1000 if unit == "ms" else float(native)
+
+
+# --------------------------------------------------------------------------------------
+# Reading back
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeepaliveState:
+    """Keepalive as the kernel reports it.
+
+    ``enabled`` is SO_KEEPALIVE; ``idle`` and ``interval`` are seconds; ``count`` is
+    probes.  A knob the platform cannot read back is ``None``.
+    """
+
+    enabled: bool
+    idle: float | None
+    interval: float | None
+    count: int | None
+
+
+def get_keepalive(sock: SocketLike) -> KeepaliveState:
+    """Read SO_KEEPALIVE, the idle time, the probe interval and the probe count.
+
+    Linux: ``getsockopt`` of ``SO_KEEPALIVE``, ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``,
+    ``TCP_KEEPCNT``; a knob never set reads as the system default.  macOS: idle via
+    ``TCP_KEEPALIVE``.  Seconds; ``None`` where the platform cannot read a knob back.
+    """
+    enabled, idle, interval, count, _ = _impl.read(sock)
+    caps = _caps()
+    return KeepaliveState(
+        enabled=bool(enabled),
+        idle=_seconds("idle", idle) if "idle" in caps else None,
+        interval=_seconds("interval", interval) if "interval" in caps else None,
+        count=count if "count" in caps else None,
+    )
+
+
+def get_user_timeout(sock: SocketLike) -> float | None:
+    """Read the user timeout in seconds: Linux ``TCP_USER_TIMEOUT`` (kernel unit ms).
+
+    ``0.0`` means the system default (no per-socket timeout).  ``None`` where the
+    platform cannot read it back.
+    """
+    if "user_timeout" not in _caps():
+        _spec("user_timeout")
+    return _seconds("user_timeout", _impl.read(sock)[4])
+
+
+# --------------------------------------------------------------------------------------
+# Setting
+# --------------------------------------------------------------------------------------
+
+
+def _plan(
+    idle: object,
+    interval: object,
+    count: object,
+    user_timeout: object,
+    keepalive: int,
+) -> tuple[int, int, int, int, int, int]:
+    values = [0, 0, 0, 0]
+    mask = 0
+    for index, (name, value) in enumerate(
+        (("idle", idle), ("interval", interval), ("count", count), ("user_timeout", user_timeout))
+    ):
+        if value is not None:
+            values[index] = _native(name, value)
+            mask |= 1 << index
+    return (mask, values[0], values[1], values[2], values[3], keepalive)
+
+
+def set_keepalive(
+    sock: SocketLike,
+    idle: Duration | None = None,
+    interval: Duration | None = None,
+    count: int | None = None,
+) -> None:
+    """Turn SO_KEEPALIVE on and set the knobs that are given; ``None`` leaves a knob as it is.
+
+    Linux: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` (seconds, 1..32767), ``TCP_KEEPCNT``
+    (1..127).  macOS: idle via ``TCP_KEEPALIVE``.  Seconds as int, float or
+    ``timedelta``; fractions round up to the platform's resolution.
+
+    Raises TypeError or ValueError (naming the knob and the valid range) before any
+    system call, OSError with the errno if the kernel refuses; the socket is then
+    left as it was.
+    """
+    _impl.apply(sock, _plan(idle, interval, count, None, 1))
+
+
+def disable_keepalive(sock: SocketLike) -> None:
+    """Turn SO_KEEPALIVE off (the knobs keep their values for when it is turned on again)."""
+    _impl.apply(sock, (0, 0, 0, 0, 0, 0))
+
+
+def set_user_timeout(sock: SocketLike, seconds: Duration) -> None:
+    """Set how long transmitted data may stay unacknowledged before the connection drops.
+
+    Linux: ``TCP_USER_TIMEOUT``, kernel unit milliseconds (0..2**31-1), seconds here,
+    rounded up to the millisecond; ``0`` restores the system default.  Also bounds
+    how long keepalive probes may go unanswered.
+    """
+    if seconds is None:
+        raise TypeError("user_timeout must be seconds as int, float or datetime.timedelta, got None")
+    _impl.apply(sock, _plan(None, None, None, seconds, _KEEPALIVE_ONLY))
+
+
+def system_defaults() -> KeepaliveState:
+    """The system-wide keepalive defaults, in seconds.
+
+    Linux: ``/proc/sys/net/ipv4/tcp_keepalive_time``, ``_intvl``, ``_probes``.
+    Elsewhere: what a fresh, unconfigured TCP socket reports.  ``enabled`` is whether
+    a new socket has SO_KEEPALIVE on.
+    """
+    import socket
+
+    values: dict[str, Any] = dict(_platform.read_system_defaults())
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        fresh = get_keepalive(s)
+    for knob in ("idle", "interval", "count"):
+        if values.get(knob) is None:
+            values[knob] = getattr(fresh, knob)
+    return KeepaliveState(
+        enabled=fresh.enabled,
+        idle=None if values["idle"] is None else float(values["idle"]),
+        interval=None if values["interval"] is None else float(values["interval"]),
+        count=values["count"],
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Policy
+# --------------------------------------------------------------------------------------
+
+_SUFFIX_SECONDS = {"ms": Fraction(1, 1000), "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_RE = re.compile(r"(\d+)(ms|s|m|h|d)?")
+
+
+def _parse_duration(text: str, what: str, spec: str) -> Fraction:
+    if not text:
+        raise ValueError(f"invalid keepalive spec {spec!r}: empty {what}")
+    pos, total = 0, Fraction(0)
+    while pos < len(text):
+        m = _DURATION_RE.match(text, pos)
+        if m is None or m.end() == pos:
+            raise ValueError(
+                f"invalid keepalive spec {spec!r}: {what} {text!r} is not a duration "
+                "(digits with an optional s, m, h, d or ms suffix, e.g. 30m or 1h30m)"
+            )
+        total += int(m.group(1)) * _SUFFIX_SECONDS[m.group(2) or "s"]
+        pos = m.end()
+    return total
+
+
+def _format_duration(seconds: float) -> str:
+    exact = Fraction(seconds).limit_denominator(1000)
+    if exact.denominator != 1:
+        return f"{int(exact * 1000)}ms"
+    whole = int(exact)
+    for suffix, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole % size == 0:
+            return f"{whole // size}{suffix}"
+    return f"{whole}s"
+
+
+class Policy:
+    """A complete keepalive configuration, validated for this platform when it is made.
+
+    ``idle``, ``interval`` and ``user_timeout`` are seconds (int, float or
+    ``timedelta``; fractions round up to the platform's resolution), ``count`` is
+    probes; ``None`` leaves a knob as it is.  ``keepalive=False`` is a policy that
+    turns SO_KEEPALIVE off.  A policy is immutable and hashable; its attributes hold
+    the values that will be applied, in seconds.
+    """
+
+    __slots__ = ("idle", "interval", "count", "user_timeout", "keepalive", "_plan")
+
+    idle: float | None
+    interval: float | None
+    count: int | None
+    user_timeout: float | None
+    keepalive: bool
+    _plan: tuple[int, int, int, int, int, int]
+
+    def __init__(
+        self,
+        idle: Duration | None = None,
+        interval: Duration | None = None,
+        count: int | None = None,
+        user_timeout: Duration | None = None,
+        *,
+        keepalive: bool = True,
+    ) -> None:
+        if not isinstance(keepalive, bool):
+            raise TypeError(f"keepalive must be True or False, got {keepalive!r}")
+        if not keepalive and (idle, interval, count) != (None, None, None):
+            raise ValueError("a policy that turns keepalive off cannot also set idle, interval or count")
+        plan = _plan(idle, interval, count, user_timeout, 1 if keepalive else 0)
+        mask = plan[0]
+        init = object.__setattr__
+        init(self, "_plan", plan)
+        init(self, "keepalive", keepalive)
+        init(self, "idle", _seconds("idle", plan[1]) if mask & 1 else None)
+        init(self, "interval", _seconds("interval", plan[2]) if mask & 2 else None)
+        init(self, "count", plan[3] if mask & 4 else None)
+        init(self, "user_timeout", _seconds("user_timeout", plan[4]) if mask & 8 else None)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Policy is immutable; make a new one (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Policy is immutable (cannot delete {name!r})")
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.idle, self.interval, self.count, self.user_timeout, self.keepalive)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Policy):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        parts = [
+            f"{name}={getattr(self, name)!r}"
+            for name in ("idle", "interval", "count", "user_timeout")
+            if getattr(self, name) is not None
+        ]
+        if not self.keepalive:
+            parts.append("keepalive=False")
+        return f"Policy({', '.join(parts)})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_policy_from_kwargs, (dict(zip(("idle", "interval", "count", "user_timeout", "keepalive"), self._key())),))
+
+    def apply(self, sock: SocketLike) -> None:
+        """Apply the whole policy to ``sock``, all or nothing.
+
+        Order of calls: TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT
+        (Linux names), then SO_KEEPALIVE.  Every value was range-checked when the
+        policy was made and the first call is the one a closed fd or a non-TCP socket
+        refuses, so a refusal leaves the socket as it was.
+        """
+        _impl.apply(sock, self._plan)
+
+    # -- budgets ---------------------------------------------------------------------
+
+    @classmethod
+    def from_timeout(cls, seconds: Duration) -> Policy:
+        """Split a dead-peer budget into idle, interval and count, and a user timeout.
+
+        Chooses whole seconds with ``idle + interval * count <= seconds`` (about a
+        quarter of the budget idle, then up to 10 probes), and sets the user timeout
+        to exactly ``idle + interval * count`` so that unacknowledged data is given up
+        on within the same budget (Linux: with TCP_USER_TIMEOUT set, the kernel drops
+        a keepalive-probed connection once that much time has passed since the last
+        data received).  Needs at least 2 s.
+        """
+        budget_ns = _duration_ns("timeout", seconds)
+        if budget_ns < 2 * 10**9:
+            raise ValueError(f"timeout={seconds!r} is too short: need at least 2 s (1 s idle + 1 probe of 1 s)")
+        budget = budget_ns // 10**9  # whole seconds, rounded down: never exceed the budget
+        caps = _caps()
+        idle_max = caps["idle"].max if "idle" in caps else budget
+        interval_max = caps["interval"].max if "interval" in caps else budget
+        count_max = caps["count"].max if "count" in caps else 10
+        idle = min(idle_max, max(1, budget // 4))
+        rest = budget - idle  # >= 1
+        count = min(10, count_max, rest)
+        interval = min(interval_max, rest // count)  # >= 1, and interval * count <= rest
+        user_timeout = None
+        if "user_timeout" in caps:
+            user_timeout = min(idle + interval * count, caps["user_timeout"].max // 1000)
+        return cls(
+            idle=idle if "idle" in caps else None,
+            interval=interval if "interval" in caps else None,
+            count=count if "count" in caps else None,
+            user_timeout=user_timeout,
+        )
+
+    # -- nginx so_keepalive syntax -------------------------------------------------------
+
+    @classmethod
+    def parse(cls, spec: str) -> Policy:
+        """Parse nginx's ``so_keepalive`` syntax: ``on``, ``off`` or ``[idle]:[interval]:[count]``.
+
+        Durations take ``s``, ``m``, ``h``, ``d`` (and ``ms``) suffixes and may be
+        combined (``1h30m``); a bare number is seconds; an empty field leaves that
+        knob as it is (``30m::10``).  kaext also reads a ``user_timeout=DURATION``
+        word after it (``30m::10 user_timeout=5m``), which ``str(policy)`` writes.
+        """
+        if not isinstance(spec, str):
+            raise TypeError(f"spec must be a str, got {type(spec).__name__}")
+        words = spec.split()
+        if not words:
+            raise ValueError(f"invalid keepalive spec {spec!r}: empty")
+        head, extra = words[0], words[1:]
+        user_timeout: Fraction | None = None
+        for word in extra:
+            key, sep, val = word.partition("=")
+            if key != "user_timeout" or not sep or user_timeout is not None:
+                raise ValueError(f"invalid keepalive spec {spec!r}: unexpected {word!r}")
+            user_timeout = _parse_duration(val, "user_timeout", spec)
+        ut = None if user_timeout is None else _as_number(user_timeout)
+        if head == "on":
+            return cls(user_timeout=ut)
+        if head == "off":
+            return cls(keepalive=False, user_timeout=ut)
+        fields = head.split(":")
+        if len(fields) != 3:
+            raise ValueError(
+                f"invalid keepalive spec {spec!r}: expected 'on', 'off' or [idle]:[interval]:[count]"
+            )
+        idle_s, interval_s, count_s = fields
+        idle = _as_number(_parse_duration(idle_s, "idle", spec)) if idle_s else None
+        interval = _as_number(_parse_duration(interval_s, "interval", spec)) if interval_s else None
+        if count_s and not count_s.isdigit():
+            raise ValueError(f"invalid keepalive spec {spec!r}: count {count_s!r} is not a whole number")
+        count = int(count_s) if count_s else None
+        return cls(idle=idle, interval=interval, count=count, user_timeout=ut)
+
+    def __str__(self) -> str:
+        if not self.keepalive:
+            head = "off"
+        elif (self.idle, self.interval, self.count) == (None, None, None):
+            head = "on"
+        else:
+            head = ":".join(
+                (
+                    "" if self.idle is None else _format_duration(self.idle),
+                    "" if self.interval is None else _format_duration(self.interval),
+                    "" if self.count is None else str(self.count),
+                )
+            )
+        if self.user_timeout is not None:
+            head += f" user_timeout={_format_duration(self.user_timeout)}"
+        return head
+
+    # -- framework shapes ------------------------------------------------------------------
+
+    def socket_options(self, base: Any = ()) -> list[tuple[int, int, int]]:
+        """The policy as plain ``(level, optname, value)`` tuples, for ``socket_options`` arguments.
+
+        ``base`` (e.g. urllib3's ``HTTPConnection.default_socket_options``) is kept,
+        first, except entries for the same (level, optname), which this policy replaces.
+        Values are in each option's OS unit.
+        """
+        own = self._options()
+        keys = {(level, opt) for level, opt, _ in own}
+        merged = [tuple(item) for item in base if (item[0], item[1]) not in keys]
+        return [*merged, *own]  # type: ignore[list-item]
+
+    def _options(self) -> list[tuple[int, int, int]]:
+        mask = self._plan[0]
+        out: list[tuple[int, int, int]] = []
+        consts = _impl.CONSTANTS
+        out.append((consts["SOL_SOCKET"], consts["SO_KEEPALIVE"], 1 if self.keepalive else 0))
+        caps = _caps()
+        for index, name in enumerate(KNOBS):
+            if mask & (1 << index):
+                knob = caps[name]
+                out.append((knob.level, knob.optname, self._plan[index + 1]))
+        return out
+
+
+def _as_number(value: Fraction) -> int | float:
+    return int(value) if value.denominator == 1 else float(value)
+
+
+def _policy_from_kwargs(kwargs: dict[str, Any]) -> Policy:
+    return Policy(**kwargs)

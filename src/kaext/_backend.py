@@ -1,0 +1,46 @@
+"""Chooses the implementation: the C extension, or the pure-Python one.
+
+``KAEXT_NO_EXTENSIONS=1`` forces the pure-Python implementation; so does a
+Python on which the extension was not built (PyPy, no compiler).
+"""
+
+from __future__ import annotations
+
+import os
+
+if os.environ.get("KAEXT_NO_EXTENSIONS", "") not in ("", "0"):
+    from ._pure import CONSTANT_SOURCES, CONSTANTS, FD_MAX, IMPLEMENTATION, KNOB_OPTIONS, apply, knob_supported, read
+else:
+    try:
+        from ._kaext import (  # type: ignore[no-redef]
+            CONSTANT_SOURCES,
+            CONSTANTS,
+            FD_MAX,
+            IMPLEMENTATION,
+            KNOB_OPTIONS,
+            apply,
+            knob_supported,
+            read,
+        )
+    except ImportError:
+        from ._pure import (  # type: ignore[assignment]
+            CONSTANT_SOURCES,
+            CONSTANTS,
+            FD_MAX,
+            IMPLEMENTATION,
+            KNOB_OPTIONS,
+            apply,
+            knob_supported,
+            read,
+        )
+
+__all__ = [
+    "CONSTANTS",
+    "CONSTANT_SOURCES",
+    "FD_MAX",
+    "IMPLEMENTATION",
+    "KNOB_OPTIONS",
+    "apply",
+    "knob_supported",
+    "read",
+]

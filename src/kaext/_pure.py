@@ -1,0 +1,201 @@
+"""kaext._pure -- the pure-Python implementation of ``kaext._kaext``.
+
+Same functions, same plans, same errors, through ``socket.setsockopt`` and
+``socket.getsockopt``.  Used where the extension cannot be built (PyPy, no
+compiler) or when ``KAEXT_NO_EXTENSIONS=1`` is set.  Option numbers come from
+Python's :mod:`socket` module; where Python lacks a name the platform's header
+defines (``TCP_KEEPALIVE`` on macOS before Python 3.10, ``TCP_KEEPIDLE`` on old
+Windows builds), the value documented in :mod:`kaext._platform` is used.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Any
+
+from ._errors import STEP_KEEPALIVE, STEP_PROBE, bad_fd_error, fd_type_error, socket_error
+from ._platform import FAMILY, INT_MAX, KNOBS, SPECS
+
+IMPLEMENTATION = "python"
+
+# Names a platform header may define that matter for keepalive and timeouts.
+_NAMES = (
+    "SOL_SOCKET",
+    "SO_KEEPALIVE",
+    "IPPROTO_TCP",
+    "TCP_KEEPIDLE",
+    "TCP_KEEPINTVL",
+    "TCP_KEEPCNT",
+    "TCP_KEEPALIVE",
+    "TCP_KEEPINIT",
+    "TCP_USER_TIMEOUT",
+    "TCP_SYNCNT",
+    "TCP_CONNECTIONTIMEOUT",
+    "TCP_RXT_CONNDROPTIME",
+    "TCP_KEEPALIVE_THRESHOLD",
+    "TCP_KEEPALIVE_ABORT_THRESHOLD",
+    "TCP_MAXRT",
+    "TCP_MAXRTMS",
+    "SIO_KEEPALIVE_VALS",
+)
+
+
+def _collect() -> tuple[dict[str, int], dict[str, str]]:
+    values: dict[str, int] = {}
+    sources: dict[str, str] = {}
+    for name in _NAMES:
+        value = getattr(socket, name, None)
+        if isinstance(value, int):
+            values[name] = value
+            sources[name] = "socket"
+    for spec in SPECS.values():
+        if spec.option not in values and spec.fallback is not None:
+            values[spec.option] = spec.fallback
+            sources[spec.option] = "kaext._platform (fallback)"
+    return values, sources
+
+
+CONSTANTS, CONSTANT_SOURCES = _collect()
+
+_TCP = CONSTANTS.get("IPPROTO_TCP", 6)
+_SOL_SOCKET = CONSTANTS["SOL_SOCKET"]
+_SO_KEEPALIVE = CONSTANTS["SO_KEEPALIVE"]
+_TCP_NODELAY = socket.TCP_NODELAY
+
+KNOB_OPTIONS: tuple[tuple[str, int, int] | None, ...] = tuple(
+    (SPECS[k].option, _TCP, CONSTANTS[SPECS[k].option])
+    if k in SPECS and SPECS[k].option in CONSTANTS
+    else None
+    for k in KNOBS
+)
+FD_MAX = 2**63 - 1 if FAMILY == "windows" else INT_MAX
+
+
+def knob_supported(k: int) -> bool:
+    """Does the running kernel accept knob ``k`` (probed on a throwaway socket)?"""
+    entry = KNOB_OPTIONS[k] if 0 <= k < len(KNOB_OPTIONS) else None
+    if entry is None:
+        return False
+    _, level, opt = entry
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return False
+    with s:
+        try:
+            value = s.getsockopt(level, opt)
+        except OSError:
+            value = 1
+        try:
+            s.setsockopt(level, opt, value if value > 0 else 1)
+        except OSError:
+            return False
+    return True
+
+
+def _fd(sock: Any) -> int:
+    if isinstance(sock, int):
+        if isinstance(sock, bool):
+            raise fd_type_error(sock)
+        fd = sock
+    else:
+        try:
+            fileno = sock.fileno
+        except AttributeError:
+            raise fd_type_error(sock) from None
+        try:
+            fd = fileno()
+        except (OSError, TypeError, ValueError):
+            raise
+        except Exception as exc:
+            raise TypeError(f"{type(sock).__name__}.fileno() raised {exc!r}") from exc
+        if not isinstance(fd, int) or isinstance(fd, bool):
+            raise TypeError(f"{type(sock).__name__}.fileno() returned {type(fd).__name__}, not int")
+    if fd < 0 or fd > FD_MAX:
+        raise bad_fd_error(fd)
+    return int(fd)
+
+
+class _Borrowed:
+    """A socket object for a file descriptor we do not own: never closes it."""
+
+    __slots__ = ("sock", "borrowed")
+
+    def __init__(self, sock: Any) -> None:
+        if type(sock) is socket.socket:
+            if sock.fileno() < 0:
+                raise bad_fd_error(-1)
+            self.sock, self.borrowed = sock, False
+            return
+        fd = _fd(sock)
+        try:
+            self.sock = socket.socket(fileno=fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTSOCK, errno.EBADF):
+                raise socket_error(exc.errno, STEP_PROBE, "") from None
+            raise
+        self.borrowed = True
+
+    def __enter__(self) -> socket.socket:
+        return self.sock
+
+    def __exit__(self, *exc: object) -> None:
+        if self.borrowed:
+            self.sock.detach()
+
+
+def _probe_tcp(s: socket.socket) -> None:
+    try:
+        s.getsockopt(_TCP, _TCP_NODELAY)
+    except OSError as exc:
+        raise socket_error(exc.errno or errno.EINVAL, STEP_PROBE, "") from None
+
+
+def apply(sock: Any, plan: tuple[int, int, int, int, int, int]) -> None:
+    """Write a plan ``(set_mask, idle, interval, count, user_timeout, keepalive)``.
+
+    Same order as the C shim: TCP-level knobs first, SO_KEEPALIVE last.
+    """
+    mask = plan[0]
+    with _Borrowed(sock) as s:
+        first = True
+        for k in range(4):
+            if not mask & (1 << k):
+                continue
+            entry = KNOB_OPTIONS[k]
+            if entry is None:
+                raise socket_error(errno.ENOPROTOOPT, k, "", plan[k + 1])
+            name, level, opt = entry
+            try:
+                s.setsockopt(level, opt, plan[k + 1])
+            except OSError as exc:
+                raise socket_error(exc.errno or errno.EINVAL, k, name, plan[k + 1]) from None
+            first = False
+        if first:
+            _probe_tcp(s)
+        if plan[5] >= 0:
+            try:
+                s.setsockopt(_SOL_SOCKET, _SO_KEEPALIVE, 1 if plan[5] else 0)
+            except OSError as exc:
+                raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "", plan[5]) from None
+
+
+def read(sock: Any) -> tuple[int, int | None, int | None, int | None, int | None]:
+    """Read ``(keepalive, idle, interval, count, user_timeout)`` in OS units; None = unreadable."""
+    with _Borrowed(sock) as s:
+        try:
+            keepalive = s.getsockopt(_SOL_SOCKET, _SO_KEEPALIVE)
+        except OSError as exc:
+            raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "") from None
+        _probe_tcp(s)
+        values: list[int | None] = []
+        for entry in KNOB_OPTIONS:
+            value = None
+            if entry is not None:
+                try:
+                    value = s.getsockopt(entry[1], entry[2])
+                except OSError:
+                    value = None
+            values.append(value)
+    return (keepalive, values[0], values[1], values[2], values[3])
