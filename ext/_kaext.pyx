@@ -98,12 +98,7 @@ cdef object _fail(int err, int step, object plan):
     raise socket_error(err, step, name, value)
 
 
-def apply(object sock, tuple plan):
-    """Write a plan ``(set_mask, idle, interval, count, user_timeout, keepalive)``.
-
-    Values are in each knob's OS unit and already range-checked; ``keepalive``
-    is -1 (leave), 0 or 1.  Raises OSError; on error the socket is unchanged.
-    """
+cdef inline object _apply(object sock, tuple plan):
     cdef kaext_plan p
     cdef int step = 0, err
     cdef kaext_sock fd = <kaext_sock>_fd(sock)
@@ -116,6 +111,23 @@ def apply(object sock, tuple plan):
     err = kaext_apply(fd, &p, &step)
     if err:
         _fail(err, step, plan)
+
+
+def apply(object sock, tuple plan):
+    """Write a plan ``(set_mask, idle, interval, count, user_timeout, keepalive)``.
+
+    Values are in each knob's OS unit and already range-checked; ``keepalive``
+    is -1 (leave), 0 or 1.  Raises OSError; on error the socket is unchanged.
+    """
+    _apply(sock, plan)
+
+
+def apply_policy(self, sock):
+    """Apply this policy to ``sock``, all or nothing (see :class:`kaext.Policy`).
+
+    Bound as ``Policy.apply``: one C call per policy, the hot path.
+    """
+    _apply(sock, self._plan)
 
 
 def read(object sock):

@@ -453,15 +453,19 @@ class Policy:
     def __reduce__(self) -> tuple[Any, ...]:
         return (_policy_from_kwargs, (dict(zip(("idle", "interval", "count", "user_timeout", "keepalive"), self._key())),))
 
-    def apply(self, sock: SocketLike) -> None:
-        """Apply the whole policy to ``sock``, all or nothing.
+    if TYPE_CHECKING:
 
-        Order of calls: TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT
-        (Linux names), then SO_KEEPALIVE.  Every value was range-checked when the
-        policy was made and the first call is the one a closed fd or a non-TCP socket
-        refuses, so a refusal leaves the socket as it was.
-        """
-        _impl.apply(sock, self._plan)
+        def apply(self, sock: SocketLike) -> None:
+            """Apply the whole policy to ``sock``, all or nothing."""
+
+    else:
+        #: Apply the whole policy to ``sock``, all or nothing.
+        #:
+        #: Order of calls: TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT
+        #: (Linux names), then SO_KEEPALIVE.  Every value was range-checked when the
+        #: policy was made and the first call is the one a closed fd or a non-TCP socket
+        #: refuses, so a refusal leaves the socket as it was.  One C call: the hot path.
+        apply = _impl.apply_policy
 
     # -- budgets ---------------------------------------------------------------------
 
@@ -585,6 +589,17 @@ class Policy:
 
 def _as_number(value: Fraction) -> int | float:
     return int(value) if value.denominator == 1 else float(value)
+
+
+def _use_implementation(module: Any) -> None:
+    """Point the API at another implementation module (``kaext._kaext`` or ``kaext._pure``).
+
+    For the test suite, which runs every test against both implementations.
+    """
+    global _impl, _CAPABILITIES
+    _impl = module
+    _CAPABILITIES = None
+    type.__setattr__(Policy, "apply", module.apply_policy)
 
 
 def _policy_from_kwargs(kwargs: dict[str, Any]) -> Policy:

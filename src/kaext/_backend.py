@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 if os.environ.get("KAEXT_NO_EXTENSIONS", "") not in ("", "0"):
-    from ._pure import CONSTANT_SOURCES, CONSTANTS, FD_MAX, IMPLEMENTATION, KNOB_OPTIONS, apply, knob_supported, read
+    from ._pure import CONSTANT_SOURCES, CONSTANTS, FD_MAX, IMPLEMENTATION, KNOB_OPTIONS, apply, apply_policy, knob_supported, read
 else:
     try:
         from ._kaext import (  # type: ignore[no-redef]
@@ -19,6 +19,7 @@ else:
             IMPLEMENTATION,
             KNOB_OPTIONS,
             apply,
+            apply_policy,
             knob_supported,
             read,
         )
@@ -30,6 +31,7 @@ else:
             IMPLEMENTATION,
             KNOB_OPTIONS,
             apply,
+            apply_policy,
             knob_supported,
             read,
         )
@@ -41,6 +43,7 @@ __all__ = [
     "IMPLEMENTATION",
     "KNOB_OPTIONS",
     "apply",
+    "apply_policy",
     "knob_supported",
     "read",
 ]

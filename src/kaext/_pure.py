@@ -181,6 +181,11 @@ def apply(sock: Any, plan: tuple[int, int, int, int, int, int]) -> None:
                 raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "", plan[5]) from None
 
 
+def apply_policy(self: Any, sock: Any) -> None:
+    """Apply this policy to ``sock``, all or nothing (see :class:`kaext.Policy`)."""
+    apply(sock, self._plan)
+
+
 def read(sock: Any) -> tuple[int, int | None, int | None, int | None, int | None]:
     """Read ``(keepalive, idle, interval, count, user_timeout)`` in OS units; None = unreadable."""
     with _Borrowed(sock) as s:
