@@ -12,6 +12,8 @@ pytestmark = pytest.mark.one_implementation
 
 
 def _readme_commands() -> list[str]:
+    if not (ROOT / "README.md").exists():
+        pytest.skip("not a source checkout (tests run from an installed wheel)")
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```sh\n(.*?)```", quick, re.S)
