@@ -128,27 +128,30 @@ def capabilities() -> dict[str, Knob]:
 
 def _duration_ns(knob: str, value: object) -> int:
     """A duration in whole nanoseconds (exact for int, float, Fraction, Decimal, timedelta)."""
+    if isinstance(value, timedelta):
+        return (value.days * 86400 + value.seconds) * 10**9 + value.microseconds * 1000
     if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
+        exact = None
+    elif hasattr(value, "__index__"):
+        exact = Fraction(operator.index(value))  # type: ignore[arg-type]
+    elif isinstance(value, Fraction):
+        exact = value
+    elif isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
+        exact = Fraction(value)
+    elif isinstance(value, float) or _is_real(value):
+        number = float(value)  # type: ignore[arg-type]
+        if not math.isfinite(number):
+            raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
+        exact = Fraction(number)
+    else:
+        exact = None
+    if exact is None:
         raise TypeError(
             f"{knob} must be seconds as int, float or datetime.timedelta, "
             f"got {type(value).__name__} {value!r}"
         )
-    if isinstance(value, timedelta):
-        return (value.days * 86400 + value.seconds) * 10**9 + value.microseconds * 1000
-    try:
-        exact = Fraction(operator.index(value)) if hasattr(value, "__index__") else None
-        if exact is None:
-            if not isinstance(value, (float, Fraction, Decimal)) and not _is_real(value):
-                raise TypeError
-            number = value if isinstance(value, (Fraction, Decimal)) else float(value)  # type: ignore[arg-type]
-            if isinstance(number, (float, Decimal)) and not math.isfinite(number):
-                raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
-            exact = Fraction(number)
-    except TypeError:
-        raise TypeError(
-            f"{knob} must be seconds as int, float or datetime.timedelta, "
-            f"got {type(value).__name__} {value!r}"
-        ) from None
     return round(exact * 10**9)
 
 
