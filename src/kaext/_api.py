@@ -203,7 +203,10 @@ def _native(knob: str, value: object) -> int:
         if n < spec.min or n > spec.max:
             raise _range_error(knob, value, spec)
         return n
-    ns = _duration_ns(knob, value)
+    try:
+        ns = _duration_ns(knob, value)
+    except ValueError:
+        raise _range_error(knob, value, spec, "not a finite number") from None
     if ns < 0 or (ns == 0 and spec.min > 0):
         raise _range_error(knob, value, spec, "must be positive" if spec.min > 0 else "negative")
     per = _NS_PER_UNIT[spec.unit]
