@@ -152,7 +152,12 @@ def _duration_ns(knob: str, value: object) -> int:
             f"{knob} must be seconds as int, float or datetime.timedelta, "
             f"got {type(value).__name__} {value!r}"
         )
-    return round(exact * 10**9)
+    ns = round(exact * 10**9)
+    if ns == 0 and exact != 0:
+        # below 1 ns: keep the sign, so that a tiny positive value rounds up to the
+        # OS resolution and a tiny negative one is refused, not taken as 0
+        ns = 1 if exact > 0 else -1
+    return ns
 
 
 def _is_real(value: object) -> bool:
