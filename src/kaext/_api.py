@@ -521,8 +521,10 @@ class Policy:
 
         Durations take ``s``, ``m``, ``h``, ``d`` (and ``ms``) suffixes and may be
         combined (``1h30m``); a bare number is seconds; an empty field leaves that
-        knob as it is (``30m::10``).  kaext also reads a ``user_timeout=DURATION``
-        word after it (``30m::10 user_timeout=5m``), which ``str(policy)`` writes.
+        knob as it is (``30m::10``) and trailing fields may be left out (``10:``
+        sets only idle); as in nginx, a spec that sets nothing (``::``) is refused.
+        kaext also reads a ``user_timeout=DURATION`` word after it
+        (``30m::10 user_timeout=5m``), which ``str(policy)`` writes.
         """
         if not isinstance(spec, str):
             raise TypeError(f"spec must be a str, got {type(spec).__name__}")
@@ -542,14 +544,15 @@ class Policy:
         if head == "off":
             return cls(keepalive=False, user_timeout=ut)
         fields = head.split(":")
-        if len(fields) != 3:
+        if len(fields) > 3 or not any(fields):
             raise ValueError(
                 f"invalid keepalive spec {spec!r}: expected 'on', 'off' or [idle]:[interval]:[count]"
             )
-        idle_s, interval_s, count_s = fields
+        # like nginx, trailing fields may be left out: "10" and "10:" set only idle
+        idle_s, interval_s, count_s = (*fields, "", "")[:3]
         idle = _as_number(_parse_duration(idle_s, "idle", spec)) if idle_s else None
         interval = _as_number(_parse_duration(interval_s, "interval", spec)) if interval_s else None
-        if count_s and not count_s.isdigit():
+        if count_s and not (count_s.isascii() and count_s.isdigit()):
             raise ValueError(f"invalid keepalive spec {spec!r}: count {count_s!r} is not a whole number")
         count = int(count_s) if count_s else None
         return cls(idle=idle, interval=interval, count=count, user_timeout=ut)
