@@ -38,10 +38,9 @@ def socket_error(err: int, step: int, option: str, value: int | None = None) -> 
         knob = KNOBS[step]
         what = f"{knob} ({option})" if value is None else f"{knob}={value} ({option})"
     hint = ""
-    if err in (_errno.ENOPROTOOPT, _errno.EOPNOTSUPP) and step in (0, STEP_PROBE):
+    if err in (_errno.ENOPROTOOPT, _errno.EOPNOTSUPP) and (step < len(KNOBS) or step == STEP_PROBE):
+        # whichever TCP-level call comes first is the one a UDP or AF_UNIX socket refuses
         hint = " - not a TCP socket (UDP or AF_UNIX?) or the kernel lacks this option"
-    elif err in (_errno.ENOPROTOOPT,) and step < len(KNOBS):
-        hint = " - this kernel does not support it"
     elif err == _errno.ENOTSOCK:
         hint = " - the file descriptor is not a socket"
     elif err == _errno.EBADF:
