@@ -1,0 +1,713 @@
+"""``python -m kaext.verify``: prove on this machine that what kaext sets is what the kernel stores.
+
+For fresh TCP sockets (IPv4 and IPv6 where available; unconnected, listening,
+and both ends of a connected loopback pair) it sets every knob this platform
+supports (``kaext.capabilities()``) to several values including both ends of
+the range, reads each back through kaext *and* through Python's own
+``socket.getsockopt`` where Python has the constant, and prints one row per
+check.  It also feeds kaext values just outside the range and checks that kaext
+refuses them before any system call, leaving the socket unchanged.
+
+Verdicts in lower case pass (``ok``, ``rejected``, ``write-only``); verdicts in
+upper case fail:
+
+* ``CLAMPED``  -- the kernel stored a different value than was set;
+* ``REFUSED``  -- the kernel (or kaext) refused a value inside the documented range;
+* ``MISMATCH`` -- kaext's reading differs from Python's ``socket.getsockopt``, a
+  header value differs from Python's constant, or a refused call changed the socket;
+* ``NOT REJECTED`` -- kaext passed an out-of-range value on to the kernel.
+
+``--live`` opens a loopback connection, applies a policy and checks the
+kernel's own view of the keepalive timer (``/proc/net/tcp``, ``/proc/net/tcp6``
+and ``TCP_INFO`` where the system has them).  ``--idle-timeout N`` checks that a
+policy sends its first probe before a middlebox that forgets idle flows after
+``N`` seconds does so.
+
+Exit status: 0 when every check passes, 1 when one fails, 2 for bad arguments.
+Only kaext's public API and :mod:`socket` are used, so this checks what a user
+of kaext gets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from fractions import Fraction
+from typing import Any
+
+import kaext
+
+__all__ = ["judge", "main", "run_checks", "run_idle_timeout", "run_live"]
+
+#: Default policy for ``--live``: distinct values, so a reading shows which knob it is.
+LIVE_POLICY = "7s:3s:4 user_timeout=19s"
+
+_PASS = ("ok", "rejected", "write-only")
+
+
+# --------------------------------------------------------------------------------------
+# Verdicts
+# --------------------------------------------------------------------------------------
+
+
+def judge(
+    expected: int,
+    via_kaext: float | None,
+    via_socket: int | None,
+    *,
+    readable: bool = True,
+) -> str:
+    """The verdict for one round trip, all values in the option's native unit.
+
+    ``expected`` is what was set (after rounding up), ``via_kaext`` what kaext read
+    back, ``via_socket`` what Python's ``socket.getsockopt`` read back (``None`` where
+    Python lacks the constant).  Returns ``"ok"``, ``"CLAMPED"``, ``"MISMATCH"`` or
+    ``"write-only"`` (the platform cannot read the knob back, and nothing else can).
+    """
+    if via_kaext is None:
+        if readable or via_socket is not None:
+            return "MISMATCH" if readable else ("ok" if via_socket == expected else "CLAMPED")
+        return "write-only"
+    if via_socket is not None and via_kaext != via_socket:
+        return "MISMATCH"
+    return "ok" if via_kaext == expected else "CLAMPED"
+
+
+def passed(verdict: str) -> bool:
+    """Does this verdict count as a pass?"""
+    return verdict in _PASS
+
+
+# --------------------------------------------------------------------------------------
+# Sockets under test
+# --------------------------------------------------------------------------------------
+
+_FAMILIES = (("IPv4", socket.AF_INET, "127.0.0.1"), ("IPv6", getattr(socket, "AF_INET6", None), "::1"))
+
+
+def _loopback_pair(family: int, host: str, stack: ExitStack) -> tuple[socket.socket, socket.socket, socket.socket]:
+    listener = stack.enter_context(socket.socket(family, socket.SOCK_STREAM))
+    listener.bind((host, 0))
+    listener.listen(1)
+    client = stack.enter_context(socket.socket(family, socket.SOCK_STREAM))
+    client.connect(listener.getsockname()[:2])
+    accepted, _ = listener.accept()
+    stack.enter_context(accepted)
+    return listener, client, accepted
+
+
+@contextmanager
+def _sockets(notes: list[str]) -> Iterator[list[tuple[str, str, socket.socket]]]:
+    """(family name, state, socket) for every kind of socket under test."""
+    out: list[tuple[str, str, socket.socket]] = []
+    with ExitStack() as stack:
+        for name, family, host in _FAMILIES:
+            if family is None or (name == "IPv6" and not socket.has_ipv6):
+                notes.append(f"{name}: not available in this Python")
+                continue
+            try:
+                inner = ExitStack()
+                with inner:
+                    unconnected = inner.enter_context(socket.socket(family, socket.SOCK_STREAM))
+                    listener, client, accepted = _loopback_pair(family, host, inner)
+                    kept = inner.pop_all()
+            except OSError as exc:
+                notes.append(f"{name}: not available ({exc})")
+                continue
+            stack.enter_context(kept)
+            out += [
+                (name, "unconnected", unconnected),
+                (name, "listening", listener),
+                (name, "connected", client),
+                (name, "accepted", accepted),
+            ]
+        yield out
+
+
+# --------------------------------------------------------------------------------------
+# Round trips
+# --------------------------------------------------------------------------------------
+
+
+def _to_seconds(native: int, unit: str) -> int | Fraction:
+    return Fraction(native, 1000) if unit == "ms" else native
+
+
+def _as_float(seconds: int | float | Fraction) -> float | int:
+    return seconds if isinstance(seconds, int) else float(seconds)
+
+
+def _fmt_seconds(seconds: float | Fraction | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{float(seconds):g} s" if float(seconds) < 1e6 else f"{float(seconds):.3f} s"
+
+
+def _fmt_native(n: float | None, unit: str) -> str:
+    if n is None:
+        return "-"
+    n = int(n) if float(n).is_integer() else n
+    return f"{n} {unit}"
+
+
+def _values(knob: kaext.Knob) -> list[tuple[int | float | Fraction, int]]:
+    """(seconds or probes to pass to kaext, native value expected back) to try for ``knob``."""
+    lo, hi = knob.min, knob.max
+    if knob.unit == "probes":
+        natives = [lo, min(max(9, lo), hi), hi]
+        return [(n, n) for n in dict.fromkeys(natives)]
+    if knob.unit == "ms":
+        natives = [lo, max(lo, 1), min(max(19000, lo), hi), hi]
+        pairs: list[tuple[int | float | Fraction, int]] = [(_to_seconds(n, "ms"), n) for n in dict.fromkeys(natives)]
+        if lo <= 2 <= hi:
+            pairs.insert(2, (0.0015, 2))  # a fraction of the OS unit rounds up
+        return pairs
+    natives = [lo, min(max(60, lo), hi), hi]
+    pairs = [(n, n) for n in dict.fromkeys(natives)]
+    if lo + 1 <= hi:
+        pairs.insert(1, (lo + 0.5, lo + 1))  # a fraction of a second rounds up
+    return pairs
+
+
+def _read_kaext(sock: socket.socket, name: str, unit: str) -> float | None:
+    """kaext's reading of one knob, in the native unit."""
+    if name == "user_timeout":
+        seconds = kaext.get_user_timeout(sock)
+    else:
+        seconds = getattr(kaext.get_keepalive(sock), name)
+    if seconds is None:
+        return None
+    if unit == "ms":
+        n = seconds * 1000
+        return float(round(n)) if abs(n - round(n)) < 1e-3 else n
+    return seconds
+
+
+def _read_socket(sock: socket.socket, knob: kaext.Knob) -> tuple[int | None, str]:
+    """Python's own reading of one knob through its socket constant, and a note."""
+    optname = getattr(socket, knob.option, None)
+    if not isinstance(optname, int):
+        return None, f"Python's socket module has no {knob.option}"
+    if optname != knob.optname:
+        return None, f"socket.{knob.option} = {optname}, but the header value kaext uses is {knob.optname}"
+    try:
+        return sock.getsockopt(knob.level, optname), ""
+    except OSError as exc:
+        return None, f"socket.getsockopt: {exc}"
+
+
+def _set(sock: socket.socket, name: str, value: Any) -> None:
+    if name == "user_timeout":
+        kaext.set_user_timeout(sock, value)
+    else:
+        kaext.set_keepalive(sock, **{name: value})
+
+
+def _row(
+    family: str,
+    state: str,
+    check: str,
+    knob: str,
+    option: str,
+    constant: int | None,
+    unit: str,
+    set_seconds: Any,
+    set_native: Any,
+    via_kaext: Any,
+    via_socket: Any,
+    verdict: str,
+    detail: str = "",
+) -> dict[str, Any]:
+    return {
+        "socket": f"{family} {state}",
+        "family": family,
+        "state": state,
+        "check": check,
+        "knob": knob,
+        "option": option,
+        "constant": constant,
+        "unit": unit,
+        "set_seconds": None if set_seconds is None else _as_float(set_seconds),
+        "set_native": set_native,
+        "kaext": via_kaext,
+        "socket_getsockopt": via_socket,
+        "verdict": verdict,
+        "ok": passed(verdict),
+        "detail": detail,
+    }
+
+
+def _roundtrip(family: str, state: str, sock: socket.socket, name: str, knob: kaext.Knob) -> list[dict[str, Any]]:
+    rows = []
+    for seconds, expected in _values(knob):
+        via_kaext: float | None = None
+        via_socket: int | None = None
+        try:
+            _set(sock, name, seconds)
+        except (OSError, ValueError, TypeError) as exc:
+            verdict, detail = "REFUSED", f"{type(exc).__name__}: {exc}"
+        else:
+            via_kaext = _read_kaext(sock, name, knob.unit)
+            via_socket, detail = _read_socket(sock, knob)
+            verdict = judge(expected, via_kaext, via_socket, readable=knob.readable)
+            if detail.startswith("socket.") and "header value" in detail:
+                verdict = "MISMATCH"
+        rows.append(
+            _row(family, state, "roundtrip", name, knob.option, knob.optname, knob.unit, seconds, expected,
+                 via_kaext, via_socket, verdict, detail)
+        )
+    return rows
+
+
+def _keepalive_rows(family: str, state: str, sock: socket.socket) -> list[dict[str, Any]]:
+    rows = []
+    optname = getattr(kaext.constants, "SO_KEEPALIVE", None)
+    level = getattr(kaext.constants, "SOL_SOCKET", socket.SOL_SOCKET)
+    py_optname = getattr(socket, "SO_KEEPALIVE", None)
+    for want, action in ((0, kaext.disable_keepalive), (1, kaext.set_keepalive)):
+        via_kaext = via_socket = None
+        detail = ""
+        try:
+            action(sock)
+        except (OSError, ValueError, TypeError) as exc:
+            verdict, detail = "REFUSED", f"{type(exc).__name__}: {exc}"
+        else:
+            via_kaext = int(kaext.get_keepalive(sock).enabled)
+            if py_optname is not None and py_optname != optname:
+                verdict, detail = "MISMATCH", f"socket.SO_KEEPALIVE = {py_optname}, header value {optname}"
+            else:
+                if py_optname is not None:
+                    # BSDs report the option's flag bit rather than 1: any non-zero is on
+                    via_socket = int(sock.getsockopt(level, py_optname) != 0)
+                verdict = judge(want, via_kaext, via_socket)
+        rows.append(
+            _row(family, state, "keepalive", "keepalive", "SO_KEEPALIVE", optname, "on/off", None, want,
+                 via_kaext, via_socket, verdict, detail)
+        )
+    return rows
+
+
+def _kernel_alone(family: int, knob: kaext.Knob, native: int) -> str:
+    """What the kernel itself does with ``native`` on a scratch socket (for information)."""
+    if not -(2**31) <= native < 2**31:
+        return "not a C int"
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as scratch:
+            scratch.setsockopt(knob.level, knob.optname, native)
+            stored = scratch.getsockopt(knob.level, knob.optname) if knob.readable else None
+    except OSError as exc:
+        return f"kernel refuses it ({exc.strerror or exc})"
+    return "kernel accepts it" + ("" if stored is None else f", stores {stored}")
+
+
+def _snapshot(sock: socket.socket) -> tuple[Any, ...]:
+    caps = kaext.capabilities()
+    user = kaext.get_user_timeout(sock) if "user_timeout" in caps else None
+    return (kaext.get_keepalive(sock), user)
+
+
+def _plain_seconds(native: int, unit: str) -> int | float | Fraction:
+    """``native`` in seconds, as a float where that converts back exactly (for readable messages)."""
+    exact = _to_seconds(native, unit)
+    if isinstance(exact, int):
+        return exact
+    as_float = float(exact)
+    return as_float if round(Fraction(as_float) * 1000) == native else exact
+
+
+def _out_of_range(family: str, state: str, family_number: int, sock: socket.socket) -> list[dict[str, Any]]:
+    rows = []
+    for name, knob in kaext.capabilities().items():
+        for native in (knob.min - 1, knob.max + 1):
+            seconds = _plain_seconds(native, knob.unit)
+            before = _snapshot(sock)
+            info = _kernel_alone(family_number, knob, native)
+            try:
+                _set(sock, name, seconds)
+            except (ValueError, TypeError) as exc:
+                verdict, detail = "rejected", f"{type(exc).__name__}: {exc}"
+            except OSError as exc:
+                verdict, detail = "NOT REJECTED", f"reached the kernel: {exc}"
+            else:
+                verdict, detail = "NOT REJECTED", "kaext accepted it"
+            if verdict == "rejected" and _snapshot(sock) != before:
+                verdict, detail = "MISMATCH", "the refused call changed the socket"
+            rows.append(
+                _row(family, state, "out_of_range", name, knob.option, knob.optname, knob.unit, seconds, native,
+                     None, None, verdict, f"{detail} [{info}]")
+            )
+    return rows
+
+
+def run_checks(notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every round trip and range check on every kind of socket; one dict per check."""
+    notes = [] if notes is None else notes
+    caps = kaext.capabilities()
+    if not caps:
+        notes.append("this platform supports no keepalive knob beyond SO_KEEPALIVE")
+    results: list[dict[str, Any]] = []
+    with _sockets(notes) as socks:
+        for family, state, sock in socks:
+            results += _keepalive_rows(family, state, sock)
+            for name, knob in caps.items():
+                results += _roundtrip(family, state, sock, name, knob)
+            if state == "connected":
+                results += _out_of_range(family, state, sock.family, sock)
+    return results
+
+
+# --------------------------------------------------------------------------------------
+# --live: the kernel's own view of the keepalive timer
+# --------------------------------------------------------------------------------------
+
+# /proc/net/tcp "tr" field (include/net/inet_connection_sock.h, net/ipv4/tcp_ipv4.c):
+_TIMERS = {0: "none", 1: "retransmit", 2: "keepalive", 3: "time-wait", 4: "zero-window probe"}
+_PROC = {"IPv4": "/proc/net/tcp", "IPv6": "/proc/net/tcp6"}
+# struct tcp_info, its first 104 bytes (include/uapi/linux/tcp.h): 8 one-byte fields,
+# then 24 u32 (rto .. total_retrans); last_data_recv and last_ack_recv are u32 #11 and #12.
+_TCP_INFO = struct.Struct("8B24I")
+
+
+def _proc_entry(path: str, inode: int) -> dict[str, Any] | None:
+    """The /proc/net/tcp{,6} line for the socket with this inode, parsed."""
+    with open(path, encoding="ascii") as f:
+        next(f, None)
+        for line in f:
+            fields = line.split()
+            if len(fields) < 10 or fields[9] != str(inode):
+                continue
+            timer, when = fields[5].split(":")
+            return {"state": int(fields[3], 16), "timer_active": int(timer, 16), "ticks": int(when, 16)}
+    return None
+
+
+def _tcp_info(sock: socket.socket) -> dict[str, Any] | None:
+    option = getattr(socket, "TCP_INFO", None)
+    if option is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, option, 104)
+    except OSError:
+        return None
+    if len(raw) < _TCP_INFO.size:
+        return None
+    v = _TCP_INFO.unpack_from(raw)
+    return {
+        "state": v[0],
+        "probes": v[3],
+        "rto_ms": v[8] / 1000,
+        "last_data_recv_ms": v[8 + 10],
+        "last_ack_recv_ms": v[8 + 11],
+    }
+
+
+def _live_one(family_name: str, family: int, host: str, policy: kaext.Policy) -> dict[str, Any]:
+    ticks_per_s = os.sysconf("SC_CLK_TCK")  # /proc/net/tcp prints clock_t (USER_HZ) ticks
+    with ExitStack() as stack:
+        _, client, accepted = _loopback_pair(family, host, stack)
+        policy.apply(client)
+        applied = time.monotonic()
+        state = kaext.get_keepalive(client)
+        entry = _proc_entry(_PROC[family_name], os.fstat(client.fileno()).st_ino)
+        peer = _proc_entry(_PROC[family_name], os.fstat(accepted.fileno()).st_ino)
+        elapsed = time.monotonic() - applied
+        info = _tcp_info(client)
+    idle = state.idle
+    out: dict[str, Any] = {
+        "socket": f"{family_name} connected",
+        "source": _PROC[family_name],
+        "keepalive": state.enabled,
+        "idle": idle,
+        "interval": state.interval,
+        "count": state.count,
+        "timer": None,
+        "remaining": None,
+        "peer_timer": None,
+        "tcp_info": info,
+    }
+    if entry is None or peer is None:
+        out.update(verdict="MISMATCH", ok=False, detail="socket not found in " + _PROC[family_name])
+        return out
+    remaining = entry["ticks"] / ticks_per_s
+    out.update(timer=_TIMERS.get(entry["timer_active"], str(entry["timer_active"])), remaining=remaining,
+               peer_timer=_TIMERS.get(peer["timer_active"], str(peer["timer_active"])))
+    # The timer was armed for ``idle`` when SO_KEEPALIVE went on, at most ``elapsed``
+    # seconds before the read; the kernel prints the rest truncated to whole ticks.
+    tolerance = 2 / ticks_per_s + 0.02
+    if entry["timer_active"] != 2:
+        verdict, detail = "MISMATCH", f"keepalive timer not armed (timer {out['timer']})"
+    elif idle is None:
+        verdict, detail = "write-only", f"timer armed, {remaining:g} s left; idle cannot be read back here"
+    elif not idle - elapsed - tolerance <= remaining <= idle:
+        verdict, detail = "MISMATCH", f"timer armed for {remaining:g} s, expected {idle:g} s minus {elapsed:.3f} s"
+    elif peer["timer_active"] == 2:
+        verdict, detail = "MISMATCH", "the peer, which has no policy, has a keepalive timer too"
+    else:
+        verdict, detail = "ok", f"keepalive timer armed: first probe in {remaining:g} s (idle {idle:g} s)"
+    out.update(verdict=verdict, ok=passed(verdict), detail=detail)
+    return out
+
+
+def run_live(spec: str = LIVE_POLICY) -> dict[str, Any]:
+    """Apply a policy to a loopback connection and read the kernel's keepalive timer.
+
+    Returns ``{"available": bool, "policy": str, "connections": [...], "ok": bool}``;
+    where the system has no per-connection timer view, ``available`` is False and
+    ``ok`` True.
+    """
+    policy = kaext.Policy.parse(spec)
+    out: dict[str, Any] = {"available": False, "policy": str(policy), "connections": [], "ok": True, "detail": ""}
+    if not os.path.exists(_PROC["IPv4"]):
+        out["detail"] = "not available: this system has no /proc/net/tcp view of TCP timers"
+        return out
+    if not policy.keepalive:
+        out.update(ok=False, detail=f"policy {policy} turns keepalive off: no timer to check")
+        return out
+    out["available"] = True
+    for name, family, host in _FAMILIES:
+        if family is None or not os.path.exists(_PROC[name]):
+            continue
+        try:
+            out["connections"].append(_live_one(name, family, host, policy))
+        except OSError as exc:
+            if name == "IPv4":
+                raise
+            out["detail"] = f"{name}: not available ({exc})"
+    out["ok"] = all(c["ok"] for c in out["connections"])
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# --idle-timeout: does the first probe beat a middlebox's idle timeout?
+# --------------------------------------------------------------------------------------
+
+
+def run_idle_timeout(seconds: float, spec: str | None) -> dict[str, Any]:
+    """Check that a policy probes before a middlebox forgetting idle flows after ``seconds``.
+
+    The policy is ``spec`` (``Policy.parse`` syntax) or, without one,
+    ``Policy.for_idle_timeout(seconds)``.  It is applied to a real loopback
+    connection and the idle time in force is read back, so a knob the policy
+    leaves alone counts with the kernel's default.
+    """
+    if spec is not None:
+        policy, source = kaext.Policy.parse(spec), "--policy"
+    else:
+        policy, source = kaext.Policy.for_idle_timeout(seconds), "Policy.for_idle_timeout"
+    with ExitStack() as stack:
+        _, client, _ = _loopback_pair(socket.AF_INET, "127.0.0.1", stack)
+        policy.apply(client)
+        state = kaext.get_keepalive(client)
+    idle = state.idle
+    out: dict[str, Any] = {
+        "idle_timeout": seconds,
+        "policy": str(policy),
+        "source": source,
+        "keepalive": state.enabled,
+        "idle": idle,
+        "interval": state.interval,
+        "margin": None if idle is None else seconds - idle,
+    }
+    if not state.enabled:
+        ok, detail = False, "keepalive is off: nothing is sent on an idle connection"
+    elif idle is None:
+        ok, detail = False, "the idle time in force cannot be read back on this platform"
+    elif idle < seconds:
+        ok, detail = True, f"first probe after {idle:g} s idle, {seconds - idle:g} s before the flow is forgotten"
+        if state.interval is not None and state.interval >= seconds:
+            detail += f" (note: an unanswered probe is retried only after {state.interval:g} s)"
+    else:
+        ok, detail = False, f"first probe after {idle:g} s idle: the middlebox forgets the flow after {seconds:g} s"
+    out.update(ok=ok, verdict="ok" if ok else "TOO LATE", detail=detail)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------
+
+
+def _header() -> dict[str, Any]:
+    defaults = kaext.system_defaults()
+    return {
+        "platform": f"{platform.system()} {platform.machine()}".strip(),
+        "kernel": platform.release(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "kaext": kaext.__version__,
+        "implementation": _implementation(),
+        "system_defaults": {
+            "keepalive": defaults.enabled,
+            "idle": defaults.idle,
+            "interval": defaults.interval,
+            "count": defaults.count,
+        },
+    }
+
+
+def _implementation() -> str:
+    # The backend in use: normally kaext.IMPLEMENTATION; the test suite swaps it in-process.
+    api = sys.modules.get("kaext._api")
+    backend = getattr(api, "_impl", None)
+    return str(getattr(backend, "IMPLEMENTATION", kaext.IMPLEMENTATION))
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    unit = r["unit"]
+    option = f"{r['option']}={r['constant']}" if r["constant"] is not None else r["option"]
+    if r["check"] == "keepalive":
+        sets = "on" if r["set_native"] else "off"
+        got = "-" if r["kaext"] is None else ("on" if r["kaext"] else "off")
+        via_sock = "-" if r["socket_getsockopt"] is None else ("on" if r["socket_getsockopt"] else "off")
+    else:
+        native = _fmt_native(r["set_native"], unit)
+        sets = native if unit == "probes" else f"{_fmt_seconds(r['set_seconds'])} = {native}"
+        got = _fmt_native(r["kaext"], unit)
+        via_sock = _fmt_native(r["socket_getsockopt"], unit)
+    if r["check"] == "out_of_range":
+        got = via_sock = ""
+    return [r["socket"], r["knob"], option, sets, got, via_sock, r["verdict"]]
+
+
+def _table(rows: list[list[str]], head: list[str]) -> str:
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    previous = None
+    for row in rows:
+        if previous is not None and row[0] != previous:
+            lines.append("")
+        previous = row[0]
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _print_text(report: dict[str, Any], quiet: bool, out: Callable[[str], None]) -> None:
+    d = report["system_defaults"]
+    out(f"kaext {report['kaext']} ({report['implementation']} implementation)")
+    out(f"platform: {report['platform']}, kernel {report['kernel']}, Python {report['python']}")
+    out(f"system defaults: keepalive {'on' if d['keepalive'] else 'off'}, idle {d['idle']} s, "
+        f"interval {d['interval']} s, count {d['count']}")
+    for note in report["notes"]:
+        out(f"note: {note}")
+    out("")
+    results = report["results"]
+    shown = [r for r in results if not (quiet and r["ok"])]
+    head = ["socket", "knob", "option=value", "set", "kaext read", "socket.getsockopt", "verdict"]
+    if shown:
+        out(_table([_cells(r) for r in shown], head))
+        out("")
+    failed = [r for r in results if not r["ok"]]
+    details, seen = [], set()
+    for r in results:
+        key = (r["knob"], r["set_native"], r["verdict"], r["detail"])
+        explain = not quiet and r["check"] == "out_of_range" and key not in seen
+        if r["detail"] and (not r["ok"] or explain):
+            details.append(r)
+            seen.add(key)
+    for r in details:
+        out(f"{r['socket']} {r['knob']} {_fmt_native(r['set_native'], r['unit'])}: {r['verdict']}: {r['detail']}")
+    if details:
+        out("")
+    out(f"{len(results)} checks: {len(results) - len(failed)} passed, {len(failed)} failed")
+    live = report.get("live")
+    if live is not None:
+        out("")
+        out(f"live: policy {live['policy']!r} on a loopback connection")
+        if not live["available"]:
+            out(f"live: {live['detail']}")
+        for c in live["connections"]:
+            info = c["tcp_info"]
+            extra = ""
+            if info is not None:
+                state = "established" if info["state"] == 1 else f"state {info['state']}"
+                extra = (f"; TCP_INFO: {state}, probes out {info['probes']}, "
+                         f"last data received {info['last_data_recv_ms']} ms ago")
+            out(f"  {c['socket']}: {c['source']} timer {c['timer']}, {c['remaining']} s left; "
+                f"peer timer {c['peer_timer']}{extra}")
+            out(f"  {c['socket']}: {c['verdict']}: {c['detail']}")
+        if live["available"] and live["detail"]:
+            out(f"  {live['detail']}")
+    idle = report.get("idle_timeout")
+    if idle is not None:
+        out("")
+        out(f"idle timeout {idle['idle_timeout']:g} s, policy {idle['policy']!r} ({idle['source']}): "
+            f"{idle['verdict']}: {idle['detail']}")
+    out("")
+    out("OK: every value round-trips" if report["ok"] else "FAILED: see the verdicts above")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m kaext.verify",
+        description="Set every keepalive knob kaext supports on fresh TCP sockets, read each back "
+        "through kaext and through Python's socket.getsockopt, and report whether the kernel "
+        "stored exactly what was set. Exit 0 when everything round-trips, 1 otherwise.",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    p.add_argument("-q", "--quiet", action="store_true", help="in the table, show only the checks that fail")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="also open a loopback connection, apply a policy (--policy, default "
+        f"{LIVE_POLICY!r}) and check the kernel's keepalive timer (/proc/net/tcp, TCP_INFO); "
+        "reports 'not available' where the system has no such view",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        metavar="N",
+        help="also check that the policy (--policy, or Policy.for_idle_timeout(N)) sends its first "
+        "keepalive probe before a middlebox that forgets idle flows after N seconds",
+    )
+    p.add_argument(
+        "--policy",
+        metavar="SPEC",
+        help="policy for --live and --idle-timeout, in Policy.parse syntax, e.g. '5m:30s:4 user_timeout=7m'",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the verifier; returns the exit status (0 all passed, 1 a check failed, 2 bad arguments)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.idle_timeout is not None and (not math.isfinite(args.idle_timeout) or args.idle_timeout <= 0):
+        parser.error("--idle-timeout must be a positive number of seconds")
+    if args.policy is not None:
+        try:
+            kaext.Policy.parse(args.policy)
+        except (TypeError, ValueError) as exc:
+            parser.error(f"--policy: {exc}")
+    if args.idle_timeout is not None and args.policy is None and not hasattr(kaext.Policy, "for_idle_timeout"):
+        parser.error("--idle-timeout needs --policy SPEC (this kaext has no Policy.for_idle_timeout)")
+
+    notes: list[str] = []
+    report = _header()
+    report["results"] = run_checks(notes)
+    report["notes"] = notes
+    ok = all(r["ok"] for r in report["results"])
+    if args.live:
+        report["live"] = run_live(args.policy or LIVE_POLICY)
+        ok = ok and report["live"]["ok"]
+    if args.idle_timeout is not None:
+        report["idle_timeout"] = run_idle_timeout(args.idle_timeout, args.policy)
+        ok = ok and report["idle_timeout"]["ok"]
+    report["ok"] = ok
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=False))
+    else:
+        _print_text(report, args.quiet, print)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
