@@ -1,0 +1,316 @@
+"""The verifier, ``python -m kaext.verify``: run for real, as a subprocess and in-process."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kaext
+from kaext import verify
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "reference.json").read_text())
+TOP_LEVEL = {"platform", "kernel", "python", "kaext", "implementation", "results", "ok"}
+ROW_KEYS = {
+    "socket", "family", "state", "check", "knob", "option", "constant", "unit",
+    "set_seconds", "set_native", "kaext", "socket_getsockopt", "verdict", "ok", "detail",
+}
+HAS_PROC_TCP = os.path.exists("/proc/net/tcp")
+UNITS_PER_SECOND = {"s": 1, "ms": 1000, "probes": 1}
+
+
+def run_cli(implementation: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m kaext.verify ARGS`` in a fresh interpreter using the implementation under test."""
+    env = dict(os.environ)
+    env.pop("KAEXT_NO_EXTENSIONS", None)
+    if implementation == "python":
+        env["KAEXT_NO_EXTENSIONS"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "kaext.verify", *args],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    code = verify.main(["--json", *args])
+    return code, json.loads(capsys.readouterr().out)
+
+
+# ---------------------------------------------------------------------------------------
+# Whole runs
+# ---------------------------------------------------------------------------------------
+
+
+def test_subprocess_exit_0_and_json_schema(implementation: str) -> None:
+    proc = run_cli(implementation, "--json")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    report = json.loads(proc.stdout)
+    assert TOP_LEVEL <= set(report)
+    assert "live" not in report
+    assert report["implementation"] == implementation
+    assert report["kaext"] == kaext.__version__
+    assert report["kernel"] == platform.release()
+    assert report["ok"] is True
+    assert report["results"], "no checks were made"
+    for row in report["results"]:
+        assert set(row) == ROW_KEYS
+        assert row["ok"] is True, row
+
+
+def test_subprocess_table_is_readable(implementation: str) -> None:
+    proc = run_cli(implementation)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    out = proc.stdout
+    assert f"({implementation} implementation)" in out
+    assert platform.release() in out
+    for header in ("socket", "option=value", "set", "kaext read", "socket.getsockopt", "verdict"):
+        assert header in out
+    for name, knob in kaext.capabilities().items():
+        assert f"{knob.option}={knob.optname}" in out, name
+    assert "FAILED" not in out
+    assert out.rstrip().endswith("OK: every value round-trips")
+
+
+def test_help_lists_every_option() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "kaext.verify", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0
+    for option in ("--json", "--live", "--idle-timeout", "--policy", "--quiet"):
+        assert option in proc.stdout
+
+
+def test_in_process_reports_the_implementation_in_use(capsys: pytest.CaptureFixture[str], implementation: str) -> None:
+    code, report = run_json(capsys)
+    assert code == 0
+    assert report["implementation"] == implementation
+    assert report["ok"] is True
+
+
+def test_every_knob_at_both_range_ends_on_every_socket(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = run_json(capsys)
+    assert code == 0
+    rows = report["results"]
+    sockets = {row["socket"] for row in rows}
+    assert {"IPv4 unconnected", "IPv4 listening", "IPv4 connected", "IPv4 accepted"} <= sockets
+    caps = kaext.capabilities()
+    assert caps, "no knob supported"
+    for sock in sockets:
+        for name, knob in caps.items():
+            tried = {
+                row["set_native"]
+                for row in rows
+                if row["socket"] == sock and row["knob"] == name and row["check"] == "roundtrip" and row["ok"]
+            }
+            assert {knob.min, knob.max} <= tried, (sock, name, tried)
+            assert len(tried) >= 3, (sock, name, tried)
+        states = [row["set_native"] for row in rows if row["socket"] == sock and row["check"] == "keepalive"]
+        assert sorted(states) == [0, 1]
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="Linux ranges from the kernel sources")
+def test_linux_range_ends_are_the_kernel_limits(capsys: pytest.CaptureFixture[str]) -> None:
+    """The ends tried are the kernel's (include/net/tcp.h), not just whatever kaext claims."""
+    ranges = REFERENCE["ranges"]["linux"]
+    expected = {
+        "idle": ranges["idle"],
+        "interval": ranges["interval"],
+        "count": ranges["count"],
+        "user_timeout": ranges["user_timeout_ms"],
+    }
+    code, report = run_json(capsys)
+    assert code == 0
+    for knob, (lo, hi) in expected.items():
+        ok = {r["set_native"] for r in report["results"] if r["knob"] == knob and r["check"] == "roundtrip" and r["ok"]}
+        assert {lo, hi} <= ok, knob
+        rejected = {
+            r["set_native"] for r in report["results"] if r["knob"] == knob and r["check"] == "out_of_range"
+        }
+        assert {lo - 1, hi + 1} <= rejected, knob
+
+
+def test_out_of_range_values_are_rejected_before_the_kernel(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = run_json(capsys)
+    assert code == 0
+    rows = [r for r in report["results"] if r["check"] == "out_of_range"]
+    for name, knob in kaext.capabilities().items():
+        mine = {r["set_native"]: r for r in rows if r["knob"] == name and r["socket"] == "IPv4 connected"}
+        assert set(mine) == {knob.min - 1, knob.max + 1}, name
+        for row in mine.values():
+            assert row["verdict"] == "rejected", row
+            assert row["detail"].startswith("ValueError"), row
+            assert name in row["detail"]
+
+
+def test_expected_values_round_up_to_the_os_unit(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = run_json(capsys)
+    assert code == 0
+    fractional = 0
+    for row in report["results"]:
+        if row["check"] != "roundtrip":
+            continue
+        exact = Fraction(str(row["set_seconds"])) * UNITS_PER_SECOND[row["unit"]]
+        assert row["set_native"] == math.ceil(exact), row
+        fractional += exact.denominator != 1
+    assert fractional, "no fractional value was tried"
+
+
+def test_quiet_prints_only_the_summary_when_all_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    assert verify.main(["--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "option=value" not in out
+    assert " 0 failed" in out
+
+
+# ---------------------------------------------------------------------------------------
+# Failing cases: the verifier can say no
+# ---------------------------------------------------------------------------------------
+
+
+def test_judge() -> None:
+    assert verify.judge(7, 7, 7) == "ok"
+    assert verify.judge(7, 7, None) == "ok"  # Python lacks the constant
+    assert verify.judge(7, 7, 8) == "MISMATCH"  # kaext reads something else than the kernel says
+    assert verify.judge(32768, 32767, 32767) == "CLAMPED"
+    assert verify.judge(7, None, 7) == "MISMATCH"  # kaext claims it cannot read a readable knob
+    assert verify.judge(7, None, None, readable=False) == "write-only"
+    assert verify.passed("ok") and verify.passed("rejected") and verify.passed("write-only")
+    assert not any(verify.passed(v) for v in ("CLAMPED", "REFUSED", "MISMATCH", "NOT REJECTED", "TOO LATE"))
+
+
+@pytest.mark.skipif("user_timeout" not in kaext.capabilities(), reason="no user timeout on this platform")
+def test_a_lying_reader_gives_mismatch_and_exit_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = kaext.get_user_timeout
+    monkeypatch.setattr(kaext, "get_user_timeout", lambda sock: (real(sock) or 0) + 0.001)
+    code, report = run_json(capsys)
+    assert code == 1
+    assert report["ok"] is False
+    bad = [r for r in report["results"] if not r["ok"]]
+    assert bad and {r["verdict"] for r in bad} == {"MISMATCH"}
+    assert {r["knob"] for r in bad} == {"user_timeout"}
+    verify.main(["--quiet"])
+    out = capsys.readouterr().out
+    assert "MISMATCH" in out and "FAILED" in out
+
+
+def test_a_range_check_that_lets_values_through_gives_exit_1(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If kaext passed an out-of-range value on, the verifier would say so."""
+    monkeypatch.setattr(kaext, "set_keepalive", lambda sock, **knobs: None)
+    code, report = run_json(capsys)
+    assert code == 1
+    verdicts = {r["verdict"] for r in report["results"] if r["check"] == "out_of_range" and r["knob"] == "idle"}
+    assert verdicts == {"NOT REJECTED"}
+
+
+def test_idle_timeout_too_short_for_the_policy_exits_1(capsys: pytest.CaptureFixture[str], implementation: str) -> None:
+    code, report = run_json(capsys, "--idle-timeout", "5", "--policy", "7s:3s:4")
+    assert code == 1
+    check = report["idle_timeout"]
+    assert check["ok"] is False and check["verdict"] == "TOO LATE"
+    assert check["idle"] == 7.0
+    proc = run_cli(implementation, "--idle-timeout", "5", "--policy", "7s:3s:4")
+    assert proc.returncode == 1
+    assert "TOO LATE" in proc.stdout
+
+
+def test_idle_timeout_met(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = run_json(capsys, "--idle-timeout", "350", "--policy", "5m:30s:4")
+    assert code == 0
+    check = report["idle_timeout"]
+    assert check["ok"] is True
+    assert check["idle"] == 300.0 and check["margin"] == 50.0
+
+
+def test_idle_timeout_equal_to_idle_is_too_late(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = run_json(capsys, "--idle-timeout", "300", "--policy", "5m:30s:4")
+    assert code == 1
+
+
+def test_idle_timeout_with_keepalive_off_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = run_json(capsys, "--idle-timeout", "350", "--policy", "off")
+    assert code == 1
+    assert report["idle_timeout"]["keepalive"] is False
+
+
+def test_idle_timeout_without_policy_uses_the_preset(capsys: pytest.CaptureFixture[str]) -> None:
+    if not hasattr(kaext.Policy, "for_idle_timeout"):
+        with pytest.raises(SystemExit) as exc:
+            verify.main(["--idle-timeout", "350"])
+        assert exc.value.code == 2
+        return
+    code, report = run_json(capsys, "--idle-timeout", "350")
+    assert code == 0
+    assert report["idle_timeout"]["source"] == "Policy.for_idle_timeout"
+    assert report["idle_timeout"]["idle"] < 350
+
+
+@pytest.mark.parametrize(
+    "args", [["--policy", "nonsense"], ["--idle-timeout", "0", "--policy", "on"], ["--idle-timeout", "nan"]]
+)
+def test_bad_arguments_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        verify.main(args)
+    assert exc.value.code == 2
+
+
+# ---------------------------------------------------------------------------------------
+# --live: the kernel's own keepalive timer
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not HAS_PROC_TCP, reason="no /proc/net/tcp on this system")
+@pytest.mark.parametrize(("spec", "idle"), [(None, 7.0), ("11s:2s:3", 11.0)])
+def test_live_timer_is_armed_with_the_configured_idle(
+    capsys: pytest.CaptureFixture[str], spec: str | None, idle: float
+) -> None:
+    args = ["--live"] + (["--policy", spec] if spec else [])
+    code, report = run_json(capsys, *args)
+    assert code == 0
+    live = report["live"]
+    assert live["available"] is True and live["ok"] is True
+    assert live["connections"], "no connection was checked"
+    for conn in live["connections"]:
+        assert conn["timer"] == "keepalive", conn
+        assert idle - 2 < conn["remaining"] <= idle, conn
+        assert conn["peer_timer"] != "keepalive"  # the peer has no policy: the reading is per socket
+        assert conn["idle"] == idle
+        if conn["tcp_info"] is not None:
+            assert conn["tcp_info"]["state"] == 1  # TCP_ESTABLISHED
+
+
+@pytest.mark.skipif(not HAS_PROC_TCP, reason="no /proc/net/tcp on this system")
+def test_live_subprocess(implementation: str) -> None:
+    proc = run_cli(implementation, "--live", "--json")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
+    live = json.loads(proc.stdout)["live"]
+    assert live["policy"] == str(kaext.Policy.parse(verify.LIVE_POLICY))
+    assert all(6 - 1e-9 < c["remaining"] <= 7 for c in live["connections"])
+
+
+def test_live_without_a_timer_view_is_not_available_and_passes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(verify, "_PROC", {"IPv4": str(tmp_path / "tcp"), "IPv6": str(tmp_path / "tcp6")})
+    code, report = run_json(capsys, "--live")
+    assert code == 0
+    assert report["live"]["available"] is False
+    assert "not available" in report["live"]["detail"]
+
+
+@pytest.mark.skipif(not HAS_PROC_TCP, reason="no /proc/net/tcp on this system")
+def test_live_policy_off_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = run_json(capsys, "--live", "--policy", "off")
+    assert code == 1
+    assert report["live"]["ok"] is False
