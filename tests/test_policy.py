@@ -472,6 +472,7 @@ def test_str_of_on_and_off() -> None:
     assert str(Policy()) == "on"
     assert str(Policy(keepalive=False)) == "off"
     assert str(Policy(idle=1800, count=10)).split(":")[1:] == ["", "10"]
+    assert str(Policy(user_timeout=0)) == "on user_timeout=0s"
 
 
 # --------------------------------------------------------------------------------------

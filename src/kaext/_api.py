@@ -21,6 +21,9 @@ from . import _platform
 from ._platform import KNOBS
 
 if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
     from typing_extensions import TypeAlias
 
 __all__ = [
@@ -387,7 +390,7 @@ def _format_duration(seconds: float) -> str:
         return f"{int(exact * 1000)}ms"
     whole = int(exact)
     for suffix, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if whole % size == 0:
+        if whole and whole % size == 0:
             return f"{whole // size}{suffix}"
     return f"{whole}s"
 
@@ -576,30 +579,110 @@ class Policy:
 
     # -- framework shapes ------------------------------------------------------------------
 
-    def socket_options(self, base: Any = ()) -> list[tuple[int, int, int]]:
-        """The policy as plain ``(level, optname, value)`` tuples, for ``socket_options`` arguments.
+    @classmethod
+    def for_idle_timeout(cls, seconds: Duration) -> Policy:
+        """A policy whose probes keep a flow alive through a NAT / load balancer with this idle timeout.
 
-        ``base`` (e.g. urllib3's ``HTTPConnection.default_socket_options``) is kept,
-        first, except entries for the same (level, optname), which this policy replaces.
-        Values are in each option's OS unit.
+        ``idle = T // 2``, ``interval = max(1, T // 10)``, ``count = 5`` (whole seconds,
+        clamped to this platform's ranges), always ``idle + interval < T`` so that one
+        lost probe is made good before the middlebox forgets the flow; a dead peer is
+        declared after about ``T``.  See ``kaext.presets``.
         """
-        own = self._options()
-        keys = {(level, opt) for level, opt, _ in own}
-        merged = [tuple(item) for item in base if (item[0], item[1]) not in keys]
-        return [*merged, *own]  # type: ignore[list-item]
+        from . import presets
 
-    def _options(self) -> list[tuple[int, int, int]]:
-        mask = self._plan[0]
-        out: list[tuple[int, int, int]] = []
-        consts = _impl.CONSTANTS
-        out.append((consts["SOL_SOCKET"], consts["SO_KEEPALIVE"], 1 if self.keepalive else 0))
-        caps = _caps()
-        for index, name in enumerate(KNOBS):
-            if mask & (1 << index):
-                knob = caps[name]
-                out.append((knob.level, knob.optname, self._plan[index + 1]))
-        return out
+        return presets.for_idle_timeout(seconds, cls)
 
+    @classmethod
+    def for_middlebox(cls, name: str) -> Policy:
+        """``for_idle_timeout`` for a known middlebox's default idle timeout, e.g. ``"aws-nlb"`` (350 s).
+
+        Names and sourced numbers: ``kaext.presets.MIDDLEBOXES``.
+        """
+        from . import presets
+
+        return presets.for_middlebox(name, cls)
+
+
+    def socket_options(self, base: Iterable[Sequence[Any]] = (), *, strict: bool = True) -> list[tuple[Any, ...]]:
+        """The policy as ``(level, optname, value)`` tuples, for ``socket_options`` arguments.
+
+        For urllib3 / requests (``HTTPConnection.default_socket_options``), httpx /
+        httpcore (``HTTPTransport(socket_options=...)``), websocket-client
+        (``sockopt=``), kafka-python (``socket_options=``).  ``base`` (e.g. urllib3's
+        ``HTTPConnection.default_socket_options``, TCP_NODELAY) is kept, first, except
+        entries for the same (level, optname), which this policy replaces.  The TCP-level
+        options come first, ``(SOL_SOCKET, SO_KEEPALIVE, 1 or 0)`` last.  Values are in
+        each option's OS unit (Linux: TCP_KEEPIDLE s, TCP_USER_TIMEOUT ms; macOS: idle
+        as TCP_KEEPALIVE).
+
+        A knob this platform cannot set with setsockopt (see ``Knob.mechanism``, e.g.
+        an ioctl) raises ValueError; ``strict=False`` leaves it out with a
+        RuntimeWarning instead.
+        """
+        from . import _shapes
+
+        return _shapes.socket_options(self, base, strict)
+
+    def tcp_options(self, base: Mapping[int, Any] | None = None, *, strict: bool = True) -> dict[int, Any]:
+        """The TCP-level knobs as ``{optname: value}``, for redis-py and py-amqp / kombu.
+
+        redis-py: ``Redis(socket_keepalive=True, socket_keepalive_options=...)`` (the
+        dict is ignored unless ``socket_keepalive`` is true); py-amqp / kombu:
+        ``socket_settings=`` / ``transport_options={"socket_settings": ...}`` (py-amqp
+        turns SO_KEEPALIVE on itself).  SO_KEEPALIVE is not in the dict, so a policy
+        with ``keepalive=False`` raises ValueError.  ``base`` (e.g. redis-py's
+        ``get_default_socket_keepalive_options()``) is kept, with this policy's options
+        replacing the same keys.  Values are in the OS unit; knobs that are not a
+        plain setsockopt here raise ValueError (``strict=False``: RuntimeWarning and
+        left out).
+        """
+        from . import _shapes
+
+        return _shapes.tcp_options(self, base, strict)
+
+    def named_options(self, base: Mapping[str, Any] | None = None, *, strict: bool = True) -> dict[str, Any]:
+        """The knobs as ``{name: value}`` with portable names, for pika's ``tcp_options``.
+
+        Names: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` (s), ``TCP_KEEPCNT``,
+        ``TCP_USER_TIMEOUT`` (ms) -- the keys pika accepts, which it looks up in
+        Python's ``socket`` module.  A knob whose option Python's socket module does not
+        offer under that name and unit (macOS: idle is TCP_KEEPALIVE, so pika cannot
+        set it), a policy with ``keepalive=False``, and a policy that turns keepalive on
+        without idle, interval or count (pika enables SO_KEEPALIVE only when a
+        TCP_KEEP* key is present) raise ValueError (``strict=False``: RuntimeWarning
+        and left out).
+        """
+        from . import _shapes
+
+        return _shapes.named_options(self, base, strict)
+
+    def libpq_params(self, *, strict: bool = True) -> dict[str, int]:
+        """libpq keyword parameters, for psycopg, psycopg2, asyncpg-style DSNs and friends.
+
+        ``keepalives`` (1 or 0) always; ``keepalives_idle``, ``keepalives_interval``
+        (whole seconds, rounded up), ``keepalives_count`` and ``tcp_user_timeout`` (ms,
+        PostgreSQL 12+) for the knobs the policy sets.  libpq maps them to each OS
+        itself (Windows: SIO_KEEPALIVE_VALS); it sets ``tcp_user_timeout`` only with
+        TCP_USER_TIMEOUT, so a user timeout on a platform that has another option
+        raises ValueError (``strict=False``: RuntimeWarning and left out).  libpq
+        ignores all of them on Unix-domain sockets.
+        """
+        from . import _shapes
+
+        return _shapes.libpq_params(self, strict)
+
+    def socket_factory(self) -> Callable[[Sequence[Any]], socket.socket]:
+        """A callable ``factory(addr_info) -> socket`` that makes a socket with this policy applied.
+
+        ``addr_info`` is a ``getaddrinfo()`` entry ``(family, type, proto, ...)``.  For
+        aiohttp's ``TCPConnector(socket_factory=...)`` (aiohttp >= 3.12), and for
+        asyncio: make the socket, ``setblocking(False)``, ``await
+        loop.sock_connect(sock, addr)``, then ``loop.create_connection(..., sock=sock)``.
+        Works for every knob this platform supports (it calls ``apply``).
+        """
+        from . import _shapes
+
+        return _shapes.socket_factory(self)
 
 def _as_number(value: Fraction) -> int | float:
     return int(value) if value.denominator == 1 else float(value)
