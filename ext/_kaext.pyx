@@ -34,6 +34,8 @@ cdef extern from "kaext_shim.h" nogil:
     int kaext_knob_supported(int k)
     unsigned long long KAEXT_SOCK_MAX
 
+import sys
+
 IMPLEMENTATION = "c"
 
 cdef dict _constants = {}
@@ -61,14 +63,24 @@ def knob_supported(int k):
     return kaext_knob_supported(k) == 1
 
 
+# socket.socket, once the socket module is loaded: its fileno() always returns an int
+# (-1 when closed), so the checks for arbitrary fileno() implementations can be skipped.
+cdef object _socket_type = None
+
+
 cdef long long _fd(object sock) except? -1:
+    global _socket_type
     cdef object fd
-    if isinstance(sock, int):
+    if type(sock) is _socket_type:  # the common case: one method call, no bound method
+        fd = sock.fileno()
+    elif isinstance(sock, int):
         if isinstance(sock, bool):
             from kaext._errors import fd_type_error
             raise fd_type_error(sock)
         fd = sock
     else:
+        if _socket_type is None:
+            _socket_type = getattr(sys.modules.get("socket"), "socket", None)
         try:
             fileno = sock.fileno
         except AttributeError:
