@@ -86,6 +86,10 @@ cdef long long _fd(object sock) except? -1:
         except AttributeError:
             from kaext._errors import fd_type_error
             raise fd_type_error(sock) from None
+        except (OSError, TypeError, ValueError):
+            raise
+        except Exception as exc:  # a fileno property that raises
+            raise TypeError(f"{type(sock).__name__}.fileno raised {exc!r}") from exc
         try:
             fd = fileno()
         except (OSError, TypeError, ValueError):

@@ -104,6 +104,10 @@ def _fd(sock: Any) -> int:
             fileno = sock.fileno
         except AttributeError:
             raise fd_type_error(sock) from None
+        except (OSError, TypeError, ValueError):
+            raise
+        except Exception as exc:  # a fileno property that raises
+            raise TypeError(f"{type(sock).__name__}.fileno raised {exc!r}") from exc
         try:
             fd = fileno()
         except (OSError, TypeError, ValueError):
