@@ -314,3 +314,26 @@ def test_live_policy_off_fails(capsys: pytest.CaptureFixture[str]) -> None:
     code, report = run_json(capsys, "--live", "--policy", "off")
     assert code == 1
     assert report["live"]["ok"] is False
+
+
+# ---------------------------------------------------------------------------------------
+# The benchmark script still runs (a smoke run: no timings are asserted)
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.one_implementation
+def test_benchmark_smoke_run() -> None:
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_apply.py"
+    if not script.exists():
+        pytest.skip("benchmarks/ is not part of this checkout")
+    proc = subprocess.run(
+        [sys.executable, str(script), "--json", "--repeats", "1", "--number", "50", "--import-runs", "1"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert {"apply/kaext", "apply/plain", "read/kaext", "read/plain"} <= set(report["us_per_op"])
+    assert set(report["goals"]) == {"apply_vs_plain", "apply_vs_floor", "import_ms"}
+    for goal in report["goals"].values():
+        assert goal["result"] in ("PASS", "MISS", "n/a")
+    assert report["import"]["ms"] > 0
