@@ -105,7 +105,8 @@ def for_idle_timeout(seconds: Duration, policy_class: type[Policy] = Policy) -> 
     """A policy whose probes keep a flow alive through a middlebox with this idle timeout.
 
     With ``T`` the timeout in whole seconds (rounded down): ``idle = T // 2``,
-    ``interval = max(1, T // 10)``, ``count = 5``, each clamped to what this platform
+    ``interval = max(1, T // 10)``, ``count = 5`` (fewer when ``T`` is under 10 s, so
+    that ``idle + interval * count <= T``), each clamped to what this platform
     accepts (``kaext.capabilities()``), and always ``idle + interval < T``: a lost
     first probe is made good by the second before the flow expires.  A dead peer is
     then declared after ``idle + interval * count`` (about ``T``).  The user timeout is
@@ -128,13 +129,15 @@ def for_idle_timeout(seconds: Duration, policy_class: type[Policy] = Policy) -> 
     if "interval" in caps:
         knob = caps["interval"]
         interval = min(_whole_seconds_max(knob), max(budget // 10, 1, _whole_seconds_min(knob)))
-    if "count" in caps:
-        count = min(caps["count"].max, max(PROBES, caps["count"].min))
     if idle + (interval or 0) >= budget:
         raise ValueError(
             f"idle_timeout={seconds!r} is too short: the first probe and one retry must both go out "
             f"before it (idle {idle} s + interval {interval or 0} s must be under {budget} s)"
         )
+    if "count" in caps:
+        # 5 probes, fewer for a short timeout so that a dead peer is declared within it
+        fit = (budget - idle) // interval if interval else PROBES
+        count = min(caps["count"].max, max(min(PROBES, fit), caps["count"].min))
     return policy_class(idle=idle, interval=interval, count=count)
 
 

@@ -1,0 +1,227 @@
+"""Real servers on loopback for the framework tests: HTTP (+ WebSocket upgrade), Redis, PostgreSQL.
+
+Each server is started on a free port in a temporary directory and stopped
+afterwards.  ``need()`` decides what a missing server or library means: a clear
+skip on a developer's machine, a failure in CI (``CI=true``), where
+``.ci/apt-packages.txt`` and the ``test`` extra install everything.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import glob
+import hashlib
+import importlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import ModuleType
+from typing import NoReturn
+
+import pytest
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def missing(reason: str) -> NoReturn:
+    """Skip locally; fail in CI, which must never skip these tests."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI must run this test: see .ci/apt-packages.txt and the 'test' extra)")
+    pytest.skip(reason)
+
+
+def library(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        missing(f"library {name!r} is not installed ({exc}); pip install '.[test]'")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode} before listening on {port}") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s") from None
+            time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------------------
+# HTTP/1.1 with keep-alive, and a minimal WebSocket upgrade (RFC 6455 handshake only)
+# --------------------------------------------------------------------------------------
+
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        key = self.headers.get("Sec-WebSocket-Key")
+        if key and self.headers.get("Upgrade", "").lower() == "websocket":
+            accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
+            self.send_response(101, "Switching Protocols")
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", accept)
+            self.end_headers()
+            self.wfile.flush()
+            with contextlib.suppress(OSError):
+                while self.rfile.read(1):  # hold the connection until the client closes it
+                    pass
+            self.close_connection = True
+            return
+        if self.path == "/hold":
+            # half a body, then wait for the client to go away: the client's connection
+            # stays checked out (aiohttp releases it as soon as a body is complete)
+            self.send_response(200)
+            self.send_header("Content-Length", "10")
+            self.end_headers()
+            self.wfile.write(b"held")
+            self.wfile.flush()
+            with contextlib.suppress(OSError):
+                while self.rfile.read(1):
+                    pass
+            self.close_connection = True
+            return
+        body = b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+
+@contextlib.contextmanager
+def http_server() -> Iterator[str]:
+    """An HTTP/1.1 server in a thread; yields its base URL (``http://127.0.0.1:PORT``)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, name="http-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+# --------------------------------------------------------------------------------------
+# redis-server
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def redis_server() -> Iterator[int]:
+    """A throwaway ``redis-server`` (Debian package) on a free port, no persistence; yields the port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing("redis-server is not installed (Debian package redis-server)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="kaext-redis-") as tmp:
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", tmp, "--daemonize", "no", "--logfile", os.path.join(tmp, "redis.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(port, 15, proc)
+            yield port
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+# --------------------------------------------------------------------------------------
+# PostgreSQL
+# --------------------------------------------------------------------------------------
+
+
+def _pg_bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=_version_key)
+    if found:
+        return found[-1]
+    return shutil.which(name)
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    version = path.split("/")[4]
+    return tuple(int(p) for p in version.split(".") if p.isdigit())
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[int]:
+    """A throwaway PostgreSQL cluster (Debian package postgresql) on a free port, trust auth.
+
+    initdb refuses to run as root, so as root the cluster belongs to the
+    ``postgres`` user the package creates (``runuser``).  Yields the port; the
+    superuser is ``postgres``.
+    """
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        missing("PostgreSQL server binaries (initdb, pg_ctl) are not installed (Debian package postgresql)")
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        runuser = shutil.which("runuser")
+        try:
+            import pwd
+
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            owner = None
+        if runuser is None or owner is None:
+            missing("running as root needs the 'postgres' user and runuser to start PostgreSQL")
+        prefix = [runuser, "-u", "postgres", "--"]
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="kaext-pg-")
+    data, sockdir, log = os.path.join(tmp, "data"), os.path.join(tmp, "sock"), os.path.join(tmp, "log")
+    os.mkdir(sockdir)
+    if prefix:
+        for path in (tmp, sockdir):
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+    started = False
+    try:
+        subprocess.run(
+            [*prefix, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120,
+        )
+        options = f"-p {port} -k {sockdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(
+            [*prefix, pg_ctl, "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start"],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=90,
+        )
+        started = True
+        wait_for_port(port, 30)
+        yield port
+    finally:
+        if started:
+            subprocess.run([*prefix, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
