@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# cython: freethreading_compatible=False
+# cython: freethreading_compatible=True
 """kaext._kaext -- the compiled implementation.
 
 Calls setsockopt/getsockopt (and WSAIoctl on Windows) through the C shim

@@ -28,6 +28,8 @@ _DEFAULT = _api._impl
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "one_implementation: run once, not per implementation")
     config.addinivalue_line("markers", "root: needs root (network namespaces)")
+    # pytest-run-parallel's marker (free-threaded CI): a test that starts its own threads
+    config.addinivalue_line("markers", "thread_unsafe: run once even under pytest-run-parallel")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
