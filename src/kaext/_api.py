@@ -142,7 +142,15 @@ def _duration_ns(knob: str, value: object) -> int:
     elif isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
-        exact = Fraction(value)
+        # Fraction(Decimal) builds 10**exponent exactly: Decimal("1E-999999999") would
+        # take minutes.  Past 1e30 s every knob is out of range and below 1e-30 s only
+        # the sign matters, so such values are clamped first.
+        if value and value.adjusted() > 30:
+            exact = Fraction(10**31 if value > 0 else -(10**31))
+        elif value and value.adjusted() < -30:
+            exact = Fraction(1 if value > 0 else -1, 10**31)
+        else:
+            exact = Fraction(value)
     elif isinstance(value, float) or _is_real(value):
         number = float(value)  # type: ignore[arg-type]
         if not math.isfinite(number):
