@@ -1,0 +1,104 @@
+"""Errors carry enough to act on: knob, value, valid range, OS option name, errno and strerror.
+
+Also as attributes of the OSError (``knob``, ``option``, ``value``, ``fd``), which stays a
+plain OSError.  Both implementations (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import tempfile
+
+import pytest
+
+import kaext
+from kaext import _api
+
+
+def _strerror(code: int) -> str:
+    return os.strerror(code)
+
+
+def test_udp_refusal_names_knob_value_option_errno(implementation: str) -> None:
+    caps = kaext.capabilities()
+    if "idle" not in caps:
+        pytest.skip("no idle knob here")
+    option = caps["idle"].option
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        with pytest.raises(OSError) as info:
+            kaext.set_keepalive(udp, idle=60)
+    exc = info.value
+    assert type(exc) is OSError
+    assert exc.errno in (errno.ENOPROTOOPT, errno.EOPNOTSUPP)
+    message = str(exc)
+    assert _strerror(exc.errno) in message
+    assert "idle=60" in message and option in message and "not a TCP socket" in message
+    assert (exc.knob, exc.option, exc.value) == ("idle", option, 60)  # type: ignore[attr-defined]
+
+
+def test_closed_socket_says_closed_and_carries_the_fd(implementation: str) -> None:
+    s = socket.socket()
+    s.close()
+    with pytest.raises(OSError) as info:
+        kaext.Policy(idle=30).apply(s)
+    exc = info.value
+    assert exc.errno == errno.EBADF
+    assert _strerror(errno.EBADF) in str(exc) and "closed" in str(exc)
+    assert exc.fd == -1  # type: ignore[attr-defined]
+
+
+def test_impossible_fd_number_says_out_of_range(implementation: str) -> None:
+    fd = kaext._backend.FD_MAX + 1
+    with pytest.raises(OSError) as info:
+        kaext.get_keepalive(fd)
+    assert info.value.errno == errno.EBADF
+    assert "out of range" in str(info.value) and str(kaext._backend.FD_MAX) in str(info.value)
+    assert info.value.fd == fd  # type: ignore[attr-defined]
+
+
+def test_not_a_socket(implementation: str) -> None:
+    with tempfile.TemporaryFile() as f:
+        with pytest.raises(OSError) as info:
+            kaext.set_keepalive(f, idle=10)
+    assert info.value.errno == errno.ENOTSOCK
+    assert _strerror(errno.ENOTSOCK) in str(info.value) and "not a socket" in str(info.value)
+
+
+def test_kernel_refusal_names_the_valid_range(implementation: str, tcp: socket.socket) -> None:
+    caps = kaext.capabilities()
+    if "idle" not in caps or caps["idle"].min < 1:
+        pytest.skip("no idle knob with a positive minimum here")
+    # Bypass the API's validation to see what the backend says when the kernel refuses.
+    with pytest.raises(OSError) as info:
+        _api._impl.apply(tcp, (1, 0, 0, 0, 0, 1))
+    exc = info.value
+    assert exc.errno == errno.EINVAL
+    message = str(exc)
+    assert "idle=0" in message and caps["idle"].option in message
+    assert f"{caps['idle'].min} s" in message and f"{caps['idle'].max} s" in message
+    assert (exc.knob, exc.value) == ("idle", 0)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("knob", ["idle", "interval", "count", "user_timeout"])
+def test_value_errors_name_knob_value_option_and_range(knob: str, tcp: socket.socket) -> None:
+    caps = kaext.capabilities()
+    if knob not in caps:
+        pytest.skip(f"no {knob} here")
+    info_knob = caps[knob]
+    too_big = 10**12
+    with pytest.raises(ValueError) as info:
+        kaext.Policy(**{knob: too_big})
+    message = str(info.value)
+    assert knob in message and str(too_big) in message and info_knob.option in message
+    assert str(info_knob.min) in message and str(info_knob.max) in message
+
+
+def test_type_errors_name_knob_and_type() -> None:
+    with pytest.raises(TypeError) as info:
+        kaext.Policy(idle="30")  # type: ignore[arg-type]
+    assert "idle" in str(info.value) and "str" in str(info.value)
+    with pytest.raises(TypeError) as info:
+        kaext.Policy(count=2.5)  # type: ignore[arg-type]
+    assert "count" in str(info.value) and "float" in str(info.value)
