@@ -17,6 +17,7 @@ cdef extern from "kaext_shim.h" nogil:
         const char *name
         long long value
         const char *header
+        int fallback
     const kaext_constant kaext_constants[]
     const int kaext_knob_have[]
     const int kaext_knob_opt[]
@@ -32,6 +33,10 @@ cdef extern from "kaext_shim.h" nogil:
     int kaext_apply(kaext_sock fd, const kaext_plan *plan, int *step)
     int kaext_read(kaext_sock fd, kaext_state *st, int *step)
     int kaext_knob_supported(int k)
+    int kaext_knob_mechanism(int k)
+    const char *kaext_knob_unit(int k)
+    int KAEXT_MECH_SETSOCKOPT
+    int KAEXT_MECH_SIO
     unsigned long long KAEXT_SOCK_MAX
 
 import sys
@@ -59,8 +64,28 @@ FD_MAX = KAEXT_SOCK_MAX
 
 
 def knob_supported(int k):
-    """Does the running kernel accept knob ``k`` (probed on a throwaway socket)?"""
+    """Does the running kernel accept knob ``k``'s socket option (probed on a throwaway socket)?"""
     return kaext_knob_supported(k) == 1
+
+
+def mechanism(int k):
+    """How knob ``k`` is set on the running system, probed once per process.
+
+    ``"setsockopt"``: setsockopt(IPPROTO_TCP, option); ``"sio"``: Windows without
+    TCP_KEEPIDLE (before 10 version 1709, wine): WSAIoctl(SIO_KEEPALIVE_VALS), in ms,
+    write-only; ``""``: not available (no option, or the kernel refused it).
+    """
+    cdef int m = kaext_knob_mechanism(k)
+    if m == KAEXT_MECH_SETSOCKOPT:
+        return "setsockopt"
+    if m == KAEXT_MECH_SIO:
+        return "sio"
+    return ""
+
+
+def knob_unit(int k):
+    """The unit the shim takes knob ``k`` in under its mechanism: "s", "ms", "probes" or ""."""
+    return kaext_knob_unit(k).decode()
 
 
 # socket.socket, once the socket module is loaded: its fileno() always returns an int

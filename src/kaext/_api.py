@@ -68,8 +68,10 @@ class Knob:
     ``option`` is the header name of the socket option (``"TCP_KEEPIDLE"``), ``level``
     and ``optname`` the numbers to pass to setsockopt, ``unit`` what the kernel takes
     (``"s"``, ``"ms"`` or ``"probes"``), ``min``/``max`` the range it accepts in that
-    unit, ``readable`` whether getsockopt reads it back, and ``mechanism`` the call
-    kaext makes.
+    unit, ``readable`` whether getsockopt reads it back, ``mechanism`` the call kaext
+    makes (``"setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)"``, or on Windows before 10 version
+    1709 ``"WSAIoctl(SIO_KEEPALIVE_VALS)"``, where ``level`` is -1 and ``optname`` the
+    ioctl code), and ``note`` what else to know (empty when nothing).
     """
 
     option: str
@@ -80,16 +82,23 @@ class Knob:
     max: int
     readable: bool
     mechanism: str
+    note: str = ""
 
 
 def _build_capabilities() -> dict[str, Knob]:
+    """Knobs as the running system sets them: the backend probes each once (``mechanism``),
+    ``_platform`` describes that mechanism (unit, range, read-back)."""
     knobs: dict[str, Knob] = {}
     for index, name in enumerate(KNOBS):
-        spec = _platform.SPECS.get(name)
         entry = _impl.KNOB_OPTIONS[index]
-        if spec is None or entry is None or not _impl.knob_supported(index):
+        if entry is None:
             continue
         option, level, optname = entry
+        spec = _platform.spec_for(name, option, _impl.mechanism(index))
+        if spec is None:
+            continue
+        if spec.mechanism == _platform.MECH_SIO:
+            option, level, optname = spec.option, -1, _impl.CONSTANTS["SIO_KEEPALIVE_VALS"]
         knobs[name] = Knob(
             option=option,
             level=level,
@@ -98,7 +107,8 @@ def _build_capabilities() -> dict[str, Knob]:
             min=spec.min,
             max=spec.max,
             readable=spec.readable,
-            mechanism=f"setsockopt(IPPROTO_TCP, {option})",
+            mechanism=spec.describe(),
+            note=spec.note,
         )
     return knobs
 
@@ -177,7 +187,7 @@ def _is_real(value: object) -> bool:
     return isinstance(value, numbers.Real)
 
 
-def _range_error(knob: str, value: object, spec: _platform.KnobSpec, why: str = "") -> ValueError:
+def _range_error(knob: str, value: object, spec: Knob | _platform.KnobSpec, why: str = "") -> ValueError:
     unit = spec.unit
     lo = _fmt_unit(spec.min, unit)
     hi = _fmt_unit(spec.max, unit)
@@ -196,15 +206,15 @@ def _fmt_unit(n: int, unit: str) -> str:
     return f"{n} s"
 
 
-def _spec(knob: str) -> _platform.KnobSpec:
-    spec = _platform.SPECS.get(knob)
-    if spec is None or knob not in _caps():
+def _spec(knob: str) -> Knob:
+    spec = _caps().get(knob)
+    if spec is None:
         import errno
 
         raise OSError(
             errno.ENOPROTOOPT,
             f"{knob} cannot be set on this platform ({_platform.FAMILY}): "
-            "no socket option for it, or the kernel refused it; see kaext.capabilities()",
+            f"{_platform.unsupported_reason(knob)}; see kaext.capabilities()",
         )
     return spec
 
@@ -235,7 +245,7 @@ def _native(knob: str, value: object) -> int:
 def _seconds(knob: str, native: int | None) -> float | None:
     if native is None:
         return None
-    unit = _platform.SPECS[knob].unit
+    unit = _caps()[knob].unit
     return native / 1000 if unit == "ms" else float(native)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 if os.environ.get("KAEXT_NO_EXTENSIONS", "") not in ("", "0"):
-    from ._pure import CONSTANT_SOURCES, CONSTANTS, FD_MAX, IMPLEMENTATION, KNOB_OPTIONS, apply, apply_policy, knob_supported, read
+    from ._pure import CONSTANT_SOURCES, CONSTANTS, FD_MAX, IMPLEMENTATION, KNOB_OPTIONS, apply, apply_policy, knob_supported, knob_unit, mechanism, read
 else:
     try:
         from ._kaext import (  # type: ignore[no-redef]
@@ -21,6 +21,8 @@ else:
             apply,
             apply_policy,
             knob_supported,
+            knob_unit,
+            mechanism,
             read,
         )
     except ImportError:
@@ -33,6 +35,8 @@ else:
             apply,
             apply_policy,
             knob_supported,
+            knob_unit,
+            mechanism,
             read,
         )
 
@@ -45,5 +49,7 @@ __all__ = [
     "apply",
     "apply_policy",
     "knob_supported",
+    "knob_unit",
+    "mechanism",
     "read",
 ]

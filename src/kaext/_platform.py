@@ -22,6 +22,12 @@ KNOBS: Final = ("idle", "interval", "count", "user_timeout")
 INT_MAX: Final = 2**31 - 1
 
 
+#: How a knob is written (the C shim's KAEXT_MECH_*): ``setsockopt(IPPROTO_TCP, option)``, or
+#: Windows' ``WSAIoctl(SIO_KEEPALIVE_VALS)``, which sets idle and interval together.
+MECH_SETSOCKOPT: Final = "setsockopt"
+MECH_SIO: Final = "sio"
+
+
 @dataclass(frozen=True)
 class KnobSpec:
     """How one OS sets one knob."""
@@ -33,6 +39,13 @@ class KnobSpec:
     readable: bool  # getsockopt returns it
     fallback: int | None = None  # option number where old SDK headers lack the name
     note: str = ""
+    mechanism: str = MECH_SETSOCKOPT
+
+    def describe(self) -> str:
+        """The call kaext makes, e.g. ``setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)``."""
+        if self.mechanism == MECH_SIO:
+            return "WSAIoctl(SIO_KEEPALIVE_VALS)"
+        return f"setsockopt(IPPROTO_TCP, {self.option})"
 
 
 def _family(platform: str) -> str:
@@ -52,6 +65,16 @@ def _family(platform: str) -> str:
 
 FAMILY: Final = _family(sys.platform)
 
+
+def _release_before(release: str, major: int, minor: int) -> bool:
+    """``"5.6-RELEASE"`` before (5, 8)?  Unparsable releases count as new."""
+    parts = release.split("-")[0].split(".")
+    try:
+        return (int(parts[0]), int(parts[1]) if len(parts) > 1 else 0) < (major, minor)
+    except ValueError:
+        return False
+
+
 # Linux: include/net/tcp.h MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL = 32767 s,
 # MAX_TCP_KEEPCNT = 127; net/ipv4/tcp.c rejects 0 and larger values with EINVAL.
 # TCP_USER_TIMEOUT is an int in ms, negative is EINVAL, 0 = system default.
@@ -62,46 +85,172 @@ _LINUX = {
     "user_timeout": KnobSpec("TCP_USER_TIMEOUT", "ms", 0, INT_MAX, True),
 }
 
-# macOS / iOS (xnu bsd/netinet/tcp_usrreq.c): seconds up to UINT32_MAX / TCP_RETRANSHZ
-# (1000); idle is TCP_KEEPALIVE (0x10), not TCP_KEEPIDLE.
+# macOS / iOS (xnu bsd/netinet/tcp.h, tcp_usrreq.c): seconds up to UINT32_MAX /
+# TCP_RETRANSHZ (1000); idle is TCP_KEEPALIVE (0x10), not TCP_KEEPIDLE; TCP_KEEPINTVL /
+# TCP_KEEPCNT (0x101 / 0x102) from OS X 10.9.  The user timeout is TCP_RXT_CONNDROPTIME
+# (0x80, seconds of retransmission before the connection is dropped; 0 = off).
 _DARWIN_MAX_S = 4294967
 _DARWIN = {
     "idle": KnobSpec("TCP_KEEPALIVE", "s", 1, _DARWIN_MAX_S, True, fallback=0x10),
     "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, _DARWIN_MAX_S, True, fallback=0x101),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, INT_MAX, True, fallback=0x102),
+    "user_timeout": KnobSpec(
+        "TCP_RXT_CONNDROPTIME",
+        "s",
+        0,
+        _DARWIN_MAX_S,
+        True,
+        fallback=0x80,
+        note="drops the connection after this long retransmitting; 0 = system default",
+    ),
 }
 
-# FreeBSD / DragonFly (>= 5.8) / NetBSD: seconds; FreeBSD rejects ui > UINT_MAX / hz.
+# FreeBSD / DragonFly / NetBSD: seconds; FreeBSD rejects ui > UINT_MAX / hz.
+# DragonFly before 5.8 (__DragonFly_version < 500702) took milliseconds.
 _BSD_MAX_S = 4294967
 _BSD = {
     "idle": KnobSpec("TCP_KEEPIDLE", "s", 1, _BSD_MAX_S, True),
     "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, _BSD_MAX_S, True),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, INT_MAX, True),
 }
+_DRAGONFLY_MS_NOTE = "DragonFly before 5.8 takes milliseconds"
+_DRAGONFLY_OLD = {
+    "idle": KnobSpec("TCP_KEEPIDLE", "ms", 1, INT_MAX, True, note=_DRAGONFLY_MS_NOTE),
+    "interval": KnobSpec("TCP_KEEPINTVL", "ms", 1, INT_MAX, True, note=_DRAGONFLY_MS_NOTE),
+    "count": _BSD["count"],
+}
 
-# illumos: TCP_KEEPIDLE in seconds, checked against 10 s .. 10 days.
+# illumos and Solaris 11.4 (numbers differ: 0x22/0x24/0x23 vs 0x1D/0x1E/0x1F, always
+# from the headers, never a fallback): TCP_KEEPIDLE in seconds, checked against
+# 10 s .. 10 days; TCP_KEEPINTVL bounded by the retransmission timeout range.
 _SUNOS = {
     "idle": KnobSpec("TCP_KEEPIDLE", "s", 10, 864000, True),
     "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, 600, True),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, INT_MAX, True),
 }
+# Solaris before 11.4: only the thresholds, in ms; the abort threshold is interval x
+# count with exponential back-off, which no single knob here expresses.
+_SOLARIS_OLD_IDLE = KnobSpec(
+    "TCP_KEEPALIVE_THRESHOLD",
+    "ms",
+    10000,
+    864000000,
+    True,
+    note="Solaris before 11.4: idle threshold in ms; no interval/count knobs",
+)
 
-# Windows 10 1709+: TCP_KEEPIDLE / TCP_KEEPINTVL in seconds, TCP_KEEPCNT (1703+) <= 255.
+# Windows 10 1709+: TCP_KEEPIDLE / TCP_KEEPINTVL in seconds, TCP_KEEPCNT (1703+) <= 255;
+# TCP_MAXRT in seconds.  Numbers from ws2ipdef.h; old mingw-w64 headers lack them.
 _WINDOWS = {
     "idle": KnobSpec("TCP_KEEPIDLE", "s", 1, INT_MAX, True, fallback=3),
     "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, INT_MAX, True, fallback=17),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, 255, True, fallback=16),
+    "user_timeout": KnobSpec(
+        "TCP_MAXRT",
+        "s",
+        1,
+        INT_MAX,
+        True,
+        fallback=5,
+        note="maximum retransmission time; Windows' -1 (retransmit forever) is not offered",
+    ),
+}
+# Windows before 10 1709 (and wine): the kernel refuses TCP_KEEPIDLE/TCP_KEEPINTVL, so
+# both go through WSAIoctl(SIO_KEEPALIVE_VALS) (mstcpip.h: struct tcp_keepalive,
+# u_long ms), write-only.  Idle 0 makes some Windows versions send a keepalive storm.
+_SIO_NOTE = (
+    "WSAIoctl(SIO_KEEPALIVE_VALS) sets idle and interval together, in ms, write-only "
+    "(reads back as None); setting one resets the other to the Windows default "
+    "(idle 2 h, interval 1 s)"
+)
+_WINDOWS_SIO = {
+    "idle": KnobSpec("SIO_KEEPALIVE_VALS", "ms", 1, INT_MAX, False, note=_SIO_NOTE, mechanism=MECH_SIO),
+    "interval": KnobSpec("SIO_KEEPALIVE_VALS", "ms", 1, INT_MAX, False, note=_SIO_NOTE, mechanism=MECH_SIO),
 }
 
-SPECS: Final[dict[str, KnobSpec]] = {
-    "linux": _LINUX,
-    "darwin": _DARWIN,
-    "freebsd": _BSD,
-    "dragonfly": _BSD,
-    "netbsd": _BSD,
-    "sunos": _SUNOS,
-    "windows": _WINDOWS,
+
+def _specs(family: str) -> dict[str, KnobSpec]:
+    if family == "dragonfly":
+        import platform
+
+        return _DRAGONFLY_OLD if _release_before(platform.release(), 5, 8) else _BSD
+    return {
+        "linux": _LINUX,
+        "darwin": _DARWIN,
+        "freebsd": _BSD,
+        "netbsd": _BSD,
+        "sunos": _SUNOS,
+        "windows": _WINDOWS,
+    }.get(family, {})
+
+
+#: The setsockopt option of each knob on this OS (the one the headers name).
+SPECS: Final[dict[str, KnobSpec]] = _specs(FAMILY)
+
+#: Per OS, the specs for other mechanisms or older releases of the same OS.
+_ALTERNATIVES: Final[dict[str, tuple[KnobSpec, ...]]] = {
+    "idle": (_WINDOWS_SIO["idle"], _SOLARIS_OLD_IDLE) if FAMILY in ("windows", "sunos") else (),
+    "interval": (_WINDOWS_SIO["interval"],) if FAMILY == "windows" else (),
+}
+
+
+def spec_for(knob: str, option: str, mechanism: str) -> KnobSpec | None:
+    """The spec of ``knob`` as the backend sets it: by ``option`` name and ``mechanism``.
+
+    ``mechanism`` is the backend's run-time answer (``"setsockopt"``, ``"sio"``, or ``""``
+    when the kernel refused the knob); ``option`` is the header name it uses.
+    """
+    if not mechanism:
+        return None
+    for spec in (SPECS.get(knob), *_ALTERNATIVES.get(knob, ())):
+        if spec is not None and spec.mechanism == mechanism and (
+            mechanism == MECH_SIO or spec.option == option
+        ):
+            return spec
+    return None
+
+
+#: Why a knob cannot be set, per OS family, for the ENOPROTOOPT message.
+_UNSUPPORTED: Final[dict[str, dict[str, str]]] = {
+    "openbsd": dict.fromkeys(
+        KNOBS,
+        "OpenBSD has no per-socket keepalive options: only SO_KEEPALIVE (set_keepalive() with "
+        "no knobs works) and the system-wide sysctls net.inet.tcp.keepidle / keepintvl",
+    ),
+    "windows": {
+        "count": "this Windows (before 10 version 1703) has no TCP_KEEPCNT: the probe count "
+        "is fixed at 10",
+        "user_timeout": "this Windows refused TCP_MAXRT",
+    },
+    "darwin": {"interval": "macOS before 10.9 has no TCP_KEEPINTVL", "count": "macOS before 10.9 has no TCP_KEEPCNT"},
+    "freebsd": {"user_timeout": "FreeBSD has no per-socket user timeout (TCP_MAXUNACKTIME is RACK/BBR only)"},
+    "netbsd": {"user_timeout": "NetBSD has no per-socket user timeout"},
+    "dragonfly": {"user_timeout": "DragonFly has no per-socket user timeout"},
+    "sunos": {
+        "interval": "Solaris before 11.4 has no TCP_KEEPINTVL (only TCP_KEEPALIVE_ABORT_THRESHOLD)",
+        "count": "Solaris before 11.4 has no TCP_KEEPCNT (only TCP_KEEPALIVE_ABORT_THRESHOLD)",
+        "user_timeout": "illumos/Solaris have no TCP_USER_TIMEOUT (TCP_ABORT_THRESHOLD differs)",
+    },
+}
+
+
+def unsupported_reason(knob: str) -> str:
+    """Why ``knob`` is not available here (for the ENOPROTOOPT error)."""
+    return _UNSUPPORTED.get(FAMILY, {}).get(
+        knob, "no socket option for it in this build, or the running kernel refused it"
+    )
+
+
+#: Constants the pure-Python implementation offers where Python's socket module lacks
+#: them (values from each OS's headers: see tests/data/reference.json).
+FALLBACK_CONSTANTS: Final[dict[str, int]] = {
+    "darwin": {"TCP_CONNECTIONTIMEOUT": 0x20, "TCP_RXT_CONNDROPTIME": 0x80},
+    "freebsd": {"TCP_KEEPINIT": 128},
+    "netbsd": {"TCP_KEEPINIT": 7},
+    "dragonfly": {"TCP_KEEPINIT": 32},
+    "windows": {"TCP_KEEPALIVE": 3, "TCP_MAXRT": 5, "TCP_MAXRTMS": 14, "SIO_KEEPALIVE_VALS": 0x98000004},
 }.get(FAMILY, {})
+
 
 #: Where the system-wide defaults live, per knob, and the unit they are kept in.
 _LINUX_DEFAULTS = {

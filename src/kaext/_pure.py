@@ -15,7 +15,7 @@ import socket
 from typing import Any
 
 from ._errors import STEP_KEEPALIVE, STEP_PROBE, bad_fd_error, fd_type_error, socket_error
-from ._platform import FAMILY, INT_MAX, KNOBS, SPECS
+from ._platform import FALLBACK_CONSTANTS, FAMILY, INT_MAX, KNOBS, MECH_SETSOCKOPT, MECH_SIO, SPECS
 
 IMPLEMENTATION = "python"
 
@@ -53,6 +53,10 @@ def _collect() -> tuple[dict[str, int], dict[str, str]]:
         if spec.option not in values and spec.fallback is not None:
             values[spec.option] = spec.fallback
             sources[spec.option] = "kaext._platform (fallback)"
+    for name, number in FALLBACK_CONSTANTS.items():
+        if name not in values:
+            values[name] = number
+            sources[name] = "kaext._platform (fallback)"
     return values, sources
 
 
@@ -92,6 +96,62 @@ def knob_supported(k: int) -> bool:
         except OSError:
             return False
     return True
+
+
+_IDLE, _INTERVAL = 0, 1
+# Windows defaults for the half of SIO_KEEPALIVE_VALS not given (its documented remarks).
+_WIN_DEFAULT_IDLE_MS = 7_200_000
+_WIN_DEFAULT_INTERVAL_MS = 1_000
+_mechanisms: dict[int, str] = {}
+
+
+def _probe_mechanism(k: int) -> str:
+    if knob_supported(k):
+        return MECH_SETSOCKOPT
+    if FAMILY == "windows" and k in (_IDLE, _INTERVAL) and hasattr(socket, "SIO_KEEPALIVE_VALS"):
+        return MECH_SIO  # Windows before 10 version 1709, wine
+    return ""
+
+
+def mechanism(k: int) -> str:
+    """How knob ``k`` is set on the running system, probed once per process.
+
+    ``"setsockopt"``, ``"sio"`` (Windows without TCP_KEEPIDLE: ``socket.ioctl(
+    SIO_KEEPALIVE_VALS, (on, idle_ms, interval_ms))``, write-only) or ``""``.
+    """
+    m = _mechanisms.get(k)
+    if m is None:
+        m = _probe_mechanism(k) if 0 <= k < len(KNOB_OPTIONS) else ""
+        if FAMILY == "windows" and k in (_IDLE, _INTERVAL):
+            # SIO_KEEPALIVE_VALS sets both at once: both go through it unless both options work
+            other = _probe_mechanism(_INTERVAL if k == _IDLE else _IDLE)
+            if m != MECH_SETSOCKOPT or other != MECH_SETSOCKOPT:
+                m = MECH_SIO if hasattr(socket, "SIO_KEEPALIVE_VALS") else ""
+            _mechanisms[_IDLE] = _mechanisms[_INTERVAL] = m
+        _mechanisms[k] = m
+    return m
+
+
+def knob_unit(k: int) -> str:
+    """The unit knob ``k`` is taken in under its mechanism: "s", "ms", "probes" or ""."""
+    m = mechanism(k)
+    if m == MECH_SIO:
+        return "ms"
+    return SPECS[KNOBS[k]].unit if m else ""
+
+
+def _apply_sio(s: socket.socket, plan: tuple[int, int, int, int, int, int]) -> None:
+    """Windows without TCP_KEEPIDLE: idle and interval (ms) together, the missing one defaulted."""
+    mask = plan[0]
+    step = _IDLE if mask & 1 else _INTERVAL
+    idle = plan[1] if mask & 1 else _WIN_DEFAULT_IDLE_MS
+    interval = plan[2] if mask & 2 else _WIN_DEFAULT_INTERVAL_MS
+    if idle < 1 or interval < 1:  # idle 0: keepalive storm on some Windows versions
+        raise socket_error(errno.EINVAL, step, "SIO_KEEPALIVE_VALS", plan[step + 1])
+    try:
+        s.ioctl(socket.SIO_KEEPALIVE_VALS, (0 if plan[5] == 0 else 1, idle, interval))  # type: ignore[attr-defined]
+    except OSError as exc:
+        raise socket_error(exc.errno or errno.EINVAL, step, "SIO_KEEPALIVE_VALS", plan[step + 1]) from None
 
 
 def _fd(sock: Any) -> int:
@@ -162,10 +222,19 @@ def apply(sock: Any, plan: tuple[int, int, int, int, int, int]) -> None:
     Same order as the C shim: TCP-level knobs first, SO_KEEPALIVE last.
     """
     mask = plan[0]
+    for k in range(4):  # refused before any call: the socket stays as it was
+        if mask & (1 << k) and not mechanism(k):
+            entry = KNOB_OPTIONS[k]
+            raise socket_error(errno.ENOPROTOOPT, k, entry[0] if entry else "", plan[k + 1])
     with _Borrowed(sock) as s:
         first = True
+        done = 0
+        if mask & 3 and mechanism(_IDLE) == MECH_SIO:
+            _probe_tcp(s)  # the ioctl alone does not prove TCP
+            _apply_sio(s, plan)
+            done, first = 3, False
         for k in range(4):
-            if not mask & (1 << k):
+            if not mask & (1 << k) or done & (1 << k):
                 continue
             entry = KNOB_OPTIONS[k]
             if entry is None:
@@ -199,9 +268,9 @@ def read(sock: Any) -> tuple[int, int | None, int | None, int | None, int | None
             raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "") from None
         _probe_tcp(s)
         values: list[int | None] = []
-        for entry in KNOB_OPTIONS:
+        for k, entry in enumerate(KNOB_OPTIONS):
             value = None
-            if entry is not None:
+            if entry is not None and mechanism(k) != MECH_SIO:  # SIO is write-only
                 try:
                     value = s.getsockopt(entry[1], entry[2])
                 except OSError:
