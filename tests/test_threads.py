@@ -254,6 +254,7 @@ def test_apply_read_back_loop() -> None:
         assert info.value.errno == errno.EBADF
 
 
+@pytest.mark.thread_unsafe
 @pytest.mark.one_implementation
 def test_free_threaded_import_keeps_the_gil_off() -> None:
     if not sysconfig.get_config_var("Py_GIL_DISABLED"):
@@ -288,6 +289,7 @@ def _default_gil_slot(c_source: str) -> str:
     return values[-1]  # the #else branch: CYTHON_FREETHREADING_COMPATIBLE not defined
 
 
+@pytest.mark.thread_unsafe  # one cythonize run is enough (and tmp_path is shared)
 @pytest.mark.one_implementation
 def test_generated_module_declares_gil_not_used(tmp_path: Path) -> None:
     pytest.importorskip("Cython", reason="Cython is needed to generate the C (the sanitizer step has it)")
