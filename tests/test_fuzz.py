@@ -214,9 +214,26 @@ targets = st.one_of(
 )
 
 
+_FREE_FD = _free_fd_numbers()[0]
+
+
+def _not_open(value: Any) -> Any:
+    """An arbitrary value, with small ints moved to numbers no descriptor can have.
+
+    A small int may be any descriptor of the test process (pytest's capture files,
+    another test's socket): aimed at by accident it would be changed legitimately.
+    Real descriptors are the "fd" targets.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _FREE_FD:
+        return _FREE_FD + value
+    return value
+
+
 def _resolve(pool: Pool, target: tuple[str, Any]) -> tuple[Any, str | None]:
     """The object to pass, and the pool socket it designates (None: none of them)."""
     kind, arg = target
+    if kind in ("garbage", "value"):
+        arg = _not_open(arg)
     if kind in ("socket", "fd", "wrapper"):
         name = arg if arg in pool.sockets else "tcp"
         sock = pool.sockets[name]
