@@ -13,8 +13,8 @@ say() { printf '\n-- [%3ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
 say "test suite under AddressSanitizer + UndefinedBehaviorSanitizer"
 bash tools/sanitizers.sh
 
-say "leak check: C 200,000 rounds, pure Python 50,000, valgrind 1,000"
+say "leak check: C 200,000 rounds, pure Python 50,000, valgrind 3,000"
 # Run from outside the tree so that the installed kaext is the one imported.
-(cd / && python "$ROOT/tools/leakcheck.py" -n 200000 --python-rounds 50000 --valgrind 1000)
+(cd / && python "$ROOT/tools/leakcheck.py" -n 200000 --python-rounds 50000 --valgrind 3000)
 
 say "hardening done"
