@@ -76,7 +76,7 @@ mkdir -p "$W/src" "$W/src-pure" "$W/dist" "$W/dist-pure" "$W/wheelhouse" "$W/run
 git archive --format=tar HEAD | tar -x -C "$W/src"
 git archive --format=tar HEAD | tar -x -C "$W/src-pure"
 # The tests run from a directory where src/ is not importable, as cibuildwheel does.
-cp -r "$W/src/tests" "$W/src/benchmarks" "$W/src/pyproject.toml" "$W/run/"
+cp -r "$W/src/tests" "$W/src/ext" "$W/src/benchmarks" "$W/src/pyproject.toml" "$W/run/"
 
 say "sdist, and the wheel built from it"
 python -m build --outdir "$W/dist" "$W/src" >"$W/build.log" 2>&1 || { tail -40 "$W/build.log"; die "python -m build"; }
@@ -150,8 +150,10 @@ print(f"kaext {kaext.__version__} from {where.parent}: IMPLEMENTATION={kaext.IMP
 EOF
     "$venv/bin/python" -m kaext.verify >"$W/verify-$label.log" 2>&1 || { cat "$W/verify-$label.log"; exit 1; }
     tail -3 "$W/verify-$label.log"
-    timeout -k 10 "$limit" "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" tests | tail -4
-    status=${PIPESTATUS[0]}
+    status=0
+    timeout -k 10 "$limit" "$venv/bin/python" -m pytest -p no:cacheprovider -q "$@" tests >"$W/pytest-$label.log" 2>&1 \
+      || status=$?
+    if [ "$status" -eq 0 ]; then tail -1 "$W/pytest-$label.log"; else tail -60 "$W/pytest-$label.log"; fi
     [ "$status" -ne 124 ] || echo "pytest did not finish within ${limit}s"
     exit "$status"
   ) || die "$label: installed wheel failed its checks"
