@@ -261,7 +261,7 @@ def test_free_threaded_import_keeps_the_gil_off() -> None:
         pytest.skip("not a free-threaded CPython")
     # In a fresh interpreter: importing a module without the Py_mod_gil slot turns the GIL on.
     code = "import sys, kaext, kaext._kaext; print(sys._is_gil_enabled())"
-    out = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out
 
 
