@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
@@ -73,7 +72,7 @@ def test_capabilities_returns_a_copy() -> None:
 
 def test_knob_is_frozen() -> None:
     k = kaext.capabilities()["idle"]
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         k.max = 1  # type: ignore[misc]
     assert hash(k) == hash(kaext.capabilities()["idle"])
 

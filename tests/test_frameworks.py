@@ -10,7 +10,6 @@ a skip on a developer's machine, a failure in CI (see ``servers.missing``).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import os
@@ -462,7 +461,7 @@ def fake_caps(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Change one knob of capabilities() the way another platform reports it, for the shapes only."""
     def change(knob: str, **fields: Any) -> None:
         caps = dict(_api._caps())
-        caps[knob] = dataclasses.replace(caps[knob], **fields)
+        caps[knob] = caps[knob]._replace(**fields)
         monkeypatch.setattr(_api, "_CAPABILITIES", caps)
 
     yield change

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 from . import constants
 from ._api import (
-    Duration,
     KeepaliveState,
     Knob,
     Policy,
-    SocketLike,
     capabilities,
     disable_keepalive,
     get_keepalive,
@@ -30,6 +28,19 @@ from ._api import (
 )
 from ._backend import IMPLEMENTATION
 from ._version import __version__
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._types import Duration, SocketLike
+else:
+
+    def __getattr__(name: str) -> object:
+        # The type aliases need typing; build them on first use, not at import.
+        if name in ("Duration", "SocketLike"):
+            from . import _types
+
+            return getattr(_types, name)
+        raise AttributeError(f"module 'kaext' has no attribute {name!r}")
 
 __all__ = [
     "IMPLEMENTATION",

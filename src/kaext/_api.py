@@ -9,22 +9,22 @@ from __future__ import annotations
 
 import math
 import operator
-import re
-from dataclasses import dataclass
-from datetime import timedelta
-from decimal import Decimal
-from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Protocol, Union
+import sys
 
 from . import _backend as _impl
 from . import _platform
 from ._platform import KNOBS
+from ._record import Record
 
+# Nothing heavy at import time (typing, dataclasses, fractions, decimal, datetime, re):
+# ``import kaext`` must stay cheap.  Type-only names come from ._types.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
     from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import Any
 
-    from typing_extensions import TypeAlias
+    from ._types import Duration, SocketLike
 
 __all__ = [
     "Duration",
@@ -42,14 +42,13 @@ __all__ = [
 ]
 
 
-class _HasFileno(Protocol):
-    def fileno(self) -> int: ...
+def __getattr__(name: str) -> Any:
+    # SocketLike and Duration are built with typing, on first use only.
+    if name in ("SocketLike", "Duration"):
+        from . import _types
 
-
-#: A socket.socket, anything with ``fileno()`` (asyncio transports' sockets, trio), or an int fd.
-SocketLike: TypeAlias = Union[_HasFileno, int]
-#: Seconds as int or float, or a ``datetime.timedelta``.
-Duration: TypeAlias = Union[int, float, timedelta]
+        return getattr(_types, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _NS_PER_UNIT = {"s": 10**9, "ms": 10**6}
 _IDLE, _INTERVAL, _COUNT, _USER_TIMEOUT = range(4)
@@ -61,8 +60,7 @@ _KEEPALIVE_ONLY = -1
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Knob:
+class Knob(Record):
     """One keepalive knob as this platform implements it.
 
     ``option`` is the header name of the socket option (``"TCP_KEEPIDLE"``), ``level``
@@ -74,6 +72,9 @@ class Knob:
     ioctl code), and ``note`` what else to know (empty when nothing).
     """
 
+    __slots__ = ("option", "level", "optname", "unit", "min", "max", "readable", "mechanism", "note")
+    _fields = __slots__
+
     option: str
     level: int
     optname: int
@@ -82,7 +83,21 @@ class Knob:
     max: int
     readable: bool
     mechanism: str
-    note: str = ""
+    note: str
+
+    def __init__(
+        self,
+        option: str,
+        level: int,
+        optname: int,
+        unit: str,
+        min: int,
+        max: int,
+        readable: bool,
+        mechanism: str,
+        note: str = "",
+    ) -> None:
+        self._init(option, level, optname, unit, min, max, readable, mechanism, note)
 
 
 def _build_capabilities() -> dict[str, Knob]:
@@ -140,45 +155,65 @@ def capabilities() -> dict[str, Knob]:
 
 
 def _duration_ns(knob: str, value: object) -> int:
-    """A duration in whole nanoseconds (exact for int, float, Fraction, Decimal, timedelta)."""
-    if isinstance(value, timedelta):
-        return (value.days * 86400 + value.seconds) * 10**9 + value.microseconds * 1000
-    if isinstance(value, bool) or value is None or isinstance(value, (str, bytes)):
-        exact = None
-    elif hasattr(value, "__index__"):
-        exact = Fraction(operator.index(value))  # type: ignore[arg-type]
-    elif isinstance(value, Fraction):
-        exact = value
-    elif isinstance(value, Decimal):
-        if not value.is_finite():
+    """A duration in whole nanoseconds, exact for int, float, Fraction, Decimal and timedelta.
+
+    Rounded to the nearest nanosecond (so that 0.1 s is 100 ms, not 100.000000000000006 ms),
+    except that a nonzero value below 1 ns keeps its sign.  The modules of the exotic types
+    are looked up in ``sys.modules``: a value cannot be a Decimal if nobody imported decimal.
+    """
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        raise _duration_type_error(knob, value)
+    if hasattr(value, "__index__"):
+        return operator.index(value) * 10**9  # type: ignore[call-overload, no-any-return]
+    if isinstance(value, float):
+        if not math.isfinite(value):
             raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
-        # Fraction(Decimal) builds 10**exponent exactly: Decimal("1E-999999999") would
-        # take minutes.  Past 1e30 s every knob is out of range and below 1e-30 s only
-        # the sign matters, so such values are clamped first.
-        if value and value.adjusted() > 30:
-            exact = Fraction(10**31 if value > 0 else -(10**31))
-        elif value and value.adjusted() < -30:
-            exact = Fraction(1 if value > 0 else -1, 10**31)
-        else:
-            exact = Fraction(value)
-    elif isinstance(value, float) or _is_real(value):
-        number = float(value)  # type: ignore[arg-type]
-        if not math.isfinite(number):
-            raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
-        exact = Fraction(number)
+        num, den = value.as_integer_ratio()
     else:
-        exact = None
-    if exact is None:
-        raise TypeError(
-            f"{knob} must be seconds as int, float or datetime.timedelta, "
-            f"got {type(value).__name__} {value!r}"
-        )
-    ns = round(exact * 10**9)
-    if ns == 0 and exact != 0:
+        datetime = sys.modules.get("datetime")
+        decimal = sys.modules.get("decimal")
+        if datetime is not None and isinstance(value, datetime.timedelta):
+            return (value.days * 86400 + value.seconds) * 10**9 + value.microseconds * 1000
+        if decimal is not None and isinstance(value, decimal.Decimal):
+            if not value.is_finite():
+                raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
+            # as_integer_ratio() builds 10**exponent exactly: Decimal("1E-999999999") would
+            # take minutes.  Past 1e30 s every knob is out of range and below 1e-30 s only
+            # the sign matters, so such values are clamped first.
+            if value and value.adjusted() > 30:
+                num, den = (10**31 if value > 0 else -(10**31)), 1
+            elif value and value.adjusted() < -30:
+                num, den = (1 if value > 0 else -1), 10**31
+            else:
+                num, den = value.as_integer_ratio()
+        elif _is_real(value):  # Fraction, NumPy floats, other numbers.Real
+            ratio = getattr(value, "as_integer_ratio", None)
+            if ratio is None:
+                number = float(value)  # type: ignore[arg-type]
+                if not math.isfinite(number):
+                    raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
+                ratio = number.as_integer_ratio
+            try:
+                num, den = ratio()
+            except (OverflowError, ValueError):  # NaN or infinity of another float type
+                raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}") from None
+        else:
+            raise _duration_type_error(knob, value)
+    ns, rest = divmod(num * 10**9, den)
+    if 2 * rest > den or (2 * rest == den and ns & 1):
+        ns += 1
+    if ns == 0 and num != 0:
         # below 1 ns: keep the sign, so that a tiny positive value rounds up to the
         # OS resolution and a tiny negative one is refused, not taken as 0
-        ns = 1 if exact > 0 else -1
+        ns = 1 if num > 0 else -1
     return ns
+
+
+def _duration_type_error(knob: str, value: object) -> TypeError:
+    return TypeError(
+        f"{knob} must be seconds as int, float or datetime.timedelta, "
+        f"got {type(value).__name__} {value!r}"
+    )
 
 
 def _is_real(value: object) -> bool:
@@ -254,18 +289,23 @@ def _seconds(knob: str, native: int | None) -> float | None:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class KeepaliveState:
+class KeepaliveState(Record):
     """Keepalive as the kernel reports it.
 
     ``enabled`` is SO_KEEPALIVE; ``idle`` and ``interval`` are seconds; ``count`` is
     probes.  A knob the platform cannot read back is ``None``.
     """
 
+    __slots__ = ("enabled", "idle", "interval", "count")
+    _fields = __slots__
+
     enabled: bool
     idle: float | None
     interval: float | None
     count: int | None
+
+    def __init__(self, enabled: bool, idle: float | None, interval: float | None, count: int | None) -> None:
+        self._init(enabled, idle, interval, count)
 
 
 def get_keepalive(sock: SocketLike) -> KeepaliveState:
@@ -382,31 +422,36 @@ def system_defaults() -> KeepaliveState:
 # Policy
 # --------------------------------------------------------------------------------------
 
-_SUFFIX_SECONDS = {"ms": Fraction(1, 1000), "s": 1, "m": 60, "h": 3600, "d": 86400}
-_DURATION_RE = re.compile(r"(\d+)(ms|s|m|h|d)?")
+_SUFFIX_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
-def _parse_duration(text: str, what: str, spec: str) -> Fraction:
+def _parse_duration(text: str, what: str, spec: str) -> int | float:
+    """nginx-style duration (``30m``, ``1h30m``, ``90``, ``250ms``) in seconds."""
     if not text:
         raise ValueError(f"invalid keepalive spec {spec!r}: empty {what}")
-    pos, total = 0, Fraction(0)
+    total_ms, pos = 0, 0
     while pos < len(text):
-        m = _DURATION_RE.match(text, pos)
-        if m is None or m.end() == pos:
+        end = pos
+        while end < len(text) and "0" <= text[end] <= "9":
+            end += 1
+        digits = text[pos:end]
+        suffix = text[end : end + 2] if text[end : end + 2] == "ms" else text[end : end + 1]
+        if not digits or (suffix and suffix not in _SUFFIX_MS):
             raise ValueError(
                 f"invalid keepalive spec {spec!r}: {what} {text!r} is not a duration "
                 "(digits with an optional s, m, h, d or ms suffix, e.g. 30m or 1h30m)"
             )
-        total += int(m.group(1)) * _SUFFIX_SECONDS[m.group(2) or "s"]
-        pos = m.end()
-    return total
+        total_ms += int(digits) * _SUFFIX_MS[suffix or "s"]
+        pos = end + len(suffix)
+    seconds, ms = divmod(total_ms, 1000)
+    return seconds if ms == 0 else total_ms / 1000
 
 
 def _format_duration(seconds: float) -> str:
-    exact = Fraction(seconds).limit_denominator(1000)
-    if exact.denominator != 1:
-        return f"{int(exact * 1000)}ms"
-    whole = int(exact)
+    ms = round(seconds * 1000)
+    if ms % 1000:
+        return f"{ms}ms"
+    whole = ms // 1000
     for suffix, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if whole and whole % size == 0:
             return f"{whole // size}{suffix}"
@@ -553,13 +598,13 @@ class Policy:
         if not words:
             raise ValueError(f"invalid keepalive spec {spec!r}: empty")
         head, extra = words[0], words[1:]
-        user_timeout: Fraction | None = None
+        user_timeout: int | float | None = None
         for word in extra:
             key, sep, val = word.partition("=")
             if key != "user_timeout" or not sep or user_timeout is not None:
                 raise ValueError(f"invalid keepalive spec {spec!r}: unexpected {word!r}")
             user_timeout = _parse_duration(val, "user_timeout", spec)
-        ut = None if user_timeout is None else _as_number(user_timeout)
+        ut = user_timeout
         if head == "on":
             return cls(user_timeout=ut)
         if head == "off":
@@ -571,8 +616,8 @@ class Policy:
             )
         # like nginx, trailing fields may be left out: "10" and "10:" set only idle
         idle_s, interval_s, count_s = (*fields, "", "")[:3]
-        idle = _as_number(_parse_duration(idle_s, "idle", spec)) if idle_s else None
-        interval = _as_number(_parse_duration(interval_s, "interval", spec)) if interval_s else None
+        idle = _parse_duration(idle_s, "idle", spec) if idle_s else None
+        interval = _parse_duration(interval_s, "interval", spec) if interval_s else None
         if count_s and not (count_s.isascii() and count_s.isdigit()):
             raise ValueError(f"invalid keepalive spec {spec!r}: count {count_s!r} is not a whole number")
         count = int(count_s) if count_s else None
@@ -701,10 +746,6 @@ class Policy:
         from . import _shapes
 
         return _shapes.socket_factory(self)
-
-def _as_number(value: Fraction) -> int | float:
-    return int(value) if value.denominator == 1 else float(value)
-
 
 def _use_implementation(module: Any) -> None:
     """Point the API at another implementation module (``kaext._kaext`` or ``kaext._pure``).

@@ -13,8 +13,12 @@ and in the comments below.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from typing import Final
+
+from ._record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 #: Knob names, in the order the C shim numbers them.
 KNOBS: Final = ("idle", "interval", "count", "user_timeout")
@@ -28,18 +32,33 @@ MECH_SETSOCKOPT: Final = "setsockopt"
 MECH_SIO: Final = "sio"
 
 
-@dataclass(frozen=True)
-class KnobSpec:
+class KnobSpec(Record):
     """How one OS sets one knob."""
+
+    __slots__ = ("option", "unit", "min", "max", "readable", "fallback", "note", "mechanism")
+    _fields = __slots__
 
     option: str  # header name of the socket option
     unit: str  # "s", "ms" or "probes": what the kernel takes
     min: int  # in ``unit``
     max: int  # in ``unit``
     readable: bool  # getsockopt returns it
-    fallback: int | None = None  # option number where old SDK headers lack the name
-    note: str = ""
-    mechanism: str = MECH_SETSOCKOPT
+    fallback: int | None  # option number where old SDK headers lack the name
+    note: str
+    mechanism: str
+
+    def __init__(
+        self,
+        option: str,
+        unit: str,
+        min: int,
+        max: int,
+        readable: bool,
+        fallback: int | None = None,
+        note: str = "",
+        mechanism: str = MECH_SETSOCKOPT,
+    ) -> None:
+        self._init(option, unit, min, max, readable, fallback, note, mechanism)
 
     def describe(self) -> str:
         """The call kaext makes, e.g. ``setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)``."""

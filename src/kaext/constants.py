@@ -21,11 +21,11 @@ option in seconds.  ``PORTABLE`` lists the portable name and unit of each knob.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ._backend import CONSTANT_SOURCES as _SOURCES
 from ._backend import CONSTANTS as _CONSTANTS
 from ._platform import SPECS as _SPECS
+
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
