@@ -31,7 +31,7 @@ cdef extern from "kaext_shim.h" nogil:
         int value[4]
         int keepalive
     int kaext_apply(kaext_sock fd, const kaext_plan *plan, int *step)
-    int kaext_read(kaext_sock fd, kaext_state *st, int *step)
+    int kaext_read_some(kaext_sock fd, unsigned want, kaext_state *st, int *step)
     int kaext_knob_supported(int k)
     int kaext_knob_mechanism(int k)
     const char *kaext_knob_unit(int k)
@@ -171,12 +171,16 @@ def apply_policy(self, sock):
     _apply(sock, self._plan)
 
 
-def read(object sock):
-    """Read ``(keepalive, idle, interval, count, user_timeout)`` in OS units; None = unreadable."""
+def read(object sock, unsigned int want=0x1F):
+    """Read ``(keepalive, idle, interval, count, user_timeout)`` in OS units.
+
+    ``want`` picks what to read (bit k: knob k, bit 4: SO_KEEPALIVE); what was not
+    asked for or cannot be read back is None (keepalive: 0).
+    """
     cdef kaext_state st
     cdef int step = 0, err
     cdef kaext_sock fd = <kaext_sock>_fd(sock)
-    err = kaext_read(fd, &st, &step)
+    err = kaext_read_some(fd, want, &st, &step)
     if err:
         _fail(err, step, None)
     return (

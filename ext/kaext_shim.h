@@ -661,35 +661,53 @@ KAEXT_FUNC int kaext_apply(kaext_sock fd, const kaext_plan *plan, int *step)
     return 0;
 }
 
-/* Reads SO_KEEPALIVE and every knob this OS can read back.  SO_KEEPALIVE and
- * the TCP probe must succeed; a knob whose read fails, or that is set by the
- * write-only SIO_KEEPALIVE_VALS, is left out of ->have. */
-KAEXT_FUNC int kaext_read(kaext_sock fd, kaext_state *st, int *step)
+/* Bits of the "want" mask of kaext_read_some(): knob k is bit k, SO_KEEPALIVE
+ * is bit KAEXT_KEEPALIVE. */
+#define KAEXT_WANT_KEEPALIVE (1u << KAEXT_KEEPALIVE)
+#define KAEXT_WANT_ALL (KAEXT_WANT_KEEPALIVE | ((1u << KAEXT_NKNOBS) - 1u))
+
+/* Reads what "want" asks for, one getsockopt each.  A failed SO_KEEPALIVE read
+ * is an error; a knob whose read fails is left out of ->have.  Only when no
+ * knob could be read does a TCP_NODELAY probe decide between "this TCP socket
+ * cannot read these knobs back" (0) and "this is not a TCP socket" (error), so
+ * a TCP socket costs no extra call. */
+KAEXT_FUNC int kaext_read_some(kaext_sock fd, unsigned want, kaext_state *st, int *step)
 {
     int k, err;
     st->have = 0;
-    err = kaext_getint(fd, SOL_SOCKET, SO_KEEPALIVE, &st->keepalive);
-    if (err) {
-        *step = KAEXT_KEEPALIVE;
-        return err;
-    }
-    err = kaext_probe_tcp(fd);
-    if (err) {
-        *step = KAEXT_PROBE;
-        return err;
+    st->keepalive = 0;
+    if (want & KAEXT_WANT_KEEPALIVE) {
+        err = kaext_getint(fd, SOL_SOCKET, SO_KEEPALIVE, &st->keepalive);
+        if (err) {
+            *step = KAEXT_KEEPALIVE;
+            return err;
+        }
     }
     for (k = 0; k < KAEXT_NKNOBS; k++) {
-        if (!kaext_knob_have[k])
+        st->value[k] = 0;
+        if (!(want & (1u << k)) || !kaext_knob_have[k])
             continue;
 #if defined(_WIN32)
         if (kaext_knob_mechanism(k) != KAEXT_MECH_SETSOCKOPT)
-            continue;
+            continue; /* SIO_KEEPALIVE_VALS is write-only */
 #endif
-        st->value[k] = 0;
         if (kaext_getint(fd, KAEXT_KNOB_LEVEL, kaext_knob_opt[k], &st->value[k]) == 0)
             st->have |= 1u << k;
     }
+    if (st->have == 0) {
+        err = kaext_probe_tcp(fd);
+        if (err) {
+            *step = KAEXT_PROBE;
+            return err;
+        }
+    }
     return 0;
+}
+
+/* Reads SO_KEEPALIVE and every knob this OS can read back. */
+KAEXT_FUNC int kaext_read(kaext_sock fd, kaext_state *st, int *step)
+{
+    return kaext_read_some(fd, KAEXT_WANT_ALL, st, step);
 }
 
 #endif /* KAEXT_SHIM_H */

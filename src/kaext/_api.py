@@ -53,6 +53,9 @@ def __getattr__(name: str) -> Any:
 _NS_PER_UNIT = {"s": 10**9, "ms": 10**6}
 _IDLE, _INTERVAL, _COUNT, _USER_TIMEOUT = range(4)
 _KEEPALIVE_ONLY = -1
+# what to read back (the shim's "want" mask: bit k = knob k, bit 4 = SO_KEEPALIVE)
+_WANT_KEEPALIVE = 0b10111
+_WANT_USER_TIMEOUT = 0b01000
 
 
 # --------------------------------------------------------------------------------------
@@ -315,7 +318,7 @@ def get_keepalive(sock: SocketLike) -> KeepaliveState:
     ``TCP_KEEPCNT``; a knob never set reads as the system default.  macOS: idle via
     ``TCP_KEEPALIVE``.  Seconds; ``None`` where the platform cannot read a knob back.
     """
-    enabled, idle, interval, count, _ = _impl.read(sock)
+    enabled, idle, interval, count, _ = _impl.read(sock, _WANT_KEEPALIVE)
     caps = _caps()
     return KeepaliveState(
         enabled=bool(enabled),
@@ -333,7 +336,7 @@ def get_user_timeout(sock: SocketLike) -> float | None:
     """
     if "user_timeout" not in _caps():
         _spec("user_timeout")
-    return _seconds("user_timeout", _impl.read(sock)[4])
+    return _seconds("user_timeout", _impl.read(sock, _WANT_USER_TIMEOUT)[4])
 
 
 # --------------------------------------------------------------------------------------

@@ -259,21 +259,29 @@ def apply_policy(self: Any, sock: Any) -> None:
     apply(sock, self._plan)
 
 
-def read(sock: Any) -> tuple[int, int | None, int | None, int | None, int | None]:
-    """Read ``(keepalive, idle, interval, count, user_timeout)`` in OS units; None = unreadable."""
+def read(sock: Any, want: int = 0x1F) -> tuple[int, int | None, int | None, int | None, int | None]:
+    """Read ``(keepalive, idle, interval, count, user_timeout)`` in OS units.
+
+    ``want`` picks what to read (bit k: knob k, bit 4: SO_KEEPALIVE), as in the C shim:
+    only when no knob could be read does a TCP_NODELAY probe tell "not readable here"
+    from "not a TCP socket".
+    """
     with _Borrowed(sock) as s:
-        try:
-            keepalive = s.getsockopt(_SOL_SOCKET, _SO_KEEPALIVE)
-        except OSError as exc:
-            raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "") from None
-        _probe_tcp(s)
+        keepalive = 0
+        if want & (1 << STEP_KEEPALIVE):
+            try:
+                keepalive = s.getsockopt(_SOL_SOCKET, _SO_KEEPALIVE)
+            except OSError as exc:
+                raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "") from None
         values: list[int | None] = []
         for k, entry in enumerate(KNOB_OPTIONS):
             value = None
-            if entry is not None and mechanism(k) != MECH_SIO:  # SIO is write-only
+            if want & (1 << k) and entry is not None and mechanism(k) != MECH_SIO:  # SIO is write-only
                 try:
                     value = s.getsockopt(entry[1], entry[2])
                 except OSError:
                     value = None
             values.append(value)
+        if all(value is None for value in values):
+            _probe_tcp(s)
     return (keepalive, values[0], values[1], values[2], values[3])
