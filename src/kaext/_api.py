@@ -283,8 +283,10 @@ def _native(knob: str, value: object) -> int:
 def _seconds(knob: str, native: int | None) -> float | None:
     if native is None:
         return None
-    unit = _caps()[knob].unit
-    return native / 1000 if unit == "ms" else float(native)
+    return native / _PER_SECOND[_caps()[knob].unit]
+
+
+_PER_SECOND = {"s": 1.0, "ms": 1000.0}
 
 
 # --------------------------------------------------------------------------------------
@@ -308,7 +310,11 @@ class KeepaliveState(Record):
     count: int | None
 
     def __init__(self, enabled: bool, idle: float | None, interval: float | None, count: int | None) -> None:
-        self._init(enabled, idle, interval, count)
+        init = object.__setattr__  # the read-back path: no generic loop here
+        init(self, "enabled", enabled)
+        init(self, "idle", idle)
+        init(self, "interval", interval)
+        init(self, "count", count)
 
 
 def get_keepalive(sock: SocketLike) -> KeepaliveState:
@@ -320,11 +326,12 @@ def get_keepalive(sock: SocketLike) -> KeepaliveState:
     """
     enabled, idle, interval, count, _ = _impl.read(sock, _WANT_KEEPALIVE)
     caps = _caps()
+    # a knob outside capabilities() may still read back (e.g. one the probe found refused)
     return KeepaliveState(
-        enabled=bool(enabled),
-        idle=_seconds("idle", idle) if "idle" in caps else None,
-        interval=_seconds("interval", interval) if "interval" in caps else None,
-        count=count if "count" in caps else None,
+        bool(enabled),
+        None if idle is None or "idle" not in caps else idle / _PER_SECOND[caps["idle"].unit],
+        None if interval is None or "interval" not in caps else interval / _PER_SECOND[caps["interval"].unit],
+        count if "count" in caps else None,
     )
 
 
