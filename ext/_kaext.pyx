@@ -62,6 +62,11 @@ KNOB_OPTIONS = tuple(
 )
 FD_MAX = KAEXT_SOCK_MAX
 
+# Probe every knob once now, so the shim's mechanism cache is filled before any
+# other thread can use the module (no racing first writes on free-threaded builds).
+for _i in range(KAEXT_NKNOBS):
+    kaext_knob_mechanism(_i)
+
 
 def knob_supported(int k):
     """Does the running kernel accept knob ``k``'s socket option (probed on a throwaway socket)?"""

@@ -315,3 +315,20 @@ def test_asyncio_transport_socket() -> None:
             server_writer.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("blocking", [True, False])
+def test_fd_blocking_mode_is_left_alone_even_with_a_default_timeout(blocking: bool) -> None:
+    """socket.socket(fileno=...) would make an fd non-blocking under setdefaulttimeout."""
+    import os
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(5.0)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            os.set_blocking(s.fileno(), blocking)
+            kaext.set_keepalive(s.fileno(), idle=11)
+            assert kaext.get_keepalive(s.fileno()).idle == 11
+            assert os.get_blocking(s.fileno()) is blocking
+    finally:
+        socket.setdefaulttimeout(previous)

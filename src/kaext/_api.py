@@ -397,8 +397,13 @@ def set_user_timeout(sock: SocketLike, seconds: Duration) -> None:
     """Set how long transmitted data may stay unacknowledged before the connection drops.
 
     Linux: ``TCP_USER_TIMEOUT``, kernel unit milliseconds (0..2**31-1), seconds here,
-    rounded up to the millisecond; ``0`` restores the system default.  Also bounds
-    how long keepalive probes may go unanswered.
+    rounded up to the millisecond; ``0`` restores the system default.  macOS:
+    ``TCP_RXT_CONNDROPTIME`` (seconds); Windows: ``TCP_MAXRT`` (seconds).
+
+    On Linux it also replaces the keepalive probe count: once keepalive probes are
+    out, the connection is dropped when this much time has passed since data was
+    last received, however many probes were sent.  ``Policy.from_timeout`` sets it to
+    ``idle + interval * count`` so that both agree.
     """
     if seconds is None:
         raise TypeError("user_timeout must be seconds as int, float or datetime.timedelta, got None")

@@ -11,6 +11,7 @@ Windows builds), the value documented in :mod:`kaext._platform` is used.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from typing import Any
 
@@ -193,12 +194,17 @@ class _Borrowed:
             self.sock, self.borrowed = sock, False
             return
         fd = _fd(sock)
+        # socket.socket(fileno=fd) makes the fd non-blocking when a default timeout is
+        # set (socket.setdefaulttimeout): put the caller's blocking mode back.
+        blocking = _get_blocking(fd) if socket.getdefaulttimeout() is not None else None
         try:
             self.sock = socket.socket(fileno=fd)
         except OSError as exc:
             if exc.errno in (errno.ENOTSOCK, errno.EBADF):
                 raise socket_error(exc.errno, STEP_PROBE, "") from None
             raise
+        if blocking is not None and _get_blocking(fd) != blocking:
+            os.set_blocking(fd, blocking)
         self.borrowed = True
 
     def __enter__(self) -> socket.socket:
@@ -207,6 +213,14 @@ class _Borrowed:
     def __exit__(self, *exc: object) -> None:
         if self.borrowed:
             self.sock.detach()
+
+
+def _get_blocking(fd: int) -> bool | None:
+    """The fd's blocking mode where the OS can tell (POSIX), else None."""
+    try:
+        return os.get_blocking(fd)
+    except (AttributeError, OSError):  # Windows sockets: no way to ask
+        return None
 
 
 def _probe_tcp(s: socket.socket) -> None:

@@ -194,6 +194,8 @@ def _read_kaext(sock: socket.socket, name: str, unit: str) -> float | None:
 
 def _read_socket(sock: socket.socket, knob: kaext.Knob) -> tuple[int | None, str]:
     """Python's own reading of one knob through its socket constant, and a note."""
+    if not knob.mechanism.startswith("setsockopt("):  # e.g. WSAIoctl(SIO_KEEPALIVE_VALS)
+        return None, f"set with {knob.mechanism}, which cannot be read back"
     optname = getattr(socket, knob.option, None)
     if not isinstance(optname, int):
         return None, f"Python's socket module has no {knob.option}"
@@ -300,6 +302,8 @@ def _kernel_alone(family: int, knob: kaext.Knob, native: int) -> str:
     """What the kernel itself does with ``native`` on a scratch socket (for information)."""
     if not -(2**31) <= native < 2**31:
         return "not a C int"
+    if not knob.mechanism.startswith("setsockopt("):
+        return f"not tried ({knob.mechanism})"
     try:
         with socket.socket(family, socket.SOCK_STREAM) as scratch:
             scratch.setsockopt(knob.level, knob.optname, native)
