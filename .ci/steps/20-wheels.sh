@@ -98,6 +98,7 @@ build_other() {
 }
 current=$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 others_dirs=()
+declare -A wheel_of=() python_of=()
 for dir in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.*; do
   [ -x "$dir/bin/python3" ] || continue
   minor=$("$dir/bin/python3" -c 'import sys; print("%d.%d" % sys.version_info[:2] if sys.version_info >= (3, 10) and sys.implementation.name == "cpython" else "")')
@@ -163,10 +164,6 @@ say "installed wheel: verifier and the whole test suite ($(python -c 'import pla
 test_installed "$PY" "$wheel" c main 360
 record "installed wheel, full suite" "ok"
 
-say "installed pure wheel: verifier and tests (IMPLEMENTATION 'python'; no network-namespace tests)"
-test_installed "$PY" "$pure" python pure 180 -m "not root"
-record "installed pure wheel" "ok"
-
 say "packaging checks against the built artefacts (tests/test_packaging.py)"
 pipq "$W/pip-main.log" python -m pip --python "$W/venv-main/bin/python" install -q pip
 install_cibuildwheel "$W/venv-main/bin/python"
@@ -182,23 +179,46 @@ for platform in linux macos windows; do
   printf '%s: %s\n' "$platform" "$ids"
 done
 
-# Every other CPython >= 3.10 this machine has (pyenv): build from the sdist and
-# repair, in the background while the main wheel is tested; then install and test.
-if [ "${#others_dirs[@]}" -gt 0 ]; then
-  for dir in "${others_dirs[@]}"; do
-    version=$(basename "$dir")
-    say "CPython $version: waiting for its wheel"
-    wait "${build_pid[$version]}" || { tail -40 "$W/build-$version.log"; die "CPython $version: build from the sdist"; }
-    w=$(ls "$W"/wheelhouse-"$version"/kaext-*.whl)
-    twine check --strict "$w" >/dev/null
-    check-wheel-contents "$w" >/dev/null
-    say "CPython $version: $(basename "$w"): installed, verifier and tests (no network-namespace tests)"
-    test_installed "$dir/bin/python3" "$w" c "$version" 180 -m "not root"
-    record "CPython $version $(basename "$w" | cut -d- -f3-)" "$(size "$w") bytes, ok"
-  done
-else
-  record "other CPythons (pyenv)" "none found, skipped"
-fi
+# The quicker runs (no network-namespace tests), two at a time: the pure wheel, and the
+# wheel of every other CPython >= 3.10 (built in the background since the sdist existed).
+labels=(pure)
+declare -A what=([pure]="pure wheel py3-none-any, IMPLEMENTATION 'python'")
+for dir in "${others_dirs[@]}"; do
+  version=$(basename "$dir")
+  wait "${build_pid[$version]}" || { tail -40 "$W/build-$version.log"; die "CPython $version: build from the sdist"; }
+  unset "build_pid[$version]"
+  w=$(ls "$W"/wheelhouse-"$version"/kaext-*.whl)
+  twine check --strict "$w" >/dev/null
+  check-wheel-contents "$w" >/dev/null
+  labels+=("$version")
+  what[$version]="CPython $version $(basename "$w" | cut -d- -f3-) $(size "$w") bytes"
+  wheel_of[$version]=$w
+  python_of[$version]=$dir/bin/python3
+done
+[ "${#others_dirs[@]}" -gt 0 ] || record "other CPythons (pyenv)" "none found, skipped"
+say "installed wheels, verifier and tests, two at a time: ${labels[*]}"
+pids=()
+failed=()
+finish() {  # finish INDEX: wait for that run, show its output
+  local label=${labels[$1]}
+  if wait "${pids[$1]}"; then record "${what[$label]}" "ok"; else failed+=("$label"); fi
+  printf '\n[%s]\n' "${what[$label]}"
+  cat "$W/job-$label.log"
+}
+for i in "${!labels[@]}"; do
+  label=${labels[$i]}
+  [ "$i" -lt 2 ] || finish $((i - 2))
+  if [ "$label" = pure ]; then
+    test_installed "$PY" "$pure" python pure 240 -m "not root" >"$W/job-$label.log" 2>&1 &
+  else
+    test_installed "${python_of[$label]}" "${wheel_of[$label]}" c "$label" 240 -m "not root" >"$W/job-$label.log" 2>&1 &
+  fi
+  pids[i]=$!
+done
+for i in "${!labels[@]}"; do
+  [ "$i" -lt $((${#labels[@]} - 2)) ] || finish "$i"
+done
+[ "${#failed[@]}" -eq 0 ] || die "installed-wheel runs failed: ${failed[*]}"
 
 say "summary"
 printf '  %s\n' "${summary[@]}"
