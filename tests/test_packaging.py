@@ -187,6 +187,20 @@ def test_cibuildwheel_builds_exactly_the_matrix(platform: str) -> None:
     assert sorted(identifiers) == _expected_identifiers(platform)
 
 
+def test_free_threaded_wheels_also_run_the_thread_tests_in_parallel() -> None:
+    from fnmatch import fnmatch
+
+    overrides = _pyproject()["tool"]["cibuildwheel"].get("overrides", [])
+    for identifier in ("cp314t-manylinux_x86_64", "cp315t-win_arm64", "cp314t-macosx_arm64"):
+        matching = [o for o in overrides if fnmatch(identifier, o["select"])]
+        assert any(
+            "pytest-run-parallel" in o.get("test-requires", []) and "--parallel-threads" in o.get("test-command", "")
+            for o in matching
+        ), identifier
+    for identifier in ("cp314-manylinux_x86_64", "cp313-win_amd64"):  # GIL builds: no such override
+        assert not [o for o in overrides if fnmatch(identifier, o["select"])], identifier
+
+
 def test_build_system_needs_setuptools_and_cython() -> None:
     from packaging.requirements import Requirement
 
