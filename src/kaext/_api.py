@@ -167,7 +167,8 @@ def _duration_ns(knob: str, value: object) -> int:
     if isinstance(value, (bool, str, bytes)) or value is None:
         raise _duration_type_error(knob, value)
     if hasattr(value, "__index__"):
-        return operator.index(value) * 10**9  # type: ignore[call-overload, no-any-return]
+        whole: int = operator.index(value)  # type: ignore[call-overload, unused-ignore]
+        return whole * 10**9
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
@@ -176,7 +177,8 @@ def _duration_ns(knob: str, value: object) -> int:
         datetime = sys.modules.get("datetime")
         decimal = sys.modules.get("decimal")
         if datetime is not None and isinstance(value, datetime.timedelta):
-            return (value.days * 86400 + value.seconds) * 10**9 + value.microseconds * 1000
+            delta: Any = value
+            return int((delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000)
         if decimal is not None and isinstance(value, decimal.Decimal):
             if not value.is_finite():
                 raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
@@ -263,7 +265,7 @@ def _native(knob: str, value: object) -> int:
     if spec.unit == "probes":
         if isinstance(value, bool) or not hasattr(value, "__index__"):
             raise TypeError(f"{knob} must be an int number of probes, got {type(value).__name__} {value!r}")
-        n = operator.index(value)  # type: ignore[call-overload]
+        n = operator.index(value)  # type: ignore[call-overload, unused-ignore]
         if n < spec.min or n > spec.max:
             raise _range_error(knob, value, spec)
         return n

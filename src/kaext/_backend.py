@@ -12,7 +12,7 @@ if os.environ.get("KAEXT_NO_EXTENSIONS", "") not in ("", "0"):
     from ._pure import CONSTANT_SOURCES, CONSTANTS, FD_MAX, IMPLEMENTATION, KNOB_OPTIONS, apply, apply_policy, knob_supported, knob_unit, mechanism, read
 else:
     try:
-        from ._kaext import (  # type: ignore[no-redef]
+        from ._kaext import (
             CONSTANT_SOURCES,
             CONSTANTS,
             FD_MAX,
@@ -26,7 +26,7 @@ else:
             read,
         )
     except ImportError:
-        from ._pure import (  # type: ignore[assignment]
+        from ._pure import (  # type: ignore[assignment, unused-ignore]
             CONSTANT_SOURCES,
             CONSTANTS,
             FD_MAX,

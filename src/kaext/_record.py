@@ -33,7 +33,7 @@ class Record:
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
+        return self._values() == other._values()  # type: ignore[attr-defined, unused-ignore]
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self._values()))

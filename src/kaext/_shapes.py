@@ -71,7 +71,7 @@ def socket_options(policy: Policy, base: Iterable[Sequence[Any]], strict: bool) 
         (knob.level, knob.optname, value)
         for _, knob, value in _tcp_level_knobs(policy, "socket_options()", strict)
     ]
-    consts = _api._impl.CONSTANTS
+    consts = _api._impl.CONSTANTS  # type: ignore[attr-defined]
     # SO_KEEPALIVE last, as Policy.apply does: a refused TCP-level option leaves it untouched.
     own.append((consts["SOL_SOCKET"], consts["SO_KEEPALIVE"], 1 if policy.keepalive else 0))
     keys = {(level, opt) for level, opt, _ in own}
