@@ -225,7 +225,7 @@ def test_aiohttp_connector_socket_factory(http_url: str) -> None:
 
 def test_asyncio_create_connection_with_a_factory_socket() -> None:
     async def main() -> None:
-        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
         async with server:
             host, port = server.sockets[0].getsockname()[:2]
             loop = asyncio.get_running_loop()
