@@ -11,13 +11,13 @@ import json
 import socket
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from sockets import KINDS, open_socket
 
 import kaext
 from kaext import KeepaliveState
@@ -25,50 +25,6 @@ from kaext import KeepaliveState
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux socket options")
 
 RANGES = json.loads((Path(__file__).parent / "data" / "reference.json").read_text())["ranges"]["linux"]
-
-
-def _have_ipv6() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-HAVE_IPV6 = _have_ipv6()
-STATES = ("unconnected", "listening", "client", "server")
-KINDS = [
-    pytest.param(
-        (family, state),
-        id=f"{family}-{state}",
-        marks=pytest.mark.skipif(family == "ipv6" and not HAVE_IPV6, reason="no IPv6 loopback"),
-    )
-    for family in ("ipv4", "ipv6")
-    for state in STATES
-]
-
-
-@contextmanager
-def open_socket(family: str, state: str) -> Iterator[socket.socket]:
-    """A TCP socket of the given family in the given state (client/server: a connected loopback pair)."""
-    af, host = (socket.AF_INET, "127.0.0.1") if family == "ipv4" else (socket.AF_INET6, "::1")
-    if state == "unconnected":
-        with socket.socket(af, socket.SOCK_STREAM) as s:
-            yield s
-        return
-    with socket.socket(af, socket.SOCK_STREAM) as listener:
-        listener.bind((host, 0))
-        listener.listen()
-        if state == "listening":
-            yield listener
-            return
-        with socket.create_connection(listener.getsockname()[:2]) as client:
-            server, _ = listener.accept()
-            with server:
-                yield client if state == "client" else server
 
 
 @pytest.fixture(params=KINDS)

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sockets import KINDS, open_socket
 
-import kaext
 from kaext import Policy
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux socket options and ranges")
@@ -47,40 +47,10 @@ def configure(s: socket.socket, keepalive: int = 1) -> None:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, keepalive)
 
 
-def _have_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.fixture(
-    params=[
-        pytest.param((af, state), id=f"{name}-{state}")
-        for af, name in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6"))
-        for state in ("unconnected", "listening", "connected")
-    ]
-)
+@pytest.fixture(params=KINDS)
 def sock(request: pytest.FixtureRequest) -> Iterator[socket.socket]:
-    af, state = request.param
-    if af == socket.AF_INET6 and not _have_ipv6():
-        pytest.skip("no IPv6 loopback")
-    host = "127.0.0.1" if af == socket.AF_INET else "::1"
-    with socket.socket(af, socket.SOCK_STREAM) as s:
-        if state == "unconnected":
-            yield s
-            return
-        s.bind((host, 0))
-        s.listen()
-        if state == "listening":
-            yield s
-            return
-        with socket.create_connection(s.getsockname()[:2]) as client:
-            server, _ = s.accept()
-            with server:
-                yield server
+    with open_socket(*request.param) as s:
+        yield s
 
 
 def expected_raw(p: Policy, start: tuple[int, int, int, int, int]) -> tuple[int, int, int, int, int]:

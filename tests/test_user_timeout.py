@@ -12,6 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from sockets import KINDS, open_socket
 
 import kaext
 
@@ -22,40 +23,10 @@ UT_MIN, UT_MAX = json.loads((Path(__file__).parent / "data" / "reference.json").
 ]
 
 
-def _have_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.fixture(
-    params=[
-        pytest.param((af, state), id=f"{name}-{state}")
-        for af, name in ((socket.AF_INET, "ipv4"), (socket.AF_INET6, "ipv6"))
-        for state in ("unconnected", "listening", "connected")
-    ]
-)
+@pytest.fixture(params=KINDS)
 def sock(request: pytest.FixtureRequest) -> Iterator[socket.socket]:
-    af, state = request.param
-    if af == socket.AF_INET6 and not _have_ipv6():
-        pytest.skip("no IPv6 loopback")
-    host = "127.0.0.1" if af == socket.AF_INET else "::1"
-    with socket.socket(af, socket.SOCK_STREAM) as s:
-        if state == "unconnected":
-            yield s
-            return
-        s.bind((host, 0))
-        s.listen()
-        if state == "listening":
-            yield s
-            return
-        with socket.create_connection(s.getsockname()[:2]) as client:
-            server, _ = s.accept()
-            with server:
-                yield client
+    with open_socket(*request.param) as s:
+        yield s
 
 
 def raw_ms(s: socket.socket) -> int:

@@ -1,0 +1,55 @@
+"""Real TCP sockets in every state the API must handle, shared by the test modules."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+
+def have_ipv6() -> bool:
+    """Can we bind the IPv6 loopback here?"""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+HAVE_IPV6 = have_ipv6()
+STATES = ("unconnected", "listening", "client", "server")
+#: pytest params (family, state) for every kind of TCP socket; IPv6 skipped where unavailable.
+KINDS = [
+    pytest.param(
+        (family, state),
+        id=f"{family}-{state}",
+        marks=pytest.mark.skipif(family == "ipv6" and not HAVE_IPV6, reason="no IPv6 loopback"),
+    )
+    for family in ("ipv4", "ipv6")
+    for state in STATES
+]
+
+
+@contextmanager
+def open_socket(family: str, state: str) -> Iterator[socket.socket]:
+    """A TCP socket of the given family in the given state (client/server: a connected loopback pair)."""
+    af, host = (socket.AF_INET, "127.0.0.1") if family == "ipv4" else (socket.AF_INET6, "::1")
+    if state == "unconnected":
+        with socket.socket(af, socket.SOCK_STREAM) as s:
+            yield s
+        return
+    with socket.socket(af, socket.SOCK_STREAM) as listener:
+        listener.bind((host, 0))
+        listener.listen()
+        if state == "listening":
+            yield listener
+            return
+        with socket.create_connection(listener.getsockname()[:2]) as client:
+            server, _ = listener.accept()
+            with server:
+                yield client if state == "client" else server
