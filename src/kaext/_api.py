@@ -242,7 +242,8 @@ def _fmt_unit(n: int, unit: str) -> str:
     if unit == "probes":
         return f"{n} probes"
     if unit == "ms":
-        return f"{n} ms ({n / 1000:g} s)"
+        seconds = f"{n / 1000:.3f}".rstrip("0").rstrip(".")
+        return f"{n} ms ({seconds} s)"
     return f"{n} s"
 
 
