@@ -119,3 +119,14 @@ def test_public_implementation_flag() -> None:
         built = True
     forced_pure = os.environ.get("KAEXT_NO_EXTENSIONS", "") not in ("", "0")
     assert kaext.IMPLEMENTATION == ("c" if built and not forced_pure else "python")
+
+
+def test_keepalive_state_names_the_mechanism_of_each_knob(tcp: socket.socket) -> None:
+    state = kaext.get_keepalive(tcp)
+    assert state.mechanisms == {
+        "idle": "setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)",
+        "interval": "setsockopt(IPPROTO_TCP, TCP_KEEPINTVL)",
+        "count": "setsockopt(IPPROTO_TCP, TCP_KEEPCNT)",
+    }
+    # a description of the platform, not of the socket: equality ignores it
+    assert state == kaext.KeepaliveState(state.enabled, state.idle, state.interval, state.count)

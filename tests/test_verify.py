@@ -337,3 +337,16 @@ def test_benchmark_smoke_run() -> None:
     for goal in report["goals"].values():
         assert goal["result"] in ("PASS", "MISS", "n/a")
     assert report["import"]["ms"] > 0
+
+
+def test_the_verifier_names_the_mechanism_of_each_knob() -> None:
+    import contextlib
+    import io
+    import json as _json
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert verify.main(["--json"]) == 0
+    mechanisms = _json.loads(buf.getvalue())["mechanisms"]
+    assert mechanisms["idle"] == "setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)"
+    assert mechanisms["user_timeout"] == "setsockopt(IPPROTO_TCP, TCP_USER_TIMEOUT)"

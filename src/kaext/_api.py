@@ -312,6 +312,15 @@ class KeepaliveState(Record):
     interval: float | None
     count: int | None
 
+    @property
+    def mechanisms(self) -> dict[str, str]:
+        """How each knob was read and is set on this system, e.g. ``{"idle":
+        "setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)", ...}`` (Windows before 10 1709:
+        ``"WSAIoctl(SIO_KEEPALIVE_VALS)"``, which is why ``idle`` is ``None`` there).
+        Not part of equality: it describes the platform, not the socket."""
+        caps = _caps()
+        return {knob: caps[knob].mechanism for knob in ("idle", "interval", "count") if knob in caps}
+
     def __init__(self, enabled: bool, idle: float | None, interval: float | None, count: int | None) -> None:
         init = object.__setattr__  # the read-back path: no generic loop here
         init(self, "enabled", enabled)

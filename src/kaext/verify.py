@@ -554,6 +554,8 @@ def _header() -> dict[str, Any]:
             "interval": defaults.interval,
             "count": defaults.count,
         },
+        # how each knob is set here: the probe's choice (e.g. WSAIoctl on old Windows)
+        "mechanisms": {name: knob.mechanism for name, knob in kaext.capabilities().items()},
     }
 
 
@@ -600,6 +602,7 @@ def _print_text(report: dict[str, Any], quiet: bool, out: Callable[[str], None])
     out(f"platform: {report['platform']}, kernel {report['kernel']}, Python {report['python']}")
     out(f"system defaults: keepalive {'on' if d['keepalive'] else 'off'}, idle {d['idle']} s, "
         f"interval {d['interval']} s, count {d['count']}")
+    out("mechanisms: " + (", ".join(f"{k} {m}" for k, m in report["mechanisms"].items()) or "SO_KEEPALIVE only"))
     for note in report["notes"]:
         out(f"note: {note}")
     out("")
