@@ -523,8 +523,9 @@ KAEXT_FUNC int kaext_mechanism_from_probe(int k, int supported)
 }
 
 /* Mechanism per knob, probed once per process (0 = not probed yet, else
- * KAEXT_MECH_* + 1).  Racing first calls compute the same answer, so the
- * cache needs no lock. */
+ * KAEXT_MECH_* + 1).  The Python extension fills it for every knob while its
+ * module is imported, before any other thread can call in; a C program that
+ * calls from several threads at once should do the same first. */
 static volatile int kaext_mech_cache[KAEXT_NKNOBS];
 
 /* How knob k is set on the running system: KAEXT_MECH_*. */
