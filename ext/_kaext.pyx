@@ -9,6 +9,8 @@ only talks to the kernel.  ``kaext._pure`` implements the same functions in
 Python.
 """
 
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+
 cdef extern from "kaext_shim.h" nogil:
     ctypedef long long kaext_sock
     int KAEXT_NKNOBS
@@ -96,13 +98,14 @@ def knob_unit(int k):
 # socket.socket, once the socket module is loaded: its fileno() always returns an int
 # (-1 when closed), so the checks for arbitrary fileno() implementations can be skipped.
 cdef object _socket_type = None
+cdef object _socket_fileno = None  # socket.socket.fileno, called unbound
 
 
 cdef long long _fd(object sock) except? -1:
-    global _socket_type
+    global _socket_type, _socket_fileno
     cdef object fd
-    if type(sock) is _socket_type:  # the common case: one method call, no bound method
-        fd = sock.fileno()
+    if type(sock) is _socket_type and _socket_fileno is not None:
+        fd = _socket_fileno(sock)  # the common case: one call, no attribute lookup
     elif isinstance(sock, int):
         if isinstance(sock, bool):
             from kaext._errors import fd_type_error
@@ -110,7 +113,9 @@ cdef long long _fd(object sock) except? -1:
         fd = sock
     else:
         if _socket_type is None:
-            _socket_type = getattr(sys.modules.get("socket"), "socket", None)
+            cls = getattr(sys.modules.get("socket"), "socket", None)
+            _socket_fileno = getattr(cls, "fileno", None)  # before the type: the fast path checks both
+            _socket_type = cls
         try:
             fileno = sock.fileno
         except AttributeError:
@@ -129,10 +134,13 @@ cdef long long _fd(object sock) except? -1:
         if not isinstance(fd, int) or isinstance(fd, bool):
             raise TypeError(
                 f"{type(sock).__name__}.fileno() returned {type(fd).__name__}, not int")
-    if fd < 0 or fd > KAEXT_SOCK_MAX:
+    # fd is an int here: compare in C (no Python int made for the bound)
+    cdef int overflow = 0
+    cdef long long value = PyLong_AsLongLongAndOverflow(fd, &overflow)
+    if overflow or value < 0 or <unsigned long long>value > KAEXT_SOCK_MAX:
         from kaext._errors import bad_fd_error
         raise bad_fd_error(fd)
-    return <long long>fd
+    return value
 
 
 cdef object _fail(int err, int step, object plan):
