@@ -53,3 +53,13 @@ def open_socket(family: str, state: str) -> Iterator[socket.socket]:
             server, _ = listener.accept()
             with server:
                 yield client if state == "client" else server
+
+
+class HasFileno:
+    """Not a socket, only something with fileno(): what asyncio and trio hand out."""
+
+    def __init__(self, s: socket.socket) -> None:
+        self._s = s
+
+    def fileno(self) -> int:
+        return self._s.fileno()

@@ -17,7 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from sockets import KINDS, open_socket
+from sockets import KINDS, HasFileno, open_socket
 
 import kaext
 from kaext import KeepaliveState
@@ -200,14 +200,6 @@ def test_int_seconds_of_an_int_subclass(tcp: socket.socket) -> None:
 # --------------------------------------------------------------------------------------
 # the forms a socket may take
 # --------------------------------------------------------------------------------------
-
-
-class HasFileno:
-    def __init__(self, s: socket.socket) -> None:
-        self._s = s
-
-    def fileno(self) -> int:
-        return self._s.fileno()
 
 
 @pytest.mark.parametrize("form", ["socket", "fileno", "int"])

@@ -12,7 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from sockets import KINDS, open_socket
+from sockets import KINDS, HasFileno, open_socket
 
 import kaext
 
@@ -126,14 +126,6 @@ def test_keepalive_functions_do_not_touch_user_timeout(sock: socket.socket) -> N
 def test_get_sees_plain_setsockopt(sock: socket.socket) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 777)
     assert kaext.get_user_timeout(sock) == 0.777
-
-
-class HasFileno:
-    def __init__(self, s: socket.socket) -> None:
-        self._s = s
-
-    def fileno(self) -> int:
-        return self._s.fileno()
 
 
 @pytest.mark.parametrize("form", ["socket", "fileno", "int"])
