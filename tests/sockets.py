@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,15 @@ class HasFileno:
 
     def fileno(self) -> int:
         return self._s.fileno()
+
+
+def raw(s: Any) -> tuple[int, int, int, int, int]:
+    """(SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT) via Python's socket module."""
+    tcp = socket.IPPROTO_TCP
+    return (
+        s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        s.getsockopt(tcp, socket.TCP_KEEPIDLE),
+        s.getsockopt(tcp, socket.TCP_KEEPINTVL),
+        s.getsockopt(tcp, socket.TCP_KEEPCNT),
+        s.getsockopt(tcp, socket.TCP_USER_TIMEOUT),
+    )

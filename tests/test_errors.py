@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sockets import HAVE_IPV6
 
 import kaext
 from kaext import Policy
@@ -183,15 +184,6 @@ def test_non_socket_fd_is_enotsock(op: Callable[[Any], object], kind: str, tmp_p
 # --------------------------------------------------------------------------------------
 
 
-def _have_ipv6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
 @contextmanager
 def non_tcp_socket(kind: str) -> Iterator[tuple[socket.socket, socket.socket | None]]:
     """(socket under test, its peer for a liveness check or None)."""
@@ -200,7 +192,7 @@ def non_tcp_socket(kind: str) -> Iterator[tuple[socket.socket, socket.socket | N
             s.bind(("127.0.0.1", 0))
             yield s, None
     elif kind == "udp6":
-        if not _have_ipv6():
+        if not HAVE_IPV6:
             pytest.skip("no IPv6 loopback")
         with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
             yield s, None

@@ -17,7 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from sockets import KINDS, HasFileno, open_socket
+from sockets import KINDS, HasFileno, open_socket, raw
 
 import kaext
 from kaext import KeepaliveState
@@ -31,18 +31,6 @@ RANGES = json.loads((Path(__file__).parent / "data" / "reference.json").read_tex
 def sock(request: pytest.FixtureRequest) -> Iterator[socket.socket]:
     with open_socket(*request.param) as s:
         yield s
-
-
-def raw(s: socket.socket) -> tuple[int, int, int, int, int]:
-    """(SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT) via Python's socket module."""
-    tcp = socket.IPPROTO_TCP
-    return (
-        s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
-        s.getsockopt(tcp, socket.TCP_KEEPIDLE),
-        s.getsockopt(tcp, socket.TCP_KEEPINTVL),
-        s.getsockopt(tcp, socket.TCP_KEEPCNT),
-        s.getsockopt(tcp, socket.TCP_USER_TIMEOUT),
-    )
 
 
 def state_of(s: socket.socket) -> KeepaliveState:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sockets import KINDS, open_socket
+from sockets import KINDS, open_socket, raw
 
 from kaext import Policy
 
@@ -26,17 +26,6 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 RANGES = json.loads((Path(__file__).parent / "data" / "reference.json").read_text())["ranges"]["linux"]
 UT_MAX = RANGES["user_timeout_ms"][1]
 TCP = socket.IPPROTO_TCP
-
-
-def raw(s: Any) -> tuple[int, int, int, int, int]:
-    """(SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT) via Python's socket module."""
-    return (
-        s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
-        s.getsockopt(TCP, socket.TCP_KEEPIDLE),
-        s.getsockopt(TCP, socket.TCP_KEEPINTVL),
-        s.getsockopt(TCP, socket.TCP_KEEPCNT),
-        s.getsockopt(TCP, socket.TCP_USER_TIMEOUT),
-    )
 
 
 def configure(s: socket.socket, keepalive: int = 1) -> None:
