@@ -352,3 +352,46 @@ def test_pure_wheel_is_py3_none_any() -> None:
     assert "Root-Is-Purelib: true" in metadata
     assert not [n for n in names if n.endswith((".so", ".pyd", ".c"))], sorted(names)
     assert {"kaext/py.typed", "kaext/_kaext.pyi"} | _python_modules() <= names
+
+
+# --- no compiler: the sdist installs the pure-Python implementation and says so ---------------
+
+
+def _no_compiler_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("KAEXT_REQUIRE_EXTENSION", "KAEXT_NO_EXTENSIONS")}
+    # `false` as the C compiler: every compile fails, as on a machine without one
+    env.update(CC="false", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def test_sdist_without_a_compiler(tmp_path: Path) -> None:
+    """``CC=false pip install kaext.tar.gz`` installs the pure-Python implementation and says so
+    (pip shows a build's output with -v); with KAEXT_REQUIRE_EXTENSION=1 the build fails."""
+    sdist = _artefact("KAEXT_SDIST")
+    import venv
+
+    venv.create(tmp_path / "venv", with_pip=True)
+    python = str(tmp_path / "venv" / ("Scripts" if os.name == "nt" else "bin") / "python")
+    env = _no_compiler_env()
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "-v", "--no-deps", str(sdist)],
+        env=env, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+    )
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    said = install.stdout + install.stderr
+    assert "the C extension could not be built" in said and "pure-Python implementation was installed" in said
+    implementation = subprocess.run(
+        [python, "-c", "import kaext; print(kaext.IMPLEMENTATION)"],
+        env=env, capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path,
+    ).stdout.strip()
+    assert implementation == "python"
+
+    env["KAEXT_REQUIRE_EXTENSION"] = "1"
+    strict = subprocess.run(
+        [python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-w", str(tmp_path / "wheels"), str(sdist)],
+        env=env, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+    )
+    assert strict.returncode != 0
+    assert not list(tmp_path.glob("wheels/*.whl"))
+    assert "false" in strict.stdout + strict.stderr  # the compiler command that failed is shown
