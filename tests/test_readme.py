@@ -107,7 +107,7 @@ def servers_for_examples() -> Iterator[tuple[str, tuple[str, int]]]:
 
 def _matches(expected: str, actual: str) -> bool:
     pattern = ".*?".join(re.escape(part) for part in expected.split("..."))
-    return re.fullmatch(pattern, actual, re.S) is not None
+    return re.fullmatch(pattern, actual, re.DOTALL) is not None
 
 
 def _shown_after(lines: list[str], last_line: int) -> tuple[list[str], int] | None:
@@ -130,7 +130,7 @@ def run_block(code: str, namespace: dict[str, Any], where: str) -> int:
         shown = _shown_after(lines, node.end_lineno or node.lineno)
         module = ast.Module(body=[node], type_ignores=[])
         if shown is None:
-            exec(compile(module, where, "exec"), namespace)
+            exec(compile(module, where, "exec"), namespace)  # noqa: S102 - running README examples is the point
             continue
         expected, _ = shown
         claimed.update(range(node.end_lineno or 0, (node.end_lineno or 0) + len(expected)))
@@ -139,7 +139,7 @@ def run_block(code: str, namespace: dict[str, Any], where: str) -> int:
         if is_print:
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
-                exec(compile(module, where, "exec"), namespace)
+                exec(compile(module, where, "exec"), namespace)  # noqa: S102 - running README examples is the point
             actual = out.getvalue().rstrip("\n")
         else:
             actual = repr(eval(compile(ast.Expression(node.value), where, "eval"), namespace))
@@ -193,7 +193,7 @@ def test_harness_checks_shown_output() -> None:
 def _readme_commands() -> list[str]:
     text = _readme()
     quick = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```sh\n(.*?)```", quick, re.S)
+    block = re.search(r"```sh\n(.*?)```", quick, re.DOTALL)
     assert block, "the Quick start section has no ```sh block"
     return [line for line in block.group(1).splitlines() if line and not line.startswith("#")]
 
@@ -223,7 +223,7 @@ def test_readme_verifier_table_rows_are_real() -> None:
 
     text = _readme()
     section = text.split("## Verify your platform", 1)[1].split("\n## ", 1)[0]
-    sample = re.findall(r"```\n(kaext .*?)```", section, re.S)
+    sample = re.findall(r"```\n(kaext .*?)```", section, re.DOTALL)
     assert sample, "no verifier output in 'Verify your platform'"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

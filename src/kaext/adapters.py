@@ -110,8 +110,8 @@ async def open_connection(
 
 async def create_connection(
     protocol_factory: Callable[[], asyncio.BaseProtocol],
-    host: str | None,
-    port: int | str | None,
+    host: str,
+    port: int,
     policy: kaext.Policy | str,
     **kwargs: Any,
 ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
