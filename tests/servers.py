@@ -290,7 +290,7 @@ def http_proxy() -> Iterator[str]:
             os.chmod(tmp, 0o777)
         with open(conf, "w", encoding="ascii") as f:
             f.write("\n".join(lines) + "\n")
-        proc = subprocess.Popen([binary, "-d", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen([binary, "-d", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for_port(port, 15, proc)
             yield f"http://127.0.0.1:{port}"
