@@ -29,6 +29,10 @@ import servers
 IDLE, INTERVAL, COUNT = 37, 7, 4
 USER_TIMEOUT_MS = 71_000  # longer than idle + interval * count = 65 s
 HAS_USER_TIMEOUT = "user_timeout" in kaext.capabilities()
+# read back through Python's own constant, where Python has it and it is the option kaext uses (Linux)
+CHECK_USER_TIMEOUT = HAS_USER_TIMEOUT and getattr(socket, "TCP_USER_TIMEOUT", None) == kaext.capabilities()[
+    "user_timeout"
+].optname
 _IDLE_OPT = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
 PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
@@ -50,14 +54,14 @@ def read_options(sock_like: Any) -> dict[str, Any]:
             "interval": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
             "count": s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
         }
-        if HAS_USER_TIMEOUT:
+        if CHECK_USER_TIMEOUT:
             out["user_timeout"] = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
     return out
 
 
 def assert_policy_on(got: dict[str, Any]) -> None:
     expected = {"keepalive": 1, "idle": IDLE, "interval": INTERVAL, "count": COUNT}
-    if HAS_USER_TIMEOUT:
+    if CHECK_USER_TIMEOUT:
         expected["user_timeout"] = USER_TIMEOUT_MS
     assert {k: got[k] for k in expected} == expected
 
