@@ -9,9 +9,9 @@ to every TCP stream it opens: httpcore opens every connection -- direct, to an
 HTTP proxy (forwarding or CONNECT), to a SOCKS proxy -- through that backend.
 
 This reaches two private attributes, ``Client._transport`` / ``Client._mounts``
-(httpx) and ``ConnectionPool._network_backend`` (httpcore), both stable since
-httpx 0.23 / httpcore 0.16; if they move, this module raises RuntimeError instead
-of silently making a client without the policy.
+(httpx) and ``ConnectionPool._network_backend`` (httpcore); tested with httpx 0.28
+and httpcore 1.0.  If they move, this module raises RuntimeError instead of
+silently making a client without the policy.
 """
 
 from __future__ import annotations
