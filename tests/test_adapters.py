@@ -401,3 +401,12 @@ def test_asyncio_create_connection_round_trip() -> None:
 
     got = asyncio.run(main())
     assert (got["keepalive"], got["idle"], got["interval"], got["count"]) == (1, IDLE, INTERVAL, COUNT)
+
+
+@pytest.mark.one_implementation
+def test_httpx_client_refuses_a_transport_it_cannot_reach() -> None:
+    httpx = servers.library("httpx")
+    transport = httpx.HTTPTransport()
+    transport._pool = object()  # as if a future httpx kept its connections elsewhere
+    with pytest.raises(RuntimeError, match="would not carry the policy"):
+        adapters.httpx_client(_policy(), transport=transport)
