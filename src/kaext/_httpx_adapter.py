@@ -94,17 +94,14 @@ class PolicyBackend(httpcore.NetworkBackend):
 
 def client(policy: kaext.Policy, kwargs: dict[str, Any]) -> httpx.Client:
     made = httpx.Client(**kwargs)
-    try:
-        for transport in _transports(made):
-            if isinstance(transport, httpx.HTTPTransport):
-                pool = _pool_of(transport, httpcore.ConnectionPool)
-                inner = pool._network_backend
-                if isinstance(inner, PolicyBackend):  # a transport shared with another client
-                    inner = inner.inner
-                pool._network_backend = PolicyBackend(policy, inner)
-    except BaseException:
-        made.close()
-        raise
+    # Nothing has been opened yet, so there is nothing to close on failure.
+    for transport in _transports(made):
+        if isinstance(transport, httpx.HTTPTransport):
+            pool = _pool_of(transport, httpcore.ConnectionPool)
+            inner = pool._network_backend
+            if isinstance(inner, PolicyBackend):  # a transport shared with another client
+                inner = inner.inner
+            pool._network_backend = PolicyBackend(policy, inner)
     return made
 
 
