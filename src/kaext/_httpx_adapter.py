@@ -6,7 +6,7 @@ httpx builds its transports from the client's arguments (environment proxies,
 So the client is made by httpx unchanged, and then each httpcore connection pool
 behind it gets a network backend that wraps the one it had and applies the policy
 to every TCP stream it opens: httpcore opens every connection -- direct, to an
-HTTP proxy (forwarding or CONNECT), to a SOCKS proxy -- through that backend.
+HTTP proxy (forwarding or CONNECT), to a SOCKS proxy (not tested) -- through that backend.
 
 This reaches two private attributes, ``Client._transport`` / ``Client._mounts``
 (httpx) and ``ConnectionPool._network_backend`` (httpcore); tested with httpx 0.28

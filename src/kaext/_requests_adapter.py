@@ -22,8 +22,9 @@ class KeepaliveAdapter(HTTPAdapter):
     (``pool_connections``, ``pool_maxsize``, ``max_retries``, ``pool_block``).
 
     Direct connections get it through the pool manager (``init_poolmanager``),
-    connections to a proxy -- HTTP, HTTPS (CONNECT) and SOCKS (``requests[socks]``)
-    -- through the proxy managers requests makes per proxy (``proxy_manager_for``).
+    connections to a proxy -- HTTP forwarding, CONNECT tunnels, and SOCKS
+    (``requests[socks]``, untested) -- through the proxy managers requests makes per
+    proxy (``proxy_manager_for``).
     Both pass urllib3 ``socket_options``: urllib3's
     ``HTTPConnection.default_socket_options`` (``TCP_NODELAY``), or the
     ``socket_options`` a subclass passes, merged with ``policy.socket_options()``.

@@ -8,7 +8,7 @@ when you use their integration, and neither is a dependency of kaext.
 ``Policy.parse`` spec (``"5m:30s:4 user_timeout=7m"``); see :func:`as_policy`.
 
 * :class:`KeepaliveAdapter` -- a ``requests.adapters.HTTPAdapter`` whose direct and
-  proxied connections (HTTP, HTTPS and SOCKS proxies) carry the policy, merged
+  proxied connections (HTTP forwarding, CONNECT tunnels; SOCKS untested) carry the policy, merged
   with urllib3's default socket options (``TCP_NODELAY``).
 * :func:`httpx_client` / :func:`httpx_async_client` -- an ``httpx.Client`` /
   ``httpx.AsyncClient`` made exactly as ``httpx.Client(**kwargs)`` makes it
@@ -67,8 +67,9 @@ def httpx_client(policy: kaext.Policy | str, **kwargs: Any) -> httpx.Client:
     plain httpx.  Then every ``httpx.HTTPTransport`` of the client (the default one,
     one per proxy, and those passed in ``mounts=`` / ``transport=``) gets a network
     backend that applies the policy to each new TCP socket right after it connects:
-    to the origin, or to the HTTP or SOCKS proxy.  (httpcore's own
-    ``socket_options`` reach direct connections only.)  Transports of other types
+    to the origin, or to the HTTP proxy (a SOCKS proxy too, by httpcore's source;
+    untested).  (httpcore's own ``socket_options`` reach direct connections only.)
+    Transports of other types
     (``httpx.MockTransport``, your own) are used as given.
 
     A policy that cannot be applied makes the request fail with its ``OSError``.
