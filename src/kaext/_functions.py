@@ -31,6 +31,7 @@ __all__ = [
 _WANT_STATE = WANT_KEEPALIVE | (1 << _platform.IDLE) | (1 << _platform.INTERVAL) | (1 << _platform.COUNT)
 _WANT_USER_TIMEOUT = 1 << _platform.USER_TIMEOUT
 _PER_SECOND = {"s": 1.0, "ms": 1000.0}
+_KEEPALIVE_OFF = _backend.Plan(0, 0, 0, 0, 0, 0)
 
 
 class KeepaliveState(Record):
@@ -114,7 +115,7 @@ def set_keepalive(
 
 def disable_keepalive(sock: SocketLike) -> None:
     """Turn SO_KEEPALIVE off (the knobs keep their values for when it is turned on again)."""
-    _backend.apply(sock, (0, 0, 0, 0, 0, 0))
+    _backend.apply(sock, _KEEPALIVE_OFF)
 
 
 def set_user_timeout(sock: SocketLike, seconds: Duration) -> None:
