@@ -70,7 +70,8 @@ def test_issue_contract_per_os() -> None:
 def test_windows_sio_spec() -> None:
     for knob in ("idle", "interval"):
         spec = _platform.WINDOWS_SIO[knob]
-        assert (spec.option, spec.unit, spec.readable, spec.mechanism) == ("SIO_KEEPALIVE_VALS", "ms", False, _platform.MECH_SIO)
+        expected = ("SIO_KEEPALIVE_VALS", "ms", False, _platform.MECH_SIO)
+        assert (spec.option, spec.unit, spec.readable, spec.mechanism) == expected
         assert spec.min >= 1, "idle 0 makes Windows send a keepalive storm"
         assert "2 h" in spec.note and "1 s" in spec.note
         assert spec.describe() == "WSAIoctl(SIO_KEEPALIVE_VALS)"

@@ -12,16 +12,14 @@ import math
 
 from . import _backend
 from ._backend import Plan
-from ._platform import COUNT, IDLE, INTERVAL, USER_TIMEOUT
 from ._capabilities import Knob, caps, duration_ns, in_seconds, make_plan
+from ._platform import COUNT, IDLE, INTERVAL, USER_TIMEOUT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
     from collections.abc import Callable, Iterable, Mapping, Sequence
-    from typing import Any
-
-    from typing import TypeVar
+    from typing import Any, TypeVar
 
     from ._types import Duration, SocketLike
 
@@ -108,7 +106,8 @@ class Policy:
         init(self, "idle", in_seconds("idle", plan.idle) if mask & (1 << IDLE) else None)
         init(self, "interval", in_seconds("interval", plan.interval) if mask & (1 << INTERVAL) else None)
         init(self, "count", plan.count if mask & (1 << COUNT) else None)
-        init(self, "user_timeout", in_seconds("user_timeout", plan.user_timeout) if mask & (1 << USER_TIMEOUT) else None)
+        user_timeout_s = in_seconds("user_timeout", plan.user_timeout) if mask & (1 << USER_TIMEOUT) else None
+        init(self, "user_timeout", user_timeout_s)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Policy is immutable; make a new one (cannot set {name!r})")
@@ -138,7 +137,8 @@ class Policy:
         return f"Policy({', '.join(parts)})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_policy_from_kwargs, (dict(zip(("idle", "interval", "count", "user_timeout", "keepalive"), self._key())),))
+        names = ("idle", "interval", "count", "user_timeout", "keepalive")
+        return (_policy_from_kwargs, (dict(zip(names, self._key(), strict=True)),))
 
     if TYPE_CHECKING:
 

@@ -16,7 +16,6 @@ import socket
 from typing import Any
 
 from . import _platform
-from ._record import Record
 from ._errors import bad_fd_error, fd_type_error, socket_error
 from ._platform import (
     FALLBACK_CONSTANTS,
@@ -31,6 +30,7 @@ from ._platform import (
     KnobSpec,
     spec_for,
 )
+from ._record import Record
 
 IMPLEMENTATION = "python"
 
