@@ -144,7 +144,13 @@ def system_defaults() -> KeepaliveState:
     """
     import socket
 
-    values: dict[str, Any] = dict(_platform.read_system_defaults())
+    values: dict[str, Any] = {}
+    for name, path in _platform.DEFAULT_FILES.items():
+        try:
+            with open(path, encoding="ascii") as f:
+                values[name] = int(f.read().strip())
+        except (OSError, ValueError):
+            values[name] = None
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         fresh = get_keepalive(s)
     for name in ("idle", "interval", "count"):
