@@ -320,7 +320,7 @@ def apply(sock: Any, plan: Plan) -> None:
 
 
 def apply_policy(self: Any, sock: Any) -> None:
-    """Apply this policy to ``sock``, all or nothing (see :class:`kaext.Policy`)."""
+    """``Policy.apply``: this policy to ``sock``, all or nothing (see ``kaext.Policy.apply``)."""
     apply(sock, self._plan)
 
 
