@@ -37,7 +37,7 @@ if _want_extension():
                 "kaext._kaext",
                 sources=["ext/_kaext.pyx"],
                 include_dirs=["ext"],
-                depends=["ext/kaext_shim.h"],
+                depends=["ext/kaext_shim.h", "ext/kaext_posix.h", "ext/kaext_windows.h"],
                 libraries=libraries,
             )
         ],
