@@ -20,11 +20,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import servers
 
 import kaext
 from kaext import adapters
-
-import servers
 
 IDLE, INTERVAL, COUNT = 37, 7, 4
 USER_TIMEOUT_MS = 71_000  # longer than idle + interval * count = 65 s

@@ -362,7 +362,9 @@ def test_py_amqp_socket_settings_replace_its_defaults(tcp_listener: socket.socke
 
 
 @pytest.mark.one_implementation
-@pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="py-amqp's user timeout default is Linux's TCP_USER_TIMEOUT")
+@pytest.mark.skipif(
+    not hasattr(socket, "TCP_USER_TIMEOUT"), reason="py-amqp's user timeout default is Linux's TCP_USER_TIMEOUT"
+)
 def test_py_amqp_loses_its_1s_user_timeout_with_any_policy(tcp_listener: socket.socket) -> None:
     servers.library("amqp")
     from amqp.transport import TCPTransport
@@ -470,8 +472,9 @@ def test_tcp_options_merge_and_keepalive_off() -> None:
     with pytest.warns(RuntimeWarning, match="keepalive=False"):
         assert kaext.Policy(keepalive=False).tcp_options(strict=False) == no_user_timeout
     if no_user_timeout:  # a base entry for the user timeout wins over the policy's "not set"
-        assert kaext.Policy(idle=IDLE).tcp_options({socket.TCP_USER_TIMEOUT: 5000})[socket.TCP_USER_TIMEOUT] == 5000
-        assert kaext.Policy(user_timeout=7).tcp_options({socket.TCP_USER_TIMEOUT: 5000})[socket.TCP_USER_TIMEOUT] == 7000
+        base_ut = {socket.TCP_USER_TIMEOUT: 5000}
+        assert kaext.Policy(idle=IDLE).tcp_options(base_ut)[socket.TCP_USER_TIMEOUT] == 5000
+        assert kaext.Policy(user_timeout=7).tcp_options(base_ut)[socket.TCP_USER_TIMEOUT] == 7000
 
 
 @pytest.mark.one_implementation

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import servers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,16 +129,17 @@ def run_block(code: str, namespace: dict[str, Any], where: str) -> int:
         shown = _shown_after(lines, node.end_lineno or node.lineno)
         module = ast.Module(body=[node], type_ignores=[])
         if shown is None:
-            exec(compile(module, where, "exec"), namespace)  # noqa: S102 - running README examples is the point
+            exec(compile(module, where, "exec"), namespace)
             continue
         expected, _ = shown
         claimed.update(range(node.end_lineno or 0, (node.end_lineno or 0) + len(expected)))
         assert isinstance(node, ast.Expr), f"{where}:{node.lineno}: '# ->' under a statement that is no expression"
-        is_print = isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name) and node.value.func.id == "print"
+        call = node.value
+        is_print = isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "print"
         if is_print:
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
-                exec(compile(module, where, "exec"), namespace)  # noqa: S102 - running README examples is the point
+                exec(compile(module, where, "exec"), namespace)
             actual = out.getvalue().rstrip("\n")
         else:
             actual = repr(eval(compile(ast.Expression(node.value), where, "eval"), namespace))

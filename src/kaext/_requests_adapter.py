@@ -35,7 +35,7 @@ class KeepaliveAdapter(HTTPAdapter):
     >>> session.mount("https://", KeepaliveAdapter("aws-nlb"))           # doctest: +SKIP
     """
 
-    __attrs__ = [*HTTPAdapter.__attrs__, "policy"]  # noqa: RUF012 - requests declares it per instance
+    __attrs__ = [*HTTPAdapter.__attrs__, "policy"]
 
     policy: kaext.Policy
 
