@@ -203,3 +203,90 @@ def read(object sock, unsigned int want=0x1F):
         st.value[2] if st.have & 4 else None,
         st.value[3] if st.have & 8 else None,
     )
+
+
+# ======================================================================================
+# Running processes (kaext.connections, python -m kaext.inspect): ext/kaext_proc.h
+# ======================================================================================
+
+from libc.errno cimport errno as c_errno
+from libc.stdlib cimport free, malloc
+
+cdef extern from "kaext_proc.h" nogil:
+    int KAEXT_HAVE_PROC
+    ctypedef struct kaext_proc_opts:
+        int err
+        int keepalive
+        int idle
+        int interval
+        int count
+        int user_timeout
+    int kaext_pidfd_open(int pid)
+    int kaext_pidfd_getfd(int pidfd, int fd)
+    void kaext_proc_read(int pidfd, const int *fds, const unsigned long long *inodes,
+                         kaext_proc_opts *out, size_t n)
+
+
+def pidfd_open(int pid):
+    """A pidfd for process ``pid`` (Linux 5.3+; OSError ESRCH when there is none, ENOSYS elsewhere)."""
+    cdef int fd = kaext_pidfd_open(pid)
+    if fd < 0:
+        import os
+        raise OSError(c_errno, os.strerror(c_errno))
+    return fd
+
+
+def pidfd_getfd(int pidfd, int fd):
+    """Duplicate descriptor ``fd`` of the process behind ``pidfd`` into this one (Linux 5.6+).
+
+    The new descriptor is close-on-exec.  OSError EPERM without the right to ptrace
+    that process, EBADF when it has no such descriptor, ENOSYS elsewhere.
+    """
+    cdef int new = kaext_pidfd_getfd(pidfd, fd)
+    if new < 0:
+        import os
+        raise OSError(c_errno, os.strerror(c_errno))
+    return new
+
+
+def proc_read(int pidfd, fds, inodes):
+    """Read keepalive and user timeout of many sockets in one call, in kernel units.
+
+    ``fds``: descriptors of the process behind ``pidfd`` (each duplicated, read and
+    closed), or of this process when ``pidfd`` is -1; ``inodes``: the inode /proc
+    showed for each (a descriptor that now names another file reads as ESTALE).
+    Returns one ``(err, keepalive, idle, interval, count, user_timeout)`` per
+    descriptor; ``err`` is 0 or an errno, ``user_timeout`` None where unreadable.
+    """
+    cdef Py_ssize_t n = len(fds), i
+    if len(inodes) != n:
+        raise ValueError(f"proc_read: {n} fds but {len(inodes)} inodes")
+    if n == 0:
+        return []
+    cdef int *cfds = <int *>malloc(n * sizeof(int))
+    cdef unsigned long long *cino = <unsigned long long *>malloc(n * sizeof(unsigned long long))
+    cdef kaext_proc_opts *out = <kaext_proc_opts *>malloc(n * sizeof(kaext_proc_opts))
+    cdef list result
+    try:
+        if cfds == NULL or cino == NULL or out == NULL:
+            raise MemoryError()
+        for i in range(n):
+            cfds[i] = fds[i]
+            cino[i] = inodes[i]
+        with nogil:
+            kaext_proc_read(pidfd, cfds, cino, out, <size_t>n)
+        result = [None] * n
+        for i in range(n):
+            result[i] = (
+                out[i].err, out[i].keepalive, out[i].idle, out[i].interval, out[i].count,
+                out[i].user_timeout if out[i].user_timeout >= 0 else None,
+            )
+        return result
+    finally:
+        free(cfds)
+        free(cino)
+        free(out)
+
+# ======================================================================================
+# end of the running-process section
+# ======================================================================================
