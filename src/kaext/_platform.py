@@ -271,6 +271,30 @@ FALLBACK_CONSTANTS: Final[dict[str, int]] = {
 }.get(FAMILY, {})
 
 
+#: How ``kaext.connections()`` finds a process's TCP sockets:
+#: ``"proc"``: Linux, any process: ``/proc/<pid>/fd``, the kernel's TCP tables (sock_diag
+#: netlink, or ``/proc/<pid>/net/tcp{,6}``) and ``pidfd_getfd`` (Linux 5.6+) for another
+#: process's descriptors; ``"fds"``: this process only, by trying each descriptor number
+#: (other POSIX systems); ``""``: not available (Windows: sockets are handles, not numbered
+#: descriptors that can be enumerated).
+CONNECTIONS: Final = {"linux": "proc", "windows": "", "other": ""}.get(FAMILY, "fds")
+
+#: Why ``kaext.connections()`` cannot do what it was asked on this OS.
+CONNECTIONS_MISSING: Final = {
+    "proc": "",
+    "fds": f"only this process's own sockets can be listed on {FAMILY} (no /proc and no pidfd_getfd)",
+    "": f"listing a process's sockets is not available on {FAMILY}",
+}[CONNECTIONS]
+
+def sys_pidfd_getfd() -> int:
+    """pidfd_getfd(2)'s system call number on Linux (5.6+; asm-generic/unistd.h: 438 on
+    every architecture but alpha, 548), for the pure-Python implementation, which calls
+    it through ctypes: Python's os module has pidfd_open but not pidfd_getfd."""
+    import os
+
+    return 548 if os.uname().machine.startswith("alpha") else 438
+
+
 #: Where the system-wide defaults live, per knob, and the unit they are kept in.
 _LINUX_DEFAULTS = {
     "idle": "/proc/sys/net/ipv4/tcp_keepalive_time",
