@@ -159,7 +159,7 @@ def connections(pid: int | None = None) -> list[Connection]:
         return rows
     if mode == "fds" and (pid is None or pid == os.getpid()):
         return _own_fds()
-    missing = _platform.CONNECTIONS_MISSING
+    missing = _platform.connections_unavailable(mode)
     raise OSError(errno.ENOSYS, f"kaext.connections(pid={pid!r}): {missing}")
 
 
@@ -196,6 +196,15 @@ def _socket_fds(pid: int) -> dict[int, int]:
             "another user; run as that user or with CAP_SYS_PTRACE",
         ) from None
     return found
+
+
+def _all_pids() -> list[int]:
+    """Every process this system shows (Linux: the numeric entries of /proc)."""
+    if _platform.CONNECTIONS != "proc":
+        raise OSError(
+            errno.ENOSYS, f"listing every process's sockets: {_platform.connections_unavailable(_platform.CONNECTIONS)}"
+        )
+    return sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
 
 
 # --------------------------------------------------------------------------------------

@@ -279,12 +279,12 @@ FALLBACK_CONSTANTS: Final[dict[str, int]] = {
 #: descriptors that can be enumerated).
 CONNECTIONS: Final = {"linux": "proc", "windows": "", "other": ""}.get(FAMILY, "fds")
 
-#: Why ``kaext.connections()`` cannot do what it was asked on this OS.
-CONNECTIONS_MISSING: Final = {
-    "proc": "",
-    "fds": f"only this process's own sockets can be listed on {FAMILY} (no /proc and no pidfd_getfd)",
-    "": f"listing a process's sockets is not available on {FAMILY}",
-}[CONNECTIONS]
+def connections_unavailable(mode: str) -> str:
+    """Why ``kaext.connections()`` cannot do what it was asked, for a ``CONNECTIONS`` mode."""
+    if mode == "fds":
+        return f"only this process's own sockets can be listed on {FAMILY} (no /proc and no pidfd_getfd)"
+    return f"listing a process's sockets is not available on {FAMILY}"
+
 
 def sys_pidfd_getfd() -> int:
     """pidfd_getfd(2)'s system call number on Linux (5.6+; asm-generic/unistd.h: 438 on

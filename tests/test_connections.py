@@ -1,0 +1,312 @@
+"""kaext.connections(): the TCP sockets of this process and of others, against what they set.
+
+Expected values come from the processes themselves (plain setsockopt, their own
+getsockopt read back through a pipe), from /proc/<pid>/net/tcp and from ``ss``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+from processes import OTHER_UID, TARGET_UID, child, python_for
+from sockets import HAVE_IPV6, raw
+
+import kaext
+from kaext import Connection, KeepaliveState, _connections, _platform
+
+pytestmark = pytest.mark.skipif(_platform.CONNECTIONS != "proc", reason="Linux /proc and pidfd_getfd")
+
+_DEFAULT = "python" if _connections._read_options is _connections._read_options_python else "c"
+FAMILIES = [
+    pytest.param("ipv4", id="ipv4"),
+    pytest.param("ipv6", id="ipv6", marks=pytest.mark.skipif(not HAVE_IPV6, reason="no IPv6 loopback")),
+]
+
+
+@pytest.fixture(autouse=True)
+def reader(implementation: str) -> Iterator[str]:
+    """The options reader of the implementation under test (C batch or ctypes + getsockopt)."""
+    _connections._use_implementation(implementation)
+    try:
+        yield implementation
+    finally:
+        _connections._use_implementation(_DEFAULT)
+
+
+def no_such_pid() -> int:
+    with open("/proc/sys/kernel/pid_max", encoding="ascii") as f:
+        return int(f.read()) + 1
+
+
+def by_fd(rows: list[Connection]) -> dict[int, Connection]:
+    return {r.fd: r for r in rows}
+
+
+def expected_state(values: list[int]) -> tuple[KeepaliveState, float]:
+    """A KeepaliveState and user timeout in seconds from a raw getsockopt reading."""
+    keepalive, idle, interval, count, user_timeout_ms = values
+    return KeepaliveState(bool(keepalive), float(idle), float(interval), count), user_timeout_ms / 1000
+
+
+# --------------------------------------------------------------------------------------
+# This process
+# --------------------------------------------------------------------------------------
+
+
+def test_own_process_sockets_as_set_with_setsockopt() -> None:
+    tcp = socket.IPPROTO_TCP
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setsockopt(tcp, socket.TCP_KEEPIDLE, 77)
+        with socket.create_connection(listener.getsockname()) as client:
+            server, _ = listener.accept()
+            with server:
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                client.setsockopt(tcp, socket.TCP_KEEPIDLE, 42)
+                client.setsockopt(tcp, socket.TCP_KEEPINTVL, 6)
+                client.setsockopt(tcp, socket.TCP_KEEPCNT, 4)
+                client.setsockopt(tcp, socket.TCP_USER_TIMEOUT, 2500)
+                rows = by_fd(kaext.connections())
+                again = by_fd(kaext.connections(os.getpid()))
+                assert {fd: r._replace(timer_left=None) for fd, r in rows.items()} == {
+                    fd: r._replace(timer_left=None) for fd, r in again.items()
+                }
+                for sock, state in ((listener, "LISTEN"), (client, "ESTABLISHED"), (server, "ESTABLISHED")):
+                    row = rows[sock.fileno()]
+                    assert row.pid == os.getpid()
+                    assert row.family == "IPv4"
+                    assert row.state == state
+                    assert row.local == sock.getsockname()
+                    assert row.remote == (sock.getpeername() if state != "LISTEN" else ("0.0.0.0", 0))
+                    assert (row.keepalive, row.user_timeout) == expected_state(list(raw(sock)))
+                    assert row.reason is None
+                assert rows[client.fileno()].keepalive == KeepaliveState(True, 42.0, 6.0, 4)
+                assert rows[client.fileno()].user_timeout == 2.5
+
+
+def test_connection_is_an_immutable_value() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        (row,) = [r for r in kaext.connections() if r.fd == listener.fileno()]
+    assert row == row._replace() and hash(row) == hash(row._replace())
+    assert list(row._asdict()) == [
+        "pid", "fd", "family", "local", "remote", "state", "keepalive",
+        "user_timeout", "timer", "timer_left", "probes", "reason",
+    ]
+    with pytest.raises(AttributeError):
+        row.fd = 0  # type: ignore[misc]
+
+
+def test_a_descriptor_reused_since_proc_was_read_is_not_read() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        fd = listener.fileno()
+        inode = os.fstat(fd).st_ino
+        assert _connections._read_options(-1, [fd], [inode])[0][0] == 0
+        assert _connections._read_options(-1, [fd], [inode + 1])[0][0] == errno.ESTALE
+
+
+@pytest.mark.parametrize("pid", [0, -1])
+def test_bad_pid_value(pid: int) -> None:
+    with pytest.raises(ValueError, match=f"pid={pid}"):
+        kaext.connections(pid)
+
+
+@pytest.mark.parametrize("pid", ["1", 1.0, True])
+def test_bad_pid_type(pid: object) -> None:
+    with pytest.raises(TypeError, match="pid must be an int"):
+        kaext.connections(pid)  # type: ignore[arg-type]
+
+
+def test_no_such_process() -> None:
+    with pytest.raises(ProcessLookupError, match="no process with pid"):
+        kaext.connections(no_such_pid())
+
+
+# --------------------------------------------------------------------------------------
+# Another process
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_another_process_as_it_reads_itself(family: str) -> None:
+    with child(family, listener=[1, 41, 9, 3, 0], client=[1, 31, 7, 5, 12345], server=None) as c:
+        rows = by_fd(kaext.connections(c.pid))
+        own = c.read()
+    assert len(rows) == 3
+    any_address = ("0.0.0.0", 0) if family == "ipv4" else ("::", 0)
+    for name, state in (("listener", "LISTEN"), ("client", "ESTABLISHED"), ("server", "ESTABLISHED")):
+        sock = c.sock(name)
+        row = rows[sock["fd"]]
+        assert row.pid == c.pid
+        assert row.family == ("IPv4" if family == "ipv4" else "IPv6")
+        assert row.state == state
+        assert row.local == tuple(sock["local"])
+        assert row.remote == (tuple(sock["remote"]) if sock["remote"] else any_address)
+        assert (row.keepalive, row.user_timeout) == expected_state(own[name])
+    assert rows[c.sock("client")["fd"]].keepalive == KeepaliveState(True, 31.0, 7.0, 5)
+    assert rows[c.sock("client")["fd"]].user_timeout == 12.345
+    assert rows[c.sock("server")["fd"]].keepalive.enabled is False  # type: ignore[union-attr]
+
+
+def proc_net_tcp(pid: int, family: str, inode: int) -> list[str]:
+    """The fields of the /proc/<pid>/net/tcp{,6} line for ``inode``."""
+    with open(f"/proc/{pid}/net/{'tcp' if family == 'ipv4' else 'tcp6'}", encoding="ascii") as f:
+        for line in f:
+            fields = line.split()
+            if fields[9] == str(inode):
+                return fields
+    raise AssertionError(f"inode {inode} not in /proc/{pid}/net")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_timers_as_proc_and_ss_show_them(family: str) -> None:
+    with child(family, client=[1, 30, 5, 3, 0]) as c:
+        rows = by_fd(kaext.connections(c.pid))
+        client, server = rows[c.sock("client")["fd"]], rows[c.sock("server")["fd"]]
+        fields = proc_net_tcp(c.pid, family, c.sock("client")["inode"])
+        peer_fields = proc_net_tcp(c.pid, family, c.sock("server")["inode"])
+        port = c.sock("client")["local"][1]
+        ss = shutil.which("ss")
+        ss_out = subprocess.run(
+            [ss, "-tino", f"sport = :{port}"], capture_output=True, text=True, check=True
+        ).stdout if ss else ""
+    timer, when = fields[5].split(":")
+    assert int(timer, 16) == 2  # keepalive, per /proc/net/tcp
+    assert client.timer == "keepalive"
+    assert client.timer_left is not None
+    assert abs(client.timer_left - int(when, 16) / os.sysconf("SC_CLK_TCK")) < 1.0
+    assert 25 < client.timer_left <= 30
+    assert client.probes == int(fields[8]) == 0
+    assert int(peer_fields[5].split(":")[0], 16) == 0
+    assert (server.timer, server.timer_left, server.probes) == ("off", None, None)
+    if ss:
+        match = re.search(r"timer:\((\w+),(\d+)sec,(\d+)\)", ss_out)
+        assert match, ss_out
+        assert match.group(1) == "keepalive"
+        assert abs(int(match.group(2)) - client.timer_left) <= 1.5
+        assert int(match.group(3)) == client.probes
+
+
+def test_proc_table_and_netlink_agree() -> None:
+    with child("ipv4", client=[1, 30, 5, 3, 0]) as c:
+        wanted = {c.sock(n)["inode"] for n in ("listener", "client", "server")}
+        netlink = _connections._netlink_table(wanted)
+        proc = _connections._proc_table(c.pid, wanted)
+    assert set(netlink) == set(proc) == wanted
+    for inode in wanted:
+        assert netlink[inode][:5] == proc[inode][:5]
+        assert netlink[inode][6] == proc[inode][6]
+        if netlink[inode][5] is not None:
+            assert abs(netlink[inode][5] - proc[inode][5]) < 1.0  # type: ignore[operator]
+
+
+# --------------------------------------------------------------------------------------
+# Permissions: the kernel's own ptrace checks, with real users
+# --------------------------------------------------------------------------------------
+
+READ_AS = """
+import ctypes, json, os, sys
+import kaext, kaext._connections
+kaext._connections._use_implementation(sys.argv[2])
+ruid, euid, pid = json.loads(sys.argv[1])
+os.setgroups([])
+os.setresgid(ruid, euid, euid)
+os.setresuid(ruid, euid, euid)
+try:
+    rows = kaext.connections(pid)
+except OSError as exc:
+    print(json.dumps({"error": type(exc).__name__, "errno": exc.errno, "message": str(exc)}))
+else:
+    print(json.dumps({"rows": [[r.fd, r.state, r.keepalive is None, r.user_timeout, r.reason] for r in rows]}))
+"""
+
+
+def read_as(implementation: str, ruid: int, euid: int, pid: int) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", READ_AS, json.dumps([ruid, euid, pid]), implementation],
+        capture_output=True, text=True, timeout=60, check=True, cwd="/",
+    )
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def needs_other_users() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run the target and the inspector as other users")
+    if python_for(TARGET_UID) is None:
+        pytest.skip(f"no Python interpreter that uid {TARGET_UID} may run")
+
+
+def test_listed_but_unreadable_without_the_right_to_ptrace(reader: str) -> None:
+    """The inspector may read /proc/<pid>/fd (its effective uid is the target's) but not
+    ptrace it (its real uid is another): pidfd_getfd's PTRACE_MODE_ATTACH_REALCREDS fails,
+    so the sockets are listed without their options -- as under Yama ptrace_scope 1."""
+    needs_other_users()
+    with child("ipv4", client=[1, 31, 7, 5, 0], user=TARGET_UID) as c:
+        got = read_as(reader, OTHER_UID, TARGET_UID, c.pid)
+    assert "rows" in got, got
+    rows = {fd: rest for fd, *rest in got["rows"]}  # type: ignore[union-attr]
+    assert set(rows) == {c.sock(n)["fd"] for n in ("listener", "client", "server")}
+    for state, unreadable, user_timeout, reason in rows.values():
+        assert unreadable is True and user_timeout is None
+        assert "no permission" in reason and "ptrace" in reason
+    assert rows[c.sock("listener")["fd"]][0] == "LISTEN"
+
+
+def test_another_users_process_cannot_be_listed(reader: str) -> None:
+    needs_other_users()
+    with child("ipv4", user=TARGET_UID) as c:
+        got = read_as(reader, OTHER_UID, OTHER_UID, c.pid)
+    assert got["error"] == "PermissionError", got
+    assert f"process {c.pid}" in str(got["message"])
+
+
+def test_same_user_may_read_everything(reader: str) -> None:
+    needs_other_users()
+    with child("ipv4", client=[1, 31, 7, 5, 4000], user=TARGET_UID) as c:
+        got = read_as(reader, TARGET_UID, TARGET_UID, c.pid)
+        own = c.read()
+    rows = {fd: rest for fd, *rest in got["rows"]}  # type: ignore[union-attr]
+    client = rows[c.sock("client")["fd"]]
+    assert client[1] is False and client[3] is None
+    assert client[2] == own["client"][4] / 1000 == 4.0
+
+
+# --------------------------------------------------------------------------------------
+# Other POSIX systems: this process's own descriptors (run here by choosing that path)
+# --------------------------------------------------------------------------------------
+
+
+def test_descriptor_scan_finds_the_same_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        with socket.create_connection(listener.getsockname()) as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 55)
+            server, _ = listener.accept()
+            with server:
+                proc = by_fd(kaext.connections())
+                monkeypatch.setattr(_platform, "CONNECTIONS", "fds")
+                scanned = by_fd(kaext.connections())
+                with pytest.raises(OSError) as info:
+                    kaext.connections(1 if os.getpid() != 1 else 2)
+                assert info.value.errno == errno.ENOSYS
+                for sock in (listener, client, server):
+                    a, b = proc[sock.fileno()], scanned[sock.fileno()]
+                    assert (a.family, a.local, a.remote, a.state, a.keepalive, a.user_timeout) == (
+                        b.family, b.local, b.remote, b.state, b.keepalive, b.user_timeout,
+                    )
+                    assert b.timer is None
+                assert scanned[client.fileno()].keepalive == KeepaliveState(True, 55.0, *raw(client)[2:4])
+
+
+def test_not_available_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_platform, "CONNECTIONS", "")
+    with pytest.raises(OSError, match="not available") as info:
+        kaext.connections()
+    assert info.value.errno == errno.ENOSYS
