@@ -121,9 +121,11 @@ def run_cli(implementation: str, *args: str) -> subprocess.CompletedProcess[str]
 
 #: Runs the inspector after dropping to other credentials; argv[1]: JSON [ruid, euid, args].
 AS_USER = """
-import json, os, sys
-import ctypes  # loaded as root: the files need not be readable by the user
+import contextlib, ctypes, io, json, os, sys
 import kaext.inspect
+# a dry run as root loads every module (our interpreter may live where the user cannot read)
+with contextlib.redirect_stderr(io.StringIO()):
+    kaext.inspect.main(["--bogus"])
 ruid, euid, args = json.loads(sys.argv[1])
 os.setgroups([])
 os.setresgid(ruid, euid, euid)
