@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ def child(
             proc.stdout.close()
 
 
-@lru_cache(maxsize=None)
+@cache
 def python_for(user: int) -> str | None:
     """A Python interpreter that ``user`` may run (ours may live in root's home), or None."""
     if os.geteuid() != 0:

@@ -284,25 +284,24 @@ def test_same_user_may_read_everything(reader: str) -> None:
 
 
 def test_descriptor_scan_finds_the_same_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        with socket.create_connection(listener.getsockname()) as client:
-            client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 55)
-            server, _ = listener.accept()
-            with server:
-                proc = by_fd(kaext.connections())
-                monkeypatch.setattr(_platform, "CONNECTIONS", "fds")
-                scanned = by_fd(kaext.connections())
-                with pytest.raises(OSError) as info:
-                    kaext.connections(1 if os.getpid() != 1 else 2)
-                assert info.value.errno == errno.ENOSYS
-                for sock in (listener, client, server):
-                    a, b = proc[sock.fileno()], scanned[sock.fileno()]
-                    assert (a.family, a.local, a.remote, a.state, a.keepalive, a.user_timeout) == (
-                        b.family, b.local, b.remote, b.state, b.keepalive, b.user_timeout,
-                    )
-                    assert b.timer is None
-                assert scanned[client.fileno()].keepalive == KeepaliveState(True, 55.0, *raw(client)[2:4])
+    with socket.create_server(("127.0.0.1", 0)) as listener, socket.create_connection(listener.getsockname()) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 55)
+        server, _ = listener.accept()
+        with server:
+            proc = by_fd(kaext.connections())
+            monkeypatch.setattr(_platform, "CONNECTIONS", "fds")
+            scanned = by_fd(kaext.connections())
+            with pytest.raises(OSError) as info:
+                kaext.connections(1 if os.getpid() != 1 else 2)
+            assert info.value.errno == errno.ENOSYS
+            for sock in (listener, client, server):
+                a, b = proc[sock.fileno()], scanned[sock.fileno()]
+                assert (a.family, a.local, a.remote, a.state, a.keepalive, a.user_timeout) == (
+                    b.family, b.local, b.remote, b.state, b.keepalive, b.user_timeout,
+                )
+                assert b.timer is None
+            assert scanned[client.fileno()].keepalive == KeepaliveState(True, 55.0, *raw(client)[2:4])
 
 
 def test_not_available_says_so(monkeypatch: pytest.MonkeyPatch) -> None:

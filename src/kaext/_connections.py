@@ -33,13 +33,15 @@ import struct
 
 # Internal names, in one place.
 from . import _backend, _platform
-from ._api import KeepaliveState, Policy, get_keepalive, get_user_timeout
+from ._functions import KeepaliveState, get_keepalive, get_user_timeout
 from ._record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
     from typing import Any
+
+    from ._policy import Policy
 
     #: (err, keepalive, idle, interval, count, user_timeout) in kernel units
     OptionsRow = tuple[int, int, int, int, int, int | None]
@@ -73,7 +75,7 @@ class Connection(Record):
     columns ``ss -o`` shows).
     """
 
-    __slots__ = (
+    _fields = (
         "pid",
         "fd",
         "family",
@@ -87,7 +89,7 @@ class Connection(Record):
         "probes",
         "reason",
     )
-    _fields = __slots__
+    __slots__ = _fields
 
     pid: int
     fd: int
@@ -235,8 +237,8 @@ _MESSAGE = struct.Struct("=IHHII BBBB 2s2s16s16s I8x IIIII")
 _SCAN = struct.Struct("=IH78xI")
 _INODE_OFFSET = 84
 
-_FAMILY_NAME = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
-_ADDR_LEN = {socket.AF_INET: 4, socket.AF_INET6: 16}
+_FAMILY_NAME: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
+_ADDR_LEN: dict[int, int] = {socket.AF_INET: 4, socket.AF_INET6: 16}
 
 
 def _netlink_table(wanted: set[int] | None) -> dict[int, TableRow]:
@@ -310,28 +312,27 @@ def _proc_table(pid: int, wanted: set[int] | None) -> dict[int, TableRow]:
     ticks = os.sysconf("SC_CLK_TCK")  # the "when" column is in clock_t ticks (USER_HZ)
     for family, name in ((socket.AF_INET, "tcp"), (socket.AF_INET6, "tcp6")):
         try:
-            f = open(f"/proc/{pid}/net/{name}", encoding="ascii")
+            with open(f"/proc/{pid}/net/{name}", encoding="ascii") as f:
+                lines = f.readlines()[1:]
         except FileNotFoundError:
             if not os.path.exists(f"/proc/{pid}"):
                 raise ProcessLookupError(errno.ESRCH, f"no process with pid {pid}") from None
             continue  # no IPv6 in this kernel
-        with f:
-            next(f, None)
-            for line in f:
-                fields = line.split()
-                inode = int(fields[9])
-                if wanted is not None and inode not in wanted:
-                    continue
-                timer, when = fields[5].split(":")
-                table[inode] = _row(
-                    family,
-                    int(fields[3], 16),
-                    _proc_address(family, fields[1]),
-                    _proc_address(family, fields[2]),
-                    int(timer, 16),
-                    int(when, 16) / ticks,
-                    int(fields[8]),  # icsk_probes_out (the "timeout" column)
-                )
+        for line in lines:
+            fields = line.split()
+            inode = int(fields[9])
+            if wanted is not None and inode not in wanted:
+                continue
+            timer, when = fields[5].split(":")
+            table[inode] = _row(
+                family,
+                int(fields[3], 16),
+                _proc_address(family, fields[1]),
+                _proc_address(family, fields[2]),
+                int(timer, 16),
+                int(when, 16) / ticks,
+                int(fields[8]),  # icsk_probes_out (the "timeout" column)
+            )
     return table
 
 
