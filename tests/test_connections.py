@@ -104,12 +104,62 @@ def test_connection_is_an_immutable_value() -> None:
         row.fd = 0  # type: ignore[misc]
 
 
-def test_a_descriptor_reused_since_proc_was_read_is_not_read() -> None:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        fd = listener.fileno()
-        inode = os.fstat(fd).st_ino
-        assert _connections._read_options(-1, [fd], [inode])[0][0] == 0
-        assert _connections._read_options(-1, [fd], [inode + 1])[0][0] == errno.ESTALE
+def test_batch_read_takes_inode_and_options_from_the_same_descriptor() -> None:
+    r, w = os.pipe()
+    try:
+        with socket.create_server(("127.0.0.1", 0)) as listener, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 99)
+            tcp_row, pipe_row, udp_row, closed_row = _connections._read_options(-1, [listener.fileno(), r, udp.fileno(), 10**6])
+            assert tcp_row == (0, os.fstat(listener.fileno()).st_ino, *raw(listener))
+            assert tcp_row[3] == 99
+            assert pipe_row[:2] == (errno.ENOTSOCK, 0)
+            assert udp_row[0] in (errno.ENOPROTOOPT, errno.EOPNOTSUPP) and udp_row[1] == os.fstat(udp.fileno()).st_ino
+            assert closed_row[:2] == (errno.EBADF, 0)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_dump_parsers_agree() -> None:
+    """The C parser and the Python one, on the same reads of a real sock_diag dump."""
+    if _connections._read_options is _connections._read_options_python:
+        pytest.skip("the C extension is not in use")
+    with child("ipv4", client=[1, 30, 5, 3, 0]), child("ipv6" if HAVE_IPV6 else "ipv4"):
+        reads = []
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _connections._NETLINK_SOCK_DIAG) as nl:
+            for family in (socket.AF_INET, socket.AF_INET6):
+                nl.send(_connections._REQUEST.pack(
+                    _connections._REQUEST.size, 20, 0x301, 1, 0, family, socket.IPPROTO_TCP, 0, 0xFFFFFFFF,
+                ))
+                while True:
+                    buf = bytearray(70000)
+                    n = nl.recv_into(buf, 65536)
+                    reads.append((buf, n))
+                    if _connections._parse_read_python(buf, n, set(), {}):
+                        break
+    everything = set()
+    for buf, n in reads:  # every inode of the dump (the uniform path, and message by message)
+        table: dict[int, object] = {}
+        _connections._read_messages(buf, memoryview(buf), n, _EveryInode(everything), table)  # type: ignore[arg-type]
+    assert len(everything) >= 6
+    python: dict[int, object] = {}
+    c: dict[int, object] = {}
+    for buf, n in reads:
+        assert _connections._parse_read_python(buf, n, everything, python) == _connections._parse_read_c(buf, n, everything, c)  # type: ignore[arg-type]
+    assert python == c
+    assert len(python) == len(everything)
+
+
+class _EveryInode(set):  # type: ignore[type-arg]
+    """A "wanted" set that contains every inode, and remembers each."""
+
+    def __init__(self, seen: set[int]) -> None:
+        super().__init__()
+        self.seen = seen
+
+    def __contains__(self, inode: object) -> bool:
+        self.seen.add(inode)  # type: ignore[arg-type]
+        return False
 
 
 @pytest.mark.parametrize("pid", [0, -1])
@@ -198,6 +248,7 @@ def test_proc_table_and_netlink_agree() -> None:
     with child("ipv4", client=[1, 30, 5, 3, 0]) as c:
         wanted = {c.sock(n)["inode"] for n in ("listener", "client", "server")}
         netlink = _connections._netlink_table(wanted)
+        assert set(netlink) == wanted
         proc = _connections._proc_table(c.pid, wanted)
     assert set(netlink) == set(proc) == wanted
     for inode in wanted:

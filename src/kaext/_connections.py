@@ -43,11 +43,14 @@ if TYPE_CHECKING:
 
     from ._policy import Policy
 
-    #: (err, keepalive, idle, interval, count, user_timeout) in kernel units
-    OptionsRow = tuple[int, int, int, int, int, int | None]
+    #: (err, inode, keepalive, idle, interval, count, user_timeout) in kernel units
+    OptionsRow = tuple[int, int, int, int, int, int, int | None]
     #: (family, state, local, remote, timer, timer_left, probes)
     TableRow = tuple[str, str, tuple[str, int], tuple[str, int], str, float | None, int | None]
-    Reader = Callable[[int, Sequence[int], Sequence[int]], list[OptionsRow]]
+    Reader = Callable[[int, Sequence[int]], list[OptionsRow]]
+    #: One socket of a process: (fd, err, [keepalive, idle, interval, count, user_timeout]
+    #: in kernel units, or None when err)
+    Socket = tuple[int, int, "tuple[int, int, int, int, int | None] | None"]
 
 __all__ = ["Connection", "connections"]
 
@@ -89,20 +92,24 @@ class Connection(Record):
         "probes",
         "reason",
     )
-    __slots__ = _fields
+    # Thousands are made per call: the fields live in one tuple, read through
+    # properties (made below), so that making one is a single store.
+    __slots__ = ("_v",)
+    _v: tuple[Any, ...]
 
-    pid: int
-    fd: int
-    family: str
-    local: tuple[str, int]
-    remote: tuple[str, int]
-    state: str
-    keepalive: KeepaliveState | None
-    user_timeout: float | None
-    timer: str | None
-    timer_left: float | None
-    probes: int | None
-    reason: str | None
+    if TYPE_CHECKING:
+        pid: int
+        fd: int
+        family: str
+        local: tuple[str, int]
+        remote: tuple[str, int]
+        state: str
+        keepalive: KeepaliveState | None
+        user_timeout: float | None
+        timer: str | None
+        timer_left: float | None
+        probes: int | None
+        reason: str | None
 
     def __init__(
         self,
@@ -119,19 +126,35 @@ class Connection(Record):
         probes: int | None,
         reason: str | None = None,
     ) -> None:
-        init = object.__setattr__  # thousands per call: no generic loop
-        init(self, "pid", pid)
-        init(self, "fd", fd)
-        init(self, "family", family)
-        init(self, "local", local)
-        init(self, "remote", remote)
-        init(self, "state", state)
-        init(self, "keepalive", keepalive)
-        init(self, "user_timeout", user_timeout)
-        init(self, "timer", timer)
-        init(self, "timer_left", timer_left)
-        init(self, "probes", probes)
-        init(self, "reason", reason)
+        object.__setattr__(
+            self, "_v", (pid, fd, family, local, remote, state, keepalive, user_timeout, timer, timer_left, probes, reason)
+        )
+
+    def _values(self) -> tuple[Any, ...]:
+        return self._v
+
+
+def _field(index: int, name: str) -> property:
+    def get(self: Connection) -> Any:
+        return self._v[index]
+
+    get.__name__ = name
+    return property(get, doc=f"``{name}``: see :class:`Connection`")
+
+
+for _index, _name in enumerate(Connection._fields):
+    setattr(Connection, _name, _field(_index, _name))
+del _index, _name
+
+_new = object.__new__
+_store: Callable[[Connection, tuple[Any, ...]], None] = Connection.__dict__["_v"].__set__
+
+
+def _connection(values: tuple[Any, ...]) -> Connection:
+    """A Connection from its 12 field values, without the call to ``__init__``."""
+    row: Connection = _new(Connection)
+    _store(row, values)
+    return row
 
 
 def connections(pid: int | None = None) -> list[Connection]:
@@ -166,29 +189,15 @@ def connections(pid: int | None = None) -> list[Connection]:
 
 
 # --------------------------------------------------------------------------------------
-# Linux: /proc/<pid>/fd
+# Linux: /proc/<pid>/fd, and the sockets behind it
 # --------------------------------------------------------------------------------------
 
-_SOCKET_LINK = "socket:["
 
-
-def _socket_fds(pid: int) -> dict[int, int]:
-    """``{inode: fd}`` of the sockets process ``pid`` holds (lowest fd for a shared inode)."""
+def _list_fds(pid: int) -> list[int]:
+    """The descriptor numbers of process ``pid``, ascending: one read of ``/proc/<pid>/fd``."""
     path = f"/proc/{pid}/fd"
-    found: dict[int, int] = {}
-    readlink = os.readlink
     try:
-        with os.scandir(path) as entries:
-            for entry in entries:
-                try:
-                    link = readlink(entry.path)
-                except FileNotFoundError:  # closed since the directory was read
-                    continue
-                if link.startswith(_SOCKET_LINK):
-                    inode = int(link[8:-1])
-                    fd = int(entry.name)
-                    if found.get(inode, fd) >= fd:
-                        found[inode] = fd
+        names = os.listdir(path)
     except FileNotFoundError:
         raise ProcessLookupError(errno.ESRCH, f"no process with pid {pid}") from None
     except PermissionError:
@@ -197,7 +206,59 @@ def _socket_fds(pid: int) -> dict[int, int]:
             f"no permission to list the descriptors of process {pid} ({path}): it belongs to "
             "another user; run as that user or with CAP_SYS_PTRACE",
         ) from None
+    return sorted(map(int, names))
+
+
+def _socket_links(pid: int, fds: list[int]) -> dict[int, int]:
+    """``{inode: fd}`` from ``readlink /proc/<pid>/fd/N`` (``socket:[INODE]``): the way when
+    the descriptors themselves cannot be duplicated (it needs only PTRACE_MODE_READ)."""
+    found: dict[int, int] = {}
+    readlink = os.readlink
+    prefix = f"/proc/{pid}/fd/"
+    for fd in fds:
+        try:
+            link = readlink(prefix + str(fd))
+        except FileNotFoundError:  # closed since the directory was read
+            continue
+        except PermissionError:
+            raise PermissionError(
+                errno.EACCES, f"no permission to read the descriptors of process {pid} ({prefix}N)"
+            ) from None
+        if link.startswith("socket:["):
+            found.setdefault(int(link[8:-1]), fd)
     return found
+
+
+def _sockets(pid: int) -> tuple[dict[int, Socket], str | None]:
+    """``{inode: (fd, err, options)}`` for the sockets process ``pid`` holds, lowest fd
+    first for a shared one; and why no options could be read, when none could."""
+    fds = _list_fds(pid)
+    pidfd = -1
+    if pid != os.getpid():
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            raise ProcessLookupError(errno.ESRCH, f"no process with pid {pid}") from None
+        except OSError as exc:  # ENOSYS: a kernel before 5.3
+            err = exc.errno or errno.ENOSYS
+            return {inode: (fd, err, None) for inode, fd in _socket_links(pid, fds).items()}, _unreadable(err, pid)
+    try:
+        results = _read_options(pidfd, fds)
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
+    found: dict[int, Socket] = {}
+    for fd, (err, inode, keepalive, idle, interval, count, user_timeout) in zip(fds, results):
+        if inode:
+            if inode not in found:
+                found[inode] = (fd, err, None if err else (keepalive, idle, interval, count, user_timeout))
+        elif err in _DENIED:  # the same for every descriptor of the process
+            reason = _unreadable(err, pid)
+            return {inode: (fd, err, None) for inode, fd in _socket_links(pid, fds).items()}, reason
+    return found, None
+
+
+_DENIED = (errno.EPERM, errno.EACCES, errno.ENOSYS)
 
 
 def _all_pids() -> list[int]:
@@ -227,59 +288,96 @@ _NETLINK_SOCK_DIAG = 4
 _SOCK_DIAG_BY_FAMILY = 20
 _NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
 _NLMSG_ERROR, _NLMSG_DONE = 2, 3
+#: Every state but TIME_WAIT and NEW_SYN_RECV, which no process holds a descriptor of.
+_DUMP_STATES = 0xFFFFFFFF & ~((1 << 6) | (1 << 12))
 # nlmsghdr (len, type, flags, seq, pid) + inet_diag_req_v2 (family, protocol, ext, pad,
 # states, inet_diag_sockid: sport, dport, src[16], dst[16], if, cookie[2])
 _REQUEST = struct.Struct("=IHHII BBBxI 48x")
 # nlmsghdr + inet_diag_msg: family, state, timer, retrans, sport, dport (big-endian),
 # src[16], dst[16], if, cookie[8], expires (ms), rqueue, wqueue, uid, inode
 _MESSAGE = struct.Struct("=IHHII BBBB 2s2s16s16s I8x IIIII")
-# the message length, its type and the inode alone: the fast scan over every socket
+# the message length, its type and the inode alone: the scan over every socket
 _SCAN = struct.Struct("=IH78xI")
-_INODE_OFFSET = 84
+_INODE_WORD = 21  # the inode's offset (84) in 32-bit words
 
 _FAMILY_NAME: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 _ADDR_LEN: dict[int, int] = {socket.AF_INET: 4, socket.AF_INET6: 16}
 
 
-def _netlink_table(wanted: set[int] | None) -> dict[int, TableRow]:
-    """The TCP sockets of this network namespace from sock_diag, by inode (only ``wanted`` ones)."""
+def _netlink_table(wanted: set[int]) -> dict[int, TableRow]:
+    """The TCP sockets of this network namespace from sock_diag: the ``wanted`` inodes.
+
+    One dump per address family; the IPv6 one only while a wanted socket is still
+    missing, and a dump is left as soon as none is (closing the netlink socket ends it).
+    """
     table: dict[int, TableRow] = {}
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
         buf = bytearray((1 << 16) + _SCAN.size)  # a dump message is at most 32 KiB
-        view = memoryview(buf)
         for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
             nl.send(
                 _REQUEST.pack(
                     _REQUEST.size, _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0,
-                    family, socket.IPPROTO_TCP, 0, 0xFFFFFFFF,
+                    family, socket.IPPROTO_TCP, 0, _DUMP_STATES,
                 )
             )
-            _read_dump(nl, buf, view, wanted, table)
+            if not _read_dump(nl, buf, wanted, table):
+                break  # every wanted socket found: no need to read on
     return table
 
 
-def _read_dump(
-    nl: socket.socket, buf: bytearray, view: memoryview, wanted: set[int] | None, table: dict[int, TableRow]
-) -> None:
-    scan = _SCAN.unpack_from
-    message = _MESSAGE.unpack_from
+def _read_dump(nl: socket.socket, buf: bytearray, wanted: set[int], table: dict[int, TableRow]) -> bool:
+    """Read one dump into ``table``; False when it was left early with every wanted socket found."""
+    parse = _parse_read
     limit = len(buf) - _SCAN.size
+    total = len(wanted)
     while True:
         n = nl.recv_into(buf, limit)
-        off = 0
-        while off + 16 <= n:
-            # the slack after ``limit`` lets the scan read past a short last message
-            length, kind, inode = scan(buf, off)
-            if kind == _NLMSG_DONE:
-                return
-            if kind == _NLMSG_ERROR:
-                code = -struct.unpack_from("=i", buf, off + 16)[0]
-                raise OSError(code, f"sock_diag: {os.strerror(code)}")
-            if length < _MESSAGE.size:
-                raise OSError(errno.EPROTO, "sock_diag: malformed netlink message")
-            if wanted is None or inode in wanted:
-                table[inode] = _parse_message(message(view, off))
-            off += (length + 3) & ~3
+        if parse(buf, n, wanted, table):
+            return len(table) < total
+        if len(table) >= total:
+            return False
+
+
+def _parse_read_python(buf: bytearray, n: int, wanted: set[int], table: dict[int, TableRow]) -> bool:
+    """Parse one read of the dump into ``table``; True at the end of the dump."""
+    if n < 16:
+        raise OSError(errno.EPROTO, "sock_diag: short netlink message")
+    view = memoryview(buf)
+    words = view.cast("I")
+    size = words[0]
+    # Usually every message of one read has the same size: then the inodes are a
+    # strided slice of the buffer, and only the wanted ones are unpacked.
+    if size >= _MESSAGE.size and size % 4 == 0 and n % size == 0 and words[1] & 0xFFFF == _SOCK_DIAG_BY_FAMILY:
+        stride = size // 4
+        count = n // size
+        if words[0 : count * stride : stride].tolist() == [size] * count:
+            inodes = words[_INODE_WORD : count * stride : stride].tolist()
+            message = _MESSAGE.unpack_from
+            for index in (i for i, inode in enumerate(inodes) if inode in wanted):
+                table[inodes[index]] = _parse_message(message(view, index * size))
+            return False
+    return _read_messages(buf, view, n, wanted, table)
+
+
+def _read_messages(buf: bytearray, view: memoryview, n: int, wanted: set[int], table: dict[int, TableRow]) -> bool:
+    """One read of the dump, message by message; True at its end."""
+    scan = _SCAN.unpack_from
+    message = _MESSAGE.unpack_from
+    off = 0
+    while off + 16 <= n:
+        # the slack after the read's limit lets the scan read past a short last message
+        length, kind, inode = scan(buf, off)
+        if kind == _NLMSG_DONE:
+            return True
+        if kind == _NLMSG_ERROR:
+            code = -struct.unpack_from("=i", buf, off + 16)[0]
+            raise OSError(code, f"sock_diag: {os.strerror(code)}")
+        if length < _MESSAGE.size:
+            raise OSError(errno.EPROTO, "sock_diag: malformed netlink message")
+        if inode in wanted:
+            table[inode] = _parse_message(message(view, off))
+        off += (length + 3) & ~3
+    return False
 
 
 def _parse_message(m: tuple[Any, ...]) -> TableRow:
@@ -306,7 +404,7 @@ def _row(
     )
 
 
-def _proc_table(pid: int, wanted: set[int] | None) -> dict[int, TableRow]:
+def _proc_table(pid: int, wanted: set[int]) -> dict[int, TableRow]:
     """The same from ``/proc/<pid>/net/tcp`` and ``tcp6``: the namespace of process ``pid``."""
     table: dict[int, TableRow] = {}
     ticks = os.sysconf("SC_CLK_TCK")  # the "when" column is in clock_t ticks (USER_HZ)
@@ -321,7 +419,7 @@ def _proc_table(pid: int, wanted: set[int] | None) -> dict[int, TableRow]:
         for line in lines:
             fields = line.split()
             inode = int(fields[9])
-            if wanted is not None and inode not in wanted:
+            if inode not in wanted:
                 continue
             timer, when = fields[5].split(":")
             table[inode] = _row(
@@ -356,46 +454,49 @@ def _netns(pid: int) -> tuple[int, int] | None:
 # --------------------------------------------------------------------------------------
 
 
-def _read_options_python(pidfd: int, fds: Sequence[int], inodes: Sequence[int]) -> list[OptionsRow]:
+def _read_options_python(pidfd: int, fds: Sequence[int]) -> list[OptionsRow]:
     """What ``_kaext.proc_read`` does, with ctypes and ``socket.getsockopt``."""
+    import stat
+
     getfd = _pidfd_getfd_ctypes() if pidfd >= 0 else None
     tcp, sol = socket.IPPROTO_TCP, socket.SOL_SOCKET
     user_timeout_opt = getattr(socket, "TCP_USER_TIMEOUT", None)
     out: list[OptionsRow] = []
-    for fd, inode in zip(fds, inodes):
+    for index, fd in enumerate(fds):
         if getfd is not None:
             try:
                 fd = getfd(pidfd, fd)
             except OSError as exc:
-                out.append((exc.errno or errno.EIO, 0, 0, 0, 0, None))
+                err = exc.errno or errno.EIO
+                if err in _DENIED:  # the same for every descriptor: stop here
+                    out.extend([(err, 0, 0, 0, 0, 0, None)] * (len(fds) - index))
+                    return out
+                out.append((err, 0, 0, 0, 0, 0, None))
                 continue
+        inode = 0
         try:
             st = os.fstat(fd)
-            if st.st_ino != inode:
-                out.append((errno.ESTALE, 0, 0, 0, 0, None))
+            if not stat.S_ISSOCK(st.st_mode):
+                out.append((errno.ENOTSOCK, 0, 0, 0, 0, 0, None))
                 continue
+            inode = st.st_ino
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
             try:
+                keepalive = 1 if s.getsockopt(sol, socket.SO_KEEPALIVE) else 0
+                idle = s.getsockopt(tcp, socket.TCP_KEEPIDLE)
+                interval = s.getsockopt(tcp, socket.TCP_KEEPINTVL)
+                count = s.getsockopt(tcp, socket.TCP_KEEPCNT)
                 ut: int | None = None
                 if user_timeout_opt is not None:
                     try:
                         ut = s.getsockopt(tcp, user_timeout_opt)
                     except OSError:
                         ut = None
-                out.append(
-                    (
-                        0,
-                        1 if s.getsockopt(sol, socket.SO_KEEPALIVE) else 0,
-                        s.getsockopt(tcp, socket.TCP_KEEPIDLE),
-                        s.getsockopt(tcp, socket.TCP_KEEPINTVL),
-                        s.getsockopt(tcp, socket.TCP_KEEPCNT),
-                        ut,
-                    )
-                )
+                out.append((0, inode, keepalive, idle, interval, count, ut))
             finally:
                 s.detach()
         except OSError as exc:
-            out.append((exc.errno or errno.EIO, 0, 0, 0, 0, None))
+            out.append((exc.errno or errno.EIO, inode, 0, 0, 0, 0, None))
         finally:
             if getfd is not None:
                 os.close(fd)
@@ -431,20 +532,28 @@ def _pidfd_getfd_python(pidfd: int, fd: int) -> int:
     return _pidfd_getfd_ctypes()(pidfd, fd)
 
 
-#: The batch reader and pidfd_getfd: the C extension's when ``import kaext`` chose it.
+def _parse_read_c(buf: bytearray, n: int, wanted: set[int], table: dict[int, TableRow]) -> bool:
+    from ._kaext import diag_parse
+
+    return diag_parse(buf, n, wanted, table, _STATES, _TIMERS, _KEEPALIVE_TIMER)
+
+
+#: The batch reader, pidfd_getfd and the dump parser: the C extension's when
+#: ``import kaext`` chose it.
 _read_options: Reader = _read_options_python
 _pidfd_getfd: Callable[[int, int], int] = _pidfd_getfd_python
+_parse_read: Callable[[bytearray, int, set[int], dict[int, TableRow]], bool] = _parse_read_python
 
 
 def _use_implementation(name: str) -> None:
-    """``"c"`` (``kaext._kaext``) or ``"python"``: for the test suite, which runs both."""
-    global _read_options, _pidfd_getfd
+    """``"c"`` (``kaext._kaext``) or ``"python"``: for the tests and the benchmark."""
+    global _read_options, _pidfd_getfd, _parse_read
     if name == "c":
-        from ._kaext import pidfd_getfd, proc_read
+        from ._kaext import diag_parse, pidfd_getfd, proc_read  # noqa: F401 (all present?)
 
-        _read_options, _pidfd_getfd = proc_read, pidfd_getfd
+        _read_options, _pidfd_getfd, _parse_read = proc_read, pidfd_getfd, _parse_read_c
     else:
-        _read_options, _pidfd_getfd = _read_options_python, _pidfd_getfd_python
+        _read_options, _pidfd_getfd, _parse_read = _read_options_python, _pidfd_getfd_python, _parse_read_python
 
 
 if _backend.IMPLEMENTATION == "c":
@@ -461,9 +570,9 @@ def _unreadable(err: int, pid: int) -> str:
             f"right to ptrace process {pid} (same user, Yama ptrace_scope, or CAP_SYS_PTRACE)"
         )
     if err == errno.ENOSYS:
-        return "pidfd_getfd is not available in this kernel (Linux 5.6+)"
-    if err in (errno.EBADF, errno.ESTALE, errno.ENOENT):
-        return "the descriptor was closed or reused while it was read"
+        return "pidfd_open/pidfd_getfd are not available in this kernel (Linux 5.6+)"
+    if err in (errno.EBADF, errno.ENOENT):
+        return "the descriptor was closed while it was read"
     return f"could not read the socket: {os.strerror(err)}"
 
 
@@ -477,82 +586,56 @@ def _collect(pids: Iterable[int]) -> tuple[list[Connection], list[tuple[int, OSE
     network namespace; the errors (ProcessLookupError, PermissionError) per pid."""
     rows: list[Connection] = []
     errors: list[tuple[int, OSError]] = []
-    found: list[tuple[int, dict[int, int]]] = []
+    found: list[tuple[int, dict[int, Socket], str | None]] = []
     for pid in pids:
         try:
-            found.append((pid, _socket_fds(pid)))
+            sockets, reason = _sockets(pid)
         except OSError as exc:
             errors.append((pid, exc))
-    if not found:
-        return rows, errors
-    own_ns = _netns(os.getpid())
-    here = [(pid, fds) for pid, fds in found if fds and own_ns is not None and _netns(pid) == own_ns]
-    shared: dict[int, TableRow] = {}
-    if here:
-        wanted = set().union(*(fds for _, fds in here))
-        try:
-            shared = _netlink_table(wanted)
-        except OSError:  # no sock_diag (a kernel without it, or a seccomp filter)
-            shared = _proc_table(os.getpid(), wanted)
-    for pid, fds in found:
-        if not fds:
             continue
-        if own_ns is not None and _netns(pid) == own_ns:
-            table = shared
-        else:  # another network namespace (or unknown): the process's own view
+        if sockets:
+            found.append((pid, sockets, reason))
+    own_ns = _netns(os.getpid())
+    shared = [own_ns is not None and _netns(pid) == own_ns for pid, _, _ in found]
+    table: dict[int, TableRow] = {}
+    if any(shared):
+        wanted = set().union(*(sockets for (_, sockets, _), here in zip(found, shared) if here))
+        try:
+            table = _netlink_table(wanted)
+        except OSError:  # no sock_diag (a kernel without it, or a seccomp filter)
+            table = _proc_table(os.getpid(), wanted)
+    for (pid, sockets, reason), here in zip(found, shared):
+        if not here:  # another network namespace (or unknown): the process's own view
             try:
-                table = _proc_table(pid, set(fds))
+                table = _proc_table(pid, set(sockets))
             except OSError as exc:
                 errors.append((pid, exc))
                 continue
-        try:
-            rows.extend(_process_rows(pid, fds, table))
-        except OSError as exc:
-            errors.append((pid, exc))
+        rows.extend(_rows(pid, sockets, reason, table))
     return rows, errors
 
 
-def _process_rows(pid: int, fds: dict[int, int], table: dict[int, TableRow]) -> Iterator[Connection]:
-    inodes = sorted((fd, inode) for inode, fd in fds.items() if inode in table)
-    if not inodes:
-        return iter(())
-    fd_list = [fd for fd, _ in inodes]
-    ino_list = [inode for _, inode in inodes]
-    pidfd = -1
-    if pid != os.getpid():
-        try:
-            pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            raise ProcessLookupError(errno.ESRCH, f"no process with pid {pid}") from None
-        except OSError as exc:
-            options: list[OptionsRow] = [(exc.errno or errno.ENOSYS, 0, 0, 0, 0, None)] * len(fd_list)
-    if pid == os.getpid() or pidfd >= 0:
-        try:
-            options = _read_options(pidfd, fd_list, ino_list)
-        finally:
-            if pidfd >= 0:
-                os.close(pidfd)
-    return _rows(pid, fd_list, ino_list, options, table)
-
-
-def _rows(
-    pid: int, fds: list[int], inodes: list[int], options: list[OptionsRow], table: dict[int, TableRow]
-) -> Iterator[Connection]:
+def _rows(pid: int, sockets: dict[int, Socket], reason: str | None, table: dict[int, TableRow]) -> list[Connection]:
+    out: list[Connection] = []
+    append = out.append
+    make = _connection
+    state_of = KeepaliveState
     reasons: dict[int, str] = {}
-    for fd, inode, (err, enabled, idle, interval, count, ut) in zip(fds, inodes, options):
-        family, state, local, remote, timer, left, probes = table[inode]
-        if err:
-            reason = reasons.get(err)
-            if reason is None:
-                reason = reasons[err] = _unreadable(err, pid)
-            yield Connection(pid, fd, family, local, remote, state, None, None, timer, left, probes, reason)
+    get = table.get
+    for inode, (fd, err, options) in sockets.items():
+        entry = get(inode)
+        if entry is None:  # not TCP, or in no table (neither bound nor connected)
+            continue
+        family, state, local, remote, timer, left, probes = entry
+        if options is None:
+            why = reason or reasons.get(err) or reasons.setdefault(err, _unreadable(err, pid))
+            append(make((pid, fd, family, local, remote, state, None, None, timer, left, probes, why)))
         else:
-            yield Connection(
-                pid, fd, family, local, remote, state,
-                KeepaliveState(enabled == 1, float(idle), float(interval), count),
-                None if ut is None else ut / 1000,
-                timer, left, probes,
-            )
+            enabled, idle, interval, count, ut = options
+            keepalive = state_of(enabled == 1, float(idle), float(interval), count)
+            user_timeout = None if ut is None else ut / 1000
+            append(make((pid, fd, family, local, remote, state, keepalive, user_timeout, timer, left, probes, None)))
+    return out  # in descriptor order: ``sockets`` was filled that way
 
 
 # --------------------------------------------------------------------------------------
