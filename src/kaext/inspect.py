@@ -305,6 +305,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the inspector; returns the exit status (0 all judged pass, 1 one fails, 2 error)."""
     try:
         return _run(argv)
+    except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 2
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
