@@ -79,9 +79,24 @@ typedef struct {
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
-#include <linux/netlink.h>
-#include <linux/inet_diag.h>
 #include <unistd.h>
+
+/* The kernel's uapi headers (linux-headers / linux-libc-dev) for the sock_diag
+ * structures; without them kaext_diag_next() reports ENOSYS and the Python
+ * parser is used. */
+#if defined(__has_include)
+#  if __has_include(<linux/inet_diag.h>)
+#    define KAEXT_HAVE_DIAG 1
+#  else
+#    define KAEXT_HAVE_DIAG 0
+#  endif
+#else
+#  define KAEXT_HAVE_DIAG 1
+#endif
+#if KAEXT_HAVE_DIAG
+#  include <linux/netlink.h>
+#  include <linux/inet_diag.h>
+#endif
 
 #define KAEXT_HAVE_PROC 1
 
@@ -181,6 +196,7 @@ static inline void kaext_proc_read(int pidfd, const int *fds, kaext_proc_opts *o
     }
 }
 
+#if KAEXT_HAVE_DIAG
 /* The next message of one read (buf[0..n)) of a sock_diag dump, from *off on. */
 static inline int kaext_diag_next(const unsigned char *buf, size_t n, size_t *off, kaext_diag_msg *m)
 {
@@ -215,6 +231,16 @@ static inline int kaext_diag_next(const unsigned char *buf, size_t n, size_t *of
     m->inode = d->idiag_inode;
     return KAEXT_DIAG_SOCKET;
 }
+#else
+static inline int kaext_diag_next(const unsigned char *buf, size_t n, size_t *off, kaext_diag_msg *m)
+{
+    (void)buf;
+    (void)n;
+    (void)off;
+    m->err = ENOSYS;
+    return KAEXT_DIAG_ERROR;
+}
+#endif
 
 /* An address of a kaext_diag_msg as text ("127.0.0.1", "::1") in out[KAEXT_ADDRSTRLEN]. */
 static inline const char *kaext_diag_ntop(int ipv6, const unsigned char *addr, char *out)

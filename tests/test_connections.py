@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from processes import OTHER_UID, TARGET_UID, child, python_for
@@ -360,3 +361,45 @@ def test_not_available_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(OSError, match="not available") as info:
         kaext.connections()
     assert info.value.errno == errno.ENOSYS
+
+
+# --------------------------------------------------------------------------------------
+# The C header on its own
+# --------------------------------------------------------------------------------------
+
+HEADER_PROGRAM = r"""
+#include "kaext_proc.h"
+#include <stdio.h>
+int main(int argc, char **argv)
+{
+    int fd = argc > 1 ? atoi(argv[1]) : 0;
+    kaext_proc_opts o;
+    kaext_proc_read(-1, &fd, &o, 1);
+    printf("%d %llu %d %d %d %d %d\n", o.err, o.inode, o.keepalive, o.idle, o.interval, o.count, o.user_timeout);
+    return 0;
+}
+"""
+
+
+@pytest.mark.one_implementation
+def test_proc_header_builds_with_warnings_as_errors(tmp_path: Path) -> None:
+    """ext/kaext_proc.h in a C program of its own (-Wall -Wextra -Werror): natively, reading a
+    socket this test hands it, and cross-built for Windows where it is only stubs."""
+    ext = Path(__file__).resolve().parent.parent / "ext"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not (ext / "kaext_proc.h").exists() or cc is None:
+        pytest.skip("needs the source tree's ext/ and a C compiler")
+    source = tmp_path / "proc.c"
+    source.write_text("#include <stdlib.h>\n" + HEADER_PROGRAM)
+    flags = ["-std=c11", "-D_DEFAULT_SOURCE", "-Wall", "-Wextra", "-Werror", f"-I{ext}"]
+    subprocess.run([cc, *flags, str(source), "-o", str(tmp_path / "proc")], check=True, capture_output=True)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 123)
+        done = subprocess.run(
+            [str(tmp_path / "proc"), str(listener.fileno())], pass_fds=[listener.fileno()],
+            capture_output=True, text=True, check=True,
+        )
+        assert done.stdout.split() == [str(v) for v in (0, os.fstat(listener.fileno()).st_ino, *raw(listener))]
+    mingw = shutil.which("x86_64-w64-mingw32-gcc")
+    if mingw:
+        subprocess.run([mingw, *flags, "-c", str(source), "-o", str(tmp_path / "proc.o")], check=True, capture_output=True)

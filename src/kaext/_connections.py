@@ -2,22 +2,23 @@
 
 Linux (``_platform.CONNECTIONS == "proc"``), for any process ``pid``:
 
-1. ``/proc/<pid>/fd``: one directory read and one ``readlink`` per descriptor find
-   the sockets and their inodes (``socket:[INODE]``);
-2. the kernel's TCP tables give address, state and timer of each inode:
-   sock_diag netlink (``NETLINK_SOCK_DIAG``, one dump per address family) when the
+1. ``/proc/<pid>/fd``: one directory read gives the descriptor numbers;
+2. each descriptor is duplicated into this process with ``pidfd_getfd`` and
+   read: ``fstat`` (is it a socket, which inode), SO_KEEPALIVE, TCP_KEEPIDLE,
+   TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT; then closed.  That needs the
+   right to ptrace ``pid`` (PTRACE_MODE_ATTACH: the same real user id and Yama's
+   ``ptrace_scope`` rules, or CAP_SYS_PTRACE).  Without it the sockets are found
+   by ``readlink`` of each ``/proc/<pid>/fd/N`` (``socket:[INODE]``, which needs
+   only PTRACE_MODE_READ) and listed with ``keepalive`` None and ``reason``
+   saying why.  This process's own descriptors are read directly;
+3. the kernel's TCP tables give address, state and timer of each inode:
+   sock_diag netlink (``NETLINK_SOCK_DIAG``, a dump per address family) when the
    process shares this process's network namespace, else ``/proc/<pid>/net/tcp``
-   and ``tcp6``, which show the process's own namespace;
-3. the options (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT,
-   TCP_USER_TIMEOUT) are read through ``pidfd_getfd``: each descriptor is
-   duplicated into this process, read and closed.  That needs the right to ptrace
-   ``pid`` (PTRACE_MODE_ATTACH: the same real user id and Yama's ``ptrace_scope``
-   rules, or CAP_SYS_PTRACE); without it the connections are still listed, with
-   ``keepalive`` None and ``reason`` saying why.  This process's own sockets are
-   read directly, without any right.
+   and ``tcp6``, which show the process's own namespace.
 
-The C extension reads all options in one call (``ext/kaext_proc.h``); the
-pure-Python version does the same with ``socket.getsockopt`` and ctypes.
+The C extension reads all descriptors in one call and parses the dump in C
+(``ext/kaext_proc.h``); the pure-Python version does the same with
+``socket.getsockopt``, ctypes and ``struct``.
 
 Other POSIX systems (``"fds"``): this process's own sockets, found by trying each
 descriptor number below the open-files limit; the kernel's timers are not shown
@@ -236,7 +237,7 @@ def _sockets(pid: int) -> tuple[dict[int, Socket], str | None]:
     pidfd = -1
     if pid != os.getpid():
         try:
-            pidfd = os.pidfd_open(pid)
+            pidfd = _pidfd_open(pid)
         except ProcessLookupError:
             raise ProcessLookupError(errno.ESRCH, f"no process with pid {pid}") from None
         except OSError as exc:  # ENOSYS: a kernel before 5.3
@@ -532,28 +533,48 @@ def _pidfd_getfd_python(pidfd: int, fd: int) -> int:
     return _pidfd_getfd_ctypes()(pidfd, fd)
 
 
+def _pidfd_open_python(pid: int) -> int:
+    """pidfd_open(2): Python's own (3.9+, where the build knew the call), else ENOSYS."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        raise OSError(errno.ENOSYS, "pidfd_open is not available in this Python")
+    return int(pidfd_open(pid))
+
+
 def _parse_read_c(buf: bytearray, n: int, wanted: set[int], table: dict[int, TableRow]) -> bool:
     from ._kaext import diag_parse
 
     return diag_parse(buf, n, wanted, table, _STATES, _TIMERS, _KEEPALIVE_TIMER)
 
 
+def _c_parser_works() -> bool:
+    """Was the C parser built (with the kernel's sock_diag headers)?  Fed an NLMSG_DONE."""
+    done = bytearray(struct.pack("=IHHIIi", 20, _NLMSG_DONE, 0, 0, 0, 0))
+    try:
+        return _parse_read_c(done, len(done), set(), {})
+    except OSError:
+        return False
+
+
 #: The batch reader, pidfd_getfd and the dump parser: the C extension's when
 #: ``import kaext`` chose it.
 _read_options: Reader = _read_options_python
+_pidfd_open: Callable[[int], int] = _pidfd_open_python
 _pidfd_getfd: Callable[[int, int], int] = _pidfd_getfd_python
 _parse_read: Callable[[bytearray, int, set[int], dict[int, TableRow]], bool] = _parse_read_python
 
 
 def _use_implementation(name: str) -> None:
     """``"c"`` (``kaext._kaext``) or ``"python"``: for the tests and the benchmark."""
-    global _read_options, _pidfd_getfd, _parse_read
+    global _read_options, _pidfd_open, _pidfd_getfd, _parse_read
     if name == "c":
-        from ._kaext import diag_parse, pidfd_getfd, proc_read  # noqa: F401 (all present?)
+        from ._kaext import diag_parse, pidfd_getfd, pidfd_open, proc_read  # noqa: F401 (diag_parse: is it built?)
 
-        _read_options, _pidfd_getfd, _parse_read = proc_read, pidfd_getfd, _parse_read_c
+        _read_options, _pidfd_open, _pidfd_getfd = proc_read, pidfd_open, pidfd_getfd
+        _parse_read = _parse_read_c if _c_parser_works() else _parse_read_python
     else:
-        _read_options, _pidfd_getfd, _parse_read = _read_options_python, _pidfd_getfd_python, _parse_read_python
+        _read_options, _pidfd_open, _pidfd_getfd = _read_options_python, _pidfd_open_python, _pidfd_getfd_python
+        _parse_read = _parse_read_python
 
 
 if _backend.IMPLEMENTATION == "c":
@@ -732,13 +753,13 @@ def _apply_one(row: Connection, policy: Policy, me: int, pidfds: dict[int, int])
         try:
             pidfd = pidfds.get(row.pid)
             if pidfd is None:
-                pidfd = pidfds[row.pid] = os.pidfd_open(row.pid)
+                pidfd = pidfds[row.pid] = _pidfd_open(row.pid)
             fd, dup = _pidfd_getfd(pidfd, row.fd), True
         except OSError as exc:
             return _unreadable(exc.errno or errno.EIO, row.pid)
     try:
         if not _same_socket(fd, row):
-            return _unreadable(errno.ESTALE, row.pid)
+            return f"descriptor {row.fd} now names another socket (closed and reused since it was listed)"
         policy.apply(fd)
     except OSError as exc:
         return str(exc)
