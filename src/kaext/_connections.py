@@ -727,14 +727,16 @@ def _own_fd(pid: int, fd: int) -> Connection | None:
 # --------------------------------------------------------------------------------------
 
 
-def _apply(rows: Iterable[Connection], policy: Policy) -> list[tuple[Connection, str | None]]:
+def _apply(rows: Iterable[Connection], policy: Policy) -> list[tuple[Connection, OSError | None]]:
     """Apply ``policy`` to each socket, all or nothing per socket; ``(row, error or None)``.
 
     This process's own sockets directly; another process's through a descriptor
     duplicated with ``pidfd_getfd`` (the duplicate shares the socket), checked to
-    still name the same socket (inode) before anything is set.
+    still name the same socket (family and addresses) before anything is set.
+    Errors: PermissionError without the right to ptrace the process; OSError ESTALE
+    when the descriptor now names another socket; what ``Policy.apply`` raised.
     """
-    results: list[tuple[Connection, str | None]] = []
+    results: list[tuple[Connection, OSError | None]] = []
     pidfds: dict[int, int] = {}
     me = os.getpid()
     try:
@@ -746,7 +748,7 @@ def _apply(rows: Iterable[Connection], policy: Policy) -> list[tuple[Connection,
     return results
 
 
-def _apply_one(row: Connection, policy: Policy, me: int, pidfds: dict[int, int]) -> str | None:
+def _apply_one(row: Connection, policy: Policy, me: int, pidfds: dict[int, int]) -> OSError | None:
     if _platform.CONNECTIONS != "proc" or row.pid == me:
         fd, dup = row.fd, False
     else:
@@ -756,13 +758,16 @@ def _apply_one(row: Connection, policy: Policy, me: int, pidfds: dict[int, int])
                 pidfd = pidfds[row.pid] = _pidfd_open(row.pid)
             fd, dup = _pidfd_getfd(pidfd, row.fd), True
         except OSError as exc:
-            return _unreadable(exc.errno or errno.EIO, row.pid)
+            err = exc.errno or errno.EIO
+            return OSError(err, _unreadable(err, row.pid))
     try:
         if not _same_socket(fd, row):
-            return f"descriptor {row.fd} now names another socket (closed and reused since it was listed)"
+            return OSError(
+                errno.ESTALE, f"descriptor {row.fd} now names another socket (closed and reused since it was listed)"
+            )
         policy.apply(fd)
     except OSError as exc:
-        return str(exc)
+        return exc
     finally:
         if dup:
             os.close(fd)
@@ -774,13 +779,16 @@ def _same_socket(fd: int, row: Connection) -> bool:
     family = socket.AF_INET if row.family == "IPv4" else socket.AF_INET6
     s = socket.socket(family, socket.SOCK_STREAM, 0, fd)
     try:
-        if s.family != family or s.getsockname()[:2] != row.local:
+        domain = getattr(socket, "SO_DOMAIN", None)
+        if domain is not None and s.getsockopt(socket.SOL_SOCKET, domain) != family:
+            return False
+        if s.getsockname()[:2] != row.local:
             return False
         if row.state == "LISTEN":
             return True
         try:
             return bool(s.getpeername()[:2] == row.remote)
-        except OSError:  # no longer connected: same addresses is all that can be checked
+        except OSError:  # no longer connected: the same local address is all that can be checked
             return True
     finally:
         s.detach()

@@ -34,6 +34,7 @@ arguments, a PID that does not exist, or no permission (one line on stderr).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import sys
@@ -268,13 +269,15 @@ def _run(argv: Sequence[str] | None) -> int:
 
     notes: list[str] = []
     if policy is not None:
-        targets = [r for r in rows if r.state in ("ESTABLISHED", "LISTEN")]
+        # with --all, only the processes whose sockets could be read (the others would refuse)
+        targets = [
+            r for r in rows if r.state in ("ESTABLISHED", "LISTEN") and (r.keepalive is not None or not args.all)
+        ]
         failed = [(row, err) for row, err in _apply(targets, policy) if err is not None]
-        denied = [row for row, err in failed if err.startswith("no permission")]
-        if denied and not args.all:
-            raise UsageError(f"--apply: process {denied[0].pid}: {dict(failed)[denied[0]]}")
         for row, err in failed:
-            notes.append(f"--apply {policy}: pid {row.pid} fd {row.fd}: not applied: {err}")
+            if err.errno in (errno.EPERM, errno.EACCES) and not args.all:
+                raise UsageError(f"--apply: {err.strerror}")
+            notes.append(f"--apply {policy}: pid {row.pid} fd {row.fd}: not applied: {err.strerror or err}")
         rows, errors = _collect(sorted({r.pid for r in rows}))  # read back what the kernel holds now
         if errors and not args.all:
             raise UsageError(str(errors[0][1].strerror or errors[0][1]))
