@@ -46,14 +46,17 @@ def child(
     client: Sequence[int] | None = None,
     server: Sequence[int] | None = None,
     user: int | None = None,
+    netns: str | None = None,
 ) -> Iterator[Child]:
     """A process holding a listener and both ends of one connection, each set with plain
-    setsockopt to ``[keepalive, idle, interval, count, user_timeout_ms]`` (None: untouched)."""
+    setsockopt to ``[keepalive, idle, interval, count, user_timeout_ms]`` (None: untouched);
+    run as ``user``, or inside network namespace ``netns`` (``ip netns exec``)."""
     config = {"family": family, "listener": listener, "client": client, "server": server}
     python = sys.executable if user is None else python_for(user)
     assert python is not None
+    prefix = ["ip", "netns", "exec", netns] if netns else []
     proc = subprocess.Popen(
-        [python, str(CHILD), json.dumps(config)],
+        [*prefix, python, str(CHILD), json.dumps(config)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

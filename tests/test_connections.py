@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -257,6 +258,42 @@ def test_proc_table_and_netlink_agree() -> None:
         assert netlink[inode][6] == proc[inode][6]
         if netlink[inode][5] is not None:
             assert abs(netlink[inode][5] - proc[inode][5]) < 1.0  # type: ignore[operator]
+
+
+@contextmanager
+def network_namespace() -> Iterator[str]:
+    """A fresh network namespace with its loopback up, removed afterwards."""
+    reason = None
+    if os.geteuid() != 0:
+        reason = "needs root to create a network namespace"
+    elif shutil.which("ip") is None:
+        reason = "the `ip` command (Debian package iproute2) is not installed"
+    if reason:
+        if os.environ.get("KAEXT_REQUIRE_NETNS") == "1":
+            pytest.fail(f"{reason}, but KAEXT_REQUIRE_NETNS=1")
+        pytest.skip(reason)
+    name = f"kaext-inspect-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, capture_output=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
+
+
+def test_process_in_another_network_namespace() -> None:
+    """Its sockets are not in this namespace's sock_diag dump: /proc/<pid>/net/tcp shows them."""
+    with network_namespace() as ns, child("ipv4", client=[1, 31, 7, 5, 2000], netns=ns) as c:
+        rows = by_fd(kaext.connections(c.pid))
+        own = c.read()
+        wanted = {c.sock(n)["inode"] for n in ("listener", "client", "server")}
+        assert _connections._netlink_table(wanted) == {}  # not in this namespace
+    assert len(rows) == 3
+    for name, state in (("listener", "LISTEN"), ("client", "ESTABLISHED"), ("server", "ESTABLISHED")):
+        row = rows[c.sock(name)["fd"]]
+        assert row.state == state and row.local == tuple(c.sock(name)["local"])
+        assert (row.keepalive, row.user_timeout) == expected_state(own[name])
+    assert rows[c.sock("client")["fd"]].timer == "keepalive"
 
 
 # --------------------------------------------------------------------------------------
