@@ -3,9 +3,10 @@
 Linux (``_platform.CONNECTIONS == "proc"``), for any process ``pid``:
 
 1. ``/proc/<pid>/fd``: one directory read gives the descriptor numbers;
-2. each descriptor is duplicated into this process with ``pidfd_getfd`` and
-   read: ``fstat`` (is it a socket, which inode), SO_KEEPALIVE, TCP_KEEPIDLE,
-   TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT; then closed.  That needs the
+2. each descriptor (of any kind: which are sockets is not known yet) is
+   duplicated into this process with ``pidfd_getfd`` and read: ``fstat`` (is it a
+   socket, which inode), SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT,
+   TCP_USER_TIMEOUT; then closed (the process keeps its own, so this closes nothing).  That needs the
    right to ptrace ``pid`` (PTRACE_MODE_ATTACH: the same real user id and Yama's
    ``ptrace_scope`` rules, or CAP_SYS_PTRACE).  Without it the sockets are found
    by ``readlink`` of each ``/proc/<pid>/fd/N`` (``socket:[INODE]``, which needs
@@ -234,6 +235,8 @@ def _sockets(pid: int) -> tuple[dict[int, Socket], str | None]:
     """``{inode: (fd, err, options)}`` for the sockets process ``pid`` holds, lowest fd
     first for a shared one; and why no options could be read, when none could."""
     fds = _list_fds(pid)
+    if not fds:  # a kernel thread, or a process that holds nothing
+        return {}, None
     pidfd = -1
     if pid != os.getpid():
         try:
