@@ -23,3 +23,15 @@ def configure(sock: socket.socket, writer: asyncio.StreamWriter) -> float | None
     keepidle: int = kaext.constants.TCP_KEEPIDLE
     del options, unit, keepidle
     return idle if state.enabled else kaext.get_user_timeout(sock)
+
+
+def report(pid: int | None = None) -> list[str]:
+    lines: list[str] = []
+    for row in kaext.connections(pid):
+        conn: kaext.Connection = row
+        host, port = conn.local
+        keepalive: KeepaliveState | None = conn.keepalive
+        idle = keepalive.idle if keepalive is not None else None
+        left: float | None = conn.timer_left
+        lines.append(f"{conn.pid}/{conn.fd} {host}:{port} {conn.state} idle={idle} left={left} {conn.reason or ''}")
+    return lines
