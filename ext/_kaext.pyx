@@ -303,6 +303,7 @@ def proc_read(int pidfd, fds):
         free(cfds)
         free(out)
 
+
 def diag_parse(const unsigned char[::1] buf, Py_ssize_t n, set wanted, dict table, tuple states, tuple timers,
                int keepalive_timer):
     """Parse one read (``buf[:n]``) of a sock_diag dump of TCP sockets into ``table``.

@@ -25,7 +25,7 @@ OPTIONS = (
 def configure(sock, values):
     if values is None:
         return
-    for (level, name), value in zip(OPTIONS, values):
+    for (level, name), value in zip(OPTIONS, values, strict=True):
         sock.setsockopt(level, name, value)
 
 

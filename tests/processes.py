@@ -92,7 +92,8 @@ def python_for(user: int) -> str | None:
             continue
         try:
             done = subprocess.run(
-                [candidate, "-c", "pass"], user=user, group=user, extra_groups=[], cwd="/", capture_output=True, check=False
+                [candidate, "-c", "pass"],
+                user=user, group=user, extra_groups=[], cwd="/", capture_output=True, check=False,
             )
         except OSError:  # not executable by that user
             continue

@@ -118,9 +118,10 @@ def test_connection_is_an_immutable_value() -> None:
 def test_batch_read_takes_inode_and_options_from_the_same_descriptor() -> None:
     r, w = os.pipe()
     try:
-        with socket.create_server(("127.0.0.1", 0)) as listener, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        with socket.create_server(("127.0.0.1", 0)) as listener, socket.socket(type=socket.SOCK_DGRAM) as udp:
             listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 99)
-            tcp_row, pipe_row, udp_row, closed_row = _connections._read_options(-1, [listener.fileno(), r, udp.fileno(), 10**6])
+            fds = [listener.fileno(), r, udp.fileno(), 10**6]
+            tcp_row, pipe_row, udp_row, closed_row = _connections._read_options(-1, fds)
             assert tcp_row == (0, os.fstat(listener.fileno()).st_ino, *raw(listener))
             assert tcp_row[3] == 99
             assert pipe_row[:2] == (errno.ENOTSOCK, 0)
@@ -156,7 +157,8 @@ def test_dump_parsers_agree(reader: str) -> None:
     python: dict[int, object] = {}
     c: dict[int, object] = {}
     for buf, n in reads:
-        assert _connections._parse_read_python(buf, n, everything, python) == _connections._parse_read_c(buf, n, everything, c)  # type: ignore[arg-type]
+        done = _connections._parse_read_python(buf, n, everything, python)  # type: ignore[arg-type]
+        assert done == _connections._parse_read_c(buf, n, everything, c)  # type: ignore[arg-type]
     assert python == c
     assert len(python) == len(everything)
 
@@ -351,7 +353,7 @@ def test_listed_but_unreadable_without_the_right_to_ptrace(reader: str) -> None:
     assert "rows" in got, got
     rows = {fd: rest for fd, *rest in got["rows"]}  # type: ignore[union-attr]
     assert set(rows) == {c.sock(n)["fd"] for n in ("listener", "client", "server")}
-    for state, unreadable, user_timeout, reason in rows.values():
+    for _state, unreadable, user_timeout, reason in rows.values():
         assert unreadable is True and user_timeout is None
         assert "no permission" in reason and "ptrace" in reason
     assert rows[c.sock("listener")["fd"]][0] == "LISTEN"
@@ -450,4 +452,5 @@ def test_proc_header_builds_with_warnings_as_errors(tmp_path: Path, reader: str)
         assert done.stdout.split() == [str(v) for v in (0, os.fstat(listener.fileno()).st_ino, *raw(listener))]
     mingw = shutil.which("x86_64-w64-mingw32-gcc")
     if mingw:
-        subprocess.run([mingw, *flags, "-c", str(source), "-o", str(tmp_path / "proc.o")], check=True, capture_output=True)
+        cross = [mingw, *flags, "-c", str(source), "-o", str(tmp_path / "proc.o")]
+        subprocess.run(cross, check=True, capture_output=True)

@@ -129,7 +129,9 @@ class Connection(Record):
         reason: str | None = None,
     ) -> None:
         object.__setattr__(
-            self, "_v", (pid, fd, family, local, remote, state, keepalive, user_timeout, timer, timer_left, probes, reason)
+            self,
+            "_v",
+            (pid, fd, family, local, remote, state, keepalive, user_timeout, timer, timer_left, probes, reason),
         )
 
     def _values(self) -> tuple[Any, ...]:
@@ -252,7 +254,7 @@ def _sockets(pid: int) -> tuple[dict[int, Socket], str | None]:
         if pidfd >= 0:
             os.close(pidfd)
     found: dict[int, Socket] = {}
-    for fd, (err, inode, keepalive, idle, interval, count, user_timeout) in zip(fds, results):
+    for fd, (err, inode, keepalive, idle, interval, count, user_timeout) in zip(fds, results, strict=True):
         if inode:
             if inode not in found:
                 found[inode] = (fd, err, None if err else (keepalive, idle, interval, count, user_timeout))
@@ -623,12 +625,12 @@ def _collect(pids: Iterable[int]) -> tuple[list[Connection], list[tuple[int, OSE
     shared = [own_ns is not None and _netns(pid) == own_ns for pid, _, _ in found]
     table: dict[int, TableRow] = {}
     if any(shared):
-        wanted = set().union(*(sockets for (_, sockets, _), here in zip(found, shared) if here))
+        wanted = set().union(*(sockets for (_, sockets, _), here in zip(found, shared, strict=True) if here))
         try:
             table = _netlink_table(wanted)
         except OSError:  # no sock_diag (a kernel without it, or a seccomp filter)
             table = _proc_table(os.getpid(), wanted)
-    for (pid, sockets, reason), here in zip(found, shared):
+    for (pid, sockets, reason), here in zip(found, shared, strict=True):
         if not here:  # another network namespace (or unknown): the process's own view
             try:
                 table = _proc_table(pid, set(sockets))

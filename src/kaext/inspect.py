@@ -235,12 +235,14 @@ def _cells(conn: Connection, judged: str | None) -> list[str]:
     ]
 
 
-_HEAD = ["PID", "FD", "LOCAL", "REMOTE", "STATE", "KEEPALIVE", "IDLE", "INTVL", "CNT", "USER_TIMEOUT", "TIMER", "VERDICT"]
+_HEAD = [
+    "PID", "FD", "LOCAL", "REMOTE", "STATE", "KEEPALIVE", "IDLE", "INTVL", "CNT", "USER_TIMEOUT", "TIMER", "VERDICT",
+]
 
 
 def _table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [_HEAD, *rows]) for i in range(len(_HEAD))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in [_HEAD, *rows]]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in [_HEAD, *rows]]
 
 
 # --------------------------------------------------------------------------------------
@@ -285,9 +287,9 @@ def _run(argv: Sequence[str] | None) -> int:
     judged = [verdict(r, idle_timeout) for r in rows]
     failing = sum(1 for v in judged if v is not None and v != PASS)
     if args.json:
-        print(json.dumps({"connections": [_to_json(r, v) for r, v in zip(rows, judged)]}, indent=2))
+        print(json.dumps({"connections": [_to_json(r, v) for r, v in zip(rows, judged, strict=True)]}, indent=2))
     else:
-        for line in _table([_cells(r, v) for r, v in zip(rows, judged)]):
+        for line in _table([_cells(r, v) for r, v in zip(rows, judged, strict=True)]):
             print(line)
         count = sum(1 for v in judged if v is not None)
         summary = f"{len(rows)} sockets, {count} judged, {failing} failing"
