@@ -334,3 +334,20 @@ def test_benchmark_smoke_run(implementation: str) -> None:
     report = json.loads(done.stdout)
     assert report["sizes"] == [20, 60] and report["goals"] == []
     assert set(report["seconds"][report["implementation"]]) == {"20", "60"}
+
+
+@pytest.mark.one_implementation
+def test_readme_run_matches_the_table_format(implementation: str) -> None:
+    """The README's real run shows the columns, summary and verdicts the inspector prints today."""
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    if not readme.exists():
+        pytest.skip("not a source checkout")
+    section = readme.read_text(encoding="utf-8").split("## Inspect a running process", 1)[1].split("\n## ", 1)[0]
+    shown = section.split("```\n$ python -m kaext.inspect", 1)[1].split("```", 1)[0].splitlines()[1:]  # the output
+    with child("ipv4", client=[1, 600, 60, 5, 0], server=[0, 7200, 75, 9, 0]) as c:
+        done = run_cli(implementation, str(c.pid), "--middlebox", "aws-nlb")
+    real = done.stdout.splitlines()
+    assert shown[0].split() == real[0].split()
+    assert {line.split("  ")[-1].strip() for line in shown[1:4]} == {"-", "FIRST PROBE TOO LATE", "KEEPALIVE OFF"}
+    assert {line.split("  ")[-1].strip() for line in real[1:4]} == {"-", "FIRST PROBE TOO LATE", "KEEPALIVE OFF"}
+    assert shown[4] == real[4] == "3 sockets, 2 judged, 2 failing (idle timeout 350 s, middlebox aws-nlb)"
