@@ -56,7 +56,8 @@ def child(
     assert python is not None
     prefix = ["ip", "netns", "exec", netns] if netns else []
     proc = subprocess.Popen(
-        [*prefix, python, str(CHILD), json.dumps(config)],
+        # the program as text: the user it runs as may not be able to read this tree
+        [*prefix, python, "-c", CHILD.read_text(encoding="utf-8"), json.dumps(config)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
