@@ -48,3 +48,15 @@ async def connect(policy: Policy) -> bytes:
     reader, writer = await open_connection("127.0.0.1", 8080, policy, limit=2**16)
     writer.write(b"x")
     return await reader.read(1)
+
+
+def report(pid: int | None = None) -> list[str]:
+    lines: list[str] = []
+    for row in kaext.connections(pid):
+        conn: kaext.Connection = row
+        host, port = conn.local
+        keepalive: KeepaliveState | None = conn.keepalive
+        idle = keepalive.idle if keepalive is not None else None
+        left: float | None = conn.timer_left
+        lines.append(f"{conn.pid}/{conn.fd} {host}:{port} {conn.state} idle={idle} left={left} {conn.reason or ''}")
+    return lines
