@@ -13,6 +13,7 @@ import math
 from . import _backend
 from ._backend import Plan
 from ._capabilities import Knob, caps, duration_ns, in_seconds, make_plan
+from ._functions import get_keepalive, get_user_timeout
 from ._platform import COUNT, IDLE, INTERVAL, USER_TIMEOUT
 
 TYPE_CHECKING = False
@@ -329,6 +330,34 @@ class Policy:
         Names and sourced numbers: ``kaext.presets.MIDDLEBOXES``.
         """
         return for_middlebox(name, cls)
+
+    @classmethod
+    def from_socket(cls, sock: SocketLike) -> Policy:
+        """The policy that reproduces ``sock``'s current keepalive and user-timeout state.
+
+        Reads what ``get_keepalive`` and ``get_user_timeout`` read (Linux, FreeBSD,
+        NetBSD, DragonFly, illumos / Solaris 11.4, Windows 10 1709+: ``SO_KEEPALIVE``,
+        ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``, ``TCP_KEEPCNT``; macOS / iOS idle as
+        ``TCP_KEEPALIVE``; user timeout Linux ``TCP_USER_TIMEOUT`` in ms, macOS
+        ``TCP_RXT_CONNDROPTIME`` and Windows ``TCP_MAXRT`` in seconds), in seconds,
+        so ``Policy.from_socket(a).apply(b)`` gives ``b`` the values ``a`` has: a knob
+        never set reads as the system default and is reproduced as that number, and
+        ``user_timeout`` 0 is the system default.  With SO_KEEPALIVE off the policy
+        is ``keepalive=False`` (plus the user timeout): such a policy cannot carry idle,
+        interval or count.
+
+        A knob that cannot be read is ``None`` in the policy, which ``apply`` leaves as
+        it is: idle and interval on Windows before 10 1709 (``SIO_KEEPALIVE_VALS`` is
+        write-only), the count there before 1703, all three on OpenBSD, and the user
+        timeout on FreeBSD, NetBSD, DragonFly, OpenBSD and illumos / Solaris, which have
+        no per-socket user timeout.  Raises OSError (EBADF, ENOTSOCK, ENOPROTOOPT for a
+        socket that is not TCP) as ``get_keepalive`` does.
+        """
+        state = get_keepalive(sock)
+        user_timeout = get_user_timeout(sock) if "user_timeout" in caps() else None
+        if not state.enabled:
+            return cls(keepalive=False, user_timeout=user_timeout)
+        return cls(state.idle, state.interval, state.count, user_timeout)
 
 
     def socket_options(self, base: Iterable[Sequence[Any]] = (), *, strict: bool = True) -> list[tuple[Any, ...]]:
