@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from processes import OTHER_UID, TARGET_UID, child, python_for, run_cli, run_cli_as
+from processes import OTHER_UID, TARGET_UID, child, cli_env, python_for, run_cli, run_cli_as
 from sockets import HAVE_IPV6
 
 from kaext import _platform, inspect, presets
@@ -351,3 +351,30 @@ def test_readme_run_matches_the_table_format(implementation: str) -> None:
     assert {line.split("  ")[-1].strip() for line in shown[1:4]} == {"-", "FIRST PROBE TOO LATE", "KEEPALIVE OFF"}
     assert {line.split("  ")[-1].strip() for line in real[1:4]} == {"-", "FIRST PROBE TOO LATE", "KEEPALIVE OFF"}
     assert shown[4] == real[4] == "3 sockets, 2 judged, 2 failing (idle timeout 350 s, middlebox aws-nlb)"
+
+
+# --------------------------------------------------------------------------------------
+# Warnings and a reader that goes away: never a traceback
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    getattr(__import__("kaext").capabilities().get("user_timeout"), "option", None) != "TCP_USER_TIMEOUT",
+    reason="only TCP_USER_TIMEOUT cuts keepalive probing short (the warning)",
+)
+def test_apply_policy_warning_is_one_line_and_under_w_error_a_usage_error(implementation: str) -> None:
+    spec = "1:2:3 user_timeout=1"
+    with child("ipv4") as c:
+        done = run_cli(implementation, str(c.pid), "--apply", spec, "--json")
+        applied = c.read()
+        strict = subprocess.run(
+            [sys.executable, "-W", "error", "-m", "kaext.inspect", str(c.pid), "--apply", "5:1:1 user_timeout=2"],
+            env=cli_env(implementation), capture_output=True, text=True, timeout=60, check=False,
+        )
+        after = c.read()
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python -m kaext.inspect: warning: user_timeout=1 s"), done.stderr
+    assert applied["client"][:5] == [1, 1, 2, 3, 1000]  # applied all the same (plain getsockopt in the child)
+    assert "--apply: user_timeout=2 s is shorter" in one_line_error(strict)
+    assert after == applied  # refused before anything was applied

@@ -163,3 +163,28 @@ def test_a_user_timeout_shorter_than_the_probe_schedule_warns() -> None:
         kaext.Policy(idle=60, user_timeout=5)  # interval and count left to the system: not judged
         kaext.Policy.from_timeout(60)
         kaext.Policy.for_middlebox("aws-nlb")
+
+
+@pytest.mark.skipif(
+    getattr(kaext.capabilities().get("user_timeout"), "option", None) != "TCP_USER_TIMEOUT",
+    reason="only TCP_USER_TIMEOUT ends keepalive probing",
+)
+def test_the_warning_points_at_the_callers_line_for_every_constructor() -> None:
+    import inspect
+
+    def line_here() -> int:
+        frame = inspect.currentframe()
+        assert frame is not None and frame.f_back is not None
+        return frame.f_back.f_lineno
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 5000)
+        for make in (
+            lambda: (kaext.Policy.parse("60:10:5 user_timeout=30"), line_here())[1],
+            lambda: (kaext.Policy.from_socket(s), line_here())[1],
+        ):
+            with pytest.warns(RuntimeWarning, match="shorter than") as caught:
+                line = make()
+            assert (caught[0].filename, caught[0].lineno) == (__file__, line)

@@ -431,3 +431,46 @@ def test_arbitrary_arguments_never_give_a_traceback() -> None:
             assert code in (0, 1) or (code == 0 and "usage" in out), (args, code)
 
     check()
+
+
+# ---------------------------------------------------------------------------------------
+# Output to a reader that goes away, and warnings: never a traceback
+# ---------------------------------------------------------------------------------------
+
+
+def test_output_into_a_closed_pipe_is_no_traceback(implementation: str) -> None:
+    """``kaext-verify | head -1``: the reader has gone away (here: before the first write)."""
+    env = dict(os.environ)
+    env.pop("KAEXT_NO_EXTENSIONS", None)
+    if implementation == "python":
+        env["KAEXT_NO_EXTENSIONS"] = "1"
+    reader_fd, writer_fd = os.pipe()
+    os.close(reader_fd)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "kaext.verify"],
+            stdout=writer_fd, stderr=subprocess.PIPE, env=env, text=True, timeout=120, check=False,
+        )
+    finally:
+        os.close(writer_fd)
+    assert done.stderr == "", done.stderr
+    assert done.returncode == 2
+
+
+@pytest.mark.skipif(
+    getattr(kaext.capabilities().get("user_timeout"), "option", None) != "TCP_USER_TIMEOUT",
+    reason="only TCP_USER_TIMEOUT cuts keepalive probing short (the warning)",
+)
+def test_a_policy_warning_is_one_line_and_under_w_error_a_usage_error(implementation: str) -> None:
+    spec = "1:1:1 user_timeout=1"  # the kernel drops a probed connection after 1 s: before its probe
+    done = run_cli(implementation, "--live", "--idle-timeout", "350", "--policy", spec)
+    warned = [line for line in done.stderr.splitlines() if line]
+    assert len(warned) == 1, done.stderr  # once, although the policy is made three times
+    assert warned[0].startswith("python -m kaext.verify: warning: user_timeout=1 s is shorter than")
+    env = dict(os.environ, KAEXT_NO_EXTENSIONS="1") if implementation == "python" else dict(os.environ)
+    strict = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "kaext.verify", "--live", "--policy", spec],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert strict.returncode == 2 and "Traceback" not in strict.stderr, strict.stderr
+    assert strict.stderr.count("\n") == 1 and "error: --policy: user_timeout=1 s" in strict.stderr

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import math
+import os
+import sys
 
 from . import _backend
 from ._backend import Plan
@@ -30,6 +32,9 @@ __all__ = ["Policy"]
 
 #: Probes sent before the peer is declared dead (``count``) in ``for_idle_timeout``.
 PROBES = 5
+
+#: This package's directory: a warning names the first line outside it.
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 _SUFFIX_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -79,13 +84,17 @@ def _warn_if_user_timeout_cuts_probing(user_timeout: float, schedule: float, cou
         return
     import warnings
 
+    # point at the caller's line, whichever constructor (``Policy()``, ``parse``, ...) it used
+    frame, stacklevel = sys._getframe(), 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame, stacklevel = frame.f_back, stacklevel + 1
     warnings.warn(
         f"user_timeout={user_timeout:g} s is shorter than idle + interval*count = {schedule:g} s: "
         f"TCP_USER_TIMEOUT drops a probed connection once {user_timeout:g} s have passed since data was "
         f"last received, before keepalive has sent its {count} probes; use user_timeout >= {schedule:g} s "
         "(Policy.from_timeout picks agreeing values)",
         RuntimeWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
 
 

@@ -38,6 +38,7 @@ import errno
 import json
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -121,7 +122,7 @@ def _policy(spec: str) -> Policy:
         return Policy.for_middlebox(spec)
     try:
         return Policy.parse(spec)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, Warning) as exc:  # Warning: under -W error
         raise UsageError(f"--apply: {exc} (or a middlebox name: {', '.join(presets.MIDDLEBOXES)})") from None
 
 
@@ -308,6 +309,19 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the inspector; returns the exit status (0 all judged pass, 1 one fails, 2 error)."""
+    with warnings.catch_warnings():
+        # a warning (e.g. an --apply policy whose user timeout cuts probing short) is one line, once
+        if not sys.warnoptions:
+            warnings.simplefilter("once")
+        warnings.showwarning = _one_line_warning
+        return _main(argv)
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         return _run(argv)
     except BrokenPipeError:  # the reader went away (``| head``): nothing more to say

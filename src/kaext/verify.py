@@ -39,6 +39,7 @@ import socket
 import struct
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from fractions import Fraction
@@ -699,7 +700,7 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     if args.policy is not None:
         try:
             kaext.Policy.parse(args.policy)
-        except (TypeError, ValueError, OSError) as exc:
+        except (TypeError, ValueError, OSError, Warning) as exc:  # Warning: under -W error
             parser.error(f"--policy: {exc}")
     elif args.idle_timeout is not None:
         try:
@@ -711,6 +712,23 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the verifier; returns the exit status (0 all passed, 1 a check failed, 2 bad arguments)."""
     parser = _parser()
+    with warnings.catch_warnings():
+        # a warning (e.g. a --policy whose user timeout cuts probing short) is one line, once
+        if not sys.warnoptions:
+            warnings.simplefilter("once")
+
+        def one_line(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+            print(f"{parser.prog}: warning: {message}", file=sys.stderr)
+
+        warnings.showwarning = one_line
+        try:
+            return _main(parser, argv)
+        except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            return 2
+
+
+def _main(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     _check_arguments(parser, args)
 
