@@ -239,6 +239,17 @@ def test_bad_arguments_one_line_exit_2(
 
 
 @pytest.mark.one_implementation
+@pytest.mark.parametrize("text", ["1_000", " 1", "+1", "\u0661", "1.0"])
+def test_only_decimal_digits_are_a_pid(
+    implementation: str, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What int() also accepts ("1_000", " 5", "+5", other scripts' digits) is refused as a pid."""
+    assert inspect.main([text]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"python -m kaext.inspect: error: argument PID: not a process id (a positive whole number): {text!r}\n"
+
+
+@pytest.mark.one_implementation
 def test_bad_arguments_in_a_real_run(implementation: str) -> None:
     one_line_error(run_cli(implementation, "1", "--idle-timeout", "1e999"))
 

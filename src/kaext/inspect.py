@@ -89,10 +89,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _pid(text: str) -> int:
-    try:
-        pid = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a process id (a positive whole number): {text!r}") from None
+    digits = text[1:] if text[:1] == "-" else text  # "-5": said below to be not positive
+    if not (digits.isascii() and digits.isdigit()):  # int() would take " 5", "1_000", "٣"
+        raise argparse.ArgumentTypeError(f"not a process id (a positive whole number): {text!r}")
+    pid = int(text, 10)
     if pid <= 0:
         raise argparse.ArgumentTypeError(f"not a process id (must be positive): {text!r}")
     return pid
