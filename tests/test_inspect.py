@@ -246,7 +246,9 @@ def test_only_decimal_digits_are_a_pid(
     """What int() also accepts ("1_000", " 5", "+5", other scripts' digits) is refused as a pid."""
     assert inspect.main([text]) == 2
     out, err = capsys.readouterr()
-    assert out == "" and err == f"python -m kaext.inspect: error: argument PID: not a process id (a positive whole number): {text!r}\n"
+    assert out == ""
+    prefix = "python -m kaext.inspect: error: argument PID: "
+    assert err == f"{prefix}not a process id (a positive whole number): {text!r}\n"
 
 
 @pytest.mark.one_implementation
