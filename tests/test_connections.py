@@ -454,3 +454,57 @@ def test_proc_header_builds_with_warnings_as_errors(tmp_path: Path, reader: str)
     if mingw:
         cross = [mingw, *flags, "-c", str(source), "-o", str(tmp_path / "proc.o")]
         subprocess.run(cross, check=True, capture_output=True)
+
+
+# --------------------------------------------------------------------------------------
+# A thread's id (ps -L, top -H, a log line) stands for its process
+# --------------------------------------------------------------------------------------
+
+THREADED = """
+import json, socket, sys, threading
+started, stop = threading.Event(), threading.Event()
+tid = []
+def run():
+    tid.append(threading.get_native_id())
+    started.set()
+    stop.wait()
+worker = threading.Thread(target=run)
+worker.start()
+started.wait()
+listener = socket.create_server(("127.0.0.1", 0))
+client = socket.create_connection(listener.getsockname())
+server, _ = listener.accept()
+client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 77)
+client.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 4321)
+print(json.dumps({"tid": tid[0], "fd": client.fileno(), "local": list(client.getsockname()),
+                  "read": [client.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                           client.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                           client.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)]}), flush=True)
+sys.stdin.read()
+stop.set()
+"""
+
+
+def test_a_threads_id_gives_its_process_sockets(reader: str) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", THREADED], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        info = json.loads(proc.stdout.readline())
+        try:
+            # the kernel's own view: the thread's Tgid is the process
+            with open(f"/proc/{info['tid']}/status") as status:
+                tgid = next(int(line.split()[1]) for line in status if line.startswith("Tgid:"))
+            assert tgid == proc.pid != info["tid"]
+            rows = {r.fd: r for r in kaext.connections(info["tid"])}
+        finally:
+            proc.stdin.close()
+    row = rows[info["fd"]]
+    assert row.pid == proc.pid
+    assert list(row.local) == info["local"] and row.state == "ESTABLISHED"
+    assert row.reason is None and row.keepalive is not None
+    enabled, idle, user_timeout_ms = info["read"]
+    assert (row.keepalive.enabled, row.keepalive.idle, row.user_timeout) == (
+        bool(enabled), float(idle), user_timeout_ms / 1000,
+    )

@@ -164,6 +164,9 @@ def _connection(values: tuple[Any, ...]) -> Connection:
 def connections(pid: int | None = None) -> list[Connection]:
     """The TCP sockets (IPv4 and IPv6) that process ``pid`` holds (default: this process), by descriptor.
 
+    ``pid`` may also be the id of one of a process's threads: the rows are then the
+    process's, with its pid.
+
     Linux: listeners and connections in every state the kernel's TCP tables hold
     (a socket neither bound nor connected is in none and is not listed); options
     read through ``pidfd_getfd`` (Linux 5.6+), which needs the right to ptrace
@@ -265,6 +268,20 @@ def _sockets(pid: int) -> tuple[dict[int, Socket], str | None]:
 
 
 _DENIED = (errno.EPERM, errno.EACCES, errno.ENOSYS)
+
+
+def _thread_group(pid: int) -> int:
+    """The process (thread group) that thread ``pid`` belongs to: ``pid`` itself for a
+    process, its leader's pid for another thread's id (``ps -L``, ``top -H``, logs), whose
+    descriptors ``pidfd_getfd`` reaches only through the process."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line[5:])
+    except OSError:  # gone, or not a pid: _list_fds says which
+        pass
+    return pid
 
 
 def _all_pids() -> list[int]:
@@ -615,6 +632,7 @@ def _collect(pids: Iterable[int]) -> tuple[list[Connection], list[tuple[int, OSE
     found: list[tuple[int, dict[int, Socket], str | None]] = []
     for pid in pids:
         try:
+            pid = _thread_group(pid)
             sockets, reason = _sockets(pid)
         except OSError as exc:
             errors.append((pid, exc))
