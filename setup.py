@@ -37,7 +37,7 @@ if _want_extension():
                 "kaext._kaext",
                 sources=["ext/_kaext.pyx"],
                 include_dirs=["ext"],
-                depends=["ext/kaext_shim.h", "ext/kaext_posix.h", "ext/kaext_windows.h"],
+                depends=["ext/kaext_shim.h", "ext/kaext_posix.h", "ext/kaext_windows.h", "ext/kaext_proc.h"],
                 libraries=libraries,
             )
         ],
@@ -64,6 +64,11 @@ class OptionalBuildExt(build_ext):
         except Exception as exc:  # CompileError, LinkError, a missing compiler
             if _flag("KAEXT_REQUIRE_EXTENSION"):
                 raise
+            # an extension left by an earlier build of older sources would be packaged
+            # and imported instead of the pure-Python implementation the message promises
+            stale = self.get_ext_fullpath(ext.name)
+            if os.path.exists(stale):
+                os.remove(stale)
             message = _FALLBACK_MESSAGE.format(error=f"{type(exc).__name__}: {exc}")
             print("\nWARNING: " + message + "\n", file=sys.stderr, flush=True)
 

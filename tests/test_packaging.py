@@ -16,8 +16,10 @@ import importlib.util
 import inspect
 import os
 import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import zipfile
 from pathlib import Path
@@ -415,3 +417,38 @@ def test_sdist_without_a_compiler(tmp_path: Path) -> None:
     assert strict.returncode != 0
     assert not list(tmp_path.glob("wheels/*.whl"))
     assert "false" in strict.stdout + strict.stderr  # the compiler command that failed is shown
+
+
+def test_failed_compile_does_not_ship_an_older_build(tmp_path: Path) -> None:
+    """A tree built before (``build/lib.*/kaext/_kaext*.so`` left behind), then changed and
+    rebuilt without a working compiler: the wheel must hold the pure-Python implementation
+    the build says it installed, not the extension of the older sources."""
+    if not (ROOT / "setup.py").is_file() or not (ROOT / "ext" / "_kaext.pyx").is_file():
+        _missing("not running from a source checkout")
+    tree = tmp_path / "tree"
+    shutil.copytree(
+        ROOT,
+        tree,
+        ignore=shutil.ignore_patterns(
+            ".git", "build", "dist", ".venv*", "__pycache__", "*.so", "*.pyd", "*.egg-info", ".*cache", ".hypothesis",
+        ),
+    )
+    built = tree / "build" / f"lib.{sysconfig.get_platform()}-{sys.implementation.cache_tag}" / "kaext"
+    built.mkdir(parents=True)
+    stale = built / f"_kaext{sysconfig.get_config_var('EXT_SUFFIX')}"
+    stale.write_bytes(b"an extension built from older sources")
+    os.utime(stale, (0, 0))  # older than every source: setuptools rebuilds it
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-cache-dir", "-w", str(tmp_path / "wheels"),
+         str(tree)],
+        env=_no_compiler_env(), capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+    )
+    said = done.stdout + done.stderr
+    if done.returncode != 0 and "could not be built" not in said:  # no build backend reachable
+        _missing(f"pip could not set up the build: {said[-500:]}")
+    assert done.returncode == 0, said[-3000:]
+    assert "pure-Python implementation was installed" in said
+    (wheel,) = tmp_path.glob("wheels/kaext-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        binaries = [n for n in archive.namelist() if n.startswith("kaext/_kaext") and not n.endswith(".pyi")]
+    assert binaries == []
