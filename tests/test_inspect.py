@@ -391,3 +391,25 @@ def test_apply_policy_warning_is_one_line_and_under_w_error_a_usage_error(implem
     assert applied["client"][:5] == [1, 1, 2, 3, 1000]  # applied all the same (plain getsockopt in the child)
     assert "--apply: user_timeout=2 s is shorter" in one_line_error(strict)
     assert after == applied  # refused before anything was applied
+
+
+@pytest.mark.one_implementation
+def test_summary_counts_read_as_english(capsys: pytest.CaptureFixture[str]) -> None:
+    with child("ipv4") as c:  # a listener and both ends of a connection: 3 sockets
+        assert inspect.main([str(c.pid)]) in (0, 1)
+        many = capsys.readouterr().out.splitlines()[-1]
+    # one process holding exactly one TCP socket
+    with subprocess.Popen(
+        [sys.executable, "-c", "import socket, sys; s = socket.create_server(('127.0.0.1', 0)); print(1, flush=True); "
+         "sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        proc.stdout.readline()
+        try:
+            assert inspect.main([str(proc.pid)]) == 0
+        finally:
+            proc.stdin.close()
+        one = capsys.readouterr().out.splitlines()[-1]
+    assert many.startswith("3 sockets, 2 judged, "), many
+    assert one == "1 socket, 0 judged, 0 failing", one

@@ -91,7 +91,8 @@ def _warn_if_user_timeout_cuts_probing(user_timeout: float, schedule: float, cou
     warnings.warn(
         f"user_timeout={user_timeout:g} s is shorter than idle + interval*count = {schedule:g} s: "
         f"TCP_USER_TIMEOUT drops a probed connection once {user_timeout:g} s have passed since data was "
-        f"last received, before keepalive has sent its {count} probes; use user_timeout >= {schedule:g} s "
+        f"last received, before keepalive has sent its {count} probe{'' if count == 1 else 's'}; "
+        f"use user_timeout >= {schedule:g} s "
         "(Policy.from_timeout picks agreeing values)",
         RuntimeWarning,
         stacklevel=stacklevel,

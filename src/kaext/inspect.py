@@ -293,14 +293,14 @@ def _run(argv: Sequence[str] | None) -> int:
         for line in _table([_cells(r, v) for r, v in zip(rows, judged, strict=True)]):
             print(line)
         count = sum(1 for v in judged if v is not None)
-        summary = f"{len(rows)} sockets, {count} judged, {failing} failing"
+        summary = f"{len(rows)} socket{'' if len(rows) == 1 else 's'}, {count} judged, {failing} failing"
         if idle_timeout is not None:
             source = f"middlebox {args.middlebox}" if args.middlebox else "--idle-timeout"
             summary += f" (idle timeout {idle_timeout:g} s, {source})"
         if policy is not None:
             summary += f"; applied {str(policy)!r}"
         if skipped:
-            summary += f"; {skipped} processes skipped (gone, or no permission)"
+            summary += f"; {skipped} process{'' if skipped == 1 else 'es'} skipped (gone, or no permission)"
         print(summary)
     for note in notes:
         print(f"{PROG}: {note}", file=sys.stderr)
