@@ -117,6 +117,16 @@ def test_policy_argument_accepts_a_policy_a_middlebox_name_or_a_spec() -> None:
 
 
 @pytest.mark.one_implementation
+@pytest.mark.parametrize("typo", ["aws_nlb", "AWS-NLB", "awsnlb"])
+def test_a_string_that_is_neither_names_the_middleboxes(typo: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        adapters.as_policy(typo)
+    message = str(exc.value)
+    assert f"invalid keepalive spec {typo!r}" in message
+    assert all(name in message for name in kaext.presets.MIDDLEBOXES)
+
+
+@pytest.mark.one_implementation
 def test_importing_adapters_imports_neither_requests_nor_httpx() -> None:
     import subprocess
     import sys

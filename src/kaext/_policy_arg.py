@@ -21,5 +21,8 @@ def as_policy(policy: kaext.Policy | str) -> kaext.Policy:
     if isinstance(policy, str):
         if policy in MIDDLEBOXES:
             return kaext.Policy.for_middlebox(policy)
-        return kaext.Policy.parse(policy)
+        try:
+            return kaext.Policy.parse(policy)
+        except ValueError as exc:  # "aws_nlb", "awsnlb": say what else the string could have been
+            raise ValueError(f"{exc} (or a middlebox name: {', '.join(MIDDLEBOXES)})") from None
     raise TypeError(f"policy must be a kaext.Policy or a str, got {type(policy).__name__} {policy!r}")
