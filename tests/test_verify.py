@@ -256,6 +256,14 @@ def test_idle_timeout_without_policy_uses_the_preset(capsys: pytest.CaptureFixtu
     assert report["idle_timeout"]["idle"] < 350
 
 
+def test_policy_may_be_a_middlebox_name_as_for_the_inspector(capsys: pytest.CaptureFixture[str]) -> None:
+    code, report = run_json(capsys, "--idle-timeout", "350", "--policy", "aws-nlb")
+    assert code == 0
+    assert report["idle_timeout"]["source"] == "--policy"
+    # what the kernel held on the loopback connection: the preset's idle, before the 350 s
+    assert report["idle_timeout"]["idle"] == kaext.Policy.for_middlebox("aws-nlb").idle < 350
+
+
 @pytest.mark.parametrize(
     "args", [["--policy", "nonsense"], ["--idle-timeout", "0", "--policy", "on"], ["--idle-timeout", "nan"]]
 )

@@ -46,6 +46,7 @@ from fractions import Fraction
 from typing import Any, NoReturn
 
 import kaext
+from kaext import presets
 
 __all__ = ["judge", "main", "run_checks", "run_idle_timeout", "run_live"]
 
@@ -462,6 +463,13 @@ def _live_one(family_name: str, family: int, host: str, policy: kaext.Policy) ->
     return out
 
 
+def _policy(spec: str) -> kaext.Policy:
+    """``--policy SPEC``: ``Policy.parse`` syntax, or a middlebox name (``aws-nlb``), as ``kaext-inspect --apply``."""
+    if spec in presets.MIDDLEBOXES:
+        return kaext.Policy.for_middlebox(spec)
+    return kaext.Policy.parse(spec)
+
+
 def run_live(spec: str = LIVE_POLICY) -> dict[str, Any]:
     """Apply a policy to a loopback connection and read the kernel's keepalive timer.
 
@@ -469,7 +477,7 @@ def run_live(spec: str = LIVE_POLICY) -> dict[str, Any]:
     where the system has no per-connection timer view, ``available`` is False and
     ``ok`` True.
     """
-    policy = kaext.Policy.parse(spec)
+    policy = _policy(spec)
     out: dict[str, Any] = {"available": False, "policy": str(policy), "connections": [], "ok": True, "detail": ""}
     if not os.path.exists(_PROC["IPv4"]):
         out["detail"] = "not available: this system has no /proc/net/tcp view of TCP timers"
@@ -499,13 +507,13 @@ def run_live(spec: str = LIVE_POLICY) -> dict[str, Any]:
 def run_idle_timeout(seconds: float, spec: str | None) -> dict[str, Any]:
     """Check that a policy probes before a middlebox forgetting idle flows after ``seconds``.
 
-    The policy is ``spec`` (``Policy.parse`` syntax) or, without one,
+    The policy is ``spec`` (``Policy.parse`` syntax or a middlebox name) or, without one,
     ``Policy.for_idle_timeout(seconds)``.  It is applied to a real loopback
     connection and the idle time in force is read back, so a knob the policy
     leaves alone counts with the kernel's default.
     """
     if spec is not None:
-        policy, source = kaext.Policy.parse(spec), "--policy"
+        policy, source = _policy(spec), "--policy"
     else:
         policy, source = kaext.Policy.for_idle_timeout(seconds), "Policy.for_idle_timeout"
     with ExitStack() as stack:
@@ -684,7 +692,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--policy",
         metavar="SPEC",
-        help="policy for --live and --idle-timeout, in Policy.parse syntax, e.g. '5m:30s:4 user_timeout=7m'",
+        help="policy for --live and --idle-timeout, in Policy.parse syntax, e.g. '5m:30s:4 user_timeout=7m', "
+        "or a middlebox name such as aws-nlb",
     )
     return p
 
@@ -699,9 +708,9 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(f"--idle-timeout must be a positive number of seconds, got {args.idle_timeout:g}")
     if args.policy is not None:
         try:
-            kaext.Policy.parse(args.policy)
+            _policy(args.policy)
         except (TypeError, ValueError, OSError, Warning) as exc:  # Warning: under -W error
-            parser.error(f"--policy: {exc}")
+            parser.error(f"--policy: {exc} (or a middlebox name: {', '.join(presets.MIDDLEBOXES)})")
     elif args.idle_timeout is not None:
         try:
             kaext.Policy.for_idle_timeout(args.idle_timeout)
