@@ -331,6 +331,9 @@ def test_console_script(implementation: str) -> None:
         done = subprocess.run([script, str(c.pid), "--json"], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert len(rows_of(done.stdout, c.pid)) == 3
+    bad = subprocess.run([script, "--idle-timeout", "5"], capture_output=True, text=True, timeout=60, check=False)
+    assert (bad.returncode, bad.stdout) == (2, "")
+    assert bad.stderr == "kaext-inspect: error: give one or more PIDs, or --all\n"  # under the name it was run as
 
 
 @pytest.mark.one_implementation

@@ -37,6 +37,7 @@ import argparse
 import errno
 import json
 import math
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -50,6 +51,12 @@ from ._connections import Connection, _all_pids, _apply, _collect
 __all__ = ["main", "verdict"]
 
 PROG = "python -m kaext.inspect"
+
+
+def _prog() -> str:
+    """The name errors are shown under: the console script's, or ``python -m kaext.inspect``."""
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "kaext-inspect" if script.startswith("kaext-inspect") else PROG
 #: Verdicts that pass; every other verdict is upper case and fails.
 PASS = "ok"
 
@@ -128,7 +135,7 @@ def _policy(spec: str) -> Policy:
 
 def _parser() -> _Parser:
     p = _Parser(
-        prog=PROG,
+        prog=_prog(),
         description="Show the TCP connections of running processes with their keepalive settings "
         "(SO_KEEPALIVE, idle, interval, count, user timeout) and the kernel's timers, judge them, "
         "and optionally apply a policy to them. Exit 0 when every judged connection passes, 1 when "
@@ -303,7 +310,7 @@ def _run(argv: Sequence[str] | None) -> int:
             summary += f"; {skipped} process{'' if skipped == 1 else 'es'} skipped (gone, or no permission)"
         print(summary)
     for note in notes:
-        print(f"{PROG}: {note}", file=sys.stderr)
+        print(f"{_prog()}: {note}", file=sys.stderr)
     return 1 if failing or notes else 0
 
 
@@ -318,22 +325,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
-    print(f"{PROG}: warning: {message}", file=sys.stderr)
+    print(f"{_prog()}: warning: {message}", file=sys.stderr)
 
 
 def _main(argv: Sequence[str] | None) -> int:
     try:
         return _run(argv)
     except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 2
     except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{_prog()}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # what the system refused, as one line
-        print(f"{PROG}: error: {exc.strerror or exc}", file=sys.stderr)
+        print(f"{_prog()}: error: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
