@@ -12,6 +12,7 @@ import os
 import platform
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext as _setuptools_build_ext
 
 
 def _flag(name: str) -> bool:
@@ -45,4 +46,34 @@ if _want_extension():
         compiler_directives={"language_level": "3"},
     )
 
-setup(ext_modules=ext_modules)
+# -- Linux: the preload library of `python -m kaext.run` ----------------------------
+# A plain shared library (no Python in it), kaext/libkaext_preload.so, built from the
+# same shim as the extension; kaext.run finds it next to the package and puts it in
+# LD_PRELOAD.  Built with the extension, never in a pure-Python build.
+PRELOAD = "kaext.libkaext_preload"
+
+
+class build_ext(_setuptools_build_ext):
+    """build_ext that names the preload library lib*.so, without a Python ABI tag."""
+
+    def get_ext_filename(self, fullname: str) -> str:
+        # called with the full dotted name and with its last part alone
+        if PRELOAD.endswith("." + fullname) or fullname == PRELOAD:
+            return os.path.join(*fullname.split(".")) + ".so"
+        return super().get_ext_filename(fullname)
+
+
+if ext_modules and platform.system() == "Linux":
+    ext_modules.append(
+        Extension(
+            PRELOAD,
+            sources=["ext/kaext_preload.c"],
+            include_dirs=["ext"],
+            depends=["ext/kaext_shim.h"],
+            libraries=["dl"],  # dlsym: in libc only since glibc 2.34
+            extra_compile_args=["-fvisibility=hidden"],
+            optional=not _flag("KAEXT_REQUIRE_EXTENSION"),
+        )
+    )
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": build_ext})

@@ -27,6 +27,7 @@ from ._api import (
     system_defaults,
 )
 from ._backend import IMPLEMENTATION
+from ._inject import inject, injected, uninject
 from ._version import __version__
 
 TYPE_CHECKING = False
@@ -55,7 +56,10 @@ __all__ = [
     "disable_keepalive",
     "get_keepalive",
     "get_user_timeout",
+    "inject",
+    "injected",
     "set_keepalive",
     "set_user_timeout",
     "system_defaults",
+    "uninject",
 ]
