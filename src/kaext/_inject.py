@@ -210,7 +210,7 @@ def inject(policy: Policy | str, *, accepted: bool = False) -> None:
 
     A connect error propagates exactly as without kaext.  A policy the kernel
     refuses on one socket leaves that connection working and is logged once per
-    distinct failure (logger ``"kaext"``, level WARNING).  A second call replaces
+    distinct failure and ``inject()`` call (logger ``"kaext"``, level WARNING).  A second call replaces
     the policy and the ``accepted`` choice.  Thread-safe.
 
     Not covered: event loops written in C (uvloop), the Windows proactor event
@@ -231,6 +231,8 @@ def inject(policy: Policy | str, *, accepted: bool = False) -> None:
         # the policy first, then the wrappers: a wrapper never sees a missing policy
         _policy = resolved
         _accept_policy = resolved if accepted else None
+        with _report_lock:
+            _reported.clear()  # a new policy: its failures are news
         _patch(socket.socket, "connect")
         _patch(socket.socket, "connect_ex")
         if accepted:
