@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import _thread
 
-from ._api import Policy
+from ._policy import Policy
 
 # Nothing heavy at import time: ``import kaext`` imports this module.  socket,
-# logging and the presets are imported when first needed.
+# logging and the middlebox table are imported when first needed.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,7 +58,7 @@ def resolve_policy(policy: Policy | str) -> Policy:
         return policy
     if not isinstance(policy, str):
         raise TypeError(f"policy must be a kaext.Policy or a str, got {type(policy).__name__}")
-    from .presets import MIDDLEBOXES
+    from ._middleboxes import MIDDLEBOXES  # dataclasses: imported only when asked
 
     if policy in MIDDLEBOXES:
         return Policy.for_middlebox(policy)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import NoReturn
 
-    from ._api import Policy
+    from ._policy import Policy
 
 __all__ = ["PRELOAD_LIBRARY", "environment", "main"]
 
@@ -38,7 +38,7 @@ PRELOAD_LIBRARY: Path | None = _HERE / "libkaext_preload.so" if (_HERE / "libkae
 
 def _preload_plan(policy: Policy, accepted: bool) -> str:
     """The policy for the preload library: kaext_shim.h's plan, in OS units, already range-checked."""
-    mask, idle, interval, count, user_timeout, keepalive = policy._plan
+    mask, idle, interval, count, user_timeout, keepalive = tuple(policy._plan)
     return ",".join(str(v) for v in (mask, idle, interval, count, user_timeout, keepalive, int(accepted)))
 
 
