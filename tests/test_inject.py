@@ -266,18 +266,23 @@ def test_same_exception_object(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @need_proc
 def test_udp_and_unix_untouched(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
-    kaext.inject(SPEC)
-    with caplog.at_level(logging.DEBUG, logger="kaext"):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.connect(("127.0.0.1", 9))
-            assert u.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
-        path = str(tmp_path / "s")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
-            server.bind(path)
-            server.listen()
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
-                c.connect(path)
-                assert c.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+    path = str(tmp_path / "s")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(path)
+        server.listen()
+        # "on" sets only SO_KEEPALIVE, which the kernel would take on UDP and AF_UNIX too
+        for spec in (SPEC, "on"):
+            kaext.inject(spec)
+            with caplog.at_level(logging.DEBUG, logger="kaext"):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                    u.connect(("127.0.0.1", 9))
+                    assert u.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+                    assert u.connect_ex(("127.0.0.1", 9)) == 0
+                    assert u.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                    c.connect(path)
+                    assert c.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+                    server.accept()[0].close()
     assert caplog.records == []
 
 
@@ -349,8 +354,9 @@ def test_inject_while_threads_connect(listener: socket.socket) -> None:
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=drain)] + [threading.Thread(target=client) for _ in range(4)]
-    for t in threads:
+    drainer = threading.Thread(target=drain)
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for t in [drainer, *clients]:
         t.start()
     try:
         for i in range(200):
@@ -359,11 +365,12 @@ def test_inject_while_threads_connect(listener: socket.socket) -> None:
                 kaext.uninject()
     finally:
         stop.set()
+        for t in clients:
+            t.join(10)
         with socket.create_connection(listener.getsockname()):
             pass  # wakes the drain thread
+        drainer.join(10)
         listener.close()
-        for t in threads:
-            t.join(10)
     assert errors == []
     other = (1, 11, 5, 6, fresh[4])
     assert seen <= {fresh, WANT, other}, seen - {fresh, WANT, other}

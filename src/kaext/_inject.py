@@ -109,15 +109,26 @@ def _report(exc: BaseException, policy: Policy) -> None:
     )
 
 
-def _apply(sock: Any, policy: Policy | None) -> None:
-    # policy was read once by the caller; never raises
-    if policy is None:
-        return
+def _refused(sock: Any, policy: Policy, exc: Exception) -> None:
+    """``policy.apply(sock)`` raised: silent for a socket that is not TCP, else reported."""
     try:
-        if _is_tcp(sock):  # type: ignore[misc]  # set before any wrapper is installed
-            policy.apply(sock)
-    except Exception as exc:
+        tcp = _is_tcp(sock)  # type: ignore[misc]  # set before any wrapper is installed
+    except Exception:
+        tcp = False  # closed meanwhile, or not a socket at all
+    if tcp:
         _report(exc, policy)
+
+
+def _apply(sock: Any) -> None:
+    # Never raises.  No TCP check first: ``apply`` refuses a socket that is not TCP
+    # with its first system call, before anything changed (see Policy.apply), so
+    # the check runs only then, and a TCP connect pays for nothing but the policy.
+    policy = _policy  # read once: the old or the new policy, never a mix
+    if policy is not None:
+        try:
+            policy.apply(sock)
+        except Exception as exc:
+            _refused(sock, policy, exc)
 
 
 def _wrap_connect(original: Callable[..., None]) -> Callable[..., None]:
@@ -127,9 +138,14 @@ def _wrap_connect(original: Callable[..., None]) -> Callable[..., None]:
         except (BlockingIOError, InterruptedError):
             # a non-blocking connect in progress (asyncio, trio): the kernel goes on
             # with the handshake, and setsockopt works on the connecting socket
-            _apply(self, _policy)
+            _apply(self)
             raise
-        _apply(self, _policy)
+        policy = _policy  # _apply inlined: this is every connect's path
+        if policy is not None:
+            try:
+                policy.apply(self)
+            except Exception as exc:
+                _refused(self, policy, exc)
 
     connect.__doc__ = original.__doc__
     connect.__wrapped__ = original  # type: ignore[attr-defined]
@@ -140,7 +156,7 @@ def _wrap_connect_ex(original: Callable[..., int]) -> Callable[..., int]:
     def connect_ex(self: Any, address: Any) -> int:
         err = original(self, address)
         if err in _EINPROGRESS_ETC:
-            _apply(self, _policy)
+            _apply(self)
         return err
 
     connect_ex.__doc__ = original.__doc__
@@ -154,10 +170,9 @@ def _wrap_accept(original: Callable[..., tuple[int, Any]]) -> Callable[..., tupl
         policy = _accept_policy
         if policy is not None:
             try:
-                if _is_tcp(self):  # type: ignore[misc]  # the listening socket says what fd is
-                    policy.apply(fd)
+                policy.apply(fd)
             except Exception as exc:
-                _report(exc, policy)
+                _refused(self, policy, exc)  # the listening socket says what fd is
         return fd, addr
 
     _accept.__doc__ = original.__doc__
