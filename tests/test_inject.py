@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 
 import kaext
-from procsock import HAVE_PROC, fresh_options, need_proc, options, options_of
+
 import servers
+from procsock import HAVE_PROC, fresh_options, need_proc, options, options_of
 
 SPEC = "7s:3s:4 user_timeout=19s"
 WANT = (1, 7, 3, 4, 19_000)  # SO_KEEPALIVE on, then tcp(7) units
@@ -299,27 +300,34 @@ def test_refused_policy_keeps_the_connection_and_logs_once_per_failure(
     listener: socket.socket, caplog: pytest.LogCaptureFixture
 ) -> None:
     kaext.inject(SPEC)
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    unix_a, unix_b = socket.socketpair(socket.AF_UNIX)
-    try:
-        with caplog.at_level(logging.WARNING, logger="kaext"):
-            for other in (udp, udp, unix_a, udp, unix_a):
-                s = _Lying(socket.AF_INET, socket.SOCK_STREAM)
+    with caplog.at_level(logging.WARNING, logger="kaext"):
+        for kind in ("udp", "udp", "unix", "udp", "unix"):  # a fresh fd each time
+            with contextlib.ExitStack() as stack:
+                if kind == "udp":
+                    other = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                else:
+                    other, peer_end = socket.socketpair(socket.AF_UNIX)
+                    stack.enter_context(other)
+                    stack.enter_context(peer_end)
+                s = stack.enter_context(_Lying(socket.AF_INET, socket.SOCK_STREAM))
                 s.other = other
-                with s:
-                    s.connect(listener.getsockname())  # works although the policy was refused
-                    peer, _ = listener.accept()
-                    with peer:
-                        s.sendall(b"x")
-                        assert peer.recv(1) == b"x"
-        records = [r for r in caplog.records if r.name == "kaext"]
-        assert len(records) == 2, [r.getMessage() for r in records]  # UDP once, AF_UNIX once
-        assert all(r.levelno == logging.WARNING for r in records)
-        assert "not applied" in records[0].getMessage()
-    finally:
-        udp.close()
-        unix_a.close()
-        unix_b.close()
+                s.connect(listener.getsockname())  # works although the policy was refused
+                peer = stack.enter_context(listener.accept()[0])
+                s.sendall(b"x")
+                assert peer.recv(1) == b"x"
+                assert other.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+    records = [r for r in caplog.records if r.name == "kaext"]
+    assert len(records) == 2, [r.getMessage() for r in records]  # UDP once, AF_UNIX once
+    assert all(r.levelno == logging.WARNING for r in records)
+    assert "not applied" in records[0].getMessage()
+    kaext.inject(SPEC)  # a new inject() reports again
+    with caplog.at_level(logging.WARNING, logger="kaext"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        s = _Lying(socket.AF_INET, socket.SOCK_STREAM)
+        s.other = udp
+        with s:
+            s.connect(listener.getsockname())
+            listener.accept()[0].close()
+    assert len([r for r in caplog.records if r.name == "kaext"]) == 3
 
 
 # -- threads ----------------------------------------------------------------------------

@@ -21,8 +21,9 @@ import pytest
 
 import kaext
 from kaext import _platform, run
-from procsock import fresh_options, need_proc, options_of
+
 import servers
+from procsock import fresh_options, need_proc, options_of
 
 pytestmark = pytest.mark.one_implementation
 
@@ -35,8 +36,8 @@ _READ = """
 import socket
 def options(s):
     t = socket.IPPROTO_TCP
-    return [s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)] + [
-        s.getsockopt(t, o) for o in (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT, socket.TCP_USER_TIMEOUT)]
+    opts = (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT, socket.TCP_USER_TIMEOUT)
+    return [s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)] + [s.getsockopt(t, o) for o in opts]
 """
 
 

@@ -93,7 +93,9 @@ def _setup() -> None:
 
 def _report(exc: BaseException, policy: Policy) -> None:
     """Log a failure to apply the policy, once per distinct failure."""
-    key = (type(exc).__name__, getattr(exc, "errno", None), str(exc))
+    # kaext's OSError names the knob and option (never the fd): one report per cause
+    detail = (exc.knob, exc.option) if hasattr(exc, "knob") and hasattr(exc, "option") else str(exc)
+    key = (type(exc).__name__, getattr(exc, "errno", None), str(detail))
     with _report_lock:
         if key in _reported:
             return

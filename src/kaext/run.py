@@ -42,7 +42,9 @@ def _preload_plan(policy: Policy, accepted: bool) -> str:
     return ",".join(str(v) for v in (mask, idle, interval, count, user_timeout, keepalive, int(accepted)))
 
 
-def environment(policy: Policy | str, *, accepted: bool = False, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def environment(
+    policy: Policy | str, *, accepted: bool = False, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The environment ``kaext.run`` gives COMMAND: ``base`` (default ``os.environ``) plus the policy.
 
     Raises TypeError / ValueError for a bad ``policy``.
