@@ -296,6 +296,7 @@ class _Lying(socket.socket):
         return self.other.fileno()
 
 
+@need_proc  # which errno UDP and AF_UNIX refuse with is Linux's
 def test_refused_policy_keeps_the_connection_and_logs_once_per_failure(
     listener: socket.socket, caplog: pytest.LogCaptureFixture
 ) -> None:
