@@ -402,7 +402,7 @@ def test_requests(http: tuple[str, list[Any]]) -> None:
     url, clients = http
     kaext.inject(SPEC)
     with requests.Session() as session:
-        assert session.get(url + "/x").json() == {"object": "list", "data": []}
+        assert session.get(url + "/x", timeout=30).json() == {"object": "list", "data": []}
         assert options_of(_client_port(clients)) == WANT  # the pooled socket, still open
 
 
@@ -412,8 +412,8 @@ def test_httpx_default_client(http: tuple[str, list[Any]]) -> None:
     httpx = servers.library("httpx")
     url, clients = http
     kaext.inject(SPEC)
-    with httpx.Client() as client:
-        assert client.get(url + "/x").status_code == 200
+    with httpx.Client() as client:  # default transport: no socket_options anywhere
+        assert client.get(url + "/x", timeout=30).status_code == 200
         assert options_of(_client_port(clients)) == WANT
 
 
@@ -423,7 +423,7 @@ def test_openai_sdk(http: tuple[str, list[Any]]) -> None:
     openai = servers.library("openai")
     url, clients = http
     kaext.inject(SPEC)
-    client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
+    client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=30)
     try:
         assert list(client.models.list()) == []
         assert options_of(_client_port(clients)) == WANT
