@@ -55,7 +55,8 @@ def find_socket(local: Any, pid: int | None = None, peer: Any = None) -> socket.
     """Our own handle on the socket of process ``pid`` (default: this one) bound to ``local``.
 
     ``local`` and ``peer`` are addresses as getsockname() / getpeername() return them;
-    ``peer`` picks one of several sockets with the same local address (accepted ones).
+    ``peer`` picks one of several sockets with the same local address (accepted ones);
+    ``local=None`` matches on ``peer`` alone.
     """
     own = pid is None or pid == os.getpid()
     proc = "/proc/self/fd" if own else f"/proc/{pid}/fd"
@@ -72,7 +73,7 @@ def find_socket(local: Any, pid: int | None = None, peer: Any = None) -> socket.
                 continue  # closed meanwhile
             s = socket.socket(fileno=fd)
             try:
-                if s.getsockname() == local and (peer is None or s.getpeername() == peer):
+                if (local is None or s.getsockname() == local) and (peer is None or s.getpeername() == peer):
                     return s
             except OSError:
                 pass
@@ -80,7 +81,7 @@ def find_socket(local: Any, pid: int | None = None, peer: Any = None) -> socket.
     finally:
         if pidfd >= 0:
             os.close(pidfd)
-    raise AssertionError(f"no socket bound to {local!r} in {proc}")
+    raise AssertionError(f"no socket bound to {local!r} (peer {peer!r}) in {proc}")
 
 
 def options_of(local: Any, pid: int | None = None, peer: Any = None) -> tuple[int, int, int, int, int]:

@@ -504,3 +504,21 @@ def test_trio_server_accepts_with_policy() -> None:
 
     trio.run(main)
     assert got == [WANT]
+
+
+@need_proc
+@pytest.mark.one_implementation
+def test_asyncpg() -> None:
+    asyncpg = servers.library("asyncpg")
+    kaext.inject(SPEC)
+
+    async def main(port: int) -> Any:
+        conn = await asyncpg.connect(host="127.0.0.1", port=port, user="postgres", database="postgres")
+        try:
+            assert await conn.fetchval("select 41 + 1") == 42
+            return options_of(None, peer=("127.0.0.1", port))
+        finally:
+            await conn.close()
+
+    with servers.postgres_server() as port:
+        assert asyncio.run(main(port)) == WANT

@@ -355,3 +355,30 @@ def test_accepted_under_kaext_run_with_uvloop_server() -> None:
         proc.wait(30)
     assert list(got) == WANT
     assert mine == fresh_options()  # this process was not touched
+
+
+@need_proc
+def test_psql_under_kaext_run() -> None:
+    """libpq in a program that is not Python: the issue's own example."""
+    need_preload()
+    psql = shutil.which("psql")
+    if psql is None:
+        servers.missing("psql is not installed (Debian package postgresql)")
+    with servers.postgres_server() as port:
+        proc = subprocess.Popen(
+            [*RUN, "--policy", SPEC, "--", psql, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-At"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write("select 41 + 1;\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline() == "42\n"  # connected and answered: connect() returned long ago
+            got = options_of(None, pid=proc.pid, peer=("127.0.0.1", port))
+        finally:
+            proc.stdin.close()
+            proc.wait(30)
+    assert proc.returncode == 0
+    assert list(got) == WANT
