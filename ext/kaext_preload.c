@@ -13,11 +13,14 @@
  *
  * connect(): the real connect() first; when it returned 0 or failed with
  * EINPROGRESS (a non-blocking connect on its way) and the socket is TCP
- * (SO_PROTOCOL), the plan is written with kaext_apply().  Its result is
- * ignored: the connection goes on without the policy rather than fail, and
+ * (SO_PROTOCOL), each knob of the plan is written with setsockopt (the shim's
+ * option numbers, in its order: idle, interval, count, user timeout, then
+ * SO_KEEPALIVE).  Each call stands alone and its result is ignored: a knob the
+ * kernel refuses leaves the others in place, the connection goes on, and
  * errno is what the real connect() left.  accept() / accept4(): the same on
- * the new socket.  Programs that make system calls without libc (Go, static
- * binaries) are not covered.
+ * the new socket.  No state beyond the plan read at load time; no probe.
+ * Programs that make system calls without libc (Go, static binaries) are not
+ * covered.
  */
 #ifndef _GNU_SOURCE
 #  define _GNU_SOURCE
@@ -35,11 +38,13 @@ typedef int (*connect_fn)(int, const struct sockaddr *, socklen_t);
 typedef int (*accept_fn)(int, struct sockaddr *, socklen_t *);
 typedef int (*accept4_fn)(int, struct sockaddr *, socklen_t *, int);
 
-static kaext_plan plan;
-static int active;    /* 1: a valid plan was given */
-static int accepted;  /* 1: accept() / accept4() too */
+static unsigned plan_set;             /* bit k: knob k is written */
+static int plan_value[KAEXT_NKNOBS];  /* in the knob's OS unit     */
+static int plan_keepalive;            /* 0 off, 1 on               */
+static int active;                    /* 1: a valid plan was given */
+static int accepted;                  /* 1: accept() / accept4() too */
 
-/* Parses "n,n,n,n,n,n,n" into plan; 0 if malformed. */
+/* Parses "n,n,n,n,n,n,n"; 0 if malformed. */
 static int parse_plan(const char *s)
 {
     long v[7];
@@ -48,7 +53,7 @@ static int parse_plan(const char *s)
     for (i = 0; i < 7; i++) {
         errno = 0;
         v[i] = strtol(s, &end, 10);
-        if (end == s || errno != 0 || v[i] < -1 || v[i] > 0x7fffffffL)
+        if (end == s || errno != 0 || v[i] < 0 || v[i] > 0x7fffffffL)
             return 0;
         s = end;
         if (i < 6) {
@@ -57,13 +62,12 @@ static int parse_plan(const char *s)
             s++;
         }
     }
-    if (*s != '\0' || v[0] < 0 || v[0] >= (1L << KAEXT_NKNOBS) || v[5] < 0 || v[5] > 1
-        || v[6] < 0 || v[6] > 1)
+    if (*s != '\0' || v[0] >= (1L << KAEXT_NKNOBS) || v[5] > 1 || v[6] > 1)
         return 0;
-    plan.set = (unsigned)v[0];
+    plan_set = (unsigned)v[0];
     for (i = 0; i < KAEXT_NKNOBS; i++)
-        plan.value[i] = (int)v[i + 1];
-    plan.keepalive = (int)v[5];
+        plan_value[i] = (int)v[i + 1];
+    plan_keepalive = (int)v[5];
     accepted = (int)v[6];
     return 1;
 }
@@ -71,16 +75,8 @@ static int parse_plan(const char *s)
 __attribute__((constructor)) static void kaext_preload_init(void)
 {
     const char *s = getenv("KAEXT_PRELOAD_PLAN");
-    int k, saved = errno;
-    if (s == NULL || !parse_plan(s)) {
-        errno = saved;
-        return;
-    }
-    /* probe the mechanisms now, while the process has one thread */
-    for (k = 0; k < KAEXT_NKNOBS; k++)
-        if (plan.set & (1u << k))
-            (void)kaext_knob_mechanism(k);
-    active = 1;
+    int saved = errno;
+    active = s != NULL && parse_plan(s);
     errno = saved;
 }
 
@@ -98,13 +94,17 @@ static void *volatile real_connect;
 static void *volatile real_accept;
 static void *volatile real_accept4;
 
-/* Writes the plan on fd if it is a TCP socket; keeps errno. */
+/* Writes the plan on fd if it is a TCP socket, knob by knob; keeps errno. */
 static void apply_plan(int fd)
 {
-    int saved = errno, proto = 0, step;
+    int saved = errno, proto = 0, k;
     socklen_t len = sizeof proto;
-    if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && proto == IPPROTO_TCP)
-        (void)kaext_apply(fd, &plan, &step);
+    if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && proto == IPPROTO_TCP) {
+        for (k = 0; k < KAEXT_NKNOBS; k++)
+            if ((plan_set & (1u << k)) && kaext_knob_have[k])
+                (void)kaext_setint(fd, KAEXT_KNOB_LEVEL, kaext_knob_opt[k], plan_value[k]);
+        (void)kaext_setint(fd, SOL_SOCKET, SO_KEEPALIVE, plan_keepalive);
+    }
     errno = saved;
 }
 
