@@ -382,3 +382,14 @@ def test_psql_under_kaext_run() -> None:
             proc.wait(30)
     assert proc.returncode == 0
     assert list(got) == WANT
+
+
+@need_proc
+@pytest.mark.parametrize("plan", ["", "1,2", "15,7,3,4,19000,1,0,9", "15,7,3,4,-5,1,0", "99,7,3,4,19000,1,0"])
+def test_preload_with_a_malformed_plan_passes_through(listener: socket.socket, c_program: Path, plan: str) -> None:
+    library = need_preload()
+    env = dict(os.environ, LD_PRELOAD=str(library), KAEXT_PRELOAD_PLAN=plan)
+    proc = subprocess.Popen([str(c_program), str(listener.getsockname()[1])], stdout=subprocess.PIPE, env=env)
+    got = _hold_and_read(listener, proc)
+    assert proc.wait(30) == 0
+    assert got == fresh_options()
