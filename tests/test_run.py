@@ -172,6 +172,20 @@ def test_environment_keeps_existing_ld_preload_and_pythonpath() -> None:
         assert env["LD_PRELOAD"].split()[1] == str(run.PRELOAD_LIBRARY)
 
 
+@pytest.mark.parametrize("variable", ["KAEXT_WHEEL", "KAEXT_PURE_WHEEL"])
+def test_wheels_ship_the_site_directory_and_on_linux_the_preload_library(variable: str) -> None:
+    import zipfile
+
+    path = os.environ.get(variable)
+    if not path:
+        pytest.skip(f"${variable} not set (the CI packaging step sets it to the file it built)")
+    with zipfile.ZipFile(path) as wheel:
+        names = set(wheel.namelist())
+    assert {"kaext/run.py", "kaext/_run_site/sitecustomize.py"} <= names
+    preload = "kaext/libkaext_preload.so" in names
+    assert preload == ("linux" in Path(path).name), sorted(names)
+
+
 # -- native code (Linux, preload library) ---------------------------------------------------
 
 
