@@ -20,11 +20,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-
-import kaext
-
 import servers
 from procsock import HAVE_PROC, fresh_options, need_proc, options, options_of
+from sockets import HAVE_IPV6
+
+import kaext
 
 SPEC = "7s:3s:4 user_timeout=19s"
 WANT = (1, 7, 3, 4, 19_000)  # SO_KEEPALIVE on, then tcp(7) units
@@ -108,12 +108,12 @@ def test_connect_ex_and_ipv6(listener: socket.socket) -> None:
     with socket.socket() as c:
         assert c.connect_ex(listener.getsockname()) == 0
         assert options(c) == WANT
-    from sockets import HAVE_IPV6
-
     if HAVE_IPV6:
-        with socket.create_server(("::1", 0), family=socket.AF_INET6) as l6:
-            with socket.create_connection(l6.getsockname()[:2]) as c6:
-                assert options(c6) == WANT
+        with (
+            socket.create_server(("::1", 0), family=socket.AF_INET6) as l6,
+            socket.create_connection(l6.getsockname()[:2]) as c6,
+        ):
+            assert options(c6) == WANT
 
 
 @need_proc
@@ -215,7 +215,7 @@ def test_bad_policy_patches_nothing() -> None:
 def _error(fn: Any) -> BaseException:
     try:
         fn()
-    except BaseException as exc:  # noqa: BLE001 -- we compare whatever it is
+    except BaseException as exc:
         return exc
     raise AssertionError("no error")
 
@@ -360,7 +360,7 @@ def test_inject_while_threads_connect(listener: socket.socket) -> None:
                     got = options(c)
                 with lock:
                     seen.add(got)
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
 
     drainer = threading.Thread(target=drain)

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import servers
+from procsock import fresh_options, need_proc, options_of
 
 import kaext
 from kaext import _platform, run
-
-import servers
-from procsock import fresh_options, need_proc, options_of
 
 pytestmark = pytest.mark.one_implementation
 

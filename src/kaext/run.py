@@ -38,8 +38,9 @@ PRELOAD_LIBRARY: Path | None = _HERE / "libkaext_preload.so" if (_HERE / "libkae
 
 def _preload_plan(policy: Policy, accepted: bool) -> str:
     """The policy for the preload library: kaext_shim.h's plan, in OS units, already range-checked."""
-    mask, idle, interval, count, user_timeout, keepalive = tuple(policy._plan)
-    return ",".join(str(v) for v in (mask, idle, interval, count, user_timeout, keepalive, int(accepted)))
+    p = policy._plan
+    values = (p.set_mask, p.idle, p.interval, p.count, p.user_timeout, p.keepalive, int(accepted))
+    return ",".join(str(v) for v in values)
 
 
 def environment(
