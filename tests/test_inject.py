@@ -273,7 +273,7 @@ def test_udp_and_unix_untouched(tmp_path: Any, caplog: pytest.LogCaptureFixture)
         server.listen()
         # "on" sets only SO_KEEPALIVE, which the kernel would take on UDP and AF_UNIX too
         for spec in (SPEC, "on"):
-            kaext.inject(spec)
+            kaext.inject(spec, accepted=True)
             with caplog.at_level(logging.DEBUG, logger="kaext"):
                 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
                     u.connect(("127.0.0.1", 9))
@@ -283,7 +283,8 @@ def test_udp_and_unix_untouched(tmp_path: Any, caplog: pytest.LogCaptureFixture)
                 with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
                     c.connect(path)
                     assert c.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
-                    server.accept()[0].close()
+                    with server.accept()[0] as accepted:
+                        assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
     assert caplog.records == []
 
 
