@@ -225,10 +225,17 @@ def inject(policy: Policy | str, *, accepted: bool = False) -> None:
     covers sockets returned by ``accept()`` (asyncio and trio servers included).
     Only IPv4 / IPv6 stream sockets are touched; UDP and AF_UNIX are not.
 
-    A connect error propagates exactly as without kaext.  A policy the kernel
-    refuses on one socket leaves that connection working and is logged once per
-    distinct failure and ``inject()`` call (logger ``"kaext"``, level WARNING).  A second call replaces
-    the policy and the ``accepted`` choice.  Thread-safe.
+    The policy is applied right after ``connect()`` returns (or raises
+    BlockingIOError for a non-blocking connect in progress), with ``Policy.apply``:
+    Linux TCP_KEEPIDLE / TCP_KEEPINTVL (s), TCP_KEEPCNT, TCP_USER_TIMEOUT (ms),
+    then SO_KEEPALIVE; the other platforms' options as ``Policy.apply`` documents.
+
+    A connect error propagates exactly as without kaext (the same exception
+    object).  A policy the kernel refuses on one socket leaves that connection
+    working and is logged once per distinct failure and ``inject()`` call (logger
+    ``"kaext"``, level WARNING).  A second call replaces the policy and the
+    ``accepted`` choice.  Thread-safe: concurrent connects see the old or the new
+    policy, never a mix.
 
     Not covered: event loops written in C (uvloop), the Windows proactor event
     loop, native libraries with their own sockets (libpq, grpc), and sockets
