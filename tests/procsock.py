@@ -51,6 +51,16 @@ def _pidfd_getfd(pidfd: int, fd: int) -> int:
     return int(got)
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Same (host, port), an IPv4-mapped IPv6 address equal to its IPv4 one (dual-stack sockets)."""
+    if b is None:
+        return True
+    if not (isinstance(a, tuple) and isinstance(b, tuple)):
+        return bool(a == b)
+    host_a, host_b = (str(h).removeprefix("::ffff:") for h in (a[0], b[0]))
+    return (host_a, a[1]) == (host_b, b[1])
+
+
 def find_socket(local: Any, pid: int | None = None, peer: Any = None) -> socket.socket:
     """Our own handle on the socket of process ``pid`` (default: this one) bound to ``local``.
 
@@ -73,7 +83,7 @@ def find_socket(local: Any, pid: int | None = None, peer: Any = None) -> socket.
                 continue  # closed meanwhile
             s = socket.socket(fileno=fd)
             try:
-                if (local is None or s.getsockname() == local) and (peer is None or s.getpeername() == peer):
+                if _same(s.getsockname(), local) and (peer is None or _same(s.getpeername(), peer)):
                     return s
             except OSError:
                 pass

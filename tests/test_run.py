@@ -406,3 +406,25 @@ def test_preload_with_a_malformed_plan_passes_through(listener: socket.socket, c
     got = _hold_and_read(listener, proc)
     assert proc.wait(30) == 0
     assert got == fresh_options()
+
+
+@need_proc
+def test_grpc_under_kaext_run(listener: socket.socket) -> None:
+    """grpc's C core makes its own sockets: only the preload library reaches them."""
+    need_preload()
+    servers.library("grpc")
+    code = f"""
+        import grpc
+        channel = grpc.insecure_channel("127.0.0.1:{listener.getsockname()[1]}")
+        try:
+            grpc.channel_ready_future(channel).result(timeout=30)  # the peer is no gRPC server
+        except grpc.FutureTimeoutError:
+            pass
+    """
+    proc = subprocess.Popen([*RUN, "--policy", SPEC, "--", *python(code)])
+    try:
+        got = _hold_and_read(listener, proc)  # grpc sends the HTTP/2 preface first
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert list(got) == WANT
