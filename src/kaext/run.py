@@ -32,8 +32,13 @@ __all__ = ["PRELOAD_LIBRARY", "environment", "main"]
 
 _HERE = Path(__file__).resolve().parent
 _SITE_DIR = _HERE / "_run_site"
-#: The preload library, or None where it is not built (not Linux, pure-Python install).
-PRELOAD_LIBRARY: Path | None = _HERE / "libkaext_preload.so" if (_HERE / "libkaext_preload.so").is_file() else None
+_LIBRARY = _HERE / "libkaext_preload.so"
+#: The preload library, or None where it is not built (not Linux, pure-Python install)
+#: or cannot be preloaded from where it is (the loader splits LD_PRELOAD at spaces and
+#: colons, and has no escape for them).
+PRELOAD_LIBRARY: Path | None = (
+    _LIBRARY if _LIBRARY.is_file() and not any(c in str(_LIBRARY) for c in " \t\n:") else None
+)
 
 
 def _preload_plan(policy: Policy, accepted: bool) -> str:
@@ -58,7 +63,6 @@ def environment(
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SITE_DIR), env.get("PYTHONPATH", "")) if p)
     if PRELOAD_LIBRARY is not None:
         env["KAEXT_PRELOAD_PLAN"] = _preload_plan(resolved, accepted)
-        # the loader splits LD_PRELOAD at spaces and colons
         env["LD_PRELOAD"] = " ".join(p for p in (env.get("LD_PRELOAD", ""), str(PRELOAD_LIBRARY)) if p)
     return env
 
@@ -79,7 +83,8 @@ def _coverage() -> str:
     else:
         native = (
             "Native code (uvloop, libpq, grpc, programs that are not Python): NOT covered here -- "
-            "Python only. The preload library is built on Linux only, and not in a pure-Python install."
+            "Python only. The preload library is built on Linux only, not in a pure-Python install, "
+            "and cannot be preloaded from a directory whose path has a space or a colon."
         )
     return f"{python} {native}"
 
