@@ -103,7 +103,7 @@ class Build:
             m = re.fullmatch(r'kaext_fact value "(\w+)" (.+)', line.strip())
             if m:
                 self.values[m[1]] = _c_int(m[2])
-        table = re.search(r"kaext_constants\[\]\s*=\s*\{(.*?)\};", facts.stdout, re.S)
+        table = re.search(r"kaext_constants\[\]\s*=\s*\{(.*?)\};", facts.stdout, re.DOTALL)
         assert table, facts.stdout[-2000:]
         self.constants: dict[str, tuple[int, bool]] = {}
         for m in re.finditer(r'\{\s*"(\w+)"\s*,\s*\(long long\)\((.+?)\)\s*,\s*[^{}]*?,\s*([01])\s*\}',

@@ -21,11 +21,12 @@ import json
 import math
 import re
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 import kaext
-from kaext import _api, _platform
+from kaext import _capabilities, _platform
 
 FACTS = json.loads((Path(__file__).parent / "data" / "platform_facts.json").read_text())
 KNOB_FACTS: dict[str, dict[str, dict[str, object]]] = FACTS["knobs"]
@@ -35,16 +36,16 @@ pytestmark = pytest.mark.one_implementation
 
 #: facts key -> (the _platform family, its table of knobs)
 def _tables() -> dict[str, tuple[str, dict[str, _platform.KnobSpec]]]:
-    windows_sio = dict(_platform._specs("windows"))
-    windows_sio.update(_platform._WINDOWS_SIO)
+    windows_sio = dict(_platform.specs("windows"))
+    windows_sio.update(_platform.WINDOWS_SIO)
     return {
-        "linux": ("linux", _platform._specs("linux")),
-        "darwin": ("darwin", _platform._specs("darwin")),
-        "freebsd": ("freebsd", _platform._specs("freebsd")),
-        "netbsd": ("netbsd", _platform._specs("netbsd")),
-        "openbsd": ("openbsd", _platform._specs("openbsd")),
-        "illumos": ("sunos", _platform._specs("sunos")),
-        "windows": ("windows", _platform._specs("windows")),
+        "linux": ("linux", _platform.specs("linux")),
+        "darwin": ("darwin", _platform.specs("darwin")),
+        "freebsd": ("freebsd", _platform.specs("freebsd")),
+        "netbsd": ("netbsd", _platform.specs("netbsd")),
+        "openbsd": ("openbsd", _platform.specs("openbsd")),
+        "illumos": ("sunos", _platform.specs("sunos")),
+        "windows": ("windows", _platform.specs("windows")),
         "windows-sio": ("windows", windows_sio),
     }
 
@@ -52,17 +53,17 @@ def _tables() -> dict[str, tuple[str, dict[str, _platform.KnobSpec]]]:
 TABLES = sorted(KNOB_FACTS)
 
 
-def _install(monkeypatch: pytest.MonkeyPatch, os_key: str) -> dict[str, _api.Knob]:
+def _install(monkeypatch: pytest.MonkeyPatch, os_key: str) -> dict[str, _capabilities.Knob]:
     """Make ``os_key``'s table the capabilities the API works with (arithmetic only: no socket)."""
     family, specs = _tables()[os_key]
     caps = {
-        knob: _api.Knob(
+        knob: _capabilities.Knob(
             option=spec.option, level=6, optname=0, unit=spec.unit, min=spec.min, max=spec.max,
             readable=spec.readable, mechanism=spec.describe(), note=spec.note,
         )
         for knob, spec in specs.items()
     }
-    monkeypatch.setattr(_api, "_CAPABILITIES", caps)
+    monkeypatch.setattr(_capabilities, "_CAPABILITIES", caps)
     monkeypatch.setattr(_platform, "FAMILY", family)
     return caps
 
@@ -275,7 +276,7 @@ def _kernel_state(sock: object) -> tuple[int, ...]:
 @pytest.mark.skipif(_platform.FAMILY != "linux", reason="uses Linux's own limits to make the kernel refuse")
 @pytest.mark.parametrize("refused", ["count", "user_timeout"])
 def test_kernel_refusal_rolls_back_the_knobs_already_written(
-    tcp_pair: tuple[object, object], implementation: str, refused: str,
+    tcp_pair: tuple[object, object], backend: ModuleType, refused: str,
 ) -> None:
     """A plan whose later knob the kernel refuses leaves the earlier knobs as they were (defect 3).
 
@@ -295,7 +296,7 @@ def test_kernel_refusal_rolls_back_the_knobs_already_written(
     plan = [0b1111, 300, 30, 6, 9000, 1]
     plan[1 + _platform.KNOBS.index(refused)] = 200 if refused == "count" else -1
     with pytest.raises(OSError) as info:
-        _api._impl.apply(client, tuple(plan))
+        backend.apply(client, tuple(plan))
     assert info.value.errno == errno.EINVAL
     assert info.value.knob == refused  # type: ignore[attr-defined]
     assert _kernel_state(client) == before, "the knobs written before the refusal must be restored"

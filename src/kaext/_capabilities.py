@@ -12,9 +12,9 @@ import math
 import operator
 import sys
 
-from . import _backend
+from . import _backend, _platform
 from ._errors import range_error, unsupported_error
-from ._platform import KNOBS, MECH_SIO, spec_for
+from ._platform import KNOBS, MECH_SIO, UNITS_PER_SECOND, spec_for
 from ._record import Record
 
 TYPE_CHECKING = False
@@ -25,8 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Knob", "capabilities"]
 
-_NS_PER_UNIT = {"s": 10**9, "ms": 10**6}
-_PER_SECOND = {"s": 1.0, "ms": 1000.0}
+_NS_PER_UNIT = {unit: 10**9 // per for unit, per in UNITS_PER_SECOND.items()}
 
 
 class Knob(Record):
@@ -34,7 +33,8 @@ class Knob(Record):
 
     ``option`` is the header name of the socket option (``"TCP_KEEPIDLE"``), ``level``
     and ``optname`` the numbers to pass to setsockopt, ``unit`` what the kernel takes
-    (``"s"``, ``"ms"`` or ``"probes"``), ``min``/``max`` the range it accepts in that
+    (``"s"``, ``"ms"``, ``"ticks"`` -- NetBSD's slow ticks of 0.5 s -- or ``"probes"``),
+    ``min``/``max`` the range it accepts in that
     unit, ``readable`` whether getsockopt reads it back, ``mechanism`` the call kaext
     makes (``"setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)"``, or on Windows before 10 version
     1709 ``"WSAIoctl(SIO_KEEPALIVE_VALS)"``, where ``level`` is -1 and ``optname`` the
@@ -230,7 +230,48 @@ def in_seconds(name: str, value: int | None) -> float | None:
     """A value of knob ``name`` in its OS unit, as seconds (None stays None)."""
     if value is None:
         return None
-    return value / _PER_SECOND[caps()[name].unit]
+    return value / UNITS_PER_SECOND[caps()[name].unit]
+
+
+def whole_seconds(spec: Knob) -> tuple[int, int]:
+    """A time knob's range in whole seconds: (min rounded up, at least 1; max rounded down)."""
+    per = UNITS_PER_SECOND[spec.unit]
+    return max(1, -(-spec.min // per)), spec.max // per
+
+
+def _check_total(values: list[int], mask: int) -> None:
+    """Refuse idle + interval * count past what this OS keeps without wrapping (macOS: 32-bit ms)."""
+    limit_ms = _platform.KEEPALIVE_TOTAL_MAX_MS.get(_platform.FAMILY)
+    if limit_ms is None or not mask & 0b111:
+        return
+    known = caps()
+    defaults = _platform.KEEPALIVE_TOTAL_DEFAULTS.get(_platform.FAMILY, {})
+    parts: dict[str, float] = {}
+    for index, name in enumerate(("idle", "interval", "count")):
+        if mask & (1 << index):
+            parts[name] = values[index] if name == "count" else values[index] / UNITS_PER_SECOND[known[name].unit]
+        else:
+            parts[name] = defaults.get(name, 0)
+    total = parts["idle"] + parts["interval"] * parts["count"]
+    if total * 1000 > limit_ms:
+        given = ", ".join(f"{name}={_plain(parts[name])}" for index, name in enumerate(("idle", "interval", "count"))
+                          if mask & (1 << index))
+        raise ValueError(
+            f"idle + interval * count = {_plain(total)} s is out of range ({given}; the OS default "
+            f"for a knob not given): this platform keeps it in 32-bit milliseconds, at most "
+            f"{_plain(limit_ms / 1000)} s (about {limit_ms / 86_400_000:.1f} days), and would wrap"
+        )
+
+
+def max_keepalive_total() -> int | None:
+    """The largest idle + interval * count in whole seconds this OS keeps without wrapping (None: no limit)."""
+    limit_ms = _platform.KEEPALIVE_TOTAL_MAX_MS.get(_platform.FAMILY)
+    return None if limit_ms is None else limit_ms // 1000
+
+
+def _plain(seconds: float) -> str:
+    """3600 -> "3600", 4294967.295 -> "4294967.295" (no exponent)."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
 # --------------------------------------------------------------------------------------
@@ -257,4 +298,5 @@ def make_plan(
         if value is not None:
             values[index] = native(name, value)
             mask |= 1 << index
+    _check_total(values, mask)
     return (mask, values[0], values[1], values[2], values[3], keepalive)

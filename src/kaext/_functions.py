@@ -7,8 +7,8 @@ call, then makes one backend call.
 from __future__ import annotations
 
 from . import _backend, _platform
-from ._capabilities import KEEPALIVE_LEAVE, caps, in_seconds, knob, make_plan
-from ._platform import WANT_KEEPALIVE
+from ._capabilities import KEEPALIVE_LEAVE, Knob, caps, in_seconds, knob, make_plan
+from ._platform import UNITS_PER_SECOND, WANT_KEEPALIVE
 from ._record import Record
 
 TYPE_CHECKING = False
@@ -30,7 +30,6 @@ __all__ = [
 # what to read back (bit k = knob k, WANT_KEEPALIVE = SO_KEEPALIVE)
 _WANT_STATE = WANT_KEEPALIVE | (1 << _platform.IDLE) | (1 << _platform.INTERVAL) | (1 << _platform.COUNT)
 _WANT_USER_TIMEOUT = 1 << _platform.USER_TIMEOUT
-_PER_SECOND = {"s": 1.0, "ms": 1000.0}
 
 
 class KeepaliveState(Record):
@@ -74,13 +73,21 @@ def get_keepalive(sock: SocketLike) -> KeepaliveState:
     """
     enabled, idle, interval, count, _ = _backend.read(sock, _WANT_STATE)
     known = caps()
-    # a knob outside capabilities() may still read back (e.g. one the probe found refused)
+    # a knob outside capabilities() may still read back (e.g. one the probe found refused);
+    # one the platform cannot read (NetBSD, Windows' SIO_KEEPALIVE_VALS) is None, never a guess
     return KeepaliveState(
         bool(enabled),
-        None if idle is None or "idle" not in known else idle / _PER_SECOND[known["idle"].unit],
-        None if interval is None or "interval" not in known else interval / _PER_SECOND[known["interval"].unit],
-        count if "count" in known else None,
+        _readable_seconds(known, "idle", idle),
+        _readable_seconds(known, "interval", interval),
+        count if "count" in known and known["count"].readable else None,
     )
+
+
+def _readable_seconds(known: dict[str, Knob], name: str, native: int | None) -> float | None:
+    spec = known.get(name)
+    if native is None or spec is None or not spec.readable:
+        return None
+    return native / UNITS_PER_SECOND[spec.unit]
 
 
 def get_user_timeout(sock: SocketLike) -> float | None:
