@@ -300,3 +300,31 @@ def test_kernel_refusal_rolls_back_the_knobs_already_written(
     assert info.value.errno == errno.EINVAL
     assert info.value.knob == refused  # type: ignore[attr-defined]
     assert _kernel_state(client) == before, "the knobs written before the refusal must be restored"
+
+
+# --------------------------------------------------------------------------------------
+# macOS: a listener's idle time and TCP_RXT_CONNDROPTIME are not inherited
+# --------------------------------------------------------------------------------------
+
+
+def test_darwin_warns_when_a_listener_gets_knobs_accepts_do_not_inherit(
+    monkeypatch: pytest.MonkeyPatch, tcp_pair: tuple[object, object],
+) -> None:
+    """The warning's decision on real sockets: a listener (SO_ACCEPTCONN) vs a connected one (defect 4)."""
+    import socket
+    import warnings
+
+    from kaext import _functions
+
+    idle, interval, user_timeout = 1 << _platform.IDLE, 1 << _platform.INTERVAL, 1 << _platform.USER_TIMEOUT
+    client, _ = tcp_pair
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        monkeypatch.setattr(_platform, "FAMILY", "darwin")
+        with pytest.warns(RuntimeWarning, match=r"idle and user_timeout set on a listening socket"):
+            _functions.warn_if_not_inherited(listener, idle | interval | user_timeout)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _functions.warn_if_not_inherited(listener, interval)  # inherited on macOS
+            _functions.warn_if_not_inherited(client, idle | user_timeout)  # not a listener
+            monkeypatch.setattr(_platform, "FAMILY", "linux")
+            _functions.warn_if_not_inherited(listener, idle | user_timeout)  # Linux: inherited

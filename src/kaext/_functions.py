@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KeepaliveState",
+    "warn_if_not_inherited",
     "disable_keepalive",
     "get_keepalive",
     "get_user_timeout",
@@ -116,7 +117,10 @@ def set_keepalive(
     system call, OSError with the errno if the kernel refuses; the socket is then
     left as it was.
     """
-    _backend.apply(sock, make_plan(idle, interval, count, None, 1))
+    plan = make_plan(idle, interval, count, None, 1)
+    _backend.apply(sock, plan)
+    if _platform.FAMILY in _platform.NOT_INHERITED_BY_ACCEPT:
+        warn_if_not_inherited(sock, plan[0])
 
 
 def disable_keepalive(sock: SocketLike) -> None:
@@ -138,7 +142,48 @@ def set_user_timeout(sock: SocketLike, seconds: Duration) -> None:
     """
     if seconds is None:
         raise TypeError("user_timeout must be seconds as int, float or datetime.timedelta, got None")
-    _backend.apply(sock, make_plan(None, None, None, seconds, KEEPALIVE_LEAVE))
+    plan = make_plan(None, None, None, seconds, KEEPALIVE_LEAVE)
+    _backend.apply(sock, plan)
+    if _platform.FAMILY in _platform.NOT_INHERITED_BY_ACCEPT:
+        warn_if_not_inherited(sock, plan[0])
+
+
+def warn_if_not_inherited(sock: SocketLike, mask: int) -> None:
+    """RuntimeWarning when knobs that accepted sockets do not inherit were set on a listening socket.
+
+    macOS: an accepted connection takes SO_KEEPALIVE, the interval and the count from
+    its listening socket, but not the idle time (``TCP_KEEPALIVE``) nor the user timeout
+    (``TCP_RXT_CONNDROPTIME``) -- apply those to each accepted socket.  ``mask`` is a
+    plan's mask (bit k: knob k is set).  Nothing to check elsewhere, nor for an int fd.
+    """
+    names = [name for name in _platform.NOT_INHERITED_BY_ACCEPT.get(_platform.FAMILY, ())
+             if mask & (1 << _platform.KNOBS.index(name))]
+    if not names or not _listening(sock):
+        return
+    import warnings
+
+    them = "it" if len(names) == 1 else "them"
+    warnings.warn(
+        f"{' and '.join(names)} set on a listening socket: on this platform ({_platform.FAMILY}) "
+        f"accepted connections do not inherit {them} (SO_KEEPALIVE, interval and count are "
+        "inherited); apply the policy to each accepted socket as well",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _listening(sock: object) -> bool:
+    """Is ``sock`` (an object with getsockopt, e.g. a socket.socket) a listening socket?"""
+    import socket
+
+    option = getattr(socket, "SO_ACCEPTCONN", None)
+    getsockopt = getattr(sock, "getsockopt", None)
+    if option is None or getsockopt is None:
+        return False
+    try:
+        return bool(getsockopt(socket.SOL_SOCKET, option))
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def system_defaults() -> KeepaliveState:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import errno
 
-from . import _backend
+from . import _backend, _platform
 from ._capabilities import (
     caps,
     duration_ns,
@@ -18,6 +18,7 @@ from ._capabilities import (
     max_keepalive_total,
     whole_seconds,
 )
+from ._functions import warn_if_not_inherited
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -147,7 +148,13 @@ class Policy:
     if TYPE_CHECKING:
 
         def apply(self, sock: SocketLike) -> None:
-            """Apply the whole policy to ``sock``, all or nothing."""
+            """Apply the whole policy to ``sock``, all or nothing.
+
+            On a listening socket the policy is inherited by accepted connections on
+            Linux, FreeBSD and DragonFly; on macOS only SO_KEEPALIVE, interval and count
+            are, so a policy that sets idle or the user timeout warns (RuntimeWarning)
+            there: apply it to each accepted socket as well.
+            """
 
     else:
         #: Apply the whole policy to ``sock``, all or nothing.
@@ -156,7 +163,16 @@ class Policy:
         #: (Linux names), then SO_KEEPALIVE.  Every value was range-checked when the
         #: policy was made and the first call is the one a closed fd or a non-TCP socket
         #: refuses, so a refusal leaves the socket as it was.  One C call: the hot path.
-        apply = _backend.apply_policy
+        #: macOS: applied to a listening socket, a policy that sets idle or the user
+        #: timeout warns (RuntimeWarning): accepted sockets do not inherit them there.
+        if _platform.FAMILY in _platform.NOT_INHERITED_BY_ACCEPT:
+
+            def apply(self, sock):
+                _backend.apply_policy(self, sock)
+                warn_if_not_inherited(sock, self._plan[0])
+
+        else:
+            apply = _backend.apply_policy
 
     # -- budgets ---------------------------------------------------------------------
 
