@@ -72,7 +72,7 @@ def test_kernel_refusal_names_the_valid_range(backend: Any, tcp: socket.socket) 
         pytest.skip("no idle knob with a positive minimum here")
     # Bypass the API's validation to see what the backend says when the kernel refuses.
     with pytest.raises(OSError) as info:
-        backend.apply(tcp, (1, 0, 0, 0, 0, 1))
+        backend.apply(tcp, backend.Plan(1 << _platform.IDLE, 0, 0, 0, 0, 1))
     exc = info.value
     assert exc.errno == errno.EINVAL
     message = str(exc)

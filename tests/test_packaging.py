@@ -257,7 +257,7 @@ def test_stub_declares_exactly_the_backend_interface() -> None:
     names = {
         node.target.id if isinstance(node, ast.AnnAssign) else node.name  # type: ignore[union-attr]
         for node in _stub().body
-        if isinstance(node, (ast.AnnAssign, ast.FunctionDef))
+        if isinstance(node, (ast.AnnAssign, ast.FunctionDef, ast.ClassDef))
     }
     assert names == set(_backend.__all__)
 

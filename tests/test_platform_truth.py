@@ -110,25 +110,25 @@ def test_policy_converts_to_the_os_unit(monkeypatch: pytest.MonkeyPatch, os_key:
     """idle=60 s is 60 s, 60000 ms or 120 slow ticks; a fraction rounds up to the OS resolution."""
     _install(monkeypatch, os_key)
     facts = KNOB_FACTS[os_key]
-    for index, knob in enumerate(("idle", "interval")):
+    for knob in ("idle", "interval"):
         if knob not in facts:
             continue
         per = PER_SECOND[str(facts[knob]["unit"])]
         lo, hi = _range_s(os_key, knob)
         seconds = min(max(60, math.ceil(lo)), math.floor(hi))
         policy = kaext.Policy(**{knob: seconds})
-        assert policy._plan[index + 1] == seconds * per, (os_key, knob)
+        assert getattr(policy._plan, knob) == seconds * per, (os_key, knob)
         assert getattr(policy, knob) == seconds
         # just above a whole number of OS units: rounds up by one unit
         policy = kaext.Policy(**{knob: seconds - 0.999})
-        assert policy._plan[index + 1] == (seconds - 1) * per + 1, (os_key, knob)
+        assert getattr(policy._plan, knob) == (seconds - 1) * per + 1, (os_key, knob)
 
 
 def test_netbsd_half_second_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     """NetBSD: idle=0.3 s is one slow tick (0.5 s), reported as 0.5; idle=60 arms 120 ticks, not 60 (30 s)."""
     _install(monkeypatch, "netbsd")
     policy = kaext.Policy(idle=0.3, interval=60)
-    assert policy._plan[1:3] == (1, 120)
+    assert (policy._plan.idle, policy._plan.interval) == (1, 120)
     assert (policy.idle, policy.interval) == (0.5, 60)
 
 
@@ -293,10 +293,10 @@ def test_kernel_refusal_rolls_back_the_knobs_already_written(
     kaext.disable_keepalive(client)
     before = _kernel_state(client)
     assert before == (0, 100, 20, 5, 7000)
-    plan = [0b1111, 300, 30, 6, 9000, 1]
-    plan[1 + _platform.KNOBS.index(refused)] = 200 if refused == "count" else -1
+    values = {"idle": 300, "interval": 30, "count": 6, "user_timeout": 9000}
+    values[refused] = 200 if refused == "count" else -1
     with pytest.raises(OSError) as info:
-        backend.apply(client, tuple(plan))
+        backend.apply(client, backend.Plan(0b1111, *values.values(), 1))
     assert info.value.errno == errno.EINVAL
     assert info.value.knob == refused  # type: ignore[attr-defined]
     assert _kernel_state(client) == before, "the knobs written before the refusal must be restored"

@@ -31,6 +31,7 @@ __all__ = [
 # what to read back (bit k = knob k, WANT_KEEPALIVE = SO_KEEPALIVE)
 _WANT_STATE = WANT_KEEPALIVE | (1 << _platform.IDLE) | (1 << _platform.INTERVAL) | (1 << _platform.COUNT)
 _WANT_USER_TIMEOUT = 1 << _platform.USER_TIMEOUT
+_KEEPALIVE_OFF = _backend.Plan(0, 0, 0, 0, 0, 0)
 
 
 class KeepaliveState(Record):
@@ -120,12 +121,12 @@ def set_keepalive(
     plan = make_plan(idle, interval, count, None, 1)
     _backend.apply(sock, plan)
     if _platform.FAMILY in _platform.NOT_INHERITED_BY_ACCEPT:
-        warn_if_not_inherited(sock, plan[0])
+        warn_if_not_inherited(sock, plan.set_mask)
 
 
 def disable_keepalive(sock: SocketLike) -> None:
     """Turn SO_KEEPALIVE off (the knobs keep their values for when it is turned on again)."""
-    _backend.apply(sock, (0, 0, 0, 0, 0, 0))
+    _backend.apply(sock, _KEEPALIVE_OFF)
 
 
 def set_user_timeout(sock: SocketLike, seconds: Duration) -> None:
@@ -145,7 +146,7 @@ def set_user_timeout(sock: SocketLike, seconds: Duration) -> None:
     plan = make_plan(None, None, None, seconds, KEEPALIVE_LEAVE)
     _backend.apply(sock, plan)
     if _platform.FAMILY in _platform.NOT_INHERITED_BY_ACCEPT:
-        warn_if_not_inherited(sock, plan[0])
+        warn_if_not_inherited(sock, plan.set_mask)
 
 
 def warn_if_not_inherited(sock: SocketLike, mask: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 
 from . import _backend, _platform
+from ._backend import Plan
 from ._capabilities import (
     caps,
     duration_ns,
@@ -19,6 +20,7 @@ from ._capabilities import (
     whole_seconds,
 )
 from ._functions import warn_if_not_inherited
+from ._platform import COUNT, IDLE, INTERVAL, USER_TIMEOUT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -90,7 +92,7 @@ class Policy:
     count: int | None
     user_timeout: float | None
     keepalive: bool
-    _plan: tuple[int, int, int, int, int, int]
+    _plan: Plan
 
     def __init__(
         self,
@@ -106,14 +108,14 @@ class Policy:
         if not keepalive and (idle, interval, count) != (None, None, None):
             raise ValueError("a policy that turns keepalive off cannot also set idle, interval or count")
         plan = make_plan(idle, interval, count, user_timeout, 1 if keepalive else 0)
-        mask = plan[0]
+        mask = plan.set_mask
         init = object.__setattr__
         init(self, "_plan", plan)
         init(self, "keepalive", keepalive)
-        init(self, "idle", in_seconds("idle", plan[1]) if mask & 1 else None)
-        init(self, "interval", in_seconds("interval", plan[2]) if mask & 2 else None)
-        init(self, "count", plan[3] if mask & 4 else None)
-        init(self, "user_timeout", in_seconds("user_timeout", plan[4]) if mask & 8 else None)
+        init(self, "idle", in_seconds("idle", plan.idle) if mask & (1 << IDLE) else None)
+        init(self, "interval", in_seconds("interval", plan.interval) if mask & (1 << INTERVAL) else None)
+        init(self, "count", plan.count if mask & (1 << COUNT) else None)
+        init(self, "user_timeout", in_seconds("user_timeout", plan.user_timeout) if mask & (1 << USER_TIMEOUT) else None)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Policy is immutable; make a new one (cannot set {name!r})")
@@ -169,7 +171,7 @@ class Policy:
 
             def apply(self, sock):
                 _backend.apply_policy(self, sock)
-                warn_if_not_inherited(sock, self._plan[0])
+                warn_if_not_inherited(sock, self._plan.set_mask)
 
         else:
             apply = _backend.apply_policy

@@ -16,6 +16,7 @@ import socket
 from typing import Any
 
 from . import _platform
+from ._record import Record
 from ._errors import bad_fd_error, fd_type_error, socket_error
 from ._platform import (
     FALLBACK_CONSTANTS,
@@ -23,12 +24,7 @@ from ._platform import (
     IDLE,
     INTERVAL,
     KNOBS,
-    MECH_NONE,
-    MECH_SETSOCKOPT,
-    MECH_SIO,
     SPECS,
-    STEP_KEEPALIVE,
-    STEP_PROBE,
     WANT_ALL,
     WINDOWS_SIO_DEFAULT_IDLE_MS,
     WINDOWS_SIO_DEFAULT_INTERVAL_MS,
@@ -37,6 +33,35 @@ from ._platform import (
 )
 
 IMPLEMENTATION = "python"
+
+#: The shim's numbers, as ``kaext._kaext`` exposes them (here from ``_platform``).
+NKNOBS = len(KNOBS)
+STEP_KEEPALIVE = _platform.STEP_KEEPALIVE
+STEP_PROBE = _platform.STEP_PROBE
+MECH_NONE = _platform.MECH_NONE
+MECH_SETSOCKOPT = _platform.MECH_SETSOCKOPT
+MECH_SIO = _platform.MECH_SIO
+
+
+class Plan(Record):
+    """What to write, in each knob's OS unit: the C shim's ``kaext_plan``.
+
+    ``set_mask`` bit k says knob k (idle, interval, count, user_timeout) is written;
+    ``keepalive`` is -1 (leave SO_KEEPALIVE), 0 (off) or 1 (on).  Immutable.
+    """
+
+    __slots__ = ("set_mask", "idle", "interval", "count", "user_timeout", "keepalive")
+    _fields = __slots__
+
+    set_mask: int
+    idle: int
+    interval: int
+    count: int
+    user_timeout: int
+    keepalive: int
+
+    def __init__(self, set_mask: int, idle: int, interval: int, count: int, user_timeout: int, keepalive: int) -> None:
+        self._init(set_mask, idle, interval, count, user_timeout, keepalive)
 
 # Names a platform header may define that matter for keepalive and timeouts.
 _NAMES = (
@@ -160,18 +185,24 @@ def knob_unit(k: int) -> str:
     return spec.unit if spec is not None else ""
 
 
-def _apply_sio(s: socket.socket, plan: tuple[int, int, int, int, int, int]) -> None:
+def _values(plan: Plan) -> tuple[int, int, int, int]:
+    """The knob values of a plan (this module's or the extension's), by knob index."""
+    return (plan.idle, plan.interval, plan.count, plan.user_timeout)
+
+
+def _apply_sio(s: socket.socket, plan: Plan) -> None:
     """Windows without TCP_KEEPIDLE: idle and interval (ms) together, the missing one defaulted."""
-    mask = plan[0]
-    step = IDLE if mask & 1 else INTERVAL
-    idle = plan[1] if mask & 1 else WINDOWS_SIO_DEFAULT_IDLE_MS
-    interval = plan[2] if mask & 2 else WINDOWS_SIO_DEFAULT_INTERVAL_MS
+    mask = plan.set_mask
+    step = IDLE if mask & (1 << IDLE) else INTERVAL
+    value = _values(plan)[step]
+    idle = plan.idle if mask & (1 << IDLE) else WINDOWS_SIO_DEFAULT_IDLE_MS
+    interval = plan.interval if mask & (1 << INTERVAL) else WINDOWS_SIO_DEFAULT_INTERVAL_MS
     if idle < 1 or interval < 1:  # idle 0: keepalive storm on some Windows versions
-        raise socket_error(errno.EINVAL, step, "SIO_KEEPALIVE_VALS", plan[step + 1], _spec(step))
+        raise socket_error(errno.EINVAL, step, "SIO_KEEPALIVE_VALS", value, _spec(step))
     try:
-        s.ioctl(socket.SIO_KEEPALIVE_VALS, (0 if plan[5] == 0 else 1, idle, interval))  # type: ignore[attr-defined]
+        s.ioctl(socket.SIO_KEEPALIVE_VALS, (0 if plan.keepalive == 0 else 1, idle, interval))  # type: ignore[attr-defined]
     except OSError as exc:
-        raise socket_error(exc.errno or errno.EINVAL, step, "SIO_KEEPALIVE_VALS", plan[step + 1], _spec(step)) from None
+        raise socket_error(exc.errno or errno.EINVAL, step, "SIO_KEEPALIVE_VALS", value, _spec(step)) from None
 
 
 def _fd(sock: Any) -> int:
@@ -249,42 +280,43 @@ def _probe_tcp(s: socket.socket) -> None:
         raise socket_error(exc.errno or errno.EINVAL, STEP_PROBE, "") from None
 
 
-def apply(sock: Any, plan: tuple[int, int, int, int, int, int]) -> None:
-    """Write a plan ``(set_mask, idle, interval, count, user_timeout, keepalive)``.
+def apply(sock: Any, plan: Plan) -> None:
+    """Write a :class:`Plan` (values in each knob's OS unit, already range-checked).
 
     Same order as the C shim: TCP-level knobs first, SO_KEEPALIVE last.
     """
-    mask = plan[0]
-    for k in range(4):  # refused before any call: the socket stays as it was
+    mask = plan.set_mask
+    values = _values(plan)
+    for k in range(NKNOBS):  # refused before any call: the socket stays as it was
         if mask & (1 << k) and mechanism(k) == MECH_NONE:
             entry = KNOB_OPTIONS[k]
-            raise socket_error(errno.ENOPROTOOPT, k, entry[0] if entry else "", plan[k + 1])
+            raise socket_error(errno.ENOPROTOOPT, k, entry[0] if entry else "", values[k])
     with _Borrowed(sock) as s:
         first = True
         done = 0
-        if mask & 3 and mechanism(IDLE) == MECH_SIO:
+        if mask & ((1 << IDLE) | (1 << INTERVAL)) and mechanism(IDLE) == MECH_SIO:
             _probe_tcp(s)  # the ioctl alone does not prove TCP
             _apply_sio(s, plan)
-            done, first = 3, False
-        for k in range(4):
+            done, first = (1 << IDLE) | (1 << INTERVAL), False
+        for k in range(NKNOBS):
             if not mask & (1 << k) or done & (1 << k):
                 continue
             entry = KNOB_OPTIONS[k]
             if entry is None:
-                raise socket_error(errno.ENOPROTOOPT, k, "", plan[k + 1])
+                raise socket_error(errno.ENOPROTOOPT, k, "", values[k])
             name, level, opt = entry
             try:
-                s.setsockopt(level, opt, plan[k + 1])
+                s.setsockopt(level, opt, values[k])
             except OSError as exc:
-                raise socket_error(exc.errno or errno.EINVAL, k, name, plan[k + 1], _spec(k)) from None
+                raise socket_error(exc.errno or errno.EINVAL, k, name, values[k], _spec(k)) from None
             first = False
         if first:
             _probe_tcp(s)
-        if plan[5] >= 0:
+        if plan.keepalive >= 0:
             try:
-                s.setsockopt(_SOL_SOCKET, _SO_KEEPALIVE, 1 if plan[5] else 0)
+                s.setsockopt(_SOL_SOCKET, _SO_KEEPALIVE, 1 if plan.keepalive else 0)
             except OSError as exc:
-                raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "", plan[5]) from None
+                raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "", plan.keepalive) from None
 
 
 def apply_policy(self: Any, sock: Any) -> None:
