@@ -50,7 +50,7 @@ cdef extern from "kaext_shim.h" nogil:
         unsigned have
         int value[KAEXT_NKNOBS]
         int keepalive
-    void kaext_probe_mechanisms(int *mech)
+    int kaext_probe_mechanisms(int *mech)
     int kaext_knob_supported(int k)
     const char *kaext_knob_unit(int k, int m)
     int kaext_apply(kaext_sock fd, const kaext_plan *plan, const int *mech, int *step)

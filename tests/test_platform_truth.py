@@ -276,15 +276,16 @@ def _kernel_state(sock: object) -> tuple[int, ...]:
 @pytest.mark.skipif(_platform.FAMILY != "linux", reason="uses Linux's own limits to make the kernel refuse")
 @pytest.mark.parametrize("refused", ["count", "user_timeout"])
 def test_kernel_refusal_rolls_back_the_knobs_already_written(
-    tcp_pair: tuple[object, object], backend: ModuleType, refused: str,
+    monkeypatch: pytest.MonkeyPatch, tcp_pair: tuple[object, object], backend: ModuleType, refused: str,
 ) -> None:
     """A plan whose later knob the kernel refuses leaves the earlier knobs as they were (defect 3).
 
-    Where another OS's kernel refuses a value kaext's table allowed (illumos interval
-    bounds, FreeBSD with hz > 1000, Windows TCP_MAXRT), the backend sees exactly this:
-    the first calls succeed, a later one fails.  Here the plan goes to the backend
-    unchecked, with a value Linux refuses (count 200 > MAX_TCP_KEEPCNT 127, a negative
-    TCP_USER_TIMEOUT), after idle and interval were written.
+    Where another OS's kernel may refuse a value kaext's table allowed (illumos interval
+    bounds, FreeBSD with hz > 1000, Windows TCP_MAXRT), the plan asks the backend to read
+    the knobs written before it and put them back.  Here Linux is declared such an OS for
+    ``refused``, and the plan carries a value the Linux kernel really refuses (count 200
+    > MAX_TCP_KEEPCNT 127, a negative TCP_USER_TIMEOUT), after idle and interval were
+    written; the kernel's own getsockopt says whether they were put back.
     """
     import errno
 
@@ -293,13 +294,43 @@ def test_kernel_refusal_rolls_back_the_knobs_already_written(
     kaext.disable_keepalive(client)
     before = _kernel_state(client)
     assert before == (0, 100, 20, 5, 7000)
+    monkeypatch.setitem(_platform.KERNEL_MAY_REFUSE, "linux", (refused,))
+    rollback = _capabilities.rollback_bits(0b1111)
+    written_before = {"count": 0b0011, "user_timeout": 0b0111}[refused]
+    assert rollback == written_before << _platform.ROLLBACK_SHIFT
     values = {"idle": 300, "interval": 30, "count": 6, "user_timeout": 9000}
     values[refused] = 200 if refused == "count" else -1
     with pytest.raises(OSError) as info:
-        backend.apply(client, backend.Plan(0b1111, *values.values(), 1))
+        backend.apply(client, backend.Plan(0b1111 | rollback, *values.values(), 1))
     assert info.value.errno == errno.EINVAL
     assert info.value.knob == refused  # type: ignore[attr-defined]
     assert _kernel_state(client) == before, "the knobs written before the refusal must be restored"
+    # the same plan without the rollback bits: the first knobs stay written (no reads, no cost)
+    with pytest.raises(OSError):
+        backend.apply(client, backend.Plan(0b1111, *values.values(), 1))
+    assert _kernel_state(client)[1:3] == (300, 30)
+
+
+@pytest.mark.parametrize(
+    ("os_key", "expected"),
+    [
+        ("linux", set()),  # the kernel checks exactly kaext's ranges: nothing read first
+        ("darwin", set()),
+        ("illumos", {"idle", "interval"}),  # count may be refused (abort interval bounds)
+        ("freebsd", {"idle", "interval", "count"}),  # TCP_MAXUNACKTIME bounded by hz
+        ("netbsd", set()),  # nothing can be read back there
+        ("windows", {"idle", "interval", "count"}),  # TCP_MAXRT may be refused
+        ("windows-sio", {"count", "user_timeout"}),  # the ioctl comes last and may fail
+    ],
+)
+def test_plans_ask_to_roll_back_where_the_kernel_may_refuse(
+    monkeypatch: pytest.MonkeyPatch, os_key: str, expected: set[str],
+) -> None:
+    _install(monkeypatch, os_key)
+    knobs = [k for k in ("idle", "interval", "count", "user_timeout") if k in KNOB_FACTS[os_key]]
+    policy = kaext.Policy(**{k: 5 for k in knobs})
+    bits = policy._plan.set_mask >> _platform.ROLLBACK_SHIFT
+    assert {_platform.KNOBS[k] for k in range(4) if bits & (1 << k)} == expected
 
 
 # --------------------------------------------------------------------------------------

@@ -264,6 +264,27 @@ def _check_total(values: list[int], mask: int) -> None:
         )
 
 
+def rollback_bits(mask: int) -> int:
+    """The set_mask bits asking the backend to read, and put back on a later refusal, the
+    readable knobs written before the last one this OS's kernel may refuse although
+    kaext's table allows the value (``_platform.KERNEL_MAY_REFUSE``).
+
+    Write order: the setsockopt knobs by index, then Windows' SIO_KEEPALIVE_VALS.
+    """
+    refusable = _platform.KERNEL_MAY_REFUSE.get(_platform.FAMILY, ())
+    known = caps()
+    given = [k for k in range(len(KNOBS)) if mask & (1 << k) and KNOBS[k] in known]
+    order = [k for k in given if known[KNOBS[k]].mechanism.is_setsockopt]
+    order += [k for k in given if not known[KNOBS[k]].mechanism.is_setsockopt]
+    last = max((i for i, k in enumerate(order) if KNOBS[k] in refusable), default=0)
+    bits = 0
+    for k in order[:last]:
+        spec = known[KNOBS[k]]
+        if spec.readable and spec.mechanism.is_setsockopt:
+            bits |= 1 << k
+    return bits << _platform.ROLLBACK_SHIFT
+
+
 def max_keepalive_total() -> int | None:
     """The largest idle + interval * count in whole seconds this OS keeps without wrapping (None: no limit)."""
     limit_ms = _platform.KEEPALIVE_TOTAL_MAX_MS.get(_platform.FAMILY)
@@ -306,4 +327,6 @@ def make_plan(
         n_user_timeout = native("user_timeout", user_timeout)
         mask |= 1 << USER_TIMEOUT
     _check_total([n_idle, n_interval, n_count, n_user_timeout], mask)
+    if _platform.FAMILY in _platform.KERNEL_MAY_REFUSE:
+        mask |= rollback_bits(mask)
     return Plan(mask, n_idle, n_interval, n_count, n_user_timeout, keepalive)

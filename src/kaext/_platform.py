@@ -188,6 +188,37 @@ DARWIN = {
 #: TCP_RXT_CONNDROPTIME.  Linux, FreeBSD, DragonFly: all of them are inherited.
 NOT_INHERITED_BY_ACCEPT: Final[dict[str, tuple[str, ...]]] = {"darwin": ("idle", "user_timeout")}
 
+#: Per OS, the knobs whose kernel may refuse a value this table allows: illumos checks
+#: TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPCNT against tunable bounds (retransmit limits,
+#: tcp_keepalive_abort_interval; Oracle Solaris: idle from 10 s), FreeBSD and NetBSD
+#: bound the times by hz (UINT_MAX / hz; INT_MAX / (hz / PR_SLOWHZ)), Windows may refuse
+#: TCP_MAXRT and the SIO_KEEPALIVE_VALS ioctl.  A plan written there first reads the
+#: readable knobs written before such a knob, to put them back if it is refused
+#: (ROLLBACK_SHIFT); Linux and macOS check exactly kaext's ranges, so nothing is read.
+KERNEL_MAY_REFUSE: Final[dict[str, tuple[str, ...]]] = {
+    "sunos": ("idle", "interval", "count"),
+    "freebsd": ("idle", "interval", "user_timeout"),
+    "netbsd": ("idle", "interval"),
+    "dragonfly": ("idle", "interval"),
+    "windows": ("idle", "interval", "user_timeout"),
+    "other": KNOBS,
+}
+#: Bit ROLLBACK_SHIFT + k of a plan's set_mask: read knob k first, put it back if a later
+#: call fails (the C shim's KAEXT_ROLLBACK_SHIFT).
+ROLLBACK_SHIFT: Final = 8
+
+#: Windows builds from which the kernel accepts each option (Microsoft, "IPPROTO_TCP
+#: socket options"): TCP_KEEPIDLE / TCP_KEEPINTVL from 10 version 1709, TCP_KEEPCNT from
+#: 1703; TCP_MAXRT on every supported Windows.  Used only when the probe says nothing.
+WINDOWS_MIN_BUILD: Final[dict[str, int]] = {"idle": 16299, "interval": 16299, "count": 15063, "user_timeout": 0}
+
+
+def windows_build() -> int:
+    """The running Windows' build number (0 elsewhere)."""
+    getwindowsversion = getattr(sys, "getwindowsversion", None)
+    return int(getwindowsversion().build) if getwindowsversion is not None else 0
+
+
 #: Per OS, the largest idle + interval * count (seconds) the kernel keeps without wrapping:
 #: xnu keeps the keepalive deadline in 32-bit milliseconds (TCP_RETRANSHZ = 1000), so past
 #: (2**32 - 1) ms, about 49.7 days, it wraps to a short timer.
