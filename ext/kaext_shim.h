@@ -339,7 +339,7 @@ KAEXT_FUNC void kaext_restore(kaext_sock fd, unsigned restore, const int saved[K
 KAEXT_FUNC int kaext_apply(kaext_sock fd, const kaext_plan *plan, const int mech[KAEXT_NKNOBS], int *step)
 {
     int k, err, first = 1;
-    int saved[KAEXT_NKNOBS];
+    int saved[KAEXT_NKNOBS] = {0, 0, 0, 0};
     unsigned sio = 0, written = 0, have_saved = 0;
     unsigned rollback = (plan->set_mask >> KAEXT_ROLLBACK_SHIFT) & ((1u << KAEXT_NKNOBS) - 1u);
 
