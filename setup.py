@@ -35,7 +35,7 @@ if _want_extension():
                 "kaext._kaext",
                 sources=["ext/_kaext.pyx"],
                 include_dirs=["ext"],
-                depends=["ext/kaext_shim.h"],
+                depends=["ext/kaext_shim.h", "ext/kaext_posix.h", "ext/kaext_windows.h"],
                 libraries=libraries,
                 # optional: a compiler error warns and leaves the pure-Python
                 # fallback, so the sdist installs anywhere.

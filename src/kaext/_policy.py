@@ -26,9 +26,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
     from collections.abc import Callable, Iterable, Mapping, Sequence
-    from typing import Any
-
-    from typing import TypeVar
+    from typing import Any, TypeVar
 
     from ._types import Duration, SocketLike
 
@@ -78,11 +76,23 @@ def _format_duration(seconds: float) -> str:
 class Policy:
     """A complete keepalive configuration, validated for this platform when it is made.
 
-    ``idle``, ``interval`` and ``user_timeout`` are seconds (int, float or
-    ``timedelta``; fractions round up to the platform's resolution), ``count`` is
-    probes; ``None`` leaves a knob as it is.  ``keepalive=False`` is a policy that
-    turns SO_KEEPALIVE off.  A policy is immutable and hashable; its attributes hold
-    the values that will be applied, in seconds.
+    ``idle``, ``interval`` and ``user_timeout`` are seconds (int, float, ``Fraction``,
+    ``Decimal`` or ``timedelta``), rounded **up** to each option's unit on this platform
+    (1 s, or 1 ms where the option takes milliseconds); ``count`` is probes; ``None``
+    leaves a knob as it is.  ``keepalive=False`` is a policy that turns SO_KEEPALIVE off.
+    Values are never clamped: one outside this platform's range (see
+    ``kaext.capabilities()``), or a knob the platform lacks, raises here, not at
+    ``apply``.  A policy is immutable and hashable; its attributes hold the values that
+    will be applied, in seconds.
+
+    The options per platform are those of ``set_keepalive`` and ``set_user_timeout``:
+    Linux ``TCP_KEEPIDLE`` / ``TCP_KEEPINTVL`` (s), ``TCP_KEEPCNT``,
+    ``TCP_USER_TIMEOUT`` (ms); macOS / iOS idle as ``TCP_KEEPALIVE``, user timeout as
+    ``TCP_RXT_CONNDROPTIME`` (s); FreeBSD, NetBSD, DragonFly, illumos / Solaris: no user
+    timeout; Windows 10 1709+ ``TCP_KEEPIDLE`` / ``TCP_KEEPINTVL`` (s), ``TCP_KEEPCNT``,
+    ``TCP_MAXRT`` (s), before 1709 idle and interval through
+    ``WSAIoctl(SIO_KEEPALIVE_VALS)`` (``keepalivetime`` / ``keepaliveinterval``, ms);
+    OpenBSD: only ``Policy()`` and ``Policy(keepalive=False)``.
     """
 
     __slots__ = ("idle", "interval", "count", "user_timeout", "keepalive", "_plan")
@@ -115,7 +125,8 @@ class Policy:
         init(self, "idle", in_seconds("idle", plan.idle) if mask & (1 << IDLE) else None)
         init(self, "interval", in_seconds("interval", plan.interval) if mask & (1 << INTERVAL) else None)
         init(self, "count", plan.count if mask & (1 << COUNT) else None)
-        init(self, "user_timeout", in_seconds("user_timeout", plan.user_timeout) if mask & (1 << USER_TIMEOUT) else None)
+        user_timeout_s = in_seconds("user_timeout", plan.user_timeout) if mask & (1 << USER_TIMEOUT) else None
+        init(self, "user_timeout", user_timeout_s)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Policy is immutable; make a new one (cannot set {name!r})")
@@ -145,28 +156,36 @@ class Policy:
         return f"Policy({', '.join(parts)})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_policy_from_kwargs, (dict(zip(("idle", "interval", "count", "user_timeout", "keepalive"), self._key())),))
+        names = ("idle", "interval", "count", "user_timeout", "keepalive")
+        return (_policy_from_kwargs, (dict(zip(names, self._key(), strict=True)),))
 
     if TYPE_CHECKING:
 
         def apply(self, sock: SocketLike) -> None:
             """Apply the whole policy to ``sock``, all or nothing.
 
+            ``sock`` is a socket, anything with ``fileno()``, or an int fd.  The calls:
+            each knob the policy sets, as its platform option in its unit (Linux
+            ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``, ``TCP_KEEPCNT``, ``TCP_USER_TIMEOUT``),
+            then Windows' ``WSAIoctl(SIO_KEEPALIVE_VALS)`` for idle and interval (before
+            10 1709), then ``SO_KEEPALIVE`` last (with no TCP-level knob, a
+            ``TCP_NODELAY`` read first proves the socket is TCP).  Every value was checked
+            when the policy was made, and the first call is the one a closed fd or a
+            non-TCP socket refuses.  Where the kernel may still refuse a value kaext's
+            range allows (illumos, FreeBSD, NetBSD, Windows ``TCP_MAXRT``), the readable
+            knobs written before it are read first and put back, so a refusal (OSError
+            with errno, knob and option) leaves the socket as it was.
+
             On a listening socket the policy is inherited by accepted connections on
-            Linux, FreeBSD and DragonFly; on macOS only SO_KEEPALIVE, interval and count
-            are, so a policy that sets idle or the user timeout warns (RuntimeWarning)
-            there: apply it to each accepted socket as well.
+            Linux, FreeBSD and DragonFly; on macOS only ``SO_KEEPALIVE``, interval and
+            count are, so there a policy that sets idle or the user timeout warns
+            (RuntimeWarning): apply it to each accepted socket as well.
             """
 
     else:
-        #: Apply the whole policy to ``sock``, all or nothing.
-        #:
-        #: Order of calls: TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT
-        #: (Linux names), then SO_KEEPALIVE.  Every value was range-checked when the
-        #: policy was made and the first call is the one a closed fd or a non-TCP socket
-        #: refuses, so a refusal leaves the socket as it was.  One C call: the hot path.
-        #: macOS: applied to a listening socket, a policy that sets idle or the user
-        #: timeout warns (RuntimeWarning): accepted sockets do not inherit them there.
+        # The backend's function itself (documented above): one call into the C
+        # extension per apply, the hot path.  macOS: a Python wrapper that warns when
+        # the socket is listening (accepted sockets do not inherit idle/user timeout).
         if _platform.FAMILY in _platform.NOT_INHERITED_BY_ACCEPT:
 
             def apply(self, sock):
@@ -187,7 +206,13 @@ class Policy:
         to exactly ``idle + interval * count`` so that unacknowledged data is given up
         on within the same budget (Linux: with TCP_USER_TIMEOUT set, the kernel drops
         a keepalive-probed connection once that much time has passed since the last
-        data received).  Needs at least 2 s.
+        data received).  Needs at least 2 s; the budget is rounded down to whole seconds.
+
+        Each value is clamped to this platform's range (``kaext.capabilities()``): the
+        user timeout to the option's maximum (Linux ``TCP_USER_TIMEOUT`` ms, macOS
+        ``TCP_RXT_CONNDROPTIME`` s, Windows ``TCP_MAXRT`` s).  A knob the platform lacks is
+        left out: no user timeout on FreeBSD, NetBSD, DragonFly, illumos / Solaris; no
+        count on Windows before 10 1703; nothing on OpenBSD (``Policy()``).
         """
         budget_ns = duration_ns("timeout", seconds)
         if budget_ns < 2 * 10**9:
@@ -265,6 +290,11 @@ class Policy:
         return cls(idle=idle, interval=interval, count=count, user_timeout=ut)
 
     def __str__(self) -> str:
+        """The policy in nginx's ``so_keepalive`` syntax, which ``Policy.parse`` reads back.
+
+        ``on`` / ``off`` / ``[idle]:[interval]:[count]`` with the shortest whole unit
+        (``30m``, ``90s``, ``1500ms``), then ``user_timeout=DURATION`` when set.
+        """
         if not self.keepalive:
             head = "off"
         elif (self.idle, self.interval, self.count) == (None, None, None):
@@ -287,10 +317,15 @@ class Policy:
     def for_idle_timeout(cls, seconds: Duration) -> Policy:
         """A policy whose probes keep a flow alive through a NAT / load balancer with this idle timeout.
 
-        ``idle = T // 2``, ``interval = max(1, T // 10)``, ``count = 5`` (whole seconds,
-        clamped to this platform's ranges), always ``idle + interval < T`` so that one
-        lost probe is made good before the middlebox forgets the flow; a dead peer is
-        declared after about ``T``.  See ``kaext.presets``.
+        With ``T`` the timeout in whole seconds (rounded down): ``idle = T // 2``,
+        ``interval = max(1, T // 10)``, ``count = 5`` (fewer when ``T`` is under 10 s, so
+        that ``idle + interval * count <= T``), each clamped to this platform's range
+        (``kaext.capabilities()``; an idle option in ms is used in whole seconds), and
+        always ``idle + interval < T``, so that one lost probe is made good before the
+        middlebox forgets the flow; a dead peer is declared after about ``T``.  The user
+        timeout is left as it is.  Needs ``T >= 3``.  Where the platform has no idle knob
+        (OpenBSD) it raises OSError ENOPROTOOPT; without interval or count (Solaris
+        before 11.4, Windows before 10 1703) those are left out.  See ``kaext.presets``.
         """
         return for_idle_timeout(seconds, cls)
 
@@ -386,16 +421,7 @@ class Policy:
 
 
 def for_idle_timeout(seconds: Duration, policy_class: type[_P]) -> _P:
-    """A policy whose probes keep a flow alive through a middlebox with this idle timeout.
-
-    With ``T`` the timeout in whole seconds (rounded down): ``idle = T // 2``,
-    ``interval = max(1, T // 10)``, ``count = 5`` (fewer when ``T`` is under 10 s, so
-    that ``idle + interval * count <= T``), each clamped to what this platform
-    accepts (``kaext.capabilities()``), and always ``idle + interval < T``: a lost
-    first probe is made good by the second before the flow expires.  A dead peer is
-    then declared after ``idle + interval * count`` (about ``T``).  The user timeout is
-    left as it is.  Needs ``T >= 3`` (1 s idle, 1 s interval).
-    """
+    """``Policy.for_idle_timeout`` (see there), made with ``policy_class``."""
     timeout_ns = duration_ns("idle_timeout", seconds)
     if timeout_ns <= 0:
         raise ValueError(f"idle_timeout={seconds!r} must be positive")

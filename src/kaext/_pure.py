@@ -16,7 +16,6 @@ import socket
 from typing import Any
 
 from . import _platform
-from ._record import Record
 from ._errors import bad_fd_error, fd_type_error, socket_error
 from ._platform import (
     FALLBACK_CONSTANTS,
@@ -34,6 +33,7 @@ from ._platform import (
     spec_for,
     windows_build,
 )
+from ._record import Record
 
 IMPLEMENTATION = "python"
 
@@ -376,7 +376,7 @@ _SIO_KNOBS = (1 << IDLE) | (1 << INTERVAL)
 
 
 def apply_policy(self: Any, sock: Any) -> None:
-    """Apply this policy to ``sock``, all or nothing (see :class:`kaext.Policy`)."""
+    """``Policy.apply``: this policy to ``sock``, all or nothing (see ``kaext.Policy.apply``)."""
     apply(sock, self._plan)
 
 
