@@ -124,7 +124,12 @@ def capabilities() -> dict[str, Knob]:
       1..127 probes, ``TCP_USER_TIMEOUT`` 0..2**31-1 ms).
     * macOS / iOS: all four, idle as ``TCP_KEEPALIVE``, user timeout as
       ``TCP_RXT_CONNDROPTIME`` (s).
-    * FreeBSD, NetBSD, DragonFly, illumos / Solaris: no ``user_timeout``.
+    * FreeBSD: all four, user timeout as ``TCP_MAXUNACKTIME`` (s).
+    * NetBSD: idle and interval in ``"ticks"`` (slow ticks of 0.5 s), ``readable`` False
+      for all three; no ``user_timeout``.
+    * DragonFly, illumos / Solaris: no ``user_timeout`` (illumos interval 1..60 s).
+    * A probe that fails with anything but ENOPROTOOPT does not remove a knob: the
+      headers decide (Windows: the build number, 1709 / 1703, as Go does).
     * Windows 10 1709+: all four (user timeout ``TCP_MAXRT``, s); before 1709 (and wine):
       idle and interval as ``WSAIoctl(SIO_KEEPALIVE_VALS)`` (ms, ``readable`` False,
       ``level`` -1, ``optname`` the ioctl code), no count before 1703.

@@ -210,10 +210,16 @@ def _read_socket(sock: socket.socket, knob: kaext.Knob) -> tuple[int | None, str
 
 
 def _set(sock: socket.socket, name: str, value: Any) -> None:
-    if name == "user_timeout":
-        kaext.set_user_timeout(sock, value)
-    else:
-        kaext.set_keepalive(sock, **{name: value})
+    import warnings
+
+    with warnings.catch_warnings():
+        # macOS warns that accepted sockets do not inherit idle / the user timeout from a
+        # listening socket: the verifier sets them there only to read them back
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if name == "user_timeout":
+            kaext.set_user_timeout(sock, value)
+        else:
+            kaext.set_keepalive(sock, **{name: value})
 
 
 def _row(
