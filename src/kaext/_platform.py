@@ -258,6 +258,7 @@ FREEBSD = {
         0,
         _BSD_MAX_S,
         True,
+        fallback=68,
         note="drops the connection after this long without progress (retransmit and persist "
         "timers); 0 = off",
     ),
@@ -430,7 +431,7 @@ def unsupported_reason(knob: str, family: str | None = None) -> str:
 #: lacks them (values from each OS's headers: see tests/data/reference.json).
 FAMILY_FALLBACK_CONSTANTS: Final[dict[str, dict[str, int]]] = {
     "darwin": {"TCP_CONNECTIONTIMEOUT": 0x20, "TCP_RXT_CONNDROPTIME": 0x80},
-    "freebsd": {"TCP_KEEPINIT": 128},
+    "freebsd": {"TCP_KEEPINIT": 128, "TCP_MAXUNACKTIME": 68},
     "netbsd": {"TCP_KEEPINIT": 7},
     "dragonfly": {"TCP_KEEPINIT": 32},
     "windows": {"TCP_KEEPALIVE": 3, "TCP_MAXRT": 5, "TCP_MAXRTMS": 14, "SIO_KEEPALIVE_VALS": 0x98000004},
