@@ -19,14 +19,16 @@
  * Model
  * -----
  * A plan (kaext_plan) says, for each knob, whether to set it and to what, in the
- * unit of the knob's mechanism (seconds, milliseconds or probes, see
- * kaext_knob_unit(); the Python layer converts and checks ranges before anything
- * reaches this file).  kaext_apply() writes a plan:
+ * unit of the knob's mechanism (seconds, milliseconds, NetBSD's slow ticks or
+ * probes, see kaext_knob_unit(); the Python layer converts and checks ranges
+ * before anything reaches this file).  kaext_apply() writes a plan:
  *
- *   1. the TCP-level knobs first (idle, interval, count, user timeout): the
- *      first of them is the call that a closed fd (EBADF), a non-socket
- *      (ENOTSOCK) or a non-TCP socket (ENOPROTOOPT / EOPNOTSUPP) refuses,
- *      before anything was changed;
+ *   1. the TCP-level knobs first (idle, interval, count, user timeout; then
+ *      Windows' SIO_KEEPALIVE_VALS): the first of them is the call that a
+ *      closed fd (EBADF), a non-socket (ENOTSOCK) or a non-TCP socket
+ *      (ENOPROTOOPT / EOPNOTSUPP) refuses, before anything was changed; a
+ *      later refusal puts back the knobs the plan asked to keep
+ *      (KAEXT_ROLLBACK_SHIFT);
  *   2. SO_KEEPALIVE last, because the kernel accepts it on UDP and AF_UNIX
  *      sockets too; when a plan has no TCP-level knob, a read of TCP_NODELAY
  *      first proves the socket is TCP.
@@ -293,7 +295,7 @@ KAEXT_FUNC int kaext_probe_mechanisms(int mech[KAEXT_NKNOBS])
     return unknown;
 }
 
-/* Unit of knob k under mechanism m: "s", "ms", "probes" or "". */
+/* Unit of knob k under mechanism m: "s", "ms", "ticks" (NetBSD), "probes" or "". */
 KAEXT_FUNC const char *kaext_knob_unit(int k, int m)
 {
     if (k < 0 || k >= KAEXT_NKNOBS)

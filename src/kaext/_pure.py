@@ -23,7 +23,6 @@ from ._platform import (
     IDLE,
     INTERVAL,
     KNOBS,
-    ROLLBACK_SHIFT,
     SPECS,
     WANT_ALL,
     WINDOWS_MIN_BUILD,
@@ -41,6 +40,7 @@ IMPLEMENTATION = "python"
 NKNOBS = len(KNOBS)
 STEP_KEEPALIVE = _platform.STEP_KEEPALIVE
 STEP_PROBE = _platform.STEP_PROBE
+ROLLBACK_SHIFT = _platform.ROLLBACK_SHIFT
 MECH_NONE = _platform.MECH_NONE
 MECH_SETSOCKOPT = _platform.MECH_SETSOCKOPT
 MECH_SIO = _platform.MECH_SIO
@@ -50,7 +50,9 @@ class Plan(Record):
     """What to write, in each knob's OS unit: the C shim's ``kaext_plan``.
 
     ``set_mask`` bit k says knob k (idle, interval, count, user_timeout) is written;
-    ``keepalive`` is -1 (leave SO_KEEPALIVE), 0 (off) or 1 (on).  Immutable.
+    bit ``ROLLBACK_SHIFT`` + k (8 + k) says knob k is read first and put back if a later
+    call fails (``kaext._platform.KERNEL_MAY_REFUSE``); ``keepalive`` is -1 (leave
+    SO_KEEPALIVE), 0 (off) or 1 (on).  Immutable.
     """
 
     __slots__ = ("set_mask", "idle", "interval", "count", "user_timeout", "keepalive")
@@ -216,7 +218,7 @@ def _spec(k: int) -> KnobSpec | None:
 
 
 def knob_unit(k: int) -> str:
-    """The unit knob ``k`` is taken in under its mechanism: "s", "ms", "probes" or ""."""
+    """The unit knob ``k`` is taken in under its mechanism: "s", "ms", "ticks" (NetBSD), "probes" or ""."""
     spec = _spec(k)
     return spec.unit if spec is not None else ""
 

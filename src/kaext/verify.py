@@ -169,7 +169,9 @@ def _values(knob: kaext.Knob) -> list[tuple[int | float | Fraction, int]]:
         return [(n, n) for n in dict.fromkeys(natives)]
     if knob.unit in UNITS_PER_SECOND and knob.unit != "s":  # ms, ticks
         natives = [lo, max(lo, 1), min(max(19000, lo), hi), hi]
-        pairs: list[tuple[int | float | Fraction, int]] = [(_to_seconds(n, knob.unit), n) for n in dict.fromkeys(natives)]
+        pairs: list[tuple[int | float | Fraction, int]] = [
+            (_to_seconds(n, knob.unit), n) for n in dict.fromkeys(natives)
+        ]
         if knob.unit == "ms" and lo <= 2 <= hi:
             pairs.insert(2, (0.0015, 2))  # a fraction of the OS unit rounds up
         return pairs
