@@ -22,7 +22,6 @@ kaext_fact knob user_timeout KAEXT_HAVE_USER_TIMEOUT KAEXT_USER_TIMEOUT_OPT KAEX
 kaext_fact value "SOL_SOCKET" SOL_SOCKET
 kaext_fact value "SO_KEEPALIVE" SO_KEEPALIVE
 kaext_fact value "IPPROTO_TCP" IPPROTO_TCP
-kaext_fact value "KAEXT_SOCK_MAX" KAEXT_SOCK_MAX
 #if defined(PR_SLOWHZ)
 kaext_fact value "PR_SLOWHZ" PR_SLOWHZ
 #endif

@@ -71,7 +71,7 @@ def _zig() -> list[str]:
 
 def _c_int(expression: str) -> int:
     """The value of a preprocessed C integer constant expression (numbers, casts, | & << ~ - +)."""
-    text = re.sub(r"\(\s*(unsigned\s+)?(long\s+long|long|int|u_long|DWORD|SOCKET)\s*\)", "", expression)
+    text = re.sub(r"\(\s*(long\s+long|long|int)\s*\)", "", expression)  # signed casts only
     if not re.fullmatch(r"[0-9a-fA-FxXuUlL()|&<>+\-~ ]+", text):
         raise ValueError(f"not a plain integer expression: {expression!r}")
 
@@ -138,9 +138,13 @@ def _static_asserts(target: str) -> str:
         sio = constants["SIO_KEEPALIVE_VALS"]
         lines.append(f'_Static_assert((unsigned long)KAEXT_V_SIO_KEEPALIVE_VALS == {sio}UL, "SIO");')
         lines.append('_Static_assert(sizeof(struct tcp_keepalive) == 12, "three 32-bit u_long");')
-        # a handle above KAEXT_SOCK_MAX is refused; one below must fit in SOCKET, short of INVALID_SOCKET
+        # a handle above KAEXT_SOCK_MAX is refused; one below must fit in SOCKET (32 bits on
+        # win32, 64 on win64), short of INVALID_SOCKET (all ones)
+        socket_max = 2 ** _socket_bits(target) - 2
         lines.append('_Static_assert(KAEXT_SOCK_MAX < (unsigned long long)INVALID_SOCKET, '
                      f'"{target}: KAEXT_SOCK_MAX fits in SOCKET");')
+        lines.append(f'_Static_assert(KAEXT_SOCK_MAX == {socket_max}ULL, "{target}: KAEXT_SOCK_MAX {socket_max}");')
+        lines.append(f'_Static_assert(sizeof(SOCKET) * 8 == {_socket_bits(target)}, "{target}: SOCKET size");')
     else:
         lines.append('#include <limits.h>')
         lines.append(f'_Static_assert(KAEXT_SOCK_MAX <= INT_MAX, "{target}: KAEXT_SOCK_MAX fits in int");')
@@ -149,6 +153,11 @@ def _static_asserts(target: str) -> str:
         lines.append(f'_Static_assert(PR_SLOWHZ == {FACTS["netbsd_pr_slowhz"]}, "slow ticks per second");')
     lines.append("int kaext_static_asserts_hold;")
     return "\n".join(lines) + "\n"
+
+
+def _socket_bits(target: str) -> int:
+    """Bits of a Windows SOCKET (a UINT_PTR) on ``target``."""
+    return 32 if target.startswith("x86-") else 64
 
 
 def _build(zig: list[str], target: str, workdir: Path, env: dict[str, str]) -> Build:
@@ -239,8 +248,10 @@ def test_netbsd_slow_ticks_from_header(builds: dict[str, Build]) -> None:
 def test_windows_handle_bound(builds: dict[str, Build], target: str) -> None:
     """A handle kaext accepts must fit in SOCKET without reaching INVALID_SOCKET (~0).
 
-    32-bit Windows: SOCKET is 32 bits, so 2**32 + fd would be truncated onto fd."""
+    32-bit Windows: SOCKET is 32 bits, so 2**32 + fd would be truncated onto fd.  The
+    compiler checks KAEXT_SOCK_MAX == 2**bits - 2 (the static asserts); the Python side
+    (``kaext._platform.FD_MAX``) says the same for a build of that pointer size."""
     build = builds[target]
-    socket_bits = 32 if target.startswith("x86-") else 64
     assert build.values["SIO_KEEPALIVE_VALS"] == REFERENCE["windows"]["SIO_KEEPALIVE_VALS"]
-    assert build.values["KAEXT_SOCK_MAX"] < 2**socket_bits - 1, hex(build.values["KAEXT_SOCK_MAX"])
+    assert build.asserts.returncode == 0, build.asserts.stderr
+    assert f"KAEXT_SOCK_MAX == {2 ** _socket_bits(target) - 2}ULL" in _static_asserts(target)

@@ -359,3 +359,35 @@ def test_darwin_warns_when_a_listener_gets_knobs_accepts_do_not_inherit(
             _functions.warn_if_not_inherited(client, idle | user_timeout)  # not a listener
             monkeypatch.setattr(_platform, "FAMILY", "linux")
             _functions.warn_if_not_inherited(listener, idle | user_timeout)  # Linux: inherited
+
+
+# --------------------------------------------------------------------------------------
+# The run-time probe: only ENOPROTOOPT means "unsupported"; Windows' build fallback
+# --------------------------------------------------------------------------------------
+
+
+def test_probe_verdict_only_enoprotoopt_means_unsupported() -> None:
+    """As Go decides on Windows: other errors say nothing about the option (defect 6)."""
+    import errno
+
+    from kaext import _pure
+
+    assert _pure.probe_verdict(None) == 1
+    assert _pure.probe_verdict(0) == 1
+    assert _pure.probe_verdict(errno.ENOPROTOOPT) == 0
+    for err in (errno.EINVAL, errno.ENOBUFS, errno.EMFILE, errno.EOPNOTSUPP, errno.EACCES):
+        assert _pure.probe_verdict(err) == -1, errno.errorcode[err]
+
+
+def test_windows_build_fallback() -> None:
+    """When the probe says nothing on Windows, the build number decides (1709 / 1703)."""
+    from kaext import _pure
+
+    builds = FACTS["windows_min_build"]
+    assert {k: v for k, v in _platform.WINDOWS_MIN_BUILD.items() if k in builds} == builds
+    sio, setsockopt, none = _platform.MECH_SIO, _platform.MECH_SETSOCKOPT, _platform.MECH_NONE
+    for knob, below in (("idle", sio), ("interval", sio), ("count", none)):
+        k = _platform.KNOBS.index(knob)
+        assert _pure.mechanism_from_build(k, builds[knob] - 1) == below, knob
+        assert _pure.mechanism_from_build(k, builds[knob]) == setsockopt, knob
+    assert _pure.mechanism_from_build(_platform.USER_TIMEOUT, 7601) == setsockopt  # TCP_MAXRT: Vista+
