@@ -258,26 +258,26 @@ def whole_seconds(spec: Knob) -> tuple[int, int]:
 
 
 def _check_total(values: list[int], mask: int) -> None:
-    """Refuse idle + interval * count past what this OS keeps without wrapping (macOS: 32-bit ms)."""
+    """Refuse idle + interval * count past what this OS keeps without wrapping (macOS: 32-bit ms).
+
+    Only the knobs the plan sets count (the socket's own values are not known here): the
+    product needs both interval and count.
+    """
     limit_ms = _platform.KEEPALIVE_TOTAL_MAX_MS.get(_platform.FAMILY)
     if limit_ms is None or not mask & 0b111:
         return
     known = caps()
-    defaults = _platform.KEEPALIVE_TOTAL_DEFAULTS.get(_platform.FAMILY, {})
     parts: dict[str, float] = {}
     for index, name in enumerate(("idle", "interval", "count")):
         if mask & (1 << index):
             parts[name] = values[index] if name == "count" else values[index] / UNITS_PER_SECOND[known[name].unit]
-        else:
-            parts[name] = defaults.get(name, 0)
-    total = parts["idle"] + parts["interval"] * parts["count"]
+    total = parts.get("idle", 0) + parts.get("interval", 0) * parts.get("count", 0)
     if total * 1000 > limit_ms:
-        given = ", ".join(f"{name}={_plain(parts[name])}" for index, name in enumerate(("idle", "interval", "count"))
-                          if mask & (1 << index))
+        given = ", ".join(f"{name}={_plain(value)}" for name, value in parts.items())
         raise ValueError(
-            f"idle + interval * count = {_plain(total)} s is out of range ({given}; the OS default "
-            f"for a knob not given): this platform keeps it in 32-bit milliseconds, at most "
-            f"{_plain(limit_ms / 1000)} s (about {limit_ms / 86_400_000:.1f} days), and would wrap"
+            f"idle + interval * count = {_plain(total)} s is out of range ({given}): this platform "
+            f"keeps it in 32-bit milliseconds, at most {_plain(limit_ms / 1000)} s "
+            f"(about {limit_ms / 86_400_000:.1f} days), and would wrap"
         )
 
 

@@ -228,9 +228,6 @@ def windows_build() -> int:
 #: xnu keeps the keepalive deadline in 32-bit milliseconds (TCP_RETRANSHZ = 1000), so past
 #: (2**32 - 1) ms, about 49.7 days, it wraps to a short timer.
 KEEPALIVE_TOTAL_MAX_MS: Final[dict[str, int]] = {"darwin": 2**32 - 1}
-#: The OS default a total is computed with for a knob the plan does not set
-#: (xnu bsd/netinet/tcp_timer.h: TCPTV_KEEPINTVL 75 s, TCPTV_KEEPCNT 8).
-KEEPALIVE_TOTAL_DEFAULTS: Final[dict[str, dict[str, int]]] = {"darwin": {"interval": 75, "count": 8}}
 
 #: Units the kernels take a time in, and how many of each make a second.  NetBSD counts
 #: TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPINIT in slow ticks: PR_SLOWHZ = 2 a second
