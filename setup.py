@@ -10,9 +10,10 @@ makes a failed compile a failed build.
 
 import os
 import platform
+import sys
 
 from setuptools import Extension, setup
-from setuptools.command.build_ext import build_ext as _setuptools_build_ext
+from setuptools.command.build_ext import build_ext
 
 
 def _flag(name: str) -> bool:
@@ -38,29 +39,65 @@ if _want_extension():
                 include_dirs=["ext"],
                 depends=["ext/kaext_shim.h", "ext/kaext_posix.h", "ext/kaext_windows.h"],
                 libraries=libraries,
-                # optional: a compiler error warns and leaves the pure-Python
-                # fallback, so the sdist installs anywhere.
-                optional=not _flag("KAEXT_REQUIRE_EXTENSION"),
             )
         ],
         compiler_directives={"language_level": "3"},
     )
 
-# -- Linux: the preload library of `python -m kaext.run` ----------------------------
+
+# --- The extension is optional unless KAEXT_REQUIRE_EXTENSION=1 -------------------------
+# cythonize() drops Extension(optional=True), so the fallback is done here: a failed
+# compile or link leaves the pure-Python implementation (kaext._pure, same API) and
+# says so; with KAEXT_REQUIRE_EXTENSION=1 (CI, the wheel builds) it fails the build.
+_FALLBACK_MESSAGE = (
+    "kaext: the C extension could not be built ({error}); the pure-Python "
+    "implementation was installed instead (same API, kaext.IMPLEMENTATION == 'python'). "
+    "Install a C compiler and reinstall for the extension, or set "
+    "KAEXT_REQUIRE_EXTENSION=1 to make this an error."
+)
+
+
+class OptionalBuildExt(build_ext):
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # CompileError, LinkError, a missing compiler
+            if _flag("KAEXT_REQUIRE_EXTENSION"):
+                raise
+            message = _FALLBACK_MESSAGE.format(error=f"{type(exc).__name__}: {exc}")
+            print("\nWARNING: " + message + "\n", file=sys.stderr, flush=True)
+
+
+# -- Linux: the preload library of `python -m kaext.run` ----------------------------------
 # A plain shared library (no Python in it), kaext/libkaext_preload.so, built from the
 # same shim as the extension; kaext.run finds it next to the package and puts it in
-# LD_PRELOAD.  Built with the extension, never in a pure-Python build.
+# LD_PRELOAD.  Built with the extension, never in a pure-Python build.  A failed build
+# of it leaves kaext.run covering Python code only (KAEXT_REQUIRE_EXTENSION=1: an error).
 PRELOAD = "kaext.libkaext_preload"
 
 
-class build_ext(_setuptools_build_ext):
-    """build_ext that names the preload library lib*.so, without a Python ABI tag."""
-
+class BuildExt(OptionalBuildExt):
     def get_ext_filename(self, fullname: str) -> str:
-        # called with the full dotted name and with its last part alone
-        if PRELOAD.endswith("." + fullname) or fullname == PRELOAD:
+        # lib*.so without a Python ABI tag; called with the dotted name and its last part
+        if fullname in (PRELOAD, PRELOAD.rsplit(".", 1)[1]):
             return os.path.join(*fullname.split(".")) + ".so"
         return super().get_ext_filename(fullname)
+
+    def build_extension(self, ext: Extension) -> None:
+        if ext.name != PRELOAD:
+            super().build_extension(ext)
+            return
+        try:
+            build_ext.build_extension(self, ext)
+        except Exception as exc:
+            if _flag("KAEXT_REQUIRE_EXTENSION"):
+                raise
+            print(
+                f"\nWARNING: kaext: the preload library could not be built ({type(exc).__name__}: {exc}); "
+                "python -m kaext.run will cover Python code only.\n",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 if ext_modules and platform.system() == "Linux":
@@ -69,11 +106,10 @@ if ext_modules and platform.system() == "Linux":
             PRELOAD,
             sources=["ext/kaext_preload.c"],
             include_dirs=["ext"],
-            depends=["ext/kaext_shim.h"],
+            depends=["ext/kaext_shim.h", "ext/kaext_posix.h"],
             libraries=["dl"],  # dlsym: in libc only since glibc 2.34
             extra_compile_args=["-fvisibility=hidden"],
-            optional=not _flag("KAEXT_REQUIRE_EXTENSION"),
         )
     )
 
-setup(ext_modules=ext_modules, cmdclass={"build_ext": build_ext})
+setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})

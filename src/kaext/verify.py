@@ -42,9 +42,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from fractions import Fraction
-from typing import Any
+from typing import Any, NoReturn
 
 import kaext
+from kaext._platform import UNITS_PER_SECOND
 
 __all__ = ["judge", "main", "run_checks", "run_idle_timeout", "run_live"]
 
@@ -139,7 +140,8 @@ def _sockets(notes: list[str]) -> Iterator[list[tuple[str, str, socket.socket]]]
 
 
 def _to_seconds(native: int, unit: str) -> int | Fraction:
-    return Fraction(native, 1000) if unit == "ms" else native
+    per = UNITS_PER_SECOND.get(unit, 1)  # ms; NetBSD's slow ticks (2 a second)
+    return Fraction(native, per) if per != 1 else native
 
 
 def _as_float(seconds: int | float | Fraction) -> float | int:
@@ -165,10 +167,12 @@ def _values(knob: kaext.Knob) -> list[tuple[int | float | Fraction, int]]:
     if knob.unit == "probes":
         natives = [lo, min(max(9, lo), hi), hi]
         return [(n, n) for n in dict.fromkeys(natives)]
-    if knob.unit == "ms":
+    if knob.unit in UNITS_PER_SECOND and knob.unit != "s":  # ms, ticks
         natives = [lo, max(lo, 1), min(max(19000, lo), hi), hi]
-        pairs: list[tuple[int | float | Fraction, int]] = [(_to_seconds(n, "ms"), n) for n in dict.fromkeys(natives)]
-        if lo <= 2 <= hi:
+        pairs: list[tuple[int | float | Fraction, int]] = [
+            (_to_seconds(n, knob.unit), n) for n in dict.fromkeys(natives)
+        ]
+        if knob.unit == "ms" and lo <= 2 <= hi:
             pairs.insert(2, (0.0015, 2))  # a fraction of the OS unit rounds up
         return pairs
     natives = [lo, min(max(60, lo), hi), hi]
@@ -186,8 +190,8 @@ def _read_kaext(sock: socket.socket, name: str, unit: str) -> float | None:
         seconds = getattr(kaext.get_keepalive(sock), name)
     if seconds is None:
         return None
-    if unit == "ms":
-        n = seconds * 1000
+    if unit in UNITS_PER_SECOND and unit != "s":  # ms, ticks
+        n = seconds * UNITS_PER_SECOND[unit]
         return float(round(n)) if abs(n - round(n)) < 1e-3 else n
     return seconds
 
@@ -208,10 +212,16 @@ def _read_socket(sock: socket.socket, knob: kaext.Knob) -> tuple[int | None, str
 
 
 def _set(sock: socket.socket, name: str, value: Any) -> None:
-    if name == "user_timeout":
-        kaext.set_user_timeout(sock, value)
-    else:
-        kaext.set_keepalive(sock, **{name: value})
+    import warnings
+
+    with warnings.catch_warnings():
+        # macOS warns that accepted sockets do not inherit idle / the user timeout from a
+        # listening socket: the verifier sets them there only to read them back
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if name == "user_timeout":
+            kaext.set_user_timeout(sock, value)
+        else:
+            kaext.set_keepalive(sock, **{name: value})
 
 
 def _row(
@@ -647,12 +657,22 @@ def _print_text(report: dict[str, Any], quiet: bool, out: Callable[[str], None])
     out("OK: every value round-trips" if report["ok"] else "FAILED: see the verdicts above")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        # an argument may hold a newline or a control character: show it escaped
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        self.exit(2, f"{self.prog}: error: {shown} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m kaext.verify",
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    p = _Parser(
+        prog="kaext-verify" if script.startswith("kaext-verify") else "python -m kaext.verify",
         description="Set every keepalive knob kaext supports on fresh TCP sockets, read each back "
         "through kaext and through Python's socket.getsockopt, and report whether the kernel "
-        "stored exactly what was set. Exit 0 when everything round-trips, 1 otherwise.",
+        "stored exactly what was set. Exit 0 when everything round-trips, 1 otherwise, 2 for bad arguments.",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.add_argument("-q", "--quiet", action="store_true", help="in the table, show only the checks that fail")
@@ -678,19 +698,31 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what cannot run and flags that would have no effect (exit 2, one line)."""
+    if args.quiet and args.json:
+        parser.error("--quiet has no effect with --json (the JSON report always has every check)")
+    if args.policy is not None and not args.live and args.idle_timeout is None:
+        parser.error("--policy has no effect without --live or --idle-timeout N")
+    if args.idle_timeout is not None and (not math.isfinite(args.idle_timeout) or args.idle_timeout <= 0):
+        parser.error(f"--idle-timeout must be a positive number of seconds, got {args.idle_timeout:g}")
+    if args.policy is not None:
+        try:
+            kaext.Policy.parse(args.policy)
+        except (TypeError, ValueError, OSError) as exc:
+            parser.error(f"--policy: {exc}")
+    elif args.idle_timeout is not None:
+        try:
+            kaext.Policy.for_idle_timeout(args.idle_timeout)
+        except (TypeError, ValueError, OSError) as exc:
+            parser.error(f"--idle-timeout {args.idle_timeout:g}: {exc}; pass a longer timeout or --policy SPEC")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the verifier; returns the exit status (0 all passed, 1 a check failed, 2 bad arguments)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.idle_timeout is not None and (not math.isfinite(args.idle_timeout) or args.idle_timeout <= 0):
-        parser.error("--idle-timeout must be a positive number of seconds")
-    if args.policy is not None:
-        try:
-            kaext.Policy.parse(args.policy)
-        except (TypeError, ValueError) as exc:
-            parser.error(f"--policy: {exc}")
-    if args.idle_timeout is not None and args.policy is None and not hasattr(kaext.Policy, "for_idle_timeout"):
-        parser.error("--idle-timeout needs --policy SPEC (this kaext has no Policy.for_idle_timeout)")
+    _check_arguments(parser, args)
 
     notes: list[str] = []
     report = _header()
