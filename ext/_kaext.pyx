@@ -33,6 +33,7 @@ cdef extern from "kaext_shim.h" nogil:
         KAEXT_MECH_SIO
     unsigned KAEXT_WANT_ALL
     int KAEXT_KNOB_LEVEL
+    int KAEXT_ROLLBACK_SHIFT
     ctypedef struct kaext_constant:
         const char *name
         long long value
@@ -50,7 +51,7 @@ cdef extern from "kaext_shim.h" nogil:
         unsigned have
         int value[KAEXT_NKNOBS]
         int keepalive
-    void kaext_probe_mechanisms(int *mech)
+    int kaext_probe_mechanisms(int *mech)
     int kaext_knob_supported(int k)
     const char *kaext_knob_unit(int k, int m)
     int kaext_apply(kaext_sock fd, const kaext_plan *plan, const int *mech, int *step)
@@ -64,6 +65,7 @@ IMPLEMENTATION = "c"
 NKNOBS = KAEXT_NKNOBS
 STEP_KEEPALIVE = KAEXT_STEP_KEEPALIVE
 STEP_PROBE = KAEXT_STEP_PROBE
+ROLLBACK_SHIFT = KAEXT_ROLLBACK_SHIFT
 MECH_NONE = KAEXT_MECH_NONE
 MECH_SETSOCKOPT = KAEXT_MECH_SETSOCKOPT
 MECH_SIO = KAEXT_MECH_SIO
@@ -98,7 +100,9 @@ cdef class Plan:
     """What to write, in each knob's OS unit: the C shim's ``kaext_plan``.
 
     ``set_mask`` bit k says knob k (idle, interval, count, user_timeout) is written;
-    ``keepalive`` is -1 (leave SO_KEEPALIVE), 0 (off) or 1 (on).  Immutable.
+    bit ``ROLLBACK_SHIFT`` + k (8 + k) says knob k is read first and put back if a later
+    call fails (``kaext._platform.KERNEL_MAY_REFUSE``); ``keepalive`` is -1 (leave
+    SO_KEEPALIVE), 0 (off) or 1 (on).  Immutable.
     """
 
     cdef kaext_plan c
@@ -160,7 +164,7 @@ def mechanism(int k):
 
 
 def knob_unit(int k):
-    """The unit the shim takes knob ``k`` in under its mechanism: "s", "ms", "probes" or ""."""
+    """The unit the shim takes knob ``k`` in under its mechanism: "s", "ms", "ticks" (NetBSD), "probes" or ""."""
     if k < 0 or k >= KAEXT_NKNOBS:
         return ""
     return kaext_knob_unit(k, _mech[k]).decode()
