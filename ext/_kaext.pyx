@@ -37,8 +37,11 @@ cdef extern from "kaext_shim.h" nogil:
     int kaext_knob_supported(int k)
     int kaext_knob_mechanism(int k)
     const char *kaext_knob_unit(int k)
+    int KAEXT_MECH_NONE
     int KAEXT_MECH_SETSOCKOPT
     int KAEXT_MECH_SIO
+    int KAEXT_KEEPALIVE
+    int KAEXT_PROBE
     unsigned long long KAEXT_SOCK_MAX
 
 import sys
@@ -76,18 +79,13 @@ def knob_supported(int k):
 
 
 def mechanism(int k):
-    """How knob ``k`` is set on the running system, probed once per process.
+    """How knob ``k`` is set on the running system (``MECH_*``), probed once per process.
 
-    ``"setsockopt"``: setsockopt(IPPROTO_TCP, option); ``"sio"``: Windows without
+    ``MECH_SETSOCKOPT``: setsockopt(IPPROTO_TCP, option); ``MECH_SIO``: Windows without
     TCP_KEEPIDLE (before 10 version 1709, wine): WSAIoctl(SIO_KEEPALIVE_VALS), in ms,
-    write-only; ``""``: not available (no option, or the kernel refused it).
+    write-only; ``MECH_NONE``: not available (no option, or the kernel refused it).
     """
-    cdef int m = kaext_knob_mechanism(k)
-    if m == KAEXT_MECH_SETSOCKOPT:
-        return "setsockopt"
-    if m == KAEXT_MECH_SIO:
-        return "sio"
-    return ""
+    return kaext_knob_mechanism(k)
 
 
 def knob_unit(int k):
@@ -145,11 +143,18 @@ cdef long long _fd(object sock) except? -1:
 
 cdef object _fail(int err, int step, object plan):
     from kaext._errors import socket_error
+    from kaext._platform import KNOBS, spec_for
     cdef object value = None
+    spec = None
+    name = ""
+    if step < KAEXT_NKNOBS:
+        name = kaext_knob_name[step].decode()
+        spec = spec_for(KNOBS[step], name, kaext_knob_mechanism(step))
+        if spec is not None and spec.ioctl:
+            name = spec.option
     if plan is not None:
-        value = plan[step + 1] if step < 4 else (plan[5] if step == 4 else None)
-    name = kaext_knob_name[step].decode() if step < KAEXT_NKNOBS else ""
-    raise socket_error(err, step, name, value)
+        value = plan[step + 1] if step < KAEXT_NKNOBS else (plan[5] if step == KAEXT_KEEPALIVE else None)
+    raise socket_error(err, step, name, value, spec)
 
 
 cdef inline object _apply(object sock, tuple plan):

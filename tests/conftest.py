@@ -1,8 +1,11 @@
-"""Every test runs against both implementations: the C extension and the pure-Python one.
+"""Both implementations are peers under one test suite.
 
-A test marked ``@pytest.mark.one_implementation`` runs once, against the one
-``import kaext`` chose.  Without the extension built, the ``c`` runs are skipped
-locally; with ``KAEXT_REQUIRE_EXTENSION=1`` (set by CI) they fail instead.
+The public-API tests run against the implementation ``import kaext`` chose (the C
+extension, or the pure-Python one with ``KAEXT_NO_EXTENSIONS=1``: CI runs the suite
+both ways).  Tests of the backend interface itself take the ``backend`` fixture,
+parametrised over ``kaext._pure`` and ``kaext._kaext`` (without the extension built
+the ``c`` cases are skipped locally; with ``KAEXT_REQUIRE_EXTENSION=1``, set by CI,
+they fail instead).
 """
 
 from __future__ import annotations
@@ -10,50 +13,46 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 
 import kaext
-from kaext import _api, _pure
+from kaext import _pure
 
 try:
     from kaext import _kaext
 except ImportError:  # pure-Python install
     _kaext = None  # type: ignore[assignment]
 
-_IMPLEMENTATIONS = {"c": _kaext, "python": _pure}
-_DEFAULT = _api._impl
+BACKENDS: dict[str, ModuleType | None] = {"c": _kaext, "python": _pure}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "one_implementation: run once, not per implementation")
+    config.addinivalue_line(
+        "markers",
+        "one_implementation: independent of the implementation (CI's pure-Python rerun may skip it)",
+    )
     config.addinivalue_line("markers", "root: needs root (network namespaces)")
     # pytest-run-parallel's marker (free-threaded CI): a test that starts its own threads
     config.addinivalue_line("markers", "thread_unsafe: run once even under pytest-run-parallel")
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "implementation" in metafunc.fixturenames:
-        if metafunc.definition.get_closest_marker("one_implementation"):
-            metafunc.parametrize("implementation", [_DEFAULT.IMPLEMENTATION], indirect=True)
-        else:
-            metafunc.parametrize("implementation", list(_IMPLEMENTATIONS), indirect=True)
-
-
 @pytest.fixture(autouse=True)
-def implementation(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The implementation under test, installed behind the public API for this test."""
-    name = getattr(request, "param", _DEFAULT.IMPLEMENTATION)
-    module = _IMPLEMENTATIONS[name]
+def implementation() -> str:
+    """The implementation under test: the one ``import kaext`` chose ("c" or "python")."""
+    return kaext.IMPLEMENTATION
+
+
+@pytest.fixture(params=list(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> ModuleType:
+    """A backend module, ``kaext._kaext`` ("c") or ``kaext._pure`` ("python"), used directly."""
+    module = BACKENDS[request.param]
     if module is None:
         if os.environ.get("KAEXT_REQUIRE_EXTENSION") == "1":
             pytest.fail("the C extension kaext._kaext is not built, but KAEXT_REQUIRE_EXTENSION=1")
         pytest.skip("the C extension kaext._kaext is not built here")
-    _api._use_implementation(module)
-    try:
-        yield name
-    finally:
-        _api._use_implementation(_DEFAULT)
+    return module
 
 
 @pytest.fixture
@@ -75,4 +74,4 @@ def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
 
 def pytest_report_header(config: pytest.Config) -> str:
     built = "built" if _kaext is not None else "NOT built"
-    return f"kaext {kaext.__version__}: default implementation {kaext.IMPLEMENTATION!r}, C extension {built}"
+    return f"kaext {kaext.__version__}: implementation under test {kaext.IMPLEMENTATION!r}, C extension {built}"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import kaext
-from kaext import _api
+from kaext import _backend
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux reference values")
 
@@ -105,7 +105,7 @@ def test_system_defaults_equal_a_fresh_socket() -> None:
 
 def test_implementation_under_test(implementation: str) -> None:
     assert implementation in ("c", "python")
-    assert _api._impl.IMPLEMENTATION == implementation
+    assert _backend.IMPLEMENTATION == kaext.IMPLEMENTATION == implementation
 
 
 @pytest.mark.one_implementation

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 import kaext
-from kaext import _api
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux reference values")
 
@@ -79,15 +78,14 @@ def test_names_from_other_platforms_are_absent(name: str) -> None:
         getattr(kaext.constants, name)
 
 
-def test_backend_constants_equal_reference(implementation: str) -> None:
-    assert _api._impl.IMPLEMENTATION == implementation
-    assert dict(_api._impl.CONSTANTS) == LINUX
+def test_backend_constants_equal_reference(backend: Any) -> None:
+    assert dict(backend.CONSTANTS) == LINUX
 
 
-def test_backend_sources(implementation: str) -> None:
-    sources = _api._impl.CONSTANT_SOURCES
+def test_backend_sources(backend: Any) -> None:
+    sources = backend.CONSTANT_SOURCES
     assert set(sources) == LINUX_NAMES
-    if implementation == "c":
+    if backend.IMPLEMENTATION == "c":
         assert dict(sources) == LINUX_HEADERS
     else:
         # Python has every Linux name, so none needs a fallback number

@@ -14,7 +14,7 @@ import tempfile
 import pytest
 
 import kaext
-from kaext import _api
+from kaext import _backend, _platform
 
 
 def _strerror(code: int) -> str:
@@ -50,11 +50,11 @@ def test_closed_socket_says_closed_and_carries_the_fd(implementation: str) -> No
 
 
 def test_impossible_fd_number_says_out_of_range(implementation: str) -> None:
-    fd = kaext._backend.FD_MAX + 1
+    fd = _platform.FD_MAX + 1
     with pytest.raises(OSError) as info:
         kaext.get_keepalive(fd)
     assert info.value.errno == errno.EBADF
-    assert "out of range" in str(info.value) and str(kaext._backend.FD_MAX) in str(info.value)
+    assert "out of range" in str(info.value) and str(_platform.FD_MAX) in str(info.value)
     assert info.value.fd == fd  # type: ignore[attr-defined]
 
 
@@ -66,13 +66,13 @@ def test_not_a_socket(implementation: str) -> None:
     assert _strerror(errno.ENOTSOCK) in str(info.value) and "not a socket" in str(info.value)
 
 
-def test_kernel_refusal_names_the_valid_range(implementation: str, tcp: socket.socket) -> None:
+def test_kernel_refusal_names_the_valid_range(backend: Any, tcp: socket.socket) -> None:
     caps = kaext.capabilities()
     if "idle" not in caps or caps["idle"].min < 1:
         pytest.skip("no idle knob with a positive minimum here")
     # Bypass the API's validation to see what the backend says when the kernel refuses.
     with pytest.raises(OSError) as info:
-        _api._impl.apply(tcp, (1, 0, 0, 0, 0, 1))
+        backend.apply(tcp, (1, 0, 0, 0, 0, 1))
     exc = info.value
     assert exc.errno == errno.EINVAL
     message = str(exc)

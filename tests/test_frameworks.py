@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 import kaext
-from kaext import _api, presets
+from kaext import _capabilities, _platform, presets
 from kaext import constants as kconst
 
 import servers
@@ -460,9 +460,9 @@ def test_named_options_refuses_what_pika_would_ignore() -> None:
 def fake_caps(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Change one knob of capabilities() the way another platform reports it, for the shapes only."""
     def change(knob: str, **fields: Any) -> None:
-        caps = dict(_api._caps())
+        caps = dict(_capabilities.caps())
         caps[knob] = caps[knob]._replace(**fields)
-        monkeypatch.setattr(_api, "_CAPABILITIES", caps)
+        monkeypatch.setattr(_capabilities, "_CAPABILITIES", caps)
 
     yield change
 
@@ -471,7 +471,7 @@ def fake_caps(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 def test_a_knob_set_by_ioctl_is_refused_by_the_option_shapes(fake_caps: Any) -> None:
     policy = kaext.Policy(idle=IDLE, interval=INTERVAL, count=COUNT)
     # Windows before 1709: idle and interval only through WSAIoctl(SIO_KEEPALIVE_VALS)
-    fake_caps("idle", mechanism="WSAIoctl(SIO_KEEPALIVE_VALS)")
+    fake_caps("idle", mechanism=_platform.WINDOWS_SIO["idle"].describe())
     for shape in (policy.socket_options, policy.tcp_options, policy.named_options):
         with pytest.raises(ValueError, match=r"cannot express idle.*SIO_KEEPALIVE_VALS"):
             shape()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import kaext
-from kaext import _api, _platform
+from kaext import _backend, _capabilities, _platform
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "reference.json").read_text())
 CONSTANTS = REFERENCE["constants"]
@@ -32,7 +32,7 @@ UNITS = {"s", "ms", "probes"}
 
 
 def _tables() -> dict[str, dict[str, _platform.KnobSpec]]:
-    return {family: _platform._specs(family) for family in FAMILY_REFERENCE}
+    return {family: _platform.specs(family) for family in FAMILY_REFERENCE}
 
 
 @pytest.mark.one_implementation
@@ -59,8 +59,8 @@ def test_issue_contract_per_os() -> None:
     assert t["windows"]["user_timeout"].option == "TCP_MAXRT"
     assert t["windows"]["idle"].min >= 1, "idle 0 makes Windows send a keepalive storm"
     assert t["windows"]["count"].max == 255
-    assert _platform._specs("openbsd") == {}
-    assert _platform._UNSUPPORTED["openbsd"]["idle"].startswith("OpenBSD has no per-socket")
+    assert _platform.specs("openbsd") == {}
+    assert _platform.UNSUPPORTED["openbsd"]["idle"].startswith("OpenBSD has no per-socket")
     for family in ("freebsd", "netbsd", "sunos"):
         assert [t[family][k].option for k in ("idle", "interval", "count")] == [
             "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"]
@@ -69,8 +69,8 @@ def test_issue_contract_per_os() -> None:
 @pytest.mark.one_implementation
 def test_windows_sio_spec() -> None:
     for knob in ("idle", "interval"):
-        spec = _platform._WINDOWS_SIO[knob]
-        assert (spec.option, spec.unit, spec.readable, spec.mechanism) == ("SIO_KEEPALIVE_VALS", "ms", False, "sio")
+        spec = _platform.WINDOWS_SIO[knob]
+        assert (spec.option, spec.unit, spec.readable, spec.mechanism) == ("SIO_KEEPALIVE_VALS", "ms", False, _platform.MECH_SIO)
         assert spec.min >= 1, "idle 0 makes Windows send a keepalive storm"
         assert "2 h" in spec.note and "1 s" in spec.note
         assert spec.describe() == "WSAIoctl(SIO_KEEPALIVE_VALS)"
@@ -79,22 +79,22 @@ def test_windows_sio_spec() -> None:
 
 @pytest.mark.one_implementation
 def test_dragonfly_units_by_release() -> None:
-    assert _platform._release_before("5.6-RELEASE", 5, 8)
-    assert not _platform._release_before("5.8-RELEASE", 5, 8)
-    assert not _platform._release_before("6.4-RELEASE", 5, 8)
-    assert _platform._DRAGONFLY_OLD["idle"].unit == "ms"
+    assert _platform.release_before("5.6-RELEASE", 5, 8)
+    assert not _platform.release_before("5.8-RELEASE", 5, 8)
+    assert not _platform.release_before("6.4-RELEASE", 5, 8)
+    assert _platform.DRAGONFLY_OLD["idle"].unit == "ms"
 
 
 def test_capabilities_follow_the_backend_mechanism() -> None:
     """Every capability is the spec of the mechanism the backend probed."""
-    impl = _api._impl
+    impl = _backend
     for index, knob in enumerate(_platform.KNOBS):
         mech = impl.mechanism(index)
         caps = kaext.capabilities()
         if not mech:
             assert knob not in caps
             with pytest.raises(OSError) as info:
-                _api._spec(knob)
+                _capabilities.knob(knob)
             assert info.value.errno is not None and "cannot be set" in str(info.value)
             continue
         knob_caps = caps[knob]
@@ -102,7 +102,7 @@ def test_capabilities_follow_the_backend_mechanism() -> None:
         spec = _platform.spec_for(knob, impl.KNOB_OPTIONS[index][0], mech)
         assert spec is not None
         assert knob_caps.mechanism == spec.describe()
-        if mech == "setsockopt":
+        if mech == _platform.MECH_SETSOCKOPT:
             assert knob_caps.mechanism == f"setsockopt(IPPROTO_TCP, {knob_caps.option})"
 
 
@@ -126,9 +126,9 @@ def test_unsupported_knob_error_names_the_reason(monkeypatch: pytest.MonkeyPatch
     import errno
     import socket
 
-    caps = dict(_api._caps())
+    caps = dict(_capabilities.caps())
     caps.pop("count", None)
-    monkeypatch.setattr(_api, "_CAPABILITIES", caps)
+    monkeypatch.setattr(_capabilities, "_CAPABILITIES", caps)
     monkeypatch.setattr(_platform, "FAMILY", "openbsd")
     with socket.socket() as s, pytest.raises(OSError) as info:
         kaext.set_keepalive(s, count=3)

@@ -14,11 +14,10 @@ Everything is in seconds (int, float or ``datetime.timedelta``).  See
 from __future__ import annotations
 
 from . import constants
-from ._api import (
+from ._backend import IMPLEMENTATION
+from ._capabilities import Knob, capabilities
+from ._functions import (
     KeepaliveState,
-    Knob,
-    Policy,
-    capabilities,
     disable_keepalive,
     get_keepalive,
     get_user_timeout,
@@ -26,7 +25,7 @@ from ._api import (
     set_user_timeout,
     system_defaults,
 )
-from ._backend import IMPLEMENTATION
+from ._policy import Policy
 from ._version import __version__
 
 TYPE_CHECKING = False

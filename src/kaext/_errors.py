@@ -1,18 +1,33 @@
-"""Error messages shared by both implementations (C extension and pure Python)."""
+"""Error messages shared by both implementations (C extension and pure Python).
+
+Every message about a knob's value takes the unit and the range from that knob's
+:class:`~kaext._platform.KnobSpec` on the running platform, under the mechanism that
+sets it (the caller passes the spec it used): a macOS ``TCP_RXT_CONNDROPTIME`` value
+is seconds, an old DragonFly ``TCP_KEEPIDLE`` value milliseconds.
+"""
 
 from __future__ import annotations
 
 import errno as _errno
 import os
 
-from ._platform import FAMILY, INT_MAX, KNOBS
+from ._platform import FAMILY, FD_MAX, KNOBS, STEP_KEEPALIVE, STEP_PROBE, KnobSpec, unsupported_reason
 
-#: Step numbers used by the C shim and the pure backend alike.
-STEP_KEEPALIVE = 4
-STEP_PROBE = 5
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
 
-# The largest descriptor number either backend accepts (a SOCKET handle on Windows).
-_FD_MAX = 2**63 - 1 if FAMILY == "windows" else INT_MAX
+    class Ranged(Protocol):
+        """A KnobSpec, or a capability (kaext.Knob) made from one."""
+
+        @property
+        def option(self) -> str: ...
+        @property
+        def unit(self) -> str: ...
+        @property
+        def min(self) -> int: ...
+        @property
+        def max(self) -> int: ...
 
 
 def fd_type_error(sock: object) -> TypeError:
@@ -37,7 +52,7 @@ def _decorate(exc: OSError, knob: str | None, option: str, value: object, fd: in
     return exc
 
 
-def bad_fd_error(fd: int, fd_max: int | None = _FD_MAX) -> OSError:
+def bad_fd_error(fd: int, fd_max: int | None = FD_MAX) -> OSError:
     """EBADF before any system call: a closed socket (fileno() -1) or an impossible number."""
     if fd < 0:
         detail = f"file descriptor {fd} is not valid (a closed socket's fileno() is -1: is the socket closed?)"
@@ -48,30 +63,42 @@ def bad_fd_error(fd: int, fd_max: int | None = _FD_MAX) -> OSError:
     return _decorate(OSError(_errno.EBADF, f"{os.strerror(_errno.EBADF)}: {detail}"), None, "", None, fd)
 
 
-def _unit(knob: str, option: str) -> str:
-    if knob == "count":
-        return ""
-    if knob == "user_timeout" or option == "SIO_KEEPALIVE_VALS":
-        return " ms"
-    return " s"
+def amount(n: int, unit: str) -> str:
+    """``n`` in ``unit`` for a message: "30 s", "5 probes", "2147483647 ms (2147483.647 s)"."""
+    if unit == "probes":
+        return f"{n} probes"
+    if unit == "ms":
+        seconds = f"{n / 1000:.3f}".rstrip("0").rstrip(".")
+        return f"{n} ms ({seconds} s)"
+    return f"{n} s"
 
 
-def _valid_range(knob: str) -> str:
-    """What kaext accepts for ``knob`` here, from the capabilities (empty if unknown)."""
-    from . import _api  # at call time: _api imports the backends, which import this module
+def range_error(knob: str, value: object, spec: Ranged, why: str = "") -> ValueError:
+    """A value kaext refuses before any system call: names the knob, the option and its range."""
+    extra = f" ({why})" if why else ""
+    return ValueError(
+        f"{knob}={value!r} is out of range{extra}: {spec.option} accepts "
+        f"{amount(spec.min, spec.unit)} .. {amount(spec.max, spec.unit)} on this platform"
+    )
 
-    info = _api._caps().get(knob)
-    if info is None:
-        return ""
-    return f"; kaext accepts {knob} = {_api._fmt_unit(info.min, info.unit)} .. {_api._fmt_unit(info.max, info.unit)} here"
+
+def unsupported_error(knob: str) -> OSError:
+    """ENOPROTOOPT for a knob this platform cannot set, with the reason."""
+    return OSError(
+        _errno.ENOPROTOOPT,
+        f"{knob} cannot be set on this platform ({FAMILY}): {unsupported_reason(knob)}; "
+        "see kaext.capabilities()",
+    )
 
 
-def socket_error(err: int, step: int, option: str, value: int | None = None) -> OSError:
+def socket_error(err: int, step: int, option: str, value: int | None = None, spec: KnobSpec | None = None) -> OSError:
     """An OSError for a refused setsockopt/getsockopt/WSAIoctl.
 
-    The message names the call, the knob, the OS option, the value in the option's unit
-    and the reason (errno and strerror), plus a hint at the likely cause; the same facts
-    are attributes of the exception (see ``_decorate``).
+    ``step`` is the knob index or ``STEP_KEEPALIVE`` / ``STEP_PROBE``; ``spec`` is the
+    knob's spec under the mechanism the backend used (None where it has none).  The
+    message names the call, the knob, the OS option, the value in the option's unit and
+    the reason (errno and strerror), plus a hint at the likely cause; the same facts are
+    attributes of the exception (see ``_decorate``).
     """
     reason = os.strerror(err) if err > 0 else f"error {err}"
     call = "getsockopt" if value is None else "setsockopt"
@@ -84,10 +111,11 @@ def socket_error(err: int, step: int, option: str, value: int | None = None) -> 
         what = f"{call}(SOL_SOCKET, SO_KEEPALIVE" + ("" if value is None else f", {value}") + ")"
     else:
         knob = KNOBS[step]
-        if option == "SIO_KEEPALIVE_VALS":
+        if spec is not None and spec.ioctl:
             call = "WSAIoctl"
+        unit = f" {spec.unit}" if spec is not None and spec.unit in ("s", "ms") else ""
         opt = option or "no option on this platform"
-        what = f"{knob}" + ("" if value is None else f"={value}{_unit(knob, option)}") + f" ({call} {opt})"
+        what = f"{knob}" + ("" if value is None else f"={value}{unit}") + f" ({call} {opt})"
     hint = ""
     if err in (_errno.ENOPROTOOPT, _errno.EOPNOTSUPP) and (step < len(KNOBS) or step == STEP_PROBE):
         # whichever TCP-level call comes first is the one a UDP or AF_UNIX socket refuses
@@ -97,5 +125,7 @@ def socket_error(err: int, step: int, option: str, value: int | None = None) -> 
     elif err == _errno.EBADF:
         hint = " - the file descriptor is not open (is the socket closed?)"
     elif err == _errno.EINVAL and knob in KNOBS and value is not None:
-        hint = " - the kernel refused the value" + _valid_range(knob)
+        hint = " - the kernel refused the value"
+        if spec is not None:
+            hint += f"; kaext accepts {knob} = {amount(spec.min, spec.unit)} .. {amount(spec.max, spec.unit)} here"
     return _decorate(OSError(err, f"{reason}: {what}{hint}"), knob, option, value)

@@ -20,16 +20,59 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Final
 
-#: Knob names, in the order the C shim numbers them.
+#: Knob names, in the order the C shim numbers them (KAEXT_IDLE .. KAEXT_USER_TIMEOUT).
 KNOBS: Final = ("idle", "interval", "count", "user_timeout")
+IDLE: Final = 0
+INTERVAL: Final = 1
+COUNT: Final = 2
+USER_TIMEOUT: Final = 3
+
+#: Steps of a plan that are not a knob (the C shim's KAEXT_STEP_*): an error names the step
+#: whose call failed, which is a knob index (0..3) or one of these.
+STEP_KEEPALIVE: Final = 4  # SO_KEEPALIVE
+STEP_PROBE: Final = 5  # the TCP_NODELAY read that proves the socket is TCP
+
+#: Bits of a read's "want" mask: bit k is knob k, bit STEP_KEEPALIVE is SO_KEEPALIVE.
+WANT_KEEPALIVE: Final = 1 << STEP_KEEPALIVE
+WANT_ALL: Final = WANT_KEEPALIVE | ((1 << len(KNOBS)) - 1)
 
 INT_MAX: Final = 2**31 - 1
+_POINTER_BYTES: Final = 8 if sys.maxsize > 2**32 else 4
 
 
-#: How a knob is written (the C shim's KAEXT_MECH_*): ``setsockopt(IPPROTO_TCP, option)``, or
-#: Windows' ``WSAIoctl(SIO_KEEPALIVE_VALS)``, which sets idle and interval together.
-MECH_SETSOCKOPT: Final = "setsockopt"
-MECH_SIO: Final = "sio"
+#: How a knob is written: the C shim's KAEXT_MECH_* (the extension's ``MECH_*`` are the same
+#: numbers).  ``setsockopt(IPPROTO_TCP, option)``, or Windows' ``WSAIoctl(SIO_KEEPALIVE_VALS)``,
+#: which sets idle and interval together; ``MECH_NONE``: the knob cannot be set here.
+MECH_NONE: Final = 0
+MECH_SETSOCKOPT: Final = 1
+MECH_SIO: Final = 2
+
+
+class Mechanism(str):
+    """How kaext sets a knob: the call as text (``"setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)"``,
+    ``"WSAIoctl(SIO_KEEPALIVE_VALS)"``), with ``kind`` the ``MECH_*`` number.
+
+    A ``str``, so it prints, compares and serialises as the call; ``is_setsockopt`` tells
+    whether a ``(level, optname, value)`` socket option can carry the knob.
+    """
+
+    kind: int
+    option: str
+
+    def __new__(cls, kind: int, option: str) -> Mechanism:
+        text = "WSAIoctl(SIO_KEEPALIVE_VALS)" if kind == MECH_SIO else f"setsockopt(IPPROTO_TCP, {option})"
+        self = super().__new__(cls, text)
+        self.kind = kind
+        self.option = option
+        return self
+
+    @property
+    def is_setsockopt(self) -> bool:
+        """True when the knob is a plain ``setsockopt(IPPROTO_TCP, option)``."""
+        return self.kind == MECH_SETSOCKOPT
+
+    def __reduce__(self) -> tuple[type[Mechanism], tuple[int, str]]:
+        return (Mechanism, (self.kind, self.option))
 
 
 class KnobSpec(Record):
@@ -45,7 +88,7 @@ class KnobSpec(Record):
     readable: bool  # getsockopt returns it
     fallback: int | None  # option number where old SDK headers lack the name
     note: str
-    mechanism: str
+    mechanism: int  # MECH_*
 
     def __init__(
         self,
@@ -56,15 +99,18 @@ class KnobSpec(Record):
         readable: bool,
         fallback: int | None = None,
         note: str = "",
-        mechanism: str = MECH_SETSOCKOPT,
+        mechanism: int = MECH_SETSOCKOPT,
     ) -> None:
         self._init(option, unit, min, max, readable, fallback, note, mechanism)
 
-    def describe(self) -> str:
+    @property
+    def ioctl(self) -> bool:
+        """Set with ``WSAIoctl(SIO_KEEPALIVE_VALS)``, not a socket option."""
+        return self.mechanism == MECH_SIO
+
+    def describe(self) -> Mechanism:
         """The call kaext makes, e.g. ``setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)``."""
-        if self.mechanism == MECH_SIO:
-            return "WSAIoctl(SIO_KEEPALIVE_VALS)"
-        return f"setsockopt(IPPROTO_TCP, {self.option})"
+        return Mechanism(self.mechanism, self.option)
 
 
 def _family(platform: str) -> str:
@@ -84,8 +130,18 @@ def _family(platform: str) -> str:
 
 FAMILY: Final = _family(sys.platform)
 
+#: The largest socket handle either backend accepts (the C shim's KAEXT_SOCK_MAX): a file
+#: descriptor is an int on POSIX; a Windows SOCKET is a UINT_PTR (32 bits on win32, 64 on
+#: win64) whose all-ones value is INVALID_SOCKET.
+FD_MAX: Final = (2 ** (8 * _POINTER_BYTES) - 2) if FAMILY == "windows" else INT_MAX
 
-def _release_before(release: str, major: int, minor: int) -> bool:
+#: Windows fills the half of SIO_KEEPALIVE_VALS a plan does not give with its defaults
+#: (SIO_KEEPALIVE_VALS remarks: keepalivetime 2 h, keepaliveinterval 1 s), in ms.
+WINDOWS_SIO_DEFAULT_IDLE_MS: Final = 7_200_000
+WINDOWS_SIO_DEFAULT_INTERVAL_MS: Final = 1_000
+
+
+def release_before(release: str, major: int, minor: int) -> bool:
     """``"5.6-RELEASE"`` before (5, 8)?  Unparsable releases count as new."""
     parts = release.split("-")[0].split(".")
     try:
@@ -97,7 +153,7 @@ def _release_before(release: str, major: int, minor: int) -> bool:
 # Linux: include/net/tcp.h MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL = 32767 s,
 # MAX_TCP_KEEPCNT = 127; net/ipv4/tcp.c rejects 0 and larger values with EINVAL.
 # TCP_USER_TIMEOUT is an int in ms, negative is EINVAL, 0 = system default.
-_LINUX = {
+LINUX = {
     "idle": KnobSpec("TCP_KEEPIDLE", "s", 1, 32767, True),
     "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, 32767, True),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, 127, True),
@@ -109,7 +165,7 @@ _LINUX = {
 # TCP_KEEPCNT (0x101 / 0x102) from OS X 10.9.  The user timeout is TCP_RXT_CONNDROPTIME
 # (0x80, seconds of retransmission before the connection is dropped; 0 = off).
 _DARWIN_MAX_S = 4294967
-_DARWIN = {
+DARWIN = {
     "idle": KnobSpec("TCP_KEEPALIVE", "s", 1, _DARWIN_MAX_S, True, fallback=0x10),
     "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, _DARWIN_MAX_S, True, fallback=0x101),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, INT_MAX, True, fallback=0x102),
@@ -127,29 +183,29 @@ _DARWIN = {
 # FreeBSD / DragonFly / NetBSD: seconds; FreeBSD rejects ui > UINT_MAX / hz.
 # DragonFly before 5.8 (__DragonFly_version < 500702) took milliseconds.
 _BSD_MAX_S = 4294967
-_BSD = {
+BSD = {
     "idle": KnobSpec("TCP_KEEPIDLE", "s", 1, _BSD_MAX_S, True),
     "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, _BSD_MAX_S, True),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, INT_MAX, True),
 }
 _DRAGONFLY_MS_NOTE = "DragonFly before 5.8 takes milliseconds"
-_DRAGONFLY_OLD = {
+DRAGONFLY_OLD = {
     "idle": KnobSpec("TCP_KEEPIDLE", "ms", 1, INT_MAX, True, note=_DRAGONFLY_MS_NOTE),
     "interval": KnobSpec("TCP_KEEPINTVL", "ms", 1, INT_MAX, True, note=_DRAGONFLY_MS_NOTE),
-    "count": _BSD["count"],
+    "count": BSD["count"],
 }
 
 # illumos and Solaris 11.4 (numbers differ: 0x22/0x24/0x23 vs 0x1D/0x1E/0x1F, always
 # from the headers, never a fallback): TCP_KEEPIDLE in seconds, checked against
 # 10 s .. 10 days; TCP_KEEPINTVL bounded by the retransmission timeout range.
-_SUNOS = {
+SUNOS = {
     "idle": KnobSpec("TCP_KEEPIDLE", "s", 10, 864000, True),
     "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, 600, True),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, INT_MAX, True),
 }
 # Solaris before 11.4: only the thresholds, in ms; the abort threshold is interval x
 # count with exponential back-off, which no single knob here expresses.
-_SOLARIS_OLD_IDLE = KnobSpec(
+SOLARIS_OLD_IDLE = KnobSpec(
     "TCP_KEEPALIVE_THRESHOLD",
     "ms",
     10000,
@@ -160,7 +216,7 @@ _SOLARIS_OLD_IDLE = KnobSpec(
 
 # Windows 10 1709+: TCP_KEEPIDLE / TCP_KEEPINTVL in seconds, TCP_KEEPCNT (1703+) <= 255;
 # TCP_MAXRT in seconds.  Numbers from ws2ipdef.h; old mingw-w64 headers lack them.
-_WINDOWS = {
+WINDOWS = {
     "idle": KnobSpec("TCP_KEEPIDLE", "s", 1, INT_MAX, True, fallback=3),
     "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, INT_MAX, True, fallback=17),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, 255, True, fallback=16),
@@ -182,42 +238,42 @@ _SIO_NOTE = (
     "(reads back as None); setting one resets the other to the Windows default "
     "(idle 2 h, interval 1 s)"
 )
-_WINDOWS_SIO = {
+WINDOWS_SIO = {
     "idle": KnobSpec("SIO_KEEPALIVE_VALS", "ms", 1, INT_MAX, False, note=_SIO_NOTE, mechanism=MECH_SIO),
     "interval": KnobSpec("SIO_KEEPALIVE_VALS", "ms", 1, INT_MAX, False, note=_SIO_NOTE, mechanism=MECH_SIO),
 }
 
 
-def _specs(family: str) -> dict[str, KnobSpec]:
+def specs(family: str) -> dict[str, KnobSpec]:
     if family == "dragonfly":
         import platform
 
-        return _DRAGONFLY_OLD if _release_before(platform.release(), 5, 8) else _BSD
+        return DRAGONFLY_OLD if release_before(platform.release(), 5, 8) else BSD
     return {
-        "linux": _LINUX,
-        "darwin": _DARWIN,
-        "freebsd": _BSD,
-        "netbsd": _BSD,
-        "sunos": _SUNOS,
-        "windows": _WINDOWS,
+        "linux": LINUX,
+        "darwin": DARWIN,
+        "freebsd": BSD,
+        "netbsd": BSD,
+        "sunos": SUNOS,
+        "windows": WINDOWS,
     }.get(family, {})
 
 
 #: The setsockopt option of each knob on this OS (the one the headers name).
-SPECS: Final[dict[str, KnobSpec]] = _specs(FAMILY)
+SPECS: Final[dict[str, KnobSpec]] = specs(FAMILY)
 
 #: Per OS, the specs for other mechanisms or older releases of the same OS.
 _ALTERNATIVES: Final[dict[str, tuple[KnobSpec, ...]]] = {
-    "idle": (_WINDOWS_SIO["idle"], _SOLARIS_OLD_IDLE) if FAMILY in ("windows", "sunos") else (),
-    "interval": (_WINDOWS_SIO["interval"],) if FAMILY == "windows" else (),
+    "idle": (WINDOWS_SIO["idle"], SOLARIS_OLD_IDLE) if FAMILY in ("windows", "sunos") else (),
+    "interval": (WINDOWS_SIO["interval"],) if FAMILY == "windows" else (),
 }
 
 
-def spec_for(knob: str, option: str, mechanism: str) -> KnobSpec | None:
+def spec_for(knob: str, option: str, mechanism: int) -> KnobSpec | None:
     """The spec of ``knob`` as the backend sets it: by ``option`` name and ``mechanism``.
 
-    ``mechanism`` is the backend's run-time answer (``"setsockopt"``, ``"sio"``, or ``""``
-    when the kernel refused the knob); ``option`` is the header name it uses.
+    ``mechanism`` is the backend's run-time answer (``MECH_SETSOCKOPT``, ``MECH_SIO``, or
+    ``MECH_NONE`` when the kernel refused the knob); ``option`` is the header name it uses.
     """
     if not mechanism:
         return None
@@ -230,7 +286,7 @@ def spec_for(knob: str, option: str, mechanism: str) -> KnobSpec | None:
 
 
 #: Why a knob cannot be set, per OS family, for the ENOPROTOOPT message.
-_UNSUPPORTED: Final[dict[str, dict[str, str]]] = {
+UNSUPPORTED: Final[dict[str, dict[str, str]]] = {
     "openbsd": dict.fromkeys(
         KNOBS,
         "OpenBSD has no per-socket keepalive options: only SO_KEEPALIVE (set_keepalive() with "
@@ -255,7 +311,7 @@ _UNSUPPORTED: Final[dict[str, dict[str, str]]] = {
 
 def unsupported_reason(knob: str) -> str:
     """Why ``knob`` is not available here (for the ENOPROTOOPT error)."""
-    return _UNSUPPORTED.get(FAMILY, {}).get(
+    return UNSUPPORTED.get(FAMILY, {}).get(
         knob, "no socket option for it in this build, or the running kernel refused it"
     )
 

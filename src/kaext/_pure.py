@@ -15,8 +15,26 @@ import os
 import socket
 from typing import Any
 
-from ._errors import STEP_KEEPALIVE, STEP_PROBE, bad_fd_error, fd_type_error, socket_error
-from ._platform import FALLBACK_CONSTANTS, FAMILY, INT_MAX, KNOBS, MECH_SETSOCKOPT, MECH_SIO, SPECS
+from . import _platform
+from ._errors import bad_fd_error, fd_type_error, socket_error
+from ._platform import (
+    FALLBACK_CONSTANTS,
+    FAMILY,
+    IDLE,
+    INTERVAL,
+    KNOBS,
+    MECH_NONE,
+    MECH_SETSOCKOPT,
+    MECH_SIO,
+    SPECS,
+    STEP_KEEPALIVE,
+    STEP_PROBE,
+    WANT_ALL,
+    WINDOWS_SIO_DEFAULT_IDLE_MS,
+    WINDOWS_SIO_DEFAULT_INTERVAL_MS,
+    KnobSpec,
+    spec_for,
+)
 
 IMPLEMENTATION = "python"
 
@@ -62,6 +80,8 @@ def _collect() -> tuple[dict[str, int], dict[str, str]]:
 
 
 CONSTANTS, CONSTANT_SOURCES = _collect()
+#: The largest socket handle accepted (``kaext._platform.FD_MAX``).
+FD_MAX: int = _platform.FD_MAX
 
 _TCP = CONSTANTS.get("IPPROTO_TCP", 6)
 _SOL_SOCKET = CONSTANTS["SOL_SOCKET"]
@@ -74,7 +94,6 @@ KNOB_OPTIONS: tuple[tuple[str, int, int] | None, ...] = tuple(
     else None
     for k in KNOBS
 )
-FD_MAX = 2**63 - 1 if FAMILY == "windows" else INT_MAX
 
 
 def knob_supported(k: int) -> bool:
@@ -99,60 +118,60 @@ def knob_supported(k: int) -> bool:
     return True
 
 
-_IDLE, _INTERVAL = 0, 1
-# Windows defaults for the half of SIO_KEEPALIVE_VALS not given (its documented remarks).
-_WIN_DEFAULT_IDLE_MS = 7_200_000
-_WIN_DEFAULT_INTERVAL_MS = 1_000
-_mechanisms: dict[int, str] = {}
+_mechanisms: dict[int, int] = {}
 
 
-def _probe_mechanism(k: int) -> str:
+def _probe_mechanism(k: int) -> int:
     if knob_supported(k):
         return MECH_SETSOCKOPT
-    if FAMILY == "windows" and k in (_IDLE, _INTERVAL) and hasattr(socket, "SIO_KEEPALIVE_VALS"):
+    if FAMILY == "windows" and k in (IDLE, INTERVAL) and hasattr(socket, "SIO_KEEPALIVE_VALS"):
         return MECH_SIO  # Windows before 10 version 1709, wine
-    return ""
+    return MECH_NONE
 
 
-def mechanism(k: int) -> str:
-    """How knob ``k`` is set on the running system, probed once per process.
+def mechanism(k: int) -> int:
+    """How knob ``k`` is set on the running system (``MECH_*``), probed once per process.
 
-    ``"setsockopt"``, ``"sio"`` (Windows without TCP_KEEPIDLE: ``socket.ioctl(
-    SIO_KEEPALIVE_VALS, (on, idle_ms, interval_ms))``, write-only) or ``""``.
+    ``MECH_SETSOCKOPT``, ``MECH_SIO`` (Windows without TCP_KEEPIDLE: ``socket.ioctl(
+    SIO_KEEPALIVE_VALS, (on, idle_ms, interval_ms))``, write-only) or ``MECH_NONE``.
     """
     m = _mechanisms.get(k)
     if m is None:
-        m = _probe_mechanism(k) if 0 <= k < len(KNOB_OPTIONS) else ""
-        if FAMILY == "windows" and k in (_IDLE, _INTERVAL):
+        m = _probe_mechanism(k) if 0 <= k < len(KNOB_OPTIONS) else MECH_NONE
+        if FAMILY == "windows" and k in (IDLE, INTERVAL):
             # SIO_KEEPALIVE_VALS sets both at once: both go through it unless both options work
-            other = _probe_mechanism(_INTERVAL if k == _IDLE else _IDLE)
+            other = _probe_mechanism(INTERVAL if k == IDLE else IDLE)
             if m != MECH_SETSOCKOPT or other != MECH_SETSOCKOPT:
-                m = MECH_SIO if hasattr(socket, "SIO_KEEPALIVE_VALS") else ""
-            _mechanisms[_IDLE] = _mechanisms[_INTERVAL] = m
+                m = MECH_SIO if hasattr(socket, "SIO_KEEPALIVE_VALS") else MECH_NONE
+            _mechanisms[IDLE] = _mechanisms[INTERVAL] = m
         _mechanisms[k] = m
     return m
 
 
+def _spec(k: int) -> KnobSpec | None:
+    """Knob ``k``'s spec under its mechanism (for error messages)."""
+    entry = KNOB_OPTIONS[k]
+    return spec_for(KNOBS[k], entry[0] if entry else "", mechanism(k))
+
+
 def knob_unit(k: int) -> str:
     """The unit knob ``k`` is taken in under its mechanism: "s", "ms", "probes" or ""."""
-    m = mechanism(k)
-    if m == MECH_SIO:
-        return "ms"
-    return SPECS[KNOBS[k]].unit if m else ""
+    spec = _spec(k)
+    return spec.unit if spec is not None else ""
 
 
 def _apply_sio(s: socket.socket, plan: tuple[int, int, int, int, int, int]) -> None:
     """Windows without TCP_KEEPIDLE: idle and interval (ms) together, the missing one defaulted."""
     mask = plan[0]
-    step = _IDLE if mask & 1 else _INTERVAL
-    idle = plan[1] if mask & 1 else _WIN_DEFAULT_IDLE_MS
-    interval = plan[2] if mask & 2 else _WIN_DEFAULT_INTERVAL_MS
+    step = IDLE if mask & 1 else INTERVAL
+    idle = plan[1] if mask & 1 else WINDOWS_SIO_DEFAULT_IDLE_MS
+    interval = plan[2] if mask & 2 else WINDOWS_SIO_DEFAULT_INTERVAL_MS
     if idle < 1 or interval < 1:  # idle 0: keepalive storm on some Windows versions
-        raise socket_error(errno.EINVAL, step, "SIO_KEEPALIVE_VALS", plan[step + 1])
+        raise socket_error(errno.EINVAL, step, "SIO_KEEPALIVE_VALS", plan[step + 1], _spec(step))
     try:
         s.ioctl(socket.SIO_KEEPALIVE_VALS, (0 if plan[5] == 0 else 1, idle, interval))  # type: ignore[attr-defined]
     except OSError as exc:
-        raise socket_error(exc.errno or errno.EINVAL, step, "SIO_KEEPALIVE_VALS", plan[step + 1]) from None
+        raise socket_error(exc.errno or errno.EINVAL, step, "SIO_KEEPALIVE_VALS", plan[step + 1], _spec(step)) from None
 
 
 def _fd(sock: Any) -> int:
@@ -237,13 +256,13 @@ def apply(sock: Any, plan: tuple[int, int, int, int, int, int]) -> None:
     """
     mask = plan[0]
     for k in range(4):  # refused before any call: the socket stays as it was
-        if mask & (1 << k) and not mechanism(k):
+        if mask & (1 << k) and mechanism(k) == MECH_NONE:
             entry = KNOB_OPTIONS[k]
             raise socket_error(errno.ENOPROTOOPT, k, entry[0] if entry else "", plan[k + 1])
     with _Borrowed(sock) as s:
         first = True
         done = 0
-        if mask & 3 and mechanism(_IDLE) == MECH_SIO:
+        if mask & 3 and mechanism(IDLE) == MECH_SIO:
             _probe_tcp(s)  # the ioctl alone does not prove TCP
             _apply_sio(s, plan)
             done, first = 3, False
@@ -257,7 +276,7 @@ def apply(sock: Any, plan: tuple[int, int, int, int, int, int]) -> None:
             try:
                 s.setsockopt(level, opt, plan[k + 1])
             except OSError as exc:
-                raise socket_error(exc.errno or errno.EINVAL, k, name, plan[k + 1]) from None
+                raise socket_error(exc.errno or errno.EINVAL, k, name, plan[k + 1], _spec(k)) from None
             first = False
         if first:
             _probe_tcp(s)
@@ -273,7 +292,7 @@ def apply_policy(self: Any, sock: Any) -> None:
     apply(sock, self._plan)
 
 
-def read(sock: Any, want: int = 0x1F) -> tuple[int, int | None, int | None, int | None, int | None]:
+def read(sock: Any, want: int = WANT_ALL) -> tuple[int, int | None, int | None, int | None, int | None]:
     """Read ``(keepalive, idle, interval, count, user_timeout)`` in OS units.
 
     ``want`` picks what to read (bit k: knob k, bit 4: SO_KEEPALIVE), as in the C shim:

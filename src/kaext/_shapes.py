@@ -15,20 +15,31 @@ import math
 import socket
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from . import _api
+from . import _backend
+from ._capabilities import Knob, caps
 from ._platform import KNOBS
 from .constants import PORTABLE
 
-if TYPE_CHECKING:
-    from ._api import Knob, Policy
+
+class Policy(Protocol):
+    """What a shape needs of a ``kaext.Policy`` (this module sits below it)."""
+
+    keepalive: bool
+    idle: float | None
+    interval: float | None
+    count: int | None
+    user_timeout: float | None
+    _plan: tuple[int, int, int, int, int, int]
+
+    def apply(self, sock: Any) -> None: ...
 
 _APPLY_HINT = "apply the policy to the socket instead: policy.apply(sock) or policy.socket_factory()"
 
 
 def _is_setsockopt(knob: Knob) -> bool:
-    return knob.mechanism.startswith("setsockopt(")
+    return knob.mechanism.is_setsockopt
 
 
 def _refuse(shape: str, what: str, strict: bool) -> None:
@@ -41,11 +52,11 @@ def _refuse(shape: str, what: str, strict: bool) -> None:
 def _set_knobs(policy: Policy) -> list[tuple[str, Knob, int]]:
     """(knob name, Knob, value in the OS unit) for every knob the policy sets."""
     mask = policy._plan[0]
-    caps = _api._caps()
+    known = caps()
     out = []
     for index, name in enumerate(KNOBS):
         if mask & (1 << index):
-            out.append((name, caps[name], policy._plan[index + 1]))
+            out.append((name, known[name], policy._plan[index + 1]))
     return out
 
 
@@ -71,7 +82,7 @@ def socket_options(policy: Policy, base: Iterable[Sequence[Any]], strict: bool) 
         (knob.level, knob.optname, value)
         for _, knob, value in _tcp_level_knobs(policy, "socket_options()", strict)
     ]
-    consts = _api._impl.CONSTANTS  # type: ignore[attr-defined]
+    consts = _backend.CONSTANTS
     # SO_KEEPALIVE last, as Policy.apply does: a refused TCP-level option leaves it untouched.
     own.append((consts["SOL_SOCKET"], consts["SO_KEEPALIVE"], 1 if policy.keepalive else 0))
     keys = {(level, opt) for level, opt, _ in own}
@@ -127,7 +138,7 @@ def libpq_params(policy: Policy, strict: bool) -> dict[str, int]:
     if policy.count is not None:
         out["keepalives_count"] = policy.count
     if policy.user_timeout is not None:
-        knob = _api._caps()["user_timeout"]
+        knob = caps()["user_timeout"]
         if knob.option == "TCP_USER_TIMEOUT":
             out["tcp_user_timeout"] = math.ceil(policy.user_timeout * 1000)
         else:

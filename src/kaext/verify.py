@@ -194,7 +194,7 @@ def _read_kaext(sock: socket.socket, name: str, unit: str) -> float | None:
 
 def _read_socket(sock: socket.socket, knob: kaext.Knob) -> tuple[int | None, str]:
     """Python's own reading of one knob through its socket constant, and a note."""
-    if not knob.mechanism.startswith("setsockopt("):  # e.g. WSAIoctl(SIO_KEEPALIVE_VALS)
+    if not knob.mechanism.is_setsockopt:  # e.g. WSAIoctl(SIO_KEEPALIVE_VALS)
         return None, f"set with {knob.mechanism}, which cannot be read back"
     optname = getattr(socket, knob.option, None)
     if not isinstance(optname, int):
@@ -302,7 +302,7 @@ def _kernel_alone(family: int, knob: kaext.Knob, native: int) -> str:
     """What the kernel itself does with ``native`` on a scratch socket (for information)."""
     if not -(2**31) <= native < 2**31:
         return "not a C int"
-    if not knob.mechanism.startswith("setsockopt("):
+    if not knob.mechanism.is_setsockopt:
         return f"not tried ({knob.mechanism})"
     try:
         with socket.socket(family, socket.SOCK_STREAM) as scratch:
@@ -547,7 +547,7 @@ def _header() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "kaext": kaext.__version__,
-        "implementation": _implementation(),
+        "implementation": kaext.IMPLEMENTATION,
         "system_defaults": {
             "keepalive": defaults.enabled,
             "idle": defaults.idle,
@@ -559,11 +559,6 @@ def _header() -> dict[str, Any]:
     }
 
 
-def _implementation() -> str:
-    # The backend in use: normally kaext.IMPLEMENTATION; the test suite swaps it in-process.
-    api = sys.modules.get("kaext._api")
-    backend = getattr(api, "_impl", None)
-    return str(getattr(backend, "IMPLEMENTATION", kaext.IMPLEMENTATION))
 
 
 def _cells(r: dict[str, Any]) -> list[str]:

@@ -1,0 +1,260 @@
+"""What this platform offers, and values in its units.
+
+``capabilities()`` joins the backend's run-time probe (which mechanism sets each knob)
+with ``_platform``'s description of that mechanism (option, unit, range); the
+conversion functions turn seconds (int, float, Fraction, Decimal, ``timedelta``) into
+that unit, rounding up, and build the plan both backends take.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import sys
+
+from . import _backend
+from ._errors import range_error, unsupported_error
+from ._platform import KNOBS, MECH_SIO, spec_for
+from ._record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._platform import Mechanism
+
+__all__ = ["Knob", "capabilities"]
+
+_NS_PER_UNIT = {"s": 10**9, "ms": 10**6}
+_PER_SECOND = {"s": 1.0, "ms": 1000.0}
+
+
+class Knob(Record):
+    """One keepalive knob as this platform implements it.
+
+    ``option`` is the header name of the socket option (``"TCP_KEEPIDLE"``), ``level``
+    and ``optname`` the numbers to pass to setsockopt, ``unit`` what the kernel takes
+    (``"s"``, ``"ms"`` or ``"probes"``), ``min``/``max`` the range it accepts in that
+    unit, ``readable`` whether getsockopt reads it back, ``mechanism`` the call kaext
+    makes (``"setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)"``, or on Windows before 10 version
+    1709 ``"WSAIoctl(SIO_KEEPALIVE_VALS)"``, where ``level`` is -1 and ``optname`` the
+    ioctl code; a ``str`` whose ``is_setsockopt`` tells the two apart), and ``note`` what
+    else to know (empty when nothing).
+    """
+
+    __slots__ = ("option", "level", "optname", "unit", "min", "max", "readable", "mechanism", "note")
+    _fields = __slots__
+
+    option: str
+    level: int
+    optname: int
+    unit: str
+    min: int
+    max: int
+    readable: bool
+    mechanism: Mechanism
+    note: str
+
+    def __init__(
+        self,
+        option: str,
+        level: int,
+        optname: int,
+        unit: str,
+        min: int,
+        max: int,
+        readable: bool,
+        mechanism: Mechanism,
+        note: str = "",
+    ) -> None:
+        self._init(option, level, optname, unit, min, max, readable, mechanism, note)
+
+
+def _build_capabilities() -> dict[str, Knob]:
+    """Knobs as the running system sets them: the backend probes each once (``mechanism``),
+    ``_platform`` describes that mechanism (unit, range, read-back)."""
+    knobs: dict[str, Knob] = {}
+    for index, name in enumerate(KNOBS):
+        entry = _backend.KNOB_OPTIONS[index]
+        if entry is None:
+            continue
+        option, level, optname = entry
+        spec = spec_for(name, option, _backend.mechanism(index))
+        if spec is None:
+            continue
+        if spec.mechanism == MECH_SIO:
+            option, level, optname = spec.option, -1, _backend.CONSTANTS["SIO_KEEPALIVE_VALS"]
+        knobs[name] = Knob(
+            option=option,
+            level=level,
+            optname=optname,
+            unit=spec.unit,
+            min=spec.min,
+            max=spec.max,
+            readable=spec.readable,
+            mechanism=spec.describe(),
+            note=spec.note,
+        )
+    return knobs
+
+
+_CAPABILITIES: dict[str, Knob] | None = None
+
+
+def caps() -> dict[str, Knob]:
+    """The capabilities, built once (not a copy: callers must not change it)."""
+    global _CAPABILITIES
+    if _CAPABILITIES is None:
+        _CAPABILITIES = _build_capabilities()
+    return _CAPABILITIES
+
+
+def capabilities() -> dict[str, Knob]:
+    """The knobs this platform supports: ``idle``, ``interval``, ``count``, ``user_timeout``.
+
+    A knob is listed only when the headers define its option and the running kernel
+    accepted it in a one-time probe on a throwaway socket.  Linux: all four
+    (``TCP_KEEPIDLE`` 1..32767 s, ``TCP_KEEPINTVL`` 1..32767 s, ``TCP_KEEPCNT``
+    1..127 probes, ``TCP_USER_TIMEOUT`` 0..2**31-1 ms).
+    """
+    return dict(caps())
+
+
+def knob(name: str) -> Knob:
+    """The capability of ``name``; OSError ENOPROTOOPT, with the reason, where there is none."""
+    spec = caps().get(name)
+    if spec is None:
+        raise unsupported_error(name)
+    return spec
+
+
+# --------------------------------------------------------------------------------------
+# Durations
+# --------------------------------------------------------------------------------------
+
+
+def duration_ns(knob: str, value: object) -> int:
+    """A duration in whole nanoseconds, exact for int, float, Fraction, Decimal and timedelta.
+
+    Rounded to the nearest nanosecond (so that 0.1 s is 100 ms, not 100.000000000000006 ms),
+    except that a nonzero value below 1 ns keeps its sign.  The modules of the exotic types
+    are looked up in ``sys.modules``: a value cannot be a Decimal if nobody imported decimal.
+    """
+    if isinstance(value, (bool, str, bytes)) or value is None:
+        raise _duration_type_error(knob, value)
+    if hasattr(value, "__index__"):
+        whole: int = operator.index(value)  # type: ignore[call-overload, unused-ignore]
+        return whole * 10**9
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
+        num, den = value.as_integer_ratio()
+    else:
+        datetime = sys.modules.get("datetime")
+        decimal = sys.modules.get("decimal")
+        if datetime is not None and isinstance(value, datetime.timedelta):
+            delta: Any = value
+            return int((delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000)
+        if decimal is not None and isinstance(value, decimal.Decimal):
+            if not value.is_finite():
+                raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
+            # as_integer_ratio() builds 10**exponent exactly: Decimal("1E-999999999") would
+            # take minutes.  Past 1e30 s every knob is out of range and below 1e-30 s only
+            # the sign matters, so such values are clamped first.
+            if value and value.adjusted() > 30:
+                num, den = (10**31 if value > 0 else -(10**31)), 1
+            elif value and value.adjusted() < -30:
+                num, den = (1 if value > 0 else -1), 10**31
+            else:
+                num, den = value.as_integer_ratio()
+        elif _is_real(value):  # Fraction, NumPy floats, other numbers.Real
+            ratio = getattr(value, "as_integer_ratio", None)
+            if ratio is None:
+                number = float(value)  # type: ignore[arg-type]
+                if not math.isfinite(number):
+                    raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
+                ratio = number.as_integer_ratio
+            try:
+                num, den = ratio()
+            except (OverflowError, ValueError):  # NaN or infinity of another float type
+                raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}") from None
+        else:
+            raise _duration_type_error(knob, value)
+    ns, rest = divmod(num * 10**9, den)
+    if 2 * rest > den or (2 * rest == den and ns & 1):
+        ns += 1
+    if ns == 0 and num != 0:
+        # below 1 ns: keep the sign, so that a tiny positive value rounds up to the
+        # OS resolution and a tiny negative one is refused, not taken as 0
+        ns = 1 if num > 0 else -1
+    return ns
+
+
+def _duration_type_error(knob: str, value: object) -> TypeError:
+    return TypeError(
+        f"{knob} must be seconds as int, float or datetime.timedelta, "
+        f"got {type(value).__name__} {value!r}"
+    )
+
+
+def _is_real(value: object) -> bool:
+    import numbers
+
+    return isinstance(value, numbers.Real)
+
+
+def native(name: str, value: object) -> int:
+    """Validate ``value`` for knob ``name`` and convert it to the OS unit, rounding up."""
+    spec = knob(name)
+    if spec.unit == "probes":
+        if isinstance(value, bool) or not hasattr(value, "__index__"):
+            raise TypeError(f"{name} must be an int number of probes, got {type(value).__name__} {value!r}")
+        n = operator.index(value)  # type: ignore[call-overload, unused-ignore]
+        if n < spec.min or n > spec.max:
+            raise range_error(name, value, spec)
+        return n
+    try:
+        ns = duration_ns(name, value)
+    except ValueError:
+        raise range_error(name, value, spec, "not a finite number") from None
+    if ns < 0 or (ns == 0 and spec.min > 0):
+        raise range_error(name, value, spec, "must be positive" if spec.min > 0 else "negative")
+    per = _NS_PER_UNIT[spec.unit]
+    n = -(-ns // per)  # round up: a timer never fires earlier than asked
+    if n < spec.min or n > spec.max:
+        raise range_error(name, value, spec)
+    return n
+
+
+def in_seconds(name: str, value: int | None) -> float | None:
+    """A value of knob ``name`` in its OS unit, as seconds (None stays None)."""
+    if value is None:
+        return None
+    return value / _PER_SECOND[caps()[name].unit]
+
+
+# --------------------------------------------------------------------------------------
+# The plan
+# --------------------------------------------------------------------------------------
+
+#: ``keepalive`` of a plan that leaves SO_KEEPALIVE as it is.
+KEEPALIVE_LEAVE = -1
+
+
+def make_plan(
+    idle: object,
+    interval: object,
+    count: object,
+    user_timeout: object,
+    keepalive: int,
+) -> tuple[int, int, int, int, int, int]:
+    """The plan for the backends: the knobs given (not None), each in its OS unit."""
+    values = [0, 0, 0, 0]
+    mask = 0
+    for index, (name, value) in enumerate(
+        (("idle", idle), ("interval", interval), ("count", count), ("user_timeout", user_timeout))
+    ):
+        if value is not None:
+            values[index] = native(name, value)
+            mask |= 1 << index
+    return (mask, values[0], values[1], values[2], values[3], keepalive)

@@ -1,0 +1,417 @@
+"""``Policy``: a complete keepalive configuration, validated once, applied in one call.
+
+Also the budget arithmetic (``from_timeout``, ``for_idle_timeout``) and nginx's
+``so_keepalive`` syntax (``parse`` and ``str()``).  The framework shapes
+(``socket_options()`` ...) are built by ``_shapes`` from the policy's plan.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+
+from . import _backend
+from ._capabilities import Knob, caps, duration_ns, in_seconds, make_plan
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import Any
+
+    from typing import TypeVar
+
+    from ._types import Duration, SocketLike
+
+    _P = TypeVar("_P", bound="Policy")
+
+__all__ = ["Policy"]
+
+#: Probes sent before the peer is declared dead (``count``) in ``for_idle_timeout``.
+PROBES = 5
+
+_SUFFIX_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def _parse_duration(text: str, what: str, spec: str) -> int | float:
+    """nginx-style duration (``30m``, ``1h30m``, ``90``, ``250ms``) in seconds."""
+    if not text:
+        raise ValueError(f"invalid keepalive spec {spec!r}: empty {what}")
+    total_ms, pos = 0, 0
+    while pos < len(text):
+        end = pos
+        while end < len(text) and "0" <= text[end] <= "9":
+            end += 1
+        digits = text[pos:end]
+        suffix = text[end : end + 2] if text[end : end + 2] == "ms" else text[end : end + 1]
+        if not digits or (suffix and suffix not in _SUFFIX_MS):
+            raise ValueError(
+                f"invalid keepalive spec {spec!r}: {what} {text!r} is not a duration "
+                "(digits with an optional s, m, h, d or ms suffix, e.g. 30m or 1h30m)"
+            )
+        total_ms += int(digits) * _SUFFIX_MS[suffix or "s"]
+        pos = end + len(suffix)
+    seconds, ms = divmod(total_ms, 1000)
+    return seconds if ms == 0 else total_ms / 1000
+
+
+def _format_duration(seconds: float) -> str:
+    ms = round(seconds * 1000)
+    if ms % 1000:
+        return f"{ms}ms"
+    whole = ms // 1000
+    for suffix, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole and whole % size == 0:
+            return f"{whole // size}{suffix}"
+    return f"{whole}s"
+
+
+class Policy:
+    """A complete keepalive configuration, validated for this platform when it is made.
+
+    ``idle``, ``interval`` and ``user_timeout`` are seconds (int, float or
+    ``timedelta``; fractions round up to the platform's resolution), ``count`` is
+    probes; ``None`` leaves a knob as it is.  ``keepalive=False`` is a policy that
+    turns SO_KEEPALIVE off.  A policy is immutable and hashable; its attributes hold
+    the values that will be applied, in seconds.
+    """
+
+    __slots__ = ("idle", "interval", "count", "user_timeout", "keepalive", "_plan")
+
+    idle: float | None
+    interval: float | None
+    count: int | None
+    user_timeout: float | None
+    keepalive: bool
+    _plan: tuple[int, int, int, int, int, int]
+
+    def __init__(
+        self,
+        idle: Duration | None = None,
+        interval: Duration | None = None,
+        count: int | None = None,
+        user_timeout: Duration | None = None,
+        *,
+        keepalive: bool = True,
+    ) -> None:
+        if not isinstance(keepalive, bool):
+            raise TypeError(f"keepalive must be True or False, got {keepalive!r}")
+        if not keepalive and (idle, interval, count) != (None, None, None):
+            raise ValueError("a policy that turns keepalive off cannot also set idle, interval or count")
+        plan = make_plan(idle, interval, count, user_timeout, 1 if keepalive else 0)
+        mask = plan[0]
+        init = object.__setattr__
+        init(self, "_plan", plan)
+        init(self, "keepalive", keepalive)
+        init(self, "idle", in_seconds("idle", plan[1]) if mask & 1 else None)
+        init(self, "interval", in_seconds("interval", plan[2]) if mask & 2 else None)
+        init(self, "count", plan[3] if mask & 4 else None)
+        init(self, "user_timeout", in_seconds("user_timeout", plan[4]) if mask & 8 else None)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Policy is immutable; make a new one (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Policy is immutable (cannot delete {name!r})")
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.idle, self.interval, self.count, self.user_timeout, self.keepalive)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Policy):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        parts = [
+            f"{name}={getattr(self, name)!r}"
+            for name in ("idle", "interval", "count", "user_timeout")
+            if getattr(self, name) is not None
+        ]
+        if not self.keepalive:
+            parts.append("keepalive=False")
+        return f"Policy({', '.join(parts)})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_policy_from_kwargs, (dict(zip(("idle", "interval", "count", "user_timeout", "keepalive"), self._key())),))
+
+    if TYPE_CHECKING:
+
+        def apply(self, sock: SocketLike) -> None:
+            """Apply the whole policy to ``sock``, all or nothing."""
+
+    else:
+        #: Apply the whole policy to ``sock``, all or nothing.
+        #:
+        #: Order of calls: TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT
+        #: (Linux names), then SO_KEEPALIVE.  Every value was range-checked when the
+        #: policy was made and the first call is the one a closed fd or a non-TCP socket
+        #: refuses, so a refusal leaves the socket as it was.  One C call: the hot path.
+        apply = _backend.apply_policy
+
+    # -- budgets ---------------------------------------------------------------------
+
+    @classmethod
+    def from_timeout(cls, seconds: Duration) -> Policy:
+        """Split a dead-peer budget into idle, interval and count, and a user timeout.
+
+        Chooses whole seconds with ``idle + interval * count <= seconds`` (about a
+        quarter of the budget idle, then up to 10 probes), and sets the user timeout
+        to exactly ``idle + interval * count`` so that unacknowledged data is given up
+        on within the same budget (Linux: with TCP_USER_TIMEOUT set, the kernel drops
+        a keepalive-probed connection once that much time has passed since the last
+        data received).  Needs at least 2 s.
+        """
+        budget_ns = duration_ns("timeout", seconds)
+        if budget_ns < 2 * 10**9:
+            raise ValueError(f"timeout={seconds!r} is too short: need at least 2 s (1 s idle + 1 probe of 1 s)")
+        budget = budget_ns // 10**9  # whole seconds, rounded down: never exceed the budget
+        known = caps()
+        idle_max = known["idle"].max if "idle" in known else budget
+        interval_max = known["interval"].max if "interval" in known else budget
+        count_max = known["count"].max if "count" in known else 10
+        idle = min(idle_max, max(1, budget // 4))
+        rest = budget - idle  # >= 1
+        count = min(10, count_max, rest)
+        interval = min(interval_max, rest // count)  # >= 1, and interval * count <= rest
+        user_timeout = None
+        if "user_timeout" in known:
+            user_timeout = min(idle + interval * count, known["user_timeout"].max // 1000)
+        return cls(
+            idle=idle if "idle" in known else None,
+            interval=interval if "interval" in known else None,
+            count=count if "count" in known else None,
+            user_timeout=user_timeout,
+        )
+
+    # -- nginx so_keepalive syntax -------------------------------------------------------
+
+    @classmethod
+    def parse(cls, spec: str) -> Policy:
+        """Parse nginx's ``so_keepalive`` syntax: ``on``, ``off`` or ``[idle]:[interval]:[count]``.
+
+        Durations take ``s``, ``m``, ``h``, ``d`` (and ``ms``) suffixes and may be
+        combined (``1h30m``); a bare number is seconds; an empty field leaves that
+        knob as it is (``30m::10``) and trailing fields may be left out (``10:``
+        sets only idle); as in nginx, a spec that sets nothing (``::``) is refused.
+        kaext also reads a ``user_timeout=DURATION`` word after it
+        (``30m::10 user_timeout=5m``), which ``str(policy)`` writes.
+        """
+        if not isinstance(spec, str):
+            raise TypeError(f"spec must be a str, got {type(spec).__name__}")
+        words = spec.split()
+        if not words:
+            raise ValueError(f"invalid keepalive spec {spec!r}: empty")
+        head, extra = words[0], words[1:]
+        user_timeout: int | float | None = None
+        for word in extra:
+            key, sep, val = word.partition("=")
+            if key != "user_timeout" or not sep or user_timeout is not None:
+                raise ValueError(f"invalid keepalive spec {spec!r}: unexpected {word!r}")
+            user_timeout = _parse_duration(val, "user_timeout", spec)
+        ut = user_timeout
+        if head == "on":
+            return cls(user_timeout=ut)
+        if head == "off":
+            return cls(keepalive=False, user_timeout=ut)
+        fields = head.split(":")
+        if len(fields) > 3 or not any(fields):
+            raise ValueError(
+                f"invalid keepalive spec {spec!r}: expected 'on', 'off' or [idle]:[interval]:[count]"
+            )
+        # like nginx, trailing fields may be left out: "10" and "10:" set only idle
+        idle_s, interval_s, count_s = (*fields, "", "")[:3]
+        idle = _parse_duration(idle_s, "idle", spec) if idle_s else None
+        interval = _parse_duration(interval_s, "interval", spec) if interval_s else None
+        if count_s and not (count_s.isascii() and count_s.isdigit()):
+            raise ValueError(f"invalid keepalive spec {spec!r}: count {count_s!r} is not a whole number")
+        count = int(count_s) if count_s else None
+        return cls(idle=idle, interval=interval, count=count, user_timeout=ut)
+
+    def __str__(self) -> str:
+        if not self.keepalive:
+            head = "off"
+        elif (self.idle, self.interval, self.count) == (None, None, None):
+            head = "on"
+        else:
+            head = ":".join(
+                (
+                    "" if self.idle is None else _format_duration(self.idle),
+                    "" if self.interval is None else _format_duration(self.interval),
+                    "" if self.count is None else str(self.count),
+                )
+            )
+        if self.user_timeout is not None:
+            head += f" user_timeout={_format_duration(self.user_timeout)}"
+        return head
+
+    # -- framework shapes ------------------------------------------------------------------
+
+    @classmethod
+    def for_idle_timeout(cls, seconds: Duration) -> Policy:
+        """A policy whose probes keep a flow alive through a NAT / load balancer with this idle timeout.
+
+        ``idle = T // 2``, ``interval = max(1, T // 10)``, ``count = 5`` (whole seconds,
+        clamped to this platform's ranges), always ``idle + interval < T`` so that one
+        lost probe is made good before the middlebox forgets the flow; a dead peer is
+        declared after about ``T``.  See ``kaext.presets``.
+        """
+        return for_idle_timeout(seconds, cls)
+
+    @classmethod
+    def for_middlebox(cls, name: str) -> Policy:
+        """``for_idle_timeout`` for a known middlebox's default idle timeout, e.g. ``"aws-nlb"`` (350 s).
+
+        Names and sourced numbers: ``kaext.presets.MIDDLEBOXES``.
+        """
+        return for_middlebox(name, cls)
+
+
+    def socket_options(self, base: Iterable[Sequence[Any]] = (), *, strict: bool = True) -> list[tuple[Any, ...]]:
+        """The policy as ``(level, optname, value)`` tuples, for ``socket_options`` arguments.
+
+        For urllib3 / requests (``HTTPConnection.default_socket_options``), httpx /
+        httpcore (``HTTPTransport(socket_options=...)``), websocket-client
+        (``sockopt=``), kafka-python (``socket_options=``).  ``base`` (e.g. urllib3's
+        ``HTTPConnection.default_socket_options``, TCP_NODELAY) is kept, first, except
+        entries for the same (level, optname), which this policy replaces.  The TCP-level
+        options come first, ``(SOL_SOCKET, SO_KEEPALIVE, 1 or 0)`` last.  Values are in
+        each option's OS unit (Linux: TCP_KEEPIDLE s, TCP_USER_TIMEOUT ms; macOS: idle
+        as TCP_KEEPALIVE).
+
+        A knob this platform cannot set with setsockopt (see ``Knob.mechanism``, e.g.
+        an ioctl) raises ValueError; ``strict=False`` leaves it out with a
+        RuntimeWarning instead.
+        """
+        from . import _shapes
+
+        return _shapes.socket_options(self, base, strict)
+
+    def tcp_options(self, base: Mapping[int, Any] | None = None, *, strict: bool = True) -> dict[int, Any]:
+        """The TCP-level knobs as ``{optname: value}``, for redis-py and py-amqp / kombu.
+
+        redis-py: ``Redis(socket_keepalive=True, socket_keepalive_options=...)`` (the
+        dict is ignored unless ``socket_keepalive`` is true); py-amqp / kombu:
+        ``socket_settings=`` / ``transport_options={"socket_settings": ...}`` (py-amqp
+        turns SO_KEEPALIVE on itself).  SO_KEEPALIVE is not in the dict, so a policy
+        with ``keepalive=False`` raises ValueError.  ``base`` (e.g. redis-py's
+        ``get_default_socket_keepalive_options()``) is kept, with this policy's options
+        replacing the same keys.  Values are in the OS unit; knobs that are not a
+        plain setsockopt here raise ValueError (``strict=False``: RuntimeWarning and
+        left out).
+        """
+        from . import _shapes
+
+        return _shapes.tcp_options(self, base, strict)
+
+    def named_options(self, base: Mapping[str, Any] | None = None, *, strict: bool = True) -> dict[str, Any]:
+        """The knobs as ``{name: value}`` with portable names, for pika's ``tcp_options``.
+
+        Names: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` (s), ``TCP_KEEPCNT``,
+        ``TCP_USER_TIMEOUT`` (ms) -- the keys pika accepts, which it looks up in
+        Python's ``socket`` module.  A knob whose option Python's socket module does not
+        offer under that name and unit (macOS: idle is TCP_KEEPALIVE, so pika cannot
+        set it), a policy with ``keepalive=False``, and a policy that turns keepalive on
+        without idle, interval or count (pika enables SO_KEEPALIVE only when a
+        TCP_KEEP* key is present) raise ValueError (``strict=False``: RuntimeWarning
+        and left out).
+        """
+        from . import _shapes
+
+        return _shapes.named_options(self, base, strict)
+
+    def libpq_params(self, *, strict: bool = True) -> dict[str, int]:
+        """libpq keyword parameters, for psycopg, psycopg2, asyncpg-style DSNs and friends.
+
+        ``keepalives`` (1 or 0) always; ``keepalives_idle``, ``keepalives_interval``
+        (whole seconds, rounded up), ``keepalives_count`` and ``tcp_user_timeout`` (ms,
+        PostgreSQL 12+) for the knobs the policy sets.  libpq maps them to each OS
+        itself (Windows: SIO_KEEPALIVE_VALS); it sets ``tcp_user_timeout`` only with
+        TCP_USER_TIMEOUT, so a user timeout on a platform that has another option
+        raises ValueError (``strict=False``: RuntimeWarning and left out).  libpq
+        ignores all of them on Unix-domain sockets.
+        """
+        from . import _shapes
+
+        return _shapes.libpq_params(self, strict)
+
+    def socket_factory(self) -> Callable[[Sequence[Any]], socket.socket]:
+        """A callable ``factory(addr_info) -> socket`` that makes a socket with this policy applied.
+
+        ``addr_info`` is a ``getaddrinfo()`` entry ``(family, type, proto, ...)``.  For
+        aiohttp's ``TCPConnector(socket_factory=...)`` (aiohttp >= 3.12), and for
+        asyncio: make the socket, ``setblocking(False)``, ``await
+        loop.sock_connect(sock, addr)``, then ``loop.create_connection(..., sock=sock)``.
+        Works for every knob this platform supports (it calls ``apply``).
+        """
+        from . import _shapes
+
+        return _shapes.socket_factory(self)
+
+
+def for_idle_timeout(seconds: Duration, policy_class: type[_P]) -> _P:
+    """A policy whose probes keep a flow alive through a middlebox with this idle timeout.
+
+    With ``T`` the timeout in whole seconds (rounded down): ``idle = T // 2``,
+    ``interval = max(1, T // 10)``, ``count = 5`` (fewer when ``T`` is under 10 s, so
+    that ``idle + interval * count <= T``), each clamped to what this platform
+    accepts (``kaext.capabilities()``), and always ``idle + interval < T``: a lost
+    first probe is made good by the second before the flow expires.  A dead peer is
+    then declared after ``idle + interval * count`` (about ``T``).  The user timeout is
+    left as it is.  Needs ``T >= 3`` (1 s idle, 1 s interval).
+    """
+    timeout_ns = duration_ns("idle_timeout", seconds)
+    if timeout_ns <= 0:
+        raise ValueError(f"idle_timeout={seconds!r} must be positive")
+    budget = timeout_ns // 10**9
+    known = caps()
+    if "idle" not in known:
+        raise OSError(
+            errno.ENOPROTOOPT,
+            "idle cannot be set on this platform, so no policy can probe before an idle timeout; "
+            "see kaext.capabilities()",
+        )
+    idle_knob = known["idle"]
+    idle = min(_whole_seconds_max(idle_knob), max(budget // 2, _whole_seconds_min(idle_knob)))
+    interval = None
+    count = None
+    if "interval" in known:
+        knob = known["interval"]
+        interval = min(_whole_seconds_max(knob), max(budget // 10, 1, _whole_seconds_min(knob)))
+    if idle + (interval or 0) >= budget:
+        raise ValueError(
+            f"idle_timeout={seconds!r} is too short: the first probe and one retry must both go out "
+            f"before it (idle {idle} s + interval {interval or 0} s must be under {budget} s)"
+        )
+    if "count" in known:
+        # 5 probes, fewer for a short timeout so that a dead peer is declared within it
+        fit = (budget - idle) // interval if interval else PROBES
+        count = min(known["count"].max, max(min(PROBES, fit), known["count"].min))
+    return policy_class(idle=idle, interval=interval, count=count)
+
+
+def for_middlebox(name: str, policy_class: type[_P]) -> _P:
+    """``for_idle_timeout`` for a known middlebox's default idle timeout (``MIDDLEBOXES``)."""
+    from ._middleboxes import MIDDLEBOXES  # dataclasses: imported only when asked
+
+    if not isinstance(name, str):
+        raise TypeError(f"middlebox name must be a str, got {type(name).__name__}")
+    box = MIDDLEBOXES.get(name)
+    if box is None:
+        raise ValueError(f"unknown middlebox {name!r}; known: {', '.join(MIDDLEBOXES)}")
+    return for_idle_timeout(box.idle_timeout, policy_class)
+
+
+def _whole_seconds_max(knob: Knob) -> int:
+    return knob.max // 1000 if knob.unit == "ms" else knob.max
+
+
+def _whole_seconds_min(knob: Knob) -> int:
+    return max(1, math.ceil(knob.min / 1000) if knob.unit == "ms" else knob.min)
+
+
+def _policy_from_kwargs(kwargs: dict[str, Any]) -> Policy:
+    return Policy(**kwargs)
