@@ -10,6 +10,31 @@ Python.
 """
 
 from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.object cimport PyTypeObject
+
+# Slots of the API's value types (``__slots__`` member descriptors), set from C the way
+# ``object.__setattr__`` would, without looking the name up on every call.
+cdef extern from "structmember.h":
+    ctypedef struct PyMemberDef:
+        pass
+    int PyMember_SetOne(char *addr, PyMemberDef *m, object v) except -1
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef *d_member
+    PyTypeObject PyMemberDescr_Type
+    bint PyObject_TypeCheck(object o, PyTypeObject *t)
+
+cdef extern from *:
+    """
+    /* A new, empty instance of a class that takes no arguments to make (object.__new__). */
+    static PyObject *kaext_alloc(PyObject *cls)
+    {
+        PyTypeObject *t = (PyTypeObject *)cls;
+        return t->tp_alloc(t, 0);
+    }
+    """
+    object kaext_alloc(object cls)
 
 cdef extern from "kaext_shim.h" nogil:
     ctypedef long long kaext_sock
@@ -208,3 +233,132 @@ def read(object sock, unsigned int want=0x1F):
         st.value[2] if st.have & 4 else None,
         st.value[3] if st.have & 8 else None,
     )
+
+
+# --------------------------------------------------------------------------------------
+# Read-back straight into the public value types
+# --------------------------------------------------------------------------------------
+#
+# The layers above hand their types over once, at import (bind_state, bind_policy), with
+# the knobs capabilities() lists: per knob None (not listed: reads back as None) or
+# (unit, min, max).  A read then makes the instance here, in one call: no Python-level
+# work per knob.
+
+cdef object _state_type = None
+cdef PyMemberDef *_state_slot[4]      # enabled, idle, interval, count
+cdef object _policy_type = None
+cdef PyMemberDef *_policy_slot[6]     # idle, interval, count, user_timeout, keepalive, _plan
+cdef int _kind[4]                     # 0: reads back as None, 1: a count (int), 2: seconds (float)
+cdef double _per_second[4]
+cdef long long _lo[4]
+cdef long long _hi[4]
+cdef unsigned _WANT_STATE = (1u << KAEXT_KEEPALIVE) | 7u
+cdef unsigned _WANT_ALL = (1u << KAEXT_KEEPALIVE) | 15u
+
+
+cdef PyMemberDef *_slot(object cls, str name) except NULL:
+    descriptor = cls.__dict__.get(name)
+    if descriptor is None or not PyObject_TypeCheck(descriptor, &PyMemberDescr_Type):
+        raise TypeError(f"{cls.__name__}.{name} is not a __slots__ field")
+    return (<PyMemberDescrObject *>descriptor).d_member
+
+
+cdef _bind_knobs(knobs):
+    cdef int k
+    for k in range(KAEXT_NKNOBS):
+        entry = knobs[k]
+        if entry is None:
+            _kind[k] = 0
+            continue
+        unit, lo, hi = entry
+        _kind[k] = 1 if unit == "probes" else 2
+        _per_second[k] = 1000.0 if unit == "ms" else 1.0
+        _lo[k] = lo
+        _hi[k] = hi
+
+
+def bind_state(cls, knobs):
+    """Called once by the layer that defines ``KeepaliveState``: the type ``read_state`` makes."""
+    global _state_type
+    cdef int k
+    _bind_knobs(knobs)
+    for k, name in enumerate(("enabled", "idle", "interval", "count")):
+        _state_slot[k] = _slot(cls, name)
+    _state_type = cls
+
+
+def bind_policy(cls, knobs):
+    """Called once by the layer that defines ``Policy``: the type ``read_policy`` makes."""
+    global _policy_type
+    cdef int k
+    _bind_knobs(knobs)
+    for k, name in enumerate(("idle", "interval", "count", "user_timeout", "keepalive", "_plan")):
+        _policy_slot[k] = _slot(cls, name)
+    _policy_type = cls
+
+
+cdef inline object _value(const kaext_state *st, int k):
+    """Knob ``k`` as read back: None, a count, or seconds."""
+    if _kind[k] == 0 or not (st.have & (1u << k)):
+        return None
+    if _kind[k] == 1:
+        return st.value[k]
+    return st.value[k] / _per_second[k]
+
+
+def read_state(object sock):
+    """``KeepaliveState(enabled, idle, interval, count)`` of ``sock``: one read of four options."""
+    cdef kaext_state st
+    cdef int step = 0, err
+    cdef kaext_sock fd = <kaext_sock>_fd(sock)
+    if _state_type is None:
+        raise RuntimeError("kaext._kaext.read_state before bind_state")
+    err = kaext_read_some(fd, _WANT_STATE, &st, &step)
+    if err:
+        _fail(err, step, None)
+    state = kaext_alloc(_state_type)
+    cdef char *fields = <char *><void *>state
+    PyMember_SetOne(fields, _state_slot[0], st.keepalive != 0)
+    PyMember_SetOne(fields, _state_slot[1], _value(&st, 0))
+    PyMember_SetOne(fields, _state_slot[2], _value(&st, 1))
+    PyMember_SetOne(fields, _state_slot[3], _value(&st, 2))
+    return state
+
+
+def read_policy(cls, object sock):
+    """The ``Policy`` (of type ``cls``) that reproduces ``sock``'s state, or None when a value
+    read back is outside the range a policy accepts (the caller says which)."""
+    cdef kaext_state st
+    cdef int step = 0, err, k
+    cdef unsigned mask = 0
+    cdef kaext_sock fd = <kaext_sock>_fd(sock)
+    if _policy_type is None:
+        raise RuntimeError("kaext._kaext.read_policy before bind_policy")
+    err = kaext_read_some(fd, _WANT_ALL, &st, &step)
+    if err:
+        _fail(err, step, None)
+    if not st.keepalive:  # keepalive off: the knobs have no effect and are not carried
+        st.have &= ~7u
+    for k in range(KAEXT_NKNOBS):
+        if _kind[k] and st.have & (1u << k):
+            if st.value[k] < _lo[k] or st.value[k] > _hi[k]:
+                return None
+            mask |= 1u << k
+        else:
+            st.have &= ~(1u << k)
+            st.value[k] = 0
+    if cls is _policy_type:
+        policy = kaext_alloc(cls)
+    elif isinstance(cls, type) and issubclass(cls, _policy_type):
+        policy = cls.__new__(cls)
+    else:
+        raise TypeError(f"{cls!r} is not a subclass of {_policy_type.__name__}")
+    cdef char *fields = <char *><void *>policy
+    PyMember_SetOne(fields, _policy_slot[0], _value(&st, 0))
+    PyMember_SetOne(fields, _policy_slot[1], _value(&st, 1))
+    PyMember_SetOne(fields, _policy_slot[2], _value(&st, 2))
+    PyMember_SetOne(fields, _policy_slot[3], _value(&st, 3))
+    PyMember_SetOne(fields, _policy_slot[4], st.keepalive != 0)
+    PyMember_SetOne(fields, _policy_slot[5],
+                    (mask, st.value[0], st.value[1], st.value[2], st.value[3], 1 if st.keepalive else 0))
+    return policy

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 if os.environ.get("KAEXT_NO_EXTENSIONS", "") not in ("", "0"):
-    from ._pure import CONSTANT_SOURCES, CONSTANTS, FD_MAX, IMPLEMENTATION, KNOB_OPTIONS, apply, apply_policy, knob_supported, knob_unit, mechanism, read
+    from ._pure import CONSTANT_SOURCES, CONSTANTS, FD_MAX, IMPLEMENTATION, KNOB_OPTIONS, apply, apply_policy, bind_policy, bind_state, knob_supported, knob_unit, mechanism, read, read_policy, read_state
 else:
     try:
         from ._kaext import (
@@ -20,10 +20,14 @@ else:
             KNOB_OPTIONS,
             apply,
             apply_policy,
+            bind_policy,
+            bind_state,
             knob_supported,
             knob_unit,
             mechanism,
             read,
+            read_policy,
+            read_state,
         )
     except ImportError:
         from ._pure import (  # type: ignore[assignment, unused-ignore]
@@ -34,10 +38,14 @@ else:
             KNOB_OPTIONS,
             apply,
             apply_policy,
+            bind_policy,
+            bind_state,
             knob_supported,
             knob_unit,
             mechanism,
             read,
+            read_policy,
+            read_state,
         )
 
 __all__ = [
@@ -48,8 +56,12 @@ __all__ = [
     "KNOB_OPTIONS",
     "apply",
     "apply_policy",
+    "bind_policy",
+    "bind_state",
     "knob_supported",
     "knob_unit",
     "mechanism",
     "read",
+    "read_policy",
+    "read_state",
 ]

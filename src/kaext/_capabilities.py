@@ -120,6 +120,14 @@ def capabilities() -> dict[str, Knob]:
     return dict(caps())
 
 
+def read_back_knobs() -> tuple[tuple[str, int, int] | None, ...]:
+    """Per knob (``KNOBS`` order), what the backends need to read it back into the public
+    types: ``(unit, min, max)`` from ``capabilities()``, or None for a knob not listed
+    there (it reads back as None)."""
+    known = caps()
+    return tuple((known[n].unit, known[n].min, known[n].max) if n in known else None for n in KNOBS)
+
+
 def knob(name: str) -> Knob:
     """The capability of ``name``; OSError ENOPROTOOPT, with the reason, where there is none."""
     spec = caps().get(name)

@@ -7,8 +7,7 @@ call, then makes one backend call.
 from __future__ import annotations
 
 from . import _backend, _platform
-from ._capabilities import KEEPALIVE_LEAVE, caps, in_seconds, knob, make_plan
-from ._platform import WANT_KEEPALIVE
+from ._capabilities import KEEPALIVE_LEAVE, caps, in_seconds, knob, make_plan, read_back_knobs
 from ._record import Record
 
 TYPE_CHECKING = False
@@ -27,10 +26,8 @@ __all__ = [
     "system_defaults",
 ]
 
-# what to read back (bit k = knob k, WANT_KEEPALIVE = SO_KEEPALIVE)
-_WANT_STATE = WANT_KEEPALIVE | (1 << _platform.IDLE) | (1 << _platform.INTERVAL) | (1 << _platform.COUNT)
+# what get_user_timeout reads back (bit k = knob k)
 _WANT_USER_TIMEOUT = 1 << _platform.USER_TIMEOUT
-_PER_SECOND = {"s": 1.0, "ms": 1000.0}
 
 
 class KeepaliveState(Record):
@@ -65,22 +62,21 @@ class KeepaliveState(Record):
         init(self, "count", count)
 
 
+# The backend makes the KeepaliveState itself, in one call (see ``read_state``).
+_backend.bind_state(KeepaliveState, read_back_knobs())
+_read_state = _backend.read_state
+
+
 def get_keepalive(sock: SocketLike) -> KeepaliveState:
     """Read SO_KEEPALIVE, the idle time, the probe interval and the probe count.
 
     Linux: ``getsockopt`` of ``SO_KEEPALIVE``, ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``,
     ``TCP_KEEPCNT``; a knob never set reads as the system default.  macOS: idle via
-    ``TCP_KEEPALIVE``.  Seconds; ``None`` where the platform cannot read a knob back.
+    ``TCP_KEEPALIVE``.  Seconds; ``None`` where the platform cannot read a knob back
+    (or does not list it in ``capabilities()``).
     """
-    enabled, idle, interval, count, _ = _backend.read(sock, _WANT_STATE)
-    known = caps()
-    # a knob outside capabilities() may still read back (e.g. one the probe found refused)
-    return KeepaliveState(
-        bool(enabled),
-        None if idle is None or "idle" not in known else idle / _PER_SECOND[known["idle"].unit],
-        None if interval is None or "interval" not in known else interval / _PER_SECOND[known["interval"].unit],
-        count if "count" in known else None,
-    )
+    state: KeepaliveState = _read_state(sock)
+    return state
 
 
 def get_user_timeout(sock: SocketLike) -> float | None:

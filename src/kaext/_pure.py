@@ -18,6 +18,7 @@ from typing import Any
 from . import _platform
 from ._errors import bad_fd_error, fd_type_error, socket_error
 from ._platform import (
+    COUNT,
     FALLBACK_CONSTANTS,
     FAMILY,
     IDLE,
@@ -29,7 +30,9 @@ from ._platform import (
     SPECS,
     STEP_KEEPALIVE,
     STEP_PROBE,
+    USER_TIMEOUT,
     WANT_ALL,
+    WANT_KEEPALIVE,
     WINDOWS_SIO_DEFAULT_IDLE_MS,
     WINDOWS_SIO_DEFAULT_INTERVAL_MS,
     KnobSpec,
@@ -87,6 +90,7 @@ _TCP = CONSTANTS.get("IPPROTO_TCP", 6)
 _SOL_SOCKET = CONSTANTS["SOL_SOCKET"]
 _SO_KEEPALIVE = CONSTANTS["SO_KEEPALIVE"]
 _TCP_NODELAY = socket.TCP_NODELAY
+_socket_type = socket.socket
 
 KNOB_OPTIONS: tuple[tuple[str, int, int] | None, ...] = tuple(
     (SPECS[k].option, _TCP, CONSTANTS[SPECS[k].option])
@@ -287,9 +291,58 @@ def apply(sock: Any, plan: tuple[int, int, int, int, int, int]) -> None:
                 raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "", plan[5]) from None
 
 
+# The setsockopt calls a plan makes, ``((level, optname, value), ...)`` in the shim's
+# order, or None where the general path must run (an ioctl knob, or no knob: then the
+# TCP check comes first).  Worked out once per distinct plan.
+_CALLS: dict[Any, tuple[tuple[int, int, int], ...] | None] = {}
+_CACHE_MAX = 256
+
+
+def _calls(plan: Any) -> tuple[tuple[int, int, int], ...] | None:
+    mask = plan[0]
+    calls = []
+    for k in range(len(KNOBS)):
+        if mask & (1 << k):
+            entry = KNOB_OPTIONS[k]
+            if entry is None or mechanism(k) != MECH_SETSOCKOPT:
+                return None
+            calls.append((entry[1], entry[2], plan[k + 1]))
+    if not calls:
+        return None
+    if plan[5] >= 0:
+        calls.append((_SOL_SOCKET, _SO_KEEPALIVE, 1 if plan[5] else 0))
+    return tuple(calls)
+
+
+def _remember_calls(plan: Any) -> tuple[tuple[int, int, int], ...] | None:
+    if len(_CALLS) >= _CACHE_MAX:
+        _CALLS.clear()
+    calls = _CALLS[plan] = _calls(plan)
+    return calls
+
+
 def apply_policy(self: Any, sock: Any) -> None:
-    """Apply this policy to ``sock``, all or nothing (see :class:`kaext.Policy`)."""
-    apply(sock, self._plan)
+    """Apply this policy to ``sock``, all or nothing (see :class:`kaext.Policy`).
+
+    For a ``socket.socket`` the policy's setsockopt calls, worked out once, are made
+    directly; if one fails, the general path (:func:`apply`) makes them again and
+    raises the error it describes (setting a value twice changes nothing).
+    """
+    plan = self._plan
+    if type(sock) is _socket_type:
+        try:
+            calls = _CALLS[plan]
+        except KeyError:
+            calls = _remember_calls(plan)
+        if calls is not None:
+            setsockopt = sock.setsockopt
+            try:
+                for level, opt, value in calls:
+                    setsockopt(level, opt, value)
+                return
+            except OSError:
+                pass
+    apply(sock, plan)
 
 
 def read(sock: Any, want: int = WANT_ALL) -> tuple[int, int | None, int | None, int | None, int | None]:
@@ -299,22 +352,190 @@ def read(sock: Any, want: int = WANT_ALL) -> tuple[int, int | None, int | None, 
     only when no knob could be read does a TCP_NODELAY probe tell "not readable here"
     from "not a TCP socket".
     """
+    if type(sock) is _socket_type:
+        try:
+            return _read(sock, want)
+        except OSError:
+            pass  # a closed socket, or not TCP: the general path says which, as for any fd
     with _Borrowed(sock) as s:
-        keepalive = 0
-        if want & (1 << STEP_KEEPALIVE):
+        return _read(s, want)
+
+
+def _read(s: socket.socket, want: int) -> tuple[int, int | None, int | None, int | None, int | None]:
+    getsockopt = s.getsockopt
+    keepalive = 0
+    if want & WANT_KEEPALIVE:
+        try:
+            keepalive = getsockopt(_SOL_SOCKET, _SO_KEEPALIVE)
+        except OSError as exc:
+            raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "") from None
+    values: list[int | None] = [None, None, None, None]
+    read_any = False
+    for k, level, opt in _READABLE:
+        if want & (1 << k):
             try:
-                keepalive = s.getsockopt(_SOL_SOCKET, _SO_KEEPALIVE)
-            except OSError as exc:
-                raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "") from None
-        values: list[int | None] = []
-        for k, entry in enumerate(KNOB_OPTIONS):
-            value = None
-            if want & (1 << k) and entry is not None and mechanism(k) != MECH_SIO:  # SIO is write-only
-                try:
-                    value = s.getsockopt(entry[1], entry[2])
-                except OSError:
-                    value = None
-            values.append(value)
-        if all(value is None for value in values):
-            _probe_tcp(s)
+                values[k] = getsockopt(level, opt)
+                read_any = True
+            except OSError:
+                pass
+    if not read_any:
+        _probe_tcp(s)
     return (keepalive, values[0], values[1], values[2], values[3])
+
+
+# --------------------------------------------------------------------------------------
+# Read-back straight into the public value types
+# --------------------------------------------------------------------------------------
+#
+# The layers above hand their types over once, at import (``bind_state``,
+# ``bind_policy``), with the knobs ``capabilities()`` lists: per knob None (not
+# listed: reads back as None) or ``(unit, min, max)``.
+
+_state_type: Any = None
+_state_setters: tuple[Any, ...] = ()
+_policy_type: Any = None
+_policy_setters: tuple[Any, ...] = ()
+# per knob: None (reads back as None), 0 (a count: int) or the unit's parts per second
+_per_second: list[float | None] = [None] * len(KNOBS)
+_ranges: list[tuple[int, int]] = [(0, -1)] * len(KNOBS)
+
+
+def _setters(cls: type, names: tuple[str, ...]) -> tuple[Any, ...]:
+    """The ``__set__`` of each slot's descriptor: sets a field of an immutable value."""
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+def _bind_knobs(knobs: tuple[tuple[str, int, int] | None, ...]) -> None:
+    for k, entry in enumerate(knobs):
+        if entry is None:
+            _per_second[k] = None
+            continue
+        unit, lo, hi = entry
+        _per_second[k] = 0 if unit == "probes" else (1000.0 if unit == "ms" else 1.0)
+        _ranges[k] = (lo, hi)
+
+
+def bind_state(cls: type, knobs: tuple[tuple[str, int, int] | None, ...]) -> None:
+    """Called once by the layer that defines ``KeepaliveState``: the type ``read_state`` makes."""
+    global _state_type, _state_setters
+    _bind_knobs(knobs)
+    _state_setters = _setters(cls, ("enabled", "idle", "interval", "count"))
+    _state_type = cls
+
+
+def bind_policy(cls: type, knobs: tuple[tuple[str, int, int] | None, ...]) -> None:
+    """Called once by the layer that defines ``Policy``: the type ``read_policy`` makes."""
+    global _policy_type, _policy_setters
+    _bind_knobs(knobs)
+    _policy_setters = _setters(cls, ("idle", "interval", "count", "user_timeout", "keepalive", "_plan"))
+    _policy_type = cls
+
+
+def _seconds(k: int, value: int | None) -> float | int | None:
+    per = _per_second[k]
+    if value is None or per is None:
+        return None
+    return value / per if per else value
+
+
+# Values read back, made once per distinct reading: KeepaliveState and Policy are
+# immutable, so equal readings can share one instance.
+_MADE: dict[tuple[Any, ...], Any] = {}
+
+
+def _read_fast(sock: Any, options: tuple[tuple[int, ...], tuple[int, ...]] | None) -> tuple[int, ...] | None:
+    """For a ``socket.socket`` whose options all read back: the values, straight from C
+    (``map``).  None where the general path (:func:`read`) must run, or if a read failed
+    (the general path then raises the error it describes)."""
+    if options is not None and type(sock) is _socket_type:
+        try:
+            return tuple(map(sock.getsockopt, *options))
+        except OSError:
+            pass
+    return None
+
+
+def read_state(sock: Any) -> Any:
+    """``KeepaliveState(enabled, idle, interval, count)`` of ``sock``: one read of four options."""
+    values = _read_fast(sock, _STATE_OPTIONS) or read(sock, _WANT_STATE)[:4]
+    state = _MADE.get(values)
+    if state is None:
+        keepalive, idle, interval, count = values
+        state = object.__new__(_state_type)
+        set_enabled, set_idle, set_interval, set_count = _state_setters
+        set_enabled(state, keepalive != 0)
+        set_idle(state, _seconds(IDLE, idle))
+        set_interval(state, _seconds(INTERVAL, interval))
+        set_count(state, _seconds(COUNT, count))
+        _remember(values, state)
+    return state
+
+
+def read_policy(cls: type, sock: Any) -> Any:
+    """The ``Policy`` (of type ``cls``) that reproduces ``sock``'s state, or None when a value
+    read back is outside the range a policy accepts (the caller says which)."""
+    values = _read_fast(sock, _POLICY_OPTIONS) or read(sock, WANT_ALL)
+    key = (cls, values)
+    policy = _MADE.get(key)
+    if policy is None:
+        policy = _make_policy(cls, values)
+        if policy is not None:
+            _remember(key, policy)
+    return policy
+
+
+def _remember(key: tuple[Any, ...], value: Any) -> None:
+    if len(_MADE) >= _CACHE_MAX:
+        _MADE.clear()
+    _MADE[key] = value
+
+
+def _make_policy(cls: type, values: tuple[Any, ...]) -> Any:
+    keepalive, *knobs = values
+    if not keepalive:  # keepalive off: the knobs have no effect and are not carried
+        knobs[IDLE] = knobs[INTERVAL] = knobs[COUNT] = None
+    mask = 0
+    native = [0, 0, 0, 0]
+    for k, value in enumerate(knobs):
+        if value is None or _per_second[k] is None:
+            knobs[k] = None
+            continue
+        lo, hi = _ranges[k]
+        if not lo <= value <= hi:
+            return None
+        mask |= 1 << k
+        native[k] = value
+    if cls is not _policy_type and not issubclass(cls, _policy_type):
+        raise TypeError(f"{cls!r} is not a subclass of {_policy_type.__name__}")
+    policy = object.__new__(cls)
+    set_idle, set_interval, set_count, set_user_timeout, set_keepalive, set_plan = _policy_setters
+    set_idle(policy, _seconds(IDLE, knobs[IDLE]))
+    set_interval(policy, _seconds(INTERVAL, knobs[INTERVAL]))
+    set_count(policy, knobs[COUNT])
+    set_user_timeout(policy, _seconds(USER_TIMEOUT, knobs[USER_TIMEOUT]))
+    set_keepalive(policy, keepalive != 0)
+    set_plan(policy, (mask, native[0], native[1], native[2], native[3], 1 if keepalive else 0))
+    return policy
+
+
+# Every knob's mechanism now, at import, as the C extension does (no racing first probes
+# from several threads); then the knobs that read back (WSAIoctl is write-only).
+_READABLE = tuple(
+    (k, entry[1], entry[2])
+    for k, entry in enumerate(KNOB_OPTIONS)
+    if entry is not None and mechanism(k) != MECH_SIO
+)
+_WANT_STATE = WANT_KEEPALIVE | (1 << IDLE) | (1 << INTERVAL) | (1 << COUNT)
+
+
+def _options(knobs: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(levels, optnames) of SO_KEEPALIVE and these knobs, or None unless all of them read back."""
+    readable = {k: (level, opt) for k, level, opt in _READABLE}
+    if not all(k in readable for k in knobs):
+        return None
+    pairs = [(_SOL_SOCKET, _SO_KEEPALIVE), *(readable[k] for k in knobs)]
+    return tuple(level for level, _ in pairs), tuple(opt for _, opt in pairs)
+
+
+_STATE_OPTIONS = _options((IDLE, INTERVAL, COUNT))
+_POLICY_OPTIONS = _options((IDLE, INTERVAL, COUNT, USER_TIMEOUT))
