@@ -10,6 +10,7 @@ import errno
 import socket
 import sys
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 from sockets import KINDS, HasFileno, open_socket, raw
@@ -164,3 +165,60 @@ def test_not_a_socket() -> None:
         exc = _error(Policy.from_socket, f)
         assert exc.errno == errno.ENOTSOCK
         assert str(exc) == str(_error(kaext.get_keepalive, f))
+
+
+def test_each_reading_is_the_sockets_current_state(tcp: socket.socket) -> None:
+    """Read, change, read again on one socket: every reading follows the change."""
+    for policy in [*POLICIES, POLICIES[0]]:
+        policy.apply(tcp)
+        assert Policy.from_socket(tcp) == expected(tcp)
+        on, idle, interval, count, _ = raw(tcp)
+        assert kaext.get_keepalive(tcp) == kaext.KeepaliveState(bool(on), float(idle), float(interval), count)
+
+
+# --------------------------------------------------------------------------------------
+# the backend interface, both backends
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bound(backend: ModuleType) -> ModuleType:
+    """The backend with the public types handed over, as the API layers do for the chosen one."""
+    from kaext._capabilities import read_back_knobs
+
+    backend.bind_state(kaext.KeepaliveState, read_back_knobs())
+    backend.bind_policy(Policy, read_back_knobs())
+    return backend
+
+
+def test_backends_read_into_the_public_types(bound: ModuleType, tcp: socket.socket) -> None:
+    backend = bound
+    Policy(idle=31, interval=6, count=2, user_timeout=0.25).apply(tcp)
+    on, idle, interval, count, user_timeout_ms = raw(tcp)
+    state = backend.read_state(tcp)
+    assert type(state) is kaext.KeepaliveState
+    assert state == kaext.KeepaliveState(bool(on), float(idle), float(interval), count)
+    policy = backend.read_policy(Policy, tcp)
+    assert type(policy) is Policy
+    assert policy == expected(tcp)
+    assert policy.socket_options() == expected(tcp).socket_options()
+
+
+@pytest.mark.thread_unsafe  # rebinds the backend's knob ranges for a moment
+def test_a_value_outside_the_policy_range(bound: ModuleType, tcp: socket.socket) -> None:
+    """The backend declines (None) a reading a policy could not carry; from_socket then asks the
+    constructor, which applies the real ranges."""
+    from kaext._capabilities import read_back_knobs
+
+    backend = bound
+    Policy(idle=100, interval=5, count=3).apply(tcp)
+    knobs = read_back_knobs()
+    narrow = (("s", 1, 50), *knobs[1:])  # as if idle could be at most 50 s here
+    backend.bind_policy(Policy, narrow)
+    try:
+        assert backend.read_policy(Policy, tcp) is None
+        if backend.IMPLEMENTATION == kaext.IMPLEMENTATION:
+            assert Policy.from_socket(tcp) == expected(tcp)  # 100 s is fine for the constructor
+    finally:
+        backend.bind_policy(Policy, knobs)
+    assert backend.read_policy(Policy, tcp) == expected(tcp)

@@ -186,7 +186,7 @@ class Policy:
             on, idle, interval, count, user_timeout = _backend.read(sock)
             knobs = {"idle": idle, "interval": interval, "count": count, "user_timeout": user_timeout}
             known = caps()
-            values = {
+            values: dict[str, Any] = {
                 name: (value if name == "count" else in_seconds(name, value))
                 for name, value in knobs.items()
                 if value is not None and name in known and (on or name == "user_timeout")

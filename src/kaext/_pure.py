@@ -507,7 +507,7 @@ def _make_policy(cls: type, values: tuple[Any, ...]) -> Any:
         native[k] = value
     if cls is not _policy_type and not issubclass(cls, _policy_type):
         raise TypeError(f"{cls!r} is not a subclass of {_policy_type.__name__}")
-    policy = object.__new__(cls)
+    policy: Any = object.__new__(cls)
     set_idle, set_interval, set_count, set_user_timeout, set_keepalive, set_plan = _policy_setters
     set_idle(policy, _seconds(IDLE, knobs[IDLE]))
     set_interval(policy, _seconds(INTERVAL, knobs[INTERVAL]))
