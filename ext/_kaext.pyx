@@ -240,9 +240,9 @@ def read(object sock, unsigned int want=0x1F):
 # --------------------------------------------------------------------------------------
 #
 # The layers above hand their types over once, at import (bind_state, bind_policy), with
-# the knobs capabilities() lists: per knob None (not listed: reads back as None) or
-# (unit, min, max).  A read then makes the instance here, in one call: no Python-level
-# work per knob.
+# the knobs capabilities() lists: per knob None (not listed: reads back as None) or its
+# kaext.Knob (unit, range, option).  A read then makes the instance here, in one call:
+# no Python-level work per knob.
 
 cdef object _state_type = None
 cdef PyMemberDef *_state_slot[4]      # enabled, idle, interval, count
@@ -252,6 +252,7 @@ cdef int _kind[4]                     # 0: reads back as None, 1: a count (int),
 cdef double _per_second[4]
 cdef long long _lo[4]
 cdef long long _hi[4]
+cdef tuple _knobs = ()                # the Knob objects, for the range error
 cdef unsigned _WANT_STATE = (1u << KAEXT_KEEPALIVE) | 7u
 cdef unsigned _WANT_ALL = (1u << KAEXT_KEEPALIVE) | 15u
 
@@ -263,21 +264,29 @@ cdef PyMemberDef *_slot(object cls, str name) except NULL:
     return (<PyMemberDescrObject *>descriptor).d_member
 
 
-cdef _bind_knobs(knobs):
+cdef _bind_knobs(tuple knobs):
+    global _knobs
     cdef int k
     for k in range(KAEXT_NKNOBS):
-        entry = knobs[k]
-        if entry is None:
+        knob = knobs[k]
+        if knob is None:
             _kind[k] = 0
             continue
-        unit, lo, hi = entry
-        _kind[k] = 1 if unit == "probes" else 2
-        _per_second[k] = 1000.0 if unit == "ms" else 1.0
-        _lo[k] = lo
-        _hi[k] = hi
+        _kind[k] = 1 if knob.unit == "probes" else 2
+        _per_second[k] = 1000.0 if knob.unit == "ms" else 1.0
+        _lo[k] = knob.min
+        _hi[k] = knob.max
+    _knobs = knobs
 
 
-def bind_state(cls, knobs):
+cdef object _range_fail(int k, int value):
+    from kaext._errors import range_error
+    from kaext._platform import KNOBS
+    seconds = value if _kind[k] == 1 else value / _per_second[k]
+    raise range_error(KNOBS[k], seconds, _knobs[k], "as read back from the socket")
+
+
+def bind_state(cls, tuple knobs):
     """Called once by the layer that defines ``KeepaliveState``: the type ``read_state`` makes."""
     global _state_type
     cdef int k
@@ -287,7 +296,7 @@ def bind_state(cls, knobs):
     _state_type = cls
 
 
-def bind_policy(cls, knobs):
+def bind_policy(cls, tuple knobs):
     """Called once by the layer that defines ``Policy``: the type ``read_policy`` makes."""
     global _policy_type
     cdef int k
@@ -326,8 +335,13 @@ def read_state(object sock):
 
 
 def read_policy(cls, object sock):
-    """The ``Policy`` (of type ``cls``) that reproduces ``sock``'s state, or None when a value
-    read back is outside the range a policy accepts (the caller says which)."""
+    """The policy (of type ``cls``) that reproduces ``sock``'s keepalive and user timeout.
+
+    Bound as ``Policy.from_socket``; see there.  SO_KEEPALIVE and every knob that
+    reads back, one getsockopt each; SO_KEEPALIVE off gives ``keepalive=False`` (the
+    knobs are not carried), no user timeout gives ``user_timeout=0.0``; a knob that
+    does not read back is None.  ValueError for a value outside the policy's range.
+    """
     cdef kaext_state st
     cdef int step = 0, err, k
     cdef unsigned mask = 0
@@ -342,7 +356,7 @@ def read_policy(cls, object sock):
     for k in range(KAEXT_NKNOBS):
         if _kind[k] and st.have & (1u << k):
             if st.value[k] < _lo[k] or st.value[k] > _hi[k]:
-                return None
+                _range_fail(k, st.value[k])
             mask |= 1u << k
         else:
             st.have &= ~(1u << k)

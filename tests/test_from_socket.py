@@ -206,19 +206,22 @@ def test_backends_read_into_the_public_types(bound: ModuleType, tcp: socket.sock
 
 @pytest.mark.thread_unsafe  # rebinds the backend's knob ranges for a moment
 def test_a_value_outside_the_policy_range(bound: ModuleType, tcp: socket.socket) -> None:
-    """The backend declines (None) a reading a policy could not carry; from_socket then asks the
-    constructor, which applies the real ranges."""
+    """A reading a policy could not carry is a ValueError naming the knob, the value and the range."""
     from kaext._capabilities import read_back_knobs
 
     backend = bound
     Policy(idle=100, interval=5, count=3).apply(tcp)
     knobs = read_back_knobs()
-    narrow = (("s", 1, 50), *knobs[1:])  # as if idle could be at most 50 s here
+    assert knobs[0] is not None
+    narrow = (knobs[0]._replace(max=50), *knobs[1:])  # as if idle could be at most 50 s here
     backend.bind_policy(Policy, narrow)
     try:
-        assert backend.read_policy(Policy, tcp) is None
-        if backend.IMPLEMENTATION == kaext.IMPLEMENTATION:
-            assert Policy.from_socket(tcp) == expected(tcp)  # 100 s is fine for the constructor
+        with pytest.raises(ValueError) as info:
+            backend.read_policy(Policy, tcp)
     finally:
         backend.bind_policy(Policy, knobs)
+    assert str(info.value) == (
+        "idle=100.0 is out of range (as read back from the socket): TCP_KEEPIDLE accepts 1 s .. 50 s on this platform"
+    )
     assert backend.read_policy(Policy, tcp) == expected(tcp)
+    assert raw(tcp) == (1, 100, 5, 3, 0)

@@ -120,12 +120,12 @@ def capabilities() -> dict[str, Knob]:
     return dict(caps())
 
 
-def read_back_knobs() -> tuple[tuple[str, int, int] | None, ...]:
+def read_back_knobs() -> tuple[Knob | None, ...]:
     """Per knob (``KNOBS`` order), what the backends need to read it back into the public
-    types: ``(unit, min, max)`` from ``capabilities()``, or None for a knob not listed
-    there (it reads back as None)."""
+    types: its capability (unit, range), or None for a knob ``capabilities()`` does not
+    list (it reads back as None)."""
     known = caps()
-    return tuple((known[n].unit, known[n].min, known[n].max) if n in known else None for n in KNOBS)
+    return tuple(known.get(name) for name in KNOBS)
 
 
 def knob(name: str) -> Knob:

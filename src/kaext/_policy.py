@@ -154,45 +154,43 @@ class Policy:
 
     # -- reading back ------------------------------------------------------------------
 
-    @classmethod
-    def from_socket(cls: type[_P], sock: SocketLike) -> _P:
-        """The policy that reproduces ``sock``'s keepalive and user timeout: what ``apply`` needs.
+    if TYPE_CHECKING:
 
-        Reads SO_KEEPALIVE and every knob this platform can read back, each with one
-        ``getsockopt`` (Linux: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``, ``TCP_KEEPCNT`` in
-        seconds/probes, ``TCP_USER_TIMEOUT`` in ms; macOS: idle via ``TCP_KEEPALIVE``,
-        user timeout via ``TCP_RXT_CONNDROPTIME``; Windows 10 1709+: ``TCP_KEEPIDLE``,
-        ``TCP_KEEPINTVL``, ``TCP_KEEPCNT``, ``TCP_MAXRT``), values in seconds exactly as
-        the kernel holds them.  A knob the platform cannot read back (Windows before 10
-        1709: idle and interval, set by the write-only ``SIO_KEEPALIVE_VALS``) or that
-        ``capabilities()`` does not list is ``None``: the policy leaves it as it is.
+        @classmethod
+        def from_socket(cls: type[_P], sock: SocketLike) -> _P:
+            """The policy that reproduces ``sock``'s keepalive and user timeout: what ``apply`` needs.
 
-        ``Policy.from_socket(s).apply(t)`` makes ``t`` read back like ``s``:
+            Reads SO_KEEPALIVE and every knob this platform can read back, each with one
+            ``getsockopt`` (Linux: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``, ``TCP_KEEPCNT`` in
+            seconds/probes, ``TCP_USER_TIMEOUT`` in ms; macOS: idle via ``TCP_KEEPALIVE``,
+            user timeout via ``TCP_RXT_CONNDROPTIME``; Windows 10 1709+: ``TCP_KEEPIDLE``,
+            ``TCP_KEEPINTVL``, ``TCP_KEEPCNT``, ``TCP_MAXRT``), values in seconds exactly as
+            the kernel holds them.  A knob the platform cannot read back (Windows before 10
+            1709: idle and interval, set by the write-only ``SIO_KEEPALIVE_VALS``) or that
+            ``capabilities()`` does not list is ``None``: the policy leaves it as it is.
 
-        - SO_KEEPALIVE off gives ``keepalive=False`` (the knobs are not carried: they
-          take no effect while keepalive is off, and ``t`` keeps its own);
-        - keepalive on gives ``idle``, ``interval`` and ``count`` as read, also where they
-          were never set (they read as the system defaults, e.g. Linux 7200 s, 75 s, 9);
-        - no user timeout reads as 0 and gives ``user_timeout=0.0``, which ``apply`` sets
-          (0 = the system default), so a user timeout on ``t`` is cleared too.
+            ``Policy.from_socket(s).apply(t)`` makes ``t`` read back like ``s``:
 
-        Raises the same errors as ``get_keepalive`` (OSError EBADF for a closed socket,
-        the kernel's errno for one that is not TCP, TypeError for an object without
-        ``fileno()``), and ValueError if the socket holds a value outside the range a
-        policy accepts here (``capabilities()``).
-        """
-        policy: _P | None = _read_policy(cls, sock)
-        if policy is None:  # a value out of range: the constructor says which
-            on, idle, interval, count, user_timeout = _backend.read(sock)
-            knobs = {"idle": idle, "interval": interval, "count": count, "user_timeout": user_timeout}
-            known = caps()
-            values: dict[str, Any] = {
-                name: (value if name == "count" else in_seconds(name, value))
-                for name, value in knobs.items()
-                if value is not None and name in known and (on or name == "user_timeout")
-            }
-            policy = cls(**values, keepalive=bool(on))
-        return policy
+            - SO_KEEPALIVE off gives ``keepalive=False`` (the knobs are not carried: they
+              take no effect while keepalive is off, and ``t`` keeps its own);
+            - keepalive on gives ``idle``, ``interval`` and ``count`` as read, also where they
+              were never set (they read as the system defaults, e.g. Linux 7200 s, 75 s, 9);
+            - no user timeout reads as 0 and gives ``user_timeout=0.0``, which ``apply`` sets
+              (0 = the system default), so a user timeout on ``t`` is cleared too.
+
+            Raises the same errors as ``get_keepalive`` (OSError EBADF for a closed socket,
+            the kernel's errno for one that is not TCP, TypeError for an object without
+            ``fileno()``), and ValueError if the socket holds a value outside the range a
+            policy accepts here (``capabilities()``).  One backend call, like ``apply``.
+            """
+            policy: _P = _backend.read_policy(cls, sock)
+            return policy
+
+    else:
+        #: The policy that reproduces ``sock``'s keepalive and user timeout (see the
+        #: docstring above, for type checkers): one backend call that reads the options
+        #: and makes the Policy, the read-back hot path.
+        from_socket = classmethod(_backend.read_policy)
 
     # -- budgets ---------------------------------------------------------------------
 
@@ -455,9 +453,8 @@ def _whole_seconds_min(knob: Knob) -> int:
     return max(1, math.ceil(knob.min / 1000) if knob.unit == "ms" else knob.min)
 
 
-# The backend makes a Policy read back from a socket itself, in one call (``read_policy``).
+# The backend makes the Policy that from_socket returns itself, in one call.
 _backend.bind_policy(Policy, read_back_knobs())
-_read_policy = _backend.read_policy
 
 
 def _policy_from_kwargs(kwargs: dict[str, Any]) -> Policy:

@@ -16,7 +16,7 @@ import socket
 from typing import Any
 
 from . import _platform
-from ._errors import bad_fd_error, fd_type_error, socket_error
+from ._errors import bad_fd_error, fd_type_error, range_error, socket_error
 from ._platform import (
     COUNT,
     FALLBACK_CONSTANTS,
@@ -389,15 +389,16 @@ def _read(s: socket.socket, want: int) -> tuple[int, int | None, int | None, int
 #
 # The layers above hand their types over once, at import (``bind_state``,
 # ``bind_policy``), with the knobs ``capabilities()`` lists: per knob None (not
-# listed: reads back as None) or ``(unit, min, max)``.
+# listed: reads back as None) or its ``kaext.Knob`` (unit, range, option).
 
 _state_type: Any = None
 _state_setters: tuple[Any, ...] = ()
 _policy_type: Any = None
 _policy_setters: tuple[Any, ...] = ()
 # per knob: None (reads back as None), 0 (a count: int) or the unit's parts per second
+_PER_SECOND = {"probes": 0, "s": 1.0, "ms": 1000.0}
 _per_second: list[float | None] = [None] * len(KNOBS)
-_ranges: list[tuple[int, int]] = [(0, -1)] * len(KNOBS)
+_knobs: list[Any] = [None] * len(KNOBS)
 
 
 def _setters(cls: type, names: tuple[str, ...]) -> tuple[Any, ...]:
@@ -405,17 +406,13 @@ def _setters(cls: type, names: tuple[str, ...]) -> tuple[Any, ...]:
     return tuple(cls.__dict__[name].__set__ for name in names)
 
 
-def _bind_knobs(knobs: tuple[tuple[str, int, int] | None, ...]) -> None:
-    for k, entry in enumerate(knobs):
-        if entry is None:
-            _per_second[k] = None
-            continue
-        unit, lo, hi = entry
-        _per_second[k] = 0 if unit == "probes" else (1000.0 if unit == "ms" else 1.0)
-        _ranges[k] = (lo, hi)
+def _bind_knobs(knobs: tuple[Any, ...]) -> None:
+    for k, knob in enumerate(knobs):
+        _knobs[k] = knob
+        _per_second[k] = None if knob is None else _PER_SECOND[knob.unit]
 
 
-def bind_state(cls: type, knobs: tuple[tuple[str, int, int] | None, ...]) -> None:
+def bind_state(cls: type, knobs: tuple[Any, ...]) -> None:
     """Called once by the layer that defines ``KeepaliveState``: the type ``read_state`` makes."""
     global _state_type, _state_setters
     _bind_knobs(knobs)
@@ -423,7 +420,7 @@ def bind_state(cls: type, knobs: tuple[tuple[str, int, int] | None, ...]) -> Non
     _state_type = cls
 
 
-def bind_policy(cls: type, knobs: tuple[tuple[str, int, int] | None, ...]) -> None:
+def bind_policy(cls: type, knobs: tuple[Any, ...]) -> None:
     """Called once by the layer that defines ``Policy``: the type ``read_policy`` makes."""
     global _policy_type, _policy_setters
     _bind_knobs(knobs)
@@ -472,15 +469,19 @@ def read_state(sock: Any) -> Any:
 
 
 def read_policy(cls: type, sock: Any) -> Any:
-    """The ``Policy`` (of type ``cls``) that reproduces ``sock``'s state, or None when a value
-    read back is outside the range a policy accepts (the caller says which)."""
+    """The policy (of type ``cls``) that reproduces ``sock``'s keepalive and user timeout.
+
+    Bound as ``Policy.from_socket``; see there.  SO_KEEPALIVE and every knob that
+    reads back, one getsockopt each; SO_KEEPALIVE off gives ``keepalive=False`` (the
+    knobs are not carried), no user timeout gives ``user_timeout=0.0``; a knob that
+    does not read back is None.  ValueError for a value outside the policy's range.
+    """
     values = _read_fast(sock, _POLICY_OPTIONS) or read(sock, WANT_ALL)
     key = (cls, values)
     policy = _MADE.get(key)
     if policy is None:
         policy = _make_policy(cls, values)
-        if policy is not None:
-            _remember(key, policy)
+        _remember(key, policy)
     return policy
 
 
@@ -500,9 +501,9 @@ def _make_policy(cls: type, values: tuple[Any, ...]) -> Any:
         if value is None or _per_second[k] is None:
             knobs[k] = None
             continue
-        lo, hi = _ranges[k]
-        if not lo <= value <= hi:
-            return None
+        knob = _knobs[k]
+        if not knob.min <= value <= knob.max:
+            raise range_error(KNOBS[k], _seconds(k, value), knob, "as read back from the socket")
         mask |= 1 << k
         native[k] = value
     if cls is not _policy_type and not issubclass(cls, _policy_type):
