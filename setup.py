@@ -59,7 +59,7 @@ if _want_extension():
                 "kaext._kaext",
                 sources=["ext/_kaext.pyx"],
                 include_dirs=["ext"],
-                depends=["ext/kaext_shim.h"],
+                depends=["ext/kaext_shim.h", "ext/kaext_posix.h", "ext/kaext_windows.h"],
                 libraries=libraries,
                 extra_compile_args=extra_compile_args,
                 extra_link_args=extra_link_args,

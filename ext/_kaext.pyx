@@ -1,15 +1,18 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: freethreading_compatible=True
-"""kaext._kaext -- the compiled implementation.
+"""kaext._kaext -- the compiled backend.
 
 Calls setsockopt/getsockopt (and WSAIoctl on Windows) through the C shim
-``kaext_shim.h``, which takes every constant from the platform's headers.
-The Python layer (``kaext._api``) validates and converts values; this module
-only talks to the kernel.  ``kaext._pure`` implements the same functions in
-Python.
+``kaext_shim.h``, which takes every constant from the platform's headers.  The
+layers above (``kaext._capabilities`` and up) validate and convert values; this
+module only talks to the kernel.  ``kaext._pure`` implements the same interface in
+Python; the numbers both share (knob indices, steps, mechanisms) are stated once
+per language: here by the shim, in Python by ``kaext._platform`` (the tests check
+that they agree).
 """
 
-from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong
+from libc.limits cimport LLONG_MAX, ULLONG_MAX
 from cpython.object cimport PyTypeObject
 
 # Slots of the API's value types (``__slots__`` member descriptors), set from C the way
@@ -37,8 +40,23 @@ cdef extern from *:
     object kaext_alloc(object cls)
 
 cdef extern from "kaext_shim.h" nogil:
-    ctypedef long long kaext_sock
-    int KAEXT_NKNOBS
+    # The C type is int (POSIX) or SOCKET (Windows: UINT_PTR, 32 bits on win32 and
+    # 64 on win64).  Cython never converts a Python object to it: _fd() reads the
+    # number as unsigned long long, checks it against KAEXT_SOCK_MAX, then casts.
+    ctypedef Py_ssize_t kaext_sock
+    unsigned long long KAEXT_SOCK_MAX
+    enum:
+        KAEXT_IDLE
+        KAEXT_INTERVAL
+        KAEXT_COUNT
+        KAEXT_USER_TIMEOUT
+        KAEXT_NKNOBS
+        KAEXT_STEP_KEEPALIVE
+        KAEXT_STEP_PROBE
+        KAEXT_MECH_NONE
+        KAEXT_MECH_SETSOCKOPT
+        KAEXT_MECH_SIO
+    unsigned KAEXT_WANT_ALL
     int KAEXT_KNOB_LEVEL
     ctypedef struct kaext_constant:
         const char *name
@@ -50,28 +68,30 @@ cdef extern from "kaext_shim.h" nogil:
     const int kaext_knob_opt[]
     const char *const kaext_knob_name[]
     ctypedef struct kaext_plan:
-        unsigned set
-        int value[4]
+        unsigned set_mask
+        int value[KAEXT_NKNOBS]
         int keepalive
     ctypedef struct kaext_state:
         unsigned have
-        int value[4]
+        int value[KAEXT_NKNOBS]
         int keepalive
-    int kaext_apply(kaext_sock fd, const kaext_plan *plan, int *step)
-    int kaext_read_some(kaext_sock fd, unsigned want, kaext_state *st, int *step)
+    void kaext_probe_mechanisms(int *mech)
     int kaext_knob_supported(int k)
-    int kaext_knob_mechanism(int k)
-    const char *kaext_knob_unit(int k)
-    int KAEXT_MECH_NONE
-    int KAEXT_MECH_SETSOCKOPT
-    int KAEXT_MECH_SIO
-    int KAEXT_KEEPALIVE
-    int KAEXT_PROBE
-    unsigned long long KAEXT_SOCK_MAX
+    const char *kaext_knob_unit(int k, int m)
+    int kaext_apply(kaext_sock fd, const kaext_plan *plan, const int *mech, int *step)
+    int kaext_read_some(kaext_sock fd, unsigned want, const int *mech, kaext_state *st, int *step)
 
 import sys
 
 IMPLEMENTATION = "c"
+
+#: The shim's numbers, for the tests to compare with kaext._platform's.
+NKNOBS = KAEXT_NKNOBS
+STEP_KEEPALIVE = KAEXT_STEP_KEEPALIVE
+STEP_PROBE = KAEXT_STEP_PROBE
+MECH_NONE = KAEXT_MECH_NONE
+MECH_SETSOCKOPT = KAEXT_MECH_SETSOCKOPT
+MECH_SIO = KAEXT_MECH_SIO
 
 cdef dict _constants = {}
 cdef dict _sources = {}
@@ -90,12 +110,61 @@ KNOB_OPTIONS = tuple(
     (kaext_knob_name[k].decode(), KAEXT_KNOB_LEVEL, kaext_knob_opt[k]) if kaext_knob_have[k] else None
     for k in range(KAEXT_NKNOBS)
 )
+#: The largest socket handle accepted (INT_MAX on POSIX, INVALID_SOCKET - 1 on Windows).
 FD_MAX = KAEXT_SOCK_MAX
 
-# Probe every knob once now, so the shim's mechanism cache is filled before any
-# other thread can use the module (no racing first writes on free-threaded builds).
-for _i in range(KAEXT_NKNOBS):
-    kaext_knob_mechanism(_i)
+# How each knob is set on the running system (KAEXT_MECH_*): the module's state,
+# probed once now, before any other thread can use the module, and only read after.
+cdef int _mech[KAEXT_NKNOBS]
+kaext_probe_mechanisms(_mech)
+
+
+cdef class Plan:
+    """What to write, in each knob's OS unit: the C shim's ``kaext_plan``.
+
+    ``set_mask`` bit k says knob k (idle, interval, count, user_timeout) is written;
+    ``keepalive`` is -1 (leave SO_KEEPALIVE), 0 (off) or 1 (on).  Immutable.
+    """
+
+    cdef kaext_plan c
+
+    _fields = ("set_mask", "idle", "interval", "count", "user_timeout", "keepalive")
+
+    def __cinit__(self, unsigned set_mask, int idle, int interval, int count, int user_timeout, int keepalive):
+        self.c.set_mask = set_mask
+        self.c.value[KAEXT_IDLE] = idle
+        self.c.value[KAEXT_INTERVAL] = interval
+        self.c.value[KAEXT_COUNT] = count
+        self.c.value[KAEXT_USER_TIMEOUT] = user_timeout
+        self.c.keepalive = keepalive
+
+    @property
+    def set_mask(self):
+        return self.c.set_mask
+
+    @property
+    def idle(self):
+        return self.c.value[KAEXT_IDLE]
+
+    @property
+    def interval(self):
+        return self.c.value[KAEXT_INTERVAL]
+
+    @property
+    def count(self):
+        return self.c.value[KAEXT_COUNT]
+
+    @property
+    def user_timeout(self):
+        return self.c.value[KAEXT_USER_TIMEOUT]
+
+    @property
+    def keepalive(self):
+        return self.c.keepalive
+
+    def __repr__(self):
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"Plan({fields})"
 
 
 def knob_supported(int k):
@@ -104,18 +173,22 @@ def knob_supported(int k):
 
 
 def mechanism(int k):
-    """How knob ``k`` is set on the running system (``MECH_*``), probed once per process.
+    """How knob ``k`` is set on the running system (``MECH_*``), probed once at import.
 
     ``MECH_SETSOCKOPT``: setsockopt(IPPROTO_TCP, option); ``MECH_SIO``: Windows without
     TCP_KEEPIDLE (before 10 version 1709, wine): WSAIoctl(SIO_KEEPALIVE_VALS), in ms,
     write-only; ``MECH_NONE``: not available (no option, or the kernel refused it).
     """
-    return kaext_knob_mechanism(k)
+    if k < 0 or k >= KAEXT_NKNOBS:
+        return KAEXT_MECH_NONE
+    return _mech[k]
 
 
 def knob_unit(int k):
     """The unit the shim takes knob ``k`` in under its mechanism: "s", "ms", "probes" or ""."""
-    return kaext_knob_unit(k).decode()
+    if k < 0 or k >= KAEXT_NKNOBS:
+        return ""
+    return kaext_knob_unit(k, _mech[k]).decode()
 
 
 # socket.socket, once the socket module is loaded: its fileno() always returns an int
@@ -124,7 +197,8 @@ cdef object _socket_type = None
 cdef object _socket_fileno = None  # socket.socket.fileno, called unbound
 
 
-cdef long long _fd(object sock) except? -1:
+cdef int _fd(object sock, kaext_sock *out) except -1:
+    """The socket handle of ``sock`` into ``out``, checked against KAEXT_SOCK_MAX."""
     global _socket_type, _socket_fileno
     cdef object fd
     if type(sock) is _socket_type and _socket_fileno is not None:
@@ -160,13 +234,24 @@ cdef long long _fd(object sock) except? -1:
     # fd is an int here: compare in C (no Python int made for the bound)
     cdef int overflow = 0
     cdef long long value = PyLong_AsLongLongAndOverflow(fd, &overflow)
-    if overflow or value < 0 or <unsigned long long>value > KAEXT_SOCK_MAX:
+    cdef unsigned long long number = 0
+    if overflow == 0 and value >= 0:
+        number = <unsigned long long>value
+    elif overflow > 0 and KAEXT_SOCK_MAX > <unsigned long long>LLONG_MAX:  # a 64-bit SOCKET
+        try:
+            number = PyLong_AsUnsignedLongLong(fd)
+        except OverflowError:
+            number = ULLONG_MAX
+    else:
+        number = ULLONG_MAX  # negative, or beyond every handle
+    if number > KAEXT_SOCK_MAX:
         from kaext._errors import bad_fd_error
         raise bad_fd_error(fd)
-    return value
+    out[0] = <kaext_sock>number
+    return 0
 
 
-cdef object _fail(int err, int step, object plan):
+cdef object _fail(int err, int step, Plan plan):
     from kaext._errors import socket_error
     from kaext._platform import KNOBS, spec_for
     cdef object value = None
@@ -174,34 +259,30 @@ cdef object _fail(int err, int step, object plan):
     name = ""
     if step < KAEXT_NKNOBS:
         name = kaext_knob_name[step].decode()
-        spec = spec_for(KNOBS[step], name, kaext_knob_mechanism(step))
+        spec = spec_for(KNOBS[step], name, _mech[step])
         if spec is not None and spec.ioctl:
             name = spec.option
     if plan is not None:
-        value = plan[step + 1] if step < KAEXT_NKNOBS else (plan[5] if step == KAEXT_KEEPALIVE else None)
+        if step < KAEXT_NKNOBS:
+            value = plan.c.value[step]
+        elif step == KAEXT_STEP_KEEPALIVE:
+            value = plan.c.keepalive
     raise socket_error(err, step, name, value, spec)
 
 
-cdef inline object _apply(object sock, tuple plan):
-    cdef kaext_plan p
+cdef inline object _apply(object sock, Plan plan):
     cdef int step = 0, err
-    cdef kaext_sock fd = <kaext_sock>_fd(sock)
-    p.set = plan[0]
-    p.value[0] = plan[1]
-    p.value[1] = plan[2]
-    p.value[2] = plan[3]
-    p.value[3] = plan[4]
-    p.keepalive = plan[5]
-    err = kaext_apply(fd, &p, &step)
+    cdef kaext_sock fd
+    _fd(sock, &fd)
+    err = kaext_apply(fd, &plan.c, _mech, &step)
     if err:
         _fail(err, step, plan)
 
 
-def apply(object sock, tuple plan):
-    """Write a plan ``(set_mask, idle, interval, count, user_timeout, keepalive)``.
+def apply(object sock, Plan plan):
+    """Write a :class:`Plan` (values in each knob's OS unit, already range-checked).
 
-    Values are in each knob's OS unit and already range-checked; ``keepalive``
-    is -1 (leave), 0 or 1.  Raises OSError; on error the socket is unchanged.
+    Raises OSError; on error the socket is unchanged.
     """
     _apply(sock, plan)
 
@@ -214,24 +295,25 @@ def apply_policy(self, sock):
     _apply(sock, self._plan)
 
 
-def read(object sock, unsigned int want=0x1F):
+def read(object sock, unsigned int want=KAEXT_WANT_ALL):
     """Read ``(keepalive, idle, interval, count, user_timeout)`` in OS units.
 
-    ``want`` picks what to read (bit k: knob k, bit 4: SO_KEEPALIVE); what was not
-    asked for or cannot be read back is None (keepalive: 0).
+    ``want`` picks what to read (bit k: knob k, bit STEP_KEEPALIVE: SO_KEEPALIVE); what
+    was not asked for or cannot be read back is None (keepalive: 0).
     """
     cdef kaext_state st
     cdef int step = 0, err
-    cdef kaext_sock fd = <kaext_sock>_fd(sock)
-    err = kaext_read_some(fd, want, &st, &step)
+    cdef kaext_sock fd
+    _fd(sock, &fd)
+    err = kaext_read_some(fd, want, _mech, &st, &step)
     if err:
         _fail(err, step, None)
     return (
         st.keepalive,
-        st.value[0] if st.have & 1 else None,
-        st.value[1] if st.have & 2 else None,
-        st.value[2] if st.have & 4 else None,
-        st.value[3] if st.have & 8 else None,
+        st.value[KAEXT_IDLE] if st.have & (1 << KAEXT_IDLE) else None,
+        st.value[KAEXT_INTERVAL] if st.have & (1 << KAEXT_INTERVAL) else None,
+        st.value[KAEXT_COUNT] if st.have & (1 << KAEXT_COUNT) else None,
+        st.value[KAEXT_USER_TIMEOUT] if st.have & (1 << KAEXT_USER_TIMEOUT) else None,
     )
 
 
@@ -248,13 +330,12 @@ cdef object _state_type = None
 cdef PyMemberDef *_state_slot[4]      # enabled, idle, interval, count
 cdef object _policy_type = None
 cdef PyMemberDef *_policy_slot[6]     # idle, interval, count, user_timeout, keepalive, _plan
-cdef int _kind[4]                     # 0: reads back as None, 1: a count (int), 2: seconds (float)
-cdef double _per_second[4]
-cdef long long _lo[4]
-cdef long long _hi[4]
+cdef int _kind[KAEXT_NKNOBS]        # 0: reads back as None, 1: a count (int), 2: seconds (float)
+cdef double _per_second[KAEXT_NKNOBS]
+cdef long long _lo[KAEXT_NKNOBS]
+cdef long long _hi[KAEXT_NKNOBS]
 cdef tuple _knobs = ()                # the Knob objects, for the range error
-cdef unsigned _WANT_STATE = (1u << KAEXT_KEEPALIVE) | 7u
-cdef unsigned _WANT_ALL = (1u << KAEXT_KEEPALIVE) | 15u
+cdef unsigned _WANT_STATE = (1u << KAEXT_STEP_KEEPALIVE) | (1u << KAEXT_IDLE) | (1u << KAEXT_INTERVAL) | (1u << KAEXT_COUNT)
 
 
 cdef PyMemberDef *_slot(object cls, str name) except NULL:
@@ -319,18 +400,19 @@ def read_state(object sock):
     """``KeepaliveState(enabled, idle, interval, count)`` of ``sock``: one read of four options."""
     cdef kaext_state st
     cdef int step = 0, err
-    cdef kaext_sock fd = <kaext_sock>_fd(sock)
+    cdef kaext_sock fd
+    _fd(sock, &fd)
     if _state_type is None:
         raise RuntimeError("kaext._kaext.read_state before bind_state")
-    err = kaext_read_some(fd, _WANT_STATE, &st, &step)
+    err = kaext_read_some(fd, _WANT_STATE, _mech, &st, &step)
     if err:
         _fail(err, step, None)
     state = kaext_alloc(_state_type)
     cdef char *fields = <char *><void *>state
     PyMember_SetOne(fields, _state_slot[0], st.keepalive != 0)
-    PyMember_SetOne(fields, _state_slot[1], _value(&st, 0))
-    PyMember_SetOne(fields, _state_slot[2], _value(&st, 1))
-    PyMember_SetOne(fields, _state_slot[3], _value(&st, 2))
+    PyMember_SetOne(fields, _state_slot[1], _value(&st, KAEXT_IDLE))
+    PyMember_SetOne(fields, _state_slot[2], _value(&st, KAEXT_INTERVAL))
+    PyMember_SetOne(fields, _state_slot[3], _value(&st, KAEXT_COUNT))
     return state
 
 
@@ -345,14 +427,16 @@ def read_policy(cls, object sock):
     cdef kaext_state st
     cdef int step = 0, err, k
     cdef unsigned mask = 0
-    cdef kaext_sock fd = <kaext_sock>_fd(sock)
+    cdef kaext_sock fd
+    cdef Plan plan
+    _fd(sock, &fd)
     if _policy_type is None:
         raise RuntimeError("kaext._kaext.read_policy before bind_policy")
-    err = kaext_read_some(fd, _WANT_ALL, &st, &step)
+    err = kaext_read_some(fd, KAEXT_WANT_ALL, _mech, &st, &step)
     if err:
         _fail(err, step, None)
     if not st.keepalive:  # keepalive off: the knobs have no effect and are not carried
-        st.have &= ~7u
+        st.have &= ~((1u << KAEXT_IDLE) | (1u << KAEXT_INTERVAL) | (1u << KAEXT_COUNT))
     for k in range(KAEXT_NKNOBS):
         if _kind[k] and st.have & (1u << k):
             if st.value[k] < _lo[k] or st.value[k] > _hi[k]:
@@ -368,11 +452,12 @@ def read_policy(cls, object sock):
     else:
         raise TypeError(f"{cls!r} is not a subclass of {_policy_type.__name__}")
     cdef char *fields = <char *><void *>policy
-    PyMember_SetOne(fields, _policy_slot[0], _value(&st, 0))
-    PyMember_SetOne(fields, _policy_slot[1], _value(&st, 1))
-    PyMember_SetOne(fields, _policy_slot[2], _value(&st, 2))
-    PyMember_SetOne(fields, _policy_slot[3], _value(&st, 3))
+    PyMember_SetOne(fields, _policy_slot[0], _value(&st, KAEXT_IDLE))
+    PyMember_SetOne(fields, _policy_slot[1], _value(&st, KAEXT_INTERVAL))
+    PyMember_SetOne(fields, _policy_slot[2], _value(&st, KAEXT_COUNT))
+    PyMember_SetOne(fields, _policy_slot[3], _value(&st, KAEXT_USER_TIMEOUT))
     PyMember_SetOne(fields, _policy_slot[4], st.keepalive != 0)
-    PyMember_SetOne(fields, _policy_slot[5],
-                    (mask, st.value[0], st.value[1], st.value[2], st.value[3], 1 if st.keepalive else 0))
+    plan = Plan.__new__(Plan, mask, st.value[KAEXT_IDLE], st.value[KAEXT_INTERVAL], st.value[KAEXT_COUNT],
+                        st.value[KAEXT_USER_TIMEOUT], 1 if st.keepalive else 0)
+    PyMember_SetOne(fields, _policy_slot[5], plan)
     return policy

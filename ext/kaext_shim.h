@@ -1,18 +1,27 @@
 /*
- * kaext_shim.h -- the one place where operating systems differ.
+ * kaext_shim.h -- the C side of kaext: the system calls, and the option numbers
+ * and per-OS choices taken from the platform's own headers.
  *
- * Plain C, no Python: the Cython extension includes it, and so does the C
- * test program ext/test_shim.c.  Every constant comes from the platform's own
- * headers; a numeric fallback exists only where an old SDK header lacks a name
- * (old mingw-w64 and Windows SDK headers, old macOS SDKs), and is marked as a
- * fallback in the constants table.
+ * Plain C, no Python: the Cython extension includes it, and so does the C test
+ * program ext/test_shim.c.  What differs between operating systems lives in one
+ * file per API, the way socket2 keeps sys/unix.rs and sys/windows.rs apart:
+ *
+ *   kaext_posix.h    BSD sockets: one section per OS family (Linux, macOS/iOS,
+ *                    FreeBSD/NetBSD/DragonFly, illumos/Solaris, other)
+ *   kaext_windows.h  Winsock: fallbacks for old SDK headers, the errno mapping,
+ *                    WSAIoctl(SIO_KEEPALIVE_VALS) for Windows before 10 1709
+ *
+ * This file holds what is the same everywhere.  It has no state: what the
+ * running kernel accepts is probed once by the caller (kaext_probe_mechanisms())
+ * into an array the caller keeps -- the Python extension in its module state --
+ * and passes to kaext_apply() / kaext_read_some().
  *
  * Model
  * -----
- * A "plan" says, for each knob, whether to set it and to what, in the unit of
- * the knob's mechanism (seconds, milliseconds or probes, see
- * kaext_knob_unit(); the Python layer converts and checks ranges before
- * anything reaches this file).  kaext_apply() writes a plan:
+ * A plan (kaext_plan) says, for each knob, whether to set it and to what, in the
+ * unit of the knob's mechanism (seconds, milliseconds or probes, see
+ * kaext_knob_unit(); the Python layer converts and checks ranges before anything
+ * reaches this file).  kaext_apply() writes a plan:
  *
  *   1. the TCP-level knobs first (idle, interval, count, user timeout): the
  *      first of them is the call that a closed fd (EBADF), a non-socket
@@ -24,22 +33,21 @@
  *
  * Mechanisms
  * ----------
- * Each knob is set by one mechanism (kaext_knob_mechanism()):
+ * Each knob is set by one mechanism:
  *
  *   KAEXT_MECH_SETSOCKOPT  setsockopt(IPPROTO_TCP, <option>) -- every OS that
  *                          has the option and whose kernel accepts it;
  *   KAEXT_MECH_SIO         Windows before 10 version 1709 (and wine): the
- *                          running kernel refuses TCP_KEEPIDLE/TCP_KEEPINTVL
- *                          with WSAENOPROTOOPT, so idle and interval go
- *                          together through WSAIoctl(SIO_KEEPALIVE_VALS), in
- *                          milliseconds, write-only; a missing one is filled
- *                          with the Windows default (idle 2 h, interval 1 s);
+ *                          running kernel refuses TCP_KEEPIDLE/TCP_KEEPINTVL,
+ *                          so idle and interval go together through
+ *                          WSAIoctl(SIO_KEEPALIVE_VALS), in milliseconds,
+ *                          write-only (kaext_windows.h);
  *   KAEXT_MECH_NONE        this OS has no such knob (OpenBSD: none at all),
  *                          or the running kernel refused it.
  *
- * The choice is made at run time, once per process, by a probe on a throwaway
- * socket (kaext_knob_supported(), as Go does on Windows): headers say what a
- * build *may* use, only the running kernel says what it accepts.
+ * The choice is made at run time by a probe on a throwaway socket
+ * (kaext_knob_supported(), as Go does on Windows): headers say what a build
+ * *may* use, only the running kernel says what it accepts.
  *
  * Errors are errno values as Python's errno module numbers them on this OS
  * (kaext_last_error()): on Windows that is CPython's winerror_to_errno()
@@ -52,32 +60,6 @@
 #include <errno.h>
 #include <string.h>
 
-#if defined(_WIN32)
-#  ifndef WIN32_LEAN_AND_MEAN
-#    define WIN32_LEAN_AND_MEAN
-#  endif
-#  include <winsock2.h>
-#  include <ws2tcpip.h>
-#  include <mstcpip.h>
-typedef SOCKET kaext_sock;
-typedef int kaext_optlen;
-#  define KAEXT_SOCK_MAX 0x7fffffffffffffffULL /* INVALID_SOCKET is ~0 */
-#  define KAEXT_BAD_SOCK(s) ((s) == INVALID_SOCKET)
-#  define kaext_close(s) closesocket(s)
-#else
-#  include <sys/types.h>
-#  include <sys/socket.h>
-#  include <netinet/in.h>
-#  include <netinet/tcp.h>
-#  include <unistd.h>
-#  include <limits.h>
-typedef int kaext_sock;
-typedef socklen_t kaext_optlen;
-#  define KAEXT_SOCK_MAX ((unsigned long long)INT_MAX)
-#  define KAEXT_BAD_SOCK(s) ((s) < 0)
-#  define kaext_close(s) close(s)
-#endif
-
 /* Functions are static inline: a user that calls only some of them gets no
  * unused-function warning. */
 #if defined(_MSC_VER) && !defined(__cplusplus)
@@ -87,123 +69,21 @@ typedef socklen_t kaext_optlen;
 #endif
 
 /* ------------------------------------------------------------------------ */
-/* errno values, as Python's errno module has them on this OS                */
-/* ------------------------------------------------------------------------ */
-
-#if defined(_WIN32)
-/* CPython (PC/errmap.h) keeps Winsock codes as errno values, except the six
- * that are "Winsock definitions of errno values" (WSAEBADF = 10000 + EBADF). */
-#  define KAEXT_ENOPROTOOPT WSAENOPROTOOPT
-#  define KAEXT_EOPNOTSUPP WSAEOPNOTSUPP
-#  define KAEXT_ENOTSOCK WSAENOTSOCK
-#  define KAEXT_EINVAL EINVAL
-#  define KAEXT_EBADF EBADF
-#else
-#  define KAEXT_ENOPROTOOPT ENOPROTOOPT
-#  define KAEXT_EOPNOTSUPP EOPNOTSUPP
-#  define KAEXT_ENOTSOCK ENOTSOCK
-#  define KAEXT_EINVAL EINVAL
-#  define KAEXT_EBADF EBADF
-#endif
-
-/* ------------------------------------------------------------------------ */
-/* Option numbers, with fallbacks where old SDK headers lack the name        */
-/* ------------------------------------------------------------------------ */
-
-/*
- * KAEXT_V_<NAME> is the number, KAEXT_FB_<NAME> is 1 when it is a fallback.
- *
- * Windows: ws2ipdef.h (TCP_*), mstcpip.h (SIO_KEEPALIVE_VALS, struct
- * tcp_keepalive).  mingw-w64 before 12 lacks every TCP_KEEP* and TCP_MAXRT*
- * name; the numbers are Microsoft's ("IPPROTO_TCP socket options").
- */
-#if defined(_WIN32)
-#  ifdef TCP_KEEPALIVE
-#    define KAEXT_V_TCP_KEEPALIVE TCP_KEEPALIVE
-#    define KAEXT_FB_TCP_KEEPALIVE 0
-#  else
-#    define KAEXT_V_TCP_KEEPALIVE 3
-#    define KAEXT_FB_TCP_KEEPALIVE 1
-#  endif
-#  ifdef TCP_KEEPIDLE
-#    define KAEXT_V_TCP_KEEPIDLE TCP_KEEPIDLE
-#    define KAEXT_FB_TCP_KEEPIDLE 0
-#  else
-#    define KAEXT_V_TCP_KEEPIDLE 3
-#    define KAEXT_FB_TCP_KEEPIDLE 1
-#  endif
-#  ifdef TCP_KEEPINTVL
-#    define KAEXT_V_TCP_KEEPINTVL TCP_KEEPINTVL
-#    define KAEXT_FB_TCP_KEEPINTVL 0
-#  else
-#    define KAEXT_V_TCP_KEEPINTVL 17
-#    define KAEXT_FB_TCP_KEEPINTVL 1
-#  endif
-#  ifdef TCP_KEEPCNT
-#    define KAEXT_V_TCP_KEEPCNT TCP_KEEPCNT
-#    define KAEXT_FB_TCP_KEEPCNT 0
-#  else
-#    define KAEXT_V_TCP_KEEPCNT 16
-#    define KAEXT_FB_TCP_KEEPCNT 1
-#  endif
-#  ifdef TCP_MAXRT
-#    define KAEXT_V_TCP_MAXRT TCP_MAXRT
-#    define KAEXT_FB_TCP_MAXRT 0
-#  else
-#    define KAEXT_V_TCP_MAXRT 5
-#    define KAEXT_FB_TCP_MAXRT 1
-#  endif
-#  ifdef TCP_MAXRTMS
-#    define KAEXT_V_TCP_MAXRTMS TCP_MAXRTMS
-#    define KAEXT_FB_TCP_MAXRTMS 0
-#  else
-#    define KAEXT_V_TCP_MAXRTMS 14
-#    define KAEXT_FB_TCP_MAXRTMS 1
-#  endif
-#  ifdef SIO_KEEPALIVE_VALS
-#    define KAEXT_V_SIO_KEEPALIVE_VALS SIO_KEEPALIVE_VALS
-#    define KAEXT_FB_SIO_KEEPALIVE_VALS 0
-#  else
-#    define KAEXT_V_SIO_KEEPALIVE_VALS _WSAIOW(IOC_VENDOR, 4)
-#    define KAEXT_FB_SIO_KEEPALIVE_VALS 1
-#  endif
-/* The ioctl code and the struct layout are ABI: check them at build time. */
-typedef char kaext_check_sio_keepalive_vals[
-    ((unsigned long)KAEXT_V_SIO_KEEPALIVE_VALS == 0x98000004UL) ? 1 : -1];
-typedef char kaext_check_tcp_keepalive_size[(sizeof(struct tcp_keepalive) == 12) ? 1 : -1];
-#endif
-
-/* macOS / iOS: tcp.h has TCP_KEEPINTVL / TCP_KEEPCNT from OS X 10.9 (xnu-2422);
- * Go hard-codes the same numbers for SDKs that lack them. */
-#if defined(__APPLE__)
-#  ifdef TCP_KEEPINTVL
-#    define KAEXT_V_TCP_KEEPINTVL TCP_KEEPINTVL
-#    define KAEXT_FB_TCP_KEEPINTVL 0
-#  else
-#    define KAEXT_V_TCP_KEEPINTVL 0x101
-#    define KAEXT_FB_TCP_KEEPINTVL 1
-#  endif
-#  ifdef TCP_KEEPCNT
-#    define KAEXT_V_TCP_KEEPCNT TCP_KEEPCNT
-#    define KAEXT_FB_TCP_KEEPCNT 0
-#  else
-#    define KAEXT_V_TCP_KEEPCNT 0x102
-#    define KAEXT_FB_TCP_KEEPCNT 1
-#  endif
-#endif
-
-/* ------------------------------------------------------------------------ */
-/* Knobs                                                                     */
+/* Knobs, steps, mechanisms (kaext._platform states the same numbers)        */
 /* ------------------------------------------------------------------------ */
 
 enum {
-    KAEXT_IDLE = 0,      /* time idle before the first probe                */
-    KAEXT_INTERVAL = 1,  /* time between unanswered probes                  */
-    KAEXT_COUNT = 2,     /* unanswered probes before the connection drops   */
-    KAEXT_USER_TIMEOUT = 3, /* max time data may stay unacknowledged        */
-    KAEXT_NKNOBS = 4,
-    KAEXT_KEEPALIVE = 4, /* SO_KEEPALIVE itself (step index in errors)      */
-    KAEXT_PROBE = 5      /* the "is this TCP?" probe (step index in errors) */
+    KAEXT_IDLE = 0,         /* time idle before the first probe                */
+    KAEXT_INTERVAL = 1,     /* time between unanswered probes                  */
+    KAEXT_COUNT = 2,        /* unanswered probes before the connection drops   */
+    KAEXT_USER_TIMEOUT = 3, /* max time data may stay unacknowledged           */
+    KAEXT_NKNOBS = 4
+};
+
+/* The step whose call failed, in errors: a knob index, or one of these. */
+enum {
+    KAEXT_STEP_KEEPALIVE = KAEXT_NKNOBS, /* SO_KEEPALIVE itself            */
+    KAEXT_STEP_PROBE = KAEXT_NKNOBS + 1  /* the "is this TCP?" probe       */
 };
 
 enum {
@@ -212,98 +92,87 @@ enum {
     KAEXT_MECH_SIO = 2
 };
 
-/*
- * Per-OS mapping of each knob to (optname, header name, unit).
- * KAEXT_HAVE_<KNOB> is 1 when this OS has the knob at all.  The unit is what
- * the option takes; "ms" where an OS takes milliseconds.
- */
+/* What to write: bit k of set_mask says knob k is to be written, with
+ * value[k] in the knob's unit; keepalive is -1 (leave), 0 (off) or 1 (on). */
+typedef struct {
+    unsigned set_mask;
+    int value[KAEXT_NKNOBS];
+    int keepalive;
+} kaext_plan;
 
-/* DragonFly before 5.8 took TCP_KEEPIDLE/TCP_KEEPINTVL/TCP_KEEPINIT in ms. */
-#if defined(__DragonFly__) && defined(__DragonFly_version) && __DragonFly_version < 500702
-#  define KAEXT_KEEP_UNIT "ms"
+/* What was read: bit k of have says value[k] holds knob k. */
+typedef struct {
+    unsigned have;
+    int value[KAEXT_NKNOBS];
+    int keepalive;
+} kaext_state;
+
+/* Bits of the "want" mask of kaext_read_some(): knob k is bit k, SO_KEEPALIVE
+ * is bit KAEXT_STEP_KEEPALIVE. */
+#define KAEXT_WANT_KEEPALIVE (1u << KAEXT_STEP_KEEPALIVE)
+#define KAEXT_WANT_ALL (KAEXT_WANT_KEEPALIVE | ((1u << KAEXT_NKNOBS) - 1u))
+
+/* One entry of the constants table: a name the platform headers define. */
+typedef struct {
+    const char *name;
+    long long value;
+    const char *header;  /* where the value came from */
+    int fallback;        /* 1: the header lacks the name; number from kaext */
+} kaext_constant;
+
+#define KAEXT_FALLBACK_SOURCE(header) "kaext_shim.h (fallback: " header " lacks it)"
+#define KAEXT_CONST(name, header) { #name, (long long)(name), header, 0 },
+/* A name that may be a fallback: KAEXT_V_<name> is the number, KAEXT_FB_<name>
+ * is 1 when the header lacks the name. */
+#define KAEXT_CONST_FB(name, header)                                              \
+    { #name, (long long)(KAEXT_V_##name),                                         \
+      KAEXT_FB_##name ? KAEXT_FALLBACK_SOURCE(header) : header, KAEXT_FB_##name },
+
+/*
+ * The per-OS file provides:
+ *   kaext_sock, kaext_optlen, KAEXT_SOCK_MAX (largest valid handle),
+ *   KAEXT_BAD_SOCK(s), kaext_close(s), KAEXT_E* errno values,
+ *   kaext_last_error(), the constants table kaext_constants[],
+ *   KAEXT_<KNOB>_OPT / _NAME / _UNIT for each knob this OS has,
+ *   kaext_os_mechanisms() (adjusts the probe's answer) and kaext_apply_sio().
+ */
+#if defined(_WIN32)
+#  include "kaext_windows.h"
 #else
-#  define KAEXT_KEEP_UNIT "s"
+#  include "kaext_posix.h"
 #endif
 
-/* idle */
-#if defined(__APPLE__) && defined(TCP_KEEPALIVE)
+/* ------------------------------------------------------------------------ */
+/* Knob table: (have, optname, header name, unit) per knob                   */
+/* ------------------------------------------------------------------------ */
+
+#ifdef KAEXT_IDLE_OPT
 #  define KAEXT_HAVE_IDLE 1
-#  define KAEXT_IDLE_OPT TCP_KEEPALIVE
-#  define KAEXT_IDLE_NAME "TCP_KEEPALIVE"
-#  define KAEXT_IDLE_UNIT "s"
-#elif defined(_WIN32)
-#  define KAEXT_HAVE_IDLE 1
-#  define KAEXT_IDLE_OPT KAEXT_V_TCP_KEEPIDLE
-#  define KAEXT_IDLE_NAME "TCP_KEEPIDLE"
-#  define KAEXT_IDLE_UNIT "s"
-#elif defined(TCP_KEEPIDLE)
-#  define KAEXT_HAVE_IDLE 1
-#  define KAEXT_IDLE_OPT TCP_KEEPIDLE
-#  define KAEXT_IDLE_NAME "TCP_KEEPIDLE"
-#  define KAEXT_IDLE_UNIT KAEXT_KEEP_UNIT
-#elif defined(__sun) && defined(TCP_KEEPALIVE_THRESHOLD)
-/* Solaris before 11.4: the idle time is the keepalive threshold, in ms. */
-#  define KAEXT_HAVE_IDLE 1
-#  define KAEXT_IDLE_OPT TCP_KEEPALIVE_THRESHOLD
-#  define KAEXT_IDLE_NAME "TCP_KEEPALIVE_THRESHOLD"
-#  define KAEXT_IDLE_UNIT "ms"
 #else
 #  define KAEXT_HAVE_IDLE 0
 #  define KAEXT_IDLE_OPT (-1)
 #  define KAEXT_IDLE_NAME ""
 #  define KAEXT_IDLE_UNIT ""
 #endif
-
-/* interval */
-#if defined(_WIN32) || defined(__APPLE__)
+#ifdef KAEXT_INTERVAL_OPT
 #  define KAEXT_HAVE_INTERVAL 1
-#  define KAEXT_INTERVAL_OPT KAEXT_V_TCP_KEEPINTVL
-#  define KAEXT_INTERVAL_NAME "TCP_KEEPINTVL"
-#  define KAEXT_INTERVAL_UNIT "s"
-#elif defined(TCP_KEEPINTVL)
-#  define KAEXT_HAVE_INTERVAL 1
-#  define KAEXT_INTERVAL_OPT TCP_KEEPINTVL
-#  define KAEXT_INTERVAL_NAME "TCP_KEEPINTVL"
-#  define KAEXT_INTERVAL_UNIT KAEXT_KEEP_UNIT
 #else
 #  define KAEXT_HAVE_INTERVAL 0
 #  define KAEXT_INTERVAL_OPT (-1)
 #  define KAEXT_INTERVAL_NAME ""
 #  define KAEXT_INTERVAL_UNIT ""
 #endif
-
-/* count */
-#if defined(_WIN32) || defined(__APPLE__)
+#ifdef KAEXT_COUNT_OPT
 #  define KAEXT_HAVE_COUNT 1
-#  define KAEXT_COUNT_OPT KAEXT_V_TCP_KEEPCNT
-#  define KAEXT_COUNT_NAME "TCP_KEEPCNT"
-#elif defined(TCP_KEEPCNT)
-#  define KAEXT_HAVE_COUNT 1
-#  define KAEXT_COUNT_OPT TCP_KEEPCNT
-#  define KAEXT_COUNT_NAME "TCP_KEEPCNT"
+#  define KAEXT_COUNT_UNIT "probes"
 #else
 #  define KAEXT_HAVE_COUNT 0
 #  define KAEXT_COUNT_OPT (-1)
 #  define KAEXT_COUNT_NAME ""
+#  define KAEXT_COUNT_UNIT ""
 #endif
-
-/* user timeout: Linux TCP_USER_TIMEOUT (ms), macOS TCP_RXT_CONNDROPTIME (s),
- * Windows TCP_MAXRT (s). */
-#if defined(TCP_USER_TIMEOUT) && !defined(_WIN32)
+#ifdef KAEXT_USER_TIMEOUT_OPT
 #  define KAEXT_HAVE_USER_TIMEOUT 1
-#  define KAEXT_USER_TIMEOUT_OPT TCP_USER_TIMEOUT
-#  define KAEXT_USER_TIMEOUT_NAME "TCP_USER_TIMEOUT"
-#  define KAEXT_USER_TIMEOUT_UNIT "ms"
-#elif defined(__APPLE__) && defined(TCP_RXT_CONNDROPTIME)
-#  define KAEXT_HAVE_USER_TIMEOUT 1
-#  define KAEXT_USER_TIMEOUT_OPT TCP_RXT_CONNDROPTIME
-#  define KAEXT_USER_TIMEOUT_NAME "TCP_RXT_CONNDROPTIME"
-#  define KAEXT_USER_TIMEOUT_UNIT "s"
-#elif defined(_WIN32)
-#  define KAEXT_HAVE_USER_TIMEOUT 1
-#  define KAEXT_USER_TIMEOUT_OPT KAEXT_V_TCP_MAXRT
-#  define KAEXT_USER_TIMEOUT_NAME "TCP_MAXRT"
-#  define KAEXT_USER_TIMEOUT_UNIT "s"
 #else
 #  define KAEXT_HAVE_USER_TIMEOUT 0
 #  define KAEXT_USER_TIMEOUT_OPT (-1)
@@ -322,134 +191,13 @@ static const char *const kaext_knob_name[KAEXT_NKNOBS] = {
 };
 /* Unit of each knob's setsockopt option ("" where the OS has none). */
 static const char *const kaext_knob_opt_unit[KAEXT_NKNOBS] = {
-    KAEXT_IDLE_UNIT, KAEXT_INTERVAL_UNIT, KAEXT_HAVE_COUNT ? "probes" : "", KAEXT_USER_TIMEOUT_UNIT
+    KAEXT_IDLE_UNIT, KAEXT_INTERVAL_UNIT, KAEXT_COUNT_UNIT, KAEXT_USER_TIMEOUT_UNIT
 };
 #define KAEXT_KNOB_LEVEL IPPROTO_TCP
-
-/* Windows defaults used to fill the half of SIO_KEEPALIVE_VALS not given
- * (SIO_KEEPALIVE_VALS remarks: KeepAliveTime 2 h, KeepAliveInterval 1 s). */
-#define KAEXT_WIN_DEFAULT_IDLE_MS 7200000
-#define KAEXT_WIN_DEFAULT_INTERVAL_MS 1000
-
-/* ------------------------------------------------------------------------ */
-/* Constants table: exactly the names this platform's headers define, plus   */
-/* the fallbacks above (fallback = 1).                                       */
-/* ------------------------------------------------------------------------ */
-
-typedef struct {
-    const char *name;
-    long long value;
-    const char *header;  /* where the value came from */
-    int fallback;        /* 1: the header lacks the name; number from kaext */
-} kaext_constant;
-
-#if defined(_WIN32)
-#  define KAEXT_SOCK_H "winsock2.h"
-#  define KAEXT_TCP_H "ws2ipdef.h"
-#  define KAEXT_IN_H "winsock2.h"
-#else
-#  define KAEXT_SOCK_H "sys/socket.h"
-#  define KAEXT_TCP_H "netinet/tcp.h"
-#  define KAEXT_IN_H "netinet/in.h"
-#endif
-#define KAEXT_FALLBACK_SOURCE(header) "kaext_shim.h (fallback: " header " lacks it)"
-
-#define KAEXT_CONST(name, header) { #name, (long long)(name), header, 0 },
-/* A name that may be a fallback: KAEXT_V_<name> / KAEXT_FB_<name>. */
-#define KAEXT_CONST_FB(name, header)                                              \
-    { #name, (long long)(KAEXT_V_##name),                                         \
-      KAEXT_FB_##name ? KAEXT_FALLBACK_SOURCE(header) : header, KAEXT_FB_##name },
-
-static const kaext_constant kaext_constants[] = {
-    KAEXT_CONST(SOL_SOCKET, KAEXT_SOCK_H)
-    KAEXT_CONST(SO_KEEPALIVE, KAEXT_SOCK_H)
-    KAEXT_CONST(IPPROTO_TCP, KAEXT_IN_H)
-#if defined(_WIN32)
-    KAEXT_CONST_FB(TCP_KEEPALIVE, KAEXT_TCP_H)
-    KAEXT_CONST_FB(TCP_KEEPIDLE, KAEXT_TCP_H)
-    KAEXT_CONST_FB(TCP_KEEPINTVL, KAEXT_TCP_H)
-    KAEXT_CONST_FB(TCP_KEEPCNT, KAEXT_TCP_H)
-    KAEXT_CONST_FB(TCP_MAXRT, KAEXT_TCP_H)
-    KAEXT_CONST_FB(TCP_MAXRTMS, KAEXT_TCP_H)
-    KAEXT_CONST_FB(SIO_KEEPALIVE_VALS, "mstcpip.h")
-#  ifdef TCP_NOSYNRETRIES
-    KAEXT_CONST(TCP_NOSYNRETRIES, KAEXT_TCP_H)
-#  endif
-#  ifdef TCP_FAIL_CONNECT_ON_ICMP_ERROR
-    KAEXT_CONST(TCP_FAIL_CONNECT_ON_ICMP_ERROR, KAEXT_TCP_H)
-#  endif
-#else /* not Windows */
-#  ifdef TCP_KEEPIDLE
-    KAEXT_CONST(TCP_KEEPIDLE, KAEXT_TCP_H)
-#  endif
-#  if defined(__APPLE__)
-    KAEXT_CONST_FB(TCP_KEEPINTVL, KAEXT_TCP_H)
-    KAEXT_CONST_FB(TCP_KEEPCNT, KAEXT_TCP_H)
-#  else
-#    ifdef TCP_KEEPINTVL
-    KAEXT_CONST(TCP_KEEPINTVL, KAEXT_TCP_H)
-#    endif
-#    ifdef TCP_KEEPCNT
-    KAEXT_CONST(TCP_KEEPCNT, KAEXT_TCP_H)
-#    endif
-#  endif
-#  ifdef TCP_KEEPALIVE
-    KAEXT_CONST(TCP_KEEPALIVE, KAEXT_TCP_H)
-#  endif
-#  ifdef TCP_KEEPINIT
-    KAEXT_CONST(TCP_KEEPINIT, KAEXT_TCP_H)
-#  endif
-#  ifdef TCP_USER_TIMEOUT
-    KAEXT_CONST(TCP_USER_TIMEOUT, KAEXT_TCP_H)
-#  endif
-#  ifdef TCP_SYNCNT
-    KAEXT_CONST(TCP_SYNCNT, KAEXT_TCP_H)
-#  endif
-#  ifdef TCP_CONNECTIONTIMEOUT
-    KAEXT_CONST(TCP_CONNECTIONTIMEOUT, KAEXT_TCP_H)
-#  endif
-#  ifdef TCP_RXT_CONNDROPTIME
-    KAEXT_CONST(TCP_RXT_CONNDROPTIME, KAEXT_TCP_H)
-#  endif
-#  ifdef PERSIST_TIMEOUT
-    KAEXT_CONST(PERSIST_TIMEOUT, KAEXT_TCP_H)
-#  endif
-#  ifdef TCP_KEEPALIVE_THRESHOLD
-    KAEXT_CONST(TCP_KEEPALIVE_THRESHOLD, KAEXT_TCP_H)
-#  endif
-#  ifdef TCP_KEEPALIVE_ABORT_THRESHOLD
-    KAEXT_CONST(TCP_KEEPALIVE_ABORT_THRESHOLD, KAEXT_TCP_H)
-#  endif
-#  ifdef TCP_ABORT_THRESHOLD
-    KAEXT_CONST(TCP_ABORT_THRESHOLD, KAEXT_TCP_H)
-#  endif
-#  ifdef TCP_CONN_ABORT_THRESHOLD
-    KAEXT_CONST(TCP_CONN_ABORT_THRESHOLD, KAEXT_TCP_H)
-#  endif
-#endif
-    { 0, 0, 0, 0 }
-};
 
 /* ------------------------------------------------------------------------ */
 /* System calls                                                              */
 /* ------------------------------------------------------------------------ */
-
-/* The last socket error as an errno value (see the top of this file). */
-KAEXT_FUNC int kaext_last_error(void)
-{
-#if defined(_WIN32)
-    int e = WSAGetLastError();
-    switch (e) {
-    case WSAEINTR: case WSAEBADF: case WSAEACCES:
-    case WSAEFAULT: case WSAEINVAL: case WSAEMFILE:
-        return e - 10000;  /* "Winsock definitions of errno values" */
-    default:
-        return e;          /* errno.ENOPROTOOPT == WSAENOPROTOOPT in Python */
-    }
-#else
-    return errno;
-#endif
-}
 
 KAEXT_FUNC int kaext_setint(kaext_sock fd, int level, int opt, int value)
 {
@@ -507,59 +255,26 @@ KAEXT_FUNC int kaext_knob_supported(int k)
     return ok;
 }
 
-/* Mechanism per knob from a probe result (kaext_knob_supported). */
-KAEXT_FUNC int kaext_mechanism_from_probe(int k, int supported)
+/* Fills mech[k] with how knob k is set on the running system (KAEXT_MECH_*).
+ * Call once, before any other thread uses the array; keep the array and pass
+ * it to kaext_apply() and kaext_read_some(). */
+KAEXT_FUNC void kaext_probe_mechanisms(int mech[KAEXT_NKNOBS])
 {
-    if (supported == 1)
-        return KAEXT_MECH_SETSOCKOPT;
-#if defined(_WIN32)
-    /* Windows before 10 1709 (and wine) refuse TCP_KEEPIDLE/TCP_KEEPINTVL;
-     * SIO_KEEPALIVE_VALS exists on every Windows since 2000. */
-    if (supported == 0 && (k == KAEXT_IDLE || k == KAEXT_INTERVAL))
-        return KAEXT_MECH_SIO;
-#endif
-    (void)k;
-    return KAEXT_MECH_NONE;
-}
-
-/* Mechanism per knob, probed once per process (0 = not probed yet, else
- * KAEXT_MECH_* + 1).  The Python extension fills it for every knob while its
- * module is imported, before any other thread can call in; a C program that
- * calls from several threads at once should do the same first. */
-static volatile int kaext_mech_cache[KAEXT_NKNOBS];
-
-/* How knob k is set on the running system: KAEXT_MECH_*. */
-KAEXT_FUNC int kaext_knob_mechanism(int k)
-{
-    int m, ok;
-    if (k < 0 || k >= KAEXT_NKNOBS)
-        return KAEXT_MECH_NONE;
-    m = kaext_mech_cache[k];
-    if (m != 0)
-        return m - 1;
-    ok = kaext_knob_supported(k);
-    if (ok < 0)  /* no socket to probe with (fd limit?): assume, do not cache */
-        return kaext_knob_have[k] ? KAEXT_MECH_SETSOCKOPT : KAEXT_MECH_NONE;
-    m = kaext_mechanism_from_probe(k, ok);
-#if defined(_WIN32)
-    /* SIO_KEEPALIVE_VALS sets idle and interval at once: unless the running
-     * Windows accepts both options, both go through it. */
-    if (k == KAEXT_IDLE || k == KAEXT_INTERVAL) {
-        int other = k == KAEXT_IDLE ? KAEXT_INTERVAL : KAEXT_IDLE;
-        int mo = kaext_mechanism_from_probe(other, kaext_knob_supported(other));
-        if (m != KAEXT_MECH_SETSOCKOPT || mo != KAEXT_MECH_SETSOCKOPT)
-            m = KAEXT_MECH_SIO;
-        kaext_mech_cache[other] = m + 1;
+    int k, ok;
+    for (k = 0; k < KAEXT_NKNOBS; k++) {
+        ok = kaext_knob_supported(k);
+        if (ok < 0)  /* no socket to probe with (fd limit?): trust the headers */
+            ok = kaext_knob_have[k];
+        mech[k] = ok ? KAEXT_MECH_SETSOCKOPT : KAEXT_MECH_NONE;
     }
-#endif
-    kaext_mech_cache[k] = m + 1;
-    return m;
+    kaext_os_mechanisms(mech);
 }
 
-/* Unit of knob k under its current mechanism: "s", "ms", "probes" or "". */
-KAEXT_FUNC const char *kaext_knob_unit(int k)
+/* Unit of knob k under mechanism m: "s", "ms", "probes" or "". */
+KAEXT_FUNC const char *kaext_knob_unit(int k, int m)
 {
-    int m = kaext_knob_mechanism(k);
+    if (k < 0 || k >= KAEXT_NKNOBS)
+        return "";
     if (m == KAEXT_MECH_SIO)
         return "ms";
     if (m == KAEXT_MECH_SETSOCKOPT)
@@ -567,50 +282,14 @@ KAEXT_FUNC const char *kaext_knob_unit(int k)
     return "";
 }
 
-typedef struct {
-    unsigned set;               /* bit k: knob k is to be written           */
-    int value[KAEXT_NKNOBS];    /* in the knob's unit                       */
-    int keepalive;              /* -1 leave, 0 off, 1 on                     */
-} kaext_plan;
+/* The knobs SIO_KEEPALIVE_VALS sets together. */
+#define KAEXT_SIO_KNOBS ((1u << KAEXT_IDLE) | (1u << KAEXT_INTERVAL))
 
-typedef struct {
-    unsigned have;              /* bit k: knob k was read                   */
-    int value[KAEXT_NKNOBS];
-    int keepalive;
-} kaext_state;
-
-#if defined(_WIN32)
-/* Windows without TCP_KEEPIDLE: write idle and interval (ms) together. */
-KAEXT_FUNC int kaext_apply_sio(kaext_sock fd, const kaext_plan *plan, int *step)
-{
-    struct tcp_keepalive ka;
-    DWORD returned = 0;
-    int set_idle = (plan->set >> KAEXT_IDLE) & 1;
-    int set_interval = (plan->set >> KAEXT_INTERVAL) & 1;
-    int err = kaext_probe_tcp(fd);  /* WSAIoctl alone does not prove TCP */
-    if (err) {
-        *step = KAEXT_PROBE;
-        return err;
-    }
-    *step = set_idle ? KAEXT_IDLE : KAEXT_INTERVAL;
-    /* 0 ms idle makes some Windows versions send a keepalive storm. */
-    if ((set_idle && plan->value[KAEXT_IDLE] < 1) || (set_interval && plan->value[KAEXT_INTERVAL] < 1))
-        return KAEXT_EINVAL;
-    ka.onoff = plan->keepalive == 0 ? 0 : 1;
-    ka.keepalivetime = (u_long)(set_idle ? plan->value[KAEXT_IDLE] : KAEXT_WIN_DEFAULT_IDLE_MS);
-    ka.keepaliveinterval =
-        (u_long)(set_interval ? plan->value[KAEXT_INTERVAL] : KAEXT_WIN_DEFAULT_INTERVAL_MS);
-    if (WSAIoctl(fd, KAEXT_V_SIO_KEEPALIVE_VALS, &ka, (DWORD)sizeof ka, NULL, 0, &returned,
-                 NULL, NULL) != 0)
-        return kaext_last_error();
-    return 0;
-}
-#endif
-
-/* Writes a plan; on error returns an errno value and sets *step to the
- * knob index (or KAEXT_KEEPALIVE / KAEXT_PROBE) whose call failed.  On error
- * the socket is as it was. */
-KAEXT_FUNC int kaext_apply(kaext_sock fd, const kaext_plan *plan, int *step)
+/* Writes a plan with the mechanisms of kaext_probe_mechanisms(); on error
+ * returns an errno value and sets *step to the knob index (or
+ * KAEXT_STEP_KEEPALIVE / KAEXT_STEP_PROBE) whose call failed.  On error the
+ * socket is as it was. */
+KAEXT_FUNC int kaext_apply(kaext_sock fd, const kaext_plan *plan, const int mech[KAEXT_NKNOBS], int *step)
 {
     int k, err, first = 1;
     unsigned done = 0;
@@ -618,23 +297,25 @@ KAEXT_FUNC int kaext_apply(kaext_sock fd, const kaext_plan *plan, int *step)
     /* A knob this OS lacks, or the running kernel refused in the probe, is
      * refused before any call, so the socket stays as it was. */
     for (k = 0; k < KAEXT_NKNOBS; k++) {
-        if ((plan->set & (1u << k)) && kaext_knob_mechanism(k) == KAEXT_MECH_NONE) {
+        if ((plan->set_mask & (1u << k)) && mech[k] == KAEXT_MECH_NONE) {
             *step = k;
             return KAEXT_ENOPROTOOPT;
         }
     }
-#if defined(_WIN32)
-    if ((plan->set & ((1u << KAEXT_IDLE) | (1u << KAEXT_INTERVAL)))
-        && kaext_knob_mechanism(KAEXT_IDLE) == KAEXT_MECH_SIO) {
+    if ((plan->set_mask & KAEXT_SIO_KNOBS) && mech[KAEXT_IDLE] == KAEXT_MECH_SIO) {
+        err = kaext_probe_tcp(fd);  /* the ioctl alone does not prove TCP */
+        if (err) {
+            *step = KAEXT_STEP_PROBE;
+            return err;
+        }
         err = kaext_apply_sio(fd, plan, step);
         if (err)
             return err;
-        done = (1u << KAEXT_IDLE) | (1u << KAEXT_INTERVAL);
+        done = KAEXT_SIO_KNOBS;
         first = 0;
     }
-#endif
     for (k = 0; k < KAEXT_NKNOBS; k++) {
-        if (!(plan->set & (1u << k)) || (done & (1u << k)))
+        if (!(plan->set_mask & (1u << k)) || (done & (1u << k)))
             continue;
         err = kaext_setint(fd, KAEXT_KNOB_LEVEL, kaext_knob_opt[k], plan->value[k]);
         if (err) {
@@ -648,31 +329,28 @@ KAEXT_FUNC int kaext_apply(kaext_sock fd, const kaext_plan *plan, int *step)
          * an empty plan still says whether this is a TCP socket) */
         err = kaext_probe_tcp(fd);
         if (err) {
-            *step = KAEXT_PROBE;
+            *step = KAEXT_STEP_PROBE;
             return err;
         }
     }
     if (plan->keepalive >= 0) {
         err = kaext_setint(fd, SOL_SOCKET, SO_KEEPALIVE, plan->keepalive ? 1 : 0);
         if (err) {
-            *step = KAEXT_KEEPALIVE;
+            *step = KAEXT_STEP_KEEPALIVE;
             return err;
         }
     }
     return 0;
 }
 
-/* Bits of the "want" mask of kaext_read_some(): knob k is bit k, SO_KEEPALIVE
- * is bit KAEXT_KEEPALIVE. */
-#define KAEXT_WANT_KEEPALIVE (1u << KAEXT_KEEPALIVE)
-#define KAEXT_WANT_ALL (KAEXT_WANT_KEEPALIVE | ((1u << KAEXT_NKNOBS) - 1u))
-
 /* Reads what "want" asks for, one getsockopt each.  A failed SO_KEEPALIVE read
- * is an error; a knob whose read fails is left out of ->have.  Only when no
- * knob could be read does a TCP_NODELAY probe decide between "this TCP socket
- * cannot read these knobs back" (0) and "this is not a TCP socket" (error), so
- * a TCP socket costs no extra call. */
-KAEXT_FUNC int kaext_read_some(kaext_sock fd, unsigned want, kaext_state *st, int *step)
+ * is an error; a knob whose read fails, or that is set write-only
+ * (SIO_KEEPALIVE_VALS), is left out of ->have.  Only when no knob could be read
+ * does a TCP_NODELAY probe decide between "this TCP socket cannot read these
+ * knobs back" (0) and "this is not a TCP socket" (error), so a TCP socket costs
+ * no extra call. */
+KAEXT_FUNC int kaext_read_some(kaext_sock fd, unsigned want, const int mech[KAEXT_NKNOBS], kaext_state *st,
+                               int *step)
 {
     int k, err;
     st->have = 0;
@@ -680,25 +358,21 @@ KAEXT_FUNC int kaext_read_some(kaext_sock fd, unsigned want, kaext_state *st, in
     if (want & KAEXT_WANT_KEEPALIVE) {
         err = kaext_getint(fd, SOL_SOCKET, SO_KEEPALIVE, &st->keepalive);
         if (err) {
-            *step = KAEXT_KEEPALIVE;
+            *step = KAEXT_STEP_KEEPALIVE;
             return err;
         }
     }
     for (k = 0; k < KAEXT_NKNOBS; k++) {
         st->value[k] = 0;
-        if (!(want & (1u << k)) || !kaext_knob_have[k])
+        if (!(want & (1u << k)) || !kaext_knob_have[k] || mech[k] == KAEXT_MECH_SIO)
             continue;
-#if defined(_WIN32)
-        if (kaext_knob_mechanism(k) != KAEXT_MECH_SETSOCKOPT)
-            continue; /* SIO_KEEPALIVE_VALS is write-only */
-#endif
         if (kaext_getint(fd, KAEXT_KNOB_LEVEL, kaext_knob_opt[k], &st->value[k]) == 0)
             st->have |= 1u << k;
     }
     if (st->have == 0) {
         err = kaext_probe_tcp(fd);
         if (err) {
-            *step = KAEXT_PROBE;
+            *step = KAEXT_STEP_PROBE;
             return err;
         }
     }
@@ -706,9 +380,9 @@ KAEXT_FUNC int kaext_read_some(kaext_sock fd, unsigned want, kaext_state *st, in
 }
 
 /* Reads SO_KEEPALIVE and every knob this OS can read back. */
-KAEXT_FUNC int kaext_read(kaext_sock fd, kaext_state *st, int *step)
+KAEXT_FUNC int kaext_read(kaext_sock fd, const int mech[KAEXT_NKNOBS], kaext_state *st, int *step)
 {
-    return kaext_read_some(fd, KAEXT_WANT_ALL, st, step);
+    return kaext_read_some(fd, KAEXT_WANT_ALL, mech, st, step);
 }
 
 #endif /* KAEXT_SHIM_H */

@@ -19,6 +19,7 @@
  */
 #include "kaext_shim.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,11 +28,17 @@
 _Static_assert(SIO_KEEPALIVE_VALS == 0x98000004UL, "SIO_KEEPALIVE_VALS is _WSAIOW(IOC_VENDOR, 4)");
 _Static_assert(sizeof(struct tcp_keepalive) == 12, "struct tcp_keepalive is three 32-bit u_long");
 _Static_assert(KAEXT_V_SIO_KEEPALIVE_VALS == 0x98000004UL, "kaext's SIO_KEEPALIVE_VALS");
+/* SOCKET is a UINT_PTR (32 bits on win32, 64 on win64); INVALID_SOCKET is ~0. */
+_Static_assert(sizeof(kaext_sock) == sizeof(void *), "kaext_sock is pointer-sized");
+_Static_assert(KAEXT_SOCK_MAX == (unsigned long long)UINTPTR_MAX - 1ULL, "KAEXT_SOCK_MAX is INVALID_SOCKET - 1");
 #else
 #  include <arpa/inet.h>
+_Static_assert(KAEXT_SOCK_MAX == (unsigned long long)INT_MAX, "a file descriptor is an int");
 #endif
 
 static int checks, failures;
+/* How each knob is set here: probed once in main(), as the extension does at import. */
+static int mech[KAEXT_NKNOBS];
 
 static void check(int cond, const char *what, long long got, long long want)
 {
@@ -97,7 +104,7 @@ static void print_tables(void)
     for (k = 0; k < KAEXT_NKNOBS; k++)
         printf("knob %s option=%s optname=%d mechanism=%s unit=%s\n", knob_names[k],
                kaext_knob_have[k] ? kaext_knob_name[k] : "-", kaext_knob_opt[k],
-               mechanism_name(kaext_knob_mechanism(k)), kaext_knob_unit(k)[0] ? kaext_knob_unit(k) : "-");
+               mechanism_name(mech[k]), kaext_knob_unit(k, mech[k])[0] ? kaext_knob_unit(k, mech[k]) : "-");
 }
 
 static void test_knobs(kaext_sock fd)
@@ -107,12 +114,12 @@ static void test_knobs(kaext_sock fd)
     for (k = 0; k < KAEXT_NKNOBS; k++) {
         kaext_plan plan;
         kaext_state st;
-        int m = kaext_knob_mechanism(k);
+        int m = mech[k];
         memset(&plan, 0, sizeof plan);
-        plan.set = 1u << k;
+        plan.set_mask = 1u << k;
         plan.keepalive = 1;
-        plan.value[k] = sample_value(k, kaext_knob_unit(k));
-        err = kaext_apply(fd, &plan, &step);
+        plan.value[k] = sample_value(k, kaext_knob_unit(k, mech[k]));
+        err = kaext_apply(fd, &plan, mech, &step);
         if (m == KAEXT_MECH_NONE) {
             /* never silently ignored: refused before any call */
             snprintf(what, sizeof what, "%s: unsupported knob refused with ENOPROTOOPT", knob_names[k]);
@@ -120,9 +127,9 @@ static void test_knobs(kaext_sock fd)
             continue;
         }
         snprintf(what, sizeof what, "%s: apply %d %s via %s", knob_names[k], plan.value[k],
-                 kaext_knob_unit(k), mechanism_name(m));
+                 kaext_knob_unit(k, mech[k]), mechanism_name(m));
         check(err == 0, what, err, 0);
-        err = kaext_read(fd, &st, &step);
+        err = kaext_read(fd, mech, &st, &step);
         snprintf(what, sizeof what, "%s: read after apply", knob_names[k]);
         check(err == 0, what, err, 0);
         snprintf(what, sizeof what, "%s: SO_KEEPALIVE on after apply", knob_names[k]);
@@ -145,14 +152,14 @@ static void test_keepalive_flag(kaext_sock fd)
     int err, step = -1;
     memset(&plan, 0, sizeof plan);
     plan.keepalive = 0;
-    err = kaext_apply(fd, &plan, &step);
+    err = kaext_apply(fd, &plan, mech, &step);
     check(err == 0, "SO_KEEPALIVE off", err, 0);
-    err = kaext_read(fd, &st, &step);
+    err = kaext_read(fd, mech, &st, &step);
     check(err == 0 && st.keepalive == 0, "SO_KEEPALIVE reads 0 (1-byte or int result)", st.keepalive, 0);
     plan.keepalive = 1;
-    err = kaext_apply(fd, &plan, &step);
+    err = kaext_apply(fd, &plan, mech, &step);
     check(err == 0, "SO_KEEPALIVE on", err, 0);
-    err = kaext_read(fd, &st, &step);
+    err = kaext_read(fd, mech, &st, &step);
     check(err == 0 && st.keepalive == 1, "SO_KEEPALIVE reads 1", st.keepalive, 1);
 }
 
@@ -168,15 +175,15 @@ static void test_not_tcp(void)
     kaext_getint(udp, SOL_SOCKET, SO_KEEPALIVE, &before);
     memset(&plan, 0, sizeof plan);
     plan.keepalive = 1;
-    err = kaext_apply(udp, &plan, &step);
-    check(err != 0 && step == KAEXT_PROBE, "UDP: SO_KEEPALIVE-only plan refused by the TCP probe",
-          step, KAEXT_PROBE);
+    err = kaext_apply(udp, &plan, mech, &step);
+    check(err != 0 && step == KAEXT_STEP_PROBE, "UDP: SO_KEEPALIVE-only plan refused by the TCP probe",
+          step, KAEXT_STEP_PROBE);
     check(err == KAEXT_ENOPROTOOPT || err == KAEXT_EOPNOTSUPP, "UDP: errno ENOPROTOOPT/EOPNOTSUPP",
           err, KAEXT_ENOPROTOOPT);
     kaext_getint(udp, SOL_SOCKET, SO_KEEPALIVE, &after);
     check(before == after, "UDP: SO_KEEPALIVE unchanged", after, before);
-    err = kaext_read(udp, &st, &step);
-    check(err != 0 && step == KAEXT_PROBE, "UDP: read refused by the TCP probe", step, KAEXT_PROBE);
+    err = kaext_read(udp, mech, &st, &step);
+    check(err != 0 && step == KAEXT_STEP_PROBE, "UDP: read refused by the TCP probe", step, KAEXT_STEP_PROBE);
     kaext_close(udp);
 }
 
@@ -188,7 +195,7 @@ static void test_closed(void)
     kaext_close(s);
     memset(&plan, 0, sizeof plan);
     plan.keepalive = 1;
-    err = kaext_apply(s, &plan, &step);
+    err = kaext_apply(s, &plan, mech, &step);
     check(err == KAEXT_EBADF || err == KAEXT_ENOTSOCK, "closed socket: EBADF/ENOTSOCK", err, KAEXT_EBADF);
 }
 
@@ -198,25 +205,25 @@ static void test_sio(kaext_sock fd)
     kaext_plan plan;
     kaext_state st;
     int err, step = -1;
-    if (kaext_knob_mechanism(KAEXT_IDLE) != KAEXT_MECH_SIO) {
+    if (mech[KAEXT_IDLE] != KAEXT_MECH_SIO) {
         printf("note TCP_KEEPIDLE accepted: SIO_KEEPALIVE_VALS fallback not in use here\n");
         return;
     }
-    check(kaext_knob_mechanism(KAEXT_INTERVAL) == KAEXT_MECH_SIO, "interval follows idle onto SIO",
-          kaext_knob_mechanism(KAEXT_INTERVAL), KAEXT_MECH_SIO);
-    check(strcmp(kaext_knob_unit(KAEXT_IDLE), "ms") == 0, "SIO unit is ms", 0, 0);
+    check(mech[KAEXT_INTERVAL] == KAEXT_MECH_SIO, "interval follows idle onto SIO",
+          mech[KAEXT_INTERVAL], KAEXT_MECH_SIO);
+    check(strcmp(kaext_knob_unit(KAEXT_IDLE, mech[KAEXT_IDLE]), "ms") == 0, "SIO unit is ms", 0, 0);
     memset(&plan, 0, sizeof plan);
-    plan.set = (1u << KAEXT_IDLE) | (1u << KAEXT_INTERVAL);
+    plan.set_mask = (1u << KAEXT_IDLE) | (1u << KAEXT_INTERVAL);
     plan.value[KAEXT_IDLE] = 7000;
     plan.value[KAEXT_INTERVAL] = 3000;
     plan.keepalive = 1;
-    err = kaext_apply(fd, &plan, &step);
+    err = kaext_apply(fd, &plan, mech, &step);
     check(err == 0, "SIO: idle 7000 ms + interval 3000 ms", err, 0);
-    err = kaext_read(fd, &st, &step);
+    err = kaext_read(fd, mech, &st, &step);
     check(err == 0 && st.keepalive == 1, "SIO: SO_KEEPALIVE on", st.keepalive, 1);
     check(!(st.have & 3u), "SIO: idle/interval read back as unknown", (long long)st.have, 0);
     plan.value[KAEXT_IDLE] = 0;
-    err = kaext_apply(fd, &plan, &step);
+    err = kaext_apply(fd, &plan, mech, &step);
     check(err == KAEXT_EINVAL && step == KAEXT_IDLE, "SIO: idle 0 refused (keepalive storm)", err,
           KAEXT_EINVAL);
     /* the raw WSAIoctl, as the shim issues it, accepts the 12-byte struct */
@@ -226,7 +233,7 @@ static void test_sio(kaext_sock fd)
         int r = WSAIoctl(fd, SIO_KEEPALIVE_VALS, &ka, sizeof ka, NULL, 0, &n, NULL, NULL);
         check(r == 0, "WSAIoctl(SIO_KEEPALIVE_VALS) with the header's constant", r, 0);
     }
-    check(kaext_knob_mechanism(KAEXT_COUNT) != KAEXT_MECH_SIO, "count never goes through SIO", 0, 0);
+    check(mech[KAEXT_COUNT] != KAEXT_MECH_SIO, "count never goes through SIO", 0, 0);
 }
 #endif
 
@@ -246,20 +253,20 @@ static int hold(int port, int idle_s, int interval_s)
         return 1;
     }
     memset(&plan, 0, sizeof plan);
-    plan.set = (1u << KAEXT_IDLE) | (1u << KAEXT_INTERVAL);
+    plan.set_mask = (1u << KAEXT_IDLE) | (1u << KAEXT_INTERVAL);
     plan.keepalive = 1;
     for (k = KAEXT_IDLE; k <= KAEXT_INTERVAL; k++) {
         int seconds = k == KAEXT_IDLE ? idle_s : interval_s;
-        plan.value[k] = strcmp(kaext_knob_unit(k), "ms") == 0 ? seconds * 1000 : seconds;
+        plan.value[k] = strcmp(kaext_knob_unit(k, mech[k]), "ms") == 0 ? seconds * 1000 : seconds;
     }
-    err = kaext_apply(s, &plan, &step);
+    err = kaext_apply(s, &plan, mech, &step);
     if (err) {
         printf("FAIL apply: errno %d at step %d\n", err, step);
         return 1;
     }
     printf("applied mechanism=%s idle=%d interval=%d unit=%s\n",
-           mechanism_name(kaext_knob_mechanism(KAEXT_IDLE)), plan.value[KAEXT_IDLE],
-           plan.value[KAEXT_INTERVAL], kaext_knob_unit(KAEXT_IDLE));
+           mechanism_name(mech[KAEXT_IDLE]), plan.value[KAEXT_IDLE],
+           plan.value[KAEXT_INTERVAL], kaext_knob_unit(KAEXT_IDLE, mech[KAEXT_IDLE]));
     fflush(stdout);
     while (recv(s, buf, (int)sizeof buf, 0) > 0)
         ;
@@ -277,6 +284,7 @@ int main(int argc, char **argv)
         return 2;
     }
 #endif
+    kaext_probe_mechanisms(mech);
     if (argc == 5 && strcmp(argv[1], "hold") == 0)
         return hold(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
     if (argc != 1) {

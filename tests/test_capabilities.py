@@ -118,7 +118,7 @@ def test_public_implementation_flag() -> None:
     else:
         built = True
     forced_pure = os.environ.get("KAEXT_NO_EXTENSIONS", "") not in ("", "0")
-    assert kaext.IMPLEMENTATION == ("c" if built and not forced_pure else "python")
+    assert ("c" if built and not forced_pure else "python") == kaext.IMPLEMENTATION
 
 
 def test_keepalive_state_names_the_mechanism_of_each_knob(tcp: socket.socket) -> None:

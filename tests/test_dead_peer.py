@@ -47,7 +47,7 @@ import pytest
 import kaext
 
 sys.path.insert(0, os.path.dirname(__file__))
-import netns  # noqa: E402
+import netns
 
 pytestmark = [pytest.mark.root]
 

@@ -10,11 +10,12 @@ import errno
 import os
 import socket
 import tempfile
+from typing import Any
 
 import pytest
 
 import kaext
-from kaext import _backend, _platform
+from kaext import _platform
 
 
 def _strerror(code: int) -> str:
@@ -26,9 +27,8 @@ def test_udp_refusal_names_knob_value_option_errno(implementation: str) -> None:
     if "idle" not in caps:
         pytest.skip("no idle knob here")
     option = caps["idle"].option
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        with pytest.raises(OSError) as info:
-            kaext.set_keepalive(udp, idle=60)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, pytest.raises(OSError) as info:
+        kaext.set_keepalive(udp, idle=60)
     exc = info.value
     assert type(exc) is OSError
     assert exc.errno in (errno.ENOPROTOOPT, errno.EOPNOTSUPP)
@@ -59,9 +59,8 @@ def test_impossible_fd_number_says_out_of_range(implementation: str) -> None:
 
 
 def test_not_a_socket(implementation: str) -> None:
-    with tempfile.TemporaryFile() as f:
-        with pytest.raises(OSError) as info:
-            kaext.set_keepalive(f, idle=10)
+    with tempfile.TemporaryFile() as f, pytest.raises(OSError) as info:
+        kaext.set_keepalive(f, idle=10)
     assert info.value.errno == errno.ENOTSOCK
     assert _strerror(errno.ENOTSOCK) in str(info.value) and "not a socket" in str(info.value)
 
@@ -72,7 +71,7 @@ def test_kernel_refusal_names_the_valid_range(backend: Any, tcp: socket.socket) 
         pytest.skip("no idle knob with a positive minimum here")
     # Bypass the API's validation to see what the backend says when the kernel refuses.
     with pytest.raises(OSError) as info:
-        backend.apply(tcp, (1, 0, 0, 0, 0, 1))
+        backend.apply(tcp, backend.Plan(1 << _platform.IDLE, 0, 0, 0, 0, 1))
     exc = info.value
     assert exc.errno == errno.EINVAL
     message = str(exc)

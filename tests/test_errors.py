@@ -65,12 +65,11 @@ class HasFileno:
 
 @pytest.fixture(params=[0, 1], ids=["keepalive-off", "keepalive-on"])
 def configured_tcp(request: pytest.FixtureRequest) -> Iterator[socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        with socket.create_connection(listener.getsockname()) as client:
-            server, _ = listener.accept()
-            with server:
-                configure(client, request.param)
-                yield client
+    with socket.create_server(("127.0.0.1", 0)) as listener, socket.create_connection(listener.getsockname()) as client:
+        server, _ = listener.accept()
+        with server:
+            configure(client, request.param)
+            yield client
 
 
 # --------------------------------------------------------------------------------------

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import servers
 
 import kaext
 from kaext import _capabilities, _platform, presets
 from kaext import constants as kconst
-
-import servers
 
 IDLE, INTERVAL, COUNT = 37, 7, 4
 USER_TIMEOUT_MS = 12_500
@@ -365,7 +364,7 @@ def test_py_amqp_socket_settings_replace_its_defaults(tcp_listener: socket.socke
 @pytest.mark.one_implementation
 def test_pika_tcp_options(tcp_listener: socket.socket, caplog: pytest.LogCaptureFixture) -> None:
     pika = servers.library("pika")
-    import pika.tcp_socket_opts
+    import pika.tcp_socket_opts  # noqa: F811 (the submodule, after the skip check above)
 
     params = pika.ConnectionParameters(host="127.0.0.1", tcp_options=_policy().named_options())
     with socket.create_connection(tcp_listener.getsockname()) as sock, caplog.at_level(logging.WARNING):
@@ -395,7 +394,8 @@ def test_psycopg_conninfo_string(postgres_port: int) -> None:
     psycopg = servers.library("psycopg")
     from psycopg.conninfo import make_conninfo
 
-    dsn = make_conninfo(f"host=127.0.0.1 port={postgres_port} user=postgres dbname=postgres", **_policy().libpq_params())
+    conninfo = f"host=127.0.0.1 port={postgres_port} user=postgres dbname=postgres"
+    dsn = make_conninfo(conninfo, **_policy().libpq_params())
     with psycopg.connect(dsn) as conn:
         assert_policy_on(conn.fileno())
 

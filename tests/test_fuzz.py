@@ -19,7 +19,6 @@ import tempfile
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from decimal import Decimal
-from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -88,7 +87,7 @@ class Pool:
             self.sockets["unix"] = stack.enter_context(a)
             stack.enter_context(b)
             self.sockets["unix_dgram"] = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
-        self.file = stack.enter_context(tempfile.TemporaryFile())
+        self.file = stack.enter_context(tempfile.TemporaryFile())  # noqa: SIM115 (closed by the stack)
         closed = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.closed_fd = closed.fileno()
         closed.close()
@@ -200,12 +199,18 @@ def _free_fd_numbers() -> list[int]:
 
 # A target is described by data, resolved against the pool inside the test.
 targets = st.one_of(
-    st.tuples(st.just("socket"), st.sampled_from(["tcp", "tcp6", "listener", "client", "server", "udp", "unix", "unix_dgram"])),
+    st.tuples(
+        st.just("socket"),
+        st.sampled_from(["tcp", "tcp6", "listener", "client", "server", "udp", "unix", "unix_dgram"]),
+    ),
     st.tuples(st.just("fd"), st.sampled_from(["tcp", "tcp6", "client", "udp", "unix"])),
     st.tuples(st.just("wrapper"), st.sampled_from(["tcp", "server", "udp", "unix"])),
     st.tuples(st.just("file"), st.booleans()),
     st.tuples(st.just("closed"), st.booleans()),
-    st.tuples(st.just("int"), st.integers(max_value=-1) | st.integers(min_value=2**31) | st.sampled_from(_free_fd_numbers())),
+    st.tuples(
+        st.just("int"),
+        st.integers(max_value=-1) | st.integers(min_value=2**31) | st.sampled_from(_free_fd_numbers()),
+    ),
     st.tuples(st.just("raises"), st.sampled_from(_EXCEPTIONS)),
     st.tuples(st.just("raises_property"), st.sampled_from(_EXCEPTIONS)),
     st.tuples(st.just("garbage"), values | st.sampled_from([-1, -(2**70), 2**70, 2**31, True, False, 3.0, "3"])),
@@ -382,7 +387,8 @@ def test_policy_apply(
 
 @FUZZ
 @given(spec=st.text(max_size=40) | values | st.from_regex(
-    r"\A(on|off|(\d{0,6}(ms|s|m|h|d)?){0,2}:(\d{0,6}(ms|s|m|h|d)?){0,2}:\d{0,4})( user_timeout=\d{0,8}(ms|s|m|h|d)?)?\Z"))
+    r"\A(on|off|(\d{0,6}(ms|s|m|h|d)?){0,2}:(\d{0,6}(ms|s|m|h|d)?){0,2}:\d{0,4})"
+    r"( user_timeout=\d{0,8}(ms|s|m|h|d)?)?\Z"))
 def test_policy_parse(spec: Any) -> None:
     try:
         policy = kaext.Policy.parse(spec)
@@ -410,7 +416,9 @@ _SHAPES = ["socket_options", "tcp_options", "named_options", "libpq_params", "so
 @FUZZ
 @given(
     shape=st.sampled_from(_SHAPES),
-    base=st.one_of(values, st.lists(st.one_of(values, st.tuples(values, values, values), st.tuples(values)), max_size=4)),
+    base=st.one_of(
+        values, st.lists(st.one_of(values, st.tuples(values, values, values), st.tuples(values)), max_size=4)
+    ),
     with_arg=st.booleans(),
     idle=st.integers(min_value=1, max_value=3600) | st.none(),
     user_timeout=st.integers(min_value=0, max_value=3600) | st.none(),

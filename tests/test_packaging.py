@@ -131,7 +131,8 @@ def test_each_arch_builds_on_one_native_runner() -> None:
     for runner, archs in runners:
         platform = families[runner.split("-")[0]]
         seen[platform] += archs
-        arm = runner.endswith("-arm") or (platform == "macos" and not runner.endswith("-intel") and runner != "macos-13")
+        apple_silicon = platform == "macos" and not runner.endswith("-intel") and runner != "macos-13"
+        arm = runner.endswith("-arm") or apple_silicon
         for arch in archs:
             is_arm_arch = arch in ("aarch64", "arm64", "ARM64")
             assert is_arm_arch == arm, f"{arch} would be cross-built (and not tested) on {runner}"
@@ -250,14 +251,14 @@ def _conforms(value: object, annotation: ast.expr) -> bool:
         return False
     if len(args) == 2 and isinstance(args[1], ast.Constant) and args[1].value is Ellipsis:
         return all(_conforms(item, args[0]) for item in value)
-    return len(value) == len(args) and all(_conforms(item, arg) for item, arg in zip(value, args))
+    return len(value) == len(args) and all(_conforms(item, arg) for item, arg in zip(value, args, strict=True))
 
 
 def test_stub_declares_exactly_the_backend_interface() -> None:
     names = {
         node.target.id if isinstance(node, ast.AnnAssign) else node.name  # type: ignore[union-attr]
         for node in _stub().body
-        if isinstance(node, (ast.AnnAssign, ast.FunctionDef))
+        if isinstance(node, (ast.AnnAssign, ast.FunctionDef, ast.ClassDef))
     }
     assert names == set(_backend.__all__)
 
@@ -285,7 +286,8 @@ def test_stub_variable_types_hold_at_run_time(module: Any) -> None:
     for node in variables:
         name = node.target.id  # type: ignore[union-attr]
         value = getattr(module, name)
-        assert _conforms(value, node.annotation), f"{module.__name__}.{name} = {value!r} is not {ast.unparse(node.annotation)}"
+        expected = ast.unparse(node.annotation)
+        assert _conforms(value, node.annotation), f"{module.__name__}.{name} = {value!r} is not {expected}"
         pure_annotation = _pure.__annotations__.get(name)
         if pure_annotation is not None:
             assert pure_annotation == ast.unparse(node.annotation), name
@@ -309,13 +311,15 @@ def test_sdist_contents() -> None:
         top, *_ = tar.getnames()[0].split("/")
         members = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
     needed = (
-        {"README.md", "LICENSE", "pyproject.toml", "setup.py", "MANIFEST.in", "src/kaext/py.typed", "src/kaext/_kaext.pyi"}
+        {"README.md", "LICENSE", "pyproject.toml", "setup.py", "MANIFEST.in"}
+        | {"src/kaext/py.typed", "src/kaext/_kaext.pyi"}
         | _tracked("ext/*.pyx")
         | _tracked("ext/*.h")
         | _tracked("src/kaext/*.py")
         | _tracked("tests/**/*")
     )
-    assert "ext/_kaext.pyx" in needed and "ext/kaext_shim.h" in needed and "tests/conftest.py" in needed
+    assert "ext/_kaext.pyx" in needed and "tests/conftest.py" in needed
+    assert {"ext/kaext_shim.h", "ext/kaext_posix.h", "ext/kaext_windows.h"} <= needed
     assert not needed - members, f"missing from {sdist.name}: {sorted(needed - members)}"
     stray = {m for m in members if m.endswith((".so", ".pyd", ".pyc")) or m == "ext/_kaext.c"}
     assert not stray, stray

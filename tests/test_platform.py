@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,8 @@ def test_issue_contract_per_os() -> None:
 def test_windows_sio_spec() -> None:
     for knob in ("idle", "interval"):
         spec = _platform.WINDOWS_SIO[knob]
-        assert (spec.option, spec.unit, spec.readable, spec.mechanism) == ("SIO_KEEPALIVE_VALS", "ms", False, _platform.MECH_SIO)
+        expected = ("SIO_KEEPALIVE_VALS", "ms", False, _platform.MECH_SIO)
+        assert (spec.option, spec.unit, spec.readable, spec.mechanism) == expected
         assert spec.min >= 1, "idle 0 makes Windows send a keepalive storm"
         assert "2 h" in spec.note and "1 s" in spec.note
         assert spec.describe() == "WSAIoctl(SIO_KEEPALIVE_VALS)"
@@ -137,3 +139,46 @@ def test_unsupported_knob_error_names_the_reason(monkeypatch: pytest.MonkeyPatch
     with socket.socket() as s:
         kaext.set_keepalive(s)  # SO_KEEPALIVE alone still works
         assert kaext.get_keepalive(s).enabled
+
+
+@pytest.mark.one_implementation
+def test_every_family_is_importable_by_name() -> None:
+    """Each OS family's arithmetic can be checked on any OS: tables by name, not by sys.platform."""
+    assert _platform.specs("dragonfly", "5.6-RELEASE") is _platform.DRAGONFLY_OLD
+    assert _platform.specs("dragonfly", "6.4-RELEASE") is _platform.BSD
+    assert _platform.specs("darwin")["user_timeout"].unit == "s"  # TCP_RXT_CONNDROPTIME: seconds
+    assert _platform.specs("other") == {}
+    for family, table in _platform.FAMILY_SPECS.items():
+        for knob, spec in table.items():
+            assert spec.unit == ("probes" if knob == "count" else spec.unit)
+            assert spec.describe() == f"setsockopt(IPPROTO_TCP, {spec.option})", family
+    for alternatives in _platform.ALTERNATIVES.values():
+        for knob, choices in alternatives.items():
+            assert knob in _platform.KNOBS and choices
+
+
+@pytest.mark.one_implementation
+def test_socket_handle_maximum_per_target() -> None:
+    # POSIX: an int fd; Windows: SOCKET = UINT_PTR, INVALID_SOCKET = ~0
+    assert _platform.fd_max("linux", 8) == _platform.fd_max("darwin", 4) == 2**31 - 1
+    assert _platform.fd_max("windows", 4) == 2**32 - 2
+    assert _platform.fd_max("windows", 8) == 2**64 - 2
+
+
+@pytest.mark.one_implementation
+def test_windows_sio_defaults_match_the_shim() -> None:
+    """The two Windows SIO_KEEPALIVE_VALS defaults: the same numbers in kaext_windows.h."""
+    header = Path(__file__).parent.parent / "ext" / "kaext_windows.h"
+    if not header.exists():
+        pytest.skip("not a source checkout")
+    text = header.read_text()
+    defines = dict(re.findall(r"#define (KAEXT_WIN_DEFAULT_\w+) (\d+)", text))
+    assert int(defines["KAEXT_WIN_DEFAULT_IDLE_MS"]) == _platform.WINDOWS_SIO_DEFAULT_IDLE_MS == 2 * 3600 * 1000
+    assert int(defines["KAEXT_WIN_DEFAULT_INTERVAL_MS"]) == _platform.WINDOWS_SIO_DEFAULT_INTERVAL_MS == 1000
+
+
+@pytest.mark.one_implementation
+def test_only_platform_looks_at_sys_platform() -> None:
+    package = Path(kaext.__file__).parent
+    users = sorted(p.name for p in package.glob("*.py") if "sys.platform" in p.read_text())
+    assert users == ["_platform.py"]

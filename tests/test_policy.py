@@ -92,7 +92,7 @@ def test_equality_and_hash() -> None:
     for p in same:
         assert p == same[0]
         assert hash(p) == hash(same[0])
-        assert not (p != same[0])
+        assert not (p != same[0])  # noqa: SIM202 (__ne__ under test)
     different = [
         Policy(idle=61, count=5),
         Policy(idle=60, count=6),

@@ -246,6 +246,13 @@ def test_zig_aarch64_compiles(cross_dir: Path) -> None:
     assert obj.read_bytes()[:2] == b"\x64\xaa"  # COFF machine IMAGE_FILE_MACHINE_ARM64
 
 
+def test_zig_win32_compiles(cross_dir: Path) -> None:
+    """32-bit Windows: SOCKET is 32 bits there; test_shim.c asserts KAEXT_SOCK_MAX is 2**32 - 2."""
+    obj = cross_dir / "test_shim-x86.o"
+    _compile([*_zig(), "-target", "x86-windows-gnu", *WARNINGS, "-O2", "-c", "-o", str(obj), str(SOURCE)])
+    assert obj.read_bytes()[:2] == b"\x4c\x01"  # COFF machine IMAGE_FILE_MACHINE_I386
+
+
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net/tcp")
 def test_wine_sio_arms_the_host_keepalive_timer(mingw_exe: Path, wine: dict[str, str]) -> None:
     """idle=7 s, interval=3 s through WSAIoctl(SIO_KEEPALIVE_VALS), seen from Linux.

@@ -261,7 +261,8 @@ def test_free_threaded_import_keeps_the_gil_off() -> None:
         pytest.skip("not a free-threaded CPython")
     # In a fresh interpreter: importing a module without the Py_mod_gil slot turns the GIL on.
     code = "import sys, kaext, kaext._kaext; print(sys._is_gil_enabled())"
-    out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-c", code], capture_output=True, text=True, check=True)
+    cmd = [sys.executable, "-W", "error::RuntimeWarning", "-c", code]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out
 
 
@@ -272,7 +273,8 @@ def _cythonize(source: str, tmp_path: Path, name: str) -> str:
     pyx = tmp_path / name / "_kaext.pyx"
     pyx.parent.mkdir()
     pyx.write_text(source)
-    shutil.copy(ROOT / "ext" / "kaext_shim.h", pyx.parent)
+    for header in (ROOT / "ext").glob("*.h"):
+        shutil.copy(header, pyx.parent)
     out = pyx.with_suffix(".c")
     subprocess.run(
         [sys.executable, "-m", "cython", "-3", "-I", str(pyx.parent), str(pyx), "-o", str(out)],

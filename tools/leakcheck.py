@@ -31,7 +31,6 @@ extension, 1 otherwise, 2 when a tool is missing.
 from __future__ import annotations
 
 import argparse
-from array import array
 import gc
 import os
 import shutil
@@ -42,10 +41,12 @@ import tempfile
 import time
 import tracemalloc
 import xml.etree.ElementTree as ET
+from array import array
 from collections.abc import Callable
 from typing import Any
 
 import kaext
+
 try:
     from kaext import _kaext
 except ImportError:
@@ -103,7 +104,7 @@ class Targets:
         self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) if hasattr(socket, "AF_UNIX") else self.udp
-        self.file = tempfile.TemporaryFile()
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         closed = socket.socket()
         closed.close()
         self.closed = closed
@@ -204,7 +205,7 @@ def report(result: dict[str, Any], max_rss: float, max_traced: float) -> bool:
     per_round = result["calls_per_round"]
     print(f"\n{result['name']}")
     print(f"{'rounds':>10} {'calls':>11} {'RSS KiB':>10} {'dRSS KiB':>9} {'traced B':>10} {'seconds':>8}")
-    base_rss, base_traced = rows[0][1], rows[0][2]
+    base_rss = rows[0][1]
     for done, rss, traced, secs in rows:
         print(f"{done:>10} {done * per_round:>11} {rss // 1024:>10} {(rss - base_rss) // 1024:>9} {traced:>10} {secs:>8.1f}")
     # growth between the first sample after the first interval (allocator settled) and the last

@@ -1,7 +1,8 @@
-"""Chooses the implementation: the C extension, or the pure-Python one.
+"""Chooses the backend: the C extension ``kaext._kaext``, or the pure-Python ``kaext._pure``.
 
-``KAEXT_NO_EXTENSIONS=1`` forces the pure-Python implementation; so does a
-Python on which the extension was not built (PyPy, no compiler).
+``KAEXT_NO_EXTENSIONS=1`` forces the pure-Python backend; so does a Python on which
+the extension was not built (PyPy, no compiler).  Both have the same interface
+(``src/kaext/_kaext.pyi``); the choice is made once, at import.
 """
 
 from __future__ import annotations
@@ -9,15 +10,45 @@ from __future__ import annotations
 import os
 
 if os.environ.get("KAEXT_NO_EXTENSIONS", "") not in ("", "0"):
-    from ._pure import CONSTANT_SOURCES, CONSTANTS, FD_MAX, IMPLEMENTATION, KNOB_OPTIONS, apply, apply_policy, bind_policy, bind_state, knob_supported, knob_unit, mechanism, read, read_policy, read_state
+    from ._pure import (
+        CONSTANT_SOURCES,
+        CONSTANTS,
+        FD_MAX,
+        IMPLEMENTATION,
+        KNOB_OPTIONS,
+        MECH_NONE,
+        MECH_SETSOCKOPT,
+        MECH_SIO,
+        NKNOBS,
+        STEP_KEEPALIVE,
+        STEP_PROBE,
+        Plan,
+        apply,
+        apply_policy,
+        bind_policy,
+        bind_state,
+        knob_supported,
+        knob_unit,
+        mechanism,
+        read,
+        read_policy,
+        read_state,
+    )
 else:
     try:
-        from ._kaext import (
+        from ._kaext import (  # type: ignore[assignment, unused-ignore]
             CONSTANT_SOURCES,
             CONSTANTS,
             FD_MAX,
             IMPLEMENTATION,
             KNOB_OPTIONS,
+            MECH_NONE,
+            MECH_SETSOCKOPT,
+            MECH_SIO,
+            NKNOBS,
+            STEP_KEEPALIVE,
+            STEP_PROBE,
+            Plan,
             apply,
             apply_policy,
             bind_policy,
@@ -36,6 +67,13 @@ else:
             FD_MAX,
             IMPLEMENTATION,
             KNOB_OPTIONS,
+            MECH_NONE,
+            MECH_SETSOCKOPT,
+            MECH_SIO,
+            NKNOBS,
+            STEP_KEEPALIVE,
+            STEP_PROBE,
+            Plan,
             apply,
             apply_policy,
             bind_policy,
@@ -54,6 +92,13 @@ __all__ = [
     "FD_MAX",
     "IMPLEMENTATION",
     "KNOB_OPTIONS",
+    "MECH_NONE",
+    "MECH_SETSOCKOPT",
+    "MECH_SIO",
+    "NKNOBS",
+    "STEP_KEEPALIVE",
+    "STEP_PROBE",
+    "Plan",
     "apply",
     "apply_policy",
     "bind_policy",

@@ -13,8 +13,9 @@ import operator
 import sys
 
 from . import _backend
+from ._backend import Plan
 from ._errors import range_error, unsupported_error
-from ._platform import KNOBS, MECH_SIO, spec_for
+from ._platform import COUNT, IDLE, INTERVAL, KNOBS, MECH_SIO, USER_TIMEOUT, spec_for
 from ._record import Record
 
 TYPE_CHECKING = False
@@ -255,14 +256,20 @@ def make_plan(
     count: object,
     user_timeout: object,
     keepalive: int,
-) -> tuple[int, int, int, int, int, int]:
-    """The plan for the backends: the knobs given (not None), each in its OS unit."""
-    values = [0, 0, 0, 0]
+) -> Plan:
+    """The backend's plan: the knobs given (not None), each validated and in its OS unit."""
     mask = 0
-    for index, (name, value) in enumerate(
-        (("idle", idle), ("interval", interval), ("count", count), ("user_timeout", user_timeout))
-    ):
-        if value is not None:
-            values[index] = native(name, value)
-            mask |= 1 << index
-    return (mask, values[0], values[1], values[2], values[3], keepalive)
+    n_idle = n_interval = n_count = n_user_timeout = 0
+    if idle is not None:
+        n_idle = native("idle", idle)
+        mask |= 1 << IDLE
+    if interval is not None:
+        n_interval = native("interval", interval)
+        mask |= 1 << INTERVAL
+    if count is not None:
+        n_count = native("count", count)
+        mask |= 1 << COUNT
+    if user_timeout is not None:
+        n_user_timeout = native("user_timeout", user_timeout)
+        mask |= 1 << USER_TIMEOUT
+    return Plan(mask, n_idle, n_interval, n_count, n_user_timeout, keepalive)

@@ -28,6 +28,7 @@ __all__ = [
 
 # what get_user_timeout reads back (bit k = knob k)
 _WANT_USER_TIMEOUT = 1 << _platform.USER_TIMEOUT
+_KEEPALIVE_OFF = _backend.Plan(0, 0, 0, 0, 0, 0)
 
 
 class KeepaliveState(Record):
@@ -110,7 +111,7 @@ def set_keepalive(
 
 def disable_keepalive(sock: SocketLike) -> None:
     """Turn SO_KEEPALIVE off (the knobs keep their values for when it is turned on again)."""
-    _backend.apply(sock, (0, 0, 0, 0, 0, 0))
+    _backend.apply(sock, _KEEPALIVE_OFF)
 
 
 def set_user_timeout(sock: SocketLike, seconds: Duration) -> None:
@@ -139,7 +140,13 @@ def system_defaults() -> KeepaliveState:
     """
     import socket
 
-    values: dict[str, Any] = dict(_platform.read_system_defaults())
+    values: dict[str, Any] = {}
+    for name, path in _platform.DEFAULT_FILES.items():
+        try:
+            with open(path, encoding="ascii") as f:
+                values[name] = int(f.read().strip())
+        except (OSError, ValueError):
+            values[name] = None
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         fresh = get_keepalive(s)
     for name in ("idle", "interval", "count"):

@@ -133,7 +133,12 @@ FAMILY: Final = _family(sys.platform)
 #: The largest socket handle either backend accepts (the C shim's KAEXT_SOCK_MAX): a file
 #: descriptor is an int on POSIX; a Windows SOCKET is a UINT_PTR (32 bits on win32, 64 on
 #: win64) whose all-ones value is INVALID_SOCKET.
-FD_MAX: Final = (2 ** (8 * _POINTER_BYTES) - 2) if FAMILY == "windows" else INT_MAX
+def fd_max(family: str, pointer_bytes: int) -> int:
+    """The largest socket handle on ``family`` with pointers of ``pointer_bytes`` bytes."""
+    return 2 ** (8 * pointer_bytes) - 2 if family == "windows" else INT_MAX
+
+
+FD_MAX: Final = fd_max(FAMILY, _POINTER_BYTES)
 
 #: Windows fills the half of SIO_KEEPALIVE_VALS a plan does not give with its defaults
 #: (SIO_KEEPALIVE_VALS remarks: keepalivetime 2 h, keepaliveinterval 1 s), in ms.
@@ -244,29 +249,42 @@ WINDOWS_SIO = {
 }
 
 
-def specs(family: str) -> dict[str, KnobSpec]:
-    if family == "dragonfly":
-        import platform
+#: The knob specs of each OS family, by the name ``FAMILY`` gives it ("other": none known).
+#: DragonFly before 5.8 is ``DRAGONFLY_OLD`` (see ``specs``).
+FAMILY_SPECS: Final[dict[str, dict[str, KnobSpec]]] = {
+    "linux": LINUX,
+    "darwin": DARWIN,
+    "freebsd": BSD,
+    "netbsd": BSD,
+    "dragonfly": BSD,
+    "openbsd": {},
+    "sunos": SUNOS,
+    "windows": WINDOWS,
+}
 
-        return DRAGONFLY_OLD if release_before(platform.release(), 5, 8) else BSD
-    return {
-        "linux": LINUX,
-        "darwin": DARWIN,
-        "freebsd": BSD,
-        "netbsd": BSD,
-        "sunos": SUNOS,
-        "windows": WINDOWS,
-    }.get(family, {})
+#: Per OS family, the specs of other mechanisms or older releases of the same OS, which
+#: the running system may use instead (the backend's probe decides).
+ALTERNATIVES: Final[dict[str, dict[str, tuple[KnobSpec, ...]]]] = {
+    "windows": {"idle": (WINDOWS_SIO["idle"],), "interval": (WINDOWS_SIO["interval"],)},
+    "sunos": {"idle": (SOLARIS_OLD_IDLE,)},
+}
+
+
+def specs(family: str, release: str = "") -> dict[str, KnobSpec]:
+    """The setsockopt spec of each knob on ``family`` (``release``: the kernel's, for DragonFly)."""
+    if family == "dragonfly" and release_before(release, 5, 8):
+        return DRAGONFLY_OLD
+    return FAMILY_SPECS.get(family, {})
+
+
+def _running_release() -> str:
+    import platform
+
+    return platform.release()
 
 
 #: The setsockopt option of each knob on this OS (the one the headers name).
-SPECS: Final[dict[str, KnobSpec]] = specs(FAMILY)
-
-#: Per OS, the specs for other mechanisms or older releases of the same OS.
-_ALTERNATIVES: Final[dict[str, tuple[KnobSpec, ...]]] = {
-    "idle": (WINDOWS_SIO["idle"], SOLARIS_OLD_IDLE) if FAMILY in ("windows", "sunos") else (),
-    "interval": (WINDOWS_SIO["interval"],) if FAMILY == "windows" else (),
-}
+SPECS: Final[dict[str, KnobSpec]] = specs(FAMILY, _running_release() if FAMILY == "dragonfly" else "")
 
 
 def spec_for(knob: str, option: str, mechanism: int) -> KnobSpec | None:
@@ -277,7 +295,7 @@ def spec_for(knob: str, option: str, mechanism: int) -> KnobSpec | None:
     """
     if not mechanism:
         return None
-    for spec in (SPECS.get(knob), *_ALTERNATIVES.get(knob, ())):
+    for spec in (SPECS.get(knob), *ALTERNATIVES.get(FAMILY, {}).get(knob, ())):
         if spec is not None and spec.mechanism == mechanism and (
             mechanism == MECH_SIO or spec.option == option
         ):
@@ -309,45 +327,32 @@ UNSUPPORTED: Final[dict[str, dict[str, str]]] = {
 }
 
 
-def unsupported_reason(knob: str) -> str:
+def unsupported_reason(knob: str, family: str | None = None) -> str:
     """Why ``knob`` is not available here (for the ENOPROTOOPT error)."""
-    return UNSUPPORTED.get(FAMILY, {}).get(
+    return UNSUPPORTED.get(family or FAMILY, {}).get(
         knob, "no socket option for it in this build, or the running kernel refused it"
     )
 
 
-#: Constants the pure-Python implementation offers where Python's socket module lacks
-#: them (values from each OS's headers: see tests/data/reference.json).
-FALLBACK_CONSTANTS: Final[dict[str, int]] = {
+#: Per OS family, constants the pure-Python backend offers where Python's socket module
+#: lacks them (values from each OS's headers: see tests/data/reference.json).
+FAMILY_FALLBACK_CONSTANTS: Final[dict[str, dict[str, int]]] = {
     "darwin": {"TCP_CONNECTIONTIMEOUT": 0x20, "TCP_RXT_CONNDROPTIME": 0x80},
     "freebsd": {"TCP_KEEPINIT": 128},
     "netbsd": {"TCP_KEEPINIT": 7},
     "dragonfly": {"TCP_KEEPINIT": 32},
     "windows": {"TCP_KEEPALIVE": 3, "TCP_MAXRT": 5, "TCP_MAXRTMS": 14, "SIO_KEEPALIVE_VALS": 0x98000004},
-}.get(FAMILY, {})
-
-
-#: Where the system-wide defaults live, per knob, and the unit they are kept in.
-_LINUX_DEFAULTS = {
-    "idle": "/proc/sys/net/ipv4/tcp_keepalive_time",
-    "interval": "/proc/sys/net/ipv4/tcp_keepalive_intvl",
-    "count": "/proc/sys/net/ipv4/tcp_keepalive_probes",
 }
+FALLBACK_CONSTANTS: Final[dict[str, int]] = FAMILY_FALLBACK_CONSTANTS.get(FAMILY, {})
 
 
-def read_system_defaults() -> dict[str, int | None]:
-    """The system-wide keepalive defaults in seconds / probes, where this OS lets us read them.
-
-    Linux: ``/proc/sys/net/ipv4/tcp_keepalive_{time,intvl,probes}``.  Elsewhere
-    the caller falls back to what a fresh, unconfigured socket reports.
-    """
-    if FAMILY != "linux":
-        return {}
-    values: dict[str, int | None] = {}
-    for knob, path in _LINUX_DEFAULTS.items():
-        try:
-            with open(path, encoding="ascii") as f:
-                values[knob] = int(f.read().strip())
-        except (OSError, ValueError):
-            values[knob] = None
-    return values
+#: Per OS family, the files that hold the system-wide keepalive defaults (seconds /
+#: probes, one integer each); elsewhere a fresh, unconfigured socket tells.
+FAMILY_DEFAULT_FILES: Final[dict[str, dict[str, str]]] = {
+    "linux": {
+        "idle": "/proc/sys/net/ipv4/tcp_keepalive_time",
+        "interval": "/proc/sys/net/ipv4/tcp_keepalive_intvl",
+        "count": "/proc/sys/net/ipv4/tcp_keepalive_probes",
+    },
+}
+DEFAULT_FILES: Final[dict[str, str]] = FAMILY_DEFAULT_FILES.get(FAMILY, {})

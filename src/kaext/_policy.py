@@ -11,15 +11,15 @@ import errno
 import math
 
 from . import _backend
+from ._backend import Plan
 from ._capabilities import Knob, caps, duration_ns, in_seconds, make_plan, read_back_knobs
+from ._platform import COUNT, IDLE, INTERVAL, USER_TIMEOUT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
     from collections.abc import Callable, Iterable, Mapping, Sequence
-    from typing import Any
-
-    from typing import TypeVar
+    from typing import Any, TypeVar
 
     from ._types import Duration, SocketLike
 
@@ -83,7 +83,7 @@ class Policy:
     count: int | None
     user_timeout: float | None
     keepalive: bool
-    _plan: tuple[int, int, int, int, int, int]
+    _plan: Plan
 
     def __init__(
         self,
@@ -99,14 +99,15 @@ class Policy:
         if not keepalive and (idle, interval, count) != (None, None, None):
             raise ValueError("a policy that turns keepalive off cannot also set idle, interval or count")
         plan = make_plan(idle, interval, count, user_timeout, 1 if keepalive else 0)
-        mask = plan[0]
+        mask = plan.set_mask
         init = object.__setattr__
         init(self, "_plan", plan)
         init(self, "keepalive", keepalive)
-        init(self, "idle", in_seconds("idle", plan[1]) if mask & 1 else None)
-        init(self, "interval", in_seconds("interval", plan[2]) if mask & 2 else None)
-        init(self, "count", plan[3] if mask & 4 else None)
-        init(self, "user_timeout", in_seconds("user_timeout", plan[4]) if mask & 8 else None)
+        init(self, "idle", in_seconds("idle", plan.idle) if mask & (1 << IDLE) else None)
+        init(self, "interval", in_seconds("interval", plan.interval) if mask & (1 << INTERVAL) else None)
+        init(self, "count", plan.count if mask & (1 << COUNT) else None)
+        user_timeout_s = in_seconds("user_timeout", plan.user_timeout) if mask & (1 << USER_TIMEOUT) else None
+        init(self, "user_timeout", user_timeout_s)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Policy is immutable; make a new one (cannot set {name!r})")
@@ -136,7 +137,8 @@ class Policy:
         return f"Policy({', '.join(parts)})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_policy_from_kwargs, (dict(zip(("idle", "interval", "count", "user_timeout", "keepalive"), self._key())),))
+        names = ("idle", "interval", "count", "user_timeout", "keepalive")
+        return (_policy_from_kwargs, (dict(zip(names, self._key(), strict=True)),))
 
     if TYPE_CHECKING:
 

@@ -24,12 +24,7 @@ from ._platform import (
     IDLE,
     INTERVAL,
     KNOBS,
-    MECH_NONE,
-    MECH_SETSOCKOPT,
-    MECH_SIO,
     SPECS,
-    STEP_KEEPALIVE,
-    STEP_PROBE,
     USER_TIMEOUT,
     WANT_ALL,
     WANT_KEEPALIVE,
@@ -38,8 +33,39 @@ from ._platform import (
     KnobSpec,
     spec_for,
 )
+from ._record import Record
 
 IMPLEMENTATION = "python"
+
+#: The shim's numbers, as ``kaext._kaext`` exposes them (here from ``_platform``).
+NKNOBS = len(KNOBS)
+STEP_KEEPALIVE = _platform.STEP_KEEPALIVE
+STEP_PROBE = _platform.STEP_PROBE
+MECH_NONE = _platform.MECH_NONE
+MECH_SETSOCKOPT = _platform.MECH_SETSOCKOPT
+MECH_SIO = _platform.MECH_SIO
+
+
+class Plan(Record):
+    """What to write, in each knob's OS unit: the C shim's ``kaext_plan``.
+
+    ``set_mask`` bit k says knob k (idle, interval, count, user_timeout) is written;
+    ``keepalive`` is -1 (leave SO_KEEPALIVE), 0 (off) or 1 (on).  Immutable.
+    """
+
+    _fields = ("set_mask", "idle", "interval", "count", "user_timeout", "keepalive")
+    # _calls: the setsockopt calls apply_policy makes, worked out on first use (not a field)
+    __slots__ = (*_fields, "_calls")
+
+    set_mask: int
+    idle: int
+    interval: int
+    count: int
+    user_timeout: int
+    keepalive: int
+
+    def __init__(self, set_mask: int, idle: int, interval: int, count: int, user_timeout: int, keepalive: int) -> None:
+        self._init(set_mask, idle, interval, count, user_timeout, keepalive)
 
 # Names a platform header may define that matter for keepalive and timeouts.
 _NAMES = (
@@ -164,18 +190,24 @@ def knob_unit(k: int) -> str:
     return spec.unit if spec is not None else ""
 
 
-def _apply_sio(s: socket.socket, plan: tuple[int, int, int, int, int, int]) -> None:
+def _values(plan: Plan) -> tuple[int, int, int, int]:
+    """The knob values of a plan (this module's or the extension's), by knob index."""
+    return (plan.idle, plan.interval, plan.count, plan.user_timeout)
+
+
+def _apply_sio(s: socket.socket, plan: Plan) -> None:
     """Windows without TCP_KEEPIDLE: idle and interval (ms) together, the missing one defaulted."""
-    mask = plan[0]
-    step = IDLE if mask & 1 else INTERVAL
-    idle = plan[1] if mask & 1 else WINDOWS_SIO_DEFAULT_IDLE_MS
-    interval = plan[2] if mask & 2 else WINDOWS_SIO_DEFAULT_INTERVAL_MS
+    mask = plan.set_mask
+    step = IDLE if mask & (1 << IDLE) else INTERVAL
+    value = _values(plan)[step]
+    idle = plan.idle if mask & (1 << IDLE) else WINDOWS_SIO_DEFAULT_IDLE_MS
+    interval = plan.interval if mask & (1 << INTERVAL) else WINDOWS_SIO_DEFAULT_INTERVAL_MS
     if idle < 1 or interval < 1:  # idle 0: keepalive storm on some Windows versions
-        raise socket_error(errno.EINVAL, step, "SIO_KEEPALIVE_VALS", plan[step + 1], _spec(step))
+        raise socket_error(errno.EINVAL, step, "SIO_KEEPALIVE_VALS", value, _spec(step))
     try:
-        s.ioctl(socket.SIO_KEEPALIVE_VALS, (0 if plan[5] == 0 else 1, idle, interval))  # type: ignore[attr-defined]
+        s.ioctl(socket.SIO_KEEPALIVE_VALS, (0 if plan.keepalive == 0 else 1, idle, interval))  # type: ignore[attr-defined]
     except OSError as exc:
-        raise socket_error(exc.errno or errno.EINVAL, step, "SIO_KEEPALIVE_VALS", plan[step + 1], _spec(step)) from None
+        raise socket_error(exc.errno or errno.EINVAL, step, "SIO_KEEPALIVE_VALS", value, _spec(step)) from None
 
 
 def _fd(sock: Any) -> int:
@@ -253,87 +285,79 @@ def _probe_tcp(s: socket.socket) -> None:
         raise socket_error(exc.errno or errno.EINVAL, STEP_PROBE, "") from None
 
 
-def apply(sock: Any, plan: tuple[int, int, int, int, int, int]) -> None:
-    """Write a plan ``(set_mask, idle, interval, count, user_timeout, keepalive)``.
+def apply(sock: Any, plan: Plan) -> None:
+    """Write a :class:`Plan` (values in each knob's OS unit, already range-checked).
 
     Same order as the C shim: TCP-level knobs first, SO_KEEPALIVE last.
     """
-    mask = plan[0]
-    for k in range(4):  # refused before any call: the socket stays as it was
+    mask = plan.set_mask
+    values = _values(plan)
+    for k in range(NKNOBS):  # refused before any call: the socket stays as it was
         if mask & (1 << k) and mechanism(k) == MECH_NONE:
             entry = KNOB_OPTIONS[k]
-            raise socket_error(errno.ENOPROTOOPT, k, entry[0] if entry else "", plan[k + 1])
+            raise socket_error(errno.ENOPROTOOPT, k, entry[0] if entry else "", values[k])
     with _Borrowed(sock) as s:
         first = True
         done = 0
-        if mask & 3 and mechanism(IDLE) == MECH_SIO:
+        if mask & ((1 << IDLE) | (1 << INTERVAL)) and mechanism(IDLE) == MECH_SIO:
             _probe_tcp(s)  # the ioctl alone does not prove TCP
             _apply_sio(s, plan)
-            done, first = 3, False
-        for k in range(4):
+            done, first = (1 << IDLE) | (1 << INTERVAL), False
+        for k in range(NKNOBS):
             if not mask & (1 << k) or done & (1 << k):
                 continue
             entry = KNOB_OPTIONS[k]
             if entry is None:
-                raise socket_error(errno.ENOPROTOOPT, k, "", plan[k + 1])
+                raise socket_error(errno.ENOPROTOOPT, k, "", values[k])
             name, level, opt = entry
             try:
-                s.setsockopt(level, opt, plan[k + 1])
+                s.setsockopt(level, opt, values[k])
             except OSError as exc:
-                raise socket_error(exc.errno or errno.EINVAL, k, name, plan[k + 1], _spec(k)) from None
+                raise socket_error(exc.errno or errno.EINVAL, k, name, values[k], _spec(k)) from None
             first = False
         if first:
             _probe_tcp(s)
-        if plan[5] >= 0:
+        if plan.keepalive >= 0:
             try:
-                s.setsockopt(_SOL_SOCKET, _SO_KEEPALIVE, 1 if plan[5] else 0)
+                s.setsockopt(_SOL_SOCKET, _SO_KEEPALIVE, 1 if plan.keepalive else 0)
             except OSError as exc:
-                raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "", plan[5]) from None
+                raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "", plan.keepalive) from None
 
 
-# The setsockopt calls a plan makes, ``((level, optname, value), ...)`` in the shim's
-# order, or None where the general path must run (an ioctl knob, or no knob: then the
-# TCP check comes first).  Worked out once per distinct plan.
-_CALLS: dict[Any, tuple[tuple[int, int, int], ...] | None] = {}
-_CACHE_MAX = 256
-
-
-def _calls(plan: Any) -> tuple[tuple[int, int, int], ...] | None:
-    mask = plan[0]
+def _calls(plan: Plan) -> tuple[tuple[int, int, int], ...] | None:
+    """The setsockopt calls ``plan`` makes, ``((level, optname, value), ...)`` in the shim's
+    order, or None where the general path must run (an ioctl knob, or no knob: then the
+    TCP check comes first)."""
+    mask = plan.set_mask
+    values = _values(plan)
     calls = []
-    for k in range(len(KNOBS)):
+    for k in range(NKNOBS):
         if mask & (1 << k):
             entry = KNOB_OPTIONS[k]
             if entry is None or mechanism(k) != MECH_SETSOCKOPT:
                 return None
-            calls.append((entry[1], entry[2], plan[k + 1]))
+            calls.append((entry[1], entry[2], values[k]))
     if not calls:
         return None
-    if plan[5] >= 0:
-        calls.append((_SOL_SOCKET, _SO_KEEPALIVE, 1 if plan[5] else 0))
+    if plan.keepalive >= 0:
+        calls.append((_SOL_SOCKET, _SO_KEEPALIVE, 1 if plan.keepalive else 0))
     return tuple(calls)
-
-
-def _remember_calls(plan: Any) -> tuple[tuple[int, int, int], ...] | None:
-    if len(_CALLS) >= _CACHE_MAX:
-        _CALLS.clear()
-    calls = _CALLS[plan] = _calls(plan)
-    return calls
 
 
 def apply_policy(self: Any, sock: Any) -> None:
     """Apply this policy to ``sock``, all or nothing (see :class:`kaext.Policy`).
 
-    For a ``socket.socket`` the policy's setsockopt calls, worked out once, are made
-    directly; if one fails, the general path (:func:`apply`) makes them again and
+    For a ``socket.socket`` the plan's setsockopt calls, worked out once per plan, are
+    made directly; if one fails, the general path (:func:`apply`) makes them again and
     raises the error it describes (setting a value twice changes nothing).
     """
     plan = self._plan
     if type(sock) is _socket_type:
         try:
-            calls = _CALLS[plan]
-        except KeyError:
-            calls = _remember_calls(plan)
+            calls = plan._calls
+        except AttributeError:
+            calls = _calls(plan)
+            object.__setattr__(plan, "_calls", calls)
         if calls is not None:
             setsockopt = sock.setsockopt
             try:
@@ -438,6 +462,7 @@ def _seconds(k: int, value: int | None) -> float | int | None:
 # Values read back, made once per distinct reading: KeepaliveState and Policy are
 # immutable, so equal readings can share one instance.
 _MADE: dict[tuple[Any, ...], Any] = {}
+_CACHE_MAX = 256
 
 
 def _read_fast(sock: Any, options: tuple[tuple[int, ...], tuple[int, ...]] | None) -> tuple[int, ...] | None:
@@ -515,7 +540,7 @@ def _make_policy(cls: type, values: tuple[Any, ...]) -> Any:
     set_count(policy, knobs[COUNT])
     set_user_timeout(policy, _seconds(USER_TIMEOUT, knobs[USER_TIMEOUT]))
     set_keepalive(policy, keepalive != 0)
-    set_plan(policy, (mask, native[0], native[1], native[2], native[3], 1 if keepalive else 0))
+    set_plan(policy, Plan(mask, native[0], native[1], native[2], native[3], 1 if keepalive else 0))
     return policy
 
 

@@ -24,7 +24,7 @@ class Record:
     _fields: tuple[str, ...] = ()
 
     def _init(self, *values: object) -> None:
-        for name, value in zip(self._fields, values):
+        for name, value in zip(self._fields, values, strict=True):
             object.__setattr__(self, name, value)
 
     def _values(self) -> tuple[Any, ...]:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from . import _backend
+from ._backend import Plan
 from ._capabilities import Knob, caps
 from ._platform import KNOBS
 from .constants import PORTABLE
@@ -31,7 +32,7 @@ class Policy(Protocol):
     interval: float | None
     count: int | None
     user_timeout: float | None
-    _plan: tuple[int, int, int, int, int, int]
+    _plan: Plan
 
     def apply(self, sock: Any) -> None: ...
 
@@ -51,12 +52,13 @@ def _refuse(shape: str, what: str, strict: bool) -> None:
 
 def _set_knobs(policy: Policy) -> list[tuple[str, Knob, int]]:
     """(knob name, Knob, value in the OS unit) for every knob the policy sets."""
-    mask = policy._plan[0]
+    plan = policy._plan
+    mask = plan.set_mask
     known = caps()
     out = []
     for index, name in enumerate(KNOBS):
         if mask & (1 << index):
-            out.append((name, known[name], policy._plan[index + 1]))
+            out.append((name, known[name], getattr(plan, name)))
     return out
 
 

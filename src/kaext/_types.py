@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Protocol, TypeAlias, Union
+from typing import Protocol, TypeAlias
 
 
 class HasFileno(Protocol):
@@ -13,6 +13,6 @@ class HasFileno(Protocol):
 
 
 #: A socket.socket, anything with ``fileno()`` (asyncio transports' sockets, trio), or an int fd.
-SocketLike: TypeAlias = Union[HasFileno, int]
+SocketLike: TypeAlias = HasFileno | int
 #: Seconds as int or float, or a ``datetime.timedelta``.
-Duration: TypeAlias = Union[int, float, timedelta]
+Duration: TypeAlias = int | float | timedelta
