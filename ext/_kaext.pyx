@@ -335,7 +335,8 @@ cdef double _per_second[KAEXT_NKNOBS]
 cdef long long _lo[KAEXT_NKNOBS]
 cdef long long _hi[KAEXT_NKNOBS]
 cdef tuple _knobs = ()                # the Knob objects, for the range error
-cdef unsigned _WANT_STATE = (1u << KAEXT_STEP_KEEPALIVE) | (1u << KAEXT_IDLE) | (1u << KAEXT_INTERVAL) | (1u << KAEXT_COUNT)
+cdef unsigned _WANT_STATE = ((1u << KAEXT_STEP_KEEPALIVE) | (1u << KAEXT_IDLE)
+                             | (1u << KAEXT_INTERVAL) | (1u << KAEXT_COUNT))
 
 
 cdef PyMemberDef *_slot(object cls, str name) except NULL:

@@ -328,14 +328,18 @@ def test_benchmark_smoke_run() -> None:
     if not (bench / "bench_apply.py").exists():
         pytest.skip("benchmarks/ is not part of this checkout")
     proc = subprocess.run(
-        [sys.executable, str(bench / "bench_apply.py"), "--json", "--repeats", "1", "--number", "50", "--import-runs", "1"],
+        [sys.executable, str(bench / "bench_apply.py"), "--json", "--repeats", "1", "--number", "50",
+         "--import-runs", "1"],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     cases = {"apply/kaext", "apply/plain", "read5/kaext", "read5/plain", "read4/kaext", "read4/plain"}
     assert cases <= set(report["us_per_op"]) and cases <= set(report["us_per_op_pure"])
-    names = ["apply_vs_floor", "from_socket_vs_floor", "get_keepalive_vs_floor", "pure_apply_vs_plain", "pure_read_vs_plain", "import_ms"]
+    names = [
+        "apply_vs_floor", "from_socket_vs_floor", "get_keepalive_vs_floor",
+        "pure_apply_vs_plain", "pure_read_vs_plain", "import_ms",
+    ]
     assert [g["name"] for g in report["goals"]] == names
     assert report["import"]["ms"] > 0
     # every goal also as a GOAL line, in the form benchmarks/run_goals.py collects
