@@ -8,7 +8,7 @@ with a warning and the package falls back to the same pure-Python code, unless
 makes a failed compile a failed build.
 
 Release builds carry no debug information: with gcc or clang (every platform but
-MSVC on Windows) the extension is compiled with ``-g0 -O3`` and, on ELF
+MSVC on Windows) the extension is compiled with ``-g0 -O2`` and, on ELF
 platforms, linked with ``-s``.  ``KAEXT_DEBUG=1`` asks for a debug build instead
 (``-g -O0``, not stripped), e.g. for gdb or the sanitizers.
 """
@@ -42,7 +42,7 @@ def _build_flags() -> tuple[list[str], list[str]]:
     if _flag("KAEXT_DEBUG"):
         return ["-g", "-O0"], []
     link = [] if platform.system() == "Darwin" else ["-s"]
-    return ["-g0", "-O3"], link
+    return ["-g0", "-O2"], link
 
 
 extra_compile_args, extra_link_args = _build_flags()

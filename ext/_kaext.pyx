@@ -106,10 +106,12 @@ CONSTANTS = _constants
 #: The header each constant came from.
 CONSTANT_SOURCES = _sources
 #: Per knob: (header name, level, optname), or None where this OS has no such knob.
-KNOB_OPTIONS = tuple(
+# (list comprehensions, not generator expressions, in this module: a generator pulls
+# Cython's coroutine support, about 10 kB, into the extension)
+KNOB_OPTIONS = tuple([
     (kaext_knob_name[k].decode(), KAEXT_KNOB_LEVEL, kaext_knob_opt[k]) if kaext_knob_have[k] else None
     for k in range(KAEXT_NKNOBS)
-)
+])
 #: The largest socket handle accepted (INT_MAX on POSIX, INVALID_SOCKET - 1 on Windows).
 FD_MAX = KAEXT_SOCK_MAX
 
@@ -163,7 +165,7 @@ cdef class Plan:
         return self.c.keepalive
 
     def __repr__(self):
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        fields = ", ".join([f"{name}={getattr(self, name)!r}" for name in self._fields])
         return f"Plan({fields})"
 
 
