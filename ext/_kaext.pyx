@@ -290,9 +290,9 @@ def apply(object sock, Plan plan):
 
 
 def apply_policy(self, sock):
-    """Apply this policy to ``sock``, all or nothing (see :class:`kaext.Policy`).
+    """``Policy.apply``: this policy to ``sock``, all or nothing (see ``kaext.Policy.apply``).
 
-    Bound as ``Policy.apply``: one C call per policy, the hot path.
+    One C call per policy, the hot path.
     """
     _apply(sock, self._plan)
 

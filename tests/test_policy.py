@@ -558,3 +558,19 @@ def test_a_policy_is_usable_across_threads() -> None:
         t.join()
     assert not errors
     assert results == [(1, 31, 4, 3, 2000)] * 8
+
+
+@pytest.mark.one_implementation
+def test_from_timeout_takes_the_user_timeout_maximum_in_its_own_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS: TCP_RXT_CONNDROPTIME is seconds (up to 4294967 s), not milliseconds."""
+    from kaext import _capabilities, _platform
+
+    caps = dict(_capabilities.caps())
+    if "user_timeout" not in caps:
+        pytest.skip("no user timeout here")
+    darwin = _platform.DARWIN["user_timeout"]
+    caps["user_timeout"] = caps["user_timeout"]._replace(option=darwin.option, unit=darwin.unit, max=darwin.max)
+    monkeypatch.setattr(_capabilities, "_CAPABILITIES", caps)
+    policy = Policy.from_timeout(100_000)
+    assert policy.idle is not None and policy.interval is not None and policy.count is not None
+    assert policy.user_timeout == policy.idle + policy.interval * policy.count > 4294

@@ -111,12 +111,24 @@ def caps() -> dict[str, Knob]:
 
 
 def capabilities() -> dict[str, Knob]:
-    """The knobs this platform supports: ``idle``, ``interval``, ``count``, ``user_timeout``.
+    """The knobs this system supports, by name: ``idle``, ``interval``, ``count``, ``user_timeout``.
 
     A knob is listed only when the headers define its option and the running kernel
-    accepted it in a one-time probe on a throwaway socket.  Linux: all four
-    (``TCP_KEEPIDLE`` 1..32767 s, ``TCP_KEEPINTVL`` 1..32767 s, ``TCP_KEEPCNT``
-    1..127 probes, ``TCP_USER_TIMEOUT`` 0..2**31-1 ms).
+    accepted it in a one-time probe on a throwaway socket.  Each :class:`Knob` gives the
+    option, the numbers for setsockopt, the unit the kernel takes, the range kaext
+    accepts in that unit and the call kaext makes (``mechanism``).
+
+    Platform-specific behaviour:
+
+    * Linux: all four (``TCP_KEEPIDLE`` / ``TCP_KEEPINTVL`` 1..32767 s, ``TCP_KEEPCNT``
+      1..127 probes, ``TCP_USER_TIMEOUT`` 0..2**31-1 ms).
+    * macOS / iOS: all four, idle as ``TCP_KEEPALIVE``, user timeout as
+      ``TCP_RXT_CONNDROPTIME`` (s).
+    * FreeBSD, NetBSD, DragonFly, illumos / Solaris: no ``user_timeout``.
+    * Windows 10 1709+: all four (user timeout ``TCP_MAXRT``, s); before 1709 (and wine):
+      idle and interval as ``WSAIoctl(SIO_KEEPALIVE_VALS)`` (ms, ``readable`` False,
+      ``level`` -1, ``optname`` the ioctl code), no count before 1703.
+    * OpenBSD: empty.
     """
     return dict(caps())
 

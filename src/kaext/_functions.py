@@ -71,20 +71,39 @@ _read_state = _backend.read_state
 def get_keepalive(sock: SocketLike) -> KeepaliveState:
     """Read SO_KEEPALIVE, the idle time, the probe interval and the probe count.
 
-    Linux: ``getsockopt`` of ``SO_KEEPALIVE``, ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``,
-    ``TCP_KEEPCNT``; a knob never set reads as the system default.  macOS: idle via
-    ``TCP_KEEPALIVE``.  Seconds; ``None`` where the platform cannot read a knob back
-    (or does not list it in ``capabilities()``).
+    ``enabled`` is ``getsockopt(SOL_SOCKET, SO_KEEPALIVE)``; ``idle`` and ``interval`` are
+    seconds (the kernel's value converted from its unit, so a millisecond option can
+    give a fraction); ``count`` is probes.  A knob never set reads as the system default.
+
+    Platform-specific behaviour (the same options ``set_keepalive`` writes):
+
+    * Linux, FreeBSD, NetBSD, DragonFly, illumos / Solaris 11.4, Windows 10 1709+:
+      ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``, ``TCP_KEEPCNT``.
+    * macOS / iOS: idle is ``TCP_KEEPALIVE``.
+    * Windows before 10 1709 (and wine): idle and interval are set with
+      ``WSAIoctl(SIO_KEEPALIVE_VALS)``, which cannot be read back: they are ``None``.
+    * A knob this platform lacks (OpenBSD: all three), or that ``capabilities()`` does not
+      list, is ``None``.
+
+    ``state.mechanisms`` names the call behind each knob.  Raises OSError (EBADF,
+    ENOTSOCK, ENOPROTOOPT for a socket that is not TCP) with the fd and the call.
     """
     state: KeepaliveState = _read_state(sock)
     return state
 
 
 def get_user_timeout(sock: SocketLike) -> float | None:
-    """Read the user timeout in seconds: Linux ``TCP_USER_TIMEOUT`` (kernel unit ms).
+    """Read the user timeout in seconds; ``0.0`` means the system default.
 
-    ``0.0`` means the system default (no per-socket timeout).  ``None`` where the
-    platform cannot read it back.
+    Platform-specific behaviour:
+
+    * Linux: ``getsockopt(IPPROTO_TCP, TCP_USER_TIMEOUT)``, kernel unit milliseconds.
+    * macOS / iOS: ``TCP_RXT_CONNDROPTIME``, seconds.
+    * Windows 10 1709+: ``TCP_MAXRT``, seconds.
+    * Unavailable (OSError ENOPROTOOPT, with the reason) on FreeBSD, NetBSD, DragonFly,
+      OpenBSD and illumos / Solaris, which have no per-socket user timeout.
+
+    ``None`` where the platform has the option but cannot read it back.
     """
     knob("user_timeout")
     return in_seconds("user_timeout", _backend.read(sock, _WANT_USER_TIMEOUT)[4])
@@ -98,33 +117,63 @@ def set_keepalive(
 ) -> None:
     """Turn SO_KEEPALIVE on and set the knobs that are given; ``None`` leaves a knob as it is.
 
-    Linux: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` (seconds, 1..32767), ``TCP_KEEPCNT``
-    (1..127).  macOS: idle via ``TCP_KEEPALIVE``.  Seconds as int, float or
-    ``timedelta``; fractions round up to the platform's resolution.
+    ``idle`` (time idle before the first probe) and ``interval`` (between unanswered
+    probes) are seconds as int, float, ``Fraction``, ``Decimal`` or ``timedelta``,
+    rounded **up** to the option's unit (a timer never fires earlier than asked);
+    ``count`` is the number of unanswered probes before the connection drops.  Values
+    are never clamped: one outside the range below raises ValueError.
 
-    Raises TypeError or ValueError (naming the knob and the valid range) before any
-    system call, OSError with the errno if the kernel refuses; the socket is then
-    left as it was.
+    Platform-specific behaviour (option, unit, range kaext accepts):
+
+    * Linux: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` (s, 1..32767), ``TCP_KEEPCNT`` (1..127).
+    * macOS / iOS: idle is ``TCP_KEEPALIVE`` (s, 1..4294967); ``TCP_KEEPINTVL`` (s),
+      ``TCP_KEEPCNT`` from OS X 10.9.
+    * FreeBSD, NetBSD, DragonFly 5.8+: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` (s, 1..4294967),
+      ``TCP_KEEPCNT``; DragonFly before 5.8 takes milliseconds.
+    * illumos / Solaris 11.4: ``TCP_KEEPIDLE`` (s, 10..864000), ``TCP_KEEPINTVL`` (s,
+      1..600), ``TCP_KEEPCNT``; Solaris before 11.4: idle only, as
+      ``TCP_KEEPALIVE_THRESHOLD`` (ms).
+    * Windows 10 1709+: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` (s), ``TCP_KEEPCNT`` (1..255,
+      from 1703).  Before 1709 (and wine): ``WSAIoctl(SIO_KEEPALIVE_VALS)``, fields
+      ``keepalivetime`` and ``keepaliveinterval`` in ms, written together: the one not
+      given is reset to Windows' default (idle 2 h, interval 1 s); count is fixed at 10.
+    * OpenBSD: no per-socket knobs (only SO_KEEPALIVE; ``set_keepalive(sock)`` works).
+
+    A knob the platform lacks raises OSError ENOPROTOOPT naming the reason.  TypeError
+    and ValueError (naming the knob, the value and the valid range) come before any
+    system call, OSError with the errno if the kernel refuses; the socket is then left
+    as it was.  ``kaext.capabilities()`` lists what this system offers.
     """
     _backend.apply(sock, make_plan(idle, interval, count, None, 1))
 
 
 def disable_keepalive(sock: SocketLike) -> None:
-    """Turn SO_KEEPALIVE off (the knobs keep their values for when it is turned on again)."""
+    """Turn SO_KEEPALIVE off: ``setsockopt(SOL_SOCKET, SO_KEEPALIVE, 0)``, on every platform.
+
+    The knobs keep their values for when keepalive is turned on again.  A socket that
+    is not TCP is refused (a ``TCP_NODELAY`` read proves TCP first) and left as it was.
+    """
     _backend.apply(sock, _KEEPALIVE_OFF)
 
 
 def set_user_timeout(sock: SocketLike, seconds: Duration) -> None:
     """Set how long transmitted data may stay unacknowledged before the connection drops.
 
-    Linux: ``TCP_USER_TIMEOUT``, kernel unit milliseconds (0..2**31-1), seconds here,
-    rounded up to the millisecond; ``0`` restores the system default.  macOS:
-    ``TCP_RXT_CONNDROPTIME`` (seconds); Windows: ``TCP_MAXRT`` (seconds).
+    ``seconds`` as int, float, ``Fraction``, ``Decimal`` or ``timedelta``, rounded **up** to
+    the option's unit; ``0`` restores the system default.  Out of range raises
+    ValueError (never clamped).  SO_KEEPALIVE is left as it is.
 
-    On Linux it also replaces the keepalive probe count: once keepalive probes are
-    out, the connection is dropped when this much time has passed since data was
-    last received, however many probes were sent.  ``Policy.from_timeout`` sets it to
-    ``idle + interval * count`` so that both agree.
+    Platform-specific behaviour:
+
+    * Linux: ``TCP_USER_TIMEOUT``, milliseconds, 0..2**31-1.  It also replaces the
+      keepalive probe count: once probes are out, the connection is dropped when this
+      much time has passed since data was last received (``Policy.from_timeout`` sets
+      it to ``idle + interval * count`` so that both agree).
+    * macOS / iOS: ``TCP_RXT_CONNDROPTIME``, seconds, 0..4294967.
+    * Windows 10 1709+: ``TCP_MAXRT``, seconds, 1..2**31-1 (its -1, retransmit forever,
+      is not offered).
+    * Unavailable (OSError ENOPROTOOPT, with the reason) on FreeBSD, NetBSD, DragonFly,
+      OpenBSD and illumos / Solaris.
     """
     if seconds is None:
         raise TypeError("user_timeout must be seconds as int, float or datetime.timedelta, got None")
@@ -132,11 +181,16 @@ def set_user_timeout(sock: SocketLike, seconds: Duration) -> None:
 
 
 def system_defaults() -> KeepaliveState:
-    """The system-wide keepalive defaults, in seconds.
+    """The system-wide keepalive defaults: what a socket gets when nothing is set.
 
-    Linux: ``/proc/sys/net/ipv4/tcp_keepalive_time``, ``_intvl``, ``_probes``.
-    Elsewhere: what a fresh, unconfigured TCP socket reports.  ``enabled`` is whether
-    a new socket has SO_KEEPALIVE on.
+    ``idle`` and ``interval`` in seconds, ``count`` in probes, ``enabled`` whether a new
+    socket has SO_KEEPALIVE on.
+
+    Platform-specific behaviour:
+
+    * Linux: ``/proc/sys/net/ipv4/tcp_keepalive_time``, ``_intvl``, ``_probes``.
+    * Elsewhere: what a fresh, unconfigured TCP socket reports (``get_keepalive``); a
+      knob the platform cannot read back (Windows before 10 1709, OpenBSD) is ``None``.
     """
     import socket
 

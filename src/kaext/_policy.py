@@ -69,11 +69,23 @@ def _format_duration(seconds: float) -> str:
 class Policy:
     """A complete keepalive configuration, validated for this platform when it is made.
 
-    ``idle``, ``interval`` and ``user_timeout`` are seconds (int, float or
-    ``timedelta``; fractions round up to the platform's resolution), ``count`` is
-    probes; ``None`` leaves a knob as it is.  ``keepalive=False`` is a policy that
-    turns SO_KEEPALIVE off.  A policy is immutable and hashable; its attributes hold
-    the values that will be applied, in seconds.
+    ``idle``, ``interval`` and ``user_timeout`` are seconds (int, float, ``Fraction``,
+    ``Decimal`` or ``timedelta``), rounded **up** to each option's unit on this platform
+    (1 s, or 1 ms where the option takes milliseconds); ``count`` is probes; ``None``
+    leaves a knob as it is.  ``keepalive=False`` is a policy that turns SO_KEEPALIVE off.
+    Values are never clamped: one outside this platform's range (see
+    ``kaext.capabilities()``), or a knob the platform lacks, raises here, not at
+    ``apply``.  A policy is immutable and hashable; its attributes hold the values that
+    will be applied, in seconds.
+
+    The options per platform are those of ``set_keepalive`` and ``set_user_timeout``:
+    Linux ``TCP_KEEPIDLE`` / ``TCP_KEEPINTVL`` (s), ``TCP_KEEPCNT``,
+    ``TCP_USER_TIMEOUT`` (ms); macOS / iOS idle as ``TCP_KEEPALIVE``, user timeout as
+    ``TCP_RXT_CONNDROPTIME`` (s); FreeBSD, NetBSD, DragonFly, illumos / Solaris: no user
+    timeout; Windows 10 1709+ ``TCP_KEEPIDLE`` / ``TCP_KEEPINTVL`` (s), ``TCP_KEEPCNT``,
+    ``TCP_MAXRT`` (s), before 1709 idle and interval through
+    ``WSAIoctl(SIO_KEEPALIVE_VALS)`` (``keepalivetime`` / ``keepaliveinterval``, ms);
+    OpenBSD: only ``Policy()`` and ``Policy(keepalive=False)``.
     """
 
     __slots__ = ("idle", "interval", "count", "user_timeout", "keepalive", "_plan")
@@ -143,15 +155,22 @@ class Policy:
     if TYPE_CHECKING:
 
         def apply(self, sock: SocketLike) -> None:
-            """Apply the whole policy to ``sock``, all or nothing."""
+            """Apply the whole policy to ``sock``, all or nothing.
+
+            ``sock`` is a socket, anything with ``fileno()``, or an int fd.  The calls:
+            each knob the policy sets, as its platform option in its unit (Linux
+            ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``, ``TCP_KEEPCNT``, ``TCP_USER_TIMEOUT``;
+            Windows before 10 1709: one ``WSAIoctl(SIO_KEEPALIVE_VALS)`` for idle and
+            interval), then ``SO_KEEPALIVE`` last (with no TCP-level knob, a
+            ``TCP_NODELAY`` read first proves the socket is TCP).  Every value was checked
+            when the policy was made, and the first call is the one a closed fd or a
+            non-TCP socket refuses, so a refusal (OSError with errno, knob and option)
+            leaves the socket as it was.
+            """
 
     else:
-        #: Apply the whole policy to ``sock``, all or nothing.
-        #:
-        #: Order of calls: TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT
-        #: (Linux names), then SO_KEEPALIVE.  Every value was range-checked when the
-        #: policy was made and the first call is the one a closed fd or a non-TCP socket
-        #: refuses, so a refusal leaves the socket as it was.  One C call: the hot path.
+        # The backend's function itself (documented above): one call into the C
+        # extension per apply, the hot path.
         apply = _backend.apply_policy
 
     # -- reading back ------------------------------------------------------------------
@@ -205,15 +224,21 @@ class Policy:
         to exactly ``idle + interval * count`` so that unacknowledged data is given up
         on within the same budget (Linux: with TCP_USER_TIMEOUT set, the kernel drops
         a keepalive-probed connection once that much time has passed since the last
-        data received).  Needs at least 2 s.
+        data received).  Needs at least 2 s; the budget is rounded down to whole seconds.
+
+        Each value is clamped to this platform's range (``kaext.capabilities()``): the
+        user timeout to the option's maximum (Linux ``TCP_USER_TIMEOUT`` ms, macOS
+        ``TCP_RXT_CONNDROPTIME`` s, Windows ``TCP_MAXRT`` s).  A knob the platform lacks is
+        left out: no user timeout on FreeBSD, NetBSD, DragonFly, illumos / Solaris; no
+        count on Windows before 10 1703; nothing on OpenBSD (``Policy()``).
         """
         budget_ns = duration_ns("timeout", seconds)
         if budget_ns < 2 * 10**9:
             raise ValueError(f"timeout={seconds!r} is too short: need at least 2 s (1 s idle + 1 probe of 1 s)")
         budget = budget_ns // 10**9  # whole seconds, rounded down: never exceed the budget
         known = caps()
-        idle_max = known["idle"].max if "idle" in known else budget
-        interval_max = known["interval"].max if "interval" in known else budget
+        idle_max = _whole_seconds_max(known["idle"]) if "idle" in known else budget
+        interval_max = _whole_seconds_max(known["interval"]) if "interval" in known else budget
         count_max = known["count"].max if "count" in known else 10
         idle = min(idle_max, max(1, budget // 4))
         rest = budget - idle  # >= 1
@@ -221,7 +246,7 @@ class Policy:
         interval = min(interval_max, rest // count)  # >= 1, and interval * count <= rest
         user_timeout = None
         if "user_timeout" in known:
-            user_timeout = min(idle + interval * count, known["user_timeout"].max // 1000)
+            user_timeout = min(idle + interval * count, _whole_seconds_max(known["user_timeout"]))
         return cls(
             idle=idle if "idle" in known else None,
             interval=interval if "interval" in known else None,
@@ -274,6 +299,11 @@ class Policy:
         return cls(idle=idle, interval=interval, count=count, user_timeout=ut)
 
     def __str__(self) -> str:
+        """The policy in nginx's ``so_keepalive`` syntax, which ``Policy.parse`` reads back.
+
+        ``on`` / ``off`` / ``[idle]:[interval]:[count]`` with the shortest whole unit
+        (``30m``, ``90s``, ``1500ms``), then ``user_timeout=DURATION`` when set.
+        """
         if not self.keepalive:
             head = "off"
         elif (self.idle, self.interval, self.count) == (None, None, None):
@@ -296,10 +326,15 @@ class Policy:
     def for_idle_timeout(cls, seconds: Duration) -> Policy:
         """A policy whose probes keep a flow alive through a NAT / load balancer with this idle timeout.
 
-        ``idle = T // 2``, ``interval = max(1, T // 10)``, ``count = 5`` (whole seconds,
-        clamped to this platform's ranges), always ``idle + interval < T`` so that one
-        lost probe is made good before the middlebox forgets the flow; a dead peer is
-        declared after about ``T``.  See ``kaext.presets``.
+        With ``T`` the timeout in whole seconds (rounded down): ``idle = T // 2``,
+        ``interval = max(1, T // 10)``, ``count = 5`` (fewer when ``T`` is under 10 s, so
+        that ``idle + interval * count <= T``), each clamped to this platform's range
+        (``kaext.capabilities()``; an idle option in ms is used in whole seconds), and
+        always ``idle + interval < T``, so that one lost probe is made good before the
+        middlebox forgets the flow; a dead peer is declared after about ``T``.  The user
+        timeout is left as it is.  Needs ``T >= 3``.  Where the platform has no idle knob
+        (OpenBSD) it raises OSError ENOPROTOOPT; without interval or count (Solaris
+        before 11.4, Windows before 10 1703) those are left out.  See ``kaext.presets``.
         """
         return for_idle_timeout(seconds, cls)
 
@@ -395,16 +430,7 @@ class Policy:
 
 
 def for_idle_timeout(seconds: Duration, policy_class: type[_P]) -> _P:
-    """A policy whose probes keep a flow alive through a middlebox with this idle timeout.
-
-    With ``T`` the timeout in whole seconds (rounded down): ``idle = T // 2``,
-    ``interval = max(1, T // 10)``, ``count = 5`` (fewer when ``T`` is under 10 s, so
-    that ``idle + interval * count <= T``), each clamped to what this platform
-    accepts (``kaext.capabilities()``), and always ``idle + interval < T``: a lost
-    first probe is made good by the second before the flow expires.  A dead peer is
-    then declared after ``idle + interval * count`` (about ``T``).  The user timeout is
-    left as it is.  Needs ``T >= 3`` (1 s idle, 1 s interval).
-    """
+    """``Policy.for_idle_timeout`` (see there), made with ``policy_class``."""
     timeout_ns = duration_ns("idle_timeout", seconds)
     if timeout_ns <= 0:
         raise ValueError(f"idle_timeout={seconds!r} must be positive")

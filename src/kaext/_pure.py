@@ -345,7 +345,7 @@ def _calls(plan: Plan) -> tuple[tuple[int, int, int], ...] | None:
 
 
 def apply_policy(self: Any, sock: Any) -> None:
-    """Apply this policy to ``sock``, all or nothing (see :class:`kaext.Policy`).
+    """``Policy.apply``: this policy to ``sock``, all or nothing (see ``kaext.Policy.apply``).
 
     For a ``socket.socket`` the plan's setsockopt calls, worked out once per plan, are
     made directly; if one fails, the general path (:func:`apply`) makes them again and
