@@ -199,40 +199,26 @@ cdef object _socket_type = None
 cdef object _socket_fileno = None  # socket.socket.fileno, called unbound
 
 
+cdef object _fileno_of = None      # kaext._errors.fileno_of, on first use
+
+
 cdef int _fd(object sock, kaext_sock *out) except -1:
     """The socket handle of ``sock`` into ``out``, checked against KAEXT_SOCK_MAX."""
-    global _socket_type, _socket_fileno
+    global _socket_type, _socket_fileno, _fileno_of
     cdef object fd
     if type(sock) is _socket_type and _socket_fileno is not None:
         fd = _socket_fileno(sock)  # the common case: one call, no attribute lookup
-    elif isinstance(sock, int):
-        if isinstance(sock, bool):
-            from kaext._errors import fd_type_error
-            raise fd_type_error(sock)
+    elif type(sock) is int:
         fd = sock
     else:
         if _socket_type is None:
             cls = getattr(sys.modules.get("socket"), "socket", None)
             _socket_fileno = getattr(cls, "fileno", None)  # before the type: the fast path checks both
             _socket_type = cls
-        try:
-            fileno = sock.fileno
-        except AttributeError:
-            from kaext._errors import fd_type_error
-            raise fd_type_error(sock) from None
-        except (OSError, TypeError, ValueError):
-            raise
-        except Exception as exc:  # a fileno property that raises
-            raise TypeError(f"{type(sock).__name__}.fileno raised {exc!r}") from exc
-        try:
-            fd = fileno()
-        except (OSError, TypeError, ValueError):
-            raise
-        except Exception as exc:
-            raise TypeError(f"{type(sock).__name__}.fileno() raised {exc!r}") from exc
-        if not isinstance(fd, int) or isinstance(fd, bool):
-            raise TypeError(
-                f"{type(sock).__name__}.fileno() returned {type(fd).__name__}, not int")
+        if _fileno_of is None:
+            from kaext._errors import fileno_of
+            _fileno_of = fileno_of
+        fd = _fileno_of(sock)  # anything else: the checks both backends share
     # fd is an int here: compare in C (no Python int made for the bound)
     cdef int overflow = 0
     cdef long long value = PyLong_AsLongLongAndOverflow(fd, &overflow)

@@ -16,7 +16,7 @@ import socket
 from typing import Any
 
 from . import _platform
-from ._errors import bad_fd_error, fd_type_error, range_error, socket_error
+from ._errors import bad_fd_error, fileno_of, range_error, socket_error
 from ._platform import (
     COUNT,
     FALLBACK_CONSTANTS,
@@ -211,27 +211,7 @@ def _apply_sio(s: socket.socket, plan: Plan) -> None:
 
 
 def _fd(sock: Any) -> int:
-    if isinstance(sock, int):
-        if isinstance(sock, bool):
-            raise fd_type_error(sock)
-        fd = sock
-    else:
-        try:
-            fileno = sock.fileno
-        except AttributeError:
-            raise fd_type_error(sock) from None
-        except (OSError, TypeError, ValueError):
-            raise
-        except Exception as exc:  # a fileno property that raises
-            raise TypeError(f"{type(sock).__name__}.fileno raised {exc!r}") from exc
-        try:
-            fd = fileno()
-        except (OSError, TypeError, ValueError):
-            raise
-        except Exception as exc:
-            raise TypeError(f"{type(sock).__name__}.fileno() raised {exc!r}") from exc
-        if not isinstance(fd, int) or isinstance(fd, bool):
-            raise TypeError(f"{type(sock).__name__}.fileno() returned {type(fd).__name__}, not int")
+    fd = fileno_of(sock)
     if fd < 0 or fd > FD_MAX:
         raise bad_fd_error(fd)
     return int(fd)
