@@ -404,3 +404,15 @@ def test_debug_build_keeps_debug_information(tmp_path: Path) -> None:
     [wheel] = (tmp_path / "dist").glob("kaext-*.whl")
     sections = _elf_sections(_extension_from(wheel, tmp_path))
     assert {".debug_info", ".debug_line", ".symtab"} <= sections, sorted(sections)
+
+
+def test_cibuildwheel_builds_release_wheels() -> None:
+    """cibuildwheel builds through setup.py: nothing in its settings asks for a debug build."""
+    config = _pyproject()["tool"]["cibuildwheel"]
+    sections = [config, *(config.get(p, {}) for p in ("linux", "macos", "windows")), *config.get("overrides", [])]
+    for section in sections:
+        environment = section.get("environment", {})
+        assert isinstance(environment, dict), environment
+        assert environment.get("KAEXT_DEBUG", "0") in ("", "0"), section
+        for flags in ("CFLAGS", "LDFLAGS", "CPPFLAGS"):
+            assert not re.search(r"(^|\s)-(g|O0)\b", environment.get(flags, "")), section
