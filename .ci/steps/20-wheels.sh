@@ -15,7 +15,7 @@ start=$(date +%s)
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 unset KAEXT_DEBUG   # release wheels: no debug information (setup.py)
 # A release wheel with the extension stays small: without debug information the
-# manylinux wheel is about 115 kB (with it, over 350 kB).
+# manylinux wheel is about 110 kB (with it, over 350 kB).
 MAX_WHEEL_BYTES=120000
 W=$(mktemp -d "${TMPDIR:-/tmp}/kaext-wheels.XXXXXX")
 declare -A build_pid=()   # background wheel builds for other CPythons, by version
