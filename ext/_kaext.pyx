@@ -406,12 +406,13 @@ def read_state(object sock):
 
 
 def read_policy(cls, object sock):
-    """The policy (of type ``cls``) that reproduces ``sock``'s keepalive and user timeout.
+    """``Policy.from_socket``: the policy (of type ``cls``) that reproduces ``sock``'s keepalive
+    and user timeout (see ``kaext.Policy.from_socket``).
 
-    Bound as ``Policy.from_socket``; see there.  SO_KEEPALIVE and every knob that
-    reads back, one getsockopt each; SO_KEEPALIVE off gives ``keepalive=False`` (the
-    knobs are not carried), no user timeout gives ``user_timeout=0.0``; a knob that
-    does not read back is None.  ValueError for a value outside the policy's range.
+    SO_KEEPALIVE and every knob that reads back, one getsockopt each; SO_KEEPALIVE off
+    gives ``keepalive=False`` (the knobs are not carried), no user timeout gives
+    ``user_timeout=0.0``; a knob that does not read back is None.  ValueError for a
+    value outside the policy's range.
     """
     cdef kaext_state st
     cdef int step = 0, err, k

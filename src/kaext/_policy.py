@@ -208,9 +208,8 @@ class Policy:
             return policy
 
     else:
-        #: The policy that reproduces ``sock``'s keepalive and user timeout (see the
-        #: docstring above, for type checkers): one backend call that reads the options
-        #: and makes the Policy, the read-back hot path.
+        # The backend's function itself (documented above): one call that reads the
+        # options and makes the Policy, the read-back hot path.
         from_socket = classmethod(_backend.read_policy)
 
     # -- budgets ---------------------------------------------------------------------

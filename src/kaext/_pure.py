@@ -474,12 +474,13 @@ def read_state(sock: Any) -> Any:
 
 
 def read_policy(cls: type, sock: Any) -> Any:
-    """The policy (of type ``cls``) that reproduces ``sock``'s keepalive and user timeout.
+    """``Policy.from_socket``: the policy (of type ``cls``) that reproduces ``sock``'s keepalive
+    and user timeout (see ``kaext.Policy.from_socket``).
 
-    Bound as ``Policy.from_socket``; see there.  SO_KEEPALIVE and every knob that
-    reads back, one getsockopt each; SO_KEEPALIVE off gives ``keepalive=False`` (the
-    knobs are not carried), no user timeout gives ``user_timeout=0.0``; a knob that
-    does not read back is None.  ValueError for a value outside the policy's range.
+    SO_KEEPALIVE and every knob that reads back, one getsockopt each; SO_KEEPALIVE off
+    gives ``keepalive=False`` (the knobs are not carried), no user timeout gives
+    ``user_timeout=0.0``; a knob that does not read back is None.  ValueError for a
+    value outside the policy's range.
     """
     values = _read_fast(sock, _POLICY_OPTIONS) or read(sock, WANT_ALL)
     key = (cls, values)
