@@ -226,3 +226,78 @@ def postgres_server() -> Iterator[int]:
             subprocess.run([*prefix, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------
+# HTTPS (self-signed, for CONNECT tunnels) and an HTTP forward proxy (tinyproxy)
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def https_server() -> Iterator[tuple[str, str]]:
+    """The HTTP server behind TLS with a throwaway self-signed certificate for 127.0.0.1.
+
+    Yields ``(base URL, path of the certificate)``: pass the path as the client's CA.
+    """
+    import ssl
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        missing("openssl is not installed (needed to make a test certificate)")
+    with tempfile.TemporaryDirectory(prefix="kaext-tls-") as tmp:
+        cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+        subprocess.run(
+            [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+        )
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler, bind_and_activate=False)
+        server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+        server.server_bind()
+        server.server_activate()
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, name="https-server", daemon=True)
+        thread.start()
+        try:
+            yield f"https://127.0.0.1:{server.server_address[1]}", cert
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+
+
+@contextlib.contextmanager
+def http_proxy() -> Iterator[str]:
+    """``tinyproxy`` (Debian package) on a free loopback port: a forward proxy that relays
+    absolute-URI requests (``GET http://...``) and tunnels ``CONNECT`` to any port.
+
+    Yields its URL, ``http://127.0.0.1:PORT``.
+    """
+    binary = shutil.which("tinyproxy")
+    if binary is None:
+        missing("tinyproxy is not installed (Debian package tinyproxy)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="kaext-proxy-") as tmp:
+        conf = os.path.join(tmp, "tinyproxy.conf")
+        lines = [
+            f"Port {port}", "Listen 127.0.0.1", "Timeout 30", "Allow 127.0.0.1", "MaxClients 50",
+            "LogLevel Connect", f"LogFile \"{os.path.join(tmp, 'tinyproxy.log')}\"", "DisableViaHeader Yes",
+        ]
+        if os.geteuid() == 0:
+            lines += ["User nobody", "Group nogroup"]
+            os.chmod(tmp, 0o777)
+        with open(conf, "w", encoding="ascii") as f:
+            f.write("\n".join(lines) + "\n")
+        proc = subprocess.Popen([binary, "-d", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(port, 15, proc)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

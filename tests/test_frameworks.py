@@ -28,7 +28,7 @@ from kaext import _capabilities, _platform, presets
 from kaext import constants as kconst
 
 IDLE, INTERVAL, COUNT = 37, 7, 4
-USER_TIMEOUT_MS = 12_500
+USER_TIMEOUT_MS = 72_500  # not shorter than idle + interval * count = 65 s (that warns)
 HAS_USER_TIMEOUT = "user_timeout" in kaext.capabilities()
 
 
@@ -362,6 +362,30 @@ def test_py_amqp_socket_settings_replace_its_defaults(tcp_listener: socket.socke
 
 
 @pytest.mark.one_implementation
+@pytest.mark.skipif(
+    not hasattr(socket, "TCP_USER_TIMEOUT"), reason="py-amqp's user timeout default is Linux's TCP_USER_TIMEOUT"
+)
+def test_py_amqp_loses_its_1s_user_timeout_with_any_policy(tcp_listener: socket.socket) -> None:
+    servers.library("amqp")
+    from amqp.transport import TCPTransport
+
+    host, port = tcp_listener.getsockname()[:2]
+
+    def user_timeout_ms(settings: Any) -> int:
+        transport = TCPTransport(f"{host}:{port}", connect_timeout=5, socket_settings=settings)
+        transport.connect()
+        try:
+            return int(transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+        finally:
+            transport.close()
+
+    assert user_timeout_ms(None) == 1000  # py-amqp's own default, without kaext
+    # a policy without a user timeout of its own: the system default (0), not py-amqp's 1 s
+    assert user_timeout_ms(kaext.Policy.for_middlebox("aws-nlb").tcp_options()) == 0
+    assert user_timeout_ms(kaext.Policy(idle=IDLE, user_timeout=90).tcp_options()) == 90_000
+
+
+@pytest.mark.one_implementation
 def test_pika_tcp_options(tcp_listener: socket.socket, caplog: pytest.LogCaptureFixture) -> None:
     pika = servers.library("pika")
     import pika.tcp_socket_opts  # noqa: F811 (the submodule, after the skip check above)
@@ -437,14 +461,20 @@ def test_socket_options_merge_order() -> None:
 
 @pytest.mark.one_implementation
 def test_tcp_options_merge_and_keepalive_off() -> None:
+    # Linux: a policy without a user timeout says TCP_USER_TIMEOUT=0 (the system default)
+    no_user_timeout = {socket.TCP_USER_TIMEOUT: 0} if hasattr(socket, "TCP_USER_TIMEOUT") else {}
     base = {socket.TCP_KEEPIDLE: 30, socket.TCP_KEEPCNT: 3, socket.TCP_NODELAY: 1}
     got = kaext.Policy(idle=IDLE).tcp_options(base)
-    assert got == {socket.TCP_KEEPIDLE: IDLE, socket.TCP_KEEPCNT: 3, socket.TCP_NODELAY: 1}
+    assert got == {socket.TCP_KEEPIDLE: IDLE, socket.TCP_KEEPCNT: 3, socket.TCP_NODELAY: 1, **no_user_timeout}
     assert base[socket.TCP_KEEPIDLE] == 30  # the caller's dict is not changed
     with pytest.raises(ValueError, match="keepalive=False"):
         kaext.Policy(keepalive=False).tcp_options()
     with pytest.warns(RuntimeWarning, match="keepalive=False"):
-        assert kaext.Policy(keepalive=False).tcp_options(strict=False) == {}
+        assert kaext.Policy(keepalive=False).tcp_options(strict=False) == no_user_timeout
+    if no_user_timeout:  # a base entry for the user timeout wins over the policy's "not set"
+        base_ut = {socket.TCP_USER_TIMEOUT: 5000}
+        assert kaext.Policy(idle=IDLE).tcp_options(base_ut)[socket.TCP_USER_TIMEOUT] == 5000
+        assert kaext.Policy(user_timeout=7).tcp_options(base_ut)[socket.TCP_USER_TIMEOUT] == 7000
 
 
 @pytest.mark.one_implementation

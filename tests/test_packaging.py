@@ -254,17 +254,33 @@ def _conforms(value: object, annotation: ast.expr) -> bool:
     return len(value) == len(args) and all(_conforms(item, arg) for item, arg in zip(value, args, strict=True))
 
 
+#: The extension's running-process section (ext/kaext_proc.h), used by kaext._connections
+#: only; its Python counterparts live there, not in the backend interface.
+PROCESS_FUNCTIONS = {"pidfd_open", "pidfd_getfd", "proc_read", "diag_parse"}
+
+
 def test_stub_declares_exactly_the_backend_interface() -> None:
     names = {
         node.target.id if isinstance(node, ast.AnnAssign) else node.name  # type: ignore[union-attr]
         for node in _stub().body
         if isinstance(node, (ast.AnnAssign, ast.FunctionDef, ast.ClassDef))
     }
-    assert names == set(_backend.__all__)
+    assert names == set(_backend.__all__) | PROCESS_FUNCTIONS
+
+
+def test_stub_declares_the_running_process_functions_as_compiled() -> None:
+    if _kaext is None:
+        pytest.skip("the C extension kaext._kaext is not built here")
+    for node in _stub().body:
+        if isinstance(node, ast.FunctionDef) and node.name in PROCESS_FUNCTIONS:
+            compiled = inspect.signature(getattr(_kaext, node.name))
+            assert [p.name for p in compiled.parameters.values()] == [a.arg for a in node.args.args], node.name
 
 
 def test_stub_functions_match_the_pure_implementation() -> None:
-    functions = [node for node in _stub().body if isinstance(node, ast.FunctionDef)]
+    functions = [
+        node for node in _stub().body if isinstance(node, ast.FunctionDef) and node.name not in PROCESS_FUNCTIONS
+    ]
     assert functions
     for node in functions:
         pure = inspect.signature(getattr(_pure, node.name))
@@ -416,3 +432,46 @@ def test_cibuildwheel_builds_release_wheels() -> None:
         assert environment.get("KAEXT_DEBUG", "0") in ("", "0"), section
         for flags in ("CFLAGS", "LDFLAGS", "CPPFLAGS"):
             assert not re.search(r"(^|\s)-(g|O0)\b", environment.get(flags, "")), section
+
+
+# --- no compiler: the sdist installs the pure-Python implementation and says so ---------------
+
+
+def _no_compiler_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("KAEXT_REQUIRE_EXTENSION", "KAEXT_NO_EXTENSIONS")}
+    # `false` as the C compiler: every compile fails, as on a machine without one
+    env.update(CC="false", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_INPUT="1")
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def test_sdist_without_a_compiler(tmp_path: Path) -> None:
+    """``CC=false pip install kaext.tar.gz`` installs the pure-Python implementation and says so
+    (pip shows a build's output with -v); with KAEXT_REQUIRE_EXTENSION=1 the build fails."""
+    sdist = _artefact("KAEXT_SDIST")
+    import venv
+
+    venv.create(tmp_path / "venv", with_pip=True)
+    python = str(tmp_path / "venv" / ("Scripts" if os.name == "nt" else "bin") / "python")
+    env = _no_compiler_env()
+    install = subprocess.run(
+        [python, "-m", "pip", "install", "-v", "--no-deps", str(sdist)],
+        env=env, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+    )
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    said = install.stdout + install.stderr
+    assert "the C extension could not be built" in said and "pure-Python implementation was installed" in said
+    implementation = subprocess.run(
+        [python, "-c", "import kaext; print(kaext.IMPLEMENTATION)"],
+        env=env, capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path,
+    ).stdout.strip()
+    assert implementation == "python"
+
+    env["KAEXT_REQUIRE_EXTENSION"] = "1"
+    strict = subprocess.run(
+        [python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-w", str(tmp_path / "wheels"), str(sdist)],
+        env=env, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+    )
+    assert strict.returncode != 0
+    assert not list(tmp_path.glob("wheels/*.whl"))
+    assert "false" in strict.stdout + strict.stderr  # the compiler command that failed is shown

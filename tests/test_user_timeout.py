@@ -137,3 +137,29 @@ def test_socket_forms(tcp_pair: tuple[socket.socket, socket.socket], form: str) 
     assert kaext.get_user_timeout(target) == 3.25
     client.sendall(b"x")
     assert server.recv(1) == b"x"
+
+
+# --------------------------------------------------------------------------------------
+# A user timeout shorter than the keepalive schedule cuts probing short (Linux): warned
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    getattr(kaext.capabilities().get("user_timeout"), "option", None) != "TCP_USER_TIMEOUT",
+    reason="only TCP_USER_TIMEOUT ends keepalive probing",
+)
+def test_a_user_timeout_shorter_than_the_probe_schedule_warns() -> None:
+    import warnings
+
+    with pytest.warns(RuntimeWarning, match=r"shorter than idle \+ interval\*count = 110 s") as caught:
+        kaext.Policy(idle=60, interval=10, count=5, user_timeout=90)
+    assert caught[0].filename == __file__  # points at the caller
+    with pytest.warns(RuntimeWarning):
+        kaext.Policy.parse("60:10:5 user_timeout=109")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kaext.Policy(idle=60, interval=10, count=5, user_timeout=110)  # equal: agrees
+        kaext.Policy(idle=60, interval=10, count=5, user_timeout=0)  # 0: the system default
+        kaext.Policy(idle=60, user_timeout=5)  # interval and count left to the system: not judged
+        kaext.Policy.from_timeout(60)
+        kaext.Policy.for_middlebox("aws-nlb")

@@ -363,3 +363,84 @@ def test_the_verifier_names_the_mechanism_of_each_knob() -> None:
     mechanisms = _json.loads(buf.getvalue())["mechanisms"]
     assert mechanisms["idle"] == "setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)"
     assert mechanisms["user_timeout"] == "setsockopt(IPPROTO_TCP, TCP_USER_TIMEOUT)"
+
+
+# ---------------------------------------------------------------------------------------
+# Arguments: never a traceback, one line and exit 2 for anything wrong or without effect
+# ---------------------------------------------------------------------------------------
+
+
+def _run_main(argv: list[str]) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = verify.main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 2
+    return code, out.getvalue(), err.getvalue()
+
+
+def _assert_usage_error(code: int, out: str, err: str) -> None:
+    assert code == 2
+    assert out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("python -m kaext.verify: error: "), err
+
+
+@pytest.mark.one_implementation
+@pytest.mark.parametrize("seconds", ["1", "1.5", "2", "2.5", "1e-300", "0.5"])
+def test_idle_timeout_too_short_for_any_preset_is_a_usage_error(seconds: str) -> None:
+    code, out, err = _run_main(["--idle-timeout", seconds])
+    _assert_usage_error(code, out, err)
+    assert "too short" in err
+
+
+@pytest.mark.one_implementation
+@pytest.mark.parametrize(
+    "args",
+    [["--policy", "5m:30s:4"], ["--json", "--policy", "on"], ["--json", "--quiet"], ["-q", "--json", "--live"]],
+)
+def test_a_flag_without_effect_is_a_usage_error(args: list[str]) -> None:
+    code, out, err = _run_main(args)
+    _assert_usage_error(code, out, err)
+    assert "no effect" in err
+
+
+@pytest.mark.one_implementation
+def test_the_console_script_names_itself(tmp_path: Path) -> None:
+    import shutil
+
+    script = shutil.which("kaext-verify", path=os.path.dirname(sys.executable))
+    if script is None:
+        pytest.skip("the kaext-verify console script is not installed next to this Python")
+    proc = subprocess.run([script, "--policy", "on"], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("kaext-verify: error: --policy has no effect"), proc.stderr
+
+
+@pytest.mark.one_implementation
+def test_arbitrary_arguments_never_give_a_traceback() -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    flags = st.sampled_from(["--json", "-q", "--quiet", "--live", "--idle-timeout", "--policy", "--help", "-h",
+                             "--idle-timeout=", "--policy=", "--", "-", "--bogus", "-x"])
+    numbers = st.sampled_from(["1", "1.5", "2", "2.5", "3", "0", "-1", "nan", "inf", "-inf", "1e309", "1e-300",
+                               "0x10", "350", "432000", "1e300", "", " ", "1_0"])
+    specs = st.sampled_from(["on", "off", "5m:30s:4", "::", "1:1:1", "32768", "0", "7s:3s:4 user_timeout=19s",
+                             "1:2:3:4", "user_timeout=5", "5m user_timeout=-1", "\x00", "é", "on off"])
+    argv = st.lists(st.one_of(flags, numbers, specs, st.text(max_size=12)), max_size=6)
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(argv)
+    def check(args: list[str]) -> None:
+        code, out, err = _run_main(args)
+        assert "Traceback" not in err and "Traceback" not in out
+        if code == 2:
+            assert out == "" and len(err.splitlines()) == 1, (args, err)
+        else:
+            assert code in (0, 1) or (code == 0 and "usage" in out), (args, code)
+
+    check()

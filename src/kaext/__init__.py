@@ -30,6 +30,7 @@ from ._version import __version__
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ._connections import Connection, connections
     from ._types import Duration, SocketLike
 else:
 
@@ -39,10 +40,16 @@ else:
             from . import _types
 
             return getattr(_types, name)
+        # Running processes (kaext.connections): socket and struct, loaded when first used.
+        if name in ("Connection", "connections"):
+            from . import _connections
+
+            return getattr(_connections, name)
         raise AttributeError(f"module 'kaext' has no attribute {name!r}")
 
 __all__ = [
     "IMPLEMENTATION",
+    "Connection",
     "Duration",
     "KeepaliveState",
     "Knob",
@@ -50,6 +57,7 @@ __all__ = [
     "SocketLike",
     "__version__",
     "capabilities",
+    "connections",
     "constants",
     "disable_keepalive",
     "get_keepalive",

@@ -356,3 +356,29 @@ FAMILY_DEFAULT_FILES: Final[dict[str, dict[str, str]]] = {
     },
 }
 DEFAULT_FILES: Final[dict[str, str]] = FAMILY_DEFAULT_FILES.get(FAMILY, {})
+
+
+#: How ``kaext.connections()`` finds a process's TCP sockets, per OS family:
+#: ``"proc"``: Linux, any process: ``/proc/<pid>/fd``, the kernel's TCP tables (sock_diag
+#: netlink, or ``/proc/<pid>/net/tcp{,6}``) and ``pidfd_getfd`` (Linux 5.6+) for another
+#: process's descriptors; ``"fds"``: this process only, by trying each descriptor number
+#: (the other POSIX systems); ``""``: not available (Windows: sockets are handles, not
+#: numbered descriptors that can be enumerated).
+FAMILY_CONNECTIONS: Final[dict[str, str]] = {"linux": "proc", "windows": "", "other": ""}
+CONNECTIONS: Final[str] = FAMILY_CONNECTIONS.get(FAMILY, "fds")
+
+
+def connections_unavailable(mode: str) -> str:
+    """Why ``kaext.connections()`` cannot do what it was asked, for a ``CONNECTIONS`` mode."""
+    if mode == "fds":
+        return f"only this process's own sockets can be listed on {FAMILY} (no /proc and no pidfd_getfd)"
+    return f"listing a process's sockets is not available on {FAMILY}"
+
+
+def sys_pidfd_getfd() -> int:
+    """pidfd_getfd(2)'s system call number on Linux (5.6+; asm-generic/unistd.h: 438 on
+    every architecture but alpha, 548), for the pure-Python implementation, which calls
+    it through ctypes: Python's os module has pidfd_open but not pidfd_getfd."""
+    import os
+
+    return 548 if os.uname().machine.startswith("alpha") else 438

@@ -66,6 +66,28 @@ def _format_duration(seconds: float) -> str:
     return f"{whole}s"
 
 
+def _warn_if_user_timeout_cuts_probing(user_timeout: float, schedule: float, count: int) -> None:
+    """RuntimeWarning when a TCP_USER_TIMEOUT ends keepalive probing before its last probe.
+
+    Linux drops a connection whose keepalive probes are unanswered once the user
+    timeout has passed since data was last received (net/ipv4/tcp_timer.c,
+    tcp_keepalive_timer), so a shorter user timeout silently replaces the probe count.
+    """
+    knob = caps().get("user_timeout")
+    if knob is None or knob.option != "TCP_USER_TIMEOUT" or user_timeout >= schedule:
+        return
+    import warnings
+
+    warnings.warn(
+        f"user_timeout={user_timeout:g} s is shorter than idle + interval*count = {schedule:g} s: "
+        f"TCP_USER_TIMEOUT drops a probed connection once {user_timeout:g} s have passed since data was "
+        f"last received, before keepalive has sent its {count} probes; use user_timeout >= {schedule:g} s "
+        "(Policy.from_timeout picks agreeing values)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 class Policy:
     """A complete keepalive configuration, validated for this platform when it is made.
 
@@ -120,6 +142,8 @@ class Policy:
         init(self, "count", plan.count if mask & (1 << COUNT) else None)
         user_timeout_s = in_seconds("user_timeout", plan.user_timeout) if mask & (1 << USER_TIMEOUT) else None
         init(self, "user_timeout", user_timeout_s)
+        if self.user_timeout and self.idle and self.interval and self.count:
+            _warn_if_user_timeout_cuts_probing(self.user_timeout, self.idle + self.interval * self.count, self.count)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Policy is immutable; make a new one (cannot set {name!r})")
@@ -378,6 +402,11 @@ class Policy:
         replacing the same keys.  Values are in the OS unit; knobs that are not a
         plain setsockopt here raise ValueError (``strict=False``: RuntimeWarning and
         left out).
+
+        The user timeout is always in the dict where it is a plain socket option whose
+        range starts at 0, "the system default" (Linux ``TCP_USER_TIMEOUT``, ms): the
+        policy's value, or 0 when the policy sets none (unless ``base`` has the key).
+        py-amqp otherwise keeps its own ``TCP_USER_TIMEOUT=1000`` ms.
         """
         from . import _shapes
 

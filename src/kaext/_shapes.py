@@ -102,6 +102,12 @@ def tcp_options(policy: Policy, base: Mapping[int, Any] | None, strict: bool) ->
     out = dict(base) if base is not None else {}
     for _, knob, value in _tcp_level_knobs(policy, "tcp_options()", strict):
         out[knob.optname] = value
+    user = caps().get("user_timeout")
+    if policy.user_timeout is None and user is not None and _is_setsockopt(user) and user.min == 0:
+        # No user timeout in the policy: say 0 (the system default) rather than nothing,
+        # so that a library's own default stays out (py-amqp: TCP_USER_TIMEOUT=1000 ms
+        # unless socket_settings has the option).  A caller's base entry is kept.
+        out.setdefault(user.optname, 0)
     return out
 
 

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from fractions import Fraction
-from typing import Any
+from typing import Any, NoReturn
 
 import kaext
 
@@ -647,12 +647,22 @@ def _print_text(report: dict[str, Any], quiet: bool, out: Callable[[str], None])
     out("OK: every value round-trips" if report["ok"] else "FAILED: see the verdicts above")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        # an argument may hold a newline or a control character: show it escaped
+        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        self.exit(2, f"{self.prog}: error: {shown} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m kaext.verify",
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    p = _Parser(
+        prog="kaext-verify" if script.startswith("kaext-verify") else "python -m kaext.verify",
         description="Set every keepalive knob kaext supports on fresh TCP sockets, read each back "
         "through kaext and through Python's socket.getsockopt, and report whether the kernel "
-        "stored exactly what was set. Exit 0 when everything round-trips, 1 otherwise.",
+        "stored exactly what was set. Exit 0 when everything round-trips, 1 otherwise, 2 for bad arguments.",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.add_argument("-q", "--quiet", action="store_true", help="in the table, show only the checks that fail")
@@ -678,19 +688,31 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse what cannot run and flags that would have no effect (exit 2, one line)."""
+    if args.quiet and args.json:
+        parser.error("--quiet has no effect with --json (the JSON report always has every check)")
+    if args.policy is not None and not args.live and args.idle_timeout is None:
+        parser.error("--policy has no effect without --live or --idle-timeout N")
+    if args.idle_timeout is not None and (not math.isfinite(args.idle_timeout) or args.idle_timeout <= 0):
+        parser.error(f"--idle-timeout must be a positive number of seconds, got {args.idle_timeout:g}")
+    if args.policy is not None:
+        try:
+            kaext.Policy.parse(args.policy)
+        except (TypeError, ValueError, OSError) as exc:
+            parser.error(f"--policy: {exc}")
+    elif args.idle_timeout is not None:
+        try:
+            kaext.Policy.for_idle_timeout(args.idle_timeout)
+        except (TypeError, ValueError, OSError) as exc:
+            parser.error(f"--idle-timeout {args.idle_timeout:g}: {exc}; pass a longer timeout or --policy SPEC")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the verifier; returns the exit status (0 all passed, 1 a check failed, 2 bad arguments)."""
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.idle_timeout is not None and (not math.isfinite(args.idle_timeout) or args.idle_timeout <= 0):
-        parser.error("--idle-timeout must be a positive number of seconds")
-    if args.policy is not None:
-        try:
-            kaext.Policy.parse(args.policy)
-        except (TypeError, ValueError) as exc:
-            parser.error(f"--policy: {exc}")
-    if args.idle_timeout is not None and args.policy is None and not hasattr(kaext.Policy, "for_idle_timeout"):
-        parser.error("--idle-timeout needs --policy SPEC (this kaext has no Policy.for_idle_timeout)")
+    _check_arguments(parser, args)
 
     notes: list[str] = []
     report = _header()

@@ -25,3 +25,40 @@ def configure(sock: socket.socket, writer: asyncio.StreamWriter) -> float | None
     keepidle: int = kaext.constants.TCP_KEEPIDLE
     del options, unit, keepidle
     return idle if state.enabled else kaext.get_user_timeout(sock)
+
+
+def integrations(policy: Policy) -> None:
+    """kaext.adapters as a user writes it: requests, httpx, asyncio."""
+    import httpx
+    import requests
+
+    from kaext import adapters
+    from kaext.adapters import KeepaliveAdapter
+
+    session = requests.Session()
+    adapter: requests.adapters.HTTPAdapter = KeepaliveAdapter("aws-nlb", pool_maxsize=4)
+    session.mount("https://", adapter)
+    same: Policy = adapters.as_policy("5m:30s:4")
+    client: httpx.Client = adapters.httpx_client(policy, timeout=10)
+    async_client: httpx.AsyncClient = adapters.httpx_async_client(same, http2=False)
+    del client, async_client
+
+
+async def connect(policy: Policy) -> bytes:
+    from kaext.adapters import open_connection
+
+    reader, writer = await open_connection("127.0.0.1", 8080, policy, limit=2**16)
+    writer.write(b"x")
+    return await reader.read(1)
+
+
+def report(pid: int | None = None) -> list[str]:
+    lines: list[str] = []
+    for row in kaext.connections(pid):
+        conn: kaext.Connection = row
+        host, port = conn.local
+        keepalive: KeepaliveState | None = conn.keepalive
+        idle = keepalive.idle if keepalive is not None else None
+        left: float | None = conn.timer_left
+        lines.append(f"{conn.pid}/{conn.fd} {host}:{port} {conn.state} idle={idle} left={left} {conn.reason or ''}")
+    return lines

@@ -1,0 +1,329 @@
+"""``python -m kaext.inspect``: see, judge and fix the keepalive settings of a running process.
+
+    python -m kaext.inspect PID [PID ...] [--idle-timeout N | --middlebox NAME] [--apply SPEC] [--json]
+    python -m kaext.inspect --all [...]
+
+One row per TCP socket the process holds (``kaext.connections(pid)``): addresses,
+state, SO_KEEPALIVE, TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPCNT, TCP_USER_TIMEOUT,
+the kernel's pending timer, and a verdict.
+
+Verdicts judge ESTABLISHED connections only: ``ok``, or in upper case
+
+* ``KEEPALIVE OFF``        -- SO_KEEPALIVE is off: nothing is sent while the connection is idle;
+* ``FIRST PROBE TOO LATE`` -- the first probe goes out at or after the idle timeout of
+  ``--idle-timeout N`` (or the middlebox of ``--middlebox NAME``), which forgets the flow first;
+* ``UNREADABLE``           -- the options could not be read (no right to ptrace the process).
+
+Listeners and connections in other states (SYN_SENT, CLOSE_WAIT, ...) are listed but
+not judged: their verdict is ``-`` in the table and ``null`` in JSON.
+
+``--apply SPEC`` first applies a policy -- ``Policy.parse`` syntax (``"5m:30s:4
+user_timeout=7m"``, ``on``, ``off``) or a middlebox name (``aws-nlb``:
+``Policy.for_middlebox``) -- to the process's ESTABLISHED connections and
+listeners (new connections accepted later inherit a listener's settings), each
+socket all or nothing, then reads every socket back and reports what the kernel
+now holds.  On Linux another process's sockets are reached with ``pidfd_getfd``,
+which needs the right to ptrace it.
+
+``--all`` inspects every process the caller may list; the others are skipped.
+
+Exit status: 0 when every judged connection passes, 1 when one fails, 2 for bad
+arguments, a PID that does not exist, or no permission (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from . import Policy, presets
+
+# Internal names, in one place.
+from ._connections import Connection, _all_pids, _apply, _collect
+
+__all__ = ["main", "verdict"]
+
+PROG = "python -m kaext.inspect"
+#: Verdicts that pass; every other verdict is upper case and fails.
+PASS = "ok"
+
+
+class UsageError(Exception):
+    """Bad arguments, no such process, no permission: exit status 2, one line."""
+
+
+def verdict(conn: Connection, idle_timeout: float | None = None) -> str | None:
+    """The verdict for one connection, or None when it is not judged (not ESTABLISHED).
+
+    ``idle_timeout``: seconds after which a middlebox forgets an idle flow; the first
+    keepalive probe must go out before it (``idle < idle_timeout``).
+    """
+    if conn.state != "ESTABLISHED":
+        return None
+    ka = conn.keepalive
+    if ka is None:
+        return "UNREADABLE"
+    if not ka.enabled:
+        return "KEEPALIVE OFF"
+    if idle_timeout is not None and ka.idle is not None and ka.idle >= idle_timeout:
+        return "FIRST PROBE TOO LATE"
+    return PASS
+
+
+# --------------------------------------------------------------------------------------
+# Arguments
+# --------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but every error is one line (``PROG: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _pid(text: str) -> int:
+    try:
+        pid = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a process id (a positive whole number): {text!r}") from None
+    if pid <= 0:
+        raise argparse.ArgumentTypeError(f"not a process id (must be positive): {text!r}")
+    return pid
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
+def _middlebox(text: str) -> str:
+    if text not in presets.MIDDLEBOXES:
+        raise argparse.ArgumentTypeError(
+            f"unknown middlebox {text!r}; known: {', '.join(presets.MIDDLEBOXES)}"
+        )
+    return text
+
+
+def _policy(spec: str) -> Policy:
+    """``Policy.parse`` syntax, or a middlebox name."""
+    if spec in presets.MIDDLEBOXES:
+        return Policy.for_middlebox(spec)
+    try:
+        return Policy.parse(spec)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"--apply: {exc} (or a middlebox name: {', '.join(presets.MIDDLEBOXES)})") from None
+
+
+def _parser() -> _Parser:
+    p = _Parser(
+        prog=PROG,
+        description="Show the TCP connections of running processes with their keepalive settings "
+        "(SO_KEEPALIVE, idle, interval, count, user timeout) and the kernel's timers, judge them, "
+        "and optionally apply a policy to them. Exit 0 when every judged connection passes, 1 when "
+        "one fails, 2 for bad arguments, a missing process or no permission.",
+    )
+    p.add_argument("pids", metavar="PID", nargs="*", type=_pid, help="process ids to inspect")
+    p.add_argument("--all", action="store_true", help="every process the caller may inspect")
+    limit = p.add_mutually_exclusive_group()
+    limit.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        metavar="N",
+        help="judge against a middlebox that forgets idle flows after N seconds: the first "
+        "keepalive probe must go out before it",
+    )
+    limit.add_argument(
+        "--middlebox",
+        type=_middlebox,
+        metavar="NAME",
+        help=f"the same, with a known middlebox's default idle timeout ({', '.join(presets.MIDDLEBOXES)})",
+    )
+    p.add_argument(
+        "--apply",
+        metavar="SPEC",
+        help="apply a policy first (Policy.parse syntax such as '5m:30s:4 user_timeout=7m', or a "
+        "middlebox name) to the ESTABLISHED connections and listeners, then report what was read back",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p
+
+
+# --------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------
+
+
+def _to_json(conn: Connection, judged: str | None) -> dict[str, Any]:
+    ka = conn.keepalive
+    return {
+        "pid": conn.pid,
+        "fd": conn.fd,
+        "family": conn.family,
+        "local": [conn.local[0], conn.local[1]],
+        "remote": [conn.remote[0], conn.remote[1]],
+        "state": conn.state,
+        "keepalive": None
+        if ka is None
+        else {"enabled": ka.enabled, "idle": ka.idle, "interval": ka.interval, "count": ka.count},
+        "user_timeout": conn.user_timeout,
+        "timer": conn.timer,
+        "timer_left": conn.timer_left,
+        "probes": conn.probes,
+        "verdict": judged,
+    }
+
+
+def _duration(seconds: float | None) -> str:
+    """``7200.0`` -> ``2h``, ``75.0`` -> ``75s``, ``0.5`` -> ``500ms``."""
+    if seconds is None:
+        return "?"
+    ms = round(seconds * 1000)
+    if ms % 1000:
+        return f"{ms}ms"
+    whole = ms // 1000
+    for suffix, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole and whole % size == 0:
+            return f"{whole // size}{suffix}"
+    return f"{whole}s"
+
+
+def _address(family: str, address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if family == "IPv6" else f"{host}:{port}"
+
+
+def _cells(conn: Connection, judged: str | None) -> list[str]:
+    ka = conn.keepalive
+    if ka is None:
+        keepalive = idle = interval = count = user_timeout = "?"
+    else:
+        keepalive = "on" if ka.enabled else "off"
+        idle, interval = _duration(ka.idle), _duration(ka.interval)
+        count = "?" if ka.count is None else str(ka.count)
+        user_timeout = "?" if conn.user_timeout is None else (
+            "default" if conn.user_timeout == 0 else _duration(conn.user_timeout)
+        )
+    timer = conn.timer or "?"
+    if conn.timer_left is not None:
+        timer += f" {conn.timer_left:.1f}s"
+    if conn.probes:
+        timer += f" ({conn.probes} probes)"
+    return [
+        str(conn.pid),
+        str(conn.fd),
+        _address(conn.family, conn.local),
+        _address(conn.family, conn.remote),
+        conn.state,
+        keepalive,
+        idle,
+        interval,
+        count,
+        user_timeout,
+        timer,
+        "-" if judged is None else judged,
+    ]
+
+
+_HEAD = [
+    "PID", "FD", "LOCAL", "REMOTE", "STATE", "KEEPALIVE", "IDLE", "INTVL", "CNT", "USER_TIMEOUT", "TIMER", "VERDICT",
+]
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [_HEAD, *rows]) for i in range(len(_HEAD))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in [_HEAD, *rows]]
+
+
+# --------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.pids and not args.all:
+        raise UsageError("give one or more PIDs, or --all")
+    if args.pids and args.all:
+        raise UsageError("give PIDs or --all, not both")
+    idle_timeout: float | None = args.idle_timeout
+    if args.middlebox is not None:
+        idle_timeout = float(presets.MIDDLEBOXES[args.middlebox].idle_timeout)
+    policy = _policy(args.apply) if args.apply is not None else None
+
+    pids: list[int] = _all_pids() if args.all else list(dict.fromkeys(args.pids))
+    rows, errors = _collect(pids)
+    skipped = 0
+    if args.all:  # processes that vanished or may not be inspected are skipped
+        skipped = len(errors)
+    elif errors:
+        raise UsageError(str(errors[0][1].strerror or errors[0][1]))
+
+    notes: list[str] = []
+    if policy is not None:
+        # with --all, only the processes whose sockets could be read (the others would refuse)
+        targets = [
+            r for r in rows if r.state in ("ESTABLISHED", "LISTEN") and (r.keepalive is not None or not args.all)
+        ]
+        failed = [(row, err) for row, err in _apply(targets, policy) if err is not None]
+        for row, err in failed:
+            if err.errno in (errno.EPERM, errno.EACCES) and not args.all:
+                raise UsageError(f"--apply: {err.strerror}")
+            notes.append(f"--apply {policy}: pid {row.pid} fd {row.fd}: not applied: {err.strerror or err}")
+        rows, errors = _collect(sorted({r.pid for r in rows}))  # read back what the kernel holds now
+        if errors and not args.all:
+            raise UsageError(str(errors[0][1].strerror or errors[0][1]))
+
+    judged = [verdict(r, idle_timeout) for r in rows]
+    failing = sum(1 for v in judged if v is not None and v != PASS)
+    if args.json:
+        print(json.dumps({"connections": [_to_json(r, v) for r, v in zip(rows, judged, strict=True)]}, indent=2))
+    else:
+        for line in _table([_cells(r, v) for r, v in zip(rows, judged, strict=True)]):
+            print(line)
+        count = sum(1 for v in judged if v is not None)
+        summary = f"{len(rows)} sockets, {count} judged, {failing} failing"
+        if idle_timeout is not None:
+            source = f"middlebox {args.middlebox}" if args.middlebox else "--idle-timeout"
+            summary += f" (idle timeout {idle_timeout:g} s, {source})"
+        if policy is not None:
+            summary += f"; applied {str(policy)!r}"
+        if skipped:
+            summary += f"; {skipped} processes skipped (gone, or no permission)"
+        print(summary)
+    for note in notes:
+        print(f"{PROG}: {note}", file=sys.stderr)
+    return 1 if failing or notes else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the inspector; returns the exit status (0 all judged pass, 1 one fails, 2 error)."""
+    try:
+        return _run(argv)
+    except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 2
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # what the system refused, as one line
+        print(f"{PROG}: error: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
