@@ -451,6 +451,8 @@ def read_policy(cls, object sock):
                         st.value[KAEXT_USER_TIMEOUT], 1 if st.keepalive else 0)
     PyMember_SetOne(fields, _policy_slot[5], plan)
     return policy
+
+
 # ======================================================================================
 # Running processes (kaext.connections, python -m kaext.inspect): ext/kaext_proc.h
 # ======================================================================================

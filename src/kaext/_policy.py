@@ -223,6 +223,9 @@ class Policy:
             - no user timeout reads as 0 and gives ``user_timeout=0.0``, which ``apply`` sets
               (0 = the system default), so a user timeout on ``t`` is cleared too.
 
+            The policy says what the socket holds: unlike ``Policy(...)`` it does not warn
+            when that user timeout is shorter than the keepalive probing.
+
             Raises the same errors as ``get_keepalive`` (OSError EBADF for a closed socket,
             the kernel's errno for one that is not TCP, TypeError for an object without
             ``fileno()``), and ValueError if the socket holds a value outside the range a
