@@ -14,8 +14,8 @@ cd "$(dirname "$0")/../.."
 start=$(date +%s)
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 unset KAEXT_DEBUG   # release wheels: no debug information (setup.py)
-# A release wheel with the extension stays small: without debug information the
-# manylinux wheel is about 110 kB (with it, over 350 kB).
+# The wheel size goal for a wheel with the extension: 120 kB.  Without debug information
+# the manylinux wheel is about 150 kB today (with it, over 350 kB): this step fails.
 MAX_WHEEL_BYTES=120000
 W=$(mktemp -d "${TMPDIR:-/tmp}/kaext-wheels.XXXXXX")
 declare -A build_pid=()   # background wheel builds for other CPythons, by version
@@ -93,12 +93,15 @@ case "$(basename "$wheel")" in
   *) die "auditwheel did not give a manylinux wheel: $wheel" ;;
 esac
 auditwheel show "$wheel"
-# check_size WHEEL: fail when a wheel with the extension is larger than MAX_WHEEL_BYTES
+# check_size WHEEL: a wheel with the extension larger than MAX_WHEEL_BYTES fails the step,
+# at the end (the other checks still run and report).
+too_big=()
 check_size() {
   local bytes
   bytes=$(stat -c %s "$1")
-  [ "$bytes" -le "$MAX_WHEEL_BYTES" ] \
-    || die "$(basename "$1") is $bytes bytes, more than $MAX_WHEEL_BYTES: debug information left in?"
+  printf 'GOAL wheel_size: %s bytes (goal <= %s bytes) %s  [%s]\n' "$bytes" "$MAX_WHEEL_BYTES" \
+    "$([ "$bytes" -le "$MAX_WHEEL_BYTES" ] && echo PASS || echo MISS)" "$(basename "$1")"
+  [ "$bytes" -le "$MAX_WHEEL_BYTES" ] || too_big+=("$(basename "$1") $bytes bytes")
 }
 check_size "$wheel"
 
@@ -235,6 +238,7 @@ for i in "${!labels[@]}"; do
   [ "$i" -lt $((${#labels[@]} - 2)) ] || finish "$i"
 done
 [ "${#failed[@]}" -eq 0 ] || die "installed-wheel runs failed: ${failed[*]}"
+[ "${#too_big[@]}" -eq 0 ] || die "wheels larger than $MAX_WHEEL_BYTES bytes: ${too_big[*]}"
 
 say "summary"
 printf '  %s\n' "${summary[@]}"
