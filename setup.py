@@ -94,4 +94,48 @@ class OptionalBuildExt(build_ext):
             print("\nWARNING: " + message + "\n", file=sys.stderr, flush=True)
 
 
-setup(ext_modules=ext_modules, cmdclass={"build_ext": OptionalBuildExt})
+# -- Linux: the preload library of `python -m kaext.run` ----------------------------------
+# A plain shared library (no Python in it), kaext/libkaext_preload.so, built from the
+# same shim as the extension; kaext.run finds it next to the package and puts it in
+# LD_PRELOAD.  Built with the extension, never in a pure-Python build.  A failed build
+# of it leaves kaext.run covering Python code only (KAEXT_REQUIRE_EXTENSION=1: an error).
+PRELOAD = "kaext.libkaext_preload"
+
+
+class BuildExt(OptionalBuildExt):
+    def get_ext_filename(self, fullname: str) -> str:
+        # lib*.so without a Python ABI tag; called with the dotted name and its last part
+        if fullname in (PRELOAD, PRELOAD.rsplit(".", 1)[1]):
+            return os.path.join(*fullname.split(".")) + ".so"
+        return super().get_ext_filename(fullname)
+
+    def build_extension(self, ext: Extension) -> None:
+        if ext.name != PRELOAD:
+            super().build_extension(ext)
+            return
+        try:
+            build_ext.build_extension(self, ext)
+        except Exception as exc:
+            if _flag("KAEXT_REQUIRE_EXTENSION"):
+                raise
+            print(
+                f"\nWARNING: kaext: the preload library could not be built ({type(exc).__name__}: {exc}); "
+                "python -m kaext.run will cover Python code only.\n",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+if ext_modules and platform.system() == "Linux":
+    ext_modules.append(
+        Extension(
+            PRELOAD,
+            sources=["ext/kaext_preload.c"],
+            include_dirs=["ext"],
+            depends=["ext/kaext_shim.h", "ext/kaext_posix.h"],
+            libraries=["dl"],  # dlsym: in libc only since glibc 2.34
+            extra_compile_args=["-fvisibility=hidden"],
+        )
+    )
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})

@@ -60,6 +60,7 @@ cdef extern from "kaext_shim.h" nogil:
         KAEXT_MECH_SIO
     unsigned KAEXT_WANT_ALL
     int KAEXT_KNOB_LEVEL
+    int KAEXT_ROLLBACK_SHIFT
     ctypedef struct kaext_constant:
         const char *name
         long long value
@@ -77,7 +78,7 @@ cdef extern from "kaext_shim.h" nogil:
         unsigned have
         int value[KAEXT_NKNOBS]
         int keepalive
-    void kaext_probe_mechanisms(int *mech)
+    int kaext_probe_mechanisms(int *mech)
     int kaext_knob_supported(int k)
     const char *kaext_knob_unit(int k, int m)
     int kaext_apply(kaext_sock fd, const kaext_plan *plan, const int *mech, int *step)
@@ -91,6 +92,7 @@ IMPLEMENTATION = "c"
 NKNOBS = KAEXT_NKNOBS
 STEP_KEEPALIVE = KAEXT_STEP_KEEPALIVE
 STEP_PROBE = KAEXT_STEP_PROBE
+ROLLBACK_SHIFT = KAEXT_ROLLBACK_SHIFT
 MECH_NONE = KAEXT_MECH_NONE
 MECH_SETSOCKOPT = KAEXT_MECH_SETSOCKOPT
 MECH_SIO = KAEXT_MECH_SIO
@@ -127,7 +129,9 @@ cdef class Plan:
     """What to write, in each knob's OS unit: the C shim's ``kaext_plan``.
 
     ``set_mask`` bit k says knob k (idle, interval, count, user_timeout) is written;
-    ``keepalive`` is -1 (leave SO_KEEPALIVE), 0 (off) or 1 (on).  Immutable.
+    bit ``ROLLBACK_SHIFT`` + k (8 + k) says knob k is read first and put back if a later
+    call fails (``kaext._platform.KERNEL_MAY_REFUSE``); ``keepalive`` is -1 (leave
+    SO_KEEPALIVE), 0 (off) or 1 (on).  Immutable.
     """
 
     cdef kaext_plan c
@@ -189,7 +193,7 @@ def mechanism(int k):
 
 
 def knob_unit(int k):
-    """The unit the shim takes knob ``k`` in under its mechanism: "s", "ms", "probes" or ""."""
+    """The unit the shim takes knob ``k`` in under its mechanism: "s", "ms", "ticks" (NetBSD), "probes" or ""."""
     if k < 0 or k >= KAEXT_NKNOBS:
         return ""
     return kaext_knob_unit(k, _mech[k]).decode()
@@ -317,8 +321,8 @@ def read(object sock, unsigned int want=KAEXT_WANT_ALL):
 #
 # The layers above hand their types over once, at import (bind_state, bind_policy), with
 # the knobs capabilities() lists: per knob None (not listed: reads back as None) or its
-# kaext.Knob (unit, range, option).  A read then makes the instance here, in one call:
-# no Python-level work per knob.
+# kaext.Knob (unit, range, option; one that is not readable reads back as None).  A read
+# then makes the instance here, in one call: no Python-level work per knob.
 
 cdef object _state_type = None
 cdef PyMemberDef *_state_slot[4]      # enabled, idle, interval, count
@@ -342,14 +346,15 @@ cdef PyMemberDef *_slot(object cls, str name) except NULL:
 
 cdef _bind_knobs(tuple knobs):
     global _knobs
+    from kaext._platform import UNITS_PER_SECOND
     cdef int k
     for k in range(KAEXT_NKNOBS):
         knob = knobs[k]
-        if knob is None:
+        if knob is None or not knob.readable:  # NetBSD's TCP_KEEP*, WSAIoctl: never a guess
             _kind[k] = 0
             continue
         _kind[k] = 1 if knob.unit == "probes" else 2
-        _per_second[k] = 1000.0 if knob.unit == "ms" else 1.0
+        _per_second[k] = 1.0 if knob.unit == "probes" else UNITS_PER_SECOND[knob.unit]
         _lo[k] = knob.min
         _hi[k] = knob.max
     _knobs = knobs

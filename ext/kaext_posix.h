@@ -89,10 +89,12 @@ KAEXT_FUNC int kaext_last_error(void)
 #    define KAEXT_USER_TIMEOUT_UNIT "s"
 #  endif
 
-#elif defined(__FreeBSD__) || defined(__NetBSD__) || defined(__DragonFly__)
-/* FreeBSD / NetBSD / DragonFly: seconds -- except DragonFly before 5.8
- * (__DragonFly_version < 500702), which took milliseconds.  No per-socket
- * user timeout. */
+#elif defined(__FreeBSD__) || defined(__DragonFly__)
+/* FreeBSD / DragonFly: seconds -- except DragonFly before 5.8
+ * (__DragonFly_version < 500702), which took milliseconds.  FreeBSD's user
+ * timeout is TCP_MAXUNACKTIME (netinet/tcp.h), seconds: the base stack's
+ * retransmit and persist timers drop a connection that made no progress for
+ * that long (tcp_timer.c tcp_maxunacktime_check); DragonFly has none. */
 #  if defined(__DragonFly__) && defined(__DragonFly_version) && __DragonFly_version < 500702
 #    define KAEXT_KEEP_UNIT "ms"
 #  else
@@ -104,6 +106,29 @@ KAEXT_FUNC int kaext_last_error(void)
 #  define KAEXT_INTERVAL_OPT TCP_KEEPINTVL
 #  define KAEXT_INTERVAL_NAME "TCP_KEEPINTVL"
 #  define KAEXT_INTERVAL_UNIT KAEXT_KEEP_UNIT
+#  define KAEXT_COUNT_OPT TCP_KEEPCNT
+#  define KAEXT_COUNT_NAME "TCP_KEEPCNT"
+#  if defined(__FreeBSD__) && defined(TCP_MAXUNACKTIME)
+#    define KAEXT_USER_TIMEOUT_OPT TCP_MAXUNACKTIME
+#    define KAEXT_USER_TIMEOUT_NAME "TCP_MAXUNACKTIME"
+#    define KAEXT_USER_TIMEOUT_UNIT "s"
+#  endif
+
+#elif defined(__NetBSD__)
+/* NetBSD (sys/netinet/tcp_usrreq.c): TCP_KEEPIDLE / TCP_KEEPINTVL are stored
+ * as given and armed with TCP_TIMER_ARM, which counts slow ticks, PR_SLOWHZ a
+ * second (sys/protosw.h: 2, half a second) -- so the unit is "ticks" and the
+ * Python layer converts seconds with the same PR_SLOWHZ (checked at build
+ * time below).  There is no PRCO_GETOPT case for them: nothing reads back.
+ * No per-socket user timeout. */
+#  include <sys/protosw.h>
+typedef char kaext_check_netbsd_slowhz[(PR_SLOWHZ == 2) ? 1 : -1];
+#  define KAEXT_IDLE_OPT TCP_KEEPIDLE
+#  define KAEXT_IDLE_NAME "TCP_KEEPIDLE"
+#  define KAEXT_IDLE_UNIT "ticks"
+#  define KAEXT_INTERVAL_OPT TCP_KEEPINTVL
+#  define KAEXT_INTERVAL_NAME "TCP_KEEPINTVL"
+#  define KAEXT_INTERVAL_UNIT "ticks"
 #  define KAEXT_COUNT_OPT TCP_KEEPCNT
 #  define KAEXT_COUNT_NAME "TCP_KEEPCNT"
 
@@ -213,12 +238,28 @@ static const kaext_constant kaext_constants[] = {
 #ifdef TCP_CONN_ABORT_THRESHOLD
     KAEXT_CONST(TCP_CONN_ABORT_THRESHOLD, KAEXT_TCP_H)
 #endif
+#ifdef TCP_MAXUNACKTIME
+    KAEXT_CONST(TCP_MAXUNACKTIME, KAEXT_TCP_H)
+#endif
     { 0, 0, 0, 0 }
 };
 
 /* ------------------------------------------------------------------------ */
 /* Mechanisms                                                                */
 /* ------------------------------------------------------------------------ */
+
+/* Nothing to start: the socket calls work from the first one. */
+KAEXT_FUNC void kaext_os_start(void)
+{
+}
+
+/* A probe that said nothing (no socket to probe with: fd limit?): trust the
+ * headers ("have": they define knob k's option). */
+KAEXT_FUNC int kaext_os_unknown_mechanism(int k, int have)
+{
+    (void)k;
+    return have ? KAEXT_MECH_SETSOCKOPT : KAEXT_MECH_NONE;
+}
 
 /* Every knob is a plain socket option here: the probe's answer stands. */
 KAEXT_FUNC void kaext_os_mechanisms(int mech[KAEXT_NKNOBS])

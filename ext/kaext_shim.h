@@ -19,14 +19,16 @@
  * Model
  * -----
  * A plan (kaext_plan) says, for each knob, whether to set it and to what, in the
- * unit of the knob's mechanism (seconds, milliseconds or probes, see
- * kaext_knob_unit(); the Python layer converts and checks ranges before anything
- * reaches this file).  kaext_apply() writes a plan:
+ * unit of the knob's mechanism (seconds, milliseconds, NetBSD's slow ticks or
+ * probes, see kaext_knob_unit(); the Python layer converts and checks ranges
+ * before anything reaches this file).  kaext_apply() writes a plan:
  *
- *   1. the TCP-level knobs first (idle, interval, count, user timeout): the
- *      first of them is the call that a closed fd (EBADF), a non-socket
- *      (ENOTSOCK) or a non-TCP socket (ENOPROTOOPT / EOPNOTSUPP) refuses,
- *      before anything was changed;
+ *   1. the TCP-level knobs first (idle, interval, count, user timeout; then
+ *      Windows' SIO_KEEPALIVE_VALS): the first of them is the call that a
+ *      closed fd (EBADF), a non-socket (ENOTSOCK) or a non-TCP socket
+ *      (ENOPROTOOPT / EOPNOTSUPP) refuses, before anything was changed; a
+ *      later refusal puts back the knobs the plan asked to keep
+ *      (KAEXT_ROLLBACK_SHIFT);
  *   2. SO_KEEPALIVE last, because the kernel accepts it on UDP and AF_UNIX
  *      sockets too; when a plan has no TCP-level knob, a read of TCP_NODELAY
  *      first proves the socket is TCP.
@@ -134,6 +136,8 @@ typedef struct {
  *   KAEXT_BAD_SOCK(s), kaext_close(s), KAEXT_E* errno values,
  *   kaext_last_error(), the constants table kaext_constants[],
  *   KAEXT_<KNOB>_OPT / _NAME / _UNIT for each knob this OS has,
+ *   kaext_os_start() (starts the socket library where needed),
+ *   kaext_os_unknown_mechanism() (a knob whose probe said nothing),
  *   kaext_os_mechanisms() (adjusts the probe's answer) and kaext_apply_sio().
  */
 #if defined(_WIN32)
@@ -232,15 +236,26 @@ KAEXT_FUNC int kaext_probe_tcp(kaext_sock fd)
     return kaext_getint(fd, IPPROTO_TCP, TCP_NODELAY, &v);
 }
 
+/* What a probe's error says (as Go decides on Windows): 1 = the option was
+ * accepted, 0 = this kernel does not have it (ENOPROTOOPT; WSAENOPROTOOPT on
+ * Windows), -1 = nothing known (any other error, e.g. no buffer space): the
+ * caller then decides from what else it knows (kaext_os_unknown_mechanism()). */
+KAEXT_FUNC int kaext_probe_verdict(int err)
+{
+    if (err == 0)
+        return 1;
+    return err == KAEXT_ENOPROTOOPT ? 0 : -1;
+}
+
 /* Does this kernel accept knob k's socket option?  Writes the value a fresh
  * socket already has (read first) on a throwaway TCP socket, as Go does on
  * Windows: a header may define a name that the running kernel refuses (old
- * Windows, wine, WSL, gVisor).  Returns 1 if accepted, 0 if refused, -1 if no
+ * Windows, wine, WSL, gVisor).  Returns kaext_probe_verdict(), or -1 if no
  * socket could be made. */
 KAEXT_FUNC int kaext_knob_supported(int k)
 {
     kaext_sock s;
-    int v = 0, ok;
+    int v = 0, verdict;
     if (k < 0 || k >= KAEXT_NKNOBS || !kaext_knob_have[k])
         return 0;
     s = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
@@ -250,27 +265,37 @@ KAEXT_FUNC int kaext_knob_supported(int k)
         return -1;
     if (kaext_getint(s, KAEXT_KNOB_LEVEL, kaext_knob_opt[k], &v) != 0 || v <= 0)
         v = 1;
-    ok = kaext_setint(s, KAEXT_KNOB_LEVEL, kaext_knob_opt[k], v) == 0;
+    verdict = kaext_probe_verdict(kaext_setint(s, KAEXT_KNOB_LEVEL, kaext_knob_opt[k], v));
     kaext_close(s);
-    return ok;
+    return verdict;
 }
 
 /* Fills mech[k] with how knob k is set on the running system (KAEXT_MECH_*).
  * Call once, before any other thread uses the array; keep the array and pass
- * it to kaext_apply() and kaext_read_some(). */
-KAEXT_FUNC void kaext_probe_mechanisms(int mech[KAEXT_NKNOBS])
+ * it to kaext_apply() and kaext_read_some().  Starts the socket library first
+ * where the OS needs that (Windows: WSAStartup, so that a caller that has not
+ * started Winsock yet still gets a real probe).  A probe that says nothing
+ * (no socket, or an error other than ENOPROTOOPT) is not taken for "refused":
+ * kaext_os_unknown_mechanism() decides (the headers; Windows: the build
+ * number).  Returns how many knobs were decided that way. */
+KAEXT_FUNC int kaext_probe_mechanisms(int mech[KAEXT_NKNOBS])
 {
-    int k, ok;
+    int k, verdict, unknown = 0;
+    kaext_os_start();
     for (k = 0; k < KAEXT_NKNOBS; k++) {
-        ok = kaext_knob_supported(k);
-        if (ok < 0)  /* no socket to probe with (fd limit?): trust the headers */
-            ok = kaext_knob_have[k];
-        mech[k] = ok ? KAEXT_MECH_SETSOCKOPT : KAEXT_MECH_NONE;
+        verdict = kaext_knob_supported(k);
+        if (verdict < 0) {
+            mech[k] = kaext_os_unknown_mechanism(k, kaext_knob_have[k]);
+            unknown++;
+        } else {
+            mech[k] = verdict ? KAEXT_MECH_SETSOCKOPT : KAEXT_MECH_NONE;
+        }
     }
     kaext_os_mechanisms(mech);
+    return unknown;
 }
 
-/* Unit of knob k under mechanism m: "s", "ms", "probes" or "". */
+/* Unit of knob k under mechanism m: "s", "ms", "ticks" (NetBSD), "probes" or "". */
 KAEXT_FUNC const char *kaext_knob_unit(int k, int m)
 {
     if (k < 0 || k >= KAEXT_NKNOBS)
@@ -285,14 +310,40 @@ KAEXT_FUNC const char *kaext_knob_unit(int k, int m)
 /* The knobs SIO_KEEPALIVE_VALS sets together. */
 #define KAEXT_SIO_KNOBS ((1u << KAEXT_IDLE) | (1u << KAEXT_INTERVAL))
 
+/* Bit KAEXT_ROLLBACK_SHIFT + k of a plan's set_mask: read knob k before
+ * writing anything, and write that value back if a later call fails.  The
+ * Python layer asks for it where the kernel may refuse a value that kaext's
+ * table allows (kaext._platform.KERNEL_MAY_REFUSE: illumos' retransmit bounds,
+ * FreeBSD with hz > 1000, Windows TCP_MAXRT), for the knobs written before
+ * such a knob -- elsewhere it costs nothing. */
+#define KAEXT_ROLLBACK_SHIFT 8
+
+/* Puts back the knobs in "restore" (values read before the first write). */
+KAEXT_FUNC void kaext_restore(kaext_sock fd, unsigned restore, const int saved[KAEXT_NKNOBS])
+{
+    int k;
+    for (k = 0; k < KAEXT_NKNOBS; k++)
+        if (restore & (1u << k))
+            (void)kaext_setint(fd, KAEXT_KNOB_LEVEL, kaext_knob_opt[k], saved[k]);
+}
+
 /* Writes a plan with the mechanisms of kaext_probe_mechanisms(); on error
  * returns an errno value and sets *step to the knob index (or
- * KAEXT_STEP_KEEPALIVE / KAEXT_STEP_PROBE) whose call failed.  On error the
- * socket is as it was. */
+ * KAEXT_STEP_KEEPALIVE / KAEXT_STEP_PROBE) whose call failed.
+ *
+ * Order: the setsockopt knobs (idle, interval, count, user timeout), then
+ * Windows' SIO_KEEPALIVE_VALS (write-only, so last of the TCP-level calls; it
+ * also turns keepalive on, which must not happen before the other knobs were
+ * accepted), then SO_KEEPALIVE.  The first call is the one a closed fd, a
+ * non-socket or a non-TCP socket refuses, before anything changed; a later
+ * refusal puts back the knobs already written that the plan asked to keep
+ * (KAEXT_ROLLBACK_SHIFT), so on error the socket is as it was. */
 KAEXT_FUNC int kaext_apply(kaext_sock fd, const kaext_plan *plan, const int mech[KAEXT_NKNOBS], int *step)
 {
     int k, err, first = 1;
-    unsigned done = 0;
+    int saved[KAEXT_NKNOBS] = {0, 0, 0, 0};
+    unsigned sio = 0, written = 0, have_saved = 0;
+    unsigned rollback = (plan->set_mask >> KAEXT_ROLLBACK_SHIFT) & ((1u << KAEXT_NKNOBS) - 1u);
 
     /* A knob this OS lacks, or the running kernel refused in the probe, is
      * refused before any call, so the socket stays as it was. */
@@ -302,40 +353,48 @@ KAEXT_FUNC int kaext_apply(kaext_sock fd, const kaext_plan *plan, const int mech
             return KAEXT_ENOPROTOOPT;
         }
     }
-    if ((plan->set_mask & KAEXT_SIO_KNOBS) && mech[KAEXT_IDLE] == KAEXT_MECH_SIO) {
-        err = kaext_probe_tcp(fd);  /* the ioctl alone does not prove TCP */
-        if (err) {
-            *step = KAEXT_STEP_PROBE;
-            return err;
-        }
-        err = kaext_apply_sio(fd, plan, step);
-        if (err)
-            return err;
-        done = KAEXT_SIO_KNOBS;
-        first = 0;
+    if ((plan->set_mask & KAEXT_SIO_KNOBS) && mech[KAEXT_IDLE] == KAEXT_MECH_SIO)
+        sio = plan->set_mask & KAEXT_SIO_KNOBS;
+    /* The values to put back should a later call fail (a read that fails,
+     * e.g. on a socket that is not TCP, just leaves nothing to put back: the
+     * first write then fails before anything changed). */
+    for (k = 0; k < KAEXT_NKNOBS; k++) {
+        if ((rollback & (1u << k)) && (plan->set_mask & (1u << k)) && !(sio & (1u << k))
+            && kaext_getint(fd, KAEXT_KNOB_LEVEL, kaext_knob_opt[k], &saved[k]) == 0)
+            have_saved |= 1u << k;
     }
     for (k = 0; k < KAEXT_NKNOBS; k++) {
-        if (!(plan->set_mask & (1u << k)) || (done & (1u << k)))
+        if (!(plan->set_mask & (1u << k)) || (sio & (1u << k)))
             continue;
         err = kaext_setint(fd, KAEXT_KNOB_LEVEL, kaext_knob_opt[k], plan->value[k]);
         if (err) {
+            kaext_restore(fd, written & have_saved, saved);
             *step = k;
             return err;
         }
+        written |= 1u << k;
         first = 0;
     }
     if (first) {
-        /* no TCP-level call yet: prove this is TCP before SO_KEEPALIVE (and
-         * an empty plan still says whether this is a TCP socket) */
+        /* no TCP-level call yet: prove this is TCP before SO_KEEPALIVE or the
+         * ioctl, which do not (an empty plan still says whether this is TCP) */
         err = kaext_probe_tcp(fd);
         if (err) {
             *step = KAEXT_STEP_PROBE;
             return err;
         }
     }
+    if (sio) {
+        err = kaext_apply_sio(fd, plan, step);
+        if (err) {
+            kaext_restore(fd, written & have_saved, saved);
+            return err;
+        }
+    }
     if (plan->keepalive >= 0) {
         err = kaext_setint(fd, SOL_SOCKET, SO_KEEPALIVE, plan->keepalive ? 1 : 0);
         if (err) {
+            kaext_restore(fd, written & have_saved, saved);
             *step = KAEXT_STEP_KEEPALIVE;
             return err;
         }

@@ -160,6 +160,66 @@ static const kaext_constant kaext_constants[] = {
 /* Mechanisms                                                                */
 /* ------------------------------------------------------------------------ */
 
+/* Winsock must be started before the probe can make a socket.  Python's
+ * socket module starts it when imported, but kaext may be imported (and probe)
+ * first; WSAStartup counts its callers, so starting it here too is harmless.
+ * It is never cleaned up: the process keeps it, as CPython's _socket does
+ * until exit. */
+KAEXT_FUNC void kaext_os_start(void)
+{
+    WSADATA wsa;
+    (void)WSAStartup(MAKEWORD(2, 2), &wsa);
+}
+
+/* Windows builds that first accept each option (Microsoft, "IPPROTO_TCP socket
+ * options"; Go's internal/syscall/windows, libuv, CPython remove_unusable_flags):
+ * TCP_KEEPIDLE / TCP_KEEPINTVL 10 version 1709 = build 16299, TCP_KEEPCNT 1703
+ * = build 15063; TCP_MAXRT since Vista. */
+#define KAEXT_WIN_BUILD_KEEPIDLE 16299
+#define KAEXT_WIN_BUILD_KEEPCNT 15063
+
+/* Knob k's mechanism on Windows build "build", for when a probe said nothing. */
+KAEXT_FUNC int kaext_mechanism_from_build(int k, unsigned long build)
+{
+    switch (k) {
+    case KAEXT_IDLE:
+    case KAEXT_INTERVAL:
+        return build >= KAEXT_WIN_BUILD_KEEPIDLE ? KAEXT_MECH_SETSOCKOPT : KAEXT_MECH_SIO;
+    case KAEXT_COUNT:
+        return build >= KAEXT_WIN_BUILD_KEEPCNT ? KAEXT_MECH_SETSOCKOPT : KAEXT_MECH_NONE;
+    case KAEXT_USER_TIMEOUT:
+        return KAEXT_MECH_SETSOCKOPT;
+    default:
+        return KAEXT_MECH_NONE;
+    }
+}
+
+/* The running Windows' build number, from ntdll's RtlGetVersion (which, unlike
+ * GetVersionEx, is not capped by the program's manifest), 0 if unknown. */
+KAEXT_FUNC unsigned long kaext_windows_build(void)
+{
+    typedef LONG(WINAPI * rtl_get_version)(OSVERSIONINFOW *);
+    OSVERSIONINFOW info;
+    HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
+    FARPROC proc = ntdll ? GetProcAddress(ntdll, "RtlGetVersion") : NULL;
+    rtl_get_version get;
+    if (proc == NULL)
+        return 0;
+    memcpy(&get, &proc, sizeof get);  /* no function-pointer cast warning */
+    memset(&info, 0, sizeof info);
+    info.dwOSVersionInfoSize = sizeof info;
+    if (get(&info) != 0)
+        return 0;
+    return info.dwBuildNumber;
+}
+
+/* A probe that said nothing (no socket could be made, or an error other than
+ * WSAENOPROTOOPT): decide by the build number, as Go does. */
+KAEXT_FUNC int kaext_os_unknown_mechanism(int k, int have)
+{
+    return have ? kaext_mechanism_from_build(k, kaext_windows_build()) : KAEXT_MECH_NONE;
+}
+
 /* Windows before 10 1709 (and wine) refuse TCP_KEEPIDLE/TCP_KEEPINTVL;
  * SIO_KEEPALIVE_VALS exists on every Windows since 2000 and sets idle and
  * interval at once, so unless the running Windows accepts both options, both

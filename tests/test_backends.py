@@ -31,6 +31,7 @@ def test_numbers_are_platform_s(backend: Any) -> None:
     assert len(_platform.KNOBS) == backend.NKNOBS
     assert backend.STEP_KEEPALIVE == _platform.STEP_KEEPALIVE
     assert backend.STEP_PROBE == _platform.STEP_PROBE
+    assert backend.ROLLBACK_SHIFT == _platform.ROLLBACK_SHIFT
     assert (backend.MECH_NONE, backend.MECH_SETSOCKOPT, backend.MECH_SIO) == (
         _platform.MECH_NONE,
         _platform.MECH_SETSOCKOPT,

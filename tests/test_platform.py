@@ -29,7 +29,7 @@ FAMILY_REFERENCE = {
     "sunos": ("illumos", "solaris"),
     "windows": ("windows",),
 }
-UNITS = {"s", "ms", "probes"}
+UNITS = {"s", "ms", "ticks", "probes"}  # ticks: NetBSD slow ticks (PR_SLOWHZ = 2)
 
 
 def _tables() -> dict[str, dict[str, _platform.KnobSpec]]:

@@ -300,3 +300,61 @@ def test_wine_sio_arms_the_host_keepalive_timer(mingw_exe: Path, wine: dict[str,
             finally:
                 if proc.poll() is None:
                     proc.kill()
+
+
+# --------------------------------------------------------------------------------------
+# The run-time probe (ext/test_probe.c): error policy, Winsock not started, call order
+# --------------------------------------------------------------------------------------
+
+PROBE_SOURCE = ROOT / "ext" / "test_probe.c"
+
+
+def test_native_probe_policy(tmp_path: Path) -> None:
+    """Only ENOPROTOOPT means "unsupported"; every probe on a normal host answers."""
+    cc = shutil.which(os.environ.get("CC", "cc"))
+    if cc is None:
+        pytest.skip("no C compiler")
+    exe = tmp_path / "test_probe"
+    _compile([cc, *WARNINGS, "-o", str(exe), str(PROBE_SOURCE)])
+    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "FAIL" not in result.stdout, result.stdout
+    assert "ok verdict: EINVAL = unknown" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def probe_exe(cross_dir: Path, mingw_exe: Path) -> Path:
+    exe = cross_dir / "test_probe.exe"
+    _compile([MINGW, *WARNINGS, "-O2", "-o", str(exe), str(PROBE_SOURCE), "-lws2_32"])
+    return exe
+
+
+def test_wine_probe_before_winsock_is_started(probe_exe: Path, mingw_exe: Path, wine: dict[str, str]) -> None:
+    """A program that probes before anything called WSAStartup (Python: kaext imported
+    before socket) gets the running kernel's answer, the same as one that started
+    Winsock first: under wine, idle/interval through SIO_KEEPALIVE_VALS in ms -- not
+    an assumed TCP_KEEPIDLE in seconds, which a pre-1709 Windows would then receive
+    as milliseconds."""
+    early = _run(["wine", str(probe_exe)], env=wine)
+    started = _run(["wine", str(mingw_exe)], env=wine)
+    assert early.returncode == 0 and "FAIL" not in early.output, early.output
+    assert "knob idle mechanism=sio unknown=0" in early.output, early.output
+    for knob in ("idle", "interval", "count", "user_timeout"):
+        line = next(x for x in early.output.splitlines() if x.startswith(f"knob {knob} "))
+        assert f"mechanism={started.knobs[knob]['mechanism']} " in line + " ", (line, started.knobs[knob])
+
+
+def test_wine_probe_policy_build_fallback_and_sio_order(probe_exe: Path, wine: dict[str, str]) -> None:
+    """WSAENOPROTOOPT alone means unsupported; the build-number fallback (1709/1703);
+    SIO_KEEPALIVE_VALS (which turns keepalive on) only after TCP_KEEPCNT was accepted."""
+    run = _run(["wine", str(probe_exe)], env=wine)
+    for line in (
+        "ok verdict: ENOPROTOOPT = unsupported",
+        "ok verdict: WSAENOBUFS = unknown",
+        "ok build 16298: idle via sio",
+        "ok build 16299: idle via setsockopt",
+        "ok build 15062: count via none",
+        "ok RtlGetVersion gives a build number",
+        "ok SIO order: keepalive still off after the refusal (no ioctl sent)",
+    ):
+        assert line in run.output, run.output
+    assert run.returncode == 0, run.output

@@ -34,7 +34,9 @@
 #   are left out: they are slow and run the same C calls as the API tests, which all
 #   run here.  test_shim_c.py is left out too: it cross-compiles the shim and runs it
 #   under wine, programs that the preloaded ASan runtime would only disturb; it does
-#   not load the extension.
+#   not load the extension.  test_inject_libraries.py (third-party libraries, as
+#   test_frameworks.py) and test_run.py (programs under kaext.run and its preload
+#   library, in subprocesses) are left out for the same reasons; test_inject.py runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -91,7 +93,8 @@ if [ "$#" -gt 0 ]; then
   args=("$@")
 else
   args=(tests --ignore=tests/test_dead_peer.py --ignore=tests/test_frameworks.py
-        --ignore=tests/test_packaging.py --ignore=tests/test_shim_c.py)
+        --ignore=tests/test_packaging.py --ignore=tests/test_shim_c.py
+        --ignore=tests/test_inject_libraries.py --ignore=tests/test_run.py)
 fi
 
 say "pytest ${args[*]} under ASan + UBSan"

@@ -25,6 +25,7 @@ from ._functions import (
     set_user_timeout,
     system_defaults,
 )
+from ._inject import inject, injected, uninject
 from ._policy import Policy
 from ._version import __version__
 
@@ -62,7 +63,10 @@ __all__ = [
     "disable_keepalive",
     "get_keepalive",
     "get_user_timeout",
+    "inject",
+    "injected",
     "set_keepalive",
     "set_user_timeout",
     "system_defaults",
+    "uninject",
 ]

@@ -12,10 +12,10 @@ import math
 import operator
 import sys
 
-from . import _backend
+from . import _backend, _platform
 from ._backend import Plan
 from ._errors import range_error, unsupported_error
-from ._platform import COUNT, IDLE, INTERVAL, KNOBS, MECH_SIO, USER_TIMEOUT, spec_for
+from ._platform import COUNT, IDLE, INTERVAL, KNOBS, MECH_SIO, UNITS_PER_SECOND, USER_TIMEOUT, spec_for
 from ._record import Record
 
 TYPE_CHECKING = False
@@ -26,8 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Knob", "capabilities"]
 
-_NS_PER_UNIT = {"s": 10**9, "ms": 10**6}
-_PER_SECOND = {"s": 1.0, "ms": 1000.0}
+_NS_PER_UNIT = {unit: 10**9 // per for unit, per in UNITS_PER_SECOND.items()}
 
 
 class Knob(Record):
@@ -35,7 +34,8 @@ class Knob(Record):
 
     ``option`` is the header name of the socket option (``"TCP_KEEPIDLE"``), ``level``
     and ``optname`` the numbers to pass to setsockopt, ``unit`` what the kernel takes
-    (``"s"``, ``"ms"`` or ``"probes"``), ``min``/``max`` the range it accepts in that
+    (``"s"``, ``"ms"``, ``"ticks"`` -- NetBSD's slow ticks of 0.5 s -- or ``"probes"``),
+    ``min``/``max`` the range it accepts in that
     unit, ``readable`` whether getsockopt reads it back, ``mechanism`` the call kaext
     makes (``"setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)"``, or on Windows before 10 version
     1709 ``"WSAIoctl(SIO_KEEPALIVE_VALS)"``, where ``level`` is -1 and ``optname`` the
@@ -124,7 +124,12 @@ def capabilities() -> dict[str, Knob]:
       1..127 probes, ``TCP_USER_TIMEOUT`` 0..2**31-1 ms).
     * macOS / iOS: all four, idle as ``TCP_KEEPALIVE``, user timeout as
       ``TCP_RXT_CONNDROPTIME`` (s).
-    * FreeBSD, NetBSD, DragonFly, illumos / Solaris: no ``user_timeout``.
+    * FreeBSD: all four, user timeout as ``TCP_MAXUNACKTIME`` (s).
+    * NetBSD: idle and interval in ``"ticks"`` (slow ticks of 0.5 s), ``readable`` False
+      for all three; no ``user_timeout``.
+    * DragonFly, illumos / Solaris: no ``user_timeout`` (illumos interval 1..60 s).
+    * A probe that fails with anything but ENOPROTOOPT does not remove a knob: the
+      headers decide (Windows: the build number, 1709 / 1703, as Go does).
     * Windows 10 1709+: all four (user timeout ``TCP_MAXRT``, s); before 1709 (and wine):
       idle and interval as ``WSAIoctl(SIO_KEEPALIVE_VALS)`` (ms, ``readable`` False,
       ``level`` -1, ``optname`` the ioctl code), no count before 1703.
@@ -251,7 +256,69 @@ def in_seconds(name: str, value: int | None) -> float | None:
     """A value of knob ``name`` in its OS unit, as seconds (None stays None)."""
     if value is None:
         return None
-    return value / _PER_SECOND[caps()[name].unit]
+    return value / UNITS_PER_SECOND[caps()[name].unit]
+
+
+def whole_seconds(spec: Knob) -> tuple[int, int]:
+    """A time knob's range in whole seconds: (min rounded up, at least 1; max rounded down)."""
+    per = UNITS_PER_SECOND[spec.unit]
+    return max(1, -(-spec.min // per)), spec.max // per
+
+
+def _check_total(values: list[int], mask: int) -> None:
+    """Refuse idle + interval * count past what this OS keeps without wrapping (macOS: 32-bit ms).
+
+    Only the knobs the plan sets count (the socket's own values are not known here): the
+    product needs both interval and count.
+    """
+    limit_ms = _platform.KEEPALIVE_TOTAL_MAX_MS.get(_platform.FAMILY)
+    if limit_ms is None or not mask & 0b111:
+        return
+    known = caps()
+    parts: dict[str, float] = {}
+    for index, name in enumerate(("idle", "interval", "count")):
+        if mask & (1 << index):
+            parts[name] = values[index] if name == "count" else values[index] / UNITS_PER_SECOND[known[name].unit]
+    total = parts.get("idle", 0) + parts.get("interval", 0) * parts.get("count", 0)
+    if total * 1000 > limit_ms:
+        given = ", ".join(f"{name}={_plain(value)}" for name, value in parts.items())
+        raise ValueError(
+            f"idle + interval * count = {_plain(total)} s is out of range ({given}): this platform "
+            f"keeps it in 32-bit milliseconds, at most {_plain(limit_ms / 1000)} s "
+            f"(about {limit_ms / 86_400_000:.1f} days), and would wrap"
+        )
+
+
+def rollback_bits(mask: int) -> int:
+    """The set_mask bits asking the backend to read, and put back on a later refusal, the
+    readable knobs written before the last one this OS's kernel may refuse although
+    kaext's table allows the value (``_platform.KERNEL_MAY_REFUSE``).
+
+    Write order: the setsockopt knobs by index, then Windows' SIO_KEEPALIVE_VALS.
+    """
+    refusable = _platform.KERNEL_MAY_REFUSE.get(_platform.FAMILY, ())
+    known = caps()
+    given = [k for k in range(len(KNOBS)) if mask & (1 << k) and KNOBS[k] in known]
+    order = [k for k in given if known[KNOBS[k]].mechanism.is_setsockopt]
+    order += [k for k in given if not known[KNOBS[k]].mechanism.is_setsockopt]
+    last = max((i for i, k in enumerate(order) if KNOBS[k] in refusable), default=0)
+    bits = 0
+    for k in order[:last]:
+        spec = known[KNOBS[k]]
+        if spec.readable and spec.mechanism.is_setsockopt:
+            bits |= 1 << k
+    return bits << _platform.ROLLBACK_SHIFT
+
+
+def max_keepalive_total() -> int | None:
+    """The largest idle + interval * count in whole seconds this OS keeps without wrapping (None: no limit)."""
+    limit_ms = _platform.KEEPALIVE_TOTAL_MAX_MS.get(_platform.FAMILY)
+    return None if limit_ms is None else limit_ms // 1000
+
+
+def _plain(seconds: float) -> str:
+    """3600 -> "3600", 4294967.295 -> "4294967.295" (no exponent)."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".")
 
 
 # --------------------------------------------------------------------------------------
@@ -284,4 +351,7 @@ def make_plan(
     if user_timeout is not None:
         n_user_timeout = native("user_timeout", user_timeout)
         mask |= 1 << USER_TIMEOUT
+    _check_total([n_idle, n_interval, n_count, n_user_timeout], mask)
+    if _platform.FAMILY in _platform.KERNEL_MAY_REFUSE:
+        mask |= rollback_bits(mask)
     return Plan(mask, n_idle, n_interval, n_count, n_user_timeout, keepalive)

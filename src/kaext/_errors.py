@@ -11,7 +11,16 @@ from __future__ import annotations
 import errno as _errno
 import os
 
-from ._platform import FAMILY, FD_MAX, KNOBS, STEP_KEEPALIVE, STEP_PROBE, KnobSpec, unsupported_reason
+from ._platform import (
+    FAMILY,
+    FD_MAX,
+    KNOBS,
+    STEP_KEEPALIVE,
+    STEP_PROBE,
+    UNITS_PER_SECOND,
+    KnobSpec,
+    unsupported_reason,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -95,10 +104,10 @@ def amount(n: int, unit: str) -> str:
     """``n`` in ``unit`` for a message: "30 s", "5 probes", "2147483647 ms (2147483.647 s)"."""
     if unit == "probes":
         return f"{n} probes"
-    if unit == "ms":
-        seconds = f"{n / 1000:.3f}".rstrip("0").rstrip(".")
-        return f"{n} ms ({seconds} s)"
-    return f"{n} s"
+    if unit == "s":
+        return f"{n} s"
+    seconds = f"{n / UNITS_PER_SECOND[unit]:.3f}".rstrip("0").rstrip(".")
+    return f"{n} {unit} ({seconds} s)"
 
 
 def range_error(knob: str, value: object, spec: Ranged, why: str = "") -> ValueError:
@@ -141,7 +150,7 @@ def socket_error(err: int, step: int, option: str, value: int | None = None, spe
         knob = KNOBS[step]
         if spec is not None and spec.ioctl:
             call = "WSAIoctl"
-        unit = f" {spec.unit}" if spec is not None and spec.unit in ("s", "ms") else ""
+        unit = f" {spec.unit}" if spec is not None and spec.unit in UNITS_PER_SECOND else ""
         opt = option or "no option on this platform"
         what = f"{knob}" + ("" if value is None else f"={value}{unit}") + f" ({call} {opt})"
     hint = ""

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "KeepaliveState",
+    "warn_if_not_inherited",
     "disable_keepalive",
     "get_keepalive",
     "get_user_timeout",
@@ -77,9 +78,11 @@ def get_keepalive(sock: SocketLike) -> KeepaliveState:
 
     Platform-specific behaviour (the same options ``set_keepalive`` writes):
 
-    * Linux, FreeBSD, NetBSD, DragonFly, illumos / Solaris 11.4, Windows 10 1709+:
+    * Linux, FreeBSD, DragonFly, illumos / Solaris 11.4, Windows 10 1709+:
       ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``, ``TCP_KEEPCNT``.
     * macOS / iOS: idle is ``TCP_KEEPALIVE``.
+    * NetBSD: the kernel has no getsockopt for its ``TCP_KEEP*`` options: all three are
+      ``None``.
     * Windows before 10 1709 (and wine): idle and interval are set with
       ``WSAIoctl(SIO_KEEPALIVE_VALS)``, which cannot be read back: they are ``None``.
     * A knob this platform lacks (OpenBSD: all three), or that ``capabilities()`` does not
@@ -100,8 +103,9 @@ def get_user_timeout(sock: SocketLike) -> float | None:
     * Linux: ``getsockopt(IPPROTO_TCP, TCP_USER_TIMEOUT)``, kernel unit milliseconds.
     * macOS / iOS: ``TCP_RXT_CONNDROPTIME``, seconds.
     * Windows 10 1709+: ``TCP_MAXRT``, seconds.
-    * Unavailable (OSError ENOPROTOOPT, with the reason) on FreeBSD, NetBSD, DragonFly,
-      OpenBSD and illumos / Solaris, which have no per-socket user timeout.
+    * FreeBSD: ``TCP_MAXUNACKTIME``, seconds.
+    * Unavailable (OSError ENOPROTOOPT, with the reason) on NetBSD, DragonFly, OpenBSD
+      and illumos / Solaris, which have no per-socket user timeout.
 
     ``None`` where the platform has the option but cannot read it back.
     """
@@ -128,11 +132,18 @@ def set_keepalive(
     * Linux: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` (s, 1..32767), ``TCP_KEEPCNT`` (1..127).
     * macOS / iOS: idle is ``TCP_KEEPALIVE`` (s, 1..4294967); ``TCP_KEEPINTVL`` (s),
       ``TCP_KEEPCNT`` from OS X 10.9.
-    * FreeBSD, NetBSD, DragonFly 5.8+: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` (s, 1..4294967),
-      ``TCP_KEEPCNT``; DragonFly before 5.8 takes milliseconds.
-    * illumos / Solaris 11.4: ``TCP_KEEPIDLE`` (s, 10..864000), ``TCP_KEEPINTVL`` (s,
-      1..600), ``TCP_KEEPCNT``; Solaris before 11.4: idle only, as
-      ``TCP_KEEPALIVE_THRESHOLD`` (ms).
+      ``idle + interval * count`` must stay within 4294967.295 s (xnu keeps it in 32-bit
+      ms), else ValueError.  An accepted socket does not inherit idle from its listening
+      socket there (RuntimeWarning on a listening socket): set it on each accepted one.
+    * FreeBSD, DragonFly 5.8+: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` (s, 1..4294967; FreeBSD
+      refuses more than UINT_MAX / hz), ``TCP_KEEPCNT``; DragonFly before 5.8 takes
+      milliseconds.
+    * NetBSD: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` in slow ticks of 0.5 s (PR_SLOWHZ = 2):
+      seconds are converted and rounded up to 0.5 s (1..4294967 ticks); ``TCP_KEEPCNT``.
+      None of them can be read back.
+    * illumos / Solaris 11.4: ``TCP_KEEPIDLE`` (s, 1..864000; Oracle Solaris from 10),
+      ``TCP_KEEPINTVL`` (s, 1..60: bounded by the retransmit limits), ``TCP_KEEPCNT``;
+      Solaris before 11.4: idle only, as ``TCP_KEEPALIVE_THRESHOLD`` (ms).
     * Windows 10 1709+: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` (s), ``TCP_KEEPCNT`` (1..255,
       from 1703).  Before 1709 (and wine): ``WSAIoctl(SIO_KEEPALIVE_VALS)``, fields
       ``keepalivetime`` and ``keepaliveinterval`` in ms, written together: the one not
@@ -144,7 +155,10 @@ def set_keepalive(
     system call, OSError with the errno if the kernel refuses; the socket is then left
     as it was.  ``kaext.capabilities()`` lists what this system offers.
     """
-    _backend.apply(sock, make_plan(idle, interval, count, None, 1))
+    plan = make_plan(idle, interval, count, None, 1)
+    _backend.apply(sock, plan)
+    if _platform.FAMILY in _platform.NOT_INHERITED_BY_ACCEPT:
+        warn_if_not_inherited(sock, plan.set_mask)
 
 
 def disable_keepalive(sock: SocketLike) -> None:
@@ -169,15 +183,63 @@ def set_user_timeout(sock: SocketLike, seconds: Duration) -> None:
       keepalive probe count: once probes are out, the connection is dropped when this
       much time has passed since data was last received (``Policy.from_timeout`` sets
       it to ``idle + interval * count`` so that both agree).
-    * macOS / iOS: ``TCP_RXT_CONNDROPTIME``, seconds, 0..4294967.
+    * macOS / iOS: ``TCP_RXT_CONNDROPTIME``, seconds, 0..4294967.  Narrower than Linux:
+      it counts from the first retransmission timeout, only in ESTABLISHED, is checked
+      only when the retransmit timer fires (up to about one RTO + 64 s late), and
+      keepalive never consults it.  Not inherited by accepted sockets (RuntimeWarning
+      when set on a listening socket).
     * Windows 10 1709+: ``TCP_MAXRT``, seconds, 1..2**31-1 (its -1, retransmit forever,
       is not offered).
-    * Unavailable (OSError ENOPROTOOPT, with the reason) on FreeBSD, NetBSD, DragonFly,
-      OpenBSD and illumos / Solaris.
+    * FreeBSD: ``TCP_MAXUNACKTIME``, seconds, 0..4294967: the retransmit and persist
+      timers drop a connection that made no progress for that long (FreeBSD's Linux
+      emulation maps ``TCP_USER_TIMEOUT`` onto it).
+    * Unavailable (OSError ENOPROTOOPT, with the reason) on NetBSD, DragonFly, OpenBSD
+      and illumos / Solaris.
     """
     if seconds is None:
         raise TypeError("user_timeout must be seconds as int, float or datetime.timedelta, got None")
-    _backend.apply(sock, make_plan(None, None, None, seconds, KEEPALIVE_LEAVE))
+    plan = make_plan(None, None, None, seconds, KEEPALIVE_LEAVE)
+    _backend.apply(sock, plan)
+    if _platform.FAMILY in _platform.NOT_INHERITED_BY_ACCEPT:
+        warn_if_not_inherited(sock, plan.set_mask)
+
+
+def warn_if_not_inherited(sock: SocketLike, mask: int) -> None:
+    """RuntimeWarning when knobs that accepted sockets do not inherit were set on a listening socket.
+
+    macOS: an accepted connection takes SO_KEEPALIVE, the interval and the count from
+    its listening socket, but not the idle time (``TCP_KEEPALIVE``) nor the user timeout
+    (``TCP_RXT_CONNDROPTIME``) -- apply those to each accepted socket.  ``mask`` is a
+    plan's mask (bit k: knob k is set).  Nothing to check elsewhere, nor for an int fd.
+    """
+    names = [name for name in _platform.NOT_INHERITED_BY_ACCEPT.get(_platform.FAMILY, ())
+             if mask & (1 << _platform.KNOBS.index(name))]
+    if not names or not _listening(sock):
+        return
+    import warnings
+
+    them = "it" if len(names) == 1 else "them"
+    warnings.warn(
+        f"{' and '.join(names)} set on a listening socket: on this platform ({_platform.FAMILY}) "
+        f"accepted connections do not inherit {them} (SO_KEEPALIVE, interval and count are "
+        "inherited); apply the policy to each accepted socket as well",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _listening(sock: object) -> bool:
+    """Is ``sock`` (an object with getsockopt, e.g. a socket.socket) a listening socket?"""
+    import socket
+
+    option = getattr(socket, "SO_ACCEPTCONN", None)
+    getsockopt = getattr(sock, "getsockopt", None)
+    if option is None or getsockopt is None:
+        return False
+    try:
+        return bool(getsockopt(socket.SOL_SOCKET, option))
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def system_defaults() -> KeepaliveState:

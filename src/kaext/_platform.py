@@ -82,7 +82,7 @@ class KnobSpec(Record):
     _fields = __slots__
 
     option: str  # header name of the socket option
-    unit: str  # "s", "ms" or "probes": what the kernel takes
+    unit: str  # "s", "ms", "ticks" (UNITS_PER_SECOND) or "probes": what the kernel takes
     min: int  # in ``unit``
     max: int  # in ``unit``
     readable: bool  # getsockopt returns it
@@ -181,11 +181,61 @@ DARWIN = {
         _DARWIN_MAX_S,
         True,
         fallback=0x80,
-        note="drops the connection after this long retransmitting; 0 = system default",
+        note="drops an ESTABLISHED connection once this long has passed since the first "
+        "retransmission timeout, checked when the retransmit timer fires (up to about one "
+        "RTO + 64 s late); keepalive never consults it; 0 = off",
     ),
 }
 
-# FreeBSD / DragonFly / NetBSD: seconds; FreeBSD rejects ui > UINT_MAX / hz.
+#: Per OS, the knobs an accepted socket does NOT take over from its listening socket.
+#: macOS: xnu bsd/netinet/tcp_input.c copies SO_KEEPALIVE (uipc_socket2.c), t_keepintvl,
+#: t_keepcnt and t_keepinit to the new connection, not the idle time (TCP_KEEPALIVE) nor
+#: TCP_RXT_CONNDROPTIME.  Linux, FreeBSD, DragonFly: all of them are inherited.
+NOT_INHERITED_BY_ACCEPT: Final[dict[str, tuple[str, ...]]] = {"darwin": ("idle", "user_timeout")}
+
+#: Per OS, the knobs whose kernel may refuse a value this table allows: illumos checks
+#: TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPCNT against tunable bounds (retransmit limits,
+#: tcp_keepalive_abort_interval; Oracle Solaris: idle from 10 s), FreeBSD and NetBSD
+#: bound the times by hz (UINT_MAX / hz; INT_MAX / (hz / PR_SLOWHZ)), Windows may refuse
+#: TCP_MAXRT and the SIO_KEEPALIVE_VALS ioctl.  A plan written there first reads the
+#: readable knobs written before such a knob, to put them back if it is refused
+#: (ROLLBACK_SHIFT); Linux and macOS check exactly kaext's ranges, so nothing is read.
+KERNEL_MAY_REFUSE: Final[dict[str, tuple[str, ...]]] = {
+    "sunos": ("idle", "interval", "count"),
+    "freebsd": ("idle", "interval", "user_timeout"),
+    "netbsd": ("idle", "interval"),
+    "dragonfly": ("idle", "interval"),
+    "windows": ("idle", "interval", "user_timeout"),
+    "other": KNOBS,
+}
+#: Bit ROLLBACK_SHIFT + k of a plan's set_mask: read knob k first, put it back if a later
+#: call fails (the C shim's KAEXT_ROLLBACK_SHIFT).
+ROLLBACK_SHIFT: Final = 8
+
+#: Windows builds from which the kernel accepts each option (Microsoft, "IPPROTO_TCP
+#: socket options"): TCP_KEEPIDLE / TCP_KEEPINTVL from 10 version 1709, TCP_KEEPCNT from
+#: 1703; TCP_MAXRT on every supported Windows.  Used only when the probe says nothing.
+WINDOWS_MIN_BUILD: Final[dict[str, int]] = {"idle": 16299, "interval": 16299, "count": 15063, "user_timeout": 0}
+
+
+def windows_build() -> int:
+    """The running Windows' build number (0 elsewhere)."""
+    getwindowsversion = getattr(sys, "getwindowsversion", None)
+    return int(getwindowsversion().build) if getwindowsversion is not None else 0
+
+
+#: Per OS, the largest idle + interval * count (seconds) the kernel keeps without wrapping:
+#: xnu keeps the keepalive deadline in 32-bit milliseconds (TCP_RETRANSHZ = 1000), so past
+#: (2**32 - 1) ms, about 49.7 days, it wraps to a short timer.
+KEEPALIVE_TOTAL_MAX_MS: Final[dict[str, int]] = {"darwin": 2**32 - 1}
+
+#: Units the kernels take a time in, and how many of each make a second.  NetBSD counts
+#: TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPINIT in slow ticks: PR_SLOWHZ = 2 a second
+#: (NetBSD sys/sys/protosw.h; sys/netinet/tcp_timer.h TCP_TIMER_ARM).
+UNITS_PER_SECOND: Final[dict[str, int]] = {"s": 1, "ms": 1000, "ticks": 2}
+
+# FreeBSD / DragonFly: seconds; FreeBSD rejects ui > UINT_MAX / hz (4294967 s with
+# hz = 1000; a kernel with a higher hz refuses less, which kaext rolls back).
 # DragonFly before 5.8 (__DragonFly_version < 500702) took milliseconds.
 _BSD_MAX_S = 4294967
 BSD = {
@@ -193,19 +243,59 @@ BSD = {
     "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, _BSD_MAX_S, True),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, INT_MAX, True),
 }
+# FreeBSD's user timeout: TCP_MAXUNACKTIME (netinet/tcp.h, 68), seconds like the keepalive
+# times; the base stack's retransmit and persist timers drop a connection that made no
+# progress for that long (tcp_timer.c tcp_maxunacktime_check); FreeBSD's Linux emulation
+# maps Linux TCP_USER_TIMEOUT onto it.  0 = off.
+FREEBSD = {
+    **BSD,
+    "user_timeout": KnobSpec(
+        "TCP_MAXUNACKTIME",
+        "s",
+        0,
+        _BSD_MAX_S,
+        True,
+        fallback=68,
+        note="drops the connection after this long without progress (retransmit and persist "
+        "timers); 0 = off",
+    ),
+}
 _DRAGONFLY_MS_NOTE = "DragonFly before 5.8 takes milliseconds"
 DRAGONFLY_OLD = {
     "idle": KnobSpec("TCP_KEEPIDLE", "ms", 1, INT_MAX, True, note=_DRAGONFLY_MS_NOTE),
     "interval": KnobSpec("TCP_KEEPINTVL", "ms", 1, INT_MAX, True, note=_DRAGONFLY_MS_NOTE),
     "count": BSD["count"],
 }
+# NetBSD (sys/netinet/tcp_usrreq.c): the values are stored as given and armed with
+# TCP_TIMER_ARM, which counts slow ticks (half a second), so kaext converts seconds to
+# ticks; the upper bound TCP_TIMER_MAXTICKS = INT_MAX / (hz / PR_SLOWHZ) is 4294967 ticks
+# with hz = 1000 (more with the default hz = 100).  PRCO_GETOPT has no TCP_KEEP* case:
+# nothing reads back.
+_NETBSD_NOTE = (
+    "NetBSD counts it in slow ticks of 0.5 s (PR_SLOWHZ = 2): seconds are converted, "
+    "rounded up to 0.5 s; NetBSD cannot read it back (None)"
+)
+NETBSD = {
+    "idle": KnobSpec("TCP_KEEPIDLE", "ticks", 1, 4294967, False, note=_NETBSD_NOTE),
+    "interval": KnobSpec("TCP_KEEPINTVL", "ticks", 1, 4294967, False, note=_NETBSD_NOTE),
+    "count": KnobSpec("TCP_KEEPCNT", "probes", 1, INT_MAX, False, note="NetBSD cannot read it back (None)"),
+}
 
 # illumos and Solaris 11.4 (numbers differ: 0x22/0x24/0x23 vs 0x1D/0x1E/0x1F, always
-# from the headers, never a fallback): TCP_KEEPIDLE in seconds, checked against
-# 10 s .. 10 days; TCP_KEEPINTVL bounded by the retransmission timeout range.
+# from the headers, never a fallback): TCP_KEEPIDLE in seconds, checked (x 1000) against
+# the tcp_keepalive_interval bounds, 1 s .. 10 days on illumos since 2016
+# (inet/tcp/tcp_tunables.c; Oracle Solaris: 10 s, which it refuses, rolled back);
+# TCP_KEEPINTVL x 1000 must lie within the retransmit bounds, by default 400 ms .. 60 s.
 SUNOS = {
-    "idle": KnobSpec("TCP_KEEPIDLE", "s", 10, 864000, True),
-    "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, 600, True),
+    "idle": KnobSpec("TCP_KEEPIDLE", "s", 1, 864000, True),
+    "interval": KnobSpec(
+        "TCP_KEEPINTVL",
+        "s",
+        1,
+        60,
+        True,
+        note="bounded by the retransmit limits tcp_rexmit_interval_min/max (default 0.4 .. 60 s)",
+    ),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, INT_MAX, True),
 }
 # Solaris before 11.4: only the thresholds, in ms; the abort threshold is interval x
@@ -254,8 +344,8 @@ WINDOWS_SIO = {
 FAMILY_SPECS: Final[dict[str, dict[str, KnobSpec]]] = {
     "linux": LINUX,
     "darwin": DARWIN,
-    "freebsd": BSD,
-    "netbsd": BSD,
+    "freebsd": FREEBSD,
+    "netbsd": NETBSD,
     "dragonfly": BSD,
     "openbsd": {},
     "sunos": SUNOS,
@@ -316,7 +406,7 @@ UNSUPPORTED: Final[dict[str, dict[str, str]]] = {
         "user_timeout": "this Windows refused TCP_MAXRT",
     },
     "darwin": {"interval": "macOS before 10.9 has no TCP_KEEPINTVL", "count": "macOS before 10.9 has no TCP_KEEPCNT"},
-    "freebsd": {"user_timeout": "FreeBSD has no per-socket user timeout (TCP_MAXUNACKTIME is RACK/BBR only)"},
+    "freebsd": {"user_timeout": "this FreeBSD's headers have no TCP_MAXUNACKTIME (an older release)"},
     "netbsd": {"user_timeout": "NetBSD has no per-socket user timeout"},
     "dragonfly": {"user_timeout": "DragonFly has no per-socket user timeout"},
     "sunos": {
@@ -338,7 +428,7 @@ def unsupported_reason(knob: str, family: str | None = None) -> str:
 #: lacks them (values from each OS's headers: see tests/data/reference.json).
 FAMILY_FALLBACK_CONSTANTS: Final[dict[str, dict[str, int]]] = {
     "darwin": {"TCP_CONNECTIONTIMEOUT": 0x20, "TCP_RXT_CONNDROPTIME": 0x80},
-    "freebsd": {"TCP_KEEPINIT": 128},
+    "freebsd": {"TCP_KEEPINIT": 128, "TCP_MAXUNACKTIME": 68},
     "netbsd": {"TCP_KEEPINIT": 7},
     "dragonfly": {"TCP_KEEPINIT": 32},
     "windows": {"TCP_KEEPALIVE": 3, "TCP_MAXRT": 5, "TCP_MAXRTMS": 14, "SIO_KEEPALIVE_VALS": 0x98000004},

@@ -8,11 +8,19 @@ Also the budget arithmetic (``from_timeout``, ``for_idle_timeout``) and nginx's
 from __future__ import annotations
 
 import errno
-import math
 
-from . import _backend
+from . import _backend, _platform
 from ._backend import Plan
-from ._capabilities import Knob, caps, duration_ns, in_seconds, make_plan, read_back_knobs
+from ._capabilities import (
+    caps,
+    duration_ns,
+    in_seconds,
+    make_plan,
+    max_keepalive_total,
+    read_back_knobs,
+    whole_seconds,
+)
+from ._functions import warn_if_not_inherited
 from ._platform import COUNT, IDLE, INTERVAL, USER_TIMEOUT
 
 TYPE_CHECKING = False
@@ -183,19 +191,34 @@ class Policy:
 
             ``sock`` is a socket, anything with ``fileno()``, or an int fd.  The calls:
             each knob the policy sets, as its platform option in its unit (Linux
-            ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``, ``TCP_KEEPCNT``, ``TCP_USER_TIMEOUT``;
-            Windows before 10 1709: one ``WSAIoctl(SIO_KEEPALIVE_VALS)`` for idle and
-            interval), then ``SO_KEEPALIVE`` last (with no TCP-level knob, a
+            ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``, ``TCP_KEEPCNT``, ``TCP_USER_TIMEOUT``),
+            then Windows' ``WSAIoctl(SIO_KEEPALIVE_VALS)`` for idle and interval (before
+            10 1709), then ``SO_KEEPALIVE`` last (with no TCP-level knob, a
             ``TCP_NODELAY`` read first proves the socket is TCP).  Every value was checked
             when the policy was made, and the first call is the one a closed fd or a
-            non-TCP socket refuses, so a refusal (OSError with errno, knob and option)
-            leaves the socket as it was.
+            non-TCP socket refuses.  Where the kernel may still refuse a value kaext's
+            range allows (illumos, FreeBSD, NetBSD, Windows ``TCP_MAXRT``), the readable
+            knobs written before it are read first and put back, so a refusal (OSError
+            with errno, knob and option) leaves the socket as it was.
+
+            On a listening socket the policy is inherited by accepted connections on
+            Linux, FreeBSD and DragonFly; on macOS only ``SO_KEEPALIVE``, interval and
+            count are, so there a policy that sets idle or the user timeout warns
+            (RuntimeWarning): apply it to each accepted socket as well.
             """
 
     else:
         # The backend's function itself (documented above): one call into the C
-        # extension per apply, the hot path.
-        apply = _backend.apply_policy
+        # extension per apply, the hot path.  macOS: a Python wrapper that warns when
+        # the socket is listening (accepted sockets do not inherit idle/user timeout).
+        if _platform.FAMILY in _platform.NOT_INHERITED_BY_ACCEPT:
+
+            def apply(self, sock):
+                _backend.apply_policy(self, sock)
+                warn_if_not_inherited(sock, self._plan.set_mask)
+
+        else:
+            apply = _backend.apply_policy
 
     # -- reading back ------------------------------------------------------------------
 
@@ -262,17 +285,26 @@ class Policy:
         if budget_ns < 2 * 10**9:
             raise ValueError(f"timeout={seconds!r} is too short: need at least 2 s (1 s idle + 1 probe of 1 s)")
         budget = budget_ns // 10**9  # whole seconds, rounded down: never exceed the budget
+        total_max = max_keepalive_total()  # macOS: 32-bit ms
+        if total_max is not None:
+            budget = min(budget, total_max)
         known = caps()
-        idle_max = _whole_seconds_max(known["idle"]) if "idle" in known else budget
-        interval_max = _whole_seconds_max(known["interval"]) if "interval" in known else budget
+        # each knob's range in whole seconds, from its own unit (s, ms, NetBSD's slow ticks)
+        idle_min, idle_max = whole_seconds(known["idle"]) if "idle" in known else (1, budget)
+        interval_min, interval_max = whole_seconds(known["interval"]) if "interval" in known else (1, budget)
         count_max = known["count"].max if "count" in known else 10
-        idle = min(idle_max, max(1, budget // 4))
-        rest = budget - idle  # >= 1
-        count = min(10, count_max, rest)
-        interval = min(interval_max, rest // count)  # >= 1, and interval * count <= rest
+        idle = min(idle_max, max(idle_min, budget // 4))
+        rest = budget - idle
+        if rest < interval_min:
+            raise ValueError(
+                f"timeout={seconds!r} is too short for this platform: idle at least {idle_min} s "
+                f"and one probe of at least {interval_min} s"
+            )
+        count = min(10, count_max, rest // interval_min)
+        interval = min(interval_max, max(interval_min, rest // count))  # interval * count <= rest
         user_timeout = None
         if "user_timeout" in known:
-            user_timeout = min(idle + interval * count, _whole_seconds_max(known["user_timeout"]))
+            user_timeout = min(idle + interval * count, whole_seconds(known["user_timeout"])[1])
         return cls(
             idle=idle if "idle" in known else None,
             interval=interval if "interval" in known else None,
@@ -466,6 +498,9 @@ def for_idle_timeout(seconds: Duration, policy_class: type[_P]) -> _P:
     if timeout_ns <= 0:
         raise ValueError(f"idle_timeout={seconds!r} must be positive")
     budget = timeout_ns // 10**9
+    total_max = max_keepalive_total()  # macOS: 32-bit ms
+    if total_max is not None:
+        budget = min(budget, total_max)
     known = caps()
     if "idle" not in known:
         raise OSError(
@@ -474,12 +509,14 @@ def for_idle_timeout(seconds: Duration, policy_class: type[_P]) -> _P:
             "see kaext.capabilities()",
         )
     idle_knob = known["idle"]
-    idle = min(_whole_seconds_max(idle_knob), max(budget // 2, _whole_seconds_min(idle_knob)))
+    idle_min, idle_max = whole_seconds(idle_knob)
+    idle = min(idle_max, max(budget // 2, idle_min))
     interval = None
     count = None
     if "interval" in known:
         knob = known["interval"]
-        interval = min(_whole_seconds_max(knob), max(budget // 10, 1, _whole_seconds_min(knob)))
+        interval_min, interval_max = whole_seconds(knob)
+        interval = min(interval_max, max(budget // 10, interval_min))
     if idle + (interval or 0) >= budget:
         raise ValueError(
             f"idle_timeout={seconds!r} is too short: the first probe and one retry must both go out "
@@ -502,14 +539,6 @@ def for_middlebox(name: str, policy_class: type[_P]) -> _P:
     if box is None:
         raise ValueError(f"unknown middlebox {name!r}; known: {', '.join(MIDDLEBOXES)}")
     return for_idle_timeout(box.idle_timeout, policy_class)
-
-
-def _whole_seconds_max(knob: Knob) -> int:
-    return knob.max // 1000 if knob.unit == "ms" else knob.max
-
-
-def _whole_seconds_min(knob: Knob) -> int:
-    return max(1, math.ceil(knob.min / 1000) if knob.unit == "ms" else knob.min)
 
 
 # The backend makes the Policy that from_socket returns itself, in one call.

@@ -25,13 +25,16 @@ from ._platform import (
     INTERVAL,
     KNOBS,
     SPECS,
+    UNITS_PER_SECOND,
     USER_TIMEOUT,
     WANT_ALL,
     WANT_KEEPALIVE,
+    WINDOWS_MIN_BUILD,
     WINDOWS_SIO_DEFAULT_IDLE_MS,
     WINDOWS_SIO_DEFAULT_INTERVAL_MS,
     KnobSpec,
     spec_for,
+    windows_build,
 )
 from ._record import Record
 
@@ -41,6 +44,7 @@ IMPLEMENTATION = "python"
 NKNOBS = len(KNOBS)
 STEP_KEEPALIVE = _platform.STEP_KEEPALIVE
 STEP_PROBE = _platform.STEP_PROBE
+ROLLBACK_SHIFT = _platform.ROLLBACK_SHIFT
 MECH_NONE = _platform.MECH_NONE
 MECH_SETSOCKOPT = _platform.MECH_SETSOCKOPT
 MECH_SIO = _platform.MECH_SIO
@@ -50,7 +54,9 @@ class Plan(Record):
     """What to write, in each knob's OS unit: the C shim's ``kaext_plan``.
 
     ``set_mask`` bit k says knob k (idle, interval, count, user_timeout) is written;
-    ``keepalive`` is -1 (leave SO_KEEPALIVE), 0 (off) or 1 (on).  Immutable.
+    bit ``ROLLBACK_SHIFT`` + k (8 + k) says knob k is read first and put back if a later
+    call fails (``kaext._platform.KERNEL_MAY_REFUSE``); ``keepalive`` is -1 (leave
+    SO_KEEPALIVE), 0 (off) or 1 (on).  Immutable.
     """
 
     _fields = ("set_mask", "idle", "interval", "count", "user_timeout", "keepalive")
@@ -85,6 +91,7 @@ _NAMES = (
     "TCP_KEEPALIVE_ABORT_THRESHOLD",
     "TCP_MAXRT",
     "TCP_MAXRTMS",
+    "TCP_MAXUNACKTIME",
     "SIO_KEEPALIVE_VALS",
 )
 
@@ -128,14 +135,20 @@ KNOB_OPTIONS: tuple[tuple[str, int, int] | None, ...] = tuple(
 
 def knob_supported(k: int) -> bool:
     """Does the running kernel accept knob ``k`` (probed on a throwaway socket)?"""
+    return _probe(k) == 1
+
+
+def _probe(k: int) -> int:
+    """1: knob ``k``'s option accepted; 0: refused with ENOPROTOOPT (this kernel lacks
+    it); -1: nothing known (no socket could be made, or another error)."""
     entry = KNOB_OPTIONS[k] if 0 <= k < len(KNOB_OPTIONS) else None
     if entry is None:
-        return False
+        return 0
     _, level, opt = entry
     try:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     except OSError:
-        return False
+        return -1
     with s:
         try:
             value = s.getsockopt(level, opt)
@@ -143,16 +156,40 @@ def knob_supported(k: int) -> bool:
             value = 1
         try:
             s.setsockopt(level, opt, value if value > 0 else 1)
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            return probe_verdict(exc.errno)
+    return 1
+
+
+def probe_verdict(err: int | None) -> int:
+    """What a probe's error says, as the C shim's kaext_probe_verdict(): 1 accepted (no
+    error), 0 this kernel lacks the option (only ENOPROTOOPT -- WSAENOPROTOOPT on
+    Windows, which Python's errno names the same), -1 nothing known (any other error)."""
+    if not err:
+        return 1
+    return 0 if err == errno.ENOPROTOOPT else -1
 
 
 _mechanisms: dict[int, int] = {}
 
 
+def mechanism_from_build(k: int, build: int) -> int:
+    """Knob ``k``'s mechanism on Windows build ``build`` (when the probe says nothing)."""
+    if KNOBS[k] in (KNOBS[IDLE], KNOBS[INTERVAL]):
+        return MECH_SETSOCKOPT if build >= WINDOWS_MIN_BUILD[KNOBS[k]] else MECH_SIO
+    return MECH_SETSOCKOPT if build >= WINDOWS_MIN_BUILD[KNOBS[k]] else MECH_NONE
+
+
 def _probe_mechanism(k: int) -> int:
-    if knob_supported(k):
+    verdict = _probe(k)
+    if verdict < 0:  # decide from what else is known: the headers, Windows' build number
+        if KNOB_OPTIONS[k] is None:
+            return MECH_NONE
+        if FAMILY == "windows":
+            m = mechanism_from_build(k, windows_build())
+            return m if m != MECH_SIO or hasattr(socket, "SIO_KEEPALIVE_VALS") else MECH_NONE
+        return MECH_SETSOCKOPT
+    if verdict:
         return MECH_SETSOCKOPT
     if FAMILY == "windows" and k in (IDLE, INTERVAL) and hasattr(socket, "SIO_KEEPALIVE_VALS"):
         return MECH_SIO  # Windows before 10 version 1709, wine
@@ -164,6 +201,8 @@ def mechanism(k: int) -> int:
 
     ``MECH_SETSOCKOPT``, ``MECH_SIO`` (Windows without TCP_KEEPIDLE: ``socket.ioctl(
     SIO_KEEPALIVE_VALS, (on, idle_ms, interval_ms))``, write-only) or ``MECH_NONE``.
+    Only ENOPROTOOPT counts as "refused"; a probe that says nothing else is decided by
+    the headers (Windows: by the build number, as Go does).
     """
     m = _mechanisms.get(k)
     if m is None:
@@ -185,7 +224,7 @@ def _spec(k: int) -> KnobSpec | None:
 
 
 def knob_unit(k: int) -> str:
-    """The unit knob ``k`` is taken in under its mechanism: "s", "ms", "probes" or ""."""
+    """The unit knob ``k`` is taken in under its mechanism: "s", "ms", "ticks" (NetBSD), "probes" or ""."""
     spec = _spec(k)
     return spec.unit if spec is not None else ""
 
@@ -268,7 +307,9 @@ def _probe_tcp(s: socket.socket) -> None:
 def apply(sock: Any, plan: Plan) -> None:
     """Write a :class:`Plan` (values in each knob's OS unit, already range-checked).
 
-    Same order as the C shim: TCP-level knobs first, SO_KEEPALIVE last.
+    Same order as the C shim: the setsockopt knobs, then Windows' SIO_KEEPALIVE_VALS,
+    then SO_KEEPALIVE; a refusal after the first write puts back the knobs the plan
+    asked to keep (set_mask bits ROLLBACK_SHIFT + k, read before the first write).
     """
     mask = plan.set_mask
     values = _values(plan)
@@ -276,32 +317,51 @@ def apply(sock: Any, plan: Plan) -> None:
         if mask & (1 << k) and mechanism(k) == MECH_NONE:
             entry = KNOB_OPTIONS[k]
             raise socket_error(errno.ENOPROTOOPT, k, entry[0] if entry else "", values[k])
+    sio = mask & _SIO_KNOBS if mask & _SIO_KNOBS and mechanism(IDLE) == MECH_SIO else 0
     with _Borrowed(sock) as s:
-        first = True
-        done = 0
-        if mask & ((1 << IDLE) | (1 << INTERVAL)) and mechanism(IDLE) == MECH_SIO:
-            _probe_tcp(s)  # the ioctl alone does not prove TCP
-            _apply_sio(s, plan)
-            done, first = (1 << IDLE) | (1 << INTERVAL), False
+        saved: dict[int, tuple[int, int, int]] = {}  # knob -> (level, opt, value before)
         for k in range(NKNOBS):
-            if not mask & (1 << k) or done & (1 << k):
-                continue
             entry = KNOB_OPTIONS[k]
-            if entry is None:
-                raise socket_error(errno.ENOPROTOOPT, k, "", values[k])
-            name, level, opt = entry
-            try:
-                s.setsockopt(level, opt, values[k])
-            except OSError as exc:
-                raise socket_error(exc.errno or errno.EINVAL, k, name, values[k], _spec(k)) from None
-            first = False
-        if first:
-            _probe_tcp(s)
-        if plan.keepalive >= 0:
-            try:
-                s.setsockopt(_SOL_SOCKET, _SO_KEEPALIVE, 1 if plan.keepalive else 0)
-            except OSError as exc:
-                raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "", plan.keepalive) from None
+            if mask & (1 << (ROLLBACK_SHIFT + k)) and mask & (1 << k) and not sio & (1 << k) and entry:
+                try:
+                    saved[k] = (entry[1], entry[2], s.getsockopt(entry[1], entry[2]))
+                except OSError:  # nothing to put back (the write itself will say why)
+                    pass
+        written: list[int] = []
+        try:
+            for k in range(NKNOBS):
+                if not mask & (1 << k) or sio & (1 << k):
+                    continue
+                entry = KNOB_OPTIONS[k]
+                if entry is None:
+                    raise socket_error(errno.ENOPROTOOPT, k, "", values[k])
+                name, level, opt = entry
+                try:
+                    s.setsockopt(level, opt, values[k])
+                except OSError as exc:
+                    raise socket_error(exc.errno or errno.EINVAL, k, name, values[k], _spec(k)) from None
+                written.append(k)
+            if not written:
+                _probe_tcp(s)  # SO_KEEPALIVE and the ioctl do not prove TCP
+            if sio:
+                _apply_sio(s, plan)
+            if plan.keepalive >= 0:
+                try:
+                    s.setsockopt(_SOL_SOCKET, _SO_KEEPALIVE, 1 if plan.keepalive else 0)
+                except OSError as exc:
+                    raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "", plan.keepalive) from None
+        except OSError:
+            for k in written:
+                if k in saved:
+                    level, opt, value = saved[k]
+                    try:
+                        s.setsockopt(level, opt, value)
+                    except OSError:
+                        pass
+            raise
+
+
+_SIO_KNOBS = (1 << IDLE) | (1 << INTERVAL)
 
 
 def _calls(plan: Plan) -> tuple[tuple[int, int, int], ...] | None:
@@ -393,14 +453,14 @@ def _read(s: socket.socket, want: int) -> tuple[int, int | None, int | None, int
 #
 # The layers above hand their types over once, at import (``bind_state``,
 # ``bind_policy``), with the knobs ``capabilities()`` lists: per knob None (not
-# listed: reads back as None) or its ``kaext.Knob`` (unit, range, option).
+# listed: reads back as None) or its ``kaext.Knob`` (unit, range, option; one that is
+# not readable reads back as None).
 
 _state_type: Any = None
 _state_setters: tuple[Any, ...] = ()
 _policy_type: Any = None
 _policy_setters: tuple[Any, ...] = ()
 # per knob: None (reads back as None), 0 (a count: int) or the unit's parts per second
-_PER_SECOND = {"probes": 0, "s": 1.0, "ms": 1000.0}
 _per_second: list[float | None] = [None] * len(KNOBS)
 _knobs: list[Any] = [None] * len(KNOBS)
 
@@ -413,7 +473,10 @@ def _setters(cls: type, names: tuple[str, ...]) -> tuple[Any, ...]:
 def _bind_knobs(knobs: tuple[Any, ...]) -> None:
     for k, knob in enumerate(knobs):
         _knobs[k] = knob
-        _per_second[k] = None if knob is None else _PER_SECOND[knob.unit]
+        if knob is None or not knob.readable:  # NetBSD's TCP_KEEP*, WSAIoctl: never a guess
+            _per_second[k] = None
+        else:
+            _per_second[k] = 0 if knob.unit == "probes" else float(UNITS_PER_SECOND[knob.unit])
 
 
 def bind_state(cls: type, knobs: tuple[Any, ...]) -> None:

@@ -45,6 +45,7 @@ from fractions import Fraction
 from typing import Any, NoReturn
 
 import kaext
+from kaext._platform import UNITS_PER_SECOND
 
 __all__ = ["judge", "main", "run_checks", "run_idle_timeout", "run_live"]
 
@@ -139,7 +140,8 @@ def _sockets(notes: list[str]) -> Iterator[list[tuple[str, str, socket.socket]]]
 
 
 def _to_seconds(native: int, unit: str) -> int | Fraction:
-    return Fraction(native, 1000) if unit == "ms" else native
+    per = UNITS_PER_SECOND.get(unit, 1)  # ms; NetBSD's slow ticks (2 a second)
+    return Fraction(native, per) if per != 1 else native
 
 
 def _as_float(seconds: int | float | Fraction) -> float | int:
@@ -165,10 +167,12 @@ def _values(knob: kaext.Knob) -> list[tuple[int | float | Fraction, int]]:
     if knob.unit == "probes":
         natives = [lo, min(max(9, lo), hi), hi]
         return [(n, n) for n in dict.fromkeys(natives)]
-    if knob.unit == "ms":
+    if knob.unit in UNITS_PER_SECOND and knob.unit != "s":  # ms, ticks
         natives = [lo, max(lo, 1), min(max(19000, lo), hi), hi]
-        pairs: list[tuple[int | float | Fraction, int]] = [(_to_seconds(n, "ms"), n) for n in dict.fromkeys(natives)]
-        if lo <= 2 <= hi:
+        pairs: list[tuple[int | float | Fraction, int]] = [
+            (_to_seconds(n, knob.unit), n) for n in dict.fromkeys(natives)
+        ]
+        if knob.unit == "ms" and lo <= 2 <= hi:
             pairs.insert(2, (0.0015, 2))  # a fraction of the OS unit rounds up
         return pairs
     natives = [lo, min(max(60, lo), hi), hi]
@@ -186,8 +190,8 @@ def _read_kaext(sock: socket.socket, name: str, unit: str) -> float | None:
         seconds = getattr(kaext.get_keepalive(sock), name)
     if seconds is None:
         return None
-    if unit == "ms":
-        n = seconds * 1000
+    if unit in UNITS_PER_SECOND and unit != "s":  # ms, ticks
+        n = seconds * UNITS_PER_SECOND[unit]
         return float(round(n)) if abs(n - round(n)) < 1e-3 else n
     return seconds
 
@@ -208,10 +212,16 @@ def _read_socket(sock: socket.socket, knob: kaext.Knob) -> tuple[int | None, str
 
 
 def _set(sock: socket.socket, name: str, value: Any) -> None:
-    if name == "user_timeout":
-        kaext.set_user_timeout(sock, value)
-    else:
-        kaext.set_keepalive(sock, **{name: value})
+    import warnings
+
+    with warnings.catch_warnings():
+        # macOS warns that accepted sockets do not inherit idle / the user timeout from a
+        # listening socket: the verifier sets them there only to read them back
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if name == "user_timeout":
+            kaext.set_user_timeout(sock, value)
+        else:
+            kaext.set_keepalive(sock, **{name: value})
 
 
 def _row(

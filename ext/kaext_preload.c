@@ -1,0 +1,153 @@
+/*
+ * kaext_preload.c -- a keepalive policy on every TCP connect() of a process.
+ *
+ * Linux only.  Loaded with LD_PRELOAD by `python -m kaext.run`, which sets
+ *
+ *   KAEXT_PRELOAD_PLAN="set,idle,interval,count,user_timeout,keepalive,accepted"
+ *
+ * the policy as kaext_shim.h's plan (set: bit k = knob k is written; values
+ * in each knob's OS unit, already range-checked by kaext in Python; keepalive
+ * 1 on, 0 off; accepted 1 = also accept() / accept4()).  Without that
+ * variable, or with anything malformed in it, every call passes straight
+ * through.
+ *
+ * connect(): the real connect() first; when it returned 0 or failed with
+ * EINPROGRESS (a non-blocking connect on its way) and the socket is TCP
+ * (SO_PROTOCOL), each knob of the plan is written with setsockopt (the shim's
+ * option numbers, in its order: idle, interval, count, user timeout, then
+ * SO_KEEPALIVE).  Each call stands alone and its result is ignored: a knob the
+ * kernel refuses leaves the others in place, the connection goes on, and
+ * errno is what the real connect() left.  accept() / accept4(): the same on
+ * the new socket.  No state beyond the plan read at load time; no probe.
+ * Programs that make system calls without libc (Go, static binaries) are not
+ * covered.
+ */
+#ifndef _GNU_SOURCE
+#  define _GNU_SOURCE
+#endif
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+#include "kaext_shim.h"
+
+#define KAEXT_EXPORT __attribute__((visibility("default")))
+
+typedef int (*connect_fn)(int, const struct sockaddr *, socklen_t);
+typedef int (*accept_fn)(int, struct sockaddr *, socklen_t *);
+typedef int (*accept4_fn)(int, struct sockaddr *, socklen_t *, int);
+
+static unsigned plan_set;             /* bit k: knob k is written */
+static int plan_value[KAEXT_NKNOBS];  /* in the knob's OS unit     */
+static int plan_keepalive;            /* 0 off, 1 on               */
+static int active;                    /* 1: a valid plan was given */
+static int accepted;                  /* 1: accept() / accept4() too */
+
+/* Parses "n,n,n,n,n,n,n"; 0 if malformed. */
+static int parse_plan(const char *s)
+{
+    long v[7];
+    int i;
+    char *end;
+    for (i = 0; i < 7; i++) {
+        errno = 0;
+        v[i] = strtol(s, &end, 10);
+        if (end == s || errno != 0 || v[i] < 0 || v[i] > 0x7fffffffL)
+            return 0;
+        s = end;
+        if (i < 6) {
+            if (*s != ',')
+                return 0;
+            s++;
+        }
+    }
+    if (*s != '\0' || v[0] >= (1L << KAEXT_NKNOBS) || v[5] > 1 || v[6] > 1)
+        return 0;
+    plan_set = (unsigned)v[0];
+    for (i = 0; i < KAEXT_NKNOBS; i++)
+        plan_value[i] = (int)v[i + 1];
+    plan_keepalive = (int)v[5];
+    accepted = (int)v[6];
+    return 1;
+}
+
+__attribute__((constructor)) static void kaext_preload_init(void)
+{
+    const char *s = getenv("KAEXT_PRELOAD_PLAN");
+    int saved = errno;
+    active = s != NULL && parse_plan(s);
+    errno = saved;
+}
+
+static void *next_symbol(void *volatile *slot, const char *name)
+{
+    void *f = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (f == NULL) {
+        f = dlsym(RTLD_NEXT, name);
+        __atomic_store_n(slot, f, __ATOMIC_RELEASE);
+    }
+    return f;
+}
+
+static void *volatile real_connect;
+static void *volatile real_accept;
+static void *volatile real_accept4;
+
+/* Writes the plan on fd if it is a TCP socket, knob by knob; keeps errno. */
+static void apply_plan(int fd)
+{
+    int saved = errno, proto = 0, k;
+    socklen_t len = sizeof proto;
+    if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &len) == 0 && proto == IPPROTO_TCP) {
+        for (k = 0; k < KAEXT_NKNOBS; k++)
+            if ((plan_set & (1u << k)) && kaext_knob_have[k])
+                (void)kaext_setint(fd, KAEXT_KNOB_LEVEL, kaext_knob_opt[k], plan_value[k]);
+        (void)kaext_setint(fd, SOL_SOCKET, SO_KEEPALIVE, plan_keepalive);
+    }
+    errno = saved;
+}
+
+KAEXT_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
+{
+    connect_fn f = (connect_fn)next_symbol(&real_connect, "connect");
+    int rc;
+    if (f == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    rc = f(fd, addr, addrlen);
+    if (active && (rc == 0 || errno == EINPROGRESS) && addr != NULL
+        && addrlen >= (socklen_t)sizeof(sa_family_t)
+        && (addr->sa_family == AF_INET || addr->sa_family == AF_INET6))
+        apply_plan(fd);
+    return rc;
+}
+
+KAEXT_EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *addrlen)
+{
+    accept_fn f = (accept_fn)next_symbol(&real_accept, "accept");
+    int rc;
+    if (f == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    rc = f(fd, addr, addrlen);
+    if (rc >= 0 && active && accepted)
+        apply_plan(rc);
+    return rc;
+}
+
+KAEXT_EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *addrlen, int flags)
+{
+    accept4_fn f = (accept4_fn)next_symbol(&real_accept4, "accept4");
+    int rc;
+    if (f == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    rc = f(fd, addr, addrlen, flags);
+    if (rc >= 0 && active && accepted)
+        apply_plan(rc);
+    return rc;
+}

@@ -1,0 +1,151 @@
+"""``python -m kaext.run --policy SPEC [--accepted] -- COMMAND [ARGS...]``: keepalive for code you cannot change.
+
+Runs COMMAND with the policy active in every Python interpreter it starts (its
+children included): the environment puts a ``sitecustomize`` first on
+``PYTHONPATH`` that calls :func:`kaext.inject` at start-up and then runs the
+user's own ``sitecustomize``.  On Linux, where kaext was built with its preload
+library, ``LD_PRELOAD`` also carries that library, which applies the policy
+right after every ``connect()`` (and, with ``--accepted``, ``accept()``) made
+through the C library: native code such as uvloop, libpq, grpc, and programs
+that are not Python at all.  The exit status is COMMAND's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from . import _platform
+from ._inject import resolve_policy
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import NoReturn
+
+    from ._policy import Policy
+
+__all__ = ["PRELOAD_LIBRARY", "environment", "main"]
+
+_HERE = Path(__file__).resolve().parent
+_SITE_DIR = _HERE / "_run_site"
+_LIBRARY = _HERE / "libkaext_preload.so"
+#: The preload library, or None where it is not built (not Linux, pure-Python install)
+#: or cannot be preloaded from where it is (the loader splits LD_PRELOAD at spaces and
+#: colons, and has no escape for them).
+PRELOAD_LIBRARY: Path | None = (
+    _LIBRARY if _LIBRARY.is_file() and not any(c in str(_LIBRARY) for c in " \t\n:") else None
+)
+
+
+def _preload_plan(policy: Policy, accepted: bool) -> str:
+    """The policy for the preload library: kaext_shim.h's plan, in OS units, already range-checked."""
+    p = policy._plan
+    values = (p.set_mask, p.idle, p.interval, p.count, p.user_timeout, p.keepalive, int(accepted))
+    return ",".join(str(v) for v in values)
+
+
+def environment(
+    policy: Policy | str, *, accepted: bool = False, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment ``kaext.run`` gives COMMAND: ``base`` (default ``os.environ``) plus the policy.
+
+    Raises TypeError / ValueError for a bad ``policy``.
+    """
+    spec = policy if isinstance(policy, str) else str(policy)
+    resolved = resolve_policy(policy)
+    env = dict(os.environ if base is None else base)
+    env["KAEXT_RUN_POLICY"] = spec
+    env["KAEXT_RUN_ACCEPTED"] = "1" if accepted else "0"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SITE_DIR), env.get("PYTHONPATH", "")) if p)
+    if PRELOAD_LIBRARY is not None:
+        env["KAEXT_PRELOAD_PLAN"] = _preload_plan(resolved, accepted)
+        env["LD_PRELOAD"] = " ".join(p for p in (env.get("LD_PRELOAD", ""), str(PRELOAD_LIBRARY)) if p)
+    return env
+
+
+def _coverage() -> str:
+    python = (
+        "Python: every interpreter COMMAND starts that can import kaext gets kaext.inject() at "
+        "start-up (socket.socket.connect/connect_ex, with --accepted accept: requests, httpx, "
+        "the openai SDK, asyncio, trio, anyio, ...), unless started with -I, -E or -S."
+    )
+    if PRELOAD_LIBRARY is not None:
+        native = (
+            f"Native code: covered here through the preload library {PRELOAD_LIBRARY.name} (LD_PRELOAD): "
+            "every connect() (and, with --accepted, accept()/accept4()) made through the C library, "
+            "so uvloop, libpq, grpc and programs that are not Python. Not covered: programs that make "
+            "system calls without the C library (Go, static binaries) and setuid programs."
+        )
+    else:
+        native = (
+            "Native code (uvloop, libpq, grpc, programs that are not Python): NOT covered here -- "
+            "Python only. The preload library is built on Linux only, not in a pure-Python install, "
+            "and cannot be preloaded from a directory whose path has a space or a colon."
+        )
+    return f"{python} {native}"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # one line, no usage block
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m kaext.run",
+        usage="%(prog)s --policy SPEC [--accepted] -- COMMAND [ARGS...]",
+        description="Run COMMAND with a TCP keepalive policy on every connection it makes, without "
+        "changing its code. Exit status: COMMAND's (127: not found, 126: not executable, "
+        "2: bad arguments). " + _coverage(),
+    )
+    p.add_argument(
+        "--policy",
+        metavar="SPEC",
+        required=True,
+        help="Policy.parse syntax ('7s:3s:4 user_timeout=19s', 'on', 'off') or a middlebox "
+        "name from kaext.presets.MIDDLEBOXES ('aws-nlb')",
+    )
+    p.add_argument("--accepted", action="store_true", help="also sockets returned by accept() (servers)")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="the program and its arguments")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run COMMAND under the policy; returns (or exits with) COMMAND's exit status."""
+    parser = _parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    command: list[str] = args.command
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        parser.error("no COMMAND given (python -m kaext.run --policy SPEC -- COMMAND [ARGS...])")
+    try:
+        env = environment(args.policy, accepted=args.accepted)
+    except (TypeError, ValueError) as exc:
+        parser.error(f"--policy: {exc}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        if _platform.FAMILY == "windows":
+            # no exec there: run it and hand back its status
+            return subprocess.call(command, env=env)
+        os.execvpe(command[0], command, env)
+    except FileNotFoundError:
+        sys.stderr.write(f"{parser.prog}: {command[0]}: command not found\n")
+        return 127
+    except PermissionError as exc:
+        sys.stderr.write(f"{parser.prog}: {command[0]}: {exc.strerror}\n")
+        return 126
+    except OSError as exc:
+        sys.stderr.write(f"{parser.prog}: {command[0]}: {exc.strerror or exc}\n")
+        return 126
+    return 0  # not reached: exec replaced this process
+
+
+if __name__ == "__main__":
+    sys.exit(main())

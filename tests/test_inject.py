@@ -1,0 +1,374 @@
+"""kaext.inject / uninject / injected on real sockets, asyncio included; options read back by plain getsockopt.
+
+The policy's numbers (7 s, 3 s, 4 probes, 19 s) are none of Linux's defaults; what
+the kernel stores for them comes from tcp(7): seconds for TCP_KEEPIDLE and
+TCP_KEEPINTVL, milliseconds for TCP_USER_TIMEOUT.  A socket opened inside asyncio is
+found through /proc by its local address (procsock.py).  Third-party libraries:
+test_inject_libraries.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from procsock import HAVE_PROC, fresh_options, need_proc, options, options_of
+from sockets import HAVE_IPV6
+
+import kaext
+
+SPEC = "7s:3s:4 user_timeout=19s"
+WANT = (1, 7, 3, 4, 19_000)  # SO_KEEPALIVE on, then tcp(7) units
+OTHER_SPEC = "11s:5s:6"
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> Iterator[None]:
+    """Every test starts and ends without injection."""
+    kaext.uninject()
+    yield
+    kaext.uninject()
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        yield s
+
+
+def closed_port() -> tuple[str, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()  # nothing listens once it is closed
+
+
+# -- the contract -----------------------------------------------------------------------
+
+
+@need_proc
+def test_create_connection_gets_the_policy(listener: socket.socket) -> None:
+    kaext.inject(SPEC)
+    with socket.create_connection(listener.getsockname()) as c:
+        assert options(c) == WANT
+    assert kaext.injected() == kaext.Policy.parse(SPEC)
+
+
+@need_proc
+def test_connect_ex_and_ipv6(listener: socket.socket) -> None:
+    kaext.inject(SPEC)
+    with socket.socket() as c:
+        assert c.connect_ex(listener.getsockname()) == 0
+        assert options(c) == WANT
+    if HAVE_IPV6:
+        with (
+            socket.create_server(("::1", 0), family=socket.AF_INET6) as l6,
+            socket.create_connection(l6.getsockname()[:2]) as c6,
+        ):
+            assert options(c6) == WANT
+
+
+@need_proc
+def test_non_blocking_connect_in_progress(listener: socket.socket) -> None:
+    kaext.inject(SPEC)
+    with socket.socket() as c:
+        c.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            c.connect(listener.getsockname())
+        assert options(c) == WANT
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM | getattr(socket, "SOCK_NONBLOCK", 0)) as c:
+        c.setblocking(False)
+        assert c.connect_ex(listener.getsockname()) in (0, errno.EINPROGRESS, errno.EWOULDBLOCK)
+        assert options(c) == WANT
+
+
+@need_proc
+def test_middlebox_name(listener: socket.socket) -> None:
+    kaext.inject("aws-nlb")
+    box = kaext.Policy.for_middlebox("aws-nlb")
+    assert kaext.injected() == box
+    with socket.create_connection(listener.getsockname()) as c:
+        assert options(c)[:4] == (1, box.idle, box.interval, box.count)
+
+
+@need_proc
+def test_second_inject_replaces_the_policy(listener: socket.socket) -> None:
+    kaext.inject(SPEC, accepted=True)
+    kaext.inject(OTHER_SPEC)
+    assert kaext.injected() == kaext.Policy.parse(OTHER_SPEC)
+    with socket.create_connection(listener.getsockname()) as c:
+        accepted, _ = listener.accept()
+        with accepted:
+            assert options(c)[:4] == (1, 11, 5, 6)
+            assert options(accepted) == fresh_options()  # accepted=False now
+
+
+@need_proc
+def test_accepted_sockets_only_when_asked(listener: socket.socket) -> None:
+    kaext.inject(SPEC)
+    with socket.create_connection(listener.getsockname()):
+        a, _ = listener.accept()
+        with a:
+            assert options(a) == fresh_options()
+    kaext.inject(SPEC, accepted=True)
+    with socket.create_connection(listener.getsockname()):
+        a, _ = listener.accept()
+        with a:
+            assert options(a) == WANT
+
+
+def test_uninject_restores_the_very_same_methods(listener: socket.socket) -> None:
+    originals = {name: getattr(socket.socket, name) for name in ("connect", "connect_ex", "_accept", "accept")}
+    own = {name: name in socket.socket.__dict__ for name in originals}
+    kaext.inject(SPEC, accepted=True)
+    assert socket.socket.connect is not originals["connect"]
+    assert socket.socket._accept is not originals["_accept"]  # type: ignore[attr-defined]
+    kaext.uninject()
+    for name, original in originals.items():
+        assert getattr(socket.socket, name) is original, name
+        assert (name in socket.socket.__dict__) == own[name], name
+    assert kaext.injected() is None
+    kaext.uninject()  # twice is fine
+    if HAVE_PROC:
+        with socket.create_connection(listener.getsockname()) as c:
+            assert options(c) == fresh_options()
+
+
+def test_uninject_keeps_a_patch_made_on_top() -> None:
+    kaext.inject(SPEC)
+    ours = socket.socket.connect
+
+    def theirs(self: socket.socket, address: Any) -> None:
+        return ours(self, address)
+
+    socket.socket.connect = theirs  # type: ignore[method-assign]
+    try:
+        kaext.uninject()
+        assert socket.socket.connect is theirs
+    finally:
+        del socket.socket.connect  # type: ignore[attr-defined]
+
+
+def test_bad_policy_patches_nothing() -> None:
+    before = socket.socket.connect
+    with pytest.raises(TypeError, match="Policy or a str"):
+        kaext.inject(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="aws-nlb"):
+        kaext.inject("bogus")
+    with pytest.raises(TypeError, match="accepted"):
+        kaext.inject(SPEC, accepted=1)  # type: ignore[arg-type]
+    assert socket.socket.connect is before
+    assert kaext.injected() is None
+
+
+# -- never breaks a connection ------------------------------------------------------------
+
+
+def _error(fn: Any) -> BaseException:
+    try:
+        fn()
+    except BaseException as exc:
+        return exc
+    raise AssertionError("no error")
+
+
+def _describe(exc: BaseException) -> tuple[Any, ...]:
+    return (type(exc), getattr(exc, "errno", None), str(exc))
+
+
+def test_connect_errors_pass_through_unchanged() -> None:
+    address = closed_port()
+
+    def refused() -> None:
+        with socket.socket() as s:
+            s.connect(address)
+
+    def refused_ex() -> int:
+        with socket.socket() as s:
+            return s.connect_ex(address)
+
+    async def refused_async() -> None:
+        await asyncio.open_connection(*address)
+
+    bare = [_describe(_error(refused)), refused_ex(), _describe(_error(lambda: asyncio.run(refused_async())))]
+    kaext.inject(SPEC, accepted=True)
+    injected = [_describe(_error(refused)), refused_ex(), _describe(_error(lambda: asyncio.run(refused_async())))]
+    assert injected == bare
+    assert bare[0][:2] == (ConnectionRefusedError, errno.ECONNREFUSED)
+    assert bare[1] == errno.ECONNREFUSED
+
+
+def test_same_exception_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the wrapper re-raises what the original raised, not a copy
+    raised = ConnectionResetError(errno.ECONNRESET, "made up")
+    seen: list[BaseException] = []
+
+    def original(self: Any, address: Any) -> None:
+        raise raised
+
+    monkeypatch.setattr(socket.socket, "connect", original)
+    kaext.inject(SPEC)
+    with socket.socket() as s:
+        try:
+            s.connect(("127.0.0.1", 9))
+        except ConnectionResetError as exc:
+            seen.append(exc)
+    kaext.uninject()
+    assert seen == [raised] and seen[0] is raised
+
+
+@need_proc
+def test_udp_and_unix_untouched(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    path = str(tmp_path / "s")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(path)
+        server.listen()
+        # "on" sets only SO_KEEPALIVE, which the kernel would take on UDP and AF_UNIX too
+        for spec in (SPEC, "on"):
+            kaext.inject(spec, accepted=True)
+            with caplog.at_level(logging.DEBUG, logger="kaext"):
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                    u.connect(("127.0.0.1", 9))
+                    assert u.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+                    assert u.connect_ex(("127.0.0.1", 9)) == 0
+                    assert u.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                    c.connect(path)
+                    assert c.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+                    with server.accept()[0] as accepted:
+                        assert accepted.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+    assert caplog.records == []
+
+
+class _Lying(socket.socket):
+    """A TCP socket whose fileno() names another socket: the policy lands on that one and is refused."""
+
+    other: socket.socket
+
+    def fileno(self) -> int:
+        return self.other.fileno()
+
+
+@need_proc  # which errno UDP and AF_UNIX refuse with is Linux's
+def test_refused_policy_keeps_the_connection_and_logs_once_per_failure(
+    listener: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    kaext.inject(SPEC)
+    with caplog.at_level(logging.WARNING, logger="kaext"):
+        for kind in ("udp", "udp", "unix", "udp", "unix"):  # a fresh fd each time
+            with contextlib.ExitStack() as stack:
+                if kind == "udp":
+                    other = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                else:
+                    other, peer_end = socket.socketpair(socket.AF_UNIX)
+                    stack.enter_context(other)
+                    stack.enter_context(peer_end)
+                s = stack.enter_context(_Lying(socket.AF_INET, socket.SOCK_STREAM))
+                s.other = other
+                s.connect(listener.getsockname())  # works although the policy was refused
+                peer = stack.enter_context(listener.accept()[0])
+                s.sendall(b"x")
+                assert peer.recv(1) == b"x"
+                assert other.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+    records = [r for r in caplog.records if r.name == "kaext"]
+    assert len(records) == 2, [r.getMessage() for r in records]  # UDP once, AF_UNIX once
+    assert all(r.levelno == logging.WARNING for r in records)
+    assert "not applied" in records[0].getMessage()
+    kaext.inject(SPEC)  # a new inject() reports again
+    with caplog.at_level(logging.WARNING, logger="kaext"), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        s = _Lying(socket.AF_INET, socket.SOCK_STREAM)
+        s.other = udp
+        with s:
+            s.connect(listener.getsockname())
+            listener.accept()[0].close()
+    assert len([r for r in caplog.records if r.name == "kaext"]) == 3
+
+
+# -- threads ----------------------------------------------------------------------------
+
+
+@need_proc
+@pytest.mark.one_implementation
+@pytest.mark.thread_unsafe
+def test_inject_while_threads_connect(listener: socket.socket) -> None:
+    listener.listen(512)
+    fresh = fresh_options()
+    seen: set[tuple[int, ...]] = set()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def drain() -> None:
+        while not stop.is_set():
+            try:
+                a, _ = listener.accept()
+            except OSError:
+                return
+            a.close()
+
+    def client() -> None:
+        try:
+            while not stop.is_set():
+                with socket.create_connection(listener.getsockname()) as c:
+                    got = options(c)
+                with lock:
+                    seen.add(got)
+        except BaseException as exc:
+            errors.append(exc)
+
+    drainer = threading.Thread(target=drain)
+    clients = [threading.Thread(target=client) for _ in range(4)]
+    for t in [drainer, *clients]:
+        t.start()
+    try:
+        for i in range(200):
+            kaext.inject(SPEC if i % 2 else OTHER_SPEC, accepted=bool(i % 3))
+            if i % 5 == 0:
+                kaext.uninject()
+    finally:
+        stop.set()
+        for t in clients:
+            t.join(10)
+        with socket.create_connection(listener.getsockname()):
+            pass  # wakes the drain thread
+        drainer.join(10)
+        listener.close()
+    assert errors == []
+    other = (1, 11, 5, 6, fresh[4])
+    assert seen <= {fresh, WANT, other}, seen - {fresh, WANT, other}
+    kaext.uninject()
+    assert "connect" not in socket.socket.__dict__
+
+
+# -- asyncio (the standard library's event loop) -------------------------------------------
+
+
+@need_proc
+@pytest.mark.one_implementation
+def test_asyncio_open_connection_and_server() -> None:
+    async def main() -> tuple[Any, Any]:
+        accepted: list[Any] = []
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted.append(options(writer.get_extra_info("socket")))
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        async with server:
+            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+            local = writer.get_extra_info("sockname")
+            client = options_of(local)
+            await reader.read()  # the server closed after recording
+            writer.close()
+        return client, accepted
+
+    kaext.inject(SPEC, accepted=True)
+    client, accepted = asyncio.run(main())
+    assert client == WANT
+    assert accepted == [WANT]

@@ -1,0 +1,430 @@
+"""python -m kaext.run: Python children (and theirs), the user's sitecustomize, exit status, bad
+arguments, and on Linux native code through the preload library (uvloop, curl, a C program).
+
+Options are read back from the child's very socket through pidfd_getfd (procsock.py), or
+printed by the child itself with plain getsockopt.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import servers
+from procsock import fresh_options, need_proc, options_of
+
+import kaext
+from kaext import _platform, run
+
+pytestmark = pytest.mark.one_implementation
+
+SPEC = "7s:3s:4 user_timeout=19s"
+WANT = [1, 7, 3, 4, 19_000]
+RUN = [sys.executable, "-m", "kaext.run"]
+
+# the child prints its own socket's options with plain getsockopt
+_READ = """
+import socket
+def options(s):
+    t = socket.IPPROTO_TCP
+    opts = (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT, socket.TCP_USER_TIMEOUT)
+    return [s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)] + [s.getsockopt(t, o) for o in opts]
+"""
+
+
+def kaext_run(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    kw.setdefault("timeout", 60)
+    return subprocess.run([*RUN, *args], capture_output=True, text=True, **kw)
+
+
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        yield s
+
+
+def need_preload() -> Path:
+    if run.PRELOAD_LIBRARY is not None:
+        return run.PRELOAD_LIBRARY
+    if _platform.FAMILY == "linux" and kaext.IMPLEMENTATION == "c":
+        pytest.fail("kaext is built with its extension on Linux but libkaext_preload.so is missing")
+    pytest.skip("no preload library here (not Linux, or a pure-Python install)")
+
+
+# -- Python children ------------------------------------------------------------------------
+
+
+@need_proc
+def test_python_child_and_grandchild_get_the_policy(listener: socket.socket) -> None:
+    code = _READ + f"""
+import kaext, subprocess, sys
+s = socket.create_connection({listener.getsockname()!r})
+print(kaext.injected(), options(s))
+if len(sys.argv) < 2:
+    subprocess.run([sys.executable, __file__, "grandchild"], check=True)
+"""
+    script = Path(os.environ.get("TMPDIR", "/tmp")) / f"kaext_run_child_{os.getpid()}.py"
+    script.write_text(code)
+    try:
+        done = kaext_run("--policy", SPEC, "--", sys.executable, str(script))
+    finally:
+        script.unlink()
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines == [f"{SPEC} {WANT}"] * 2
+    assert done.stderr == ""
+
+
+def test_user_sitecustomize_is_kept(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text("import os\nMARK = 'user ' + os.environ['KAEXT_RUN_POLICY']\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    code = """
+        import sys, sitecustomize, kaext
+        print(sitecustomize.MARK)
+        print(kaext.injected())
+        print(any(p.endswith("_run_site") for p in sys.path))
+    """
+    done = kaext_run("--policy", "aws-nlb", "--", *python(code), env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "user aws-nlb",
+        str(kaext.Policy.for_middlebox("aws-nlb")),
+        "False",  # kaext's own directory is off sys.path again
+    ]
+
+
+def test_user_sitecustomize_errors_are_reported_as_without_kaext(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text("raise RuntimeError('from the user')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    plain = subprocess.run(python("print('ran')"), env=env, capture_output=True, text=True, timeout=60)
+    under = kaext_run("--policy", SPEC, "--", *python("print('ran')"), env=env)
+    assert plain.stdout == under.stdout == "ran\n"
+    assert "from the user" in plain.stderr and "from the user" in under.stderr
+
+
+def test_exit_status_is_commands() -> None:
+    for status in (0, 1, 3, 77):
+        done = kaext_run("--policy", SPEC, "--", *python(f"raise SystemExit({status})"))
+        assert done.returncode == status
+    if _platform.FAMILY != "windows":
+        killed = kaext_run("--policy", SPEC, "--", *python("import os, signal; os.kill(os.getpid(), signal.SIGTERM)"))
+        assert killed.returncode == -15  # exec: the process itself died of the signal
+    assert kaext_run("--policy", SPEC, "--", "kaext-no-such-command").returncode == 127
+
+
+def test_console_script() -> None:
+    script = shutil.which("kaext-run", path=os.path.dirname(sys.executable)) or shutil.which("kaext-run")
+    if script is None:
+        pytest.skip("kaext-run is not installed on PATH")
+    done = subprocess.run([script, "--policy", SPEC, "--", *python("import kaext; print(kaext.injected())")],
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, SPEC + "\n")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--policy", "bogus", "--", "true"],
+        ["--policy", "1:2:999", "--", "true"],
+        ["--policy", SPEC],
+        ["--policy", SPEC, "--"],
+        ["--", "true"],
+        ["--nonsense", "--policy", SPEC, "--", "true"],
+    ],
+)
+def test_bad_arguments_one_line_exit_2(args: list[str]) -> None:
+    done = kaext_run(*args)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_help_says_what_is_covered_here() -> None:
+    done = kaext_run("--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    if run.PRELOAD_LIBRARY is not None:
+        assert "preload library libkaext_preload.so" in text and "uvloop" in text
+    else:
+        assert "Python only" in text
+
+
+def test_environment_keeps_existing_ld_preload_and_pythonpath() -> None:
+    env = run.environment(SPEC, base={"PYTHONPATH": "/a", "LD_PRELOAD": "libfoo.so"})
+    assert env["PYTHONPATH"].split(os.pathsep)[1:] == ["/a"]
+    assert env["KAEXT_RUN_POLICY"] == SPEC
+    if run.PRELOAD_LIBRARY is not None:
+        assert env["LD_PRELOAD"].split()[0] == "libfoo.so"
+        assert env["LD_PRELOAD"].split()[1] == str(run.PRELOAD_LIBRARY)
+
+
+@pytest.mark.parametrize("variable", ["KAEXT_WHEEL", "KAEXT_PURE_WHEEL"])
+def test_wheels_ship_the_site_directory_and_on_linux_the_preload_library(variable: str) -> None:
+    import zipfile
+
+    path = os.environ.get(variable)
+    if not path:
+        pytest.skip(f"${variable} not set (the CI packaging step sets it to the file it built)")
+    with zipfile.ZipFile(path) as wheel:
+        names = set(wheel.namelist())
+    assert {"kaext/run.py", "kaext/_run_site/sitecustomize.py"} <= names
+    preload = "kaext/libkaext_preload.so" in names
+    assert preload == ("linux" in Path(path).name), sorted(names)
+
+
+# -- native code (Linux, preload library) ---------------------------------------------------
+
+
+def _hold_and_read(listener: socket.socket, proc: subprocess.Popen[Any], reply: bytes = b"") -> tuple[Any, ...]:
+    """Accept the child's connection, wait for its first bytes (its connect() has returned by then,
+    the policy is on), read the options of its socket in the child, then let it finish."""
+    listener.settimeout(30)
+    try:
+        conn, peer = listener.accept()
+    except TimeoutError:
+        proc.kill()
+        raise AssertionError(f"the child never connected: {proc.communicate()}") from None
+    with conn:
+        conn.settimeout(30)
+        assert conn.recv(4096)
+        got = options_of(peer, pid=proc.pid)
+        conn.sendall(reply)
+    return got
+
+
+@need_proc
+def test_uvloop_under_kaext_run(listener: socket.socket) -> None:
+    need_preload()
+    servers.library("uvloop")
+    code = f"""
+        import asyncio, uvloop
+        async def main():
+            reader, writer = await asyncio.open_connection(*{listener.getsockname()!r})
+            writer.write(b"hi")
+            await reader.read()
+            writer.close()
+        uvloop.run(main())
+        import kaext; print(kaext.injected())
+    """
+    proc = subprocess.Popen([*RUN, "--policy", SPEC, "--", *python(code)], stdout=subprocess.PIPE, text=True)
+    got = _hold_and_read(listener, proc)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert list(got) == WANT
+    assert out.strip() == SPEC  # python-level injection too, but uvloop's socket is libuv's
+
+
+@need_proc
+def test_uvloop_without_kaext_run_is_untouched(listener: socket.socket) -> None:
+    servers.library("uvloop")
+    code = f"""
+        import asyncio, uvloop, kaext
+        kaext.inject({SPEC!r})  # inject() cannot reach libuv: that is kaext.run's job
+        async def main():
+            reader, writer = await asyncio.open_connection(*{listener.getsockname()!r})
+            writer.write(b"hi")
+            await reader.read()
+        uvloop.run(main())
+    """
+    proc = subprocess.Popen(python(code))
+    got = _hold_and_read(listener, proc)
+    assert proc.wait(30) == 0
+    assert got == fresh_options()
+
+
+@need_proc
+def test_curl_under_kaext_run(listener: socket.socket) -> None:
+    need_preload()
+    curl = shutil.which("curl")
+    if curl is None:
+        servers.missing("curl is not installed (Debian package curl)")
+    host, port = listener.getsockname()
+    proc = subprocess.Popen(
+        [*RUN, "--policy", SPEC, "--", curl, "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://{host}:{port}/"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    got = _hold_and_read(listener, proc, b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    out, _ = proc.communicate(timeout=30)
+    assert (proc.returncode, out) == (0, "200")
+    assert list(got) == WANT
+
+
+_C_PROGRAM = r"""
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+/* connect(port) to 127.0.0.1; print rc, errno, then SO_KEEPALIVE of a UDP socket
+ * connected the same way; then wait for the peer to close */
+int main(int argc, char **argv)
+{
+    struct sockaddr_in a;
+    int s = socket(AF_INET, SOCK_STREAM, 0), u = socket(AF_INET, SOCK_DGRAM, 0), rc, err, ka = -1;
+    socklen_t len = sizeof ka;
+    char buf[16];
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((unsigned short)atoi(argv[1]));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    errno = 0;
+    rc = connect(s, (struct sockaddr *)&a, sizeof a);
+    err = rc ? errno : 0;
+    connect(u, (struct sockaddr *)&a, sizeof a);
+    getsockopt(u, SOL_SOCKET, SO_KEEPALIVE, &ka, &len);
+    printf("%d %d %d\n", rc, err, ka);
+    fflush(stdout);
+    if (rc == 0 && write(s, "x", 1) == 1)
+        while (read(s, buf, sizeof buf) > 0) {}
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def c_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        servers.missing("no C compiler (Debian package gcc)")
+    d = tmp_path_factory.mktemp("cprog")
+    (d / "prog.c").write_text(_C_PROGRAM)
+    subprocess.run([cc, "-o", str(d / "prog"), str(d / "prog.c")], check=True)
+    return d / "prog"
+
+
+@need_proc
+def test_c_program_gets_the_policy_udp_untouched(listener: socket.socket, c_program: Path) -> None:
+    need_preload()
+    port = str(listener.getsockname()[1])
+    proc = subprocess.Popen([*RUN, "--policy", SPEC, "--", str(c_program), port], stdout=subprocess.PIPE, text=True)
+    got = _hold_and_read(listener, proc)
+    out, _ = proc.communicate(timeout=30)
+    assert out.split() == ["0", "0", "0"]  # connected; UDP socket's SO_KEEPALIVE still 0
+    assert list(got) == WANT
+
+
+@need_proc
+def test_c_program_connect_error_and_errno_unchanged(c_program: Path) -> None:
+    need_preload()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])  # closed once we leave: nothing listens
+    bare = subprocess.run([str(c_program), port], capture_output=True, text=True, timeout=30)
+    under = kaext_run("--policy", SPEC, "--", str(c_program), port)
+    assert under.stdout == bare.stdout
+    import errno
+
+    assert bare.stdout.split()[:2] == ["-1", str(errno.ECONNREFUSED)]
+
+
+@need_proc
+def test_accepted_under_kaext_run_with_uvloop_server() -> None:
+    need_preload()
+    servers.library("uvloop")
+    code = """
+        import asyncio, sys, uvloop
+        async def main():
+            done = asyncio.Event()
+            async def handle(reader, writer):
+                writer.write(b"x")  # accept() has returned
+                await reader.read()
+                writer.close()
+                done.set()
+            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            print(server.sockets[0].getsockname()[1], flush=True)
+            await done.wait()
+            server.close()
+        uvloop.run(main())
+    """
+    proc = subprocess.Popen(
+        [*RUN, "--policy", SPEC, "--accepted", "--", *python(code)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            assert c.recv(1) == b"x"
+            got = options_of(("127.0.0.1", port), pid=proc.pid, peer=c.getsockname())
+            mine = options_of(c.getsockname())
+    finally:
+        proc.wait(30)
+    assert list(got) == WANT
+    assert mine == fresh_options()  # this process was not touched
+
+
+@need_proc
+def test_psql_under_kaext_run() -> None:
+    """libpq in a program that is not Python: the issue's own example."""
+    need_preload()
+    psql = shutil.which("psql")
+    if psql is None:
+        servers.missing("psql is not installed (Debian package postgresql)")
+    with servers.postgres_server() as port:
+        proc = subprocess.Popen(
+            [*RUN, "--policy", SPEC, "--", psql, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-At"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write("select 41 + 1;\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline() == "42\n"  # connected and answered: connect() returned long ago
+            got = options_of(None, pid=proc.pid, peer=("127.0.0.1", port))
+        finally:
+            proc.stdin.close()
+            proc.wait(30)
+    assert proc.returncode == 0
+    assert list(got) == WANT
+
+
+@need_proc
+@pytest.mark.parametrize("plan", ["", "1,2", "15,7,3,4,19000,1,0,9", "15,7,3,4,-5,1,0", "99,7,3,4,19000,1,0"])
+def test_preload_with_a_malformed_plan_passes_through(listener: socket.socket, c_program: Path, plan: str) -> None:
+    library = need_preload()
+    env = dict(os.environ, LD_PRELOAD=str(library), KAEXT_PRELOAD_PLAN=plan)
+    proc = subprocess.Popen([str(c_program), str(listener.getsockname()[1])], stdout=subprocess.PIPE, env=env)
+    got = _hold_and_read(listener, proc)
+    assert proc.wait(30) == 0
+    assert got == fresh_options()
+
+
+@need_proc
+def test_grpc_under_kaext_run(listener: socket.socket) -> None:
+    """grpc's C core makes its own sockets: only the preload library reaches them."""
+    need_preload()
+    servers.library("grpc")
+    code = f"""
+        import grpc
+        channel = grpc.insecure_channel("127.0.0.1:{listener.getsockname()[1]}")
+        try:
+            grpc.channel_ready_future(channel).result(timeout=30)  # the peer is no gRPC server
+        except grpc.FutureTimeoutError:
+            pass
+    """
+    proc = subprocess.Popen([*RUN, "--policy", SPEC, "--", *python(code)])
+    try:
+        got = _hold_and_read(listener, proc)  # grpc sends the HTTP/2 preface first
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert list(got) == WANT
