@@ -8,8 +8,8 @@ with a warning and the package falls back to the same pure-Python code, unless
 makes a failed compile a failed build.
 
 Release builds carry no debug information: with gcc or clang (every platform but
-MSVC on Windows) the extension is compiled with ``-g0 -O2`` and, on ELF
-platforms, linked with ``-s``.  ``KAEXT_DEBUG=1`` asks for a debug build instead
+MSVC on Windows) the extension (and the preload library) is compiled with
+``-g0 -O2`` and, on ELF platforms, linked with ``-s``.  ``KAEXT_DEBUG=1`` asks for a debug build instead
 (``-g -O0``, not stripped), e.g. for gdb or the sanitizers.
 """
 
@@ -134,7 +134,8 @@ if ext_modules and platform.system() == "Linux":
             include_dirs=["ext"],
             depends=["ext/kaext_shim.h", "ext/kaext_posix.h"],
             libraries=["dl"],  # dlsym: in libc only since glibc 2.34
-            extra_compile_args=["-fvisibility=hidden"],
+            extra_compile_args=["-fvisibility=hidden", *extra_compile_args],
+            extra_link_args=extra_link_args,
         )
     )
 

@@ -388,20 +388,23 @@ def _elf_sections(path: Path) -> set[str]:
     return set(re.findall(r"\]\s+(\.\S+)", out.stdout))
 
 
-def _extension_from(wheel: Path, into: Path) -> Path:
+def _libraries_from(wheel: Path, into: Path) -> list[Path]:
+    """The wheel's shared libraries (the extension, the preload library), extracted."""
     with zipfile.ZipFile(wheel) as zf:
-        [name] = [n for n in zf.namelist() if re.fullmatch(r"kaext/_kaext\.[^/]+\.so", n)]
-        return Path(zf.extract(name, into))
+        names = [n for n in zf.namelist() if n.startswith("kaext/") and n.endswith(".so")]
+        assert any(re.fullmatch(r"kaext/_kaext\.[^/]+\.so", n) for n in names), names
+        return [Path(zf.extract(name, into)) for name in names]
 
 
 def test_release_wheel_has_no_debug_information(tmp_path: Path) -> None:
     wheel = _artefact("KAEXT_WHEEL")
     if "linux" not in wheel.name.rsplit("-", 1)[-1]:
         pytest.skip(f"{wheel.name} is not a Linux (ELF) wheel")
-    sections = _elf_sections(_extension_from(wheel, tmp_path))
-    assert ".text" in sections, sorted(sections)  # readelf did read it
-    assert not {s for s in sections if s.startswith(".debug")}, sorted(sections)
-    assert ".symtab" not in sections, sorted(sections)  # stripped
+    for library in _libraries_from(wheel, tmp_path):
+        sections = _elf_sections(library)
+        assert ".text" in sections, (library.name, sorted(sections))  # readelf did read it
+        assert not {s for s in sections if s.startswith(".debug")}, (library.name, sorted(sections))
+        assert ".symtab" not in sections, (library.name, sorted(sections))  # stripped
 
 
 def test_debug_build_keeps_debug_information(tmp_path: Path) -> None:
@@ -418,8 +421,9 @@ def test_debug_build_keeps_debug_information(tmp_path: Path) -> None:
         env=env, check=True, capture_output=True,
     )
     [wheel] = (tmp_path / "dist").glob("kaext-*.whl")
-    sections = _elf_sections(_extension_from(wheel, tmp_path))
-    assert {".debug_info", ".debug_line", ".symtab"} <= sections, sorted(sections)
+    for library in _libraries_from(wheel, tmp_path):
+        sections = _elf_sections(library)
+        assert {".debug_info", ".debug_line", ".symtab"} <= sections, (library.name, sorted(sections))
 
 
 def test_cibuildwheel_builds_release_wheels() -> None:
