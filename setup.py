@@ -6,6 +6,11 @@ pure-Python package with the same API (see ``kaext._pure``) in a
 with a warning and the package falls back to the same pure-Python code, unless
 ``KAEXT_REQUIRE_EXTENSION=1`` is set (CI and the wheel builds set it), which
 makes a failed compile a failed build.
+
+Release builds carry no debug information: with gcc or clang (every platform but
+MSVC on Windows) the extension (and the preload library) is compiled with
+``-g0 -O2`` and, on ELF platforms, linked with ``-s``.  ``KAEXT_DEBUG=1`` asks for a debug build instead
+(``-g -O0``, not stripped), e.g. for gdb or the sanitizers.
 """
 
 import os
@@ -26,6 +31,25 @@ def _want_extension() -> bool:
     return platform.python_implementation() == "CPython"
 
 
+# --- release / debug build flags (gcc and clang; MSVC keeps its defaults) -------------
+def _build_flags() -> tuple[list[str], list[str]]:
+    """(extra compile args, extra link args) for the extension.
+
+    Python's own CFLAGS usually contain ``-g``; the extra arguments come after
+    them on the command line, so ``-g0`` wins.  ``-s`` strips the linked module
+    (macOS's linker keeps no debug info in the module and calls ``-s`` obsolete).
+    """
+    if os.name == "nt":
+        return [], []
+    if _flag("KAEXT_DEBUG"):
+        return ["-g", "-O0"], []
+    link = [] if platform.system() == "Darwin" else ["-s"]
+    return ["-g0", "-O2"], link
+
+
+extra_compile_args, extra_link_args = _build_flags()
+# ----------------------------------------------------------------------------------------
+
 ext_modules = []
 if _want_extension():
     from Cython.Build import cythonize
@@ -39,6 +63,8 @@ if _want_extension():
                 include_dirs=["ext"],
                 depends=["ext/kaext_shim.h", "ext/kaext_posix.h", "ext/kaext_windows.h", "ext/kaext_proc.h"],
                 libraries=libraries,
+                extra_compile_args=extra_compile_args,
+                extra_link_args=extra_link_args,
             )
         ],
         compiler_directives={"language_level": "3"},
@@ -113,7 +139,8 @@ if ext_modules and platform.system() == "Linux":
             include_dirs=["ext"],
             depends=["ext/kaext_shim.h", "ext/kaext_posix.h"],
             libraries=["dl"],  # dlsym: in libc only since glibc 2.34
-            extra_compile_args=["-fvisibility=hidden"],
+            extra_compile_args=["-fvisibility=hidden", *extra_compile_args],
+            extra_link_args=extra_link_args,
         )
     )
 

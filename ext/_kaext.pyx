@@ -13,6 +13,33 @@ that they agree).
 
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong
 from libc.limits cimport LLONG_MAX, ULLONG_MAX
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.object cimport PyTypeObject
+
+# Slots of the API's value types (``__slots__`` member descriptors), set from C the way
+# ``object.__setattr__`` would, without looking the name up on every call.
+cdef extern from "structmember.h":
+    ctypedef struct PyMemberDef:
+        pass
+    int PyMember_SetOne(char *addr, PyMemberDef *m, object v) except -1
+    object PyMember_GetOne(const char *addr, PyMemberDef *m)
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDescrObject:
+        PyMemberDef *d_member
+    PyTypeObject PyMemberDescr_Type
+    bint PyObject_TypeCheck(object o, PyTypeObject *t)
+
+cdef extern from *:
+    """
+    /* A new, empty instance of a class that takes no arguments to make (object.__new__). */
+    static PyObject *kaext_alloc(PyObject *cls)
+    {
+        PyTypeObject *t = (PyTypeObject *)cls;
+        return t->tp_alloc(t, 0);
+    }
+    """
+    object kaext_alloc(object cls)
 
 cdef extern from "kaext_shim.h" nogil:
     # The C type is int (POSIX) or SOCKET (Windows: UINT_PTR, 32 bits on win32 and
@@ -83,10 +110,12 @@ CONSTANTS = _constants
 #: The header each constant came from.
 CONSTANT_SOURCES = _sources
 #: Per knob: (header name, level, optname), or None where this OS has no such knob.
-KNOB_OPTIONS = tuple(
+# (list comprehensions, not generator expressions, in this module: a generator pulls
+# Cython's coroutine support, about 10 kB, into the extension)
+KNOB_OPTIONS = tuple([
     (kaext_knob_name[k].decode(), KAEXT_KNOB_LEVEL, kaext_knob_opt[k]) if kaext_knob_have[k] else None
     for k in range(KAEXT_NKNOBS)
-)
+])
 #: The largest socket handle accepted (INT_MAX on POSIX, INVALID_SOCKET - 1 on Windows).
 FD_MAX = KAEXT_SOCK_MAX
 
@@ -142,7 +171,7 @@ cdef class Plan:
         return self.c.keepalive
 
     def __repr__(self):
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        fields = ", ".join([f"{name}={getattr(self, name)!r}" for name in self._fields])
         return f"Plan({fields})"
 
 
@@ -176,40 +205,26 @@ cdef object _socket_type = None
 cdef object _socket_fileno = None  # socket.socket.fileno, called unbound
 
 
+cdef object _fileno_of = None      # kaext._errors.fileno_of, on first use
+
+
 cdef int _fd(object sock, kaext_sock *out) except -1:
     """The socket handle of ``sock`` into ``out``, checked against KAEXT_SOCK_MAX."""
-    global _socket_type, _socket_fileno
+    global _socket_type, _socket_fileno, _fileno_of
     cdef object fd
     if type(sock) is _socket_type and _socket_fileno is not None:
         fd = _socket_fileno(sock)  # the common case: one call, no attribute lookup
-    elif isinstance(sock, int):
-        if isinstance(sock, bool):
-            from kaext._errors import fd_type_error
-            raise fd_type_error(sock)
+    elif type(sock) is int:
         fd = sock
     else:
         if _socket_type is None:
             cls = getattr(sys.modules.get("socket"), "socket", None)
             _socket_fileno = getattr(cls, "fileno", None)  # before the type: the fast path checks both
             _socket_type = cls
-        try:
-            fileno = sock.fileno
-        except AttributeError:
-            from kaext._errors import fd_type_error
-            raise fd_type_error(sock) from None
-        except (OSError, TypeError, ValueError):
-            raise
-        except Exception as exc:  # a fileno property that raises
-            raise TypeError(f"{type(sock).__name__}.fileno raised {exc!r}") from exc
-        try:
-            fd = fileno()
-        except (OSError, TypeError, ValueError):
-            raise
-        except Exception as exc:
-            raise TypeError(f"{type(sock).__name__}.fileno() raised {exc!r}") from exc
-        if not isinstance(fd, int) or isinstance(fd, bool):
-            raise TypeError(
-                f"{type(sock).__name__}.fileno() returned {type(fd).__name__}, not int")
+        if _fileno_of is None:
+            from kaext._errors import fileno_of
+            _fileno_of = fileno_of
+        fd = _fileno_of(sock)  # anything else: the checks both backends share
     # fd is an int here: compare in C (no Python int made for the bound)
     cdef int overflow = 0
     cdef long long value = PyLong_AsLongLongAndOverflow(fd, &overflow)
@@ -269,9 +284,13 @@ def apply(object sock, Plan plan):
 def apply_policy(self, sock):
     """``Policy.apply``: this policy to ``sock``, all or nothing (see ``kaext.Policy.apply``).
 
-    One C call per policy, the hot path.
+    One C call per policy, the hot path: the plan is read from its slot directly once
+    ``bind_policy`` has named the type (no attribute lookup).
     """
-    _apply(sock, self._plan)
+    if type(self) is _policy_type:
+        _apply(sock, PyMember_GetOne(<char *><void *>self, _policy_slot[5]))
+    else:
+        _apply(sock, self._plan)
 
 
 def read(object sock, unsigned int want=KAEXT_WANT_ALL):
@@ -294,6 +313,155 @@ def read(object sock, unsigned int want=KAEXT_WANT_ALL):
         st.value[KAEXT_COUNT] if st.have & (1 << KAEXT_COUNT) else None,
         st.value[KAEXT_USER_TIMEOUT] if st.have & (1 << KAEXT_USER_TIMEOUT) else None,
     )
+
+
+# --------------------------------------------------------------------------------------
+# Read-back straight into the public value types
+# --------------------------------------------------------------------------------------
+#
+# The layers above hand their types over once, at import (bind_state, bind_policy), with
+# the knobs capabilities() lists: per knob None (not listed: reads back as None) or its
+# kaext.Knob (unit, range, option; one that is not readable reads back as None).  A read
+# then makes the instance here, in one call: no Python-level work per knob.
+
+cdef object _state_type = None
+cdef PyMemberDef *_state_slot[4]      # enabled, idle, interval, count
+cdef object _policy_type = None
+cdef PyMemberDef *_policy_slot[6]     # idle, interval, count, user_timeout, keepalive, _plan
+cdef int _kind[KAEXT_NKNOBS]        # 0: reads back as None, 1: a count (int), 2: seconds (float)
+cdef double _per_second[KAEXT_NKNOBS]
+cdef long long _lo[KAEXT_NKNOBS]
+cdef long long _hi[KAEXT_NKNOBS]
+cdef tuple _knobs = ()                # the Knob objects, for the range error
+cdef unsigned _WANT_STATE = ((1u << KAEXT_STEP_KEEPALIVE) | (1u << KAEXT_IDLE)
+                             | (1u << KAEXT_INTERVAL) | (1u << KAEXT_COUNT))
+
+
+cdef PyMemberDef *_slot(object cls, str name) except NULL:
+    descriptor = cls.__dict__.get(name)
+    if descriptor is None or not PyObject_TypeCheck(descriptor, &PyMemberDescr_Type):
+        raise TypeError(f"{cls.__name__}.{name} is not a __slots__ field")
+    return (<PyMemberDescrObject *>descriptor).d_member
+
+
+cdef _bind_knobs(tuple knobs):
+    global _knobs
+    from kaext._platform import UNITS_PER_SECOND
+    cdef int k
+    for k in range(KAEXT_NKNOBS):
+        knob = knobs[k]
+        if knob is None or not knob.readable:  # NetBSD's TCP_KEEP*, WSAIoctl: never a guess
+            _kind[k] = 0
+            continue
+        _kind[k] = 1 if knob.unit == "probes" else 2
+        _per_second[k] = 1.0 if knob.unit == "probes" else UNITS_PER_SECOND[knob.unit]
+        _lo[k] = knob.min
+        _hi[k] = knob.max
+    _knobs = knobs
+
+
+cdef object _range_fail(int k, int value):
+    from kaext._errors import range_error
+    from kaext._platform import KNOBS
+    seconds = value if _kind[k] == 1 else value / _per_second[k]
+    raise range_error(KNOBS[k], seconds, _knobs[k], "as read back from the socket")
+
+
+def bind_state(cls, tuple knobs):
+    """Called once by the layer that defines ``KeepaliveState``: the type ``read_state`` makes."""
+    global _state_type
+    cdef int k
+    _bind_knobs(knobs)
+    for k, name in enumerate(("enabled", "idle", "interval", "count")):
+        _state_slot[k] = _slot(cls, name)
+    _state_type = cls
+
+
+def bind_policy(cls, tuple knobs):
+    """Called once by the layer that defines ``Policy``: the type ``read_policy`` makes."""
+    global _policy_type
+    cdef int k
+    _bind_knobs(knobs)
+    for k, name in enumerate(("idle", "interval", "count", "user_timeout", "keepalive", "_plan")):
+        _policy_slot[k] = _slot(cls, name)
+    _policy_type = cls
+
+
+cdef inline object _value(const kaext_state *st, int k):
+    """Knob ``k`` as read back: None, a count, or seconds."""
+    if _kind[k] == 0 or not (st.have & (1u << k)):
+        return None
+    if _kind[k] == 1:
+        return st.value[k]
+    return st.value[k] / _per_second[k]
+
+
+def read_state(object sock):
+    """``KeepaliveState(enabled, idle, interval, count)`` of ``sock``: one read of four options."""
+    cdef kaext_state st
+    cdef int step = 0, err
+    cdef kaext_sock fd
+    _fd(sock, &fd)
+    if _state_type is None:
+        raise RuntimeError("kaext._kaext.read_state before bind_state")
+    err = kaext_read_some(fd, _WANT_STATE, _mech, &st, &step)
+    if err:
+        _fail(err, step, None)
+    state = kaext_alloc(_state_type)
+    cdef char *fields = <char *><void *>state
+    PyMember_SetOne(fields, _state_slot[0], st.keepalive != 0)
+    PyMember_SetOne(fields, _state_slot[1], _value(&st, KAEXT_IDLE))
+    PyMember_SetOne(fields, _state_slot[2], _value(&st, KAEXT_INTERVAL))
+    PyMember_SetOne(fields, _state_slot[3], _value(&st, KAEXT_COUNT))
+    return state
+
+
+def read_policy(cls, object sock):
+    """``Policy.from_socket``: the policy (of type ``cls``) that reproduces ``sock``'s keepalive
+    and user timeout (see ``kaext.Policy.from_socket``).
+
+    SO_KEEPALIVE and every knob that reads back, one getsockopt each; SO_KEEPALIVE off
+    gives ``keepalive=False`` (the knobs are not carried), no user timeout gives
+    ``user_timeout=0.0``; a knob that does not read back is None.  ValueError for a
+    value outside the policy's range.
+    """
+    cdef kaext_state st
+    cdef int step = 0, err, k
+    cdef unsigned mask = 0
+    cdef kaext_sock fd
+    cdef Plan plan
+    _fd(sock, &fd)
+    if _policy_type is None:
+        raise RuntimeError("kaext._kaext.read_policy before bind_policy")
+    err = kaext_read_some(fd, KAEXT_WANT_ALL, _mech, &st, &step)
+    if err:
+        _fail(err, step, None)
+    if not st.keepalive:  # keepalive off: the knobs have no effect and are not carried
+        st.have &= ~((1u << KAEXT_IDLE) | (1u << KAEXT_INTERVAL) | (1u << KAEXT_COUNT))
+    for k in range(KAEXT_NKNOBS):
+        if _kind[k] and st.have & (1u << k):
+            if st.value[k] < _lo[k] or st.value[k] > _hi[k]:
+                _range_fail(k, st.value[k])
+            mask |= 1u << k
+        else:
+            st.have &= ~(1u << k)
+            st.value[k] = 0
+    if cls is _policy_type:
+        policy = kaext_alloc(cls)
+    elif isinstance(cls, type) and issubclass(cls, _policy_type):
+        policy = cls.__new__(cls)
+    else:
+        raise TypeError(f"{cls!r} is not a subclass of {_policy_type.__name__}")
+    cdef char *fields = <char *><void *>policy
+    PyMember_SetOne(fields, _policy_slot[0], _value(&st, KAEXT_IDLE))
+    PyMember_SetOne(fields, _policy_slot[1], _value(&st, KAEXT_INTERVAL))
+    PyMember_SetOne(fields, _policy_slot[2], _value(&st, KAEXT_COUNT))
+    PyMember_SetOne(fields, _policy_slot[3], _value(&st, KAEXT_USER_TIMEOUT))
+    PyMember_SetOne(fields, _policy_slot[4], st.keepalive != 0)
+    plan = Plan.__new__(Plan, mask, st.value[KAEXT_IDLE], st.value[KAEXT_INTERVAL], st.value[KAEXT_COUNT],
+                        st.value[KAEXT_USER_TIMEOUT], 1 if st.keepalive else 0)
+    PyMember_SetOne(fields, _policy_slot[5], plan)
+    return policy
 
 
 # ======================================================================================
@@ -390,7 +558,7 @@ def proc_read(int pidfd, fds):
         free(out)
 
 
-def diag_parse(const unsigned char[::1] buf, Py_ssize_t n, set wanted, dict table, tuple states, tuple timers,
+def diag_parse(bytearray buf, Py_ssize_t n, set wanted, dict table, tuple states, tuple timers,
                int keepalive_timer):
     """Parse one read (``buf[:n]``) of a sock_diag dump of TCP sockets into ``table``.
 
@@ -405,12 +573,15 @@ def diag_parse(const unsigned char[::1] buf, Py_ssize_t n, set wanted, dict tabl
     cdef char local[64]
     cdef char remote[64]
     cdef Py_ssize_t nstates = len(states), ntimers = len(timers)
-    if n < 0 or n > buf.shape[0]:
+    # the bytearray's own memory, not a typed memoryview: Cython's memoryview support
+    # would add about 60 kB to the extension
+    cdef const unsigned char *data = <const unsigned char *>PyByteArray_AS_STRING(buf)
+    if n < 0 or n > PyByteArray_GET_SIZE(buf):
         raise ValueError(f"diag_parse: n={n} outside the buffer")
     if n == 0:
         return False
     while True:
-        r = kaext_diag_next(&buf[0], <size_t>n, &off, &m)
+        r = kaext_diag_next(data, <size_t>n, &off, &m)
         if r == KAEXT_DIAG_END:
             return False
         if r == KAEXT_DIAG_DONE:

@@ -376,6 +376,70 @@ def test_pure_wheel_is_py3_none_any() -> None:
     assert {"kaext/py.typed", "kaext/_kaext.pyi"} | _python_modules() <= names
 
 
+# --- release builds without debug information; debug builds on request -------------------
+
+
+def _elf_sections(path: Path) -> set[str]:
+    """Section names of an ELF file, as binutils' readelf lists them."""
+    import shutil
+
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        _missing("readelf (binutils) not found")
+    out = subprocess.run([readelf, "-W", "--section-headers", str(path)], capture_output=True, text=True, check=True)
+    return set(re.findall(r"\]\s+(\.\S+)", out.stdout))
+
+
+def _libraries_from(wheel: Path, into: Path) -> list[Path]:
+    """The wheel's shared libraries (the extension, the preload library), extracted."""
+    with zipfile.ZipFile(wheel) as zf:
+        names = [n for n in zf.namelist() if n.startswith("kaext/") and n.endswith(".so")]
+        assert any(re.fullmatch(r"kaext/_kaext\.[^/]+\.so", n) for n in names), names
+        return [Path(zf.extract(name, into)) for name in names]
+
+
+def test_release_wheel_has_no_debug_information(tmp_path: Path) -> None:
+    wheel = _artefact("KAEXT_WHEEL")
+    if "linux" not in wheel.name.rsplit("-", 1)[-1]:
+        pytest.skip(f"{wheel.name} is not a Linux (ELF) wheel")
+    for library in _libraries_from(wheel, tmp_path):
+        sections = _elf_sections(library)
+        assert ".text" in sections, (library.name, sorted(sections))  # readelf did read it
+        assert not {s for s in sections if s.startswith(".debug")}, (library.name, sorted(sections))
+        assert ".symtab" not in sections, (library.name, sorted(sections))  # stripped
+
+
+def test_debug_build_keeps_debug_information(tmp_path: Path) -> None:
+    """``KAEXT_DEBUG=1`` builds the extension with DWARF debug information, not stripped."""
+    if not REQUIRE:
+        pytest.skip("builds a wheel: runs in the packaging step (KAEXT_REQUIRE_PACKAGING=1)")
+    setup = _source("setup.py")
+    if not sys.platform.startswith("linux"):  # readelf; the flags are the same with every gcc/clang
+        pytest.skip("reads ELF sections: Linux only")
+    env = dict(os.environ, KAEXT_DEBUG="1", KAEXT_REQUIRE_EXTENSION="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    env.pop("KAEXT_NO_EXTENSIONS", None)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(setup.parent)],
+        env=env, check=True, capture_output=True,
+    )
+    [wheel] = (tmp_path / "dist").glob("kaext-*.whl")
+    for library in _libraries_from(wheel, tmp_path):
+        sections = _elf_sections(library)
+        assert {".debug_info", ".debug_line", ".symtab"} <= sections, (library.name, sorted(sections))
+
+
+def test_cibuildwheel_builds_release_wheels() -> None:
+    """cibuildwheel builds through setup.py: nothing in its settings asks for a debug build."""
+    config = _pyproject()["tool"]["cibuildwheel"]
+    sections = [config, *(config.get(p, {}) for p in ("linux", "macos", "windows")), *config.get("overrides", [])]
+    for section in sections:
+        environment = section.get("environment", {})
+        assert isinstance(environment, dict), environment
+        assert environment.get("KAEXT_DEBUG", "0") in ("", "0"), section
+        for flags in ("CFLAGS", "LDFLAGS", "CPPFLAGS"):
+            assert not re.search(r"(^|\s)-(g|O0)\b", environment.get(flags, "")), section
+
+
 # --- no compiler: the sdist installs the pure-Python implementation and says so ---------------
 
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 import kaext
-from kaext import _capabilities, _platform
+from kaext import _backend, _capabilities, _platform
 
 FACTS = json.loads((Path(__file__).parent / "data" / "platform_facts.json").read_text())
 KNOB_FACTS: dict[str, dict[str, dict[str, object]]] = FACTS["knobs"]
@@ -53,6 +54,19 @@ def _tables() -> dict[str, tuple[str, dict[str, _platform.KnobSpec]]]:
 TABLES = sorted(KNOB_FACTS)
 
 
+def _bind_read_back() -> None:
+    """Hand the capabilities in force to the backend's read-back, as the API layers do at import."""
+    _backend.bind_state(kaext.KeepaliveState, _capabilities.read_back_knobs())
+    _backend.bind_policy(kaext.Policy, _capabilities.read_back_knobs())
+
+
+@pytest.fixture(autouse=True)
+def _read_back_bound_to_the_real_table() -> Iterator[None]:
+    """After each test (and after monkeypatch has put the real capabilities back)."""
+    yield
+    _bind_read_back()
+
+
 def _install(monkeypatch: pytest.MonkeyPatch, os_key: str) -> dict[str, _capabilities.Knob]:
     """Make ``os_key``'s table the capabilities the API works with (arithmetic only: no socket)."""
     family, specs = _tables()[os_key]
@@ -65,6 +79,7 @@ def _install(monkeypatch: pytest.MonkeyPatch, os_key: str) -> dict[str, _capabil
     }
     monkeypatch.setattr(_capabilities, "_CAPABILITIES", caps)
     monkeypatch.setattr(_platform, "FAMILY", family)
+    _bind_read_back()
     return caps
 
 

@@ -6,7 +6,7 @@
     python tools/leakcheck.py --valgrind 20000      # also run valgrind memcheck over 20,000 rounds
 
 Per implementation, after a warm-up, it runs the hot path (``Policy.apply`` and
-``get_keepalive`` every round; ``set_keepalive``, ``disable_keepalive``,
+``get_keepalive`` and ``Policy.from_socket`` every round; ``set_keepalive``, ``disable_keepalive``,
 ``set_user_timeout``/``get_user_timeout`` every 16th) for ``-n`` rounds, and then, for a
 tenth as many rounds, the error paths (a closed fd, an fd number nobody has open, a UDP socket, an
 AF_UNIX socket, a regular file: each raises OSError), sampling the resident set size
@@ -116,9 +116,10 @@ class Targets:
 
 
 def hot_round(t: Targets, policies: list[kaext.Policy], i: int) -> None:
-    """One apply and one read-back; every 16th round also the keyword API."""
+    """One apply and two read-backs; every 16th round also the keyword API."""
     policies[i % len(policies)].apply(t.tcp)
     kaext.get_keepalive(t.tcp)
+    kaext.Policy.from_socket(t.tcp)
     if i % 16 == 0:
         kaext.set_keepalive(t.tcp, idle=1 + i % 600, interval=1 + i % 60, count=1 + i % 9)
         kaext.disable_keepalive(t.tcp.fileno())
@@ -138,6 +139,10 @@ def error_round(t: Targets, policies: list[kaext.Policy], i: int) -> None:
             raise AssertionError(f"{target!r} accepted a policy")
         try:
             kaext.get_keepalive(target)
+        except OSError:
+            pass
+        try:
+            kaext.Policy.from_socket(target)
         except OSError:
             pass
     for bad in (-1, True, "x", None):
@@ -191,8 +196,8 @@ def run_phase(
 
 
 # API calls per round, to express growth per call (hot_round: counting only the
-# apply and the read-back, not the keyword calls of every 16th round).
-CALLS_PER_ROUND = {"hot_round": 2, "error_round": 15}
+# apply and the read-backs, not the keyword calls of every 16th round).
+CALLS_PER_ROUND = {"hot_round": 3, "error_round": 20}
 
 
 def report(result: dict[str, Any], max_rss: float, max_traced: float) -> bool:

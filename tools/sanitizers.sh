@@ -14,7 +14,8 @@
 #   gcc; the packages are in .ci/apt-packages.txt) and PyPI for Cython, setuptools,
 #   pytest and hypothesis.
 # - CFLAGS/LDFLAGS: -fsanitize=address,undefined -fno-omit-frame-pointer
-#   -fno-sanitize-recover=undefined (every UB report is fatal, not just printed), -O1 -g.
+#   -fno-sanitize-recover=undefined (every UB report is fatal, not just printed), and
+#   KAEXT_DEBUG=1 (setup.py's debug build: -g -O0, not stripped) for readable reports.
 #   The script checks that the built module really calls into both runtimes
 #   (__asan_report_*, __ubsan_handle_*), so a build that silently dropped the flags fails.
 # - The interpreter is not instrumented, so the ASan runtime is preloaded
@@ -77,7 +78,7 @@ say "build with -fsanitize=address,undefined"
 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
 (
   cd "$W/src"
-  CC="$CC" CFLAGS="$SAN -O1 -g" LDFLAGS="$SAN" \
+  KAEXT_DEBUG=1 CC="$CC" CFLAGS="$SAN -O1 -g" LDFLAGS="$SAN" \
     "$VPY" -m pip install -q --no-build-isolation --no-cache-dir .
 )
 # (not imported here: an ASan-built module only loads with the runtime preloaded)

@@ -26,10 +26,14 @@ if os.environ.get("KAEXT_NO_EXTENSIONS", "") not in ("", "0"):
         Plan,
         apply,
         apply_policy,
+        bind_policy,
+        bind_state,
         knob_supported,
         knob_unit,
         mechanism,
         read,
+        read_policy,
+        read_state,
     )
 else:
     try:
@@ -49,10 +53,14 @@ else:
             Plan,
             apply,
             apply_policy,
+            bind_policy,
+            bind_state,
             knob_supported,
             knob_unit,
             mechanism,
             read,
+            read_policy,
+            read_state,
         )
     except ImportError:
         from ._pure import (  # type: ignore[assignment, unused-ignore]
@@ -71,10 +79,14 @@ else:
             Plan,
             apply,
             apply_policy,
+            bind_policy,
+            bind_state,
             knob_supported,
             knob_unit,
             mechanism,
             read,
+            read_policy,
+            read_state,
         )
 
 __all__ = [
@@ -93,8 +105,12 @@ __all__ = [
     "Plan",
     "apply",
     "apply_policy",
+    "bind_policy",
+    "bind_state",
     "knob_supported",
     "knob_unit",
     "mechanism",
     "read",
+    "read_policy",
+    "read_state",
 ]

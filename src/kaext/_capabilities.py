@@ -138,6 +138,14 @@ def capabilities() -> dict[str, Knob]:
     return dict(caps())
 
 
+def read_back_knobs() -> tuple[Knob | None, ...]:
+    """Per knob (``KNOBS`` order), what the backends need to read it back into the public
+    types: its capability (unit, range), or None for a knob ``capabilities()`` does not
+    list (it reads back as None)."""
+    known = caps()
+    return tuple(known.get(name) for name in KNOBS)
+
+
 def knob(name: str) -> Knob:
     """The capability of ``name``; OSError ENOPROTOOPT, with the reason, where there is none."""
     spec = caps().get(name)

@@ -46,6 +46,34 @@ def fd_type_error(sock: object) -> TypeError:
     )
 
 
+def fileno_of(sock: object) -> int:
+    """``sock``'s file descriptor, not yet range-checked: ``sock`` itself if it is an int
+    (not a bool), else what its ``fileno()`` returns.  Both backends' check of what they
+    are given: TypeError naming what is wrong; an OSError, TypeError or ValueError that
+    ``fileno`` raises itself passes through unchanged."""
+    if isinstance(sock, int):
+        if isinstance(sock, bool):
+            raise fd_type_error(sock)
+        return sock
+    try:
+        fileno = sock.fileno  # type: ignore[attr-defined]
+    except AttributeError:
+        raise fd_type_error(sock) from None
+    except (OSError, TypeError, ValueError):
+        raise
+    except Exception as exc:  # a fileno property that raises
+        raise TypeError(f"{type(sock).__name__}.fileno raised {exc!r}") from exc
+    try:
+        fd = fileno()
+    except (OSError, TypeError, ValueError):
+        raise
+    except Exception as exc:
+        raise TypeError(f"{type(sock).__name__}.fileno() raised {exc!r}") from exc
+    if not isinstance(fd, int) or isinstance(fd, bool):
+        raise TypeError(f"{type(sock).__name__}.fileno() returned {type(fd).__name__}, not int")
+    return fd
+
+
 def _decorate(exc: OSError, knob: str | None, option: str, value: object, fd: int | None = None) -> OSError:
     """Attach what the message says as attributes, for code that handles the error.
 

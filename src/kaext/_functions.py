@@ -7,8 +7,7 @@ call, then makes one backend call.
 from __future__ import annotations
 
 from . import _backend, _platform
-from ._capabilities import KEEPALIVE_LEAVE, Knob, caps, in_seconds, knob, make_plan
-from ._platform import UNITS_PER_SECOND, WANT_KEEPALIVE
+from ._capabilities import KEEPALIVE_LEAVE, caps, in_seconds, knob, make_plan, read_back_knobs
 from ._record import Record
 
 TYPE_CHECKING = False
@@ -28,8 +27,7 @@ __all__ = [
     "system_defaults",
 ]
 
-# what to read back (bit k = knob k, WANT_KEEPALIVE = SO_KEEPALIVE)
-_WANT_STATE = WANT_KEEPALIVE | (1 << _platform.IDLE) | (1 << _platform.INTERVAL) | (1 << _platform.COUNT)
+# what get_user_timeout reads back (bit k = knob k)
 _WANT_USER_TIMEOUT = 1 << _platform.USER_TIMEOUT
 _KEEPALIVE_OFF = _backend.Plan(0, 0, 0, 0, 0, 0)
 
@@ -66,6 +64,11 @@ class KeepaliveState(Record):
         init(self, "count", count)
 
 
+# The backend makes the KeepaliveState itself, in one call (see ``read_state``).
+_backend.bind_state(KeepaliveState, read_back_knobs())
+_read_state = _backend.read_state
+
+
 def get_keepalive(sock: SocketLike) -> KeepaliveState:
     """Read SO_KEEPALIVE, the idle time, the probe interval and the probe count.
 
@@ -82,28 +85,14 @@ def get_keepalive(sock: SocketLike) -> KeepaliveState:
       ``None``.
     * Windows before 10 1709 (and wine): idle and interval are set with
       ``WSAIoctl(SIO_KEEPALIVE_VALS)``, which cannot be read back: they are ``None``.
-    * A knob this platform lacks (OpenBSD: all three) is ``None``.
+    * A knob this platform lacks (OpenBSD: all three), or that ``capabilities()`` does not
+      list, is ``None``.
 
     ``state.mechanisms`` names the call behind each knob.  Raises OSError (EBADF,
     ENOTSOCK, ENOPROTOOPT for a socket that is not TCP) with the fd and the call.
     """
-    enabled, idle, interval, count, _ = _backend.read(sock, _WANT_STATE)
-    known = caps()
-    # a knob outside capabilities() may still read back (e.g. one the probe found refused);
-    # one the platform cannot read (NetBSD, Windows' SIO_KEEPALIVE_VALS) is None, never a guess
-    return KeepaliveState(
-        bool(enabled),
-        _readable_seconds(known, "idle", idle),
-        _readable_seconds(known, "interval", interval),
-        count if "count" in known and known["count"].readable else None,
-    )
-
-
-def _readable_seconds(known: dict[str, Knob], name: str, native: int | None) -> float | None:
-    spec = known.get(name)
-    if native is None or spec is None or not spec.readable:
-        return None
-    return native / UNITS_PER_SECOND[spec.unit]
+    state: KeepaliveState = _read_state(sock)
+    return state
 
 
 def get_user_timeout(sock: SocketLike) -> float | None:

@@ -19,9 +19,10 @@ from ._capabilities import (
     in_seconds,
     make_plan,
     max_keepalive_total,
+    read_back_knobs,
     whole_seconds,
 )
-from ._functions import get_keepalive, get_user_timeout, warn_if_not_inherited
+from ._functions import warn_if_not_inherited
 from ._platform import COUNT, IDLE, INTERVAL, USER_TIMEOUT
 
 TYPE_CHECKING = False
@@ -229,6 +230,48 @@ class Policy:
         else:
             apply = _backend.apply_policy
 
+    # -- reading back ------------------------------------------------------------------
+
+    if TYPE_CHECKING:
+
+        @classmethod
+        def from_socket(cls: type[_P], sock: SocketLike) -> _P:
+            """The policy that reproduces ``sock``'s keepalive and user timeout: what ``apply`` needs.
+
+            Reads SO_KEEPALIVE and every knob this platform can read back, each with one
+            ``getsockopt`` (Linux: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``, ``TCP_KEEPCNT`` in
+            seconds/probes, ``TCP_USER_TIMEOUT`` in ms; macOS: idle via ``TCP_KEEPALIVE``,
+            user timeout via ``TCP_RXT_CONNDROPTIME``; Windows 10 1709+: ``TCP_KEEPIDLE``,
+            ``TCP_KEEPINTVL``, ``TCP_KEEPCNT``, ``TCP_MAXRT``), values in seconds exactly as
+            the kernel holds them.  A knob the platform cannot read back (Windows before 10
+            1709: idle and interval, set by the write-only ``SIO_KEEPALIVE_VALS``) or that
+            ``capabilities()`` does not list is ``None``: the policy leaves it as it is.
+
+            ``Policy.from_socket(s).apply(t)`` makes ``t`` read back like ``s``:
+
+            - SO_KEEPALIVE off gives ``keepalive=False`` (the knobs are not carried: they
+              take no effect while keepalive is off, and ``t`` keeps its own);
+            - keepalive on gives ``idle``, ``interval`` and ``count`` as read, also where they
+              were never set (they read as the system defaults, e.g. Linux 7200 s, 75 s, 9);
+            - no user timeout reads as 0 and gives ``user_timeout=0.0``, which ``apply`` sets
+              (0 = the system default), so a user timeout on ``t`` is cleared too.
+
+            The policy says what the socket holds: unlike ``Policy(...)`` it does not warn
+            when that user timeout is shorter than the keepalive probing.
+
+            Raises the same errors as ``get_keepalive`` (OSError EBADF for a closed socket,
+            the kernel's errno for one that is not TCP, TypeError for an object without
+            ``fileno()``), and ValueError if the socket holds a value outside the range a
+            policy accepts here (``capabilities()``).  One backend call, like ``apply``.
+            """
+            policy: _P = _backend.read_policy(cls, sock)
+            return policy
+
+    else:
+        # The backend's function itself (documented above): one call that reads the
+        # options and makes the Policy, the read-back hot path.
+        from_socket = classmethod(_backend.read_policy)
+
     # -- budgets ---------------------------------------------------------------------
 
     @classmethod
@@ -371,34 +414,6 @@ class Policy:
         """
         return for_middlebox(name, cls)
 
-    @classmethod
-    def from_socket(cls, sock: SocketLike) -> Policy:
-        """The policy that reproduces ``sock``'s current keepalive and user-timeout state.
-
-        Reads what ``get_keepalive`` and ``get_user_timeout`` read (Linux, FreeBSD,
-        NetBSD, DragonFly, illumos / Solaris 11.4, Windows 10 1709+: ``SO_KEEPALIVE``,
-        ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``, ``TCP_KEEPCNT``; macOS / iOS idle as
-        ``TCP_KEEPALIVE``; user timeout Linux ``TCP_USER_TIMEOUT`` in ms, macOS
-        ``TCP_RXT_CONNDROPTIME`` and Windows ``TCP_MAXRT`` in seconds), in seconds,
-        so ``Policy.from_socket(a).apply(b)`` gives ``b`` the values ``a`` has: a knob
-        never set reads as the system default and is reproduced as that number, and
-        ``user_timeout`` 0 is the system default.  With SO_KEEPALIVE off the policy
-        is ``keepalive=False`` (plus the user timeout): such a policy cannot carry idle,
-        interval or count.
-
-        A knob that cannot be read is ``None`` in the policy, which ``apply`` leaves as
-        it is: idle and interval on Windows before 10 1709 (``SIO_KEEPALIVE_VALS`` is
-        write-only), the count there before 1703, all three on OpenBSD, and the user
-        timeout on FreeBSD, NetBSD, DragonFly, OpenBSD and illumos / Solaris, which have
-        no per-socket user timeout.  Raises OSError (EBADF, ENOTSOCK, ENOPROTOOPT for a
-        socket that is not TCP) as ``get_keepalive`` does.
-        """
-        state = get_keepalive(sock)
-        user_timeout = get_user_timeout(sock) if "user_timeout" in caps() else None
-        if not state.enabled:
-            return cls(keepalive=False, user_timeout=user_timeout)
-        return cls(state.idle, state.interval, state.count, user_timeout)
-
 
     def socket_options(self, base: Iterable[Sequence[Any]] = (), *, strict: bool = True) -> list[tuple[Any, ...]]:
         """The policy as ``(level, optname, value)`` tuples, for ``socket_options`` arguments.
@@ -534,6 +549,10 @@ def for_middlebox(name: str, policy_class: type[_P]) -> _P:
     if box is None:
         raise ValueError(f"unknown middlebox {name!r}; known: {', '.join(MIDDLEBOXES)}")
     return for_idle_timeout(box.idle_timeout, policy_class)
+
+
+# The backend makes the Policy that from_socket returns itself, in one call.
+_backend.bind_policy(Policy, read_back_knobs())
 
 
 def _policy_from_kwargs(kwargs: dict[str, Any]) -> Policy:

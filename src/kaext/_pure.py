@@ -16,15 +16,19 @@ import socket
 from typing import Any
 
 from . import _platform
-from ._errors import bad_fd_error, fd_type_error, socket_error
+from ._errors import bad_fd_error, fileno_of, range_error, socket_error
 from ._platform import (
+    COUNT,
     FALLBACK_CONSTANTS,
     FAMILY,
     IDLE,
     INTERVAL,
     KNOBS,
     SPECS,
+    UNITS_PER_SECOND,
+    USER_TIMEOUT,
     WANT_ALL,
+    WANT_KEEPALIVE,
     WINDOWS_MIN_BUILD,
     WINDOWS_SIO_DEFAULT_IDLE_MS,
     WINDOWS_SIO_DEFAULT_INTERVAL_MS,
@@ -55,8 +59,9 @@ class Plan(Record):
     SO_KEEPALIVE), 0 (off) or 1 (on).  Immutable.
     """
 
-    __slots__ = ("set_mask", "idle", "interval", "count", "user_timeout", "keepalive")
-    _fields = __slots__
+    _fields = ("set_mask", "idle", "interval", "count", "user_timeout", "keepalive")
+    # _calls: the setsockopt calls apply_policy makes, worked out on first use (not a field)
+    __slots__ = (*_fields, "_calls")
 
     set_mask: int
     idle: int
@@ -118,6 +123,7 @@ _TCP = CONSTANTS.get("IPPROTO_TCP", 6)
 _SOL_SOCKET = CONSTANTS["SOL_SOCKET"]
 _SO_KEEPALIVE = CONSTANTS["SO_KEEPALIVE"]
 _TCP_NODELAY = socket.TCP_NODELAY
+_socket_type = socket.socket
 
 KNOB_OPTIONS: tuple[tuple[str, int, int] | None, ...] = tuple(
     (SPECS[k].option, _TCP, CONSTANTS[SPECS[k].option])
@@ -244,27 +250,7 @@ def _apply_sio(s: socket.socket, plan: Plan) -> None:
 
 
 def _fd(sock: Any) -> int:
-    if isinstance(sock, int):
-        if isinstance(sock, bool):
-            raise fd_type_error(sock)
-        fd = sock
-    else:
-        try:
-            fileno = sock.fileno
-        except AttributeError:
-            raise fd_type_error(sock) from None
-        except (OSError, TypeError, ValueError):
-            raise
-        except Exception as exc:  # a fileno property that raises
-            raise TypeError(f"{type(sock).__name__}.fileno raised {exc!r}") from exc
-        try:
-            fd = fileno()
-        except (OSError, TypeError, ValueError):
-            raise
-        except Exception as exc:
-            raise TypeError(f"{type(sock).__name__}.fileno() raised {exc!r}") from exc
-        if not isinstance(fd, int) or isinstance(fd, bool):
-            raise TypeError(f"{type(sock).__name__}.fileno() returned {type(fd).__name__}, not int")
+    fd = fileno_of(sock)
     if fd < 0 or fd > FD_MAX:
         raise bad_fd_error(fd)
     return int(fd)
@@ -378,9 +364,49 @@ def apply(sock: Any, plan: Plan) -> None:
 _SIO_KNOBS = (1 << IDLE) | (1 << INTERVAL)
 
 
+def _calls(plan: Plan) -> tuple[tuple[int, int, int], ...] | None:
+    """The setsockopt calls ``plan`` makes, ``((level, optname, value), ...)`` in the shim's
+    order, or None where the general path must run (an ioctl knob, or no knob: then the
+    TCP check comes first)."""
+    mask = plan.set_mask
+    values = _values(plan)
+    calls = []
+    for k in range(NKNOBS):
+        if mask & (1 << k):
+            entry = KNOB_OPTIONS[k]
+            if entry is None or mechanism(k) != MECH_SETSOCKOPT:
+                return None
+            calls.append((entry[1], entry[2], values[k]))
+    if not calls:
+        return None
+    if plan.keepalive >= 0:
+        calls.append((_SOL_SOCKET, _SO_KEEPALIVE, 1 if plan.keepalive else 0))
+    return tuple(calls)
+
+
 def apply_policy(self: Any, sock: Any) -> None:
-    """``Policy.apply``: this policy to ``sock``, all or nothing (see ``kaext.Policy.apply``)."""
-    apply(sock, self._plan)
+    """``Policy.apply``: this policy to ``sock``, all or nothing (see ``kaext.Policy.apply``).
+
+    For a ``socket.socket`` the plan's setsockopt calls, worked out once per plan, are
+    made directly; if one fails, the general path (:func:`apply`) makes them again and
+    raises the error it describes (setting a value twice changes nothing).
+    """
+    plan = self._plan
+    if type(sock) is _socket_type:
+        try:
+            calls = plan._calls
+        except AttributeError:
+            calls = _calls(plan)
+            object.__setattr__(plan, "_calls", calls)
+        if calls is not None:
+            setsockopt = sock.setsockopt
+            try:
+                for level, opt, value in calls:
+                    setsockopt(level, opt, value)
+                return
+            except OSError:
+                pass
+    apply(sock, plan)
 
 
 def read(sock: Any, want: int = WANT_ALL) -> tuple[int, int | None, int | None, int | None, int | None]:
@@ -390,22 +416,196 @@ def read(sock: Any, want: int = WANT_ALL) -> tuple[int, int | None, int | None, 
     only when no knob could be read does a TCP_NODELAY probe tell "not readable here"
     from "not a TCP socket".
     """
+    if type(sock) is _socket_type:
+        try:
+            return _read(sock, want)
+        except OSError:
+            pass  # a closed socket, or not TCP: the general path says which, as for any fd
     with _Borrowed(sock) as s:
-        keepalive = 0
-        if want & (1 << STEP_KEEPALIVE):
+        return _read(s, want)
+
+
+def _read(s: socket.socket, want: int) -> tuple[int, int | None, int | None, int | None, int | None]:
+    getsockopt = s.getsockopt
+    keepalive = 0
+    if want & WANT_KEEPALIVE:
+        try:
+            keepalive = getsockopt(_SOL_SOCKET, _SO_KEEPALIVE)
+        except OSError as exc:
+            raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "") from None
+    values: list[int | None] = [None, None, None, None]
+    read_any = False
+    for k, level, opt in _READABLE:
+        if want & (1 << k):
             try:
-                keepalive = s.getsockopt(_SOL_SOCKET, _SO_KEEPALIVE)
-            except OSError as exc:
-                raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "") from None
-        values: list[int | None] = []
-        for k, entry in enumerate(KNOB_OPTIONS):
-            value = None
-            if want & (1 << k) and entry is not None and mechanism(k) != MECH_SIO:  # SIO is write-only
-                try:
-                    value = s.getsockopt(entry[1], entry[2])
-                except OSError:
-                    value = None
-            values.append(value)
-        if all(value is None for value in values):
-            _probe_tcp(s)
+                values[k] = getsockopt(level, opt)
+                read_any = True
+            except OSError:
+                pass
+    if not read_any:
+        _probe_tcp(s)
     return (keepalive, values[0], values[1], values[2], values[3])
+
+
+# --------------------------------------------------------------------------------------
+# Read-back straight into the public value types
+# --------------------------------------------------------------------------------------
+#
+# The layers above hand their types over once, at import (``bind_state``,
+# ``bind_policy``), with the knobs ``capabilities()`` lists: per knob None (not
+# listed: reads back as None) or its ``kaext.Knob`` (unit, range, option; one that is
+# not readable reads back as None).
+
+_state_type: Any = None
+_state_setters: tuple[Any, ...] = ()
+_policy_type: Any = None
+_policy_setters: tuple[Any, ...] = ()
+# per knob: None (reads back as None), 0 (a count: int) or the unit's parts per second
+_per_second: list[float | None] = [None] * len(KNOBS)
+_knobs: list[Any] = [None] * len(KNOBS)
+
+
+def _setters(cls: type, names: tuple[str, ...]) -> tuple[Any, ...]:
+    """The ``__set__`` of each slot's descriptor: sets a field of an immutable value."""
+    return tuple(cls.__dict__[name].__set__ for name in names)
+
+
+def _bind_knobs(knobs: tuple[Any, ...]) -> None:
+    for k, knob in enumerate(knobs):
+        _knobs[k] = knob
+        if knob is None or not knob.readable:  # NetBSD's TCP_KEEP*, WSAIoctl: never a guess
+            _per_second[k] = None
+        else:
+            _per_second[k] = 0 if knob.unit == "probes" else float(UNITS_PER_SECOND[knob.unit])
+
+
+def bind_state(cls: type, knobs: tuple[Any, ...]) -> None:
+    """Called once by the layer that defines ``KeepaliveState``: the type ``read_state`` makes."""
+    global _state_type, _state_setters
+    _bind_knobs(knobs)
+    _state_setters = _setters(cls, ("enabled", "idle", "interval", "count"))
+    _state_type = cls
+
+
+def bind_policy(cls: type, knobs: tuple[Any, ...]) -> None:
+    """Called once by the layer that defines ``Policy``: the type ``read_policy`` makes."""
+    global _policy_type, _policy_setters
+    _bind_knobs(knobs)
+    _policy_setters = _setters(cls, ("idle", "interval", "count", "user_timeout", "keepalive", "_plan"))
+    _policy_type = cls
+
+
+def _seconds(k: int, value: int | None) -> float | int | None:
+    per = _per_second[k]
+    if value is None or per is None:
+        return None
+    return value / per if per else value
+
+
+# Values read back, made once per distinct reading: KeepaliveState and Policy are
+# immutable, so equal readings can share one instance.
+_MADE: dict[tuple[Any, ...], Any] = {}
+_CACHE_MAX = 256
+
+
+def _read_fast(sock: Any, options: tuple[tuple[int, ...], tuple[int, ...]] | None) -> tuple[int, ...] | None:
+    """For a ``socket.socket`` whose options all read back: the values, straight from C
+    (``map``).  None where the general path (:func:`read`) must run, or if a read failed
+    (the general path then raises the error it describes)."""
+    if options is not None and type(sock) is _socket_type:
+        try:
+            return tuple(map(sock.getsockopt, *options))
+        except OSError:
+            pass
+    return None
+
+
+def read_state(sock: Any) -> Any:
+    """``KeepaliveState(enabled, idle, interval, count)`` of ``sock``: one read of four options."""
+    values = _read_fast(sock, _STATE_OPTIONS) or read(sock, _WANT_STATE)[:4]
+    state = _MADE.get(values)
+    if state is None:
+        keepalive, idle, interval, count = values
+        state = object.__new__(_state_type)
+        set_enabled, set_idle, set_interval, set_count = _state_setters
+        set_enabled(state, keepalive != 0)
+        set_idle(state, _seconds(IDLE, idle))
+        set_interval(state, _seconds(INTERVAL, interval))
+        set_count(state, _seconds(COUNT, count))
+        _remember(values, state)
+    return state
+
+
+def read_policy(cls: type, sock: Any) -> Any:
+    """``Policy.from_socket``: the policy (of type ``cls``) that reproduces ``sock``'s keepalive
+    and user timeout (see ``kaext.Policy.from_socket``).
+
+    SO_KEEPALIVE and every knob that reads back, one getsockopt each; SO_KEEPALIVE off
+    gives ``keepalive=False`` (the knobs are not carried), no user timeout gives
+    ``user_timeout=0.0``; a knob that does not read back is None.  ValueError for a
+    value outside the policy's range.
+    """
+    values = _read_fast(sock, _POLICY_OPTIONS) or read(sock, WANT_ALL)
+    key = (cls, values)
+    policy = _MADE.get(key)
+    if policy is None:
+        policy = _make_policy(cls, values)
+        _remember(key, policy)
+    return policy
+
+
+def _remember(key: tuple[Any, ...], value: Any) -> None:
+    if len(_MADE) >= _CACHE_MAX:
+        _MADE.clear()
+    _MADE[key] = value
+
+
+def _make_policy(cls: type, values: tuple[Any, ...]) -> Any:
+    keepalive, *knobs = values
+    if not keepalive:  # keepalive off: the knobs have no effect and are not carried
+        knobs[IDLE] = knobs[INTERVAL] = knobs[COUNT] = None
+    mask = 0
+    native = [0, 0, 0, 0]
+    for k, value in enumerate(knobs):
+        if value is None or _per_second[k] is None:
+            knobs[k] = None
+            continue
+        knob = _knobs[k]
+        if not knob.min <= value <= knob.max:
+            raise range_error(KNOBS[k], _seconds(k, value), knob, "as read back from the socket")
+        mask |= 1 << k
+        native[k] = value
+    if cls is not _policy_type and not issubclass(cls, _policy_type):
+        raise TypeError(f"{cls!r} is not a subclass of {_policy_type.__name__}")
+    policy: Any = object.__new__(cls)
+    set_idle, set_interval, set_count, set_user_timeout, set_keepalive, set_plan = _policy_setters
+    set_idle(policy, _seconds(IDLE, knobs[IDLE]))
+    set_interval(policy, _seconds(INTERVAL, knobs[INTERVAL]))
+    set_count(policy, knobs[COUNT])
+    set_user_timeout(policy, _seconds(USER_TIMEOUT, knobs[USER_TIMEOUT]))
+    set_keepalive(policy, keepalive != 0)
+    set_plan(policy, Plan(mask, native[0], native[1], native[2], native[3], 1 if keepalive else 0))
+    return policy
+
+
+# Every knob's mechanism now, at import, as the C extension does (no racing first probes
+# from several threads); then the knobs that read back (WSAIoctl is write-only).
+_READABLE = tuple(
+    (k, entry[1], entry[2])
+    for k, entry in enumerate(KNOB_OPTIONS)
+    if entry is not None and mechanism(k) != MECH_SIO
+)
+_WANT_STATE = WANT_KEEPALIVE | (1 << IDLE) | (1 << INTERVAL) | (1 << COUNT)
+
+
+def _options(knobs: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(levels, optnames) of SO_KEEPALIVE and these knobs, or None unless all of them read back."""
+    readable = {k: (level, opt) for k, level, opt in _READABLE}
+    if not all(k in readable for k in knobs):
+        return None
+    pairs = [(_SOL_SOCKET, _SO_KEEPALIVE), *(readable[k] for k in knobs)]
+    return tuple(level for level, _ in pairs), tuple(opt for _, opt in pairs)
+
+
+_STATE_OPTIONS = _options((IDLE, INTERVAL, COUNT))
+_POLICY_OPTIONS = _options((IDLE, INTERVAL, COUNT, USER_TIMEOUT))

@@ -319,13 +319,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     with warnings.catch_warnings():
         # a warning (e.g. an --apply policy whose user timeout cuts probing short) is one line, once
         if not sys.warnoptions:
-            warnings.simplefilter("once")
-        warnings.showwarning = _one_line_warning
+            warnings.simplefilter("always")
+        shown: set[str] = set()
+
+        def one_line(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+            line = f"{_prog()}: warning: {message}"
+            if line not in shown:
+                shown.add(line)
+                print(line, file=sys.stderr)
+
+        warnings.showwarning = one_line
         return _main(argv)
-
-
-def _one_line_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
-    print(f"{_prog()}: warning: {message}", file=sys.stderr)
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -733,11 +733,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     with warnings.catch_warnings():
         # a warning (e.g. a --policy whose user timeout cuts probing short) is one line, once
+        # (counted here: the checks' own catch_warnings would reset a "once" filter's memory)
         if not sys.warnoptions:
-            warnings.simplefilter("once")
+            warnings.simplefilter("always")
+        shown: set[str] = set()
 
         def one_line(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
-            print(f"{parser.prog}: warning: {message}", file=sys.stderr)
+            line = f"{parser.prog}: warning: {message}"
+            if line not in shown:
+                shown.add(line)
+                print(line, file=sys.stderr)
 
         warnings.showwarning = one_line
         try:

@@ -17,8 +17,8 @@ def configure(sock: socket.socket, writer: asyncio.StreamWriter) -> float | None
     idle: float | None = state.idle
     policy = Policy.from_timeout(60)
     policy.apply(writer.get_extra_info("socket"))
-    snapshot: Policy = Policy.from_socket(sock)
-    snapshot.apply(sock.fileno())
+    current: Policy = Policy.from_socket(sock)
+    current.apply(writer.get_extra_info("socket"))
     options: list[tuple[int, ...]] = [tuple(o) for o in policy.socket_options()]
     knobs: dict[str, Knob] = kaext.capabilities()
     unit: str = knobs["idle"].unit

@@ -1,0 +1,233 @@
+"""Policy.from_socket: a socket's whole keepalive and user-timeout state as one Policy.
+
+Expected values come from Python's own ``socket.getsockopt`` (``sockets.raw``);
+the round trip is checked on a second, fresh socket through the same plain reads.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+import warnings
+from collections.abc import Iterator
+from types import ModuleType
+
+import pytest
+from sockets import KINDS, HasFileno, open_socket, raw
+
+import kaext
+from kaext import Policy
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux socket options")
+
+
+@pytest.fixture(params=KINDS)
+def sock(request: pytest.FixtureRequest) -> Iterator[socket.socket]:
+    with open_socket(*request.param) as s:
+        yield s
+
+
+def expected(s: socket.socket) -> Policy:
+    """What from_socket should give, from plain getsockopt: the knobs only while keepalive is on."""
+    on, idle, interval, count, user_timeout_ms = raw(s)
+    with warnings.catch_warnings():  # a socket may well hold a user timeout shorter than its probing
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if not on:
+            return Policy(keepalive=False, user_timeout=user_timeout_ms / 1000)
+        return Policy(idle=idle, interval=interval, count=count, user_timeout=user_timeout_ms / 1000)
+
+
+with warnings.catch_warnings():
+    # short user timeouts on purpose (the RuntimeWarning says they cut probing short)
+    warnings.simplefilter("ignore", RuntimeWarning)
+    POLICIES = [
+        Policy(idle=7, interval=3, count=4, user_timeout=19),
+        Policy(idle=60, interval=10, count=5),
+        Policy(idle=32767, interval=1, count=127, user_timeout=2147483.647),
+        Policy(user_timeout=0.001),
+        Policy(user_timeout=1.5),
+        Policy(),
+        Policy(keepalive=False),
+        Policy(keepalive=False, user_timeout=30),
+    ]
+
+
+def test_untouched_socket(sock: socket.socket) -> None:
+    policy = Policy.from_socket(sock)
+    assert policy == expected(sock)
+    # a fresh socket: SO_KEEPALIVE off, no user timeout (0 = the system default)
+    assert policy.keepalive is False and policy.user_timeout == 0.0
+    assert (policy.idle, policy.interval, policy.count) == (None, None, None)
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=str)
+def test_values_are_what_getsockopt_reads(sock: socket.socket, policy: Policy) -> None:
+    policy.apply(sock)
+    got = Policy.from_socket(sock)
+    assert got == expected(sock)
+    on, idle, interval, count, user_timeout_ms = raw(sock)
+    assert got.keepalive is bool(on)
+    assert got.user_timeout == user_timeout_ms / 1000 and type(got.user_timeout) is float
+    if on:
+        assert (got.idle, got.interval, got.count) == (idle, interval, count)
+        assert type(got.idle) is float and type(got.interval) is float and type(got.count) is int
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=str)
+def test_round_trip_onto_another_socket(sock: socket.socket, policy: Policy) -> None:
+    """``Policy.from_socket(s).apply(t)`` makes ``t`` read back like ``s``."""
+    policy.apply(sock)
+    with socket.socket() as target:
+        # the target starts from other values, so that nothing matches by accident
+        Policy(idle=11, interval=12, count=13, user_timeout=170).apply(target)
+        Policy.from_socket(sock).apply(target)
+        source, copy = raw(sock), raw(target)
+        assert copy[0] == source[0]  # SO_KEEPALIVE
+        assert copy[4] == source[4]  # TCP_USER_TIMEOUT, also 0 (the system default)
+        if source[0]:
+            assert copy[1:4] == source[1:4]
+        else:  # keepalive off: the source's knobs take no effect, the target keeps its own
+            assert copy[1:4] == (11, 12, 13)
+
+
+def test_user_timeout_zero_is_set_not_left(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
+    """A socket without a user timeout gives a policy that sets 0 (the system default), so it round-trips."""
+    source, target = tcp_pair
+    Policy(idle=5, interval=2, count=3).apply(source)
+    policy = Policy.from_socket(source)
+    assert policy.user_timeout == 0.0
+    Policy(idle=1, interval=1, count=1, user_timeout=9).apply(target)
+    policy.apply(target)
+    assert raw(target) == raw(source) == (1, 5, 2, 3, 0)
+
+
+def test_the_policy_is_an_ordinary_policy(sock: socket.socket) -> None:
+    made = Policy(idle=70, interval=8, count=6, user_timeout=120.5)
+    made.apply(sock)
+    got = Policy.from_socket(sock)
+    assert type(got) is Policy
+    assert got == made and hash(got) == hash(made)
+    assert repr(got) == "Policy(idle=70.0, interval=8.0, count=6, user_timeout=120.5)"
+    assert str(got) == str(made) == "70s:8s:6 user_timeout=120500ms"
+    assert got.socket_options() == made.socket_options()
+    with pytest.raises(AttributeError):
+        got.idle = 1  # type: ignore[misc]
+
+
+def test_a_subclass_gets_its_own_type(tcp: socket.socket) -> None:
+    class MyPolicy(Policy):
+        __slots__ = ()
+
+    Policy(idle=9, interval=4, count=2).apply(tcp)
+    got = MyPolicy.from_socket(tcp)
+    assert type(got) is MyPolicy
+    assert got == Policy(idle=9, interval=4, count=2, user_timeout=0)
+
+
+def test_file_descriptor_and_fileno_objects(tcp: socket.socket) -> None:
+    Policy(idle=21, interval=5, count=7, user_timeout=56.5).apply(tcp)
+    want = expected(tcp)
+    assert Policy.from_socket(tcp.fileno()) == want
+    assert Policy.from_socket(HasFileno(tcp)) == want
+    assert raw(tcp) == (1, 21, 5, 7, 56500)  # reading changed nothing
+
+
+# --------------------------------------------------------------------------------------
+# errors: the same as get_keepalive's
+# --------------------------------------------------------------------------------------
+
+
+def _error(fn: object, target: object) -> OSError:
+    with pytest.raises(OSError) as info:
+        fn(target)  # type: ignore[operator]
+    return info.value
+
+
+def test_closed_socket() -> None:
+    s = socket.socket()
+    s.close()
+    exc = _error(Policy.from_socket, s)
+    assert exc.errno == errno.EBADF
+    assert str(exc) == str(_error(kaext.get_keepalive, s))
+
+
+def test_udp_socket() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        exc = _error(Policy.from_socket, udp)
+        with pytest.raises(OSError) as plain:  # what the kernel says to a TCP option on UDP
+            udp.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert exc.errno == plain.value.errno
+        assert (type(exc), str(exc)) == (type(_error(kaext.get_keepalive, udp)), str(_error(kaext.get_keepalive, udp)))
+
+
+def test_not_a_socket() -> None:
+    with pytest.raises(TypeError) as info:
+        Policy.from_socket("not a socket")  # type: ignore[arg-type]
+    with pytest.raises(TypeError) as reference:
+        kaext.get_keepalive("not a socket")  # type: ignore[arg-type]
+    assert str(info.value) == str(reference.value)
+    with open(__file__, "rb") as f:
+        exc = _error(Policy.from_socket, f)
+        assert exc.errno == errno.ENOTSOCK
+        assert str(exc) == str(_error(kaext.get_keepalive, f))
+
+
+def test_each_reading_is_the_sockets_current_state(tcp: socket.socket) -> None:
+    """Read, change, read again on one socket: every reading follows the change."""
+    for policy in [*POLICIES, POLICIES[0]]:
+        policy.apply(tcp)
+        assert Policy.from_socket(tcp) == expected(tcp)
+        on, idle, interval, count, _ = raw(tcp)
+        assert kaext.get_keepalive(tcp) == kaext.KeepaliveState(bool(on), float(idle), float(interval), count)
+
+
+# --------------------------------------------------------------------------------------
+# the backend interface, both backends
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bound(backend: ModuleType) -> ModuleType:
+    """The backend with the public types handed over, as the API layers do for the chosen one."""
+    from kaext._capabilities import read_back_knobs
+
+    backend.bind_state(kaext.KeepaliveState, read_back_knobs())
+    backend.bind_policy(Policy, read_back_knobs())
+    return backend
+
+
+def test_backends_read_into_the_public_types(bound: ModuleType, tcp: socket.socket) -> None:
+    backend = bound
+    Policy(idle=31, interval=6, count=2, user_timeout=43.25).apply(tcp)
+    on, idle, interval, count, user_timeout_ms = raw(tcp)
+    state = backend.read_state(tcp)
+    assert type(state) is kaext.KeepaliveState
+    assert state == kaext.KeepaliveState(bool(on), float(idle), float(interval), count)
+    policy = backend.read_policy(Policy, tcp)
+    assert type(policy) is Policy
+    assert policy == expected(tcp)
+    assert policy.socket_options() == expected(tcp).socket_options()
+
+
+@pytest.mark.thread_unsafe  # rebinds the backend's knob ranges for a moment
+def test_a_value_outside_the_policy_range(bound: ModuleType, tcp: socket.socket) -> None:
+    """A reading a policy could not carry is a ValueError naming the knob, the value and the range."""
+    from kaext._capabilities import read_back_knobs
+
+    backend = bound
+    Policy(idle=100, interval=5, count=3).apply(tcp)
+    knobs = read_back_knobs()
+    assert knobs[0] is not None
+    narrow = (knobs[0]._replace(max=50), *knobs[1:])  # as if idle could be at most 50 s here
+    backend.bind_policy(Policy, narrow)
+    try:
+        with pytest.raises(ValueError) as info:
+            backend.read_policy(Policy, tcp)
+    finally:
+        backend.bind_policy(Policy, knobs)
+    assert str(info.value) == (
+        "idle=100.0 is out of range (as read back from the socket): TCP_KEEPIDLE accepts 1 s .. 50 s on this platform"
+    )
+    assert backend.read_policy(Policy, tcp) == expected(tcp)
+    assert raw(tcp) == (1, 100, 5, 3, 0)
