@@ -9,7 +9,36 @@ from __future__ import annotations
 
 import os
 
-if os.environ.get("KAEXT_NO_EXTENSIONS", "") not in ("", "0"):
+# The backend interface (``_kaext.pyi``): both modules define exactly these names.
+__all__ = [
+    "CONSTANTS",
+    "CONSTANT_SOURCES",
+    "FD_MAX",
+    "IMPLEMENTATION",
+    "KNOB_OPTIONS",
+    "MECH_NONE",
+    "MECH_SETSOCKOPT",
+    "MECH_SIO",
+    "NKNOBS",
+    "ROLLBACK_SHIFT",
+    "STEP_KEEPALIVE",
+    "STEP_PROBE",
+    "Plan",
+    "apply",
+    "apply_policy",
+    "bind_policy",
+    "bind_state",
+    "knob_supported",
+    "knob_unit",
+    "mechanism",
+    "read",
+    "read_policy",
+    "read_state",
+]
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    # For the type checker: the two backends have one interface (the stub says so).
     from ._pure import (
         CONSTANT_SOURCES,
         CONSTANTS,
@@ -36,81 +65,20 @@ if os.environ.get("KAEXT_NO_EXTENSIONS", "") not in ("", "0"):
         read_state,
     )
 else:
-    try:
-        from ._kaext import (  # type: ignore[assignment, unused-ignore]
-            CONSTANT_SOURCES,
-            CONSTANTS,
-            FD_MAX,
-            IMPLEMENTATION,
-            KNOB_OPTIONS,
-            MECH_NONE,
-            MECH_SETSOCKOPT,
-            MECH_SIO,
-            NKNOBS,
-            ROLLBACK_SHIFT,
-            STEP_KEEPALIVE,
-            STEP_PROBE,
-            Plan,
-            apply,
-            apply_policy,
-            bind_policy,
-            bind_state,
-            knob_supported,
-            knob_unit,
-            mechanism,
-            read,
-            read_policy,
-            read_state,
-        )
-    except ImportError:
-        from ._pure import (  # type: ignore[assignment, unused-ignore]
-            CONSTANT_SOURCES,
-            CONSTANTS,
-            FD_MAX,
-            IMPLEMENTATION,
-            KNOB_OPTIONS,
-            MECH_NONE,
-            MECH_SETSOCKOPT,
-            MECH_SIO,
-            NKNOBS,
-            ROLLBACK_SHIFT,
-            STEP_KEEPALIVE,
-            STEP_PROBE,
-            Plan,
-            apply,
-            apply_policy,
-            bind_policy,
-            bind_state,
-            knob_supported,
-            knob_unit,
-            mechanism,
-            read,
-            read_policy,
-            read_state,
-        )
 
-__all__ = [
-    "CONSTANTS",
-    "CONSTANT_SOURCES",
-    "FD_MAX",
-    "IMPLEMENTATION",
-    "KNOB_OPTIONS",
-    "MECH_NONE",
-    "MECH_SETSOCKOPT",
-    "MECH_SIO",
-    "NKNOBS",
-    "ROLLBACK_SHIFT",
-    "STEP_KEEPALIVE",
-    "STEP_PROBE",
-    "Plan",
-    "apply",
-    "apply_policy",
-    "bind_policy",
-    "bind_state",
-    "knob_supported",
-    "knob_unit",
-    "mechanism",
-    "read",
-    "read_policy",
-    "read_state",
-]
+    def _choose():
+        if os.environ.get("KAEXT_NO_EXTENSIONS", "") not in ("", "0"):
+            from . import _pure
+
+            return _pure
+        try:
+            from . import _kaext
+        except ImportError:
+            from . import _pure
+
+            return _pure
+        return _kaext
+
+    _module = _choose()
+    globals().update({name: getattr(_module, name) for name in __all__})
+    del _module

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import _thread
 
-from ._policy import Policy
+from ._policy import Policy, as_policy
 
 # Nothing heavy at import time: ``import kaext`` imports this module.  socket,
 # logging and the middlebox table are imported when first needed.
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["inject", "injected", "resolve_policy", "uninject"]
+__all__ = ["inject", "injected", "uninject"]
 
 #: What every wrapper reads, one reference each (a connect sees the old or the new
 #: policy, never a mix): the policy for connected sockets, and the one for accepted
@@ -50,22 +50,6 @@ _report_lock = _thread.allocate_lock()
 # Filled by _setup() on the first inject(): socket is imported then, not with kaext.
 _is_tcp: Callable[[Any], bool] | None = None
 _EINPROGRESS_ETC: frozenset[int] = frozenset()
-
-
-def resolve_policy(policy: Policy | str) -> Policy:
-    """``policy`` itself, or the Policy a string names: ``Policy.parse`` syntax or a ``MIDDLEBOXES`` name."""
-    if isinstance(policy, Policy):
-        return policy
-    if not isinstance(policy, str):
-        raise TypeError(f"policy must be a kaext.Policy or a str, got {type(policy).__name__}")
-    from ._middleboxes import MIDDLEBOXES  # dataclasses: imported only when asked
-
-    if policy in MIDDLEBOXES:
-        return Policy.for_middlebox(policy)
-    try:
-        return Policy.parse(policy)
-    except ValueError as exc:
-        raise ValueError(f"{exc}; or a middlebox name: {', '.join(MIDDLEBOXES)}") from None
 
 
 def _setup() -> None:
@@ -244,7 +228,7 @@ def inject(policy: Policy | str, *, accepted: bool = False) -> None:
     Raises TypeError / ValueError for a bad ``policy`` (nothing is patched then).
     """
     global _policy, _accept_policy
-    resolved = resolve_policy(policy)
+    resolved = as_policy(policy)
     if not isinstance(accepted, bool):
         raise TypeError(f"accepted must be True or False, got {accepted!r}")
     import socket

@@ -68,7 +68,7 @@ def _parse_duration(text: str, what: str, spec: str) -> int | float:
     return seconds if ms == 0 else total_ms / 1000
 
 
-def _format_duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     ms = round(seconds * 1000)
     if ms % 1000:
         return f"{ms}ms"
@@ -379,13 +379,13 @@ class Policy:
         else:
             head = ":".join(
                 (
-                    "" if self.idle is None else _format_duration(self.idle),
-                    "" if self.interval is None else _format_duration(self.interval),
+                    "" if self.idle is None else format_duration(self.idle),
+                    "" if self.interval is None else format_duration(self.interval),
                     "" if self.count is None else str(self.count),
                 )
             )
         if self.user_timeout is not None:
-            head += f" user_timeout={_format_duration(self.user_timeout)}"
+            head += f" user_timeout={format_duration(self.user_timeout)}"
         return head
 
     # -- framework shapes ------------------------------------------------------------------
@@ -549,6 +549,30 @@ def for_middlebox(name: str, policy_class: type[_P]) -> _P:
     if box is None:
         raise ValueError(f"unknown middlebox {name!r}; known: {', '.join(MIDDLEBOXES)}")
     return for_idle_timeout(box.idle_timeout, policy_class)
+
+
+def as_policy(policy: Policy | str) -> Policy:
+    """``policy`` itself, or the policy a string names.
+
+    A string is first looked up as a middlebox name (``kaext.presets.MIDDLEBOXES``:
+    ``"aws-nlb"`` gives ``Policy.for_middlebox("aws-nlb")``), otherwise parsed with
+    ``Policy.parse`` (``"5m:30s:4"``, ``"on"``, ``"2m:10s:6 user_timeout=3m"``).  The
+    one reading of a ``policy`` argument for ``kaext.inject``, ``kaext.run``,
+    ``kaext.inspect --apply`` and ``kaext.adapters``.  Raises TypeError for anything
+    else, ValueError for a bad spec (naming the middleboxes too).
+    """
+    if isinstance(policy, Policy):
+        return policy
+    if not isinstance(policy, str):
+        raise TypeError(f"policy must be a kaext.Policy or a str, got {type(policy).__name__} {policy!r}")
+    from ._middleboxes import MIDDLEBOXES  # dataclasses: imported only when asked
+
+    if policy in MIDDLEBOXES:
+        return Policy.for_middlebox(policy)
+    try:
+        return Policy.parse(policy)
+    except ValueError as exc:
+        raise ValueError(f"{exc}; or a middlebox name: {', '.join(MIDDLEBOXES)}") from None
 
 
 # The backend makes the Policy that from_socket returns itself, in one call.

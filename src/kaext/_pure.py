@@ -115,6 +115,8 @@ def _collect() -> tuple[dict[str, int], dict[str, str]]:
     return values, sources
 
 
+CONSTANTS: dict[str, int]
+CONSTANT_SOURCES: dict[str, str]
 CONSTANTS, CONSTANT_SOURCES = _collect()
 #: The largest socket handle accepted (``kaext._platform.FD_MAX``).
 FD_MAX: int = _platform.FD_MAX

@@ -9,7 +9,7 @@ from urllib3.connection import HTTPConnection
 
 import kaext
 
-from ._policy_arg import as_policy
+from ._policy import as_policy
 
 __all__ = ["KeepaliveAdapter"]
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import kaext
 
-from ._policy_arg import as_policy
+from ._policy import as_policy
 
 if TYPE_CHECKING:
     import httpx

@@ -47,6 +47,7 @@ from . import Policy, presets
 
 # Internal names, in one place.
 from ._connections import Connection, _all_pids, _apply, _collect
+from ._policy import as_policy, format_duration
 
 __all__ = ["main", "verdict"]
 
@@ -125,12 +126,10 @@ def _middlebox(text: str) -> str:
 
 def _policy(spec: str) -> Policy:
     """``Policy.parse`` syntax, or a middlebox name."""
-    if spec in presets.MIDDLEBOXES:
-        return Policy.for_middlebox(spec)
     try:
-        return Policy.parse(spec)
+        return as_policy(spec)
     except (TypeError, ValueError, Warning) as exc:  # Warning: under -W error
-        raise UsageError(f"--apply: {exc} (or a middlebox name: {', '.join(presets.MIDDLEBOXES)})") from None
+        raise UsageError(f"--apply: {exc}") from None
 
 
 def _parser() -> _Parser:
@@ -194,16 +193,7 @@ def _to_json(conn: Connection, judged: str | None) -> dict[str, Any]:
 
 def _duration(seconds: float | None) -> str:
     """``7200.0`` -> ``2h``, ``75.0`` -> ``75s``, ``0.5`` -> ``500ms``."""
-    if seconds is None:
-        return "?"
-    ms = round(seconds * 1000)
-    if ms % 1000:
-        return f"{ms}ms"
-    whole = ms // 1000
-    for suffix, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if whole and whole % size == 0:
-            return f"{whole // size}{suffix}"
-    return f"{whole}s"
+    return "?" if seconds is None else format_duration(seconds)
 
 
 def _address(family: str, address: tuple[str, int]) -> str:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from . import _platform
-from ._inject import resolve_policy
+from ._policy import as_policy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def environment(
     Raises TypeError / ValueError for a bad ``policy``.
     """
     spec = policy if isinstance(policy, str) else str(policy)
-    resolved = resolve_policy(policy)
+    resolved = as_policy(policy)
     env = dict(os.environ if base is None else base)
     env["KAEXT_RUN_POLICY"] = spec
     env["KAEXT_RUN_ACCEPTED"] = "1" if accepted else "0"
