@@ -8,6 +8,7 @@ the extension was not built (PyPy, no compiler).  Both have the same interface
 from __future__ import annotations
 
 import os
+import sys
 
 # The backend interface (``_kaext.pyi``): both modules define exactly these names.
 __all__ = [
@@ -72,12 +73,14 @@ else:
 
             return _pure
         try:
-            from . import _kaext
+            # ``from ._kaext import``, not ``from . import _kaext``: the layer check (import-linter)
+            # sees no Python source for the extension and would read the latter as ``import kaext``
+            from ._kaext import IMPLEMENTATION  # noqa: F401
         except ImportError:
             from . import _pure
 
             return _pure
-        return _kaext
+        return sys.modules[f"{__package__}._kaext"]
 
     _module = _choose()
     globals().update({name: getattr(_module, name) for name in __all__})
