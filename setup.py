@@ -83,31 +83,18 @@ _FALLBACK_MESSAGE = (
 )
 
 
-class OptionalBuildExt(build_ext):
-    def build_extension(self, ext: Extension) -> None:
-        try:
-            super().build_extension(ext)
-        except Exception as exc:  # CompileError, LinkError, a missing compiler
-            if _flag("KAEXT_REQUIRE_EXTENSION"):
-                raise
-            # an extension left by an earlier build of older sources would be packaged
-            # and imported instead of the pure-Python implementation the message promises
-            stale = self.get_ext_fullpath(ext.name)
-            if os.path.exists(stale):
-                os.remove(stale)
-            message = _FALLBACK_MESSAGE.format(error=f"{type(exc).__name__}: {exc}")
-            print("\nWARNING: " + message + "\n", file=sys.stderr, flush=True)
-
-
 # -- Linux: the preload library of `python -m kaext.run` ----------------------------------
 # A plain shared library (no Python in it), kaext/libkaext_preload.so, built from the
 # same shim as the extension; kaext.run finds it next to the package and puts it in
 # LD_PRELOAD.  Built with the extension, never in a pure-Python build.  A failed build
 # of it leaves kaext.run covering Python code only (KAEXT_REQUIRE_EXTENSION=1: an error).
 PRELOAD = "kaext.libkaext_preload"
+_PRELOAD_FALLBACK_MESSAGE = (
+    "kaext: the preload library could not be built ({error}); python -m kaext.run will cover Python code only."
+)
 
 
-class BuildExt(OptionalBuildExt):
+class BuildExt(build_ext):
     def get_ext_filename(self, fullname: str) -> str:
         # lib*.so without a Python ABI tag; called with the dotted name and its last part
         if fullname in (PRELOAD, PRELOAD.rsplit(".", 1)[1]):
@@ -115,20 +102,19 @@ class BuildExt(OptionalBuildExt):
         return super().get_ext_filename(fullname)
 
     def build_extension(self, ext: Extension) -> None:
-        if ext.name != PRELOAD:
-            super().build_extension(ext)
-            return
         try:
-            build_ext.build_extension(self, ext)
-        except Exception as exc:
+            super().build_extension(ext)
+        except Exception as exc:  # CompileError, LinkError, a missing compiler
             if _flag("KAEXT_REQUIRE_EXTENSION"):
                 raise
-            print(
-                f"\nWARNING: kaext: the preload library could not be built ({type(exc).__name__}: {exc}); "
-                "python -m kaext.run will cover Python code only.\n",
-                file=sys.stderr,
-                flush=True,
-            )
+            # a library left by an earlier build of older sources would be packaged and
+            # loaded instead of the fallback the message promises
+            stale = self.get_ext_fullpath(ext.name)
+            if os.path.exists(stale):
+                os.remove(stale)
+            message = _PRELOAD_FALLBACK_MESSAGE if ext.name == PRELOAD else _FALLBACK_MESSAGE
+            error = f"{type(exc).__name__}: {exc}"
+            print("\nWARNING: " + message.format(error=error) + "\n", file=sys.stderr, flush=True)
 
 
 if ext_modules and platform.system() == "Linux":

@@ -502,6 +502,9 @@ def test_failed_compile_does_not_ship_an_older_build(tmp_path: Path) -> None:
     stale = built / f"_kaext{sysconfig.get_config_var('EXT_SUFFIX')}"
     stale.write_bytes(b"an extension built from older sources")
     os.utime(stale, (0, 0))  # older than every source: setuptools rebuilds it
+    stale_preload = built / "libkaext_preload.so"  # Linux: the library kaext.run preloads
+    stale_preload.write_bytes(b"a preload library built from older sources")
+    os.utime(stale_preload, (0, 0))
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-cache-dir", "-w", str(tmp_path / "wheels"),
          str(tree)],
@@ -514,5 +517,9 @@ def test_failed_compile_does_not_ship_an_older_build(tmp_path: Path) -> None:
     assert "pure-Python implementation was installed" in said
     (wheel,) = tmp_path.glob("wheels/kaext-*.whl")
     with zipfile.ZipFile(wheel) as archive:
-        binaries = [n for n in archive.namelist() if n.startswith("kaext/_kaext") and not n.endswith(".pyi")]
+        binaries = [
+            n
+            for n in archive.namelist()
+            if n.startswith(("kaext/_kaext", "kaext/libkaext_preload")) and not n.endswith(".pyi")
+        ]
     assert binaries == []
