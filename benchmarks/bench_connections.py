@@ -6,7 +6,8 @@ keepalive set by plain setsockopt; a second process holds the accepted ends (so
 the child needs only N descriptors).  The benchmark inspects the child from this
 process -- another process, so every socket is read through ``pidfd_getfd`` --
 at N = 1,000 and N = 10,000, with the implementation ``import kaext`` chose
-(normally the C batch read) and with the pure-Python one, and reports the
+(normally the C batch read) and with the pure-Python backend ``kaext._pure``
+(passed to kaext's internal listing function explicitly), and reports the
 minimum over several repeats.  Linear growth shows as the cost per connection
 staying the same from 1k to 10k.
 
@@ -28,10 +29,11 @@ import resource
 import subprocess
 import sys
 import time
+from types import ModuleType
 from typing import Any
 
 import kaext
-from kaext import _connections, _platform
+from kaext import _connections, _platform, _pure
 
 GOAL_10K_SECONDS = 0.10
 GOAL_LINEAR = 1.5  # per-connection cost at 10k / at 1k, at most
@@ -85,12 +87,20 @@ def _raise_nofile(need: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
-def _time(pid: int, implementation: str, repeats: int, expect: int) -> float:
-    _connections._use_implementation(implementation)
+def _backends() -> dict[str, ModuleType]:
+    """The backend ``import kaext`` chose, then the pure-Python one when that was the extension."""
+    if kaext.IMPLEMENTATION == "c":
+        from kaext import _kaext
+
+        return {"c": _kaext, "python": _pure}
+    return {"python": _pure}
+
+
+def _time(pid: int, backend: ModuleType, repeats: int, expect: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        rows = kaext.connections(pid)
+        rows = _connections._list_connections(pid, backend)
         elapsed = time.perf_counter() - start
         best = min(best, elapsed)
         if len(rows) != expect or any(r.keepalive is None or r.keepalive.idle != 60 for r in rows):
@@ -101,7 +111,8 @@ def _time(pid: int, implementation: str, repeats: int, expect: int) -> float:
 def run(repeats: int, sizes: tuple[int, int] = SIZES) -> dict[str, Any]:
     need = max(sizes) + 1000
     _raise_nofile(need)  # inherited by both children
-    implementations = ["c", "python"] if kaext.IMPLEMENTATION == "c" else ["python"]
+    backends = _backends()
+    implementations = list(backends)
     server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None and server.stdin is not None
     port = int(server.stdout.readline())
@@ -118,7 +129,7 @@ def run(repeats: int, sizes: tuple[int, int] = SIZES) -> dict[str, Any]:
                 sys.exit("bench_connections: the holder could not open its connections")
             for _ in range(2):  # interleaved: each implementation twice
                 for name in implementations:
-                    t = _time(holder.pid, name, repeats, size)
+                    t = _time(holder.pid, backends[name], repeats, size)
                     seconds[name][size] = min(seconds[name].get(size, t), t)
     finally:
         holder.stdin.close()

@@ -563,7 +563,7 @@ def diag_parse(bytearray buf, Py_ssize_t n, set wanted, dict table, tuple states
     """Parse one read (``buf[:n]``) of a sock_diag dump of TCP sockets into ``table``.
 
     Adds ``{inode: (family, state, (host, port), (host, port), timer, timer_left,
-    probes)}`` for the ``wanted`` inodes, as ``kaext._connections._read_messages``
+    probes)}`` for the ``wanted`` inodes, as ``kaext._pure.diag_parse``
     does in Python (``states`` and ``timers`` name the kernel's numbers; probes only
     while the timer is ``keepalive_timer``).  Returns True at the end of the dump.
     """

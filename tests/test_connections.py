@@ -14,43 +14,44 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from processes import OTHER_UID, TARGET_UID, child, python_for
 from sockets import HAVE_IPV6, raw
 
 import kaext
-from kaext import Connection, KeepaliveState, _connections, _platform
+from kaext import Connection, KeepaliveState, _connections, _platform, _pure
 
 pytestmark = pytest.mark.skipif(_platform.CONNECTIONS != "proc", reason="Linux /proc and pidfd_getfd")
 
-_DEFAULT = "python" if _connections._read_options is _connections._read_options_python else "c"
 FAMILIES = [
     pytest.param("ipv4", id="ipv4"),
     pytest.param("ipv6", id="ipv6", marks=pytest.mark.skipif(not HAVE_IPV6, reason="no IPv6 loopback")),
 ]
 
 
-@pytest.fixture(autouse=True, params=["c", "python"])
-def reader(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Both readers in every run: the C batch and dump parser, and ctypes + getsockopt + struct."""
-    name: str = request.param
-    if name == "c":
-        try:
-            _connections._use_implementation("c")
-        except ImportError:
-            if os.environ.get("KAEXT_REQUIRE_EXTENSION") == "1":
-                pytest.fail("the C extension kaext._kaext is not built, but KAEXT_REQUIRE_EXTENSION=1")
-            pytest.skip("the C extension kaext._kaext is not built here")
-    else:
-        _connections._use_implementation("python")
-    try:
-        yield name
-    finally:
-        _connections._use_implementation(_DEFAULT)
+@pytest.fixture(autouse=True)
+def reader(backend: ModuleType) -> ModuleType:
+    """Both backends in every run: the C batch read and dump parser (``kaext._kaext``), and
+    ctypes + getsockopt + struct (``kaext._pure``)."""
+    return backend
+
+
+Lister = Callable[..., list[Connection]]
+
+
+@pytest.fixture
+def connections(reader: ModuleType) -> Lister:
+    """``kaext.connections`` through the backend under test."""
+
+    def listed(pid: int | None = None) -> list[Connection]:
+        return _connections._list_connections(pid, reader)
+
+    return listed
 
 
 def no_such_pid() -> int:
@@ -73,7 +74,7 @@ def expected_state(values: list[int]) -> tuple[KeepaliveState, float]:
 # --------------------------------------------------------------------------------------
 
 
-def test_own_process_sockets_as_set_with_setsockopt() -> None:
+def test_own_process_sockets_as_set_with_setsockopt(connections: Lister) -> None:
     tcp = socket.IPPROTO_TCP
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.setsockopt(tcp, socket.TCP_KEEPIDLE, 77)
@@ -85,8 +86,8 @@ def test_own_process_sockets_as_set_with_setsockopt() -> None:
                 client.setsockopt(tcp, socket.TCP_KEEPINTVL, 6)
                 client.setsockopt(tcp, socket.TCP_KEEPCNT, 4)
                 client.setsockopt(tcp, socket.TCP_USER_TIMEOUT, 2500)
-                rows = by_fd(kaext.connections())
-                again = by_fd(kaext.connections(os.getpid()))
+                rows = by_fd(connections())
+                again = by_fd(kaext.connections(os.getpid()))  # the backend ``import kaext`` chose
                 assert {fd: r._replace(timer_left=None) for fd, r in rows.items()} == {
                     fd: r._replace(timer_left=None) for fd, r in again.items()
                 }
@@ -103,9 +104,9 @@ def test_own_process_sockets_as_set_with_setsockopt() -> None:
                 assert rows[client.fileno()].user_timeout == 2.5
 
 
-def test_connection_is_an_immutable_value() -> None:
+def test_connection_is_an_immutable_value(connections: Lister) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        (row,) = [r for r in kaext.connections() if r.fd == listener.fileno()]
+        (row,) = [r for r in connections() if r.fd == listener.fileno()]
     assert row == row._replace() and hash(row) == hash(row._replace())
     assert list(row._asdict()) == [
         "pid", "fd", "family", "local", "remote", "state", "keepalive",
@@ -115,13 +116,13 @@ def test_connection_is_an_immutable_value() -> None:
         row.fd = 0  # type: ignore[misc]
 
 
-def test_batch_read_takes_inode_and_options_from_the_same_descriptor() -> None:
+def test_batch_read_takes_inode_and_options_from_the_same_descriptor(reader: ModuleType) -> None:
     r, w = os.pipe()
     try:
         with socket.create_server(("127.0.0.1", 0)) as listener, socket.socket(type=socket.SOCK_DGRAM) as udp:
             listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 99)
             fds = [listener.fileno(), r, udp.fileno(), 10**6]
-            tcp_row, pipe_row, udp_row, closed_row = _connections._read_options(-1, fds)
+            tcp_row, pipe_row, udp_row, closed_row = reader.proc_read(-1, fds)
             assert tcp_row == (0, os.fstat(listener.fileno()).st_ino, *raw(listener))
             assert tcp_row[3] == 99
             assert pipe_row[:2] == (errno.ENOTSOCK, 0)
@@ -132,13 +133,14 @@ def test_batch_read_takes_inode_and_options_from_the_same_descriptor() -> None:
         os.close(w)
 
 
-def test_dump_parsers_agree(reader: str) -> None:
+def test_dump_parsers_agree(reader: ModuleType) -> None:
     """The C parser and the Python one, on the same reads of a real sock_diag dump."""
-    if reader != "c":
+    if reader is _pure:
         pytest.skip("compares the C parser with the Python one")
+    tables = (_connections._STATES, _connections._TIMERS, _connections._KEEPALIVE_TIMER)
     with child("ipv4", client=[1, 30, 5, 3, 0]), child("ipv6" if HAVE_IPV6 else "ipv4"):
         reads = []
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _connections._NETLINK_SOCK_DIAG) as nl:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _platform.NETLINK_SOCK_DIAG) as nl:
             for family in (socket.AF_INET, socket.AF_INET6):
                 nl.send(_connections._REQUEST.pack(
                     _connections._REQUEST.size, 20, 0x301, 1, 0, family, socket.IPPROTO_TCP, 0, 0xFFFFFFFF,
@@ -147,18 +149,18 @@ def test_dump_parsers_agree(reader: str) -> None:
                     buf = bytearray(70000)
                     n = nl.recv_into(buf, 65536)
                     reads.append((buf, n))
-                    if _connections._parse_read_python(buf, n, set(), {}):
+                    if _pure.diag_parse(buf, n, set(), {}, *tables):
                         break
     everything = set()
     for buf, n in reads:  # every inode of the dump (the uniform path, and message by message)
         table: dict[int, object] = {}
-        _connections._read_messages(buf, memoryview(buf), n, _EveryInode(everything), table)  # type: ignore[arg-type]
+        _pure._diag_messages(buf, memoryview(buf), n, _EveryInode(everything), table, *tables)
     assert len(everything) >= 6
     python: dict[int, object] = {}
     c: dict[int, object] = {}
     for buf, n in reads:
-        done = _connections._parse_read_python(buf, n, everything, python)  # type: ignore[arg-type]
-        assert done == _connections._parse_read_c(buf, n, everything, c)  # type: ignore[arg-type]
+        done = _pure.diag_parse(buf, n, everything, python, *tables)
+        assert done == reader.diag_parse(buf, n, everything, c, *tables)
     assert python == c
     assert len(python) == len(everything)
 
@@ -198,9 +200,9 @@ def test_no_such_process() -> None:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_another_process_as_it_reads_itself(family: str) -> None:
+def test_another_process_as_it_reads_itself(family: str, connections: Lister) -> None:
     with child(family, listener=[1, 41, 9, 3, 0], client=[1, 31, 7, 5, 12345], server=None) as c:
-        rows = by_fd(kaext.connections(c.pid))
+        rows = by_fd(connections(c.pid))
         own = c.read()
     assert len(rows) == 3
     any_address = ("0.0.0.0", 0) if family == "ipv4" else ("::", 0)
@@ -229,9 +231,9 @@ def proc_net_tcp(pid: int, family: str, inode: int) -> list[str]:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_timers_as_proc_and_ss_show_them(family: str) -> None:
+def test_timers_as_proc_and_ss_show_them(family: str, connections: Lister) -> None:
     with child(family, client=[1, 30, 5, 3, 0]) as c:
-        rows = by_fd(kaext.connections(c.pid))
+        rows = by_fd(connections(c.pid))
         client, server = rows[c.sock("client")["fd"]], rows[c.sock("server")["fd"]]
         fields = proc_net_tcp(c.pid, family, c.sock("client")["inode"])
         peer_fields = proc_net_tcp(c.pid, family, c.sock("server")["inode"])
@@ -257,10 +259,10 @@ def test_timers_as_proc_and_ss_show_them(family: str) -> None:
         assert int(match.group(3)) == client.probes
 
 
-def test_proc_table_and_netlink_agree() -> None:
+def test_proc_table_and_netlink_agree(reader: ModuleType) -> None:
     with child("ipv4", client=[1, 30, 5, 3, 0]) as c:
         wanted = {c.sock(n)["inode"] for n in ("listener", "client", "server")}
-        netlink = _connections._netlink_table(wanted)
+        netlink = _connections._netlink_table(wanted, reader)
         assert set(netlink) == wanted
         proc = _connections._proc_table(c.pid, wanted)
     assert set(netlink) == set(proc) == wanted
@@ -292,13 +294,13 @@ def network_namespace() -> Iterator[str]:
         subprocess.run(["ip", "netns", "delete", name], check=False, capture_output=True)
 
 
-def test_process_in_another_network_namespace() -> None:
+def test_process_in_another_network_namespace(reader: ModuleType, connections: Lister) -> None:
     """Its sockets are not in this namespace's sock_diag dump: /proc/<pid>/net/tcp shows them."""
     with network_namespace() as ns, child("ipv4", client=[1, 31, 7, 5, 2000], netns=ns) as c:
-        rows = by_fd(kaext.connections(c.pid))
+        rows = by_fd(connections(c.pid))
         own = c.read()
         wanted = {c.sock(n)["inode"] for n in ("listener", "client", "server")}
-        assert _connections._netlink_table(wanted) == {}  # not in this namespace
+        assert _connections._netlink_table(wanted, reader) == {}  # not in this namespace
     assert len(rows) == 3
     for name, state in (("listener", "LISTEN"), ("client", "ESTABLISHED"), ("server", "ESTABLISHED")):
         row = rows[c.sock(name)["fd"]]
@@ -313,14 +315,15 @@ def test_process_in_another_network_namespace() -> None:
 
 READ_AS = """
 import ctypes, json, os, sys
-import kaext, kaext._connections
-kaext._connections._use_implementation(sys.argv[2])
+import kaext
+from kaext import connections  # imported before the uid changes: the new one may not read the files
+assert kaext.IMPLEMENTATION == sys.argv[2], (kaext.IMPLEMENTATION, sys.argv[2])
 ruid, euid, pid = json.loads(sys.argv[1])
 os.setgroups([])
 os.setresgid(ruid, euid, euid)
 os.setresuid(ruid, euid, euid)
 try:
-    rows = kaext.connections(pid)
+    rows = connections(pid)
 except OSError as exc:
     print(json.dumps({"error": type(exc).__name__, "errno": exc.errno, "message": str(exc)}))
 else:
@@ -328,10 +331,15 @@ else:
 """
 
 
-def read_as(implementation: str, ruid: int, euid: int, pid: int) -> dict[str, object]:
+def read_as(reader: ModuleType, ruid: int, euid: int, pid: int) -> dict[str, object]:
+    """``kaext.connections(pid)`` in a child running as (ruid, euid), with the backend under
+    test: the pure-Python one chosen the way a user chooses it, KAEXT_NO_EXTENSIONS=1."""
+    env = {k: v for k, v in os.environ.items() if k != "KAEXT_NO_EXTENSIONS"}
+    if reader is _pure:
+        env["KAEXT_NO_EXTENSIONS"] = "1"
     done = subprocess.run(
-        [sys.executable, "-c", READ_AS, json.dumps([ruid, euid, pid]), implementation],
-        capture_output=True, text=True, timeout=60, check=True, cwd="/",
+        [sys.executable, "-c", READ_AS, json.dumps([ruid, euid, pid]), reader.IMPLEMENTATION],
+        capture_output=True, text=True, timeout=60, check=True, cwd="/", env=env,
     )
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
@@ -343,7 +351,7 @@ def needs_other_users() -> None:
         pytest.skip(f"no Python interpreter that uid {TARGET_UID} may run")
 
 
-def test_listed_but_unreadable_without_the_right_to_ptrace(reader: str) -> None:
+def test_listed_but_unreadable_without_the_right_to_ptrace(reader: ModuleType) -> None:
     """The inspector may read /proc/<pid>/fd (its effective uid is the target's) but not
     ptrace it (its real uid is another): pidfd_getfd's PTRACE_MODE_ATTACH_REALCREDS fails,
     so the sockets are listed without their options -- as under Yama ptrace_scope 1."""
@@ -359,7 +367,7 @@ def test_listed_but_unreadable_without_the_right_to_ptrace(reader: str) -> None:
     assert rows[c.sock("listener")["fd"]][0] == "LISTEN"
 
 
-def test_another_users_process_cannot_be_listed(reader: str) -> None:
+def test_another_users_process_cannot_be_listed(reader: ModuleType) -> None:
     needs_other_users()
     with child("ipv4", user=TARGET_UID) as c:
         got = read_as(reader, OTHER_UID, OTHER_UID, c.pid)
@@ -367,7 +375,7 @@ def test_another_users_process_cannot_be_listed(reader: str) -> None:
     assert f"process {c.pid}" in str(got["message"])
 
 
-def test_same_user_may_read_everything(reader: str) -> None:
+def test_same_user_may_read_everything(reader: ModuleType) -> None:
     needs_other_users()
     with child("ipv4", client=[1, 31, 7, 5, 4000], user=TARGET_UID) as c:
         got = read_as(reader, TARGET_UID, TARGET_UID, c.pid)
@@ -383,13 +391,13 @@ def test_same_user_may_read_everything(reader: str) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def test_descriptor_scan_finds_the_same_sockets(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_descriptor_scan_finds_the_same_sockets(monkeypatch: pytest.MonkeyPatch, connections: Lister) -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener, socket.create_connection(listener.getsockname()) as client:
         client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 55)
         server, _ = listener.accept()
         with server:
-            proc = by_fd(kaext.connections())
+            proc = by_fd(connections())
             monkeypatch.setattr(_platform, "CONNECTIONS", "fds")
             scanned = by_fd(kaext.connections())
             with pytest.raises(OSError) as info:
@@ -430,10 +438,10 @@ int main(int argc, char **argv)
 
 
 @pytest.mark.one_implementation
-def test_proc_header_builds_with_warnings_as_errors(tmp_path: Path, reader: str) -> None:
+def test_proc_header_builds_with_warnings_as_errors(tmp_path: Path, reader: ModuleType) -> None:
     """ext/kaext_proc.h in a C program of its own (-Wall -Wextra -Werror): natively, reading a
     socket this test hands it, and cross-built for Windows where it is only stubs."""
-    if reader != "c":
+    if reader is _pure:
         pytest.skip("the C header alone: once")
     ext = Path(__file__).resolve().parent.parent / "ext"
     cc = shutil.which("cc") or shutil.which("gcc")
@@ -486,7 +494,7 @@ stop.set()
 """
 
 
-def test_a_threads_id_gives_its_process_sockets(reader: str) -> None:
+def test_a_threads_id_gives_its_process_sockets(connections: Lister) -> None:
     with subprocess.Popen(
         [sys.executable, "-c", THREADED], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     ) as proc:
@@ -497,7 +505,7 @@ def test_a_threads_id_gives_its_process_sockets(reader: str) -> None:
             with open(f"/proc/{info['tid']}/status") as status:
                 tgid = next(int(line.split()[1]) for line in status if line.startswith("Tgid:"))
             assert tgid == proc.pid != info["tid"]
-            rows = {r.fd: r for r in kaext.connections(info["tid"])}
+            rows = {r.fd: r for r in connections(info["tid"])}
         finally:
             proc.stdin.close()
     row = rows[info["fd"]]

@@ -256,33 +256,17 @@ def _conforms(value: object, annotation: ast.expr) -> bool:
     return len(value) == len(args) and all(_conforms(item, arg) for item, arg in zip(value, args, strict=True))
 
 
-#: The extension's running-process section (ext/kaext_proc.h), used by kaext._connections
-#: only; its Python counterparts live there, not in the backend interface.
-PROCESS_FUNCTIONS = {"pidfd_open", "pidfd_getfd", "proc_read", "diag_parse"}
-
-
 def test_stub_declares_exactly_the_backend_interface() -> None:
     names = {
         node.target.id if isinstance(node, ast.AnnAssign) else node.name  # type: ignore[union-attr]
         for node in _stub().body
         if isinstance(node, (ast.AnnAssign, ast.FunctionDef, ast.ClassDef))
     }
-    assert names == set(_backend.__all__) | PROCESS_FUNCTIONS
-
-
-def test_stub_declares_the_running_process_functions_as_compiled() -> None:
-    if _kaext is None:
-        pytest.skip("the C extension kaext._kaext is not built here")
-    for node in _stub().body:
-        if isinstance(node, ast.FunctionDef) and node.name in PROCESS_FUNCTIONS:
-            compiled = inspect.signature(getattr(_kaext, node.name))
-            assert [p.name for p in compiled.parameters.values()] == [a.arg for a in node.args.args], node.name
+    assert names == set(_backend.__all__)
 
 
 def test_stub_functions_match_the_pure_implementation() -> None:
-    functions = [
-        node for node in _stub().body if isinstance(node, ast.FunctionDef) and node.name not in PROCESS_FUNCTIONS
-    ]
+    functions = [node for node in _stub().body if isinstance(node, ast.FunctionDef)]
     assert functions
     for node in functions:
         pure = inspect.signature(getattr(_pure, node.name))

@@ -17,9 +17,12 @@ Linux (``_platform.CONNECTIONS == "proc"``), for any process ``pid``:
    process shares this process's network namespace, else ``/proc/<pid>/net/tcp``
    and ``tcp6``, which show the process's own namespace.
 
-The C extension reads all descriptors in one call and parses the dump in C
-(``ext/kaext_proc.h``); the pure-Python version does the same with
-``socket.getsockopt``, ctypes and ``struct``.
+The system calls and the dump parser are the backend's (``pidfd_open``,
+``pidfd_getfd``, ``proc_read``, ``diag_parse``): the C extension reads all
+descriptors in one call and parses the dump in C (``ext/kaext_proc.h``);
+``kaext._pure`` does the same with ``socket.getsockopt``, ctypes and ``struct``.
+The functions below take the backend as an argument (default: the one ``import
+kaext`` chose), so that the tests run both.
 
 Other POSIX systems (``"fds"``): this process's own sockets, found by trying each
 descriptor number below the open-files limit; the kernel's timers are not shown
@@ -29,6 +32,7 @@ there (``timer`` None).  Elsewhere: OSError ENOSYS.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 import struct
@@ -40,16 +44,15 @@ from ._record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Sequence
+    from collections.abc import Callable, Iterable
+    from types import ModuleType
     from typing import Any
 
     from ._policy import Policy
 
-    #: (err, inode, keepalive, idle, interval, count, user_timeout) in kernel units
-    OptionsRow = tuple[int, int, int, int, int, int, int | None]
     #: (family, state, local, remote, timer, timer_left, probes)
     TableRow = tuple[str, str, tuple[str, int], tuple[str, int], str, float | None, int | None]
-    Reader = Callable[[int, Sequence[int]], list[OptionsRow]]
+    Parser = Callable[[bytearray, int, set[int], dict[int, TableRow], tuple[str, ...], tuple[str, ...], int], bool]
     #: One socket of a process: (fd, err, [keepalive, idle, interval, count, user_timeout]
     #: in kernel units, or None when err)
     Socket = tuple[int, int, "tuple[int, int, int, int, int | None] | None"]
@@ -179,13 +182,18 @@ def connections(pid: int | None = None) -> list[Connection]:
     ``os.getpid()``; another pid raises OSError ENOSYS), without timers.
     Windows: OSError ENOSYS.
     """
+    return _list_connections(pid, _backend)
+
+
+def _list_connections(pid: int | None, backend: ModuleType) -> list[Connection]:
+    """``connections(pid)`` through ``backend`` (``kaext._kaext`` or ``kaext._pure``)."""
     if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int)):
         raise TypeError(f"pid must be an int or None, got {type(pid).__name__} {pid!r}")
     if pid is not None and pid <= 0:
         raise ValueError(f"pid={pid!r} is not a process id (must be positive)")
     mode = _platform.CONNECTIONS
     if mode == "proc":
-        rows, errors = _collect([os.getpid() if pid is None else pid])
+        rows, errors = _collect([os.getpid() if pid is None else pid], backend)
         if errors:
             raise errors[0][1]
         return rows
@@ -236,7 +244,7 @@ def _socket_links(pid: int, fds: list[int]) -> dict[int, int]:
     return found
 
 
-def _sockets(pid: int) -> tuple[dict[int, Socket], str | None]:
+def _sockets(pid: int, backend: ModuleType) -> tuple[dict[int, Socket], str | None]:
     """``{inode: (fd, err, options)}`` for the sockets process ``pid`` holds, lowest fd
     first for a shared one; and why no options could be read, when none could."""
     fds = _list_fds(pid)
@@ -245,14 +253,14 @@ def _sockets(pid: int) -> tuple[dict[int, Socket], str | None]:
     pidfd = -1
     if pid != os.getpid():
         try:
-            pidfd = _pidfd_open(pid)
+            pidfd = backend.pidfd_open(pid)
         except ProcessLookupError:
             raise ProcessLookupError(errno.ESRCH, f"no process with pid {pid}") from None
         except OSError as exc:  # ENOSYS: a kernel before 5.3
             err = exc.errno or errno.ENOSYS
             return {inode: (fd, err, None) for inode, fd in _socket_links(pid, fds).items()}, _unreadable(err, pid)
     try:
-        results = _read_options(pidfd, fds)
+        results = backend.proc_read(pidfd, fds)
     finally:
         if pidfd >= 0:
             os.close(pidfd)
@@ -261,13 +269,10 @@ def _sockets(pid: int) -> tuple[dict[int, Socket], str | None]:
         if inode:
             if inode not in found:
                 found[inode] = (fd, err, None if err else (keepalive, idle, interval, count, user_timeout))
-        elif err in _DENIED:  # the same for every descriptor of the process
+        elif err in (errno.EPERM, errno.EACCES, errno.ENOSYS):  # the same for every descriptor of the process
             reason = _unreadable(err, pid)
             return {inode: (fd, err, None) for inode, fd in _socket_links(pid, fds).items()}, reason
     return found, None
-
-
-_DENIED = (errno.EPERM, errno.EACCES, errno.ENOSYS)
 
 
 def _thread_group(pid: int) -> int:
@@ -306,110 +311,69 @@ _STATES = (
 _TIMERS = ("off", "retransmit", "keepalive", "timewait", "persist")
 _KEEPALIVE_TIMER = 2
 
-#: include/uapi/linux/{netlink,sock_diag,inet_diag}.h
-_NETLINK_SOCK_DIAG = 4
-_SOCK_DIAG_BY_FAMILY = 20
-_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
-_NLMSG_ERROR, _NLMSG_DONE = 2, 3
 #: Every state but TIME_WAIT and NEW_SYN_RECV, which no process holds a descriptor of.
 _DUMP_STATES = 0xFFFFFFFF & ~((1 << 6) | (1 << 12))
-# nlmsghdr (len, type, flags, seq, pid) + inet_diag_req_v2 (family, protocol, ext, pad,
-# states, inet_diag_sockid: sport, dport, src[16], dst[16], if, cookie[2])
+# nlmsghdr (len, type, flags, seq, pid) + inet_diag_req_v2 (include/uapi/linux/inet_diag.h:
+# family, protocol, ext, pad, states, inet_diag_sockid: sport, dport, src[16], dst[16], if, cookie[2])
 _REQUEST = struct.Struct("=IHHII BBBxI 48x")
-# nlmsghdr + inet_diag_msg: family, state, timer, retrans, sport, dport (big-endian),
-# src[16], dst[16], if, cookie[8], expires (ms), rqueue, wqueue, uid, inode
-_MESSAGE = struct.Struct("=IHHII BBBB 2s2s16s16s I8x IIIII")
-# the message length, its type and the inode alone: the scan over every socket
-_SCAN = struct.Struct("=IH78xI")
-_INODE_WORD = 21  # the inode's offset (84) in 32-bit words
+# Room past a read's limit: the pure-Python parser's scan of a message's header and inode
+# (88 bytes) may run past a short last message.
+_READ_SLACK = 128
 
 _FAMILY_NAME: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
-_ADDR_LEN: dict[int, int] = {socket.AF_INET: 4, socket.AF_INET6: 16}
 
 
-def _netlink_table(wanted: set[int]) -> dict[int, TableRow]:
+def _netlink_table(wanted: set[int], backend: ModuleType = _backend) -> dict[int, TableRow]:
     """The TCP sockets of this network namespace from sock_diag: the ``wanted`` inodes.
 
     One dump per address family; the IPv6 one only while a wanted socket is still
     missing, and a dump is left as soon as none is (closing the netlink socket ends it).
     """
     table: dict[int, TableRow] = {}
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as nl:
-        buf = bytearray((1 << 16) + _SCAN.size)  # a dump message is at most 32 KiB
+    parse = _dump_parser(backend)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _platform.NETLINK_SOCK_DIAG) as nl:
+        buf = bytearray((1 << 16) + _READ_SLACK)  # a dump message is at most 32 KiB
         for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
             nl.send(
                 _REQUEST.pack(
-                    _REQUEST.size, _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0,
-                    family, socket.IPPROTO_TCP, 0, _DUMP_STATES,
+                    _REQUEST.size, _platform.SOCK_DIAG_BY_FAMILY, _platform.NLM_F_REQUEST | _platform.NLM_F_DUMP,
+                    seq, 0, family, socket.IPPROTO_TCP, 0, _DUMP_STATES,
                 )
             )
-            if not _read_dump(nl, buf, wanted, table):
+            if not _read_dump(nl, buf, wanted, table, parse):
                 break  # every wanted socket found: no need to read on
     return table
 
 
-def _read_dump(nl: socket.socket, buf: bytearray, wanted: set[int], table: dict[int, TableRow]) -> bool:
+def _read_dump(
+    nl: socket.socket, buf: bytearray, wanted: set[int], table: dict[int, TableRow], parse: Parser
+) -> bool:
     """Read one dump into ``table``; False when it was left early with every wanted socket found."""
-    parse = _parse_read
-    limit = len(buf) - _SCAN.size
+    limit = len(buf) - _READ_SLACK
     total = len(wanted)
+    states, timers, keepalive_timer = _STATES, _TIMERS, _KEEPALIVE_TIMER
     while True:
         n = nl.recv_into(buf, limit)
-        if parse(buf, n, wanted, table):
+        if parse(buf, n, wanted, table, states, timers, keepalive_timer):
             return len(table) < total
         if len(table) >= total:
             return False
 
 
-def _parse_read_python(buf: bytearray, n: int, wanted: set[int], table: dict[int, TableRow]) -> bool:
-    """Parse one read of the dump into ``table``; True at the end of the dump."""
-    if n < 16:
-        raise OSError(errno.EPROTO, "sock_diag: short netlink message")
-    view = memoryview(buf)
-    words = view.cast("I")
-    size = words[0]
-    # Usually every message of one read has the same size: then the inodes are a
-    # strided slice of the buffer, and only the wanted ones are unpacked.
-    if size >= _MESSAGE.size and size % 4 == 0 and n % size == 0 and words[1] & 0xFFFF == _SOCK_DIAG_BY_FAMILY:
-        stride = size // 4
-        count = n // size
-        if words[0 : count * stride : stride].tolist() == [size] * count:
-            inodes = words[_INODE_WORD : count * stride : stride].tolist()
-            message = _MESSAGE.unpack_from
-            for index in (i for i, inode in enumerate(inodes) if inode in wanted):
-                table[inodes[index]] = _parse_message(message(view, index * size))
-            return False
-    return _read_messages(buf, view, n, wanted, table)
+@functools.cache
+def _dump_parser(backend: ModuleType) -> Parser:
+    """``backend.diag_parse``; the pure-Python one where the extension was built without
+    the kernel's sock_diag headers (its parser then fails with ENOSYS).  Decided once per
+    backend, with an NLMSG_DONE message."""
+    done = bytearray(struct.pack("=IHHIIi", 20, _platform.NLMSG_DONE, 0, 0, 0, 0)) + bytearray(_READ_SLACK)
+    parse: Parser = backend.diag_parse
+    try:
+        parse(done, 20, set(), {}, _STATES, _TIMERS, _KEEPALIVE_TIMER)
+    except OSError:
+        from . import _pure
 
-
-def _read_messages(buf: bytearray, view: memoryview, n: int, wanted: set[int], table: dict[int, TableRow]) -> bool:
-    """One read of the dump, message by message; True at its end."""
-    scan = _SCAN.unpack_from
-    message = _MESSAGE.unpack_from
-    off = 0
-    while off + 16 <= n:
-        # the slack after the read's limit lets the scan read past a short last message
-        length, kind, inode = scan(buf, off)
-        if kind == _NLMSG_DONE:
-            return True
-        if kind == _NLMSG_ERROR:
-            code = -struct.unpack_from("=i", buf, off + 16)[0]
-            raise OSError(code, f"sock_diag: {os.strerror(code)}")
-        if length < _MESSAGE.size:
-            raise OSError(errno.EPROTO, "sock_diag: malformed netlink message")
-        if inode in wanted:
-            table[inode] = _parse_message(message(view, off))
-        off += (length + 3) & ~3
-    return False
-
-
-def _parse_message(m: tuple[Any, ...]) -> TableRow:
-    family, state, timer, retrans, sport, dport, src, dst = m[5:13]
-    expires = m[14]
-    size = _ADDR_LEN[family]
-    local = (socket.inet_ntop(family, src[:size]), int.from_bytes(sport, "big"))
-    remote = (socket.inet_ntop(family, dst[:size]), int.from_bytes(dport, "big"))
-    return _row(family, state, local, remote, timer, expires / 1000, retrans)
+        parse = _pure.diag_parse
+    return parse
 
 
 def _row(
@@ -477,135 +441,6 @@ def _netns(pid: int) -> tuple[int, int] | None:
 # --------------------------------------------------------------------------------------
 
 
-def _read_options_python(pidfd: int, fds: Sequence[int]) -> list[OptionsRow]:
-    """What ``_kaext.proc_read`` does, with ctypes and ``socket.getsockopt``."""
-    import stat
-
-    getfd = _pidfd_getfd_ctypes() if pidfd >= 0 else None
-    tcp, sol = socket.IPPROTO_TCP, socket.SOL_SOCKET
-    user_timeout_opt = getattr(socket, "TCP_USER_TIMEOUT", None)
-    out: list[OptionsRow] = []
-    for index, fd in enumerate(fds):
-        if getfd is not None:
-            try:
-                fd = getfd(pidfd, fd)
-            except OSError as exc:
-                err = exc.errno or errno.EIO
-                if err in _DENIED:  # the same for every descriptor: stop here
-                    out.extend([(err, 0, 0, 0, 0, 0, None)] * (len(fds) - index))
-                    return out
-                out.append((err, 0, 0, 0, 0, 0, None))
-                continue
-        inode = 0
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISSOCK(st.st_mode):
-                out.append((errno.ENOTSOCK, 0, 0, 0, 0, 0, None))
-                continue
-            inode = st.st_ino
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
-            try:
-                keepalive = 1 if s.getsockopt(sol, socket.SO_KEEPALIVE) else 0
-                idle = s.getsockopt(tcp, socket.TCP_KEEPIDLE)
-                interval = s.getsockopt(tcp, socket.TCP_KEEPINTVL)
-                count = s.getsockopt(tcp, socket.TCP_KEEPCNT)
-                ut: int | None = None
-                if user_timeout_opt is not None:
-                    try:
-                        ut = s.getsockopt(tcp, user_timeout_opt)
-                    except OSError:
-                        ut = None
-                out.append((0, inode, keepalive, idle, interval, count, ut))
-            finally:
-                s.detach()
-        except OSError as exc:
-            out.append((exc.errno or errno.EIO, inode, 0, 0, 0, 0, None))
-        finally:
-            if getfd is not None:
-                os.close(fd)
-    return out
-
-
-_GETFD_CTYPES: Callable[[int, int], int] | None = None
-
-
-def _pidfd_getfd_ctypes() -> Callable[[int, int], int]:
-    """pidfd_getfd(2) through libc's ``syscall()``."""
-    global _GETFD_CTYPES
-    if _GETFD_CTYPES is None:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        syscall = libc.syscall
-        syscall.restype = ctypes.c_long
-        number = _platform.sys_pidfd_getfd()
-
-        def getfd(pidfd: int, fd: int) -> int:
-            new = int(syscall(ctypes.c_long(number), ctypes.c_int(pidfd), ctypes.c_int(fd), ctypes.c_uint(0)))
-            if new < 0:
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err))
-            return new
-
-        _GETFD_CTYPES = getfd
-    return _GETFD_CTYPES
-
-
-def _pidfd_getfd_python(pidfd: int, fd: int) -> int:
-    return _pidfd_getfd_ctypes()(pidfd, fd)
-
-
-def _pidfd_open_python(pid: int) -> int:
-    """pidfd_open(2): Python's own (3.9+, where the build knew the call), else ENOSYS."""
-    pidfd_open = getattr(os, "pidfd_open", None)
-    if pidfd_open is None:
-        raise OSError(errno.ENOSYS, "pidfd_open is not available in this Python")
-    return int(pidfd_open(pid))
-
-
-def _parse_read_c(buf: bytearray, n: int, wanted: set[int], table: dict[int, TableRow]) -> bool:
-    from ._kaext import diag_parse
-
-    return diag_parse(buf, n, wanted, table, _STATES, _TIMERS, _KEEPALIVE_TIMER)
-
-
-def _c_parser_works() -> bool:
-    """Was the C parser built (with the kernel's sock_diag headers)?  Fed an NLMSG_DONE."""
-    done = bytearray(struct.pack("=IHHIIi", 20, _NLMSG_DONE, 0, 0, 0, 0))
-    try:
-        return _parse_read_c(done, len(done), set(), {})
-    except OSError:
-        return False
-
-
-#: The batch reader, pidfd_getfd and the dump parser: the C extension's when
-#: ``import kaext`` chose it.
-_read_options: Reader = _read_options_python
-_pidfd_open: Callable[[int], int] = _pidfd_open_python
-_pidfd_getfd: Callable[[int, int], int] = _pidfd_getfd_python
-_parse_read: Callable[[bytearray, int, set[int], dict[int, TableRow]], bool] = _parse_read_python
-
-
-def _use_implementation(name: str) -> None:
-    """``"c"`` (``kaext._kaext``) or ``"python"``: for the tests and the benchmark."""
-    global _read_options, _pidfd_open, _pidfd_getfd, _parse_read
-    if name == "c":
-        from ._kaext import diag_parse, pidfd_getfd, pidfd_open, proc_read  # noqa: F401 (diag_parse: is it built?)
-
-        _read_options, _pidfd_open, _pidfd_getfd = proc_read, pidfd_open, pidfd_getfd
-        _parse_read = _parse_read_c if _c_parser_works() else _parse_read_python
-    else:
-        _read_options, _pidfd_open, _pidfd_getfd = _read_options_python, _pidfd_open_python, _pidfd_getfd_python
-        _parse_read = _parse_read_python
-
-
-if _backend.IMPLEMENTATION == "c":
-    try:
-        _use_implementation("c")
-    except ImportError:  # an extension built without this section: the same in Python
-        pass
-
-
 def _unreadable(err: int, pid: int) -> str:
     if err in (errno.EPERM, errno.EACCES):
         return (
@@ -624,7 +459,9 @@ def _unreadable(err: int, pid: int) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def _collect(pids: Iterable[int]) -> tuple[list[Connection], list[tuple[int, OSError]]]:
+def _collect(
+    pids: Iterable[int], backend: ModuleType = _backend
+) -> tuple[list[Connection], list[tuple[int, OSError]]]:
     """Connections of several processes, with one sock_diag dump for all that share this
     network namespace; the errors (ProcessLookupError, PermissionError) per pid."""
     rows: list[Connection] = []
@@ -633,7 +470,7 @@ def _collect(pids: Iterable[int]) -> tuple[list[Connection], list[tuple[int, OSE
     for pid in pids:
         try:
             pid = _thread_group(pid)
-            sockets, reason = _sockets(pid)
+            sockets, reason = _sockets(pid, backend)
         except OSError as exc:
             errors.append((pid, exc))
             continue
@@ -645,7 +482,7 @@ def _collect(pids: Iterable[int]) -> tuple[list[Connection], list[tuple[int, OSE
     if any(shared):
         wanted = set().union(*(sockets for (_, sockets, _), here in zip(found, shared, strict=True) if here))
         try:
-            table = _netlink_table(wanted)
+            table = _netlink_table(wanted, backend)
         except OSError:  # no sock_diag (a kernel without it, or a seccomp filter)
             table = _proc_table(os.getpid(), wanted)
     for (pid, sockets, reason), here in zip(found, shared, strict=True):
@@ -750,7 +587,9 @@ def _own_fd(pid: int, fd: int) -> Connection | None:
 # --------------------------------------------------------------------------------------
 
 
-def _apply(rows: Iterable[Connection], policy: Policy) -> list[tuple[Connection, OSError | None]]:
+def _apply(
+    rows: Iterable[Connection], policy: Policy, backend: ModuleType = _backend
+) -> list[tuple[Connection, OSError | None]]:
     """Apply ``policy`` to each socket, all or nothing per socket; ``(row, error or None)``.
 
     This process's own sockets directly; another process's through a descriptor
@@ -764,22 +603,24 @@ def _apply(rows: Iterable[Connection], policy: Policy) -> list[tuple[Connection,
     me = os.getpid()
     try:
         for row in rows:
-            results.append((row, _apply_one(row, policy, me, pidfds)))
+            results.append((row, _apply_one(row, policy, me, pidfds, backend)))
     finally:
         for pidfd in pidfds.values():
             os.close(pidfd)
     return results
 
 
-def _apply_one(row: Connection, policy: Policy, me: int, pidfds: dict[int, int]) -> OSError | None:
+def _apply_one(
+    row: Connection, policy: Policy, me: int, pidfds: dict[int, int], backend: ModuleType
+) -> OSError | None:
     if _platform.CONNECTIONS != "proc" or row.pid == me:
         fd, dup = row.fd, False
     else:
         try:
             pidfd = pidfds.get(row.pid)
             if pidfd is None:
-                pidfd = pidfds[row.pid] = _pidfd_open(row.pid)
-            fd, dup = _pidfd_getfd(pidfd, row.fd), True
+                pidfd = pidfds[row.pid] = backend.pidfd_open(row.pid)
+            fd, dup = backend.pidfd_getfd(pidfd, row.fd), True
         except OSError as exc:
             err = exc.errno or errno.EIO
             return OSError(err, _unreadable(err, row.pid))

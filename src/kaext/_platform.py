@@ -472,3 +472,14 @@ def sys_pidfd_getfd() -> int:
     import os
 
     return 548 if os.uname().machine.startswith("alpha") else 438
+
+
+#: Linux sock_diag netlink (include/uapi/linux/netlink.h, sock_diag.h), which
+#: ``kaext.connections()`` asks for the TCP tables: the protocol, the dump request's
+#: type and flags, and the message types that end a dump.
+NETLINK_SOCK_DIAG: Final = 4
+SOCK_DIAG_BY_FAMILY: Final = 20
+NLM_F_REQUEST: Final = 0x1
+NLM_F_DUMP: Final = 0x300
+NLMSG_ERROR: Final = 2
+NLMSG_DONE: Final = 3
