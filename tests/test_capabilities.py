@@ -130,3 +130,14 @@ def test_keepalive_state_names_the_mechanism_of_each_knob(tcp: socket.socket) ->
     }
     # a description of the platform, not of the socket: equality ignores it
     assert state == kaext.KeepaliveState(state.enabled, state.idle, state.interval, state.count)
+
+
+def test_knob_per_second_follows_the_kernel_unit(tcp: socket.socket) -> None:
+    """Linux: TCP_KEEPIDLE takes seconds, TCP_USER_TIMEOUT milliseconds (tcp(7)); the
+    kernel's own reading after setting 3 s each is 3 and 3000."""
+    caps = kaext.capabilities()
+    kaext.set_keepalive(tcp, idle=3)
+    kaext.set_user_timeout(tcp, 3)
+    assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 3 * caps["idle"].per_second
+    assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 3 * caps["user_timeout"].per_second
+    assert caps["count"].per_second is None

@@ -70,6 +70,12 @@ class Knob(Record):
     ) -> None:
         self._init(option, level, optname, unit, min, max, readable, mechanism, note)
 
+    @property
+    def per_second(self) -> int | None:
+        """How many of ``unit`` make one second: 1 (s), 1000 (ms), 2 (NetBSD's ticks);
+        None for a count of probes.  Not a field: it follows from ``unit``."""
+        return UNITS_PER_SECOND.get(self.unit)
+
 
 def _build_capabilities() -> dict[str, Knob]:
     """Knobs as the running system sets them: the backend probes each once (``mechanism``),

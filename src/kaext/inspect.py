@@ -39,11 +39,11 @@ import json
 import math
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import Policy, presets
+from ._cli import one_line_warnings
 
 # Internal names, in one place.
 from ._connections import Connection, _all_pids, _apply, _collect
@@ -306,19 +306,7 @@ def _run(argv: Sequence[str] | None) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the inspector; returns the exit status (0 all judged pass, 1 one fails, 2 error)."""
-    with warnings.catch_warnings():
-        # a warning (e.g. an --apply policy whose user timeout cuts probing short) is one line, once
-        if not sys.warnoptions:
-            warnings.simplefilter("always")
-        shown: set[str] = set()
-
-        def one_line(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
-            line = f"{_prog()}: warning: {message}"
-            if line not in shown:
-                shown.add(line)
-                print(line, file=sys.stderr)
-
-        warnings.showwarning = one_line
+    with one_line_warnings(_prog):  # e.g. an --apply policy whose user timeout cuts probing short
         return _main(argv)
 
 

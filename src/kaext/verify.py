@@ -47,7 +47,7 @@ from typing import Any, NoReturn
 
 import kaext
 from kaext import presets
-from kaext._platform import UNITS_PER_SECOND
+from kaext._cli import one_line_warnings  # presentation only: the checks use the public API
 
 __all__ = ["judge", "main", "run_checks", "run_idle_timeout", "run_live"]
 
@@ -141,8 +141,16 @@ def _sockets(notes: list[str]) -> Iterator[list[tuple[str, str, socket.socket]]]
 # --------------------------------------------------------------------------------------
 
 
+def _per_second(unit: str) -> int:
+    """How many of ``unit`` make a second here (``Knob.per_second``: ms, NetBSD's slow ticks)."""
+    for knob in kaext.capabilities().values():
+        if knob.unit == unit and knob.per_second is not None:
+            return knob.per_second
+    return 1
+
+
 def _to_seconds(native: int, unit: str) -> int | Fraction:
-    per = UNITS_PER_SECOND.get(unit, 1)  # ms; NetBSD's slow ticks (2 a second)
+    per = _per_second(unit)
     return Fraction(native, per) if per != 1 else native
 
 
@@ -169,7 +177,7 @@ def _values(knob: kaext.Knob) -> list[tuple[int | float | Fraction, int]]:
     if knob.unit == "probes":
         natives = [lo, min(max(9, lo), hi), hi]
         return [(n, n) for n in dict.fromkeys(natives)]
-    if knob.unit in UNITS_PER_SECOND and knob.unit != "s":  # ms, ticks
+    if knob.per_second not in (None, 1):  # ms, ticks
         natives = [lo, max(lo, 1), min(max(19000, lo), hi), hi]
         pairs: list[tuple[int | float | Fraction, int]] = [
             (_to_seconds(n, knob.unit), n) for n in dict.fromkeys(natives)
@@ -192,8 +200,8 @@ def _read_kaext(sock: socket.socket, name: str, unit: str) -> float | None:
         seconds = getattr(kaext.get_keepalive(sock), name)
     if seconds is None:
         return None
-    if unit in UNITS_PER_SECOND and unit != "s":  # ms, ticks
-        n = seconds * UNITS_PER_SECOND[unit]
+    if unit != "probes" and _per_second(unit) != 1:  # ms, ticks
+        n = seconds * _per_second(unit)
         return float(round(n)) if abs(n - round(n)) < 1e-3 else n
     return seconds
 
@@ -214,7 +222,6 @@ def _read_socket(sock: socket.socket, knob: kaext.Knob) -> tuple[int | None, str
 
 
 def _set(sock: socket.socket, name: str, value: Any) -> None:
-    import warnings
 
     with warnings.catch_warnings():
         # macOS warns that accepted sockets do not inherit idle / the user timeout from a
@@ -731,20 +738,7 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the verifier; returns the exit status (0 all passed, 1 a check failed, 2 bad arguments)."""
     parser = _parser()
-    with warnings.catch_warnings():
-        # a warning (e.g. a --policy whose user timeout cuts probing short) is one line, once
-        # (counted here: the checks' own catch_warnings would reset a "once" filter's memory)
-        if not sys.warnoptions:
-            warnings.simplefilter("always")
-        shown: set[str] = set()
-
-        def one_line(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
-            line = f"{parser.prog}: warning: {message}"
-            if line not in shown:
-                shown.add(line)
-                print(line, file=sys.stderr)
-
-        warnings.showwarning = one_line
+    with one_line_warnings(lambda: parser.prog):  # e.g. a --policy whose user timeout cuts probing short
         try:
             return _main(parser, argv)
         except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
