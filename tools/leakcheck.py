@@ -88,7 +88,7 @@ def _policies() -> list[kaext.Policy]:
     caps = kaext.capabilities()
     ut = "user_timeout" in caps
     return [
-        kaext.Policy(idle=60, interval=10, count=5, user_timeout=90 if ut else None),
+        kaext.Policy(idle=60, interval=10, count=5, user_timeout=110 if ut else None),
         kaext.Policy(idle=30.5, interval=2, count=3),
         kaext.Policy.from_timeout(45),
         kaext.Policy.parse("10m:30s:4"),

@@ -558,8 +558,12 @@ def read_policy(cls: type, sock: Any) -> Any:
 
 
 def _remember(key: tuple[Any, ...], value: Any) -> None:
+    # at most _CACHE_MAX readings, the oldest made first out: the memory stays level
     if len(_MADE) >= _CACHE_MAX:
-        _MADE.clear()
+        try:
+            del _MADE[next(iter(_MADE))]
+        except (KeyError, RuntimeError, StopIteration):  # another thread got there first
+            pass
     _MADE[key] = value
 
 
