@@ -14,29 +14,12 @@
  *   summary checks=N failed=M
  */
 #include "kaext_shim.h"
+#include "test_check.h"
 
 #include <stdio.h>
 #include <string.h>
 
-static int checks, failures;
 
-static void check(int cond, const char *what, long long got, long long want)
-{
-    checks++;
-    if (cond) {
-        printf("ok %s\n", what);
-    } else {
-        failures++;
-        printf("FAIL %s: got %lld, want %lld\n", what, got, want);
-    }
-}
-
-static const char *mechanism_name(int m)
-{
-    return m == KAEXT_MECH_SETSOCKOPT ? "setsockopt" : m == KAEXT_MECH_SIO ? "sio" : "none";
-}
-
-static const char *const knob_names[KAEXT_NKNOBS] = {"idle", "interval", "count", "user_timeout"};
 
 /* Only "no such option" means unsupported; any other error says nothing. */
 static void test_verdict(void)

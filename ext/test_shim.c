@@ -18,6 +18,7 @@
  *   summary checks=N failed=M
  */
 #include "kaext_shim.h"
+#include "test_check.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -36,27 +37,9 @@ _Static_assert(KAEXT_SOCK_MAX == (unsigned long long)UINTPTR_MAX - 1ULL, "KAEXT_
 _Static_assert(KAEXT_SOCK_MAX == (unsigned long long)INT_MAX, "a file descriptor is an int");
 #endif
 
-static int checks, failures;
 /* How each knob is set here: probed once in main(), as the extension does at import. */
 static int mech[KAEXT_NKNOBS];
 
-static void check(int cond, const char *what, long long got, long long want)
-{
-    checks++;
-    if (cond) {
-        printf("ok %s\n", what);
-    } else {
-        failures++;
-        printf("FAIL %s: got %lld, want %lld\n", what, got, want);
-    }
-}
-
-static const char *mechanism_name(int m)
-{
-    return m == KAEXT_MECH_SETSOCKOPT ? "setsockopt" : m == KAEXT_MECH_SIO ? "sio" : "none";
-}
-
-static const char *const knob_names[KAEXT_NKNOBS] = {"idle", "interval", "count", "user_timeout"};
 
 /* A connected loopback pair: *client, *server.  Returns 0 on success. */
 static int loopback_pair(kaext_sock *client, kaext_sock *server)

@@ -63,6 +63,21 @@ def tcp() -> Iterator[socket.socket]:
 
 
 @pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A listening loopback TCP socket (IPv4)."""
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        yield s
+
+
+@pytest.fixture
+def no_injection() -> Iterator[None]:
+    """The test starts and ends without kaext.inject active."""
+    kaext.uninject()
+    yield
+    kaext.uninject()
+
+
+@pytest.fixture
 def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     """A connected loopback TCP pair (client, server side)."""
     with socket.create_server(("127.0.0.1", 0)) as listener:

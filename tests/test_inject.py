@@ -15,7 +15,6 @@ import errno
 import logging
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,23 +23,11 @@ from sockets import HAVE_IPV6
 
 import kaext
 
+pytestmark = pytest.mark.usefixtures("no_injection")
+
 SPEC = "7s:3s:4 user_timeout=19s"
 WANT = (1, 7, 3, 4, 19_000)  # SO_KEEPALIVE on, then tcp(7) units
 OTHER_SPEC = "11s:5s:6"
-
-
-@pytest.fixture(autouse=True)
-def _clean() -> Iterator[None]:
-    """Every test starts and ends without injection."""
-    kaext.uninject()
-    yield
-    kaext.uninject()
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        yield s
 
 
 def closed_port() -> tuple[str, int]:

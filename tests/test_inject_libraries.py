@@ -23,23 +23,10 @@ from procsock import need_proc, options, options_of
 
 import kaext
 
-pytestmark = pytest.mark.one_implementation
+pytestmark = [pytest.mark.one_implementation, pytest.mark.usefixtures("no_injection")]
 
 SPEC = "7s:3s:4 user_timeout=19s"
 WANT = (1, 7, 3, 4, 19_000)  # SO_KEEPALIVE on, then tcp(7) units
-
-
-@pytest.fixture(autouse=True)
-def _clean() -> Iterator[None]:
-    kaext.uninject()
-    yield
-    kaext.uninject()
-
-
-@pytest.fixture
-def listener() -> Iterator[socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        yield s
 
 
 class _JSONHandler(BaseHTTPRequestHandler):
