@@ -249,6 +249,7 @@ def _apply_sio(s: socket.socket, plan: Plan) -> None:
     try:
         s.ioctl(socket.SIO_KEEPALIVE_VALS, (0 if plan.keepalive == 0 else 1, idle, interval))  # type: ignore[attr-defined]
     except OSError as exc:
+        _reraise_if_asynchronous(exc)
         raise socket_error(exc.errno or errno.EINVAL, step, "SIO_KEEPALIVE_VALS", value, _spec(step)) from None
 
 
@@ -313,6 +314,9 @@ def apply(sock: Any, plan: Plan) -> None:
     Same order as the C shim: the setsockopt knobs, then Windows' SIO_KEEPALIVE_VALS,
     then SO_KEEPALIVE; a refusal after the first write puts back the knobs the plan
     asked to keep (set_mask bits ROLLBACK_SHIFT + k, read before the first write).
+    An exception raised meanwhile by a signal handler (a SIGALRM timeout, a
+    KeyboardInterrupt) is not a refusal: the plan's remaining calls are made, so the
+    socket is as after, and the exception reaches the caller.
     """
     mask = plan.set_mask
     values = _values(plan)
@@ -328,40 +332,116 @@ def apply(sock: Any, plan: Plan) -> None:
             if mask & (1 << (ROLLBACK_SHIFT + k)) and mask & (1 << k) and not sio & (1 << k) and entry:
                 try:
                     saved[k] = (entry[1], entry[2], s.getsockopt(entry[1], entry[2]))
-                except OSError:  # nothing to put back (the write itself will say why)
-                    pass
-        written: list[int] = []
+                except OSError as exc:  # nothing to put back (the write itself will say why)
+                    _reraise_if_asynchronous(exc)
+        steps = [k for k in range(NKNOBS) if mask & (1 << k) and not sio & (1 << k)]
+        if not steps:
+            steps.append(STEP_PROBE)  # SO_KEEPALIVE and the ioctl do not prove TCP
+        if sio:
+            steps.append(_STEP_SIO)
+        if plan.keepalive >= 0:
+            steps.append(STEP_KEEPALIVE)
+        done = 0
         try:
-            for k in range(NKNOBS):
-                if not mask & (1 << k) or sio & (1 << k):
-                    continue
-                entry = KNOB_OPTIONS[k]
-                if entry is None:
-                    raise socket_error(errno.ENOPROTOOPT, k, "", values[k])
-                name, level, opt = entry
-                try:
-                    s.setsockopt(level, opt, values[k])
-                except OSError as exc:
-                    raise socket_error(exc.errno or errno.EINVAL, k, name, values[k], _spec(k)) from None
-                written.append(k)
-            if not written:
-                _probe_tcp(s)  # SO_KEEPALIVE and the ioctl do not prove TCP
-            if sio:
-                _apply_sio(s, plan)
-            if plan.keepalive >= 0:
-                try:
-                    s.setsockopt(_SOL_SOCKET, _SO_KEEPALIVE, 1 if plan.keepalive else 0)
-                except OSError as exc:
-                    raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "", plan.keepalive) from None
-        except OSError:
-            for k in written:
+            while done < len(steps):
+                _step(s, plan, steps[done])
+                done += 1
+        except _Refused as refused:
+            for k in steps[:done]:
                 if k in saved:
                     level, opt, value = saved[k]
                     try:
                         s.setsockopt(level, opt, value)
-                    except OSError:
-                        pass
+                    except OSError as exc:
+                        _reraise_if_asynchronous(exc)
+            raise refused.error from None
+        except BaseException:  # asynchronous: finish the plan (as after), then re-raise
+            _finish(lambda step: _step(s, plan, step), steps, done)
             raise
+
+
+#: The step of Windows' SIO_KEEPALIVE_VALS ioctl in ``apply``'s list of steps (not a knob index).
+_STEP_SIO = -1
+
+
+class _Refused(Exception):
+    """The kernel refused a step of a plan: ``error`` is the OSError that describes it."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _from_the_call(exc: BaseException) -> bool:
+    """Was ``exc`` raised by the C call made in the frame that caught it (the kernel's
+    answer), not by a signal handler that ran meanwhile (whose frame the traceback holds)?"""
+    tb = exc.__traceback__
+    return tb is not None and tb.tb_next is None
+
+
+def _reraise_if_asynchronous(exc: OSError) -> None:
+    if not _from_the_call(exc):
+        raise exc
+
+
+def _step(s: socket.socket, plan: Plan, step: int) -> None:
+    """One call of ``apply``; the kernel's refusal as :class:`_Refused`."""
+    if step == STEP_PROBE:
+        try:
+            s.getsockopt(_TCP, _TCP_NODELAY)
+        except OSError as exc:
+            _reraise_if_asynchronous(exc)
+            raise _Refused(socket_error(exc.errno or errno.EINVAL, STEP_PROBE, "")) from None
+    elif step == _STEP_SIO:
+        try:
+            _apply_sio(s, plan)
+        except OSError as exc:
+            if exc.__suppress_context__ or exc.errno == errno.EINVAL:  # described: the kernel's or the check's
+                raise _Refused(exc) from None
+            raise
+    elif step == STEP_KEEPALIVE:
+        try:
+            s.setsockopt(_SOL_SOCKET, _SO_KEEPALIVE, 1 if plan.keepalive else 0)
+        except OSError as exc:
+            _reraise_if_asynchronous(exc)
+            raise _Refused(socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "", plan.keepalive)) from None
+    else:
+        entry = KNOB_OPTIONS[step]
+        value = _values(plan)[step]
+        if entry is None:
+            raise _Refused(socket_error(errno.ENOPROTOOPT, step, "", value))
+        name, level, opt = entry
+        try:
+            s.setsockopt(level, opt, value)
+        except OSError as exc:
+            _reraise_if_asynchronous(exc)
+            raise _Refused(socket_error(exc.errno or errno.EINVAL, step, name, value, _spec(step))) from None
+
+
+def _setsockopt_step(setsockopt: Any, call: tuple[int, int, int]) -> None:
+    """One call of ``apply_policy``'s fast path; the kernel's refusal as :class:`_Refused`."""
+    try:
+        setsockopt(*call)
+    except OSError as exc:
+        _reraise_if_asynchronous(exc)
+        raise _Refused(exc) from None
+
+
+def _finish(call: Any, steps: Any, done: int) -> None:
+    """After an asynchronous exception at step ``done``: make the remaining steps (the one
+    interrupted again: setting a value twice changes nothing), also through further
+    asynchronous exceptions; stop at a refusal (``call`` raises :class:`_Refused`).  The
+    caller re-raises the first exception."""
+    for _ in range(len(steps) * 4):  # bounded: a handler that raises forever cannot hold us here
+        try:
+            while done < len(steps):
+                call(steps[done])
+                done += 1
+            return
+        except _Refused:
+            return
+        except BaseException:
+            pass
 
 
 _SIO_KNOBS = (1 << IDLE) | (1 << INTERVAL)
@@ -373,6 +453,8 @@ def _calls(plan: Plan) -> tuple[tuple[int, int, int], ...] | None:
     TCP check comes first)."""
     mask = plan.set_mask
     values = _values(plan)
+    if mask >> ROLLBACK_SHIFT:
+        return None  # knobs to put back on a refusal: they are read first (general path)
     calls = []
     for k in range(NKNOBS):
         if mask & (1 << k):
@@ -403,12 +485,21 @@ def apply_policy(self: Any, sock: Any) -> None:
             object.__setattr__(plan, "_calls", calls)
         if calls is not None:
             setsockopt = sock.setsockopt
+            done = 0
             try:
                 for level, opt, value in calls:
                     setsockopt(level, opt, value)
+                    done += 1
                 return
-            except OSError:
-                pass
+            except OSError as exc:
+                if not _from_the_call(exc):  # a signal handler's: finish the plan (as after)
+                    _finish(lambda call: _setsockopt_step(setsockopt, call), calls, done)
+                    raise
+                # refused by the kernel (a plan without rollback bits: the first call, which any
+                # wrong socket refuses): the general path makes the calls again and says why
+            except BaseException:  # asynchronous: finish the plan (as after), then re-raise
+                _finish(lambda call: _setsockopt_step(setsockopt, call), calls, done)
+                raise
     apply(sock, plan)
 
 

@@ -1,0 +1,144 @@
+"""Policy.apply is all or nothing: under a kernel refusal and under asynchronous exceptions.
+
+* A refusal after the first write puts back what the plan was asked to keep (the
+  rollback bits): the values read *before* the first write, not the ones just written.
+  Linux refuses a negative TCP_USER_TIMEOUT with EINVAL (net/ipv4/tcp.c,
+  do_tcp_setsockopt: ``if (val < 0) return -EINVAL``), so a plan whose last knob is -1
+  is refused by the real kernel after three knobs were written.
+* An exception raised by a signal handler while ``apply`` runs (a SIGALRM timeout, a
+  KeyboardInterrupt) reaches the caller, every time, and the socket is then exactly as
+  before or exactly as after: never half of each.  The storms are bounded in count and
+  in time; signals are one-shot timers at random delays, so they land anywhere inside
+  the call.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType, ModuleType, SimpleNamespace
+from typing import Any
+
+import pytest
+
+import kaext
+from kaext import _platform
+
+from sockets import raw
+
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="Linux kernel values"),
+    pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="no setitimer"),
+]
+
+BEFORE = kaext.Policy(idle=100, interval=20, count=9, user_timeout=300)
+AFTER = kaext.Policy(idle=50, interval=10, count=5, user_timeout=100)
+#: What Linux stores for each (SO_KEEPALIVE, TCP_KEEPIDLE s, TCP_KEEPINTVL s, TCP_KEEPCNT, TCP_USER_TIMEOUT ms)
+RAW_BEFORE = (1, 100, 20, 9, 300_000)
+RAW_AFTER = (1, 50, 10, 5, 100_000)
+ALL_KNOBS = (1 << len(_platform.KNOBS)) - 1
+ROLLBACK_IDLE_INTERVAL_COUNT = 0b111 << _platform.ROLLBACK_SHIFT
+
+
+def _plan(backend: ModuleType, mask: int, user_timeout: int) -> Any:
+    return backend.Plan(mask, 50, 10, 5, user_timeout, 1)
+
+
+@pytest.mark.parametrize("path", ["apply", "apply_policy"])
+def test_refusal_after_writes_puts_back_the_values_from_before(
+    backend: ModuleType, tcp_pair: tuple[socket.socket, socket.socket], path: str
+) -> None:
+    """The kernel refuses the fourth knob: idle/interval/count are back at 100/20/9 (issue 19, defect 2)."""
+    sock, _ = tcp_pair
+    BEFORE.apply(sock)
+    assert raw(sock) == RAW_BEFORE
+    plan = _plan(backend, ALL_KNOBS | ROLLBACK_IDLE_INTERVAL_COUNT, -1)
+    with pytest.raises(OSError) as info:
+        if path == "apply":
+            backend.apply(sock, plan)
+        else:
+            policy = SimpleNamespace(_plan=plan)
+            backend.apply_policy(policy, sock)
+    assert info.value.errno == errno.EINVAL
+    assert raw(sock) == RAW_BEFORE
+
+
+class _Storm:
+    """One-shot SIGALRM timers at random delays; the handler raises ``exc`` once per arming."""
+
+    def __init__(self, exc: type[BaseException]) -> None:
+        self.exc = exc
+        self.armed = False
+        self.raised = 0
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.armed:
+            self.armed = False
+            self.raised += 1
+            raise self.exc("apply interrupted")
+
+
+@pytest.fixture
+def storm_signal() -> Iterator[None]:
+    old = signal.getsignal(signal.SIGALRM)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _run_storm(
+    sock: socket.socket, apply: Callable[[], None], exc: type[BaseException], rounds: int = 4000, seconds: float = 4.0
+) -> tuple[int, int, int]:
+    """(raised, caught, mixed states) over at most ``rounds`` rounds or ``seconds``."""
+    storm = _Storm(exc)
+    signal.signal(signal.SIGALRM, storm.handler)
+    rng = random.Random(19)
+    caught = mixed = 0
+    deadline = time.monotonic() + seconds
+    for _ in range(rounds):
+        if time.monotonic() > deadline:
+            break
+        BEFORE.apply(sock)
+        try:
+            storm.armed = True
+            signal.setitimer(signal.ITIMER_REAL, rng.uniform(1e-6, 40e-6))
+            apply()
+            time.sleep(0)  # a signal still pending lands here, inside the try
+            storm.armed = False
+        except exc:
+            caught += 1
+        storm.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if raw(sock) not in (RAW_BEFORE, RAW_AFTER):
+            mixed += 1
+    return storm.raised, caught, mixed
+
+
+@pytest.mark.parametrize("exc", [TimeoutError, KeyboardInterrupt], ids=["timeout", "keyboardinterrupt"])
+@pytest.mark.parametrize("path", ["api", "pure"])
+def test_asynchronous_exception_reaches_the_caller_and_the_socket_is_whole(
+    tcp_pair: tuple[socket.socket, socket.socket], storm_signal: None, exc: type[BaseException], path: str
+) -> None:
+    """No SIGALRM TimeoutError swallowed; before or after, never a mix (issue 17, item 3)."""
+    from kaext import _pure
+
+    sock, _ = tcp_pair
+    if path == "api":
+        def apply() -> None:
+            AFTER.apply(sock)
+    else:
+        policy = SimpleNamespace(_plan=_pure.Plan(ALL_KNOBS, 50, 10, 5, 100_000, 1))
+
+        def apply() -> None:
+            _pure.apply_policy(policy, sock)
+
+    raised, caught, mixed = _run_storm(sock, apply, exc)
+    assert raised >= 50, f"the storm hit only {raised} times"
+    assert (caught, mixed) == (raised, 0), f"{raised} raised, {caught} reached the caller, {mixed} mixed states"
