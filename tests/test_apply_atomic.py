@@ -25,11 +25,10 @@ from types import FrameType, ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
+from sockets import raw
 
 import kaext
 from kaext import _platform
-
-from sockets import raw
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux", reason="Linux kernel values"),

@@ -34,11 +34,16 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import socket
+
+try:
+    import socket
+except ImportError:  # WASI / Emscripten builds: kaext imports, nothing can be set
+    from . import _nosocket as socket  # type: ignore[no-redef]
 import struct
 
 # Internal names, in one place.
 from . import _backend, _platform
+from ._capabilities import caps
 from ._functions import KeepaliveState, get_keepalive, get_user_timeout
 from ._record import Record
 
@@ -572,7 +577,8 @@ def _own_fd(pid: int, fd: int) -> Connection | None:
             state = "LISTEN" if listening else "CLOSE"
         try:
             keepalive: KeepaliveState | None = get_keepalive(s)
-            user_timeout = get_user_timeout(s)
+            # no user timeout on this OS (NetBSD, OpenBSD, DragonFly, illumos): None, not an error
+            user_timeout = get_user_timeout(s) if "user_timeout" in caps() else None
             reason = None
         except OSError as exc:
             keepalive, user_timeout, reason = None, None, f"could not read the socket: {exc.strerror}"

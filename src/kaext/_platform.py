@@ -113,12 +113,27 @@ class KnobSpec(Record):
         return Mechanism(self.mechanism, self.option)
 
 
+#: ``sys.platform`` strings of a Linux kernel: CPython 3.13+ reports "android" on Android
+#: (gh-71052, PEP 738), whose kernel is Linux with Linux's option numbers and units.
+LINUX_KERNEL_PLATFORMS: Final = ("linux", "android")
+#: ``sys.platform`` strings of an xnu kernel: "ios" (CPython 3.13+, PEP 730) and the other
+#: Apple platforms CPython names ("tvos", "watchos", "visionos", 3.14+): one kernel, one
+#: netinet/tcp.h, so the Darwin family.
+XNU_PLATFORMS: Final = ("darwin", "ios", "tvos", "watchos", "visionos")
+#: ``sys.platform`` strings of builds whose socket module may be missing or unusable
+#: (WASI, Emscripten): kaext imports there, offers no knob, and every setter raises OSError.
+NO_SOCKETS_PLATFORMS: Final = ("wasi", "emscripten")
+
+
 def _family(platform: str) -> str:
-    if platform.startswith("linux"):
+    """The OS family of a ``sys.platform`` string ("other": unknown, nothing offered)."""
+    if platform.startswith(LINUX_KERNEL_PLATFORMS):
         return "linux"
-    if platform == "darwin" or platform == "ios":
+    if platform in XNU_PLATFORMS:
         return "darwin"
     if platform in ("win32", "cygwin"):
+        # Cygwin: Linux's names and numbers in its headers, mapped onto Winsock (below: no /proc
+        # tables, so no connections())
         return "windows" if platform == "win32" else "linux"
     for name in ("freebsd", "netbsd", "openbsd", "dragonfly"):
         if platform.startswith(name):
@@ -455,11 +470,31 @@ DEFAULT_FILES: Final[dict[str, str]] = FAMILY_DEFAULT_FILES.get(FAMILY, {})
 #: (the other POSIX systems); ``""``: not available (Windows: sockets are handles, not
 #: numbered descriptors that can be enumerated).
 FAMILY_CONNECTIONS: Final[dict[str, str]] = {"linux": "proc", "windows": "", "other": ""}
-CONNECTIONS: Final[str] = FAMILY_CONNECTIONS.get(FAMILY, "fds")
+
+#: Why ``kaext.connections()`` is not available on a platform of a family that has it:
+#: Cygwin has no ``/proc/<pid>/net/tcp``, no ``/proc/<pid>/ns`` and no AF_NETLINK
+#: (winsup/cygwin/fhandler/process.cc, fhandler/procnet.cc list no such entries), and
+#: its descriptors are Winsock handles underneath: an empty list would be a lie.
+PLATFORM_NO_CONNECTIONS: Final[dict[str, str]] = {
+    "cygwin": "Cygwin has no /proc/<pid>/net/tcp, no /proc/<pid>/ns and no sock_diag netlink, "
+    "so kaext cannot find a process's TCP sockets there",
+}
+
+
+def connections_mode(platform: str, family: str) -> str:
+    """``CONNECTIONS`` for a ``sys.platform`` string and its family."""
+    if platform in PLATFORM_NO_CONNECTIONS:
+        return ""
+    return FAMILY_CONNECTIONS.get(family, "fds")
+
+
+CONNECTIONS: Final[str] = connections_mode(sys.platform, FAMILY)
 
 
 def connections_unavailable(mode: str) -> str:
     """Why ``kaext.connections()`` cannot do what it was asked, for a ``CONNECTIONS`` mode."""
+    if sys.platform in PLATFORM_NO_CONNECTIONS:
+        return PLATFORM_NO_CONNECTIONS[sys.platform]
     if mode == "fds":
         return f"only this process's own sockets can be listed on {FAMILY} (no /proc and no pidfd_getfd)"
     return f"listing a process's sockets is not available on {FAMILY}"

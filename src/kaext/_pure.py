@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
+
+try:
+    import socket
+except ImportError:  # WASI / Emscripten builds: kaext imports, nothing can be set
+    from . import _nosocket as socket  # type: ignore[no-redef]
 import struct
 from typing import Any
 
@@ -238,19 +242,18 @@ def _values(plan: Plan) -> tuple[int, int, int, int]:
 
 
 def _apply_sio(s: socket.socket, plan: Plan) -> None:
-    """Windows without TCP_KEEPIDLE: idle and interval (ms) together, the missing one defaulted."""
+    """Windows without TCP_KEEPIDLE: idle and interval (ms) together, the missing one defaulted
+    (a refusal as :class:`_Refused`)."""
     mask = plan.set_mask
     step = IDLE if mask & (1 << IDLE) else INTERVAL
     value = _values(plan)[step]
     idle = plan.idle if mask & (1 << IDLE) else WINDOWS_SIO_DEFAULT_IDLE_MS
     interval = plan.interval if mask & (1 << INTERVAL) else WINDOWS_SIO_DEFAULT_INTERVAL_MS
     if idle < 1 or interval < 1:  # idle 0: keepalive storm on some Windows versions
-        raise socket_error(errno.EINVAL, step, "SIO_KEEPALIVE_VALS", value, _spec(step))
-    try:
-        s.ioctl(socket.SIO_KEEPALIVE_VALS, (0 if plan.keepalive == 0 else 1, idle, interval))  # type: ignore[attr-defined]
-    except OSError as exc:
-        _reraise_if_asynchronous(exc)
-        raise socket_error(exc.errno or errno.EINVAL, step, "SIO_KEEPALIVE_VALS", value, _spec(step)) from None
+        raise _Refused(socket_error(errno.EINVAL, step, "SIO_KEEPALIVE_VALS", value, _spec(step)))
+    refused = _call(s.ioctl, socket.SIO_KEEPALIVE_VALS, (0 if plan.keepalive == 0 else 1, idle, interval))  # type: ignore[attr-defined]
+    if refused is not None:
+        raise _Refused(socket_error(refused.errno or errno.EINVAL, step, "SIO_KEEPALIVE_VALS", value, _spec(step)))
 
 
 def _fd(sock: Any) -> int:
@@ -332,8 +335,12 @@ def apply(sock: Any, plan: Plan) -> None:
             if mask & (1 << (ROLLBACK_SHIFT + k)) and mask & (1 << k) and not sio & (1 << k) and entry:
                 try:
                     saved[k] = (entry[1], entry[2], s.getsockopt(entry[1], entry[2]))
-                except OSError as exc:  # nothing to put back (the write itself will say why)
-                    _reraise_if_asynchronous(exc)
+                except OSError as exc:
+                    try:  # the kernel's answer repeats; a signal handler's does not
+                        saved[k] = (entry[1], entry[2], s.getsockopt(entry[1], entry[2]))
+                    except OSError:  # nothing to put back (the write itself will say why)
+                        continue
+                    raise exc from None  # a signal handler's: nothing written yet (as before)
         steps = [k for k in range(NKNOBS) if mask & (1 << k) and not sio & (1 << k)]
         if not steps:
             steps.append(STEP_PROBE)  # SO_KEEPALIVE and the ioctl do not prove TCP
@@ -347,13 +354,19 @@ def apply(sock: Any, plan: Plan) -> None:
                 _step(s, plan, steps[done])
                 done += 1
         except _Refused as refused:
+            pending: BaseException | None = None
             for k in steps[:done]:
                 if k in saved:
                     level, opt, value = saved[k]
                     try:
-                        s.setsockopt(level, opt, value)
-                    except OSError as exc:
-                        _reraise_if_asynchronous(exc)
+                        again = _call(s.setsockopt, level, opt, value)
+                    except BaseException as exc:  # asynchronous: put the rest back, then raise it
+                        pending = pending or exc
+                        again = _call(s.setsockopt, level, opt, value)
+                    if again is not None:
+                        pass  # the kernel will not take it back: nothing more to do
+            if pending is not None:
+                raise pending from None
             raise refused.error from None
         except BaseException:  # asynchronous: finish the plan (as after), then re-raise
             _finish(lambda step: _step(s, plan, step), steps, done)
@@ -372,76 +385,71 @@ class _Refused(Exception):
         self.error = error
 
 
-def _from_the_call(exc: BaseException) -> bool:
-    """Was ``exc`` raised by the C call made in the frame that caught it (the kernel's
-    answer), not by a signal handler that ran meanwhile (whose frame the traceback holds)?"""
-    tb = exc.__traceback__
-    return tb is not None and tb.tb_next is None
+def _call(method: Any, *args: Any) -> OSError | None:
+    """``method(*args)``: None when it succeeds, the kernel's OSError when it refuses.
 
-
-def _reraise_if_asynchronous(exc: OSError) -> None:
-    if not _from_the_call(exc):
-        raise exc
+    A refusal repeats: the same call on the same socket fails the same way.  An OSError
+    raised meanwhile by a signal handler (a SIGALRM ``TimeoutError``) does not: when
+    the call made again succeeds, the first exception was not the kernel's answer and
+    is raised (the call has then been made).  Other exceptions pass through.
+    """
+    try:
+        method(*args)
+        return None
+    except OSError as exc:
+        try:
+            method(*args)
+        except OSError as again:
+            return again
+        raise exc from None
 
 
 def _step(s: socket.socket, plan: Plan, step: int) -> None:
     """One call of ``apply``; the kernel's refusal as :class:`_Refused`."""
     if step == STEP_PROBE:
-        try:
-            s.getsockopt(_TCP, _TCP_NODELAY)
-        except OSError as exc:
-            _reraise_if_asynchronous(exc)
-            raise _Refused(socket_error(exc.errno or errno.EINVAL, STEP_PROBE, "")) from None
+        refused = _call(s.getsockopt, _TCP, _TCP_NODELAY)
+        if refused is not None:
+            raise _Refused(socket_error(refused.errno or errno.EINVAL, STEP_PROBE, ""))
     elif step == _STEP_SIO:
-        try:
-            _apply_sio(s, plan)
-        except OSError as exc:
-            if exc.__suppress_context__ or exc.errno == errno.EINVAL:  # described: the kernel's or the check's
-                raise _Refused(exc) from None
-            raise
+        _apply_sio(s, plan)
     elif step == STEP_KEEPALIVE:
-        try:
-            s.setsockopt(_SOL_SOCKET, _SO_KEEPALIVE, 1 if plan.keepalive else 0)
-        except OSError as exc:
-            _reraise_if_asynchronous(exc)
-            raise _Refused(socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "", plan.keepalive)) from None
+        refused = _call(s.setsockopt, _SOL_SOCKET, _SO_KEEPALIVE, 1 if plan.keepalive else 0)
+        if refused is not None:
+            raise _Refused(socket_error(refused.errno or errno.EINVAL, STEP_KEEPALIVE, "", plan.keepalive))
     else:
         entry = KNOB_OPTIONS[step]
         value = _values(plan)[step]
         if entry is None:
             raise _Refused(socket_error(errno.ENOPROTOOPT, step, "", value))
         name, level, opt = entry
-        try:
-            s.setsockopt(level, opt, value)
-        except OSError as exc:
-            _reraise_if_asynchronous(exc)
-            raise _Refused(socket_error(exc.errno or errno.EINVAL, step, name, value, _spec(step))) from None
+        refused = _call(s.setsockopt, level, opt, value)
+        if refused is not None:
+            raise _Refused(socket_error(refused.errno or errno.EINVAL, step, name, value, _spec(step)))
 
 
 def _setsockopt_step(setsockopt: Any, call: tuple[int, int, int]) -> None:
     """One call of ``apply_policy``'s fast path; the kernel's refusal as :class:`_Refused`."""
-    try:
-        setsockopt(*call)
-    except OSError as exc:
-        _reraise_if_asynchronous(exc)
-        raise _Refused(exc) from None
+    refused = _call(setsockopt, *call)
+    if refused is not None:
+        raise _Refused(refused)
 
 
-def _finish(call: Any, steps: Any, done: int) -> None:
-    """After an asynchronous exception at step ``done``: make the remaining steps (the one
-    interrupted again: setting a value twice changes nothing), also through further
-    asynchronous exceptions; stop at a refusal (``call`` raises :class:`_Refused`).  The
-    caller re-raises the first exception."""
+def _finish(call: Any, steps: Any, done: int) -> bool:
+    """After an exception at step ``done``: make the remaining steps (the one interrupted
+    again: setting a value twice changes nothing), also through further asynchronous
+    exceptions.  False at a refusal (``call`` raises :class:`_Refused`), True when all are
+    made (the caller then re-raises the first exception: it was not the kernel's)."""
     for _ in range(len(steps) * 4):  # bounded: a handler that raises forever cannot hold us here
         try:
             while done < len(steps):
                 call(steps[done])
                 done += 1
-            return
+            return True
         except _Refused:
-            return
+            return False
         except BaseException:
             pass
+    return False
 
 
 _SIO_KNOBS = (1 << IDLE) | (1 << INTERVAL)
@@ -491,15 +499,12 @@ def apply_policy(self: Any, sock: Any) -> None:
                     setsockopt(level, opt, value)
                     done += 1
                 return
-            except OSError as exc:
-                if not _from_the_call(exc):  # a signal handler's: finish the plan (as after)
-                    _finish(lambda call: _setsockopt_step(setsockopt, call), calls, done)
+            except BaseException:
+                # finish the plan from the call that raised: a refusal (_Refused) stops it, and
+                # the general path makes the calls again and says why; otherwise the exception
+                # was not the kernel's (a signal handler's): the socket is as after, raise it
+                if _finish(lambda call: _setsockopt_step(setsockopt, call), calls, done):
                     raise
-                # refused by the kernel (a plan without rollback bits: the first call, which any
-                # wrong socket refuses): the general path makes the calls again and says why
-            except BaseException:  # asynchronous: finish the plan (as after), then re-raise
-                _finish(lambda call: _setsockopt_step(setsockopt, call), calls, done)
-                raise
     apply(sock, plan)
 
 

@@ -12,7 +12,11 @@ and leaves the knob out (``strict=False``).
 from __future__ import annotations
 
 import math
-import socket
+
+try:
+    import socket
+except ImportError:  # WASI / Emscripten builds: kaext imports, nothing can be set
+    from . import _nosocket as socket  # type: ignore[no-redef]
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
