@@ -360,13 +360,6 @@ cdef _bind_knobs(tuple knobs):
     _knobs = knobs
 
 
-cdef object _range_fail(int k, int value):
-    from kaext._errors import range_error
-    from kaext._platform import KNOBS
-    seconds = value if _kind[k] == 1 else value / _per_second[k]
-    raise range_error(KNOBS[k], seconds, _knobs[k], "as read back from the socket")
-
-
 def bind_state(cls, tuple knobs):
     """Called once by the layer that defines ``KeepaliveState``: the type ``read_state`` makes."""
     global _state_type
@@ -388,8 +381,10 @@ def bind_policy(cls, tuple knobs):
 
 
 cdef inline object _value(const kaext_state *st, int k):
-    """Knob ``k`` as read back: None, a count, or seconds."""
-    if _kind[k] == 0 or not (st.have & (1u << k)):
+    """Knob ``k`` as read back: None, a count, or seconds.  None also for a value outside the
+    knob's range: "unset" (illumos' 0 interval and count on a fresh socket, Windows' -1
+    TCP_MAXRT) or more than kaext sets (``kaext._platform``)."""
+    if _kind[k] == 0 or not (st.have & (1u << k)) or st.value[k] < _lo[k] or st.value[k] > _hi[k]:
         return None
     if _kind[k] == 1:
         return st.value[k]
@@ -422,8 +417,8 @@ def read_policy(cls, object sock):
 
     SO_KEEPALIVE and every knob that reads back, one getsockopt each; SO_KEEPALIVE off
     gives ``keepalive=False`` (the knobs are not carried), no user timeout gives
-    ``user_timeout=0.0``; a knob that does not read back is None.  ValueError for a
-    value outside the policy's range.
+    ``user_timeout=0.0``; a knob that does not read back, or reads back outside the
+    policy's range ("unset": illumos' 0, Windows' -1), is None: the policy leaves it.
     """
     cdef kaext_state st
     cdef int step = 0, err, k
@@ -439,9 +434,7 @@ def read_policy(cls, object sock):
     if not st.keepalive:  # keepalive off: the knobs have no effect and are not carried
         st.have &= ~((1u << KAEXT_IDLE) | (1u << KAEXT_INTERVAL) | (1u << KAEXT_COUNT))
     for k in range(KAEXT_NKNOBS):
-        if _kind[k] and st.have & (1u << k):
-            if st.value[k] < _lo[k] or st.value[k] > _hi[k]:
-                _range_fail(k, st.value[k])
+        if _kind[k] and st.have & (1u << k) and _lo[k] <= st.value[k] <= _hi[k]:
             mask |= 1u << k
         else:
             st.have &= ~(1u << k)

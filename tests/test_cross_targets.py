@@ -255,3 +255,26 @@ def test_windows_handle_bound(builds: dict[str, Build], target: str) -> None:
     assert build.values["SIO_KEEPALIVE_VALS"] == REFERENCE["windows"]["SIO_KEEPALIVE_VALS"]
     assert build.asserts.returncode == 0, build.asserts.stderr
     assert f"KAEXT_SOCK_MAX == {2 ** _socket_bits(target) - 2}ULL" in _static_asserts(target)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_kernel_model_agrees_with_the_headers(builds: dict[str, Build], target: str) -> None:
+    """The per-OS kernel model (tests/kernel_model) and the shim compiled against that OS's
+    real headers: the same option, number and unit for every knob (issue 19)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import kernel_model
+
+    from kaext import _platform
+
+    build = builds[target]
+    model = kernel_model.MODELS[build.os]()
+    numbers = model.numbers()
+    specs = _platform.specs(model.family)
+    for knob in KNOBS:
+        have, optname, name, unit = build.knobs[knob]
+        if not have:
+            assert knob not in specs, f"{target}: the model's {model.family} sets {knob}, the headers have none"
+            continue
+        spec = specs[knob]
+        assert (spec.option, numbers[spec.option], spec.unit) == (name, optname, unit), f"{target}: {knob}"
+        assert spec.option in model.check, f"{target}: the model's kernel does not know {spec.option}"

@@ -21,7 +21,7 @@ import struct
 from typing import Any
 
 from . import _platform
-from ._errors import bad_fd_error, fileno_of, range_error, socket_error
+from ._errors import bad_fd_error, fileno_of, socket_error
 from ._platform import (
     COUNT,
     FALLBACK_CONSTANTS,
@@ -570,6 +570,7 @@ def _setters(cls: type, names: tuple[str, ...]) -> tuple[Any, ...]:
 
 
 def _bind_knobs(knobs: tuple[Any, ...]) -> None:
+    _MADE.clear()  # readings made under the knobs bound before
     for k, knob in enumerate(knobs):
         _knobs[k] = knob
         if knob is None or not knob.readable:  # NetBSD's TCP_KEEP*, WSAIoctl: never a guess
@@ -595,8 +596,14 @@ def bind_policy(cls: type, knobs: tuple[Any, ...]) -> None:
 
 
 def _seconds(k: int, value: int | None) -> float | int | None:
+    """Knob ``k`` as read back: None, a count, or seconds.  None also for a value outside the
+    knob's range: "unset" (illumos' 0 interval and count on a fresh socket, Windows' -1
+    TCP_MAXRT) or more than kaext sets (``kaext._platform``)."""
     per = _per_second[k]
     if value is None or per is None:
+        return None
+    knob = _knobs[k]
+    if not knob.min <= value <= knob.max:
         return None
     return value / per if per else value
 
@@ -641,8 +648,8 @@ def read_policy(cls: type, sock: Any) -> Any:
 
     SO_KEEPALIVE and every knob that reads back, one getsockopt each; SO_KEEPALIVE off
     gives ``keepalive=False`` (the knobs are not carried), no user timeout gives
-    ``user_timeout=0.0``; a knob that does not read back is None.  ValueError for a
-    value outside the policy's range.
+    ``user_timeout=0.0``; a knob that does not read back, or reads back outside the
+    policy's range ("unset": illumos' 0, Windows' -1), is None: the policy leaves it.
     """
     values = _read_fast(sock, _POLICY_OPTIONS) or read(sock, WANT_ALL)
     key = (cls, values)
@@ -674,8 +681,9 @@ def _make_policy(cls: type, values: tuple[Any, ...]) -> Any:
             knobs[k] = None
             continue
         knob = _knobs[k]
-        if not knob.min <= value <= knob.max:
-            raise range_error(KNOBS[k], _seconds(k, value), knob, "as read back from the socket")
+        if not knob.min <= value <= knob.max:  # "unset" or beyond kaext's range: left alone
+            knobs[k] = None
+            continue
         mask |= 1 << k
         native[k] = value
     if cls is not _policy_type and not issubclass(cls, _policy_type):

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The public-API suite against every OS's kernel model (tests/kernel_model): each in a
+# fresh interpreter with that OS's sys.platform and header numbers, on the pure-Python
+# implementation, whose socket calls the model answers (Linux, Android, macOS, iOS,
+# visionOS, FreeBSD at hz 1000 and 4000, NetBSD, DragonFly, OpenBSD, illumos, Windows,
+# Cygwin, an unknown OS, WASI without a socket module).  Budget: about 10 s on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+timeout 300 python tests/kernel_model/run_all.py
