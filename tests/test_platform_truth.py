@@ -246,16 +246,25 @@ def test_darwin_refuses_a_total_that_wraps(monkeypatch: pytest.MonkeyPatch) -> N
     """xnu keeps idle + interval * count in 32-bit ms: past 4294967.295 s it wraps (defect 8)."""
     _install(monkeypatch, "darwin")
     limit_s = FACTS["darwin_keepalive_total_ms_max"] / 1000
-    kaext.Policy(idle=4294000, interval=10, count=96)  # 4294960 s: fits
+    kaext.Policy(idle=2147483, interval=1073742, count=2)  # 4294967 s: fits
     with pytest.raises(ValueError) as info:
-        kaext.Policy(idle=4294000, interval=10, count=97)  # 4294970 s
+        kaext.Policy(idle=2147483, interval=1073743, count=2)  # 4294969 s
     text = str(info.value)
     for word in ("idle", "interval", "count", "4294967"):
         assert word in text, text
-    assert limit_s < 4294000 + 10 * 97
+    assert limit_s < 2147483 + 1073743 * 2
     # the same values are fine where the OS has no such limit
-    _install(monkeypatch, "freebsd")
-    kaext.Policy(idle=4294000, interval=10, count=97)
+    _install(monkeypatch, "netbsd")
+    kaext.Policy(idle=2147483, interval=1073743, count=2)
+
+
+def test_darwin_timers_are_int32_ms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """xnu arms deadlines as int32 ms: idle or interval above 2147483 s would fire at once (issue 19)."""
+    _install(monkeypatch, "darwin")
+    kaext.Policy(idle=2147483, interval=2147483)
+    for knob in ("idle", "interval"):
+        with pytest.raises(ValueError, match=f"{knob}=2147484 is out of range"):
+            kaext.Policy(**{knob: 2147484})
 
 
 # --------------------------------------------------------------------------------------

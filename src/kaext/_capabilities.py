@@ -295,6 +295,26 @@ def _check_total(values: list[int], mask: int) -> None:
         )
 
 
+def check_total_on(sock: object, plan: Plan) -> None:
+    """Where the kernel sums idle + interval * count in 32 bits (``KEEPALIVE_TOTAL_MAX_MS``:
+    macOS, FreeBSD): a plan that sets only some of the three counts the socket's current
+    values for the others (one read of those), so ``set_keepalive(s, idle=...)`` cannot
+    wrap the sum either.  ValueError before anything is written."""
+    limit_ms = _platform.KEEPALIVE_TOTAL_MAX_MS.get(_platform.FAMILY)
+    mask = plan.set_mask & 0b111
+    if limit_ms is None or not mask or mask == 0b111:
+        return
+    current = _backend.read(sock, 0b111 & ~mask)
+    values = [plan.idle, plan.interval, plan.count, plan.user_timeout]
+    for k in range(3):
+        if not mask & (1 << k):
+            value = current[1 + k]
+            if value is None:  # not readable here: nothing to add
+                return
+            values[k] = value
+    _check_total(values, 0b111)
+
+
 def rollback_bits(mask: int) -> int:
     """The set_mask bits asking the backend to read, and put back on a later refusal, the
     readable knobs written before the last one this OS's kernel may refuse although

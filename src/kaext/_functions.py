@@ -7,7 +7,7 @@ call, then makes one backend call.
 from __future__ import annotations
 
 from . import _backend, _platform
-from ._capabilities import KEEPALIVE_LEAVE, caps, in_seconds, knob, make_plan, read_back_knobs
+from ._capabilities import KEEPALIVE_LEAVE, caps, check_total_on, in_seconds, knob, make_plan, read_back_knobs
 from ._record import Record
 
 TYPE_CHECKING = False
@@ -156,6 +156,8 @@ def set_keepalive(
     as it was.  ``kaext.capabilities()`` lists what this system offers.
     """
     plan = make_plan(idle, interval, count, None, 1)
+    if _platform.FAMILY in _platform.KEEPALIVE_TOTAL_MAX_MS:
+        check_total_on(sock, plan)
     _backend.apply(sock, plan)
     if _platform.FAMILY in _platform.NOT_INHERITED_BY_ACCEPT:
         warn_if_not_inherited(sock, plan.set_mask)

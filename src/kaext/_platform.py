@@ -184,10 +184,15 @@ LINUX = {
 # TCP_RETRANSHZ (1000); idle is TCP_KEEPALIVE (0x10), not TCP_KEEPIDLE; TCP_KEEPINTVL /
 # TCP_KEEPCNT (0x101 / 0x102) from OS X 10.9.  The user timeout is TCP_RXT_CONNDROPTIME
 # (0x80, seconds of retransmission before the connection is dropped; 0 = off).
+# setsockopt takes idle and interval up to UINT32_MAX / TCP_RETRANSHZ s, but the timers arm
+# deadlines as int32 milliseconds (bsd/netinet/tcp_timer.h OFFSET_FROM_START, tcp_timer.c):
+# above INT32_MAX / 1000 = 2147483 s a timer is already due and fires at once, so kaext
+# offers idle and interval up to 2147483 s.
 _DARWIN_MAX_S = 4294967
+_DARWIN_TIMER_MAX_S = 2147483
 DARWIN = {
-    "idle": KnobSpec("TCP_KEEPALIVE", "s", 1, _DARWIN_MAX_S, True, fallback=0x10),
-    "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, _DARWIN_MAX_S, True, fallback=0x101),
+    "idle": KnobSpec("TCP_KEEPALIVE", "s", 1, _DARWIN_TIMER_MAX_S, True, fallback=0x10),
+    "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, _DARWIN_TIMER_MAX_S, True, fallback=0x101),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, INT_MAX, True, fallback=0x102),
     "user_timeout": KnobSpec(
         "TCP_RXT_CONNDROPTIME",
@@ -239,10 +244,13 @@ def windows_build() -> int:
     return int(getwindowsversion().build) if getwindowsversion is not None else 0
 
 
-#: Per OS, the largest idle + interval * count (seconds) the kernel keeps without wrapping:
-#: xnu keeps the keepalive deadline in 32-bit milliseconds (TCP_RETRANSHZ = 1000), so past
-#: (2**32 - 1) ms, about 49.7 days, it wraps to a short timer.
-KEEPALIVE_TOTAL_MAX_MS: Final[dict[str, int]] = {"darwin": 2**32 - 1}
+#: Per OS, the largest idle + interval * count (ms) the kernel keeps without wrapping:
+#: xnu compares the idle time with TCP_CONN_KEEPIDLE + TCP_CONN_MAXIDLE in 32-bit
+#: milliseconds (TCP_RETRANSHZ = 1000), so past (2**32 - 1) ms, about 49.7 days, it wraps
+#: to a short timer; FreeBSD compares TP_KEEPIDLE + TP_MAXIDLE in unsigned ticks
+#: (sys/netinet/tcp_timer.c tcp_timer_keep), which with hz = 1000 is the same bound.  The
+#: sum counts the socket's current knobs for those a call leaves (``_capabilities``).
+KEEPALIVE_TOTAL_MAX_MS: Final[dict[str, int]] = {"darwin": 2**32 - 1, "freebsd": 2**32 - 1}
 
 #: Units the kernels take a time in, and how many of each make a second.  NetBSD counts
 #: TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPINIT in slow ticks: PR_SLOWHZ = 2 a second

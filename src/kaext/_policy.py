@@ -15,6 +15,7 @@ from . import _backend, _platform
 from ._backend import Plan
 from ._capabilities import (
     caps,
+    check_total_on,
     duration_ns,
     in_seconds,
     make_plan,
@@ -24,6 +25,9 @@ from ._capabilities import (
 )
 from ._functions import warn_if_not_inherited
 from ._platform import COUNT, IDLE, INTERVAL, USER_TIMEOUT
+
+_CHECK_TOTAL = _platform.FAMILY in _platform.KEEPALIVE_TOTAL_MAX_MS
+_WARN_INHERIT = _platform.FAMILY in _platform.NOT_INHERITED_BY_ACCEPT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -221,11 +225,16 @@ class Policy:
         # The backend's function itself (documented above): one call into the C
         # extension per apply, the hot path.  macOS: a Python wrapper that warns when
         # the socket is listening (accepted sockets do not inherit idle/user timeout).
-        if _platform.FAMILY in _platform.NOT_INHERITED_BY_ACCEPT:
+        # macOS, FreeBSD: a policy setting only some of idle/interval/count counts the
+        # socket's current ones in the 32-bit sum (check_total_on).
+        if _CHECK_TOTAL or _WARN_INHERIT:
 
             def apply(self, sock):
+                if _CHECK_TOTAL:
+                    check_total_on(sock, self._plan)
                 _backend.apply_policy(self, sock)
-                warn_if_not_inherited(sock, self._plan.set_mask)
+                if _WARN_INHERIT:
+                    warn_if_not_inherited(sock, self._plan.set_mask)
 
         else:
             apply = _backend.apply_policy

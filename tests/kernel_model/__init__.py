@@ -67,6 +67,7 @@ class Kernel:
     not_inherited: tuple[str, ...] = ()
     python_names: tuple[str, ...] = PYTHON_NAMES
     sources: dict[str, str] = field(default_factory=dict)
+    sum_bits: int | None = None  # idle + interval * count kept in this many bits of ms
     windows_sio: bool = False  # SIO_KEEPALIVE_VALS instead of TCP_KEEPIDLE / TCP_KEEPINTVL
     no_socket_module: bool = False
 
@@ -110,6 +111,8 @@ def _darwin(name: str = "darwin", platform: str = "darwin") -> Kernel:
         # xnu bsd/netinet/tcp_input.c (SYN received on a listener): t_keepintvl, t_keepcnt copied;
         # t_keepidle and t_rxt_conndroptime are not
         not_inherited=("TCP_KEEPALIVE", "TCP_RXT_CONNDROPTIME"),
+        # tcp_timer.c: idle_time >= TCP_CONN_KEEPIDLE(tp) + TCP_CONN_MAXIDLE(tp), u_int32_t ms
+        sum_bits=32,
         sources={"all": "apple-oss-distributions/xnu bsd/netinet/tcp_usrreq.c, tcp_input.c, tcp_timer.h"},
     )
 
@@ -130,7 +133,9 @@ def _freebsd(hz: int = 1000) -> Kernel:
             "TCP_MAXUNACKTIME": _between(0, limit),
         },
         python_names=("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"),
-        sources={"all": "freebsd/freebsd-src sys/netinet/tcp_usrreq.c, tcp_timer.h"},
+        # tcp_timer.c tcp_timer_keep: TP_KEEPIDLE(tp) + TP_MAXIDLE(tp) in u_int ticks (ms at hz 1000)
+        sum_bits=32 if hz == 1000 else None,
+        sources={"all": "freebsd/freebsd-src sys/netinet/tcp_usrreq.c, tcp_timer.c, tcp_timer.h"},
     )
 
 

@@ -197,6 +197,24 @@ else:
                 assert refused >= 1, "the hz=4000 kernel refuses more than kaext's table"
 
         @check
+        def keepalive_sum_never_wraps() -> None:
+            """xnu (and FreeBSD at hz 1000) add idle + interval * count in 32-bit ms: a call
+            setting one knob must count the socket's others; the stored sum stays below 2**32 ms."""
+            if KERNEL.sum_bits is None or "count" not in CAPS:
+                return
+            with pair() as (client, _, _):
+                kaext.set_keepalive(client, interval=2_000_000, count=2)
+                for call in (lambda: kaext.set_keepalive(client, idle=1_000_000),
+                             lambda: kaext.Policy(idle=1_000_000).apply(client)):
+                    try:
+                        call()
+                    except ValueError:
+                        pass
+                    raw = stored(client)
+                    total_ms = 1000 * (raw[OPTION["idle"]] + raw[OPTION["interval"]] * raw[OPTION["count"]])
+                    assert total_ms < 2**KERNEL.sum_bits, raw
+
+        @check
         def wrong_sockets_are_refused_and_unchanged() -> None:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
                 expect_oserror(lambda: kaext.set_keepalive(udp, idle=60))
