@@ -383,11 +383,33 @@ ALTERNATIVES: Final[dict[str, dict[str, tuple[KnobSpec, ...]]]] = {
 }
 
 
-def specs(family: str, release: str = "") -> dict[str, KnobSpec]:
-    """The setsockopt spec of each knob on ``family`` (``release``: the kernel's, for DragonFly)."""
+# Cygwin (Linux family): TCP_USER_TIMEOUT is mapped onto Windows' TCP_MAXRTMS
+# (winsup/cygwin/fhandler/socket_inet.cc); what its 0 ("system default" on Linux) does
+# there is undocumented, so 0 is not offered: 1 ms .. 2**31-1 ms.
+PLATFORM_SPECS: Final[dict[str, dict[str, KnobSpec]]] = {
+    "cygwin": {
+        "user_timeout": KnobSpec(
+            "TCP_USER_TIMEOUT",
+            "ms",
+            1,
+            INT_MAX,
+            True,
+            note="Cygwin maps it to Windows' TCP_MAXRTMS; 0 (the system default on Linux) is not "
+            "offered: what it does there is undocumented",
+        ),
+    },
+}
+
+
+def specs(family: str, release: str = "", platform: str = "") -> dict[str, KnobSpec]:
+    """The setsockopt spec of each knob on ``family`` (``release``: the kernel's, for DragonFly;
+    ``platform``: ``sys.platform``, for Cygwin's own user timeout)."""
     if family == "dragonfly" and release_before(release, 5, 8):
         return DRAGONFLY_OLD
-    return FAMILY_SPECS.get(family, {})
+    table = FAMILY_SPECS.get(family, {})
+    if platform in PLATFORM_SPECS:
+        table = {**table, **PLATFORM_SPECS[platform]}
+    return table
 
 
 def _running_release() -> str:
@@ -397,7 +419,7 @@ def _running_release() -> str:
 
 
 #: The setsockopt option of each knob on this OS (the one the headers name).
-SPECS: Final[dict[str, KnobSpec]] = specs(FAMILY, _running_release() if FAMILY == "dragonfly" else "")
+SPECS: Final[dict[str, KnobSpec]] = specs(FAMILY, _running_release() if FAMILY == "dragonfly" else "", sys.platform)
 
 
 def spec_for(knob: str, option: str, mechanism: int) -> KnobSpec | None:

@@ -193,16 +193,28 @@ def _illumos() -> Kernel:
     )
 
 
-def _windows() -> Kernel:
+def _cygwin() -> Kernel:
+    # Cygwin: Linux's names; TCP_USER_TIMEOUT becomes Windows' TCP_MAXRTMS
+    # (winsup/cygwin/fhandler/socket_inet.cc), which takes ms; its 0 is undocumented, so the
+    # model refuses it (kaext must never send it)
+    kernel = _linux("cygwin", "cygwin")
+    kernel.check["TCP_USER_TIMEOUT"] = _between(1, INT_MAX)
+    kernel.fresh["TCP_USER_TIMEOUT"] = -1
+    return kernel
+
+
+def _windows(maxrt: int = -1) -> Kernel:
     return Kernel(
-        "windows", "win32", "windows", "windows",
+        "windows" if maxrt == -1 else f"windows-maxrt{maxrt}", "win32", "windows", "windows",
         # Microsoft, "IPPROTO_TCP socket options" and SIO_KEEPALIVE_VALS remarks: 2 h idle, 1 s
         # interval, 10 probes; TCP_MAXRT on a fresh socket is undocumented: modelled as -1
-        # (retransmit forever), which kaext cannot set and must not reject when it reads it
-        fresh={"TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 1, "TCP_KEEPCNT": 10, "TCP_MAXRT": -1},
+        # (retransmit forever) or 0, neither of which kaext sets nor may reject when it reads it
+        fresh={"TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 1, "TCP_KEEPCNT": 10, "TCP_MAXRT": maxrt},
         # TCP_KEEPCNT: 0..255 (the document's range); TCP_MAXRT: -1 or a positive number of seconds
+        # (0 is undocumented: the model refuses it, so kaext must never send it)
         check={"TCP_KEEPIDLE": _between(0, INT_MAX), "TCP_KEEPINTVL": _between(0, INT_MAX),
-               "TCP_KEEPCNT": _between(0, 255), "TCP_MAXRT": _between(-1, INT_MAX)},
+               "TCP_KEEPCNT": _between(0, 255),
+               "TCP_MAXRT": lambda v: 0 if v == -1 or 1 <= v <= INT_MAX else errno.EINVAL},
         python_names=("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"),
         sources={"all": "learn.microsoft.com: IPPROTO_TCP socket options; SIO_KEEPALIVE_VALS"},
     )
@@ -221,7 +233,8 @@ MODELS: dict[str, Callable[[], Kernel]] = {
     "openbsd": _openbsd,
     "illumos": _illumos,
     "windows": _windows,
-    "cygwin": lambda: _linux("cygwin", "cygwin"),
+    "cygwin": _cygwin,
+    "windows-maxrt0": lambda: _windows(maxrt=0),
     "haiku": lambda: Kernel("haiku", "haiku1", "other", "", fresh={}, check={}, python_names=()),
     "wasi": lambda: Kernel("wasi", "wasi", "other", "", fresh={}, check={}, python_names=(),
                            no_socket_module=True),

@@ -197,6 +197,26 @@ else:
                 assert refused >= 1, "the hz=4000 kernel refuses more than kaext's table"
 
         @check
+        def user_timeout_zero_only_where_the_kernel_takes_it() -> None:
+            """Where the kernel's 0 is not "system default" (Cygwin's TCP_MAXRTMS, Windows'
+            TCP_MAXRT), kaext refuses 0 with ValueError before any call."""
+            if "user_timeout" not in CAPS:
+                return
+            with pair() as (client, _, _):
+                before = stored(client)
+                if KERNEL.check[OPTION["user_timeout"]](0):
+                    try:
+                        kaext.set_user_timeout(client, 0)
+                    except ValueError as exc:
+                        assert "user_timeout" in str(exc), exc
+                    else:
+                        raise AssertionError("user_timeout=0 was accepted")
+                    assert stored(client) == before
+                else:
+                    kaext.set_user_timeout(client, 0)
+                    assert stored(client)[OPTION["user_timeout"]] == 0
+
+        @check
         def keepalive_sum_never_wraps() -> None:
             """xnu (and FreeBSD at hz 1000) add idle + interval * count in 32-bit ms: a call
             setting one knob must count the socket's others; the stored sum stays below 2**32 ms."""
