@@ -68,6 +68,10 @@ class Kernel:
     python_names: tuple[str, ...] = PYTHON_NAMES
     sources: dict[str, str] = field(default_factory=dict)
     sum_bits: int | None = None  # idle + interval * count kept in this many bits of ms
+    # the kernel's setsockopt where one option changes others: (state by option name, with
+    # hidden fields, option, value) -> errno; the state is changed only on 0
+    on_set: Callable[[dict[str, int], str, int], int] | None = None
+    hidden: dict[str, int] = field(default_factory=dict)  # fields no option reads
     windows_sio: bool = False  # SIO_KEEPALIVE_VALS instead of TCP_KEEPIDLE / TCP_KEEPINTVL
     no_socket_module: bool = False
 
@@ -176,6 +180,49 @@ def _openbsd() -> Kernel:
                   sources={"all": "openbsd/src sys/netinet/tcp_usrreq.c"})
 
 
+def _illumos_set(st: dict[str, int], option: str, value: int) -> int:
+    """illumos usr/src/uts/common/inet/tcp/tcp_opt_data.c tcp_opt_set (values here in seconds,
+    the kernel's tcp_ka_rinterval in ms; tcp_rto_min/max 400 ms / 60 s by default; the abort
+    threshold tcp_ka_abort_thres starts at tcp_keepalive_abort_interval, 8 min, bounded 0 ..
+    UINT32_MAX ms by tcp_tunables.c):
+
+    * TCP_KEEPIDLE x 1000 within tcps_keepalive_interval_low/high (1 s .. 10 days);
+    * TCP_KEEPINTVL x 1000 within rto_min .. rto_max, else EINVAL; with the count unset (0)
+      the count becomes abort / interval, else abort = interval x count;
+    * TCP_KEEPCNT 0 is EINVAL; with the interval unset (0) the interval becomes abort / count,
+      clamped to rto_min .. rto_max, else abort = count x interval.
+    """
+    if option == "TCP_KEEPIDLE":
+        if not 1 <= value <= 864000:
+            return errno.EINVAL
+        st[option] = value
+    elif option == "TCP_KEEPINTVL":
+        if not 400 <= value * 1000 <= 60_000:
+            return errno.EINVAL
+        if st["TCP_KEEPCNT"] == 0:
+            st["TCP_KEEPCNT"] = st["abort_ms"] // (value * 1000)
+        else:
+            if not 0 <= value * st["TCP_KEEPCNT"] * 1000 <= UINT_MAX:
+                return errno.EINVAL
+            st["abort_ms"] = value * st["TCP_KEEPCNT"] * 1000
+        st["interval_ms"] = value * 1000
+        st[option] = value
+    elif option == "TCP_KEEPCNT":
+        if value == 0:
+            return errno.EINVAL
+        if st["interval_ms"] == 0:
+            st["interval_ms"] = min(max(st["abort_ms"] // value, 400), 60_000)
+            st["TCP_KEEPINTVL"] = st["interval_ms"] // 1000  # tcp_opt_get: tcp_ka_rinterval / 1000
+        else:
+            if not 0 <= value * st["interval_ms"] <= UINT_MAX:
+                return errno.EINVAL
+            st["abort_ms"] = value * st["interval_ms"]
+        st[option] = value
+    else:
+        return errno.ENOPROTOOPT
+    return 0
+
+
 def _illumos() -> Kernel:
     return Kernel(
         "illumos", "sunos5", "sunos", "illumos",
@@ -188,6 +235,8 @@ def _illumos() -> Kernel:
         # TCP_KEEPCNT 0 -> EINVAL
         check={"TCP_KEEPIDLE": _between(1, 864000), "TCP_KEEPINTVL": _between(1, 60),
                "TCP_KEEPCNT": _between(1, INT_MAX)},
+        on_set=_illumos_set,
+        hidden={"abort_ms": 480_000, "interval_ms": 0},
         python_names=("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"),
         sources={"all": "illumos/illumos-gate usr/src/uts/common/inet/tcp/tcp_opt_data.c, tcp.c"},
     )
@@ -270,6 +319,7 @@ def install(name: str) -> Kernel:
         st = STATE.get(key)
         if st is None:
             st = STATE[key] = {numbers[o]: v for o, v in kernel.fresh.items() if o in numbers}
+            st.update(kernel.hidden)  # type: ignore[arg-type]
         return st
 
     def is_tcp(sock: socket.socket) -> bool:
@@ -292,7 +342,17 @@ def install(name: str) -> Kernel:
         err = kernel.check[by_number[opt]](int(value))
         if err:
             raise refuse(err)
-        state(self)[opt] = int(value)
+        st = state(self)
+        if kernel.on_set is None:
+            st[opt] = int(value)
+            return None
+        named: dict[str, int] = {o: st[n] for o, n in numbers.items() if n in st and o in kernel.fresh}
+        named.update({h: st[h] for h in kernel.hidden})  # type: ignore[index]
+        err = kernel.on_set(named, by_number[opt], int(value))
+        if err:
+            raise refuse(err)
+        for o, v in named.items():
+            st[numbers[o] if o in kernel.fresh else o] = v  # type: ignore[index]
         return None
 
     def getsockopt(self: socket.socket, level: int, opt: int, *rest: Any) -> int:

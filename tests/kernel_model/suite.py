@@ -217,6 +217,34 @@ else:
                     assert stored(client)[OPTION["user_timeout"]] == 0
 
         @check
+        def one_knob_alone_is_what_the_kernel_makes_of_it() -> None:
+            """The count (or interval) alone on a fresh socket: kaext reports what the kernel
+            then holds (illumos derives the other from its abort threshold), or the kernel's
+            refusal, with the socket unchanged."""
+            for knob, value in (("count", 4), ("interval", 10)):
+                if knob not in CAPS:
+                    continue
+                with pair() as (client, _, _):
+                    before = stored(client)
+                    try:
+                        kaext.set_keepalive(client, **{knob: value})
+                    except OSError:
+                        assert stored(client) == before
+                        continue
+                    raw = stored(client)
+                    state = kaext.get_keepalive(client)
+                    if READABLE:
+                        for k in ("idle", "interval", "count"):
+                            if k in OPTION:
+                                per = 1 if k == "count" else _platform.UNITS_PER_SECOND[CAPS[k].unit]
+                                held = raw[OPTION[k]]
+                                shown = getattr(state, k)
+                                if CAPS[k].min <= held <= CAPS[k].max:
+                                    assert shown == held / per if k != "count" else shown == held, (k, raw, state)
+                                else:
+                                    assert shown is None, (k, raw, state)
+
+        @check
         def keepalive_sum_never_wraps() -> None:
             """xnu (and FreeBSD at hz 1000) add idle + interval * count in 32-bit ms: a call
             setting one knob must count the socket's others; the stored sum stays below 2**32 ms."""
