@@ -141,3 +141,23 @@ def test_asynchronous_exception_reaches_the_caller_and_the_socket_is_whole(
     raised, caught, mixed = _run_storm(sock, apply, exc)
     assert raised >= 50, f"the storm hit only {raised} times"
     assert (caught, mixed) == (raised, 0), f"{raised} raised, {caught} reached the caller, {mixed} mixed states"
+
+
+@pytest.mark.parametrize(
+    "read",
+    ["get_keepalive", "from_socket", "get_user_timeout"],
+)
+def test_asynchronous_exception_during_a_read_reaches_the_caller(
+    tcp_pair: tuple[socket.socket, socket.socket], storm_signal: None, read: str
+) -> None:
+    """Reading is never retried over a signal handler's TimeoutError (the fast path's
+    ``except OSError`` once took it for "not TCP" and read again)."""
+    sock, _ = tcp_pair
+    call = {
+        "get_keepalive": lambda: kaext.get_keepalive(sock),
+        "from_socket": lambda: kaext.Policy.from_socket(sock),
+        "get_user_timeout": lambda: kaext.get_user_timeout(sock),
+    }[read]
+    raised, caught, mixed = _run_storm(sock, call, TimeoutError, rounds=3000, seconds=3.0)
+    assert raised >= 50, f"the storm hit only {raised} times"
+    assert (caught, mixed) == (raised, 0), f"{raised} raised, {caught} reached the caller"

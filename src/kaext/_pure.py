@@ -305,10 +305,9 @@ def _get_blocking(fd: int) -> bool | None:
 
 
 def _probe_tcp(s: socket.socket) -> None:
-    try:
-        s.getsockopt(_TCP, _TCP_NODELAY)
-    except OSError as exc:
-        raise socket_error(exc.errno or errno.EINVAL, STEP_PROBE, "") from None
+    refused = _call(s.getsockopt, _TCP, _TCP_NODELAY)  # a signal handler's exception passes
+    if refused is not None:
+        raise socket_error(refused.errno or errno.EINVAL, STEP_PROBE, "")
 
 
 def apply(sock: Any, plan: Plan) -> None:
@@ -335,12 +334,12 @@ def apply(sock: Any, plan: Plan) -> None:
             if mask & (1 << (ROLLBACK_SHIFT + k)) and mask & (1 << k) and not sio & (1 << k) and entry:
                 try:
                     saved[k] = (entry[1], entry[2], s.getsockopt(entry[1], entry[2]))
-                except OSError as exc:
+                except OSError:
                     try:  # the kernel's answer repeats; a signal handler's does not
                         saved[k] = (entry[1], entry[2], s.getsockopt(entry[1], entry[2]))
                     except OSError:  # nothing to put back (the write itself will say why)
                         continue
-                    raise exc from None  # a signal handler's: nothing written yet (as before)
+                    raise  # a signal handler's: nothing written yet (as before)
         steps = [k for k in range(NKNOBS) if mask & (1 << k) and not sio & (1 << k)]
         if not steps:
             steps.append(STEP_PROBE)  # SO_KEEPALIVE and the ioctl do not prove TCP
@@ -396,12 +395,12 @@ def _call(method: Any, *args: Any) -> OSError | None:
     try:
         method(*args)
         return None
-    except OSError as exc:
+    except OSError:
         try:
             method(*args)
         except OSError as again:
             return again
-        raise exc from None
+        raise
 
 
 def _step(s: socket.socket, plan: Plan, step: int) -> None:
@@ -519,7 +518,12 @@ def read(sock: Any, want: int = WANT_ALL) -> tuple[int, int | None, int | None, 
         try:
             return _read(sock, want)
         except OSError:
-            pass  # a closed socket, or not TCP: the general path says which, as for any fd
+            try:  # the kernel's answer repeats; a signal handler's does not: that one is raised
+                _read(sock, want)
+            except OSError:
+                pass  # a closed socket, or not TCP: the general path says which, as for any fd
+            else:
+                raise
     with _Borrowed(sock) as s:
         return _read(s, want)
 
@@ -530,8 +534,12 @@ def _read(s: socket.socket, want: int) -> tuple[int, int | None, int | None, int
     if want & WANT_KEEPALIVE:
         try:
             keepalive = getsockopt(_SOL_SOCKET, _SO_KEEPALIVE)
-        except OSError as exc:
-            raise socket_error(exc.errno or errno.EINVAL, STEP_KEEPALIVE, "") from None
+        except OSError:
+            try:  # the kernel's answer repeats; a signal handler's does not: that one is raised
+                keepalive = getsockopt(_SOL_SOCKET, _SO_KEEPALIVE)
+            except OSError as again:
+                raise socket_error(again.errno or errno.EINVAL, STEP_KEEPALIVE, "") from None
+            raise
     values: list[int | None] = [None, None, None, None]
     read_any = False
     for k, level, opt in _READABLE:
@@ -540,7 +548,11 @@ def _read(s: socket.socket, want: int) -> tuple[int, int | None, int | None, int
                 values[k] = getsockopt(level, opt)
                 read_any = True
             except OSError:
-                pass
+                try:  # the kernel's answer repeats (not readable here); a signal handler's does not
+                    values[k] = getsockopt(level, opt)
+                except OSError:
+                    continue
+                raise
     if not read_any:
         _probe_tcp(s)
     return (keepalive, values[0], values[1], values[2], values[3])
@@ -622,7 +634,11 @@ def _read_fast(sock: Any, options: tuple[tuple[int, ...], tuple[int, ...]] | Non
         try:
             return tuple(map(sock.getsockopt, *options))
         except OSError:
-            pass
+            try:  # the kernel's answer repeats; a signal handler's does not: that one is raised
+                tuple(map(sock.getsockopt, *options))
+            except OSError:
+                return None
+            raise
     return None
 
 
