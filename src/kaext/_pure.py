@@ -348,28 +348,28 @@ def apply(sock: Any, plan: Plan) -> None:
         if plan.keepalive >= 0:
             steps.append(STEP_KEEPALIVE)
         done = 0
+        pending: BaseException | None = None  # a signal handler's exception while putting back
         try:
             while done < len(steps):
                 _step(s, plan, steps[done])
                 done += 1
         except _Refused as refused:
-            pending: BaseException | None = None
             for k in steps[:done]:
                 if k in saved:
                     level, opt, value = saved[k]
+                    # a value the kernel will not take back (_call returns its error): nothing more to do
                     try:
-                        again = _call(s.setsockopt, level, opt, value)
+                        _call(s.setsockopt, level, opt, value)
                     except BaseException as exc:  # asynchronous: put the rest back, then raise it
                         pending = pending or exc
-                        again = _call(s.setsockopt, level, opt, value)
-                    if again is not None:
-                        pass  # the kernel will not take it back: nothing more to do
-            if pending is not None:
-                raise pending from None
-            raise refused.error from None
+                        _call(s.setsockopt, level, opt, value)
+            if pending is None:
+                raise refused.error from None
         except BaseException:  # asynchronous: finish the plan (as after), then re-raise
             _finish(lambda step: _step(s, plan, step), steps, done)
             raise
+        if pending is not None:  # the socket is as before; the exception reaches the caller
+            raise pending
 
 
 #: The step of Windows' SIO_KEEPALIVE_VALS ioctl in ``apply``'s list of steps (not a knob index).
