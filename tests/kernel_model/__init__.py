@@ -74,6 +74,7 @@ class Kernel:
     hidden: dict[str, int] = field(default_factory=dict)  # fields no option reads
     windows_sio: bool = False  # SIO_KEEPALIVE_VALS instead of TCP_KEEPIDLE / TCP_KEEPINTVL
     no_socket_module: bool = False
+    sockets_fail: bool = False  # a socket module whose sockets cannot be made (Emscripten)
 
     def numbers(self) -> dict[str, int]:
         """Option name -> number: this OS's headers."""
@@ -287,6 +288,8 @@ MODELS: dict[str, Callable[[], Kernel]] = {
     "haiku": lambda: Kernel("haiku", "haiku1", "other", "", fresh={}, check={}, python_names=()),
     "wasi": lambda: Kernel("wasi", "wasi", "other", "", fresh={}, check={}, python_names=(),
                            no_socket_module=True),
+    "emscripten": lambda: Kernel("emscripten", "emscripten", "other", "", fresh={}, check={},
+                                 python_names=(), sockets_fail=True),
 }
 
 #: Per model, the sockets' state: inode -> {option number: value}
@@ -301,6 +304,13 @@ def install(name: str) -> Kernel:
     os.environ["KAEXT_NO_EXTENSIONS"] = "1"
     if kernel.no_socket_module:
         sys.modules["socket"] = None  # type: ignore[assignment]
+        sys.platform = kernel.platform  # type: ignore[misc]
+        return kernel
+    if kernel.sockets_fail:
+        def no_socket(self: socket.socket, *args: Any, **kwargs: Any) -> None:
+            raise OSError(errno.ENOSYS, "sockets are not available in this runtime")
+
+        socket.socket.__init__ = no_socket  # type: ignore[method-assign]
         sys.platform = kernel.platform  # type: ignore[misc]
         return kernel
     numbers = kernel.numbers()
