@@ -253,6 +253,21 @@ def _cygwin() -> Kernel:
     return kernel
 
 
+def _windows_sio() -> Kernel:
+    # Windows 10 1703 (build 15063): TCP_KEEPCNT and TCP_MAXRT, but no TCP_KEEPIDLE / TCP_KEEPINTVL
+    # (Microsoft: from 1709), which CPython then removes from its socket module; idle and interval
+    # go through WSAIoctl(SIO_KEEPALIVE_VALS): struct tcp_keepalive {onoff, keepalivetime,
+    # keepaliveinterval}, u_long ms (mstcpip.h), write-only, and it sets SO_KEEPALIVE to onoff
+    kernel = _windows()
+    kernel.name = "windows-sio"
+    for option in ("TCP_KEEPIDLE", "TCP_KEEPINTVL"):
+        del kernel.fresh[option], kernel.check[option]
+    kernel.python_names = ("TCP_KEEPCNT",)
+    kernel.windows_sio = True
+    kernel.hidden = {"sio_idle": 7_200_000, "sio_interval": 1_000}
+    return kernel
+
+
 def _windows(maxrt: int = -1) -> Kernel:
     return Kernel(
         "windows" if maxrt == -1 else f"windows-maxrt{maxrt}", "win32", "windows", "windows",
@@ -285,6 +300,7 @@ MODELS: dict[str, Callable[[], Kernel]] = {
     "windows": _windows,
     "cygwin": _cygwin,
     "windows-maxrt0": lambda: _windows(maxrt=0),
+    "windows-sio": _windows_sio,
     "haiku": lambda: Kernel("haiku", "haiku1", "other", "", fresh={}, check={}, python_names=()),
     "wasi": lambda: Kernel("wasi", "wasi", "other", "", fresh={}, check={}, python_names=(),
                            no_socket_module=True),
@@ -321,6 +337,8 @@ def install(name: str) -> Kernel:
     for attr in kernel.python_names:
         if attr in numbers:
             setattr(socket, attr, numbers[attr])
+    if kernel.windows_sio:
+        socket.SIO_KEEPALIVE_VALS = numbers["SIO_KEEPALIVE_VALS"]  # type: ignore[attr-defined]
     by_number = {numbers[o]: o for o in set(kernel.fresh) | set(kernel.check) if o in numbers}
     tcp = socket.IPPROTO_TCP
 
@@ -383,6 +401,21 @@ def install(name: str) -> Kernel:
         STATE[os.fstat(conn.fileno()).st_ino] = inherited
         return conn, addr
 
+    def ioctl(self: socket.socket, control: int, value: tuple[int, int, int]) -> None:
+        if not kernel.windows_sio or control != numbers["SIO_KEEPALIVE_VALS"]:
+            raise refuse(errno.EINVAL)
+        if base.fileno(self) < 0:
+            raise refuse(errno.EBADF)
+        if not is_tcp(self):
+            raise refuse(errno.EOPNOTSUPP)
+        onoff, idle_ms, interval_ms = value
+        if not (0 <= idle_ms <= UINT_MAX and 0 <= interval_ms <= UINT_MAX):
+            raise refuse(errno.EINVAL)
+        st = state(self)
+        st["sio_idle"], st["sio_interval"] = idle_ms, interval_ms  # type: ignore[index]
+        base.setsockopt(self, socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1 if onoff else 0)
+
+    socket.socket.ioctl = ioctl  # type: ignore[attr-defined]
     socket.socket.setsockopt = setsockopt  # type: ignore[assignment, method-assign]
     socket.socket.getsockopt = getsockopt  # type: ignore[assignment, method-assign]
     socket.socket.accept = accept  # type: ignore[method-assign]
@@ -395,8 +428,9 @@ def raw(kernel: Kernel, sock: socket.socket) -> dict[str, int]:
     numbers = kernel.numbers()
     st = STATE.get(os.fstat(sock.fileno()).st_ino)
     if st is None:
-        return {o: v for o, v in kernel.fresh.items() if o in numbers}
-    return {o: st[numbers[o]] for o in kernel.fresh if o in numbers}
+        return {**{o: v for o, v in kernel.fresh.items() if o in numbers}, **kernel.hidden}
+    return {**{o: st[numbers[o]] for o in kernel.fresh if o in numbers},
+            **{h: st[h] for h in kernel.hidden}}  # type: ignore[index]
 
 
 def is_socket(fd: int) -> bool:
