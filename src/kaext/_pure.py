@@ -799,3 +799,18 @@ def _diag_row(m: tuple[Any, ...], states: tuple[str, ...], timers: tuple[str, ..
         None if timer == 0 else expires / 1000,
         retrans if timer == keepalive_timer else None,
     )
+
+
+# kaext.enforce's BPF programs are assembled in C by the extension; the pure-Python
+# backend has the same names and raises OSError ENOSYS for each (kaext.enforce says so).
+BPF_SOCK_OPS: int = 0
+BPF_SETSOCKOPT: int = 1
+BPF_OPTIONS: tuple[str, ...] = ("SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")
+
+
+def _no_bpf(*_: object) -> Any:
+    raise OSError(errno.ENOSYS, "kaext.enforce needs kaext's C extension (this is the pure-Python install)")
+
+
+bpf_map_create = bpf_config_write = bpf_config_read = bpf_counters_read = _no_bpf
+bpf_load = bpf_pin = bpf_obj_get = bpf_attach = bpf_detach = bpf_mount = _no_bpf
