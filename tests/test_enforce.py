@@ -29,15 +29,21 @@ import pytest
 if not sys.platform.startswith("linux"):
     pytest.skip("kaext.enforce is Linux-only", allow_module_level=True)
 
+from procsock import fresh_options, options, options_of
+
 import kaext
 from kaext import enforce
-
-from procsock import fresh_options, options, options_of
 
 REQUIRED = os.environ.get("KAEXT_REQUIRE_BPF") == "1"
 DEFAULTS = fresh_options()
 POLICY = "175s:35s:5 user_timeout=19m"
-WANT = (1, 175, 35, 5, 19 * 60 * 1000)  # SO_KEEPALIVE, TCP_KEEPIDLE s, TCP_KEEPINTVL s, TCP_KEEPCNT, TCP_USER_TIMEOUT ms
+WANT = (
+    1,
+    175,
+    35,
+    5,
+    19 * 60 * 1000,
+)  # SO_KEEPALIVE, TCP_KEEPIDLE s, TCP_KEEPINTVL s, TCP_KEEPCNT, TCP_USER_TIMEOUT ms
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 
@@ -129,7 +135,11 @@ sys.stdin.read()
 class Child:
     def __init__(self, argv: list[str], cgroup: str | None) -> None:
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=ENV,
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=ENV,
             preexec_fn=_into(cgroup) if cgroup else None,
         )
         assert self.proc.stdout is not None
@@ -202,7 +212,8 @@ def test_curl_in_the_cgroup(cgroup: str, listener: socket.socket) -> None:
     enforce.attach(cgroup, POLICY)
     proc = subprocess.Popen(
         [curl, "-s", "-m", "30", f"http://127.0.0.1:{listener.getsockname()[1]}/"],
-        stdout=subprocess.DEVNULL, preexec_fn=_into(cgroup),
+        stdout=subprocess.DEVNULL,
+        preexec_fn=_into(cgroup),
     )
     try:
         listener.settimeout(10)
@@ -247,7 +258,9 @@ def static_program(tmp_path_factory: pytest.TempPathFactory) -> str:
         pytest.skip("needs gcc") if not REQUIRED else pytest.fail("needs gcc (KAEXT_REQUIRE_BPF=1)")
     d = tmp_path_factory.mktemp("static")
     (d / "raw.c").write_text(STATIC_C)
-    proc = subprocess.run([gcc, "-static", "-O1", "-o", str(d / "raw"), str(d / "raw.c")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [gcc, "-static", "-O1", "-o", str(d / "raw"), str(d / "raw.c")], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         msg = f"gcc -static failed: {proc.stderr.strip()}"
         pytest.skip(msg) if not REQUIRED else pytest.fail(msg)
@@ -255,8 +268,12 @@ def static_program(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def _run_static(program: str, cgroup: str, listener: socket.socket) -> tuple[int, ...]:
-    proc = subprocess.Popen([program, str(listener.getsockname()[1])], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, preexec_fn=_into(cgroup))
+    proc = subprocess.Popen(
+        [program, str(listener.getsockname()[1])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        preexec_fn=_into(cgroup),
+    )
     try:
         listener.settimeout(10)
         server, _ = listener.accept()
@@ -270,7 +287,9 @@ def _run_static(program: str, cgroup: str, listener: socket.socket) -> tuple[int
 
 
 def test_a_static_program_making_raw_system_calls(cgroup: str, listener: socket.socket, static_program: str) -> None:
-    out = subprocess.run(["file", static_program], capture_output=True, text=True).stdout if shutil.which("file") else ""
+    out = (
+        subprocess.run(["file", static_program], capture_output=True, text=True).stdout if shutil.which("file") else ""
+    )
     assert "dynamically" not in out
     enforce.attach(cgroup, POLICY)
     assert _run_static(static_program, cgroup, listener) == WANT
@@ -482,16 +501,21 @@ def test_not_root_is_a_permission_error_and_leaves_nothing(cgroup: str) -> None:
         "except PermissionError as exc:\n    print('PermissionError', exc); sys.exit(3)\n"
     )
     nobody = ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
-    proc = subprocess.run([setpriv, *nobody, sys.executable, "-c", code, cgroup],
-                          capture_output=True, text=True, env=ENV)
+    proc = subprocess.run(
+        [setpriv, *nobody, sys.executable, "-c", code, cgroup], capture_output=True, text=True, env=ENV
+    )
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "CAP_BPF" in proc.stdout and "CAP_NET_ADMIN" in proc.stdout
     # root without CAP_BPF / CAP_NET_ADMIN / CAP_SYS_ADMIN: the same
     drop = ["--inh-caps=-all", "--bounding-set=-bpf,-net_admin,-sys_admin,-perfmon"]
     proc = subprocess.run([setpriv, *drop, sys.executable, "-c", code, cgroup], capture_output=True, text=True, env=ENV)
     assert proc.returncode == 3, proc.stdout + proc.stderr
-    cli = subprocess.run([setpriv, *nobody, sys.executable, "-m", "kaext.enforce", cgroup, "--policy", "on"],
-                         capture_output=True, text=True, env=ENV)
+    cli = subprocess.run(
+        [setpriv, *nobody, sys.executable, "-m", "kaext.enforce", cgroup, "--policy", "on"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert cli.returncode == 2 and len(cli.stderr.splitlines()) == 1 and "Traceback" not in cli.stderr
     assert _mine(cgroup) == []
 
@@ -505,9 +529,13 @@ def test_no_cgroup2_mount(cgroup: str) -> None:
         "try:\n    e.attach(sys.argv[1], 'on')\n"
         "except OSError as exc:\n    print(exc.errno == errno.ENOENT, exc); sys.exit(3)\n"
     )
-    script = f"umount -l {mounts} && exec {sys.executable} -c \"$0\" \"$1\""
-    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, code, cgroup],
-                          capture_output=True, text=True, env=ENV)
+    script = f'umount -l {mounts} && exec {sys.executable} -c "$0" "$1"'
+    proc = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, code, cgroup],
+        capture_output=True,
+        text=True,
+        env=ENV,
+    )
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert proc.stdout.startswith("True") and "no cgroup2" in proc.stdout
 
@@ -519,8 +547,9 @@ def test_the_pure_python_install_raises_enosys(cgroup: str) -> None:
         "except OSError as exc:\n    print(exc.errno == errno.ENOSYS, exc); sys.exit(3)\n"
         "print(e.enforcements())\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code, cgroup], capture_output=True, text=True,
-                          env={**ENV, "KAEXT_NO_EXTENSIONS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", code, cgroup], capture_output=True, text=True, env={**ENV, "KAEXT_NO_EXTENSIONS": "1"}
+    )
     assert proc.returncode == 3 and proc.stdout.startswith("True"), proc.stdout + proc.stderr
     assert _mine(cgroup) == []
 
@@ -540,8 +569,17 @@ def test_cli_attach_list_json_and_remove(cgroup: str) -> None:
     child.close()
     listed = json.loads(cli("--list", "--json").stdout)
     mine = [e for e in listed["enforcements"] if e["cgroup"] == cgroup]
-    assert mine == [{"cgroup": cgroup, "policy": POLICY, "respect_existing": False, "force": True,
-                     "applied": 2, "skipped": 0, "failed": 0}]
+    assert mine == [
+        {
+            "cgroup": cgroup,
+            "policy": POLICY,
+            "respect_existing": False,
+            "force": True,
+            "applied": 2,
+            "skipped": 0,
+            "failed": 0,
+        }
+    ]
     assert cgroup in cli("--list").stdout
     assert cli(cgroup, "--remove").returncode == 0
     again = cli(cgroup, "--remove")
@@ -571,8 +609,20 @@ def test_kaext_run_cgroup_covers_a_static_program_and_removes_its_cgroup(
 ) -> None:
     before = set(os.listdir(enforce._own_cgroup()))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kaext.run", "--cgroup", "--policy", POLICY, "--", static_program,
-         str(listener.getsockname()[1])], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=ENV,
+        [
+            sys.executable,
+            "-m",
+            "kaext.run",
+            "--cgroup",
+            "--policy",
+            POLICY,
+            "--",
+            static_program,
+            str(listener.getsockname()[1]),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=ENV,
     )
     try:
         listener.settimeout(20)

@@ -139,8 +139,9 @@ def _require_os() -> None:
         raise OSError(errno.ENOSYS, "kaext.enforce needs Linux (cgroup v2 and BPF)")
     if _backend.IMPLEMENTATION != "c":
         raise OSError(
-            errno.ENOSYS, "kaext.enforce needs kaext's C extension, which assembles the BPF programs "
-            "(this is the pure-Python install)"
+            errno.ENOSYS,
+            "kaext.enforce needs kaext's C extension, which assembles the BPF programs "
+            "(this is the pure-Python install)",
         )
 
 
@@ -216,8 +217,10 @@ def _load(kind: int, map_fd: int) -> int:
         if "unknown func" in text and helper:
             reason = f"this kernel has no {helper} for {what} programs"
         elif exc.errno == errno.EINVAL:
-            reason = f"this kernel refuses kaext's {what} program (sock_ops needs Linux 4.13, cgroup/setsockopt 5.3, " \
-                     f"bpf_setsockopt with {', '.join(_backend.BPF_OPTIONS)} 5.9)"
+            reason = (
+                f"this kernel refuses kaext's {what} program (sock_ops needs Linux 4.13, cgroup/setsockopt 5.3, "
+                f"bpf_setsockopt with {', '.join(_backend.BPF_OPTIONS)} 5.9)"
+            )
         else:
             reason = f"loading kaext's {what} program failed"
         raise OSError(exc.errno, f"{reason}: {exc.strerror or exc}") from None
@@ -421,7 +424,7 @@ def _attach_new(
         os.mkdir(pin_dir)
         made_dir = True
         _backend.bpf_pin(map_fd, os.path.join(pin_dir, "map"))
-        for kind, name, prog in loaded:
+        for _kind, name, prog in loaded:
             _backend.bpf_pin(prog, os.path.join(pin_dir, name))
         for kind, _name, prog in loaded:
             _bpf("BPF_PROG_ATTACH", _backend.bpf_attach, cgroup_fd, prog, kind)
@@ -536,7 +539,7 @@ def run_in_cgroup(command: Sequence[str], policy: Policy | str, *, force: bool =
                 f.write("0")
 
         try:
-            child = subprocess.Popen(list(command), preexec_fn=enter)  # noqa: PLW1509
+            child = subprocess.Popen(list(command), preexec_fn=enter)
         except FileNotFoundError:
             return 127
         except PermissionError:
@@ -587,10 +590,16 @@ def _parser() -> argparse.ArgumentParser:
         "exits. Linux, root. Exit status: 0 done, 1 --remove of a cgroup kaext does not enforce on, "
         "2 bad arguments or an error.",
     )
-    p.add_argument("cgroup", nargs="?", metavar="CGROUP", help="a cgroup v2 directory, or a path below the cgroup2 mount")
-    p.add_argument("--policy", metavar="SPEC", help="Policy.parse syntax ('7s:3s:4 user_timeout=19s') or a middlebox name")
+    p.add_argument(
+        "cgroup", nargs="?", metavar="CGROUP", help="a cgroup v2 directory, or a path below the cgroup2 mount"
+    )
+    p.add_argument(
+        "--policy", metavar="SPEC", help="Policy.parse syntax ('7s:3s:4 user_timeout=19s') or a middlebox name"
+    )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--respect-existing", action="store_true", help="leave connections whose program turned SO_KEEPALIVE on")
+    mode.add_argument(
+        "--respect-existing", action="store_true", help="leave connections whose program turned SO_KEEPALIVE on"
+    )
     mode.add_argument("--force", action="store_true", help="also rewrite the program's own keepalive setsockopt calls")
     p.add_argument("--remove", action="store_true", help="stop enforcing on CGROUP")
     p.add_argument("--list", action="store_true", help="list what kaext enforces, with counters")

@@ -117,7 +117,9 @@ def _parser() -> argparse.ArgumentParser:
         help="instead: run COMMAND in a fresh child cgroup that carries the policy (kaext.enforce, Linux, root): "
         "every TCP connection, static binaries and Go programs included; removed when COMMAND exits",
     )
-    p.add_argument("--force", action="store_true", help="with --cgroup: the policy also wins over COMMAND's own setsockopt")
+    p.add_argument(
+        "--force", action="store_true", help="with --cgroup: the policy also wins over COMMAND's own setsockopt"
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="the program and its arguments")
     return p
 
