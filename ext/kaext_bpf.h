@@ -72,6 +72,8 @@ typedef struct {
 } kaext_bpf_counters;
 
 #define KAEXT_BPF_VALUE_SIZE 48
+_Static_assert(sizeof(kaext_bpf_config) <= KAEXT_BPF_VALUE_SIZE, "the policy fits a map value");
+_Static_assert(sizeof(kaext_bpf_counters) <= KAEXT_BPF_VALUE_SIZE, "the counters fit a map value");
 
 #ifdef __linux__
 

@@ -69,6 +69,10 @@ def _bpf_reason() -> str | None:
 @pytest.fixture
 def cgroup(_bpf_reason: str | None) -> Iterator[str]:
     """A fresh cgroup v2 directory of this test alone; detached and removed afterwards."""
+    if kaext.IMPLEMENTATION != "c":
+        # the pure-Python rerun: attach raises ENOSYS there (test_the_pure_python_install_raises_enosys
+        # checks that in a child of the extension's run)
+        pytest.skip("kaext.enforce needs the C extension; this run uses the pure-Python backend")
     if _bpf_reason is not None:
         if REQUIRED:
             pytest.fail(f"kaext.enforce tests cannot run, but KAEXT_REQUIRE_BPF=1: {_bpf_reason}")
@@ -643,3 +647,99 @@ def test_kaext_run_cgroup_covers_a_static_program_and_removes_its_cgroup(
         assert client_options(outside) == DEFAULTS
     finally:
         outside.close()
+
+
+# --------------------------------------------------------------------------------------
+# The ABI kaext_bpf.h spells out, against the kernel's own header
+# --------------------------------------------------------------------------------------
+
+ABI_CHECK = r"""
+#include <stddef.h>
+#include <linux/bpf.h>
+#include "kaext_bpf.h"
+#define SAME(a, b) _Static_assert((a) == (b), #a " != " #b)
+SAME(KAEXT_BPF_MAP_CREATE, BPF_MAP_CREATE);
+SAME(KAEXT_BPF_MAP_LOOKUP_ELEM, BPF_MAP_LOOKUP_ELEM);
+SAME(KAEXT_BPF_MAP_UPDATE_ELEM, BPF_MAP_UPDATE_ELEM);
+SAME(KAEXT_BPF_PROG_LOAD, BPF_PROG_LOAD);
+SAME(KAEXT_BPF_OBJ_PIN, BPF_OBJ_PIN);
+SAME(KAEXT_BPF_OBJ_GET, BPF_OBJ_GET);
+SAME(KAEXT_BPF_PROG_ATTACH, BPF_PROG_ATTACH);
+SAME(KAEXT_BPF_PROG_DETACH, BPF_PROG_DETACH);
+SAME(KAEXT_BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_ARRAY);
+SAME(KAEXT_BPF_PROG_TYPE_SOCK_OPS, BPF_PROG_TYPE_SOCK_OPS);
+SAME(KAEXT_BPF_PROG_TYPE_CGROUP_SOCKOPT, BPF_PROG_TYPE_CGROUP_SOCKOPT);
+SAME(KAEXT_BPF_CGROUP_SOCK_OPS, BPF_CGROUP_SOCK_OPS);
+SAME(KAEXT_BPF_CGROUP_SETSOCKOPT, BPF_CGROUP_SETSOCKOPT);
+SAME(KAEXT_BPF_F_ALLOW_MULTI, BPF_F_ALLOW_MULTI);
+SAME(KAEXT_BPF_FUNC_map_lookup_elem, BPF_FUNC_map_lookup_elem);
+SAME(KAEXT_BPF_FUNC_setsockopt, BPF_FUNC_setsockopt);
+SAME(KAEXT_BPF_FUNC_getsockopt, BPF_FUNC_getsockopt);
+SAME(KAEXT_BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB);
+SAME(KAEXT_BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB);
+SAME(KAEXT_BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_FD);
+SAME(KAEXT_SOCK_OPS_OP, offsetof(struct bpf_sock_ops, op));
+SAME(KAEXT_SOCKOPT_SK, offsetof(struct bpf_sockopt, sk));
+SAME(KAEXT_SOCKOPT_OPTVAL, offsetof(struct bpf_sockopt, optval));
+SAME(KAEXT_SOCKOPT_OPTVAL_END, offsetof(struct bpf_sockopt, optval_end));
+SAME(KAEXT_SOCKOPT_LEVEL, offsetof(struct bpf_sockopt, level));
+SAME(KAEXT_SOCKOPT_OPTNAME, offsetof(struct bpf_sockopt, optname));
+SAME(KAEXT_BPF_SOCK_PROTOCOL, offsetof(struct bpf_sock, protocol));
+SAME(sizeof(kaext_insn), sizeof(struct bpf_insn));
+SAME(offsetof(kaext_insn, off), offsetof(struct bpf_insn, off));
+SAME(offsetof(kaext_insn, imm), offsetof(struct bpf_insn, imm));
+SAME(K_LD | K_DW | K_IMM, BPF_LD | BPF_DW | BPF_IMM);
+SAME(K_STX | K_ATOMIC | K_DW, BPF_STX | BPF_ATOMIC | BPF_DW);
+SAME(K_JMP | K_CALL, BPF_JMP | BPF_CALL);
+SAME(K_ALU64 | K_MOV | K_X, BPF_ALU64 | BPF_MOV | BPF_X);
+SAME(K_JMP | K_JGT | K_X, BPF_JMP | BPF_JGT | BPF_X);
+SAME(K_ALU64 | K_NEG, BPF_ALU64 | BPF_NEG);
+SAME(offsetof(kaext_bpf_attr, load.expected_attach_type), offsetof(union bpf_attr, expected_attach_type));
+SAME(offsetof(kaext_bpf_attr, load.log_buf), offsetof(union bpf_attr, log_buf));
+SAME(offsetof(kaext_bpf_attr, load.prog_name), offsetof(union bpf_attr, prog_name));
+SAME(offsetof(kaext_bpf_attr, elem.value), offsetof(union bpf_attr, value));
+SAME(offsetof(kaext_bpf_attr, obj.bpf_fd), offsetof(union bpf_attr, bpf_fd));
+SAME(offsetof(kaext_bpf_attr, attach.attach_flags), offsetof(union bpf_attr, attach_flags));
+SAME(offsetof(kaext_bpf_attr, map.max_entries), offsetof(union bpf_attr, max_entries));
+int main(void) { return 0; }
+"""
+
+
+def test_the_abi_in_kaext_bpf_h_matches_the_kernels_linux_bpf_h(tmp_path: Path) -> None:
+    gcc = shutil.which("gcc")
+    header = Path("/usr/include/linux/bpf.h")
+    if gcc is None or not header.exists():
+        msg = "needs gcc and the kernel's <linux/bpf.h> (Debian: linux-libc-dev)"
+        pytest.skip(msg) if not REQUIRED else pytest.fail(msg)
+    ext = Path(__file__).resolve().parent.parent / "ext"
+    (tmp_path / "abi.c").write_text(ABI_CHECK)
+    proc = subprocess.run([gcc, "-fsyntax-only", "-Wall", "-I", str(ext), str(tmp_path / "abi.c")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+USES_ALL = r"""
+#include "kaext_bpf.h"
+int main(void)
+{
+    kaext_bpf_config c = {0};
+    kaext_bpf_counters n = {0};
+    char log[8];
+    return kaext_bpf_load(KAEXT_BPF_SOCK_OPS, 0, log, 8) + kaext_bpf_map_create() + kaext_bpf_config_write(0, &c) +
+           kaext_bpf_config_read(0, &c) + kaext_bpf_counters_read(0, &n) + kaext_bpf_pin(0, "") +
+           kaext_bpf_obj_get("") + kaext_bpf_attach(0, 0, 0, 0) + kaext_bpf_mount("");
+}
+"""
+
+
+@pytest.mark.parametrize("cc", ["gcc", "gcc -U__linux__", "x86_64-w64-mingw32-gcc"])
+def test_kaext_bpf_h_compiles_warning_free_on_linux_and_as_enosys_stubs_elsewhere(tmp_path: Path, cc: str) -> None:
+    argv = cc.split()
+    if shutil.which(argv[0]) is None:
+        msg = f"needs {argv[0]}"
+        pytest.skip(msg) if os.environ.get("KAEXT_REQUIRE_CROSS") != "1" and not REQUIRED else pytest.fail(msg)
+    ext = Path(__file__).resolve().parent.parent / "ext"
+    (tmp_path / "uses.c").write_text(USES_ALL)
+    proc = subprocess.run([*argv, "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", str(ext),
+                           str(tmp_path / "uses.c")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
