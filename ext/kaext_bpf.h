@@ -19,7 +19,7 @@
  * KAEXT_BPF_SOCK_OPS: a BPF_PROG_TYPE_SOCK_OPS program.  On
  * BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB and _PASSIVE_ESTABLISHED_CB (a connection of a
  * process in the cgroup, or a descendant, has just been established, either end)
- * it calls bpf_setsockopt for each option of the policy.  With respect_existing it
+ * it calls bpf_setsockopt for each option of the policy (SO_KEEPALIVE last).  With respect_existing it
  * first reads SO_KEEPALIVE back (bpf_getsockopt) and leaves the connection alone
  * when the program has turned it on.  Per connection it counts one of applied,
  * skipped (respected) or failed (a bpf_setsockopt returned an error; the error and
@@ -319,8 +319,10 @@ static void kaext_asm_sock_ops(kaext_asm *a, int map_fd)
     JNE_IMM(1, 0, skip);
     kaext_here(a, set);
     MOV64_IMM(9, 0);
-    for (int k = 0; k < KAEXT_BPF_NOPTIONS; k++) {
-        int next = kaext_label(a);
+    /* SO_KEEPALIVE last: the TCP options set before it do not re-arm the keepalive
+     * timer (they do once SO_KEEPALIVE is on), so each end arms it once */
+    for (int i = 0; i < KAEXT_BPF_NOPTIONS; i++) {
+        int k = (i + 1) % KAEXT_BPF_NOPTIONS, next = kaext_label(a);
         LDX_W(1, 7, (int)offsetof(kaext_bpf_config, mask));
         AND64_IMM(1, 1 << k);
         JEQ_IMM(1, 0, next);
