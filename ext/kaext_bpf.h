@@ -72,8 +72,6 @@ typedef struct {
 } kaext_bpf_counters;
 
 #define KAEXT_BPF_VALUE_SIZE 48
-_Static_assert(sizeof(kaext_bpf_config) <= KAEXT_BPF_VALUE_SIZE, "the policy fits a map value");
-_Static_assert(sizeof(kaext_bpf_counters) <= KAEXT_BPF_VALUE_SIZE, "the counters fit a map value");
 
 #ifdef __linux__
 
@@ -84,6 +82,9 @@ _Static_assert(sizeof(kaext_bpf_counters) <= KAEXT_BPF_VALUE_SIZE, "the counters
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+_Static_assert(sizeof(kaext_bpf_config) <= KAEXT_BPF_VALUE_SIZE, "the policy fits a map value");
+_Static_assert(sizeof(kaext_bpf_counters) <= KAEXT_BPF_VALUE_SIZE, "the counters fit a map value");
 
 #ifndef TCP_USER_TIMEOUT
 #define TCP_USER_TIMEOUT 18

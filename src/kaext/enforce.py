@@ -185,14 +185,31 @@ def _cgroup_of_pin(name: str) -> str:
     return unquote(name)[1:]
 
 
+def _bpffs_mounted() -> bool:
+    return os.path.realpath(_platform.BPF_FS) in (os.path.realpath(m) for m in _mounts("bpf"))
+
+
 def _ensure_bpffs() -> None:
-    if os.path.realpath(_platform.BPF_FS) in (os.path.realpath(m) for m in _mounts("bpf")):
+    if _bpffs_mounted():
         return
+    import fcntl
+
+    # one mount, even when several processes get here at once: a second one on top would hide
+    # the pins made on the first
     os.makedirs(_platform.BPF_FS, exist_ok=True)
+    lock = os.open(_platform.BPF_FS, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        _backend.bpf_mount(_platform.BPF_FS)
-    except PermissionError as exc:
-        raise PermissionError(exc.errno, f"mounting the BPF file system on {_platform.BPF_FS} {_PRIVILEGES}") from None
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _bpffs_mounted():
+            return
+        try:
+            _backend.bpf_mount(_platform.BPF_FS)
+        except PermissionError as exc:
+            raise PermissionError(
+                exc.errno, f"mounting the BPF file system on {_platform.BPF_FS} {_PRIVILEGES}"
+            ) from None
+    finally:
+        os.close(lock)
 
 
 def _bpf(call: str, fn: object, *args: object) -> int:
