@@ -743,3 +743,14 @@ def test_kaext_bpf_h_compiles_warning_free_on_linux_and_as_enosys_stubs_elsewher
     proc = subprocess.run([*argv, "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", str(ext),
                            str(tmp_path / "uses.c")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_an_option_the_kernels_bpf_setsockopt_refuses_is_named_before_anything_is_attached(cgroup: str) -> None:
+    # TCP_KEEPIDLE 0 is out of the kernel's range (1..32767 s): its bpf_setsockopt refuses it
+    # the way a kernel without that option refuses any value.  Policy() never makes such a
+    # value, so the check is run directly with it.
+    with pytest.raises(OSError, match="refuses TCP_KEEPIDLE") as info:
+        enforce._probe(0b11, (1, 0, 0, 0, 0))
+    assert info.value.errno == errno.EINVAL
+    enforce._probe(0b11111, (1, 175, 35, 5, 1140000))  # a policy it takes: no error
+    assert [p for p in os.listdir(enforce._own_cgroup()) if p.startswith(f"kaext-probe-{os.getpid()}-")] == []

@@ -243,6 +243,67 @@ def _load(kind: int, map_fd: int) -> int:
         raise OSError(exc.errno, f"{reason}: {exc.strerror or exc}") from None
 
 
+_PROBE = (
+    "import socket\n"
+    "l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)\n"
+    "c = socket.create_connection(l.getsockname()); s, _ = l.accept()\n"
+)
+
+
+def _probe(mask: int, values: tuple[int, ...]) -> None:
+    """Try the policy on one loopback connection in a scratch cgroup, before anything is attached.
+
+    Raises OSError naming the option when this kernel's bpf_setsockopt refuses one
+    (kernels before 5.9 take none of the keepalive options from sock_ops programs).  When
+    no scratch cgroup can be made here (a delegated subtree, a full cgroup tree) the
+    check is left out: the program's ``failed`` counter and ``last_error`` tell later.
+    """
+    import subprocess
+
+    try:
+        path = os.path.join(_own_cgroup(), f"kaext-probe-{os.getpid()}-{os.urandom(4).hex()}")
+        os.mkdir(path)
+    except OSError:
+        return
+    try:
+        map_fd = _bpf("BPF_MAP_CREATE", _backend.bpf_map_create)
+        prog = -1
+        cgroup_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            _bpf("BPF_MAP_UPDATE_ELEM", _backend.bpf_config_write, map_fd, mask, 0, values, 0)
+            prog = _load(_backend.BPF_SOCK_OPS, map_fd)
+            _bpf("BPF_PROG_ATTACH", _backend.bpf_attach, cgroup_fd, prog, _backend.BPF_SOCK_OPS)
+            procs = os.path.join(path, "cgroup.procs")
+
+            def enter() -> None:
+                with open(procs, "w") as f:
+                    f.write("0")
+
+            try:
+                ran = subprocess.run(
+                    [sys.executable, "-S", "-c", _PROBE], preexec_fn=enter, capture_output=True, timeout=30
+                ).returncode == 0
+            except (OSError, subprocess.SubprocessError):
+                ran = False
+            finally:
+                _backend.bpf_detach(cgroup_fd, prog, _backend.BPF_SOCK_OPS)
+            _applied, _skipped, failed, last_errno, last_option = _backend.bpf_counters_read(map_fd)
+        finally:
+            os.close(cgroup_fd)
+            os.close(map_fd)
+            if prog >= 0:
+                os.close(prog)
+        if ran and failed:
+            option = _backend.BPF_OPTIONS[last_option]
+            raise OSError(
+                last_errno,
+                f"this kernel's bpf_setsockopt refuses {option} ({os.strerror(last_errno)}) in sock_ops programs: "
+                f"kaext.enforce cannot set it here (Linux 5.9 and later take {', '.join(_backend.BPF_OPTIONS)})",
+            )
+    finally:
+        _remove_cgroup(path)
+
+
 # --- policy <-> map ----------------------------------------------------------------------
 
 
@@ -376,6 +437,7 @@ def attach(
     mask, values = _config(resolved)
     flags = _RESPECT_EXISTING if respect_existing else 0
     cgroup_id = os.stat(path).st_ino
+    _probe(mask, values)
     cgroup_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         _ensure_bpffs()
