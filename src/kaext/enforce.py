@@ -176,13 +176,20 @@ def _pin_root() -> str:
     return os.path.join(_platform.BPF_FS, _platform.ENFORCE_PIN_DIR)
 
 
-def _pin_dir(rel: str) -> str:
-    # one name per cgroup: its path below the cgroup2 mount, with '/' and '.' escaped
-    return os.path.join(_pin_root(), quote("/" + rel, safe="").replace(".", "%2E"))
+def _pin_dir(path: str) -> str:
+    """The pins' directory for the cgroup at absolute ``path``: its path again, below the pin root.
+
+    Each component is ``=`` and the name (``%`` and ``.`` escaped), so no component can be
+    taken for a pin (``map``, ``sock_ops``, ``setsockopt``) and each stays as short as the
+    cgroup's own (one name per component: no length limit for deep cgroups).
+    """
+    parts = ["=" + quote(c, safe="").replace(".", "%2E") for c in path.strip("/").split("/") if c]
+    return os.path.join(_pin_root(), *parts)
 
 
-def _cgroup_of_pin(name: str) -> str:
-    return unquote(name)[1:]
+def _cgroup_of_pin(pin_dir: str) -> str:
+    rel = os.path.relpath(pin_dir, _pin_root())
+    return "/" + "/".join(unquote(c[1:]) for c in rel.split("/") if c.startswith("="))
 
 
 def _bpffs_mounted() -> bool:
@@ -373,10 +380,15 @@ def _remove_pins(pin_dir: str) -> None:
             os.unlink(os.path.join(pin_dir, name))
         except FileNotFoundError:
             pass
-    try:
-        os.rmdir(pin_dir)
-    except FileNotFoundError:
-        pass
+    root = _pin_root()
+    while pin_dir.startswith(root + "/"):  # the now empty directories up to the pin root
+        try:
+            os.rmdir(pin_dir)
+        except FileNotFoundError:
+            pass
+        except OSError:  # another cgroup's pins below
+            return
+        pin_dir = os.path.dirname(pin_dir)
 
 
 def _detach_pinned(cgroup_fd: int, pin_dir: str, name: str, kind: int) -> None:
@@ -442,8 +454,8 @@ def attach(
     try:
         _ensure_bpffs()
         os.makedirs(_pin_root(), exist_ok=True)
-        pin_dir = _pin_dir(rel)
-        if os.path.isdir(pin_dir):
+        pin_dir = _pin_dir(path)
+        if os.path.isdir(pin_dir) and os.path.exists(os.path.join(pin_dir, "map")):
             if _read(pin_dir, path) is not None:
                 _update(cgroup_fd, pin_dir, mask, flags, values, cgroup_id, force)
                 result = _read(pin_dir, path)
@@ -500,7 +512,13 @@ def _attach_new(
             prog = _load(kind, map_fd)
             fds.append(prog)
             loaded.append((kind, name, prog))
-        os.mkdir(pin_dir)
+        for attempt in range(3):
+            try:
+                os.makedirs(pin_dir, exist_ok=True)
+                break
+            except FileNotFoundError:  # a parent pruned at that moment by another detach
+                if attempt == 2:
+                    raise
         made_dir = True
         _backend.bpf_pin(map_fd, os.path.join(pin_dir, "map"))
         for _kind, name, prog in loaded:
@@ -530,9 +548,9 @@ def detach(cgroup: str | os.PathLike[str]) -> bool:
     Raises as :func:`attach` does.
     """
     _require_os()
-    path, rel = _resolve(cgroup, must_exist=False)
-    pin_dir = _pin_dir(rel)
-    if not os.path.isdir(pin_dir):
+    path, _rel = _resolve(cgroup, must_exist=False)
+    pin_dir = _pin_dir(path)
+    if not os.path.exists(os.path.join(pin_dir, "map")):
         return False
     try:
         cgroup_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -561,21 +579,18 @@ def enforcements() -> list[Enforcement]:
         return []
     root = _pin_root()
     try:
-        names = sorted(os.listdir(root))
+        os.listdir(root)
     except FileNotFoundError:
         return []
     except PermissionError as exc:
         raise PermissionError(exc.errno, f"reading {root} {_PRIVILEGES}") from None
-    mounts = _mounts("cgroup2")
-    if not mounts:
-        return []
     found = []
-    for name in names:
-        rel = _cgroup_of_pin(name)
-        path = os.path.join(os.path.realpath(mounts[0]), rel) if rel else os.path.realpath(mounts[0])
-        e = _read(os.path.join(root, name), path)
-        if e is not None:
-            found.append(e)
+    for pin_dir, dirs, files in os.walk(root):
+        dirs.sort()
+        if "map" in files:
+            e = _read(pin_dir, _cgroup_of_pin(pin_dir))
+            if e is not None:
+                found.append(e)
     return found
 
 
