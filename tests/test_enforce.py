@@ -768,3 +768,20 @@ def test_both_backends_name_the_programs_options_alike() -> None:
     with pytest.raises(OSError) as info:
         _pure.bpf_map_create()
     assert info.value.errno == errno.ENOSYS
+
+
+def test_kaext_run_cgroup_interrupted_stops_the_command_and_removes_its_cgroup(cgroup: str) -> None:
+    import signal
+
+    before = set(os.listdir(enforce._own_cgroup()))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kaext.run", "--cgroup", "--policy", "on", "--", "sleep", "60"], env=ENV
+    )
+    deadline = time.monotonic() + 20
+    while not set(os.listdir(enforce._own_cgroup())) - before:  # its cgroup is there
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    time.sleep(0.5)  # the command has started
+    proc.send_signal(signal.SIGINT)  # to the runner alone, not to the command
+    assert proc.wait(20) == 130
+    assert set(os.listdir(enforce._own_cgroup())) == before

@@ -613,7 +613,8 @@ def run_in_cgroup(command: Sequence[str], policy: Policy | str, *, force: bool =
     static binaries and Go programs included, gets the policy; processes outside are
     untouched.  The cgroup (``kaext-run-PID-RANDOM``) and its pins are removed when the
     command exits (also on failure).  Returns the command's exit status (127 not found,
-    126 not executable, 128+N killed by signal N); raises as :func:`attach` does.
+    126 not executable, 128+N killed by signal N); raises as :func:`attach` does.  An
+    exception while waiting (KeyboardInterrupt) terminates the command and is re-raised.
     """
     import subprocess
 
@@ -638,12 +639,12 @@ def run_in_cgroup(command: Sequence[str], policy: Policy | str, *, force: bool =
             return 127
         except PermissionError:
             return 126
-        while True:
-            try:
-                status = child.wait()
-                break
-            except KeyboardInterrupt:
-                continue  # the child got the terminal's SIGINT too; its status is the answer
+        try:
+            status = child.wait()
+        except BaseException:  # KeyboardInterrupt and the like reach the caller, the child stopped first
+            child.terminate()
+            child.wait()
+            raise
         return 128 - status if status < 0 else status
     finally:
         try:

@@ -165,6 +165,8 @@ def _run_in_cgroup(parser: argparse.ArgumentParser, policy: str, command: list[s
 
     try:
         status = run_in_cgroup(command, policy, force=force)
+    except KeyboardInterrupt:
+        return 130  # as a shell reports a command ended by SIGINT
     except (OSError, TypeError, ValueError) as exc:
         text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         parser.exit(2, f"{parser.prog}: error: --cgroup: {text}\n")
