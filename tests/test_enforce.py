@@ -807,3 +807,24 @@ def test_kaext_run_cgroup_interrupted_stops_the_command_and_removes_its_cgroup(c
     proc.send_signal(signal.SIGINT)  # to the runner alone, not to the command
     assert proc.wait(20) == 130
     assert set(os.listdir(enforce._own_cgroup())) == before
+
+
+def test_a_cgroup_v1_directory_is_not_a_cgroup_v2_directory(cgroup: str) -> None:
+    v1 = [m for m in enforce._mounts("cgroup") if os.path.isdir(m)]
+    if not v1:
+        pytest.skip("no cgroup v1 hierarchy mounted here")
+    with pytest.raises(ValueError, match="not a cgroup v2 directory"):
+        enforce.attach(v1[0], POLICY)
+    proc = cli(v1[0], "--policy", "on")
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1
+
+
+def test_another_os_raises_enosys(cgroup: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kaext import _platform
+
+    monkeypatch.setattr(_platform, "ENFORCE", False)  # the one per-OS fact enforce asks
+    for call in (lambda: enforce.attach(cgroup, POLICY), lambda: enforce.detach(cgroup)):
+        with pytest.raises(OSError) as info:
+            call()
+        assert info.value.errno == errno.ENOSYS and "Linux" in str(info.value)
+    assert enforce.enforcements() == []
