@@ -649,9 +649,10 @@ BPF_OPTIONS = ("SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "
 
 
 cdef _bpf_error(str what):
-    import os
+    # OSError(errno, strerror, the call): an errno subclass (PermissionError, FileNotFoundError...)
     cdef int e = c_errno
-    return OSError(e, f"{what}: {os.strerror(e)}")
+    import os
+    return OSError(e, os.strerror(e), what)
 
 
 def bpf_map_create():
@@ -665,13 +666,9 @@ def bpf_map_create():
 def bpf_config_write(int map_fd, unsigned int mask, unsigned int flags, tuple values, unsigned long long cgroup_id):
     """Write the policy (entry 0): option mask, flags, the five values in kernel units, the cgroup's id."""
     cdef kaext_bpf_config c
-    cdef int i
-    if len(values) != KAEXT_BPF_NOPTIONS:
-        raise ValueError(f"bpf_config_write: {KAEXT_BPF_NOPTIONS} values needed, got {len(values)}")
     c.mask = mask
     c.flags = flags
-    for i in range(KAEXT_BPF_NOPTIONS):
-        c.value[i] = values[i]
+    c.value[0], c.value[1], c.value[2], c.value[3], c.value[4] = values
     c.cgroup_id = cgroup_id
     if kaext_bpf_config_write(map_fd, &c) < 0:
         raise _bpf_error("bpf(BPF_MAP_UPDATE_ELEM)")
@@ -682,7 +679,7 @@ def bpf_config_read(int map_fd):
     cdef kaext_bpf_config c
     if kaext_bpf_config_read(map_fd, &c) < 0:
         raise _bpf_error("bpf(BPF_MAP_LOOKUP_ELEM)")
-    return c.mask, c.flags, tuple(c.value[i] for i in range(KAEXT_BPF_NOPTIONS)), c.cgroup_id
+    return c.mask, c.flags, (c.value[0], c.value[1], c.value[2], c.value[3], c.value[4]), c.cgroup_id
 
 
 def bpf_counters_read(int map_fd):
@@ -696,7 +693,7 @@ def bpf_counters_read(int map_fd):
 def bpf_load(int kind, int map_fd):
     """Assemble and load program ``kind`` (BPF_SOCK_OPS or BPF_SETSOCKOPT) over the map.
 
-    Returns its descriptor; OSError with the verifier's last log line when the kernel refuses it.
+    Returns its descriptor; OSError when the kernel refuses it, the verifier's log as its filename.
     """
     cdef char *log = <char *>malloc(65536)
     cdef int fd
@@ -705,11 +702,10 @@ def bpf_load(int kind, int map_fd):
     try:
         fd = kaext_bpf_load(kind, map_fd, log, 65536)
         if fd < 0:
-            import os
+            # the verifier's log goes along as the exception's filename (kaext.enforce reads it)
             e = c_errno
-            text = log[:65535].decode("utf-8", "replace").strip()
-            last = text.splitlines()[-2:] if text else []
-            raise OSError(e, f"bpf(BPF_PROG_LOAD): {os.strerror(e)}" + (f" ({'; '.join(last)})" if last else ""))
+            import os
+            raise OSError(e, os.strerror(e), log[:65535].decode("utf-8", "replace").strip() or "bpf(BPF_PROG_LOAD)")
         return fd
     finally:
         free(log)
@@ -718,14 +714,14 @@ def bpf_load(int kind, int map_fd):
 def bpf_pin(int fd, str path):
     """Pin BPF object ``fd`` at ``path`` (on a BPF filesystem)."""
     if kaext_bpf_pin(fd, path.encode()) < 0:
-        raise _bpf_error(f"bpf(BPF_OBJ_PIN, {path})")
+        raise _bpf_error("bpf(BPF_OBJ_PIN)")
 
 
 def bpf_obj_get(str path):
     """A descriptor for the BPF object pinned at ``path``."""
     cdef int fd = kaext_bpf_obj_get(path.encode())
     if fd < 0:
-        raise _bpf_error(f"bpf(BPF_OBJ_GET, {path})")
+        raise _bpf_error("bpf(BPF_OBJ_GET)")
     return fd
 
 
@@ -744,4 +740,4 @@ def bpf_detach(int cgroup_fd, int prog_fd, int kind):
 def bpf_mount(str path):
     """Mount a BPF filesystem on ``path``."""
     if kaext_bpf_mount(path.encode()) < 0:
-        raise _bpf_error(f"mount(bpf, {path})")
+        raise _bpf_error("mount(bpf)")

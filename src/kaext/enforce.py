@@ -236,9 +236,9 @@ def _load(kind: int, map_fd: int) -> int:
     except PermissionError:
         raise
     except OSError as exc:
-        text = str(exc)
-        helper = "bpf_setsockopt" if "func#49" in text or "setsockopt" in text else ""
-        if "unknown func" in text and helper:
+        text = str(exc.filename or "")  # the verifier's log
+        if "unknown func" in text:
+            helper = "bpf_setsockopt" if "#49" in text else "bpf_getsockopt" if "#57" in text else "a helper"
             reason = f"this kernel has no {helper} for {what} programs"
         elif exc.errno == errno.EINVAL:
             reason = (
@@ -247,7 +247,8 @@ def _load(kind: int, map_fd: int) -> int:
             )
         else:
             reason = f"loading kaext's {what} program failed"
-        raise OSError(exc.errno, f"{reason}: {exc.strerror or exc}") from None
+        last = "; ".join(text.splitlines()[-2:])
+        raise OSError(exc.errno, f"{reason}: {exc.strerror}" + (f" (verifier: {last})" if last else "")) from None
 
 
 _PROBE = (
