@@ -6,7 +6,8 @@ process's own) and makes N loopback connections to its own listener: connect,
 accept, close both (with an RST, so no TIME_WAIT piles up).  Rounds alternate
 between the cgroup with kaext's sock_ops program attached (``kaext.enforce.attach``,
 a full policy: five in-kernel setsockopt per connection end) and the same cgroup
-without it; the best round of each is compared.  The cgroup and its pins are removed
+without it, each round after a short warm-up and in alternating order; the best round
+of each is compared.  The cgroup and its pins are removed
 afterwards, also on failure.
 
 Goal: with the program <= 1.05x without.  Linux, root, the C extension.  This is a
@@ -85,11 +86,11 @@ def main() -> int:
             worker.stdin.flush()
             return float(worker.stdout.readline())
 
-        one(200)  # warm-up
-        for _ in range(args.rounds):
-            for mode in ("without", "with"):
+        for r in range(args.rounds):
+            for mode in ("without", "with") if r % 2 == 0 else ("with", "without"):  # no side always first
                 if mode == "with":
                     enforce.attach(cgroup, POLICY)
+                one(args.connections // 10)  # warm-up after the switch (attach starts a process of its own)
                 times[mode].append(one(args.connections))
                 if mode == "with":
                     (e,) = [e for e in enforce.enforcements() if e.cgroup == cgroup]
