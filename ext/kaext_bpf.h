@@ -20,8 +20,9 @@
  * BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB and _PASSIVE_ESTABLISHED_CB (a connection of a
  * process in the cgroup, or a descendant, has just been established, either end)
  * it calls bpf_setsockopt for each option of the policy (SO_KEEPALIVE last).  With respect_existing it
- * first reads SO_KEEPALIVE back (bpf_getsockopt) and leaves the connection alone
- * when the program has turned it on.  Per connection it counts one of applied,
+ * first reads SO_KEEPALIVE back (bpf_getsockopt, Linux 6.1+) and leaves the connection
+ * alone when the program has turned it on, or when it cannot be read (counted as
+ * failed, last_option KAEXT_BPF_READ_KEEPALIVE).  Per connection it counts one of applied,
  * skipped (respected) or failed (a bpf_setsockopt returned an error; the error and
  * the option are kept in last_errno / last_option).
  *
@@ -52,6 +53,8 @@
 #define KAEXT_BPF_COUNT 3
 #define KAEXT_BPF_USER_TIMEOUT 4
 #define KAEXT_BPF_NOPTIONS 5
+/* kaext_bpf_counters.last_option of a failed bpf_getsockopt(SO_KEEPALIVE) (respect_existing) */
+#define KAEXT_BPF_READ_KEEPALIVE 5
 /* bits of kaext_bpf_config.flags */
 #define KAEXT_BPF_RESPECT_EXISTING 1u
 
@@ -290,7 +293,7 @@ static const int kaext_bpf_optname[KAEXT_BPF_NOPTIONS] = {SO_KEEPALIVE, TCP_KEEP
 static void kaext_asm_sock_ops(kaext_asm *a, int map_fd)
 {
     int out = kaext_label(a), go = kaext_label(a), set = kaext_label(a);
-    int skip = kaext_label(a), fail = kaext_label(a);
+    int skip = kaext_label(a), fail = kaext_label(a), unreadable = kaext_label(a);
     MOV64_REG(6, 1);
     LDX_W(2, 6, KAEXT_SOCK_OPS_OP);
     JEQ_IMM(2, KAEXT_BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, go);
@@ -315,7 +318,7 @@ static void kaext_asm_sock_ops(kaext_asm *a, int map_fd)
     ADD64_IMM(4, -8);
     MOV64_IMM(5, 4);
     CALL(KAEXT_BPF_FUNC_getsockopt);
-    JNE_IMM(0, 0, set); /* not readable: apply the policy */
+    JNE_IMM(0, 0, unreadable);
     LDX_W(1, 10, -8);
     JNE_IMM(1, 0, skip);
     kaext_here(a, set);
@@ -350,6 +353,9 @@ static void kaext_asm_sock_ops(kaext_asm *a, int map_fd)
     MOV64_IMM(1, 1);
     ATOMIC_ADD_DW(8, (int)offsetof(kaext_bpf_counters, skipped), 1);
     JA(out);
+    kaext_here(a, unreadable); /* the program's choice unknown: left alone, counted as failed */
+    STX_W(8, (int)offsetof(kaext_bpf_counters, last_errno), 0);
+    ST_W(8, (int)offsetof(kaext_bpf_counters, last_option), KAEXT_BPF_READ_KEEPALIVE);
     kaext_here(a, fail);
     MOV64_IMM(1, 1);
     ATOMIC_ADD_DW(8, (int)offsetof(kaext_bpf_counters, failed), 1);

@@ -258,7 +258,13 @@ _PROBE = (
 )
 
 
-def _probe(mask: int, values: tuple[int, ...]) -> None:
+def _option_name(index: int) -> str:
+    if index < len(_backend.BPF_OPTIONS):
+        return f"bpf_setsockopt({_backend.BPF_OPTIONS[index]})"
+    return "bpf_getsockopt(SO_KEEPALIVE)"  # the read of respect_existing (ext/kaext_bpf.h)
+
+
+def _probe(mask: int, values: tuple[int, ...], flags: int = 0) -> None:
     """Try the policy on one loopback connection in a scratch cgroup, before anything is attached.
 
     Raises OSError naming the option when this kernel's bpf_setsockopt refuses one
@@ -278,7 +284,7 @@ def _probe(mask: int, values: tuple[int, ...]) -> None:
         prog = -1
         cgroup_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            _bpf("BPF_MAP_UPDATE_ELEM", _backend.bpf_config_write, map_fd, mask, 0, values, 0)
+            _bpf("BPF_MAP_UPDATE_ELEM", _backend.bpf_config_write, map_fd, mask, flags, values, 0)
             prog = _load(_backend.BPF_SOCK_OPS, map_fd)
             _bpf("BPF_PROG_ATTACH", _backend.bpf_attach, cgroup_fd, prog, _backend.BPF_SOCK_OPS)
             procs = os.path.join(path, "cgroup.procs")
@@ -301,6 +307,12 @@ def _probe(mask: int, values: tuple[int, ...]) -> None:
             os.close(map_fd)
             if prog >= 0:
                 os.close(prog)
+        if ran and failed and last_option >= len(_backend.BPF_OPTIONS):
+            raise OSError(
+                last_errno,
+                f"this kernel's bpf_getsockopt cannot read SO_KEEPALIVE ({os.strerror(last_errno)}) in sock_ops "
+                "programs, which respect_existing needs (Linux 6.1 and later can)",
+            )
         if ran and failed:
             option = _backend.BPF_OPTIONS[last_option]
             raise OSError(
@@ -361,8 +373,7 @@ def _read(pin_dir: str, cgroup: str) -> Enforcement | None:
         return None
     last_error = None
     if last_errno:
-        option = _backend.BPF_OPTIONS[last_option] if last_option < len(_backend.BPF_OPTIONS) else str(last_option)
-        last_error = f"bpf_setsockopt({option}): {os.strerror(last_errno)}"
+        last_error = f"{_option_name(last_option)}: {os.strerror(last_errno)}"
     return Enforcement(
         cgroup,
         _policy_of(mask, values),
@@ -428,7 +439,8 @@ def attach(
     touched.
 
     ``respect_existing=True``: leave a connection alone when its program has already
-    turned SO_KEEPALIVE on (read back with ``bpf_getsockopt``).  ``force=True``: also a
+    turned SO_KEEPALIVE on (read back with ``bpf_getsockopt``, Linux 6.1+; a connection
+    where it cannot be read is left alone too, counted as failed).  ``force=True``: also a
     cgroup/setsockopt program that replaces the value of the program's own setsockopt
     calls (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT, for
     the options the policy sets, on TCP sockets) with the policy's; the call succeeds.
@@ -450,7 +462,7 @@ def attach(
     mask, values = _config(resolved)
     flags = _RESPECT_EXISTING if respect_existing else 0
     cgroup_id = os.stat(path).st_ino
-    _probe(mask, values)
+    _probe(mask, values, flags)
     cgroup_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         _ensure_bpffs()
