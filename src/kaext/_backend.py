@@ -12,6 +12,19 @@ import sys
 
 # The backend interface (``_kaext.pyi``): both modules define exactly these names.
 __all__ = [
+    "BPF_OPTIONS",
+    "BPF_SETSOCKOPT",
+    "BPF_SOCK_OPS",
+    "bpf_attach",
+    "bpf_config_read",
+    "bpf_config_write",
+    "bpf_counters_read",
+    "bpf_detach",
+    "bpf_load",
+    "bpf_map_create",
+    "bpf_mount",
+    "bpf_obj_get",
+    "bpf_pin",
     "CONSTANTS",
     "CONSTANT_SOURCES",
     "FD_MAX",
@@ -45,6 +58,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     # For the type checker: the two backends have one interface (the stub says so).
     from ._pure import (
+        BPF_OPTIONS,
+        BPF_SETSOCKOPT,
+        BPF_SOCK_OPS,
         CONSTANT_SOURCES,
         CONSTANTS,
         FD_MAX,
@@ -62,6 +78,16 @@ if TYPE_CHECKING:
         apply_policy,
         bind_policy,
         bind_state,
+        bpf_attach,
+        bpf_config_read,
+        bpf_config_write,
+        bpf_counters_read,
+        bpf_detach,
+        bpf_load,
+        bpf_map_create,
+        bpf_mount,
+        bpf_obj_get,
+        bpf_pin,
         diag_parse,
         knob_supported,
         knob_unit,

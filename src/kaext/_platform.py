@@ -548,3 +548,14 @@ NLM_F_REQUEST: Final = 0x1
 NLM_F_DUMP: Final = 0x300
 NLMSG_ERROR: Final = 2
 NLMSG_DONE: Final = 3
+
+
+# kaext.enforce: a cgroup v2 directory's connections, through BPF programs (Linux only).
+#: Whether this OS has the mechanism at all (elsewhere: OSError ENOSYS).
+ENFORCE: Final = FAMILY == "linux"
+#: Where the BPF file system is (mounted by kaext.enforce when it is not), and the
+#: directory on it that holds kaext's pins, one subdirectory per enforced cgroup.
+BPF_FS: Final = "/sys/fs/bpf"
+ENFORCE_PIN_DIR: Final = "kaext"
+#: A cgroup v2 directory has this file (v1 directories do not).
+CGROUP2_MARKER: Final = "cgroup.controllers"

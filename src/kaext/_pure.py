@@ -919,3 +919,54 @@ def _diag_row(m: tuple[Any, ...], states: tuple[str, ...], timers: tuple[str, ..
         None if timer == 0 else expires / 1000,
         retrans if timer == keepalive_timer else None,
     )
+
+
+# kaext.enforce's BPF programs are assembled in C by the extension; the pure-Python
+# backend has the same names and raises OSError ENOSYS for each (kaext.enforce says so).
+BPF_SOCK_OPS: int = 0
+BPF_SETSOCKOPT: int = 1
+BPF_OPTIONS: tuple[str, ...] = ("SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")
+
+
+def _no_bpf() -> OSError:
+    return OSError(errno.ENOSYS, "kaext.enforce needs kaext's C extension (this is the pure-Python install)")
+
+
+def bpf_map_create() -> int:
+    raise _no_bpf()
+
+
+def bpf_config_write(map_fd: int, mask: int, flags: int, values: tuple[int, ...], cgroup_id: int) -> None:
+    raise _no_bpf()
+
+
+def bpf_config_read(map_fd: int) -> tuple[int, int, tuple[int, ...], int]:
+    raise _no_bpf()
+
+
+def bpf_counters_read(map_fd: int) -> tuple[int, int, int, int, int]:
+    raise _no_bpf()
+
+
+def bpf_load(kind: int, map_fd: int) -> int:
+    raise _no_bpf()
+
+
+def bpf_pin(fd: int, path: str) -> None:
+    raise _no_bpf()
+
+
+def bpf_obj_get(path: str) -> int:
+    raise _no_bpf()
+
+
+def bpf_attach(cgroup_fd: int, prog_fd: int, kind: int) -> None:
+    raise _no_bpf()
+
+
+def bpf_detach(cgroup_fd: int, prog_fd: int, kind: int) -> None:
+    raise _no_bpf()
+
+
+def bpf_mount(path: str) -> None:
+    raise _no_bpf()

@@ -98,7 +98,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m kaext.run",
-        usage="%(prog)s --policy SPEC [--accepted] -- COMMAND [ARGS...]",
+        usage="%(prog)s --policy SPEC [--accepted | --cgroup [--force]] -- COMMAND [ARGS...]",
         description="Run COMMAND with a TCP keepalive policy on every connection it makes, without "
         "changing its code. Exit status: COMMAND's (127: not found, 126: not executable, "
         "2: bad arguments). " + _coverage(),
@@ -111,6 +111,15 @@ def _parser() -> argparse.ArgumentParser:
         "name from kaext.presets.MIDDLEBOXES ('aws-nlb')",
     )
     p.add_argument("--accepted", action="store_true", help="also sockets returned by accept() (servers)")
+    p.add_argument(
+        "--cgroup",
+        action="store_true",
+        help="instead: run COMMAND in a fresh child cgroup that carries the policy (kaext.enforce, Linux, root): "
+        "every TCP connection, static binaries and Go programs included; removed when COMMAND exits",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="with --cgroup: the policy also wins over COMMAND's own setsockopt"
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="the program and its arguments")
     return p
 
@@ -124,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = command[1:]
     if not command:
         parser.error("no COMMAND given (python -m kaext.run --policy SPEC -- COMMAND [ARGS...])")
+    if args.cgroup:
+        return _run_in_cgroup(parser, args.policy, command, args.force)
+    if args.force:
+        parser.error("--force needs --cgroup")
     try:
         env = environment(args.policy, accepted=args.accepted)
     except (TypeError, ValueError) as exc:
@@ -145,6 +158,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"{parser.prog}: {command[0]}: {exc.strerror or exc}\n")
         return 126
     return 0  # not reached: exec replaced this process
+
+
+def _run_in_cgroup(parser: argparse.ArgumentParser, policy: str, command: list[str], force: bool) -> int:
+    from .enforce import run_in_cgroup
+
+    try:
+        status = run_in_cgroup(command, policy, force=force)
+    except KeyboardInterrupt:
+        return 130  # as a shell reports a command ended by SIGINT
+    except (OSError, TypeError, ValueError) as exc:
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        parser.exit(2, f"{parser.prog}: error: --cgroup: {text}\n")
+    if status == 127:
+        sys.stderr.write(f"{parser.prog}: {command[0]}: command not found\n")
+    return status
 
 
 if __name__ == "__main__":

@@ -62,3 +62,17 @@ def report(pid: int | None = None) -> list[str]:
         left: float | None = conn.timer_left
         lines.append(f"{conn.pid}/{conn.fd} {host}:{port} {conn.state} idle={idle} left={left} {conn.reason or ''}")
     return lines
+
+
+def enforce_on(cgroup: str) -> list[str]:
+    import kaext.enforce
+
+    e: kaext.enforce.Enforcement = kaext.enforce.attach(cgroup, "aws-nlb", force=True)
+    policy: kaext.Policy = e.policy
+    counts: tuple[int, int, int] = (e.applied, e.skipped, e.failed)
+    flags: tuple[bool, bool] = (e.respect_existing, e.force)
+    removed: bool = kaext.enforce.detach(cgroup)
+    status: int = kaext.enforce.main(["--list", "--json"])
+    return [f"{x.cgroup}: {x.policy}" for x in kaext.enforce.enforcements()] + [
+        str(policy), str(counts), str(flags), str(removed), str(status)
+    ]

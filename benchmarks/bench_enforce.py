@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""What does ``kaext.enforce`` cost a connection?  connect+accept in a cgroup, with and without the program.
+
+A worker process is put into a fresh cgroup (``kaext-bench-PID-RANDOM``, below this
+process's own) and makes N loopback connections to its own listener: connect,
+accept, close both (with an RST, so no TIME_WAIT piles up).  Rounds alternate
+between the cgroup with kaext's sock_ops program attached (``kaext.enforce.attach``,
+a full policy: five in-kernel setsockopt per connection end) and the same cgroup
+without it, each round after a short warm-up and in alternating order; the best round
+of each is compared.  The cgroup and its pins are removed
+afterwards, also on failure.
+
+Goal: with the program <= 1.05x without.  Linux, root, the C extension.  This is a
+benchmark, not a test: it prints a ``GOAL`` line and exits 0 unless it cannot run
+at all.
+
+    python benchmarks/bench_enforce.py [--json] [--connections N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+GOAL_RATIO = 1.05
+POLICY = "175s:35s:5 user_timeout=19m"
+
+WORKER = r"""
+import socket, struct, sys, time
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(128)
+address = listener.getsockname()
+rst = struct.pack("ii", 1, 0)
+for line in sys.stdin:
+    n = int(line)
+    start = time.perf_counter()
+    for _ in range(n):
+        c = socket.socket()
+        c.connect(address)
+        s, _ = listener.accept()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, rst)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, rst)
+        c.close()
+        s.close()
+    print(time.perf_counter() - start, flush=True)
+"""
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--connections", type=int, default=2000)
+    p.add_argument("--rounds", type=int, default=7)
+    args = p.parse_args()
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        print("bench_enforce: needs Linux and root", file=sys.stderr)
+        return 1
+    from kaext import enforce
+
+    try:
+        cgroup = os.path.join(enforce._own_cgroup(), f"kaext-bench-{os.getpid()}-{os.urandom(4).hex()}")
+        os.mkdir(cgroup)
+    except OSError as exc:
+        print(f"bench_enforce: no cgroup v2 here: {exc}", file=sys.stderr)
+        return 1
+    procs = os.path.join(cgroup, "cgroup.procs")
+
+    def enter() -> None:
+        with open(procs, "w") as f:
+            f.write("0")
+
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=enter
+    )
+    assert worker.stdin is not None and worker.stdout is not None
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    try:
+
+        def one(n: int) -> float:
+            assert worker.stdin is not None and worker.stdout is not None
+            worker.stdin.write(f"{n}\n")
+            worker.stdin.flush()
+            return float(worker.stdout.readline())
+
+        for r in range(args.rounds):
+            for mode in ("without", "with") if r % 2 == 0 else ("with", "without"):  # no side always first
+                if mode == "with":
+                    enforce.attach(cgroup, POLICY)
+                one(args.connections // 10)  # warm-up after the switch (attach starts a process of its own)
+                times[mode].append(one(args.connections))
+                if mode == "with":
+                    (e,) = [e for e in enforce.enforcements() if e.cgroup == cgroup]
+                    enforce.detach(cgroup)
+    except OSError as exc:
+        print(f"bench_enforce: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        worker.stdin.close()
+        worker.wait(30)
+        enforce.detach(cgroup)
+        enforce._remove_cgroup(cgroup)
+    best = {mode: min(t) / args.connections for mode, t in times.items()}
+    ratio = best["with"] / best["without"]
+    verdict = "PASS" if ratio <= GOAL_RATIO else "MISS"
+    goal = (
+        f"GOAL enforce-connect-accept-with-vs-without-program: {ratio:.3f}x (goal <= {GOAL_RATIO:.2f}x) {verdict} "
+        f"({best['with'] * 1e6:.1f} vs {best['without'] * 1e6:.1f} us per connection, last round: "
+        f"{e.applied} ends applied, {e.failed} failed)"
+    )
+    if args.json:
+        report = {
+            "connections": args.connections,
+            "rounds": args.rounds,
+            "seconds_per_connection": best,
+            "ratio": ratio,
+            "applied_last_round": e.applied,
+            "goal": {"with_vs_without_at_most": GOAL_RATIO, "met": ratio <= GOAL_RATIO},
+        }
+        print(json.dumps(report, indent=2))
+        print(goal, file=sys.stderr)
+    else:
+        print(goal)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,573 @@
+/*
+ * kaext_bpf.h -- the BPF programs of kaext.enforce, assembled here, loaded with bpf(2).
+ *
+ * Linux only (4.13+ for sock_ops, 5.3+ for cgroup sockopt; bpf_setsockopt takes
+ * SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT and TCP_USER_TIMEOUT since
+ * Linux 5.9).  No clang, kernel headers or libbpf: the instructions are written
+ * below with a few encoding macros, the way systemd builds its cgroup firewall,
+ * and the bpf(2) attribute layouts used are spelled out (they are a stable ABI:
+ * fields are only ever appended).
+ *
+ * One BPF array map of two entries is shared by both programs:
+ *   key 0: the policy (kaext_bpf_config): which options to set and their values in
+ *          kernel units (SO_KEEPALIVE 0/1, TCP_KEEPIDLE s, TCP_KEEPINTVL s,
+ *          TCP_KEEPCNT probes, TCP_USER_TIMEOUT ms), the flags (respect_existing)
+ *          and the id (inode) of the cgroup it was made for;
+ *   key 1: the counters (kaext_bpf_counters), added to atomically by the program.
+ * Changing the policy is an update of key 0; the next connection reads it.
+ *
+ * KAEXT_BPF_SOCK_OPS: a BPF_PROG_TYPE_SOCK_OPS program.  On
+ * BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB and _PASSIVE_ESTABLISHED_CB (a connection of a
+ * process in the cgroup, or a descendant, has just been established, either end)
+ * it calls bpf_setsockopt for each option of the policy (SO_KEEPALIVE last).  With respect_existing it
+ * first reads SO_KEEPALIVE back (bpf_getsockopt, Linux 6.1+) and leaves the connection
+ * alone when the program has turned it on, or when it cannot be read (counted as
+ * failed, last_option KAEXT_BPF_READ_KEEPALIVE).  Per connection it counts one of applied,
+ * skipped (respected) or failed (a bpf_setsockopt returned an error; the error and
+ * the option are kept in last_errno / last_option).
+ *
+ * KAEXT_BPF_SETSOCKOPT: a BPF_PROG_TYPE_CGROUP_SOCKOPT program attached as
+ * BPF_CGROUP_SETSOCKOPT.  When a process of the cgroup calls setsockopt on a TCP
+ * socket for one of the options the policy sets, it replaces the value in the
+ * kernel's copy of the argument with the policy's (the call then succeeds with
+ * that value); any other call passes unchanged.
+ *
+ * On other systems every function fails with ENOSYS, so the extension builds
+ * everywhere.
+ */
+#ifndef KAEXT_BPF_H
+#define KAEXT_BPF_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define KAEXT_BPF_SOCK_OPS 0
+#define KAEXT_BPF_SETSOCKOPT 1
+
+/* bits of kaext_bpf_config.mask, in the order the program applies them */
+#define KAEXT_BPF_KEEPALIVE 0
+#define KAEXT_BPF_IDLE 1
+#define KAEXT_BPF_INTERVAL 2
+#define KAEXT_BPF_COUNT 3
+#define KAEXT_BPF_USER_TIMEOUT 4
+#define KAEXT_BPF_NOPTIONS 5
+/* kaext_bpf_counters.last_option of a failed bpf_getsockopt(SO_KEEPALIVE) (respect_existing) */
+#define KAEXT_BPF_READ_KEEPALIVE 5
+/* bits of kaext_bpf_config.flags */
+#define KAEXT_BPF_RESPECT_EXISTING 1u
+
+typedef struct {
+    uint32_t mask;
+    uint32_t flags;
+    uint32_t value[KAEXT_BPF_NOPTIONS]; /* indexed by KAEXT_BPF_KEEPALIVE .. */
+    uint32_t pad;
+    uint64_t cgroup_id;
+} kaext_bpf_config;
+
+typedef struct {
+    uint64_t applied;
+    uint64_t skipped;
+    uint64_t failed;
+    int32_t last_errno;  /* negative, as bpf_setsockopt returned it; 0: none yet */
+    uint32_t last_option; /* KAEXT_BPF_KEEPALIVE .. of that failure */
+} kaext_bpf_counters;
+
+#define KAEXT_BPF_VALUE_SIZE 48
+
+#ifdef __linux__
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(kaext_bpf_config) <= KAEXT_BPF_VALUE_SIZE, "the policy fits a map value");
+_Static_assert(sizeof(kaext_bpf_counters) <= KAEXT_BPF_VALUE_SIZE, "the counters fit a map value");
+
+#ifndef TCP_USER_TIMEOUT
+#define TCP_USER_TIMEOUT 18
+#endif
+
+/* --- the kernel's ABI (include/uapi/linux/bpf.h) ------------------------------------ */
+enum {
+    KAEXT_BPF_MAP_CREATE = 0,
+    KAEXT_BPF_MAP_LOOKUP_ELEM = 1,
+    KAEXT_BPF_MAP_UPDATE_ELEM = 2,
+    KAEXT_BPF_PROG_LOAD = 5,
+    KAEXT_BPF_OBJ_PIN = 6,
+    KAEXT_BPF_OBJ_GET = 7,
+    KAEXT_BPF_PROG_ATTACH = 8,
+    KAEXT_BPF_PROG_DETACH = 9,
+};
+#define KAEXT_BPF_MAP_TYPE_ARRAY 2
+#define KAEXT_BPF_PROG_TYPE_SOCK_OPS 13
+#define KAEXT_BPF_PROG_TYPE_CGROUP_SOCKOPT 25
+#define KAEXT_BPF_CGROUP_SOCK_OPS 3
+#define KAEXT_BPF_CGROUP_SETSOCKOPT 22
+#define KAEXT_BPF_F_ALLOW_MULTI 2u
+#define KAEXT_BPF_FUNC_map_lookup_elem 1
+#define KAEXT_BPF_FUNC_setsockopt 49
+#define KAEXT_BPF_FUNC_getsockopt 57
+#define KAEXT_BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB 4
+#define KAEXT_BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB 5
+#define KAEXT_BPF_PSEUDO_MAP_FD 1
+/* struct bpf_sock_ops: op at 0.  struct bpf_sockopt: sk 0, optval 8, optval_end 16,
+ * level 24, optname 28.  struct bpf_sock: protocol at 12. */
+#define KAEXT_SOCK_OPS_OP 0
+#define KAEXT_SOCKOPT_SK 0
+#define KAEXT_SOCKOPT_OPTVAL 8
+#define KAEXT_SOCKOPT_OPTVAL_END 16
+#define KAEXT_SOCKOPT_LEVEL 24
+#define KAEXT_SOCKOPT_OPTNAME 28
+#define KAEXT_BPF_SOCK_PROTOCOL 12
+#define KAEXT_BPF_FS_MAGIC 0xcafe4a11u
+#define KAEXT_CGROUP2_MAGIC 0x63677270u
+
+typedef struct {
+    uint8_t code;
+    uint8_t regs; /* dst in the low nibble, src in the high one (little and big endian alike) */
+    int16_t off;
+    int32_t imm;
+} kaext_insn;
+
+/* union bpf_attr, the members used here, padded to the size every kernel accepts */
+typedef union {
+    struct {
+        uint32_t map_type, key_size, value_size, max_entries, map_flags;
+    } map;
+    struct {
+        uint32_t map_fd, pad;
+        uint64_t key, value, flags;
+    } elem;
+    struct {
+        uint32_t prog_type, insn_cnt;
+        uint64_t insns, license;
+        uint32_t log_level, log_size;
+        uint64_t log_buf;
+        uint32_t kern_version, prog_flags;
+        char prog_name[16];
+        uint32_t prog_ifindex, expected_attach_type;
+    } load;
+    struct {
+        uint64_t pathname;
+        uint32_t bpf_fd, file_flags;
+    } obj;
+    struct {
+        uint32_t target_fd, attach_bpf_fd, attach_type, attach_flags;
+    } attach;
+    unsigned char bytes[128];
+} kaext_bpf_attr;
+
+static long kaext_bpf_sys(int cmd, kaext_bpf_attr *attr)
+{
+    return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
+}
+
+/* --- a small assembler: instructions, and jumps to labels resolved at the end ---------- */
+#define KAEXT_BPF_MAX_INSNS 160
+#define KAEXT_BPF_MAX_LABELS 32
+
+typedef struct {
+    kaext_insn insn[KAEXT_BPF_MAX_INSNS];
+    int label_of[KAEXT_BPF_MAX_INSNS]; /* jump target label + 1, 0: not a jump */
+    int label_at[KAEXT_BPF_MAX_LABELS];
+    int n, nlabels, overflow;
+} kaext_asm;
+
+/* opcode parts (the classic BPF / eBPF encoding) */
+#define K_LD 0x00
+#define K_LDX 0x01
+#define K_ST 0x02
+#define K_STX 0x03
+#define K_JMP 0x05
+#define K_ALU64 0x07
+#define K_W 0x00
+#define K_DW 0x18
+#define K_IMM 0x00
+#define K_MEM 0x60
+#define K_ATOMIC 0xc0
+#define K_K 0x00
+#define K_X 0x08
+#define K_ADD 0x00
+#define K_OR 0x40
+#define K_AND 0x50
+#define K_MOV 0xb0
+#define K_NEG 0x80
+#define K_JA 0x00
+#define K_JEQ 0x10
+#define K_JGT 0x20
+#define K_JNE 0x50
+#define K_CALL 0x80
+#define K_EXIT 0x90
+
+static void kaext_emit(kaext_asm *a, int code, int dst, int src, int off, int32_t imm, int label)
+{
+    if (a->n >= KAEXT_BPF_MAX_INSNS) {
+        a->overflow = 1;
+        return;
+    }
+    kaext_insn *i = &a->insn[a->n];
+    i->code = (uint8_t)code;
+    i->regs = (uint8_t)((dst & 0xf) | ((src & 0xf) << 4));
+    i->off = (int16_t)off;
+    i->imm = imm;
+    a->label_of[a->n] = label + 1;
+    a->n++;
+}
+
+static int kaext_label(kaext_asm *a)
+{
+    if (a->nlabels >= KAEXT_BPF_MAX_LABELS) {
+        a->overflow = 1;
+        return 0;
+    }
+    a->label_at[a->nlabels] = -1;
+    return a->nlabels++;
+}
+
+static void kaext_here(kaext_asm *a, int label) { a->label_at[label] = a->n; }
+
+static int kaext_resolve(kaext_asm *a)
+{
+    if (a->overflow)
+        return -1;
+    for (int i = 0; i < a->n; i++) {
+        int l = a->label_of[i] - 1;
+        if (l < 0)
+            continue;
+        if (a->label_at[l] < 0)
+            return -1;
+        a->insn[i].off = (int16_t)(a->label_at[l] - (i + 1));
+    }
+    return 0;
+}
+
+/* the instructions, by what they do */
+#define MOV64_REG(d, s) kaext_emit(a, K_ALU64 | K_MOV | K_X, d, s, 0, 0, -1)
+#define MOV64_IMM(d, k) kaext_emit(a, K_ALU64 | K_MOV | K_K, d, 0, 0, k, -1)
+#define ADD64_IMM(d, k) kaext_emit(a, K_ALU64 | K_ADD | K_K, d, 0, 0, k, -1)
+#define AND64_IMM(d, k) kaext_emit(a, K_ALU64 | K_AND | K_K, d, 0, 0, k, -1)
+#define OR64_REG(d, s) kaext_emit(a, K_ALU64 | K_OR | K_X, d, s, 0, 0, -1)
+#define NEG64(d) kaext_emit(a, K_ALU64 | K_NEG, d, 0, 0, 0, -1)
+#define LDX_W(d, s, o) kaext_emit(a, K_LDX | K_MEM | K_W, d, s, o, 0, -1)
+#define LDX_DW(d, s, o) kaext_emit(a, K_LDX | K_MEM | K_DW, d, s, o, 0, -1)
+#define STX_W(d, o, s) kaext_emit(a, K_STX | K_MEM | K_W, d, s, o, 0, -1)
+#define ST_W(d, o, k) kaext_emit(a, K_ST | K_MEM | K_W, d, 0, o, k, -1)
+#define ATOMIC_ADD_DW(d, o, s) kaext_emit(a, K_STX | K_ATOMIC | K_DW, d, s, o, K_ADD, -1)
+#define JEQ_IMM(d, k, l) kaext_emit(a, K_JMP | K_JEQ | K_K, d, 0, 0, k, l)
+#define JNE_IMM(d, k, l) kaext_emit(a, K_JMP | K_JNE | K_K, d, 0, 0, k, l)
+#define JGT_REG(d, s, l) kaext_emit(a, K_JMP | K_JGT | K_X, d, s, 0, 0, l)
+#define JA(l) kaext_emit(a, K_JMP | K_JA, 0, 0, 0, 0, l)
+#define CALL(f) kaext_emit(a, K_JMP | K_CALL, 0, 0, 0, f, -1)
+#define EXIT() kaext_emit(a, K_JMP | K_EXIT, 0, 0, 0, 0, -1)
+/* r = the map (a 64-bit load of the map's descriptor, two instruction slots) */
+#define LD_MAP_FD(d, fd)                                                              \
+    do {                                                                              \
+        kaext_emit(a, K_LD | K_DW | K_IMM, d, KAEXT_BPF_PSEUDO_MAP_FD, 0, fd, -1);    \
+        kaext_emit(a, 0, 0, 0, 0, 0, -1);                                             \
+    } while (0)
+
+/* r0 = &map[key] or NULL (clobbers r1-r5; uses the stack slot at r10-4) */
+static void kaext_lookup(kaext_asm *a, int map_fd, int32_t key)
+{
+    ST_W(10, -4, key);
+    LD_MAP_FD(1, map_fd);
+    MOV64_REG(2, 10);
+    ADD64_IMM(2, -4);
+    CALL(KAEXT_BPF_FUNC_map_lookup_elem);
+}
+
+static const int kaext_bpf_level[KAEXT_BPF_NOPTIONS] = {SOL_SOCKET, IPPROTO_TCP, IPPROTO_TCP, IPPROTO_TCP,
+                                                        IPPROTO_TCP};
+static const int kaext_bpf_optname[KAEXT_BPF_NOPTIONS] = {SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT,
+                                                          TCP_USER_TIMEOUT};
+
+#define CFG_VALUE(k) ((int)offsetof(kaext_bpf_config, value) + 4 * (k))
+
+/* The sock_ops program.  r6 ctx, r7 policy, r8 counters, r9 "a setsockopt failed". */
+static void kaext_asm_sock_ops(kaext_asm *a, int map_fd)
+{
+    int out = kaext_label(a), go = kaext_label(a), set = kaext_label(a);
+    int skip = kaext_label(a), fail = kaext_label(a), unreadable = kaext_label(a);
+    MOV64_REG(6, 1);
+    LDX_W(2, 6, KAEXT_SOCK_OPS_OP);
+    JEQ_IMM(2, KAEXT_BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, go);
+    JEQ_IMM(2, KAEXT_BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, go);
+    JA(out);
+    kaext_here(a, go);
+    kaext_lookup(a, map_fd, 0);
+    JEQ_IMM(0, 0, out);
+    MOV64_REG(7, 0);
+    kaext_lookup(a, map_fd, 1);
+    JEQ_IMM(0, 0, out);
+    MOV64_REG(8, 0);
+    /* respect_existing: SO_KEEPALIVE already on -> skipped */
+    LDX_W(1, 7, (int)offsetof(kaext_bpf_config, flags));
+    AND64_IMM(1, KAEXT_BPF_RESPECT_EXISTING);
+    JEQ_IMM(1, 0, set);
+    ST_W(10, -8, 0);
+    MOV64_REG(1, 6);
+    MOV64_IMM(2, SOL_SOCKET);
+    MOV64_IMM(3, SO_KEEPALIVE);
+    MOV64_REG(4, 10);
+    ADD64_IMM(4, -8);
+    MOV64_IMM(5, 4);
+    CALL(KAEXT_BPF_FUNC_getsockopt);
+    JNE_IMM(0, 0, unreadable);
+    LDX_W(1, 10, -8);
+    JNE_IMM(1, 0, skip);
+    kaext_here(a, set);
+    MOV64_IMM(9, 0);
+    /* SO_KEEPALIVE last: the TCP options set before it do not re-arm the keepalive
+     * timer (they do once SO_KEEPALIVE is on), so each end arms it once */
+    for (int i = 0; i < KAEXT_BPF_NOPTIONS; i++) {
+        int k = (i + 1) % KAEXT_BPF_NOPTIONS, next = kaext_label(a);
+        LDX_W(1, 7, (int)offsetof(kaext_bpf_config, mask));
+        AND64_IMM(1, 1 << k);
+        JEQ_IMM(1, 0, next);
+        LDX_W(1, 7, CFG_VALUE(k));
+        STX_W(10, -8, 1);
+        MOV64_REG(1, 6);
+        MOV64_IMM(2, kaext_bpf_level[k]);
+        MOV64_IMM(3, kaext_bpf_optname[k]);
+        MOV64_REG(4, 10);
+        ADD64_IMM(4, -8);
+        MOV64_IMM(5, 4);
+        CALL(KAEXT_BPF_FUNC_setsockopt);
+        JEQ_IMM(0, 0, next);
+        MOV64_IMM(9, 1);
+        STX_W(8, (int)offsetof(kaext_bpf_counters, last_errno), 0);
+        ST_W(8, (int)offsetof(kaext_bpf_counters, last_option), k);
+        kaext_here(a, next);
+    }
+    JNE_IMM(9, 0, fail);
+    MOV64_IMM(1, 1);
+    ATOMIC_ADD_DW(8, (int)offsetof(kaext_bpf_counters, applied), 1);
+    JA(out);
+    kaext_here(a, skip);
+    MOV64_IMM(1, 1);
+    ATOMIC_ADD_DW(8, (int)offsetof(kaext_bpf_counters, skipped), 1);
+    JA(out);
+    kaext_here(a, unreadable); /* the program's choice unknown: left alone, counted as failed */
+    STX_W(8, (int)offsetof(kaext_bpf_counters, last_errno), 0);
+    ST_W(8, (int)offsetof(kaext_bpf_counters, last_option), KAEXT_BPF_READ_KEEPALIVE);
+    kaext_here(a, fail);
+    MOV64_IMM(1, 1);
+    ATOMIC_ADD_DW(8, (int)offsetof(kaext_bpf_counters, failed), 1);
+    kaext_here(a, out);
+    MOV64_IMM(0, 1);
+    EXIT();
+}
+
+/* The setsockopt program.  r6 ctx, r7 policy, r8 optval. */
+static void kaext_asm_setsockopt(kaext_asm *a, int map_fd)
+{
+    int out = kaext_label(a);
+    MOV64_REG(6, 1);
+    LDX_DW(1, 6, KAEXT_SOCKOPT_SK);
+    LDX_W(1, 1, KAEXT_BPF_SOCK_PROTOCOL);
+    JNE_IMM(1, IPPROTO_TCP, out);
+    kaext_lookup(a, map_fd, 0);
+    JEQ_IMM(0, 0, out);
+    MOV64_REG(7, 0);
+    LDX_DW(8, 6, KAEXT_SOCKOPT_OPTVAL);
+    LDX_DW(9, 6, KAEXT_SOCKOPT_OPTVAL_END);
+    MOV64_REG(1, 8);
+    ADD64_IMM(1, 4);
+    JGT_REG(1, 9, out); /* shorter than an int: not ours to change */
+    LDX_W(2, 6, KAEXT_SOCKOPT_LEVEL);
+    LDX_W(3, 6, KAEXT_SOCKOPT_OPTNAME);
+    for (int k = 0; k < KAEXT_BPF_NOPTIONS; k++) {
+        int next = kaext_label(a);
+        JNE_IMM(2, kaext_bpf_level[k], next);
+        JNE_IMM(3, kaext_bpf_optname[k], next);
+        LDX_W(1, 7, (int)offsetof(kaext_bpf_config, mask));
+        AND64_IMM(1, 1 << k);
+        JEQ_IMM(1, 0, out);
+        LDX_W(1, 7, CFG_VALUE(k));
+        STX_W(8, 0, 1);
+        JA(out);
+        kaext_here(a, next);
+    }
+    kaext_here(a, out);
+    MOV64_IMM(0, 1);
+    EXIT();
+}
+
+/* Load program `kind` (KAEXT_BPF_SOCK_OPS / KAEXT_BPF_SETSOCKOPT) using map `map_fd`:
+ * its descriptor, or -1 with errno (the verifier's log, if any, in `log`). */
+static int kaext_bpf_load(int kind, int map_fd, char *log, unsigned log_size)
+{
+    kaext_asm a;
+    kaext_bpf_attr attr;
+    memset(&a, 0, sizeof(a));
+    if (kind == KAEXT_BPF_SOCK_OPS)
+        kaext_asm_sock_ops(&a, map_fd);
+    else if (kind == KAEXT_BPF_SETSOCKOPT)
+        kaext_asm_setsockopt(&a, map_fd);
+    else {
+        errno = EINVAL;
+        return -1;
+    }
+    if (kaext_resolve(&a) < 0) {
+        errno = E2BIG;
+        return -1;
+    }
+    memset(&attr, 0, sizeof(attr));
+    attr.load.prog_type = kind == KAEXT_BPF_SOCK_OPS ? KAEXT_BPF_PROG_TYPE_SOCK_OPS : KAEXT_BPF_PROG_TYPE_CGROUP_SOCKOPT;
+    attr.load.expected_attach_type = kind == KAEXT_BPF_SOCK_OPS ? 0 : KAEXT_BPF_CGROUP_SETSOCKOPT;
+    attr.load.insn_cnt = (uint32_t)a.n;
+    attr.load.insns = (uint64_t)(uintptr_t)a.insn;
+    attr.load.license = (uint64_t)(uintptr_t) "GPL";
+    memcpy(attr.load.prog_name, kind == KAEXT_BPF_SOCK_OPS ? "kaext_sockops" : "kaext_setsockopt", 14);
+    attr.load.prog_name[15] = 0;
+    if (log != NULL && log_size > 0) {
+        log[0] = 0;
+        attr.load.log_level = 1;
+        attr.load.log_size = log_size;
+        attr.load.log_buf = (uint64_t)(uintptr_t)log;
+    }
+    int fd = (int)kaext_bpf_sys(KAEXT_BPF_PROG_LOAD, &attr);
+    if (fd < 0 && errno == ENOSPC && log != NULL) {
+        /* the log did not fit: load again without one, for the errno */
+        attr.load.log_level = 0;
+        attr.load.log_size = 0;
+        attr.load.log_buf = 0;
+        fd = (int)kaext_bpf_sys(KAEXT_BPF_PROG_LOAD, &attr);
+    }
+    return fd;
+}
+
+static int kaext_bpf_map_create(void)
+{
+    kaext_bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.map.map_type = KAEXT_BPF_MAP_TYPE_ARRAY;
+    attr.map.key_size = 4;
+    attr.map.value_size = KAEXT_BPF_VALUE_SIZE;
+    attr.map.max_entries = 2;
+    return (int)kaext_bpf_sys(KAEXT_BPF_MAP_CREATE, &attr);
+}
+
+static int kaext_bpf_map_elem(int cmd, int map_fd, uint32_t key, void *value)
+{
+    kaext_bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.elem.map_fd = (uint32_t)map_fd;
+    attr.elem.key = (uint64_t)(uintptr_t)&key;
+    attr.elem.value = (uint64_t)(uintptr_t)value;
+    return (int)kaext_bpf_sys(cmd, &attr);
+}
+
+static int kaext_bpf_config_write(int map_fd, const kaext_bpf_config *c)
+{
+    unsigned char buf[KAEXT_BPF_VALUE_SIZE];
+    memset(buf, 0, sizeof(buf));
+    memcpy(buf, c, sizeof(*c));
+    return kaext_bpf_map_elem(KAEXT_BPF_MAP_UPDATE_ELEM, map_fd, 0, buf);
+}
+
+static int kaext_bpf_config_read(int map_fd, kaext_bpf_config *c)
+{
+    unsigned char buf[KAEXT_BPF_VALUE_SIZE];
+    if (kaext_bpf_map_elem(KAEXT_BPF_MAP_LOOKUP_ELEM, map_fd, 0, buf) < 0)
+        return -1;
+    memcpy(c, buf, sizeof(*c));
+    return 0;
+}
+
+static int kaext_bpf_counters_read(int map_fd, kaext_bpf_counters *c)
+{
+    unsigned char buf[KAEXT_BPF_VALUE_SIZE];
+    if (kaext_bpf_map_elem(KAEXT_BPF_MAP_LOOKUP_ELEM, map_fd, 1, buf) < 0)
+        return -1;
+    memcpy(c, buf, sizeof(*c));
+    return 0;
+}
+
+static int kaext_bpf_pin(int fd, const char *path)
+{
+    kaext_bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.obj.pathname = (uint64_t)(uintptr_t)path;
+    attr.obj.bpf_fd = (uint32_t)fd;
+    return (int)kaext_bpf_sys(KAEXT_BPF_OBJ_PIN, &attr);
+}
+
+static int kaext_bpf_obj_get(const char *path)
+{
+    kaext_bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.obj.pathname = (uint64_t)(uintptr_t)path;
+    return (int)kaext_bpf_sys(KAEXT_BPF_OBJ_GET, &attr);
+}
+
+static int kaext_bpf_attach(int cgroup_fd, int prog_fd, int kind, int detach)
+{
+    kaext_bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.attach.target_fd = (uint32_t)cgroup_fd;
+    attr.attach.attach_bpf_fd = (uint32_t)prog_fd;
+    attr.attach.attach_type = kind == KAEXT_BPF_SOCK_OPS ? KAEXT_BPF_CGROUP_SOCK_OPS : KAEXT_BPF_CGROUP_SETSOCKOPT;
+    attr.attach.attach_flags = detach ? 0 : KAEXT_BPF_F_ALLOW_MULTI;
+    return (int)kaext_bpf_sys(detach ? KAEXT_BPF_PROG_DETACH : KAEXT_BPF_PROG_ATTACH, &attr);
+}
+
+static int kaext_bpf_mount(const char *path) { return mount("bpf", path, "bpf", 0, NULL); }
+
+#else /* not Linux */
+
+static int kaext_bpf_enosys(void)
+{
+    errno = ENOSYS;
+    return -1;
+}
+static int kaext_bpf_load(int kind, int map_fd, char *log, unsigned log_size)
+{
+    (void)kind, (void)map_fd, (void)log, (void)log_size;
+    return kaext_bpf_enosys();
+}
+static int kaext_bpf_map_create(void) { return kaext_bpf_enosys(); }
+static int kaext_bpf_config_write(int map_fd, const kaext_bpf_config *c)
+{
+    (void)map_fd, (void)c;
+    return kaext_bpf_enosys();
+}
+static int kaext_bpf_config_read(int map_fd, kaext_bpf_config *c)
+{
+    (void)map_fd, (void)c;
+    return kaext_bpf_enosys();
+}
+static int kaext_bpf_counters_read(int map_fd, kaext_bpf_counters *c)
+{
+    (void)map_fd, (void)c;
+    return kaext_bpf_enosys();
+}
+static int kaext_bpf_pin(int fd, const char *path)
+{
+    (void)fd, (void)path;
+    return kaext_bpf_enosys();
+}
+static int kaext_bpf_obj_get(const char *path)
+{
+    (void)path;
+    return kaext_bpf_enosys();
+}
+static int kaext_bpf_attach(int cgroup_fd, int prog_fd, int kind, int detach)
+{
+    (void)cgroup_fd, (void)prog_fd, (void)kind, (void)detach;
+    return kaext_bpf_enosys();
+}
+static int kaext_bpf_mount(const char *path)
+{
+    (void)path;
+    return kaext_bpf_enosys();
+}
+
+#endif /* __linux__ */
+#endif /* KAEXT_BPF_H */
