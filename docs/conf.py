@@ -54,10 +54,10 @@ def _present(page: str, module: str | None) -> bool:
 
 
 missing = [page for page, module in OPTIONAL_PAGES.items() if not _present(page, module)]
-exclude_patterns += [f"{page}.md" for page in missing]
 # "api-enforce" / "api-probe": the reference of a module that is not there yet is left out.
-exclude_patterns += [f"api-{name}.md" for name in ("enforce", "probe") if importlib.util.find_spec(f"kaext.{name}") is None]
-LEFT_OUT = set(missing) | {f"api-{name}" for name in ("enforce", "probe") if importlib.util.find_spec(f"kaext.{name}") is None}
+missing += [f"api-{name}" for name in ("enforce", "probe") if importlib.util.find_spec(f"kaext.{name}") is None]
+exclude_patterns += [f"{page}.md" for page in missing]
+LEFT_OUT = set(missing)
 
 
 def _drop_missing_pages(app: object, docname: str, source: list[str]) -> None:

@@ -67,15 +67,17 @@ def platform_rows() -> list[list[str]]:
     rows: list[list[str]] = []
 
     def add(title: str, knob: str, spec: _platform.KnobSpec) -> None:
-        rows.append([
-            title,
-            knob,
-            str(spec.describe()),
-            UNIT_NAMES.get(spec.unit, spec.unit),
-            f"{_number(spec.min)} .. {_number(spec.max)}",
-            "yes" if spec.readable else "no (None)",
-            spec.note,
-        ])
+        rows.append(
+            [
+                title,
+                knob,
+                str(spec.describe()),
+                UNIT_NAMES.get(spec.unit, spec.unit),
+                f"{_number(spec.min)} .. {_number(spec.max)}",
+                "yes" if spec.readable else "no (None)",
+                spec.note,
+            ]
+        )
 
     for family, specs in _platform.FAMILY_SPECS.items():
         title = FAMILY_TITLES.get(family, family)
