@@ -278,3 +278,39 @@ def test_chromium_runs_a_search(site: Path) -> None:
     found = re.search(r"found (\d+) page", dom)
     assert found and int(found.group(1)) > 0, dom[-3000:]
     assert 'href="api.html' in dom.split('id="search-results"', 1)[1]
+
+
+# --------------------------------------------------------------------------------------
+# The habits: nox sessions match the CI steps, tool versions pinned once
+# --------------------------------------------------------------------------------------
+
+
+def _source_file(name: str) -> str:
+    path = ROOT / name
+    if not path.exists():
+        pytest.skip("not a source checkout")
+    return path.read_text(encoding="utf-8")
+
+
+def test_every_ci_step_has_a_nox_session() -> None:
+    noxfile = _source_file("noxfile.py")
+    steps = {p.name for p in (ROOT / ".ci" / "steps").glob("*.sh")}
+    named = set(re.findall(r'_step\(session, "([^"]+\.sh)"\)', noxfile))
+    assert steps == named, (
+        f"CI steps without a session: {sorted(steps - named)}; sessions without a step: {sorted(named - steps)}"
+    )
+
+
+def test_pre_commit_uses_the_pinned_versions() -> None:
+    config = _source_file(".pre-commit-config.yaml")
+    pins = dict(re.findall(r"^([a-z-]+)==([\w.]+)$", _source_file(".ci/constraints.txt"), re.MULTILINE))
+    revs = dict(re.findall(r"github\.com/[\w-]+/([\w-]+)\n\s+rev: v([\w.]+)", config))
+    assert revs["ruff-pre-commit"] == pins["ruff"]
+    assert revs["cython-lint"] == pins["cython-lint"]
+
+
+def test_ci_steps_install_tools_through_the_constraints() -> None:
+    for step in sorted((ROOT / ".ci" / "steps").glob("0*.sh")):
+        for line in step.read_text(encoding="utf-8").splitlines():
+            if re.match(r"\s*python -m pip install", line) and "-c .ci/constraints.txt" not in line:
+                pytest.fail(f"{step.name}: installs without the constraints: {line.strip()}")
