@@ -1,6 +1,7 @@
-"""The README works as written: its commands are the ones CI runs, and every Python example runs.
+"""The README and the documentation pages work as written: the README's commands are the ones
+CI runs, and every Python example in README.md and docs/**/*.md runs.
 
-Rules for README examples (the harness below enforces them):
+Rules for the examples (the harness below enforces them), the same in every page:
 
 * Every fenced ```python block is executed as a script of its own, in a fresh
   namespace that already has ``sock`` (a TCP socket connected to a loopback echo
@@ -33,6 +34,7 @@ import servers
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 pytestmark = pytest.mark.one_implementation
 
 _SHOWN = re.compile(r"^\s*# -> ?(.*)$")
@@ -44,11 +46,19 @@ def _readme() -> str:
     return README.read_text(encoding="utf-8")
 
 
-def _python_blocks() -> list[tuple[int, str]]:
-    """(line number of the opening fence, code) for every ```python block."""
+def _pages() -> list[Path]:
+    """README.md and every Markdown page of the documentation (not the built site)."""
     if not README.exists():
         return []
-    blocks, lines = [], README.read_text(encoding="utf-8").splitlines()
+    pages = [README]
+    if DOCS.is_dir():
+        pages += sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.relative_to(DOCS).parts)
+    return pages
+
+
+def _blocks_of(page: Path) -> list[tuple[int, str]]:
+    """(line number of the opening fence, code) for every ```python block of ``page``."""
+    blocks, lines = [], page.read_text(encoding="utf-8").splitlines()
     i = 0
     while i < len(lines):
         if lines[i].strip() == "```python":
@@ -58,6 +68,11 @@ def _python_blocks() -> list[tuple[int, str]]:
             i = end
         i += 1
     return blocks
+
+
+def _python_blocks() -> list[tuple[str, int, str]]:
+    """(page relative to the root, line, code) for every ```python block of every page."""
+    return [(page.relative_to(ROOT).as_posix(), start, code) for page in _pages() for start, code in _blocks_of(page)]
 
 
 # --------------------------------------------------------------------------------------
@@ -151,23 +166,33 @@ def run_block(code: str, namespace: dict[str, Any], where: str) -> int:
     return checked
 
 
-@pytest.mark.parametrize(("start", "code"), _python_blocks(), ids=[f"README.md:{s}" for s, _ in _python_blocks()])
+@pytest.mark.parametrize(
+    ("page", "start", "code"), _python_blocks(), ids=[f"{page}:{start}" for page, start, _ in _python_blocks()]
+)
 def test_readme_python_example(
-    start: int, code: str, servers_for_examples: tuple[str, tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+    page: str, start: int, code: str, servers_for_examples: tuple[str, tuple[str, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url, address = servers_for_examples
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)  # the examples talk to loopback servers directly
     if "# ->" in code and not sys.platform.startswith("linux"):
-        pytest.skip("the output shown in the README is Linux's")
+        pytest.skip("the output shown in the documentation is Linux's")
     with socket.create_connection(address) as sock:
         namespace: dict[str, Any] = {"__name__": "__readme__", "sock": sock, "url": url, "address": address}
-        run_block(code, namespace, f"README.md:{start}")
+        run_block(code, namespace, f"{page}:{start}")
 
 
 def test_readme_has_python_examples() -> None:
     _readme()
-    assert len(_python_blocks()) >= 5
+    assert len(_blocks_of(README)) >= 2
+    assert len(_python_blocks()) >= 20  # README and docs together
+
+
+def test_every_page_with_python_is_collected() -> None:
+    """A page's ```python blocks are all found (an unclosed or indented fence would hide one)."""
+    for page in _pages():
+        text = page.read_text(encoding="utf-8")
+        assert text.count("```python") == len(_blocks_of(page)), page
 
 
 # --------------------------------------------------------------------------------------
@@ -217,18 +242,18 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# The verifier output shown in the README is what the verifier prints
+# The verifier output shown in the documentation is what the verifier prints
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the README shows Linux's table")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the documentation shows Linux's table")
 def test_readme_verifier_table_rows_are_real() -> None:
     from kaext import verify
 
-    text = _readme()
-    section = text.split("## Verify your platform", 1)[1].split("\n## ", 1)[0]
+    _readme()
+    section = (DOCS / "verify.md").read_text(encoding="utf-8")
     sample = re.findall(r"```\n(kaext .*?)```", section, re.DOTALL)
-    assert sample, "no verifier output in 'Verify your platform'"
+    assert sample, "no verifier output in docs/verify.md"
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         verify.main([])
@@ -236,4 +261,4 @@ def test_readme_verifier_table_rows_are_real() -> None:
     rows = [line.rstrip() for line in sample[0].splitlines() if line.startswith(("socket ", "IPv4 ", "IPv6 ", "---"))]
     assert len(rows) >= 5
     missing = [row for row in rows if row not in real]
-    assert not missing, f"README verifier lines the verifier does not print: {missing}"
+    assert not missing, f"verifier lines in docs/verify.md the verifier does not print: {missing}"

@@ -3,6 +3,6 @@
 # extension), and so does a sample of user code against the installed package.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-python -m pip install -q "mypy>=1.10"
+python -m pip install -q -c .ci/constraints.txt mypy
 mypy --strict src/kaext
 mypy --strict tests/typing/usage.py

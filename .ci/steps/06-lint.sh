@@ -6,7 +6,7 @@
 # _errors.  mypy --strict runs in 05-typing.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-python -m pip install -q "ruff>=0.15" "cython-lint>=0.16" "import-linter>=2.1"
+python -m pip install -q -c .ci/constraints.txt ruff cython-lint import-linter
 ruff check .
 cython-lint ext/_kaext.pyx
 lint-imports

@@ -11,6 +11,6 @@
 # Budget: under 5 minutes on 2 cores (the first wineboot takes most of it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-python -m pip install -q "ziglang==0.17.1"
+python -m pip install -q -c .ci/constraints.txt ziglang
 export KAEXT_REQUIRE_CROSS=1      # a missing toolchain is a failure here, not a skip
 timeout 300 python -m pytest -q -p no:cacheprovider tests/test_cross_targets.py tests/test_shim_c.py tests/test_platform.py

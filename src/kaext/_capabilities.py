@@ -124,21 +124,19 @@ def capabilities() -> dict[str, Knob]:
     option, the numbers for setsockopt, the unit the kernel takes, the range kaext
     accepts in that unit and the call kaext makes (``mechanism``).
 
-    Platform-specific behaviour:
+    What each OS offers (options, units and ranges of every OS: the platforms page of
+    the documentation, docs/platforms.md):
 
-    * Linux: all four (``TCP_KEEPIDLE`` / ``TCP_KEEPINTVL`` 1..32767 s, ``TCP_KEEPCNT``
-      1..127 probes, ``TCP_USER_TIMEOUT`` 0..2**31-1 ms).
-    * macOS / iOS: all four, idle as ``TCP_KEEPALIVE``, user timeout as
-      ``TCP_RXT_CONNDROPTIME`` (s).
-    * FreeBSD: all four, user timeout as ``TCP_MAXUNACKTIME`` (s).
+    * Linux, macOS / iOS, FreeBSD, Windows: all four (the user timeout as
+      ``TCP_USER_TIMEOUT``, ``TCP_RXT_CONNDROPTIME``, ``TCP_MAXUNACKTIME``, ``TCP_MAXRT``).
     * NetBSD: idle and interval in ``"ticks"`` (slow ticks of 0.5 s), ``readable`` False
       for all three; no ``user_timeout``.
-    * DragonFly, illumos / Solaris: no ``user_timeout`` (illumos interval 1..60 s).
+    * DragonFly, illumos / Solaris: no ``user_timeout``.
+    * Older Windows: idle and interval as ``WSAIoctl(SIO_KEEPALIVE_VALS)`` (ms,
+      ``readable`` False, ``level`` -1, ``optname`` the ioctl code); count only where the
+      kernel has ``TCP_KEEPCNT``.
     * A probe that fails with anything but ENOPROTOOPT does not remove a knob: the
-      headers decide (Windows: the build number, 1709 / 1703, as Go does).
-    * Windows 10 1709+: all four (user timeout ``TCP_MAXRT``, s); before 1709 (and wine):
-      idle and interval as ``WSAIoctl(SIO_KEEPALIVE_VALS)`` (ms, ``readable`` False,
-      ``level`` -1, ``optname`` the ioctl code), no count before 1703.
+      headers decide (Windows: the build number, as Go does).
     * OpenBSD: empty.
     """
     return dict(caps())

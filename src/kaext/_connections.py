@@ -146,12 +146,32 @@ class Connection(Record):
         return self._v
 
 
+#: What each field holds (help() of the field; the class docstring has them all together).
+_FIELD_DOCS = {
+    "pid": "The process that holds the socket (its id).",
+    "fd": "The socket's descriptor number in that process.",
+    "family": 'The address family: ``"IPv4"`` or ``"IPv6"``.',
+    "local": "The local address as ``(host, port)``.",
+    "remote": 'The remote address as ``(host, port)``; ``("0.0.0.0", 0)`` / ``("::", 0)`` for a listener.',
+    "state": 'The kernel\'s TCP state name (``"ESTABLISHED"``, ``"LISTEN"``, ``"CLOSE_WAIT"``, ...).',
+    "keepalive": "SO_KEEPALIVE and the keepalive knobs as a ``KeepaliveState``, or None when the "
+    "socket could not be read (``reason`` says why).",
+    "user_timeout": "The user timeout in seconds (0 is the system default), or None when it could not be read.",
+    "timer": 'The kernel\'s pending timer: ``"keepalive"``, ``"retransmit"``, ``"persist"``, '
+    '``"timewait"`` or ``"off"``; None where the OS does not show it.',
+    "timer_left": "Seconds until the pending timer fires (None when it is off or not shown).",
+    "probes": "Keepalive probes sent and not answered while the keepalive timer runs (else None).",
+    "reason": "Why the socket's options could not be read (no right to ptrace the process, the "
+    "descriptor closed meanwhile, ...), or None.",
+}
+
+
 def _field(index: int, name: str) -> property:
     def get(self: Connection) -> Any:
         return self._v[index]
 
     get.__name__ = name
-    return property(get, doc=f"``{name}``: see :class:`Connection`")
+    return property(get, doc=_FIELD_DOCS[name])
 
 
 for _index, _name in enumerate(Connection._fields):

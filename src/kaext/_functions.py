@@ -127,28 +127,19 @@ def set_keepalive(
     ``count`` is the number of unanswered probes before the connection drops.  Values
     are never clamped: one outside the range below raises ValueError.
 
-    Platform-specific behaviour (option, unit, range kaext accepts):
+    The options (units and ranges per OS: ``capabilities()`` here, and the platforms
+    page of the documentation, docs/platforms.md, for every OS):
 
-    * Linux: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` (s, 1..32767), ``TCP_KEEPCNT`` (1..127).
-    * macOS / iOS: idle is ``TCP_KEEPALIVE`` (s, 1..4294967); ``TCP_KEEPINTVL`` (s),
-      ``TCP_KEEPCNT`` from OS X 10.9.
-      ``idle + interval * count`` must stay within 4294967.295 s (xnu keeps it in 32-bit
-      ms), else ValueError.  An accepted socket does not inherit idle from its listening
-      socket there (RuntimeWarning on a listening socket): set it on each accepted one.
-    * FreeBSD, DragonFly 5.8+: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` (s, 1..4294967; FreeBSD
-      refuses more than UINT_MAX / hz), ``TCP_KEEPCNT``; DragonFly before 5.8 takes
-      milliseconds.
-    * NetBSD: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` in slow ticks of 0.5 s (PR_SLOWHZ = 2):
-      seconds are converted and rounded up to 0.5 s (1..4294967 ticks); ``TCP_KEEPCNT``.
-      None of them can be read back.
-    * illumos / Solaris 11.4: ``TCP_KEEPIDLE`` (s, 1..864000; Oracle Solaris from 10),
-      ``TCP_KEEPINTVL`` (s, 1..60: bounded by the retransmit limits), ``TCP_KEEPCNT``;
-      Solaris before 11.4: idle only, as ``TCP_KEEPALIVE_THRESHOLD`` (ms).
-    * Windows 10 1709+: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL`` (s), ``TCP_KEEPCNT`` (1..255,
-      from 1703).  Before 1709 (and wine): ``WSAIoctl(SIO_KEEPALIVE_VALS)``, fields
-      ``keepalivetime`` and ``keepaliveinterval`` in ms, written together: the one not
-      given is reset to Windows' default (idle 2 h, interval 1 s); count is fixed at 10.
-    * OpenBSD: no per-socket knobs (only SO_KEEPALIVE; ``set_keepalive(sock)`` works).
+    * ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``, ``TCP_KEEPCNT`` on Linux, FreeBSD, DragonFly,
+      NetBSD (in half-second ticks: converted, rounded up), illumos / Solaris 11.4 and
+      recent Windows; macOS / iOS set idle with ``TCP_KEEPALIVE``; older Windows set idle
+      and interval together with ``WSAIoctl(SIO_KEEPALIVE_VALS)`` (the one not given is
+      reset to Windows' default); Solaris before 11.4 has only
+      ``TCP_KEEPALIVE_THRESHOLD``; OpenBSD has no per-socket knobs (only SO_KEEPALIVE:
+      ``set_keepalive(sock)`` works).
+    * macOS / iOS: ``idle + interval * count`` must fit xnu's 32-bit millisecond timer,
+      else ValueError; an accepted socket does not inherit idle from its listening socket
+      there (RuntimeWarning on a listening socket): set it on each accepted one.
 
     A knob the platform lacks raises OSError ENOPROTOOPT naming the reason.  TypeError
     and ValueError (naming the knob, the value and the valid range) come before any
@@ -179,22 +170,20 @@ def set_user_timeout(sock: SocketLike, seconds: Duration) -> None:
     the option's unit; ``0`` restores the system default.  Out of range raises
     ValueError (never clamped).  SO_KEEPALIVE is left as it is.
 
-    Platform-specific behaviour:
+    The options (units and ranges per OS: ``capabilities()`` here, and the platforms
+    page of the documentation, docs/platforms.md, for every OS):
 
-    * Linux: ``TCP_USER_TIMEOUT``, milliseconds, 0..2**31-1.  It also replaces the
-      keepalive probe count: once probes are out, the connection is dropped when this
-      much time has passed since data was last received (``Policy.from_timeout`` sets
-      it to ``idle + interval * count`` so that both agree).
-    * macOS / iOS: ``TCP_RXT_CONNDROPTIME``, seconds, 0..4294967.  Narrower than Linux:
-      it counts from the first retransmission timeout, only in ESTABLISHED, is checked
-      only when the retransmit timer fires (up to about one RTO + 64 s late), and
-      keepalive never consults it.  Not inherited by accepted sockets (RuntimeWarning
-      when set on a listening socket).
-    * Windows 10 1709+: ``TCP_MAXRT``, seconds, 1..2**31-1 (its -1, retransmit forever,
-      is not offered).
-    * FreeBSD: ``TCP_MAXUNACKTIME``, seconds, 0..4294967: the retransmit and persist
-      timers drop a connection that made no progress for that long (FreeBSD's Linux
-      emulation maps ``TCP_USER_TIMEOUT`` onto it).
+    * Linux: ``TCP_USER_TIMEOUT`` (milliseconds).  It also replaces the keepalive probe
+      count: once probes are out, the connection is dropped when this much time has
+      passed since data was last received (``Policy.from_timeout`` sets it to
+      ``idle + interval * count`` so that both agree).
+    * macOS / iOS: ``TCP_RXT_CONNDROPTIME`` (seconds), narrower than Linux: it counts
+      from the first retransmission timeout, only in ESTABLISHED, is checked only when
+      the retransmit timer fires, and keepalive never consults it.  Not inherited by
+      accepted sockets (RuntimeWarning when set on a listening socket).
+    * Windows: ``TCP_MAXRT`` (seconds; its -1, retransmit forever, is not offered).
+    * FreeBSD: ``TCP_MAXUNACKTIME`` (seconds): the retransmit and persist timers drop a
+      connection that made no progress for that long.
     * Unavailable (OSError ENOPROTOOPT, with the reason) on NetBSD, DragonFly, OpenBSD
       and illumos / Solaris.
     """

@@ -122,13 +122,9 @@ class Policy:
     ``apply``.  A policy is immutable and hashable; its attributes hold the values that
     will be applied, in seconds.
 
-    The options per platform are those of ``set_keepalive`` and ``set_user_timeout``:
-    Linux ``TCP_KEEPIDLE`` / ``TCP_KEEPINTVL`` (s), ``TCP_KEEPCNT``,
-    ``TCP_USER_TIMEOUT`` (ms); macOS / iOS idle as ``TCP_KEEPALIVE``, user timeout as
-    ``TCP_RXT_CONNDROPTIME`` (s); FreeBSD, NetBSD, DragonFly, illumos / Solaris: no user
-    timeout; Windows 10 1709+ ``TCP_KEEPIDLE`` / ``TCP_KEEPINTVL`` (s), ``TCP_KEEPCNT``,
-    ``TCP_MAXRT`` (s), before 1709 idle and interval through
-    ``WSAIoctl(SIO_KEEPALIVE_VALS)`` (``keepalivetime`` / ``keepaliveinterval``, ms);
+    The options per platform are those of ``set_keepalive`` and ``set_user_timeout``
+    (every OS's options, units and ranges: the platforms page of the documentation,
+    docs/platforms.md); NetBSD, DragonFly and illumos / Solaris have no user timeout;
     OpenBSD: only ``Policy()`` and ``Policy(keepalive=False)``.
     """
 
@@ -200,31 +196,16 @@ class Policy:
 
     if TYPE_CHECKING:
 
-        def apply(self, sock: SocketLike) -> None:
-            """Apply the whole policy to ``sock``, all or nothing.
+        def apply(self, sock: SocketLike) -> None: ...
 
-            ``sock`` is a socket, anything with ``fileno()``, or an int fd.  The calls:
-            each knob the policy sets, as its platform option in its unit (Linux
-            ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``, ``TCP_KEEPCNT``, ``TCP_USER_TIMEOUT``),
-            then Windows' ``WSAIoctl(SIO_KEEPALIVE_VALS)`` for idle and interval (before
-            10 1709), then ``SO_KEEPALIVE`` last (with no TCP-level knob, a
-            ``TCP_NODELAY`` read first proves the socket is TCP).  Every value was checked
-            when the policy was made, and the first call is the one a closed fd or a
-            non-TCP socket refuses.  Where the kernel may still refuse a value kaext's
-            range allows (illumos, FreeBSD, NetBSD, Windows ``TCP_MAXRT``), the readable
-            knobs written before it are read first and put back, so a refusal (OSError
-            with errno, knob and option) leaves the socket as it was.
-
-            On a listening socket the policy is inherited by accepted connections on
-            Linux, FreeBSD and DragonFly; on macOS only ``SO_KEEPALIVE``, interval and
-            count are, so there a policy that sets idle or the user timeout warns
-            (RuntimeWarning): apply it to each accepted socket as well.
-            """
+        @classmethod
+        def from_socket(cls: type[_P], sock: SocketLike) -> _P: ...
 
     else:
-        # The backend's function itself (documented above): one call into the C
-        # extension per apply, the hot path.  macOS: a Python wrapper that warns when
-        # the socket is listening (accepted sockets do not inherit idle/user timeout).
+        # The backend's functions themselves: one call into the C extension per apply or
+        # read-back, the hot paths; they carry the user documentation (_APPLY_DOC,
+        # _FROM_SOCKET_DOC below), so help() shows it.  macOS: a Python wrapper that warns
+        # when the socket is listening (accepted sockets do not inherit idle/user timeout).
         # macOS, FreeBSD: a policy setting only some of idle/interval/count counts the
         # socket's current ones in the 32-bit sum (check_total_on).
         if _CHECK_TOTAL or _WARN_INHERIT:
@@ -238,47 +219,6 @@ class Policy:
 
         else:
             apply = _backend.apply_policy
-
-    # -- reading back ------------------------------------------------------------------
-
-    if TYPE_CHECKING:
-
-        @classmethod
-        def from_socket(cls: type[_P], sock: SocketLike) -> _P:
-            """The policy that reproduces ``sock``'s keepalive and user timeout: what ``apply`` needs.
-
-            Reads SO_KEEPALIVE and every knob this platform can read back, each with one
-            ``getsockopt`` (Linux: ``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``, ``TCP_KEEPCNT`` in
-            seconds/probes, ``TCP_USER_TIMEOUT`` in ms; macOS: idle via ``TCP_KEEPALIVE``,
-            user timeout via ``TCP_RXT_CONNDROPTIME``; Windows 10 1709+: ``TCP_KEEPIDLE``,
-            ``TCP_KEEPINTVL``, ``TCP_KEEPCNT``, ``TCP_MAXRT``), values in seconds exactly as
-            the kernel holds them.  A knob the platform cannot read back (Windows before 10
-            1709: idle and interval, set by the write-only ``SIO_KEEPALIVE_VALS``) or that
-            ``capabilities()`` does not list is ``None``: the policy leaves it as it is.
-
-            ``Policy.from_socket(s).apply(t)`` makes ``t`` read back like ``s``:
-
-            - SO_KEEPALIVE off gives ``keepalive=False`` (the knobs are not carried: they
-              take no effect while keepalive is off, and ``t`` keeps its own);
-            - keepalive on gives ``idle``, ``interval`` and ``count`` as read, also where they
-              were never set (they read as the system defaults, e.g. Linux 7200 s, 75 s, 9);
-            - no user timeout reads as 0 and gives ``user_timeout=0.0``, which ``apply`` sets
-              (0 = the system default), so a user timeout on ``t`` is cleared too.
-
-            The policy says what the socket holds: unlike ``Policy(...)`` it does not warn
-            when that user timeout is shorter than the keepalive probing.
-
-            Raises the same errors as ``get_keepalive`` (OSError EBADF for a closed socket,
-            the kernel's errno for one that is not TCP, TypeError for an object without
-            ``fileno()``), and ValueError if the socket holds a value outside the range a
-            policy accepts here (``capabilities()``).  One backend call, like ``apply``.
-            """
-            policy: _P = _backend.read_policy(cls, sock)
-            return policy
-
-    else:
-        # The backend's function itself (documented above): one call that reads the
-        # options and makes the Policy, the read-back hot path.
         from_socket = classmethod(_backend.read_policy)
 
     # -- budgets ---------------------------------------------------------------------
@@ -583,6 +523,58 @@ def as_policy(policy: Policy | str) -> Policy:
     except ValueError as exc:
         raise ValueError(f"{exc}; or a middlebox name: {', '.join(MIDDLEBOXES)}") from None
 
+
+_APPLY_DOC = """Apply the whole policy to ``sock``, all or nothing.
+
+``sock`` is a socket, anything with ``fileno()``, or an int fd.  The calls: each knob the
+policy sets, as this platform's option in its unit (``capabilities()`` names them: e.g.
+``TCP_KEEPIDLE``, ``TCP_KEEPINTVL``, ``TCP_KEEPCNT``, the user timeout option), then
+``WSAIoctl(SIO_KEEPALIVE_VALS)`` where Windows needs it for idle and interval, then
+``SO_KEEPALIVE`` last (with no TCP-level knob, a ``TCP_NODELAY`` read first proves the socket
+is TCP).  Every value was checked when the policy was made, and the first call is the one a
+closed fd or a non-TCP socket refuses.  Where the kernel may still refuse a value kaext's
+range allows, the readable knobs written before it are read first and put back, so a refusal
+(OSError with errno, knob and option) leaves the socket as it was.
+
+On a listening socket the policy is inherited by accepted connections where the OS copies
+the options to them; where it copies only some (macOS), a policy that sets one it does not
+copy warns (RuntimeWarning): apply it to each accepted socket as well.
+
+The option, unit and range of each knob on each OS: the platforms page of the
+documentation (docs/platforms.md).
+"""
+
+_FROM_SOCKET_DOC = """The policy that reproduces ``sock``'s keepalive and user timeout: what ``apply`` needs.
+
+Reads SO_KEEPALIVE and every knob this platform can read back, each with one
+``getsockopt`` of the option ``capabilities()`` names, values in seconds exactly as the
+kernel holds them.  A knob the platform cannot read back (write-only mechanisms such as
+``SIO_KEEPALIVE_VALS``; ``Knob.readable`` is False) or that ``capabilities()`` does not
+list is ``None``: the policy leaves it as it is.
+
+``Policy.from_socket(s).apply(t)`` makes ``t`` read back like ``s``:
+
+- SO_KEEPALIVE off gives ``keepalive=False`` (the knobs are not carried: they take no
+  effect while keepalive is off, and ``t`` keeps its own);
+- keepalive on gives ``idle``, ``interval`` and ``count`` as read, also where they were
+  never set (they read as the system defaults, ``system_defaults()``);
+- no user timeout reads as 0 and gives ``user_timeout=0.0``, which ``apply`` sets (0 = the
+  system default), so a user timeout on ``t`` is cleared too.
+
+The policy says what the socket holds: unlike ``Policy(...)`` it does not warn when that
+user timeout is shorter than the keepalive probing.
+
+Raises the same errors as ``get_keepalive`` (OSError EBADF for a closed socket, the
+kernel's errno for one that is not TCP, TypeError for an object without ``fileno()``), and
+ValueError if the socket holds a value outside the range a policy accepts here
+(``capabilities()``).  One backend call, like ``apply``.  Which options each OS reads: the
+platforms page of the documentation (docs/platforms.md).
+"""
+# help(Policy.apply) / help(Policy.from_socket) show the user documentation: the methods are
+# the backend's own functions (no wrapper on the hot path), so they carry it.
+for _method, _doc in ((Policy.apply, _APPLY_DOC), (Policy.from_socket, _FROM_SOCKET_DOC)):
+    getattr(_method, "__func__", _method).__doc__ = _doc
+del _method, _doc
 
 # The backend makes the Policy that from_socket returns itself, in one call.
 _backend.bind_policy(Policy, read_back_knobs())
