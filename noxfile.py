@@ -58,6 +58,13 @@ def docs(session: nox.Session) -> None:
     _step(session, "08-docs.sh")
 
 
+@nox.session(name="kernel-model")
+def kernel_model(session: nox.Session) -> None:
+    """The public-API suite against every per-OS kernel model (pure implementation)."""
+    _installed(session)
+    _step(session, "09-kernel-model.sh")
+
+
 @nox.session
 def cross(session: nox.Session) -> None:
     """The C shim cross-compiled for Windows and run under wine, other OSes' headers (10-windows-cross.sh)."""

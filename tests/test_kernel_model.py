@@ -4,7 +4,7 @@
 ``sys.platform`` ("android" from 3.13, gh-71052 / PEP 738; "ios" from 3.13, PEP 730;
 "tvos", "watchos", "visionos" from 3.14; "wasi", "emscripten"; "cygwin").  Android runs
 a Linux kernel, the Apple platforms xnu.  The suite against every model runs in
-fresh interpreters (.ci/steps/08-kernel-model.sh; here too: about a second).
+fresh interpreters (.ci/steps/09-kernel-model.sh; here too: about a second).
 """
 
 from __future__ import annotations
