@@ -59,7 +59,7 @@ COUNT = 3
 #: Connections opened per second, at most.
 OPEN_RATE = 20
 #: Connections one run may open, at most (``idle_times`` raises beyond it).
-MAX_CONNECTIONS = 1000
+MAX_CONNECTIONS = 500
 #: Seconds before its idle time a connection's keepalive timer is set again (a short timer fires on time).
 REARM = 1.5
 #: Seconds between two looks at every socket.
