@@ -270,7 +270,7 @@ def nft_ruleset(mode: str) -> str:
     return (
         "table ip kaextnat {\n"
         "  chain post { type nat hook postrouting priority srcnat; oifname \"o*\" masquerade; }\n"
-        f"  chain fwd {{ type filter hook forward priority filter; ct state invalid {verdict}; }}\n"
+        f"  chain forward_filter {{ type filter hook forward priority filter; ct state invalid {verdict}; }}\n"
         "}\n"
     )
 
