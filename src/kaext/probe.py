@@ -1,0 +1,471 @@
+"""``python -m kaext.probe HOST PORT``: measure how long the path to a server keeps an idle TCP connection.
+
+    python -m kaext.probe HOST PORT [--max SECONDS] [--resolution FRACTION] [--json]
+
+A NAT, firewall, load balancer or carrier on the path forgets an idle flow after some
+time; TCP keepalive measures it.  One connection per idle time ``t`` (every whole
+second while 1 s is the finer step, then growing by ``resolution``: 1, 2, ... 40, 42,
+44, ... up to ``--max``) is opened to the server, each with its keepalive idle time
+set to ``t``.  A flow the path still holds when its first probe goes out is answered
+(it *survived* ``t``); one the path has forgotten loses its probe (no answer, or an
+RST) and the kernel drops the connection (*lost*).  The shortest lost idle time is the
+path's idle timeout; the longest survived one below it brackets it from beneath.  A
+server that closes idle connections itself sends a FIN: that is reported as
+``server_closed_after``, never as a timeout of the path.
+
+Timing comes from the kernel's own view of each socket where the OS shows it (Linux
+``TCP_INFO``: ``tcpi_probes`` -- probes out unanswered, ``tcpi_last_ack_recv`` /
+``tcpi_last_data_recv`` -- when the flow was last heard from); elsewhere the asked
+idle time is used.  Linux's timer wheel fires a long timer late by up to an eighth of
+its length, so each connection's keepalive timer is set again (``TCP_KEEPIDLE``) a
+moment before it is due: a short timer fires on time.
+
+Costs for the defaults (``--max 1200 --resolution 0.05``): at most 114 connections,
+opened at most 20 per second, all of them open only during the first seconds; each
+survivor is closed as soon as its first probe is answered.
+
+Exit status: 0 when the run completed (a timeout found, or none up to ``--max``), 2 for
+bad arguments or a server that cannot be reached (one line on stderr), 130 on Ctrl-C
+after every socket is closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import math
+import os
+import select
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, NoReturn
+
+from . import _platform
+from ._functions import set_keepalive
+from ._policy import Policy
+
+__all__ = ["ProbeResult", "Progress", "idle_times", "kernel_timing", "main", "measure"]
+
+PROG = "python -m kaext.probe"
+
+#: Seconds between unanswered keepalive probes, and how many before the kernel drops a connection.
+INTERVAL = 1
+COUNT = 3
+#: Connections opened per second, at most.
+OPEN_RATE = 20
+#: Connections one run may open, at most (``idle_times`` raises beyond it).
+MAX_CONNECTIONS = 500
+#: Seconds before its idle time a connection's keepalive timer is set again (a short timer fires on time).
+REARM = 1.5
+#: Seconds between two looks at every socket.
+POLL = 0.05
+#: Seconds a connect may take.
+CONNECT_TIMEOUT = 10.0
+#: ``--max``: 1 s .. Linux's TCP_KEEPIDLE limit.
+MAX_IDLE_RANGE = (1, 32767)
+#: ``--resolution``: the bracket's width as a fraction of the timeout.
+RESOLUTION_RANGE = (0.01, 1.0)
+
+# struct tcp_info (include/uapi/linux/tcp.h): 8 one-byte fields (tcpi_probes the 4th),
+# then u32 tcpi_rto, ato, snd_mss, rcv_mss, unacked, sacked, lost, retrans, fackets,
+# last_data_sent, last_ack_sent, last_data_recv (#11), last_ack_recv (#12), ... (ms).
+_TCP_INFO = struct.Struct("8B13I")
+
+
+def kernel_timing() -> bool:
+    """Whether this OS shows when a socket's probes went out (Linux ``TCP_INFO``); else asked times are used."""
+    return _platform.FAMILY == "linux" and hasattr(socket, "TCP_INFO")
+
+
+def _tcp_info(sock: socket.socket) -> tuple[int, float] | None:
+    """(unanswered probes out, seconds since the peer was last heard from), or None when unreadable."""
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
+    except OSError:
+        return None
+    if len(raw) < _TCP_INFO.size:
+        return None
+    v = _TCP_INFO.unpack(raw)
+    return v[3], min(v[8 + 11], v[8 + 12]) / 1000
+
+
+def idle_times(max_idle: float = 1200, resolution: float = 0.05) -> list[int]:
+    """The idle times one run tries, in whole seconds: each at most ``max(1, resolution * t)`` above the last.
+
+    Raises TypeError / ValueError for a value of the wrong type or outside
+    ``MAX_IDLE_RANGE`` / ``RESOLUTION_RANGE``.
+    """
+    for name, value, (low, high) in (("max_idle", max_idle, MAX_IDLE_RANGE),
+                                     ("resolution", resolution, RESOLUTION_RANGE)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}"
+                            if name == "max_idle" else f"{name} must be a number, got {type(value).__name__}")
+        if not (low <= value <= high) or math.isnan(value):
+            raise ValueError(f"{name}={value!r} is out of range ({low} .. {high})")
+    out: list[int] = []
+    t = 1
+    while t <= max_idle:
+        out.append(t)
+        t = max(t + 1, math.floor(t * (1 + resolution)))
+    if len(out) > MAX_CONNECTIONS:
+        raise ValueError(f"max_idle={max_idle!r} with resolution={resolution!r} needs {len(out)} connections, "
+                         f"more than {MAX_CONNECTIONS}; use a coarser resolution or a smaller max_idle")
+    return out
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One run's result; ``as_dict()`` is the JSON of ``--json``.
+
+    ``idle_timeout``: the shortest idle time (s) after which a flow was lost, None when
+    every flow survived; ``survived``: the longest idle time (s) a flow survived below it;
+    ``server_closed_after``: seconds after which the server itself closed idle
+    connections (FIN), or None; ``policy``: ``str(Policy.for_idle_timeout(survived))``
+    when a timeout was found, else None; ``elapsed``: wall seconds; ``connections``:
+    how many were opened.
+    """
+
+    host: str
+    port: int
+    idle_timeout: float | None
+    survived: float | None
+    server_closed_after: float | None
+    policy: str | None
+    elapsed: float
+    connections: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What a run knows so far, handed to ``measure``'s ``progress`` callback."""
+
+    elapsed: float
+    open: int
+    survived: int
+    lost: int
+    low: float | None  # longest idle survived so far
+    high: float | None  # shortest idle lost so far
+
+
+class _Flow:
+    __slots__ = ("target", "sock", "ref", "last_poll", "probe_at", "rearmed", "outcome", "idle")
+
+    def __init__(self, target: int, sock: socket.socket, now: float) -> None:
+        self.target = target
+        self.sock: socket.socket | None = sock
+        self.ref = now  # when the peer was last heard from (monotonic s)
+        self.last_poll = now
+        self.probe_at: float | None = None
+        self.rearmed = False
+        self.outcome: str | None = None  # "survived", "lost", "closed"
+        self.idle: float | None = None
+
+    def finish(self, outcome: str, idle: float) -> None:
+        self.outcome, self.idle = outcome, idle
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+def _connect(address: tuple[int, Any], host: str, port: int) -> socket.socket:
+    family, sockaddr = address
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(CONNECT_TIMEOUT)
+        sock.connect(sockaddr)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        code = exc.errno if exc.errno is not None else errno.ETIMEDOUT
+        raise OSError(code, f"cannot connect to {host} port {port}: {exc.strerror or exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _resolve(host: str, port: int) -> tuple[int, Any]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise OSError(errno.EHOSTUNREACH, f"cannot resolve {host!r}: {exc.strerror}") from exc
+    return infos[0][0], infos[0][4]
+
+
+def measure(
+    host: str,
+    port: int,
+    *,
+    max_idle: float = 1200,
+    resolution: float = 0.05,
+    progress: Callable[[Progress], None] | None = None,
+) -> ProbeResult:
+    """Measure how long the path to ``host``:``port`` keeps an idle TCP connection.
+
+    Opens one connection per idle time of ``idle_times(max_idle, resolution)`` (at most
+    ``OPEN_RATE`` a second), each with SO_KEEPALIVE on and its keepalive idle time
+    (Linux ``TCP_KEEPIDLE``, s; macOS ``TCP_KEEPALIVE``) set to that time, interval
+    ``INTERVAL`` s, ``COUNT`` probes, and watches which ones the path drops.  Returns
+    once the timeout is bracketed to within ``max(1 s, resolution * timeout)``, or every
+    flow survived up to ``max_idle``; every socket is closed on return and on any
+    exception (KeyboardInterrupt included, which reaches the caller).  On Linux the
+    idle times are the kernel's (``TCP_INFO``); elsewhere the asked ones.
+
+    ``progress``, when given, is called about twice a second with a :class:`Progress`.
+    Raises TypeError / ValueError for bad arguments, OSError (with errno) when the
+    server cannot be reached.
+    """
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, got {type(host).__name__}")
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int, got {type(port).__name__}")
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port={port!r} is out of range (1 .. 65535)")
+    pending = idle_times(max_idle, resolution)
+    kernel = kernel_timing()
+    start = time.monotonic()
+    address = _resolve(host, port)
+    flows: list[_Flow] = []
+    opened = 0
+    last_progress = start
+    try:
+        while True:
+            now = time.monotonic()
+            lost = [f for f in flows if f.outcome == "lost"]
+            closed = [f for f in flows if f.outcome == "closed"]
+            cutoff = min((f.target for f in lost + closed), default=math.inf)
+            # open the next connection (the first one must succeed: the server is reachable)
+            if pending and pending[0] < cutoff and opened < (now - start) * OPEN_RATE + 1:
+                target = pending.pop(0)
+                try:
+                    sock = _connect(address, host, port)
+                except OSError:
+                    if not flows:
+                        raise
+                else:
+                    try:
+                        set_keepalive(sock, idle=target, interval=INTERVAL, count=COUNT)
+                    except BaseException:
+                        sock.close()
+                        raise
+                    flows.append(_Flow(target, sock, time.monotonic()))
+                opened += 1
+            live = [f for f in flows if f.sock is not None]
+            for f in live:
+                if f.target >= cutoff:
+                    f.finish("skipped", math.nan)
+            live = [f for f in live if f.sock is not None]
+            if not pending or pending[0] >= cutoff:
+                if not live:
+                    break
+            _poll(live, kernel)
+            now = time.monotonic()
+            if progress is not None and now - last_progress >= 0.5:
+                last_progress = now
+                progress(_progress(flows, now - start))
+        elapsed = time.monotonic() - start
+    finally:
+        for f in flows:
+            if f.sock is not None:
+                f.sock.close()
+                f.sock = None
+    if progress is not None:
+        progress(_progress(flows, elapsed))
+    return _result(host, port, flows, elapsed, opened)
+
+
+def _poll(live: list[_Flow], kernel: bool) -> None:
+    """One look at every live connection: readable data / FIN / error, then the kernel's probe state."""
+    socks = [f.sock for f in live if f.sock is not None]
+    readable, _, _ = select.select(socks, [], [], POLL) if socks else ([], [], [])
+    ready = {s.fileno() for s in readable}
+    now = time.monotonic()
+    for f in live:
+        sock = f.sock
+        assert sock is not None
+        between = (f.last_poll + now) / 2  # something that happened since the last look: about here
+        if kernel:
+            info = _tcp_info(sock)
+            if info is not None:
+                probes, quiet = info
+                heard = now - quiet
+                if f.probe_at is None and probes >= 1:
+                    f.probe_at = between
+                if not f.rearmed:
+                    f.ref = heard  # the kernel's view; data from the server before the probe restarts idle
+                elif heard > f.ref + 0.2:
+                    # the probe was answered: the path still held the flow
+                    f.finish("survived", (f.probe_at if f.probe_at is not None else heard) - f.ref)
+                    continue
+            if not f.rearmed and now >= f.ref + f.target - REARM:
+                f.rearmed = True
+                try:
+                    set_keepalive(sock, idle=f.target)  # the kernel re-arms the timer for what is left
+                except OSError:
+                    pass
+        elif now >= f.ref + f.target + INTERVAL * (COUNT + 1):
+            f.finish("survived", float(f.target))
+            continue
+        if sock.fileno() in ready:
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                data = None
+            except OSError:
+                probe = f.probe_at if f.probe_at is not None else between
+                f.finish("lost", (probe - f.ref) if kernel else float(f.target))
+                continue
+            if data == b"":
+                f.finish("closed", between - f.ref)
+                continue
+        f.last_poll = now
+
+
+def _bracket(flows: list[_Flow]) -> tuple[float | None, float | None]:
+    lost = [f.idle for f in flows if f.outcome == "lost" and f.idle is not None]
+    high = min(lost) if lost else None
+    below = [f.idle for f in flows if f.outcome == "survived" and f.idle is not None
+             and (high is None or f.idle < high)]
+    return (max(below) if below else None), high
+
+
+def _progress(flows: list[_Flow], elapsed: float) -> Progress:
+    low, high = _bracket(flows)
+    return Progress(
+        elapsed=elapsed,
+        open=sum(f.sock is not None for f in flows),
+        survived=sum(f.outcome == "survived" for f in flows),
+        lost=sum(f.outcome == "lost" for f in flows),
+        low=low,
+        high=high,
+    )
+
+
+def _result(host: str, port: int, flows: list[_Flow], elapsed: float, opened: int) -> ProbeResult:
+    low, high = _bracket(flows)
+    closed = [f.idle for f in flows if f.outcome == "closed" and f.idle is not None]
+    policy = None
+    if high is not None and low is not None:
+        try:
+            policy = str(Policy.for_idle_timeout(low))
+        except (ValueError, OSError):
+            policy = None
+    return ProbeResult(
+        host=host,
+        port=port,
+        idle_timeout=None if high is None else round(high, 3),
+        survived=None if low is None else round(low, 3),
+        server_closed_after=round(min(closed), 3) if closed else None,
+        policy=policy,
+        elapsed=round(elapsed, 3),
+        connections=opened,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------
+
+
+def _prog() -> str:
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "kaext-probe" if script.startswith("kaext-probe") else PROG
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message)
+
+
+def _number(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+    return parse
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
+
+
+def verdict(result: ProbeResult) -> str:
+    """The final one-line verdict ``main`` prints."""
+    where = f"{result.host} port {result.port}"
+    if result.idle_timeout is not None:
+        line = (f"{where}: the path forgets an idle connection after {_seconds(result.survived)} .. "
+                f"{_seconds(result.idle_timeout)}")
+        line += (f"; recommended policy {result.policy!r} (Policy.parse)" if result.policy
+                 else "; too short for a keepalive policy")
+    elif result.server_closed_after is not None:
+        line = (f"{where}: no idle timeout on the path up to {_seconds(result.survived)}; "
+                f"the server itself closes idle connections after {_seconds(result.server_closed_after)}")
+    else:
+        line = f"{where}: no idle timeout up to {_seconds(result.survived)}"
+    if result.idle_timeout is not None and result.server_closed_after is not None:
+        line += f"; the server closes idle connections after {_seconds(result.server_closed_after)}"
+    return line + f" ({result.connections} connections, {result.elapsed:.0f} s)"
+
+
+def _show(p: Progress) -> None:
+    sys.stderr.write(f"\r{_prog()}: {p.elapsed:5.0f} s, {p.open} open, {p.survived} survived, {p.lost} lost, "
+                     f"bracket {_seconds(p.low)} .. {_seconds(p.high)}\x1b[K")
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kaext.probe`` / ``kaext-probe``; returns the exit status."""
+    parser = _Parser(prog=_prog(), description="Measure how long the network path to a TCP server keeps "
+                     "an idle connection, with TCP keepalive.")
+    parser.add_argument("host")
+    parser.add_argument("port", type=_number(int))
+    parser.add_argument("--max", type=_number(float), default=1200, metavar="SECONDS",
+                        help="longest idle time tried (default 1200)")
+    parser.add_argument("--resolution", type=_number(float), default=0.05, metavar="FRACTION",
+                        help="bracket width as a fraction of the timeout (default 0.05; never under 1 s)")
+    parser.add_argument("--json", action="store_true", help="print only the result as JSON")
+    tty = sys.stderr.isatty()
+    try:
+        args = parser.parse_args(argv)
+        result = measure(args.host, args.port, max_idle=args.max, resolution=args.resolution,
+                         progress=_show if tty else None)
+    except _UsageError as exc:
+        print(f"{_prog()}: error: {exc}", file=sys.stderr)
+        return 2
+    except (TypeError, ValueError, OSError) as exc:
+        if tty:
+            sys.stderr.write("\n")
+        print(f"{_prog()}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if tty:
+            sys.stderr.write("\n")
+        print(f"{_prog()}: interrupted; every connection is closed", file=sys.stderr)
+        return 130
+    if tty:
+        sys.stderr.write("\n")
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(verdict(result))
+        if not kernel_timing():
+            print("(idle times are the asked ones: this OS does not show when its probes went out)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
