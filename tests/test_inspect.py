@@ -307,6 +307,20 @@ def test_all_includes_a_child(implementation: str) -> None:
         assert row["verdict"] == "ok"
 
 
+def test_all_names_each_process_it_cannot_list(implementation: str) -> None:
+    """Another user's process under --all: named on stderr and counted, not silently empty."""
+    needs_other_users()
+    with child("ipv4", client=[1, 31, 7, 5, 0], server=[1, 60, 6, 6, 0], user=TARGET_UID) as c:
+        done = run_cli_as(implementation, OTHER_UID, OTHER_UID, "--all")
+    assert done.returncode in (0, 1), done.stderr
+    assert "Traceback" not in done.stderr
+    named = [line for line in done.stderr.splitlines() if f"pid {c.pid}:" in line]
+    assert len(named) == 1 and "sockets not listed" in named[0], done.stderr
+    summary = done.stdout.splitlines()[-1]
+    assert " skipped (gone, or no permission)" in summary, summary
+    assert int(summary.split("; ")[-1].split()[0]) >= 1, summary
+
+
 def _namespace() -> netns.Namespace:
     reason = netns.namespace_unavailable()
     if reason:
