@@ -356,3 +356,38 @@ class NatLab:
         self._namespaces.clear()
         if errors:
             raise LabError("; ".join(errors))
+             raise LabError("; ".join(errors))
+
+
+def namespace_unavailable() -> str | None:
+    """Why a bare network namespace cannot be made here (not root, no ``ip``), or None."""
+    if not sys.platform.startswith("linux"):
+        return f"network namespaces are Linux-only (this is {sys.platform})"
+    if os.geteuid() != 0:
+        return "needs root to create a network namespace"
+    if shutil.which("ip") is None:
+        return "the `ip` command (Debian package iproute2) is not installed"
+    return None
+
+
+class Namespace:
+    """One network namespace with its loopback up, under a unique name; a context manager
+    that deletes it on leaving (also on failure)."""
+
+    def __init__(self) -> None:
+        self.name = f"kaext-ns{os.getpid()}x{next(_counter)}"
+        ip("netns", "add", self.name)
+        try:
+            ip("-n", self.name, "link", "set", "lo", "up")
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        ip("netns", "del", self.name, check=False)
+
+    def __enter__(self) -> str:
+        return self.name
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

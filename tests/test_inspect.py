@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import netns
 import pytest
 from processes import OTHER_UID, TARGET_UID, child, cli_env, python_for, run_cli, run_cli_as
 from sockets import HAVE_IPV6
@@ -304,6 +305,57 @@ def test_all_includes_a_child(implementation: str) -> None:
         row = rows[c.sock(name)["fd"]]
         assert (row["keepalive"], row["user_timeout"]) == as_json_state(own[name])
         assert row["verdict"] == "ok"
+
+
+def test_all_names_each_process_it_cannot_list(implementation: str) -> None:
+    """Another user's process under --all: named on stderr and counted, not silently empty."""
+    needs_other_users()
+    with child("ipv4", client=[1, 31, 7, 5, 0], server=[1, 60, 6, 6, 0], user=TARGET_UID) as c:
+        done = run_cli_as(implementation, OTHER_UID, OTHER_UID, "--all")
+    assert done.returncode in (0, 1), done.stderr
+    assert "Traceback" not in done.stderr
+    named = [line for line in done.stderr.splitlines() if f"pid {c.pid}:" in line]
+    assert len(named) == 1 and "sockets not listed" in named[0], done.stderr
+    summary = done.stdout.splitlines()[-1]
+    assert " skipped (gone, or no permission)" in summary, summary
+    assert int(summary.split("; ")[-1].split()[0]) >= 1, summary
+
+
+def _namespace() -> netns.Namespace:
+    reason = netns.namespace_unavailable()
+    if reason:
+        if os.environ.get("KAEXT_REQUIRE_NETNS") == "1":
+            pytest.fail(f"{reason}, but KAEXT_REQUIRE_NETNS=1")
+        pytest.skip(reason)
+    return netns.Namespace()
+
+
+@pytest.mark.parametrize("order", ["other-first", "host-first", "all"])
+def test_processes_in_two_network_namespaces_any_order_then_apply(implementation: str, order: str) -> None:
+    """Every socket of each process, whichever namespace comes first; --apply reaches them all."""
+    with (
+        _namespace() as ns,
+        child("ipv4", client=[1, 31, 7, 5, 0], server=[1, 33, 9, 3, 0], netns=ns) as away,
+        child("ipv4", client=[1, 32, 8, 6, 0], server=[1, 34, 5, 2, 0]) as here,
+    ):
+        pids = {"other-first": [str(away.pid), str(here.pid)], "host-first": [str(here.pid), str(away.pid)]}
+        args = pids.get(order, ["--all"])
+        listed = run_cli(implementation, *args, "--json")
+        before = {c.pid: c.read() for c in (away, here)}
+        applied = run_cli(implementation, *args, "--apply", "7s:3s:4 user_timeout=19s", "--json")
+        after = {c.pid: c.read() for c in (away, here)}
+    assert listed.returncode in ((0, 1) if order == "all" else (0,)), listed.stderr
+    assert applied.returncode in ((0, 1) if order == "all" else (0,)), applied.stderr
+    for c in (away, here):
+        rows = rows_of(listed.stdout, c.pid)
+        assert {r["fd"] for r in rows.values()} == {c.sock(n)["fd"] for n in ("listener", "client", "server")}, c.pid
+        for name in ("listener", "client", "server"):
+            row = rows[c.sock(name)["fd"]]
+            assert tuple(row["local"]) == tuple(c.sock(name)["local"]), (c.pid, name)
+            assert (row["keepalive"], row["user_timeout"]) == as_json_state(before[c.pid][name]), (c.pid, name)
+            assert after[c.pid][name] == [1, 7, 3, 4, 19000], (c.pid, name)  # what the process itself reads
+        read_back = rows_of(applied.stdout, c.pid)
+        assert {r["fd"] for r in read_back.values()} == set(rows), c.pid
 
 
 @pytest.mark.one_implementation

@@ -501,23 +501,37 @@ def _collect(
             continue
         if sockets:
             found.append((pid, sockets, reason))
+    # One table per network namespace (keyed by its device and inode): this process's
+    # from one sock_diag dump, another's from /proc/<pid>/net/tcp of a process in it.
     own_ns = _netns(os.getpid())
-    shared = [own_ns is not None and _netns(pid) == own_ns for pid, _, _ in found]
-    table: dict[int, TableRow] = {}
-    if any(shared):
-        wanted = set().union(*(sockets for (_, sockets, _), here in zip(found, shared, strict=True) if here))
-        try:
-            table = _netlink_table(wanted, backend)
-        except OSError:  # no sock_diag (a kernel without it, or a seccomp filter)
-            table = _proc_table(os.getpid(), wanted)
-    for (pid, sockets, reason), here in zip(found, shared, strict=True):
-        if not here:  # another network namespace (or unknown): the process's own view
+    groups: dict[object, list[int]] = {}  # namespace -> indexes into found
+    for index, (pid, _, _) in enumerate(found):
+        ns = _netns(pid)
+        key: object = ns if ns is not None else ("pid", pid)  # unknown: the process's own view
+        groups.setdefault("own" if own_ns is not None and ns == own_ns else key, []).append(index)
+    tables: dict[int, dict[int, TableRow]] = {}  # index into found -> its namespace's table
+    for key, members in groups.items():
+        wanted: set[int] = set().union(*(found[i][1] for i in members))
+        if key == "own":
             try:
-                table = _proc_table(pid, set(sockets))
+                table = _netlink_table(wanted, backend)
+            except OSError:  # no sock_diag (a kernel without it, or a seccomp filter)
+                table = _proc_table(os.getpid(), wanted)
+            tables.update(dict.fromkeys(members, table))
+            continue
+        pending = list(members)
+        while pending:  # read through the first member that is still there
+            first = pending.pop(0)
+            try:
+                table = _proc_table(found[first][0], wanted)
             except OSError as exc:
-                errors.append((pid, exc))
+                errors.append((found[first][0], exc))
                 continue
-        rows.extend(_rows(pid, sockets, reason, table))
+            tables.update(dict.fromkeys([first, *pending], table))
+            break
+    for index, (pid, sockets, reason) in enumerate(found):
+        if index in tables:  # else its namespace's table could not be read: in errors
+            rows.extend(_rows(pid, sockets, reason, tables[index]))
     return rows, errors
 
 

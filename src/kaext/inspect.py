@@ -262,12 +262,14 @@ def _run(argv: Sequence[str] | None) -> int:
     pids: list[int] = _all_pids() if args.all else list(dict.fromkeys(args.pids))
     rows, errors = _collect(pids)
     skipped = 0
+    notes: list[str] = []
+    unlisted: list[str] = []  # named on stderr, counted in the summary; the exit status stays the verdicts'
     if args.all:  # processes that vanished or may not be inspected are skipped
         skipped = len(errors)
+        unlisted.extend(_unlisted(errors))
     elif errors:
         raise UsageError(str(errors[0][1].strerror or errors[0][1]))
 
-    notes: list[str] = []
     if policy is not None:
         # with --all, only the processes whose sockets could be read (the others would refuse)
         targets = [
@@ -281,6 +283,12 @@ def _run(argv: Sequence[str] | None) -> int:
         rows, errors = _collect(sorted({r.pid for r in rows}))  # read back what the kernel holds now
         if errors and not args.all:
             raise UsageError(str(errors[0][1].strerror or errors[0][1]))
+        unlisted.extend(_unlisted(errors))
+        now = {(r.pid, r.fd) for r in rows}
+        bad = {(row.pid, row.fd) for row, _ in failed}
+        for row in targets:  # applied, yet not there when read back: never a silent success
+            if (row.pid, row.fd) not in bad and (row.pid, row.fd) not in now:
+                notes.append(f"--apply {policy}: pid {row.pid} fd {row.fd}: not found when read back")
 
     judged = [verdict(r, idle_timeout) for r in rows]
     failing = sum(1 for v in judged if v is not None and v != PASS)
@@ -299,9 +307,19 @@ def _run(argv: Sequence[str] | None) -> int:
         if skipped:
             summary += f"; {skipped} process{'' if skipped == 1 else 'es'} skipped (gone, or no permission)"
         print(summary)
-    for note in notes:
+    for note in [*unlisted, *notes]:
         print(f"{_prog()}: {note}", file=sys.stderr)
     return 1 if failing or notes else 0
+
+
+def _unlisted(errors: list[tuple[int, OSError]]) -> list[str]:
+    """One line per process whose sockets could not be listed (one that has exited meanwhile
+    holds none, and is only counted)."""
+    return [
+        f"pid {pid}: sockets not listed: {exc.strerror or exc}"
+        for pid, exc in errors
+        if not isinstance(exc, ProcessLookupError)
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,8 @@ upper case fail:
 
 ``--live`` opens a loopback connection, applies a policy and checks the
 kernel's own view of the keepalive timer (``/proc/net/tcp``, ``/proc/net/tcp6``
-and ``TCP_INFO`` where the system has them).  ``--idle-timeout N`` checks that a
+and ``TCP_INFO`` where the system has them); a policy that turns keepalive off
+(``--policy off``) is checked to stop the timer of a socket whose keepalive was on.  ``--idle-timeout N`` checks that a
 policy sends its first probe before a middlebox that forgets idle flows after
 ``N`` seconds does so.
 
@@ -437,6 +438,8 @@ def _live_one(family_name: str, family: int, host: str, policy: kaext.Policy) ->
     ticks_per_s = os.sysconf("SC_CLK_TCK")  # /proc/net/tcp prints clock_t (USER_HZ) ticks
     with ExitStack() as stack:
         _, client, accepted = _loopback_pair(family, host, stack)
+        if not policy.keepalive:  # keepalive on first, so that the policy has a timer to stop
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         policy.apply(client)
         applied = time.monotonic()
         state = kaext.get_keepalive(client)
@@ -466,7 +469,12 @@ def _live_one(family_name: str, family: int, host: str, policy: kaext.Policy) ->
     # The timer was armed for ``idle`` when SO_KEEPALIVE went on, at most ``elapsed``
     # seconds before the read; the kernel prints the rest truncated to whole ticks.
     tolerance = 2 / ticks_per_s + 0.02
-    if entry["timer_active"] != 2:
+    if not policy.keepalive:
+        if state.enabled or entry["timer_active"] == 2:
+            verdict, detail = "MISMATCH", f"keepalive still on (timer {out['timer']}) after policy {policy}"
+        else:
+            verdict, detail = "ok", f"keepalive off and no keepalive timer (timer {out['timer']})"
+    elif entry["timer_active"] != 2:
         verdict, detail = "MISMATCH", f"keepalive timer not armed (timer {out['timer']})"
     elif idle is None:
         verdict, detail = "write-only", f"timer armed, {remaining:g} s left; idle cannot be read back here"
@@ -498,9 +506,6 @@ def run_live(spec: str = LIVE_POLICY) -> dict[str, Any]:
     out: dict[str, Any] = {"available": False, "policy": str(policy), "connections": [], "ok": True, "detail": ""}
     if not os.path.exists(_PROC["IPv4"]):
         out["detail"] = "not available: this system has no /proc/net/tcp view of TCP timers"
-        return out
-    if not policy.keepalive:
-        out.update(ok=False, detail=f"policy {policy} turns keepalive off: no timer to check")
         return out
     out["available"] = True
     for name, family, host in _FAMILIES:
