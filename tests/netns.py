@@ -356,7 +356,6 @@ class NatLab:
         self._namespaces.clear()
         if errors:
             raise LabError("; ".join(errors))
-             raise LabError("; ".join(errors))
 
 
 def namespace_unavailable() -> str | None:
