@@ -41,7 +41,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, NoReturn
 
@@ -263,9 +263,8 @@ def measure(
                 if f.target >= cutoff:
                     f.finish("skipped", math.nan)
             live = [f for f in live if f.sock is not None]
-            if not pending or pending[0] >= cutoff:
-                if not live:
-                    break
+            if (not pending or pending[0] >= cutoff) and not live:
+                break
             _poll(live, kernel)
             now = time.monotonic()
             if progress is not None and now - last_progress >= 0.5:
