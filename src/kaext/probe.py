@@ -140,6 +140,8 @@ class ProbeResult:
     connections: int
 
     def as_dict(self) -> dict[str, Any]:
+        """The result as the ``--json`` object: the eight fields by name, seconds as floats,
+        ``None`` where a field has no value."""
         return asdict(self)
 
 
