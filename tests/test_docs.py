@@ -56,7 +56,12 @@ def _public_callables() -> dict[str, Any]:
     found: dict[str, Any] = {}
     for mod in _public_modules():
         for name in getattr(mod, "__all__", ()):
-            obj = getattr(mod, name)
+            try:
+                obj = getattr(mod, name)
+            except ImportError:
+                # kaext.adapters' names load their library (requests, httpx) on first use; a
+                # venv without it (the wheel checks) has nothing of theirs to document.
+                continue
             if inspect.ismodule(obj) or not callable(obj):
                 continue
             found[f"{mod.__name__}.{name}"] = obj
