@@ -38,14 +38,13 @@ import math
 import os
 import select
 import socket
-import struct
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, NoReturn
 
-from . import _platform
+from . import _tcp_info
 from ._functions import set_keepalive
 from ._policy import Policy
 
@@ -71,27 +70,17 @@ MAX_IDLE_RANGE = (1, 32767)
 #: ``--resolution``: the bracket's width as a fraction of the timeout.
 RESOLUTION_RANGE = (0.01, 1.0)
 
-# struct tcp_info (include/uapi/linux/tcp.h): 8 one-byte fields (tcpi_probes the 4th),
-# then u32 tcpi_rto, ato, snd_mss, rcv_mss, unacked, sacked, lost, retrans, fackets,
-# last_data_sent, last_ack_sent, last_data_recv (#11), last_ack_recv (#12), ... (ms).
-_TCP_INFO = struct.Struct("8B13I")
-
-
 def kernel_timing() -> bool:
-    """Whether this OS shows when a socket's probes went out (Linux ``TCP_INFO``); else asked times are used."""
-    return _platform.FAMILY == "linux" and hasattr(socket, "TCP_INFO")
+    """Whether this OS shows when a socket's probes went out (``TCP_INFO``); else asked times are used."""
+    return _tcp_info.AVAILABLE
 
 
-def _tcp_info(sock: socket.socket) -> tuple[int, float] | None:
+def _heard(sock: socket.socket) -> tuple[int, float] | None:
     """(unanswered probes out, seconds since the peer was last heard from), or None when unreadable."""
-    try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
-    except OSError:
+    info = _tcp_info.tcp_info(sock)
+    if info is None:
         return None
-    if len(raw) < _TCP_INFO.size:
-        return None
-    v = _TCP_INFO.unpack(raw)
-    return v[3], min(v[8 + 11], v[8 + 12]) / 1000
+    return info.probes, min(info.last_data_recv_ms, info.last_ack_recv_ms) / 1000
 
 
 def idle_times(max_idle: float = 1200, resolution: float = 0.05) -> list[int]:
@@ -294,7 +283,7 @@ def _poll(live: list[_Flow], kernel: bool) -> None:
         assert sock is not None
         between = (f.last_poll + now) / 2  # something that happened since the last look: about here
         if kernel:
-            info = _tcp_info(sock)
+            info = _heard(sock)
             if info is not None:
                 probes, quiet = info
                 heard = now - quiet

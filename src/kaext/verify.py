@@ -37,7 +37,6 @@ import math
 import os
 import platform
 import socket
-import struct
 import sys
 import time
 import warnings
@@ -49,6 +48,7 @@ from typing import Any, NoReturn
 import kaext
 from kaext import presets
 from kaext._cli import one_line_warnings  # presentation only: the checks use the public API
+from kaext._tcp_info import tcp_info
 
 __all__ = ["judge", "main", "run_checks", "run_idle_timeout", "run_live"]
 
@@ -396,9 +396,6 @@ def run_checks(notes: list[str] | None = None) -> list[dict[str, Any]]:
 # /proc/net/tcp "tr" field (include/net/inet_connection_sock.h, net/ipv4/tcp_ipv4.c):
 _TIMERS = {0: "none", 1: "retransmit", 2: "keepalive", 3: "time-wait", 4: "zero-window probe"}
 _PROC = {"IPv4": "/proc/net/tcp", "IPv6": "/proc/net/tcp6"}
-# struct tcp_info, its first 104 bytes (include/uapi/linux/tcp.h): 8 one-byte fields,
-# then 24 u32 (rto .. total_retrans); last_data_recv and last_ack_recv are u32 #11 and #12.
-_TCP_INFO = struct.Struct("8B24I")
 
 
 def _proc_entry(path: str, inode: int) -> dict[str, Any] | None:
@@ -415,22 +412,16 @@ def _proc_entry(path: str, inode: int) -> dict[str, Any] | None:
 
 
 def _tcp_info(sock: socket.socket) -> dict[str, Any] | None:
-    option = getattr(socket, "TCP_INFO", None)
-    if option is None:
+    """The socket's TCP_INFO as the report shows it (``tcp_info`` of a live connection)."""
+    info = tcp_info(sock)
+    if info is None:
         return None
-    try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, option, 104)
-    except OSError:
-        return None
-    if len(raw) < _TCP_INFO.size:
-        return None
-    v = _TCP_INFO.unpack_from(raw)
     return {
-        "state": v[0],
-        "probes": v[3],
-        "rto_ms": v[8] / 1000,
-        "last_data_recv_ms": v[8 + 10],
-        "last_ack_recv_ms": v[8 + 11],
+        "state": info.state,
+        "probes": info.probes,
+        "rto_ms": info.rto_us / 1000,
+        "last_data_recv_ms": info.last_data_recv_ms,
+        "last_ack_recv_ms": info.last_ack_recv_ms,
     }
 
 
