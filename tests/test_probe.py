@@ -142,11 +142,6 @@ SCENARIOS: dict[str, tuple[Any, ...]] = {
 
 @pytest.fixture(scope="module")
 def runs() -> Iterator[dict[str, Future[dict[str, Any]]]]:
-    # Not yet in CI: T = 8 s and the resetting NAT are bracketed, but T = 20 s came out 1.9 s
-    # wide, the no-NAT run outlasts its time limit, and a server's own close at 5 s is not
-    # yet told apart.  KAEXT_PROBE_PROOF=1 runs these scenarios.
-    if os.environ.get("KAEXT_PROBE_PROOF") != "1":
-        pytest.skip("the NAT scenarios run with KAEXT_PROBE_PROOF=1 (not yet in CI: three of them fail)")
     reason = netns.unavailable_reason()
     if reason is None and subprocess.run(["nft", "--version"], capture_output=True).returncode != 0:
         reason = "nft (Debian package nftables) is not installed"
@@ -204,6 +199,18 @@ def test_policy_keeps_a_connection_through_a_resetting_nat(runs: dict[str, Futur
 # --------------------------------------------------------------------------------------
 # API and command line, on loopback (no root)
 # --------------------------------------------------------------------------------------
+
+
+def test_server_idle_close_on_loopback() -> None:
+    """A server that closes each connection 3 s after accepting it: its own close, no path timeout."""
+    server, port = _server(None, 3)
+    try:
+        result = probe.measure("127.0.0.1", port, max_idle=8).as_dict()
+    finally:
+        _stop(server)
+    assert result["idle_timeout"] is None and result["policy"] is None, result
+    assert result["server_closed_after"] is not None and abs(result["server_closed_after"] - 3) <= 0.5, result
+    assert result["elapsed"] < 8, result  # it stops once the server's own close is seen
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

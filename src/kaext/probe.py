@@ -282,6 +282,9 @@ def _poll(live: list[_Flow], kernel: bool) -> None:
         sock = f.sock
         assert sock is not None
         between = (f.last_poll + now) / 2  # something that happened since the last look: about here
+        # when the flow was last heard from before this look: a FIN or RST that arrived since
+        # counts as heard from now, and is not the start of the idle time it ends
+        ref = f.ref
         if kernel:
             info = _heard(sock)
             if info is not None:
@@ -298,9 +301,14 @@ def _poll(live: list[_Flow], kernel: bool) -> None:
             if not f.rearmed and now >= f.ref + f.target - REARM:
                 f.rearmed = True
                 try:
-                    set_keepalive(sock, idle=f.target)  # the kernel re-arms the timer for what is left
-                except OSError:
-                    pass
+                    # The kernel re-arms the timer for what is left of the idle time when
+                    # TCP_KEEPIDLE changes; a write of the value it already holds leaves the
+                    # long timer as it is (seen on Linux 6.18), so another value goes first.
+                    set_keepalive(sock, idle=f.target - 1 if f.target > 1 else 2)
+                    set_keepalive(sock, idle=f.target)
+                except OSError as exc:
+                    if exc.errno is None:  # not the kernel's: a signal handler's, for the caller
+                        raise
         elif now >= f.ref + f.target + INTERVAL * (COUNT + 1):
             f.finish("survived", float(f.target))
             continue
@@ -311,10 +319,10 @@ def _poll(live: list[_Flow], kernel: bool) -> None:
                 data = None
             except OSError:
                 probe = f.probe_at if f.probe_at is not None else between
-                f.finish("lost", (probe - f.ref) if kernel else float(f.target))
+                f.finish("lost", (probe - ref) if kernel else float(f.target))
                 continue
             if data == b"":
-                f.finish("closed", between - f.ref)
+                f.finish("closed", between - ref)
                 continue
         f.last_poll = now
 
