@@ -1,11 +1,39 @@
-"""What the command-line tools (``kaext.verify``, ``kaext.inspect``, ``kaext.run``) share."""
+"""What the command-line tools (verify, inspect, run, enforce, probe) share."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NoReturn
+
+
+def prog_name(script: str, module: str) -> str:
+    """The name a tool speaks under: ``script`` when it was run as that console script,
+    else ``python -m MODULE``."""
+    argv0 = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return script if argv0.startswith(script) else f"python -m {module}"
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character escaped (``\\x1b``): an argument echoed in an
+    error message cannot move the cursor, clear the screen or add a line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr, ``PROG: error: MESSAGE``, and
+    exit status 2 (no usage block, no traceback); a control character in an argument is
+    shown escaped."""
+
+    #: Said after the message (kaext-verify: " (see --help)").
+    error_tail = ""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {printable(message)}{self.error_tail}\n")
 
 
 @contextmanager

@@ -37,12 +37,12 @@ import warnings
 from urllib.parse import quote, unquote
 
 from . import _backend, _platform
+from ._cli import Parser, prog_name
 from ._policy import Policy, as_policy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from typing import NoReturn
 
 __all__ = ["Enforcement", "attach", "detach", "enforcements", "main", "run_in_cgroup"]
 
@@ -684,14 +684,9 @@ def _remove_cgroup(path: str) -> None:
 # --- command line --------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="kaext-enforce",
+    p = Parser(
+        prog=prog_name("kaext-enforce", "kaext.enforce"),
         usage="%(prog)s CGROUP --policy SPEC [--respect-existing | --force] | CGROUP --remove | --list [--json]",
         description="Enforce a TCP keepalive policy on every TCP connection of a cgroup v2 directory "
         "(and its descendants), whatever the program, with BPF programs that stay after this command "

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import Policy, presets
-from ._cli import one_line_warnings
+from ._cli import one_line_warnings, printable, prog_name
 
 # Internal names, in one place.
 from ._connections import Connection, _all_pids, _apply, _collect
@@ -51,13 +51,13 @@ from ._policy import as_policy, format_duration
 
 __all__ = ["main", "verdict"]
 
-PROG = "python -m kaext.inspect"
 
 
 def _prog() -> str:
     """The name errors are shown under: the console script's, or ``python -m kaext.inspect``."""
-    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return "kaext-inspect" if script.startswith("kaext-inspect") else PROG
+    return prog_name("kaext-inspect", "kaext.inspect")
+
+
 #: Verdicts that pass; every other verdict is upper case and fails.
 PASS = "ok"
 
@@ -335,7 +335,7 @@ def _main(argv: Sequence[str] | None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 2
     except UsageError as exc:
-        print(f"{_prog()}: error: {exc}", file=sys.stderr)
+        print(f"{_prog()}: error: {printable(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # what the system refused, as one line
         print(f"{_prog()}: error: {exc.strerror or exc}", file=sys.stderr)

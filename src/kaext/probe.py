@@ -35,22 +35,21 @@ import argparse
 import errno
 import json
 import math
-import os
 import select
 import socket
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 from . import _tcp_info
+from ._cli import Parser, prog_name
 from ._functions import set_keepalive
 from ._policy import Policy
 
 __all__ = ["ProbeResult", "Progress", "idle_times", "kernel_timing", "main", "measure"]
 
-PROG = "python -m kaext.probe"
 
 #: Seconds between unanswered keepalive probes, and how many before the kernel drops a connection.
 INTERVAL = 1
@@ -374,17 +373,7 @@ def _result(host: str, port: int, flows: list[_Flow], elapsed: float, opened: in
 
 
 def _prog() -> str:
-    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return "kaext-probe" if script.startswith("kaext-probe") else PROG
-
-
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(message)
+    return prog_name("kaext-probe", "kaext.probe")
 
 
 def _number(kind: type[int] | type[float]) -> Callable[[str], float]:
@@ -427,7 +416,7 @@ def _show(p: Progress) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m kaext.probe`` / ``kaext-probe``; returns the exit status."""
-    parser = _Parser(prog=_prog(), description="Measure how long the network path to a TCP server keeps "
+    parser = Parser(prog=_prog(), description="Measure how long the network path to a TCP server keeps "
                      "an idle connection, with TCP keepalive.")
     parser.add_argument("host")
     parser.add_argument("port", type=_number(int))
@@ -436,14 +425,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolution", type=_number(float), default=0.05, metavar="FRACTION",
                         help="bracket width as a fraction of the timeout (default 0.05; never under 1 s)")
     parser.add_argument("--json", action="store_true", help="print only the result as JSON")
+    args = parser.parse_args(argv)
     tty = sys.stderr.isatty()
     try:
-        args = parser.parse_args(argv)
         result = measure(args.host, args.port, max_idle=args.max, resolution=args.resolution,
                          progress=_show if tty else None)
-    except _UsageError as exc:
-        print(f"{_prog()}: error: {exc}", file=sys.stderr)
-        return 2
     except (TypeError, ValueError, OSError) as exc:
         if tty:
             sys.stderr.write("\n")

@@ -19,12 +19,12 @@ import sys
 from pathlib import Path
 
 from . import _platform
+from ._cli import Parser, prog_name
 from ._policy import as_policy
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from typing import NoReturn
 
     from ._policy import Policy
 
@@ -89,15 +89,9 @@ def _coverage() -> str:
     return f"{python} {native}"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # one line, no usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(
-        prog="python -m kaext.run",
+    p = Parser(
+        prog=prog_name("kaext-run", "kaext.run"),
         usage="%(prog)s --policy SPEC [--accepted | --cgroup [--force]] -- COMMAND [ARGS...]",
         description="Run COMMAND with a TCP keepalive policy on every connection it makes, without "
         "changing its code. Exit status: COMMAND's (127: not found, 126: not executable, "

@@ -43,11 +43,11 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from fractions import Fraction
-from typing import Any, NoReturn
+from typing import Any
 
 import kaext
 from kaext import presets
-from kaext._cli import one_line_warnings  # presentation only: the checks use the public API
+from kaext._cli import Parser, one_line_warnings, prog_name  # presentation only: the checks use the public API
 from kaext._tcp_info import tcp_info
 
 __all__ = ["judge", "main", "run_checks", "run_idle_timeout", "run_live"]
@@ -669,19 +669,13 @@ def _print_text(report: dict[str, Any], quiet: bool, out: Callable[[str], None])
     out("OK: every value round-trips" if report["ok"] else "FAILED: see the verdicts above")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (and exit status 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        # an argument may hold a newline or a control character: show it escaped
-        shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
-        self.exit(2, f"{self.prog}: error: {shown} (see --help)\n")
+class _Parser(Parser):
+    error_tail = " (see --help)"
 
 
 def _parser() -> argparse.ArgumentParser:
-    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     p = _Parser(
-        prog="kaext-verify" if script.startswith("kaext-verify") else "python -m kaext.verify",
+        prog=prog_name("kaext-verify", "kaext.verify"),
         description="Set every keepalive knob kaext supports on fresh TCP sockets, read each back "
         "through kaext and through Python's socket.getsockopt, and report whether the kernel "
         "stored exactly what was set. Exit 0 when everything round-trips, 1 otherwise, 2 for bad arguments.",
