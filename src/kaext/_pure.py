@@ -304,10 +304,17 @@ def _get_blocking(fd: int) -> bool | None:
         return None
 
 
+def _not_tcp(s: socket.socket) -> OSError | None:
+    """The TCP_NODELAY read that proves ``s`` is TCP: None, or the error that says why not
+    (a signal handler's exception passes)."""
+    refused = _call(s.getsockopt, _TCP, _TCP_NODELAY)
+    return None if refused is None else socket_error(refused.errno or errno.EINVAL, STEP_PROBE, "")
+
+
 def _probe_tcp(s: socket.socket) -> None:
-    refused = _call(s.getsockopt, _TCP, _TCP_NODELAY)  # a signal handler's exception passes
-    if refused is not None:
-        raise socket_error(refused.errno or errno.EINVAL, STEP_PROBE, "")
+    error = _not_tcp(s)
+    if error is not None:
+        raise error
 
 
 def apply(sock: Any, plan: Plan) -> None:
@@ -335,11 +342,9 @@ def apply(sock: Any, plan: Plan) -> None:
                 try:
                     saved[k] = (entry[1], entry[2], s.getsockopt(entry[1], entry[2]))
                 except OSError:
-                    try:  # the kernel's answer repeats; a signal handler's does not
-                        saved[k] = (entry[1], entry[2], s.getsockopt(entry[1], entry[2]))
-                    except OSError:  # nothing to put back (the write itself will say why)
-                        continue
-                    raise  # a signal handler's: nothing written yet (as before)
+                    if _repeats(s.getsockopt, entry[1], entry[2]) is None:
+                        raise  # a signal handler's: nothing written yet (as before)
+                    # else nothing to put back (the write itself will say why)
         steps = [k for k in range(NKNOBS) if mask & (1 << k) and not sio & (1 << k)]
         if not steps:
             steps.append(STEP_PROBE)  # SO_KEEPALIVE and the ioctl do not prove TCP
@@ -396,19 +401,29 @@ def _call(method: Any, *args: Any) -> OSError | None:
         method(*args)
         return None
     except OSError:
-        try:
-            method(*args)
-        except OSError as again:
-            return again
-        raise
+        again = _repeats(method, *args)
+        if again is None:
+            raise
+        return again
+
+
+def _repeats(method: Any, *args: Any) -> OSError | None:
+    """After ``method(*args)`` raised OSError: the same call once more.  Its OSError when it
+    fails again (the kernel's answer repeats), None when it succeeds: the first exception
+    was not the kernel's (a signal handler's), and the caller raises it."""
+    try:
+        method(*args)
+    except OSError as again:
+        return again
+    return None
 
 
 def _step(s: socket.socket, plan: Plan, step: int) -> None:
     """One call of ``apply``; the kernel's refusal as :class:`_Refused`."""
     if step == STEP_PROBE:
-        refused = _call(s.getsockopt, _TCP, _TCP_NODELAY)
-        if refused is not None:
-            raise _Refused(socket_error(refused.errno or errno.EINVAL, STEP_PROBE, ""))
+        error = _not_tcp(s)
+        if error is not None:
+            raise _Refused(error)
     elif step == _STEP_SIO:
         _apply_sio(s, plan)
     elif step == STEP_KEEPALIVE:
@@ -518,12 +533,9 @@ def read(sock: Any, want: int = WANT_ALL) -> tuple[int, int | None, int | None, 
         try:
             return _read(sock, want)
         except OSError:
-            try:  # the kernel's answer repeats; a signal handler's does not: that one is raised
-                _read(sock, want)
-            except OSError:
-                pass  # a closed socket, or not TCP: the general path says which, as for any fd
-            else:
-                raise
+            if _repeats(_read, sock, want) is None:
+                raise  # a signal handler's
+            # a closed socket, or not TCP: the general path says which, as for any fd
     with _Borrowed(sock) as s:
         return _read(s, want)
 
@@ -535,11 +547,10 @@ def _read(s: socket.socket, want: int) -> tuple[int, int | None, int | None, int
         try:
             keepalive = getsockopt(_SOL_SOCKET, _SO_KEEPALIVE)
         except OSError:
-            try:  # the kernel's answer repeats; a signal handler's does not: that one is raised
-                keepalive = getsockopt(_SOL_SOCKET, _SO_KEEPALIVE)
-            except OSError as again:
-                raise socket_error(again.errno or errno.EINVAL, STEP_KEEPALIVE, "") from None
-            raise
+            again = _repeats(getsockopt, _SOL_SOCKET, _SO_KEEPALIVE)
+            if again is None:
+                raise  # a signal handler's
+            raise socket_error(again.errno or errno.EINVAL, STEP_KEEPALIVE, "") from None
     values: list[int | None] = [None, None, None, None]
     read_any = False
     for k, level, opt in _READABLE:
@@ -548,11 +559,9 @@ def _read(s: socket.socket, want: int) -> tuple[int, int | None, int | None, int
                 values[k] = getsockopt(level, opt)
                 read_any = True
             except OSError:
-                try:  # the kernel's answer repeats (not readable here); a signal handler's does not
-                    values[k] = getsockopt(level, opt)
-                except OSError:
-                    continue
-                raise
+                if _repeats(getsockopt, level, opt) is None:
+                    raise  # a signal handler's
+                # not readable here
     if not read_any:
         _probe_tcp(s)
     return (keepalive, values[0], values[1], values[2], values[3])
@@ -634,11 +643,9 @@ def _read_fast(sock: Any, options: tuple[tuple[int, ...], tuple[int, ...]] | Non
         try:
             return tuple(map(sock.getsockopt, *options))
         except OSError:
-            try:  # the kernel's answer repeats; a signal handler's does not: that one is raised
-                tuple(map(sock.getsockopt, *options))
-            except OSError:
-                return None
-            raise
+            if _repeats(lambda: tuple(map(sock.getsockopt, *options))) is None:
+                raise  # a signal handler's
+            return None
     return None
 
 
