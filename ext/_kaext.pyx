@@ -637,8 +637,6 @@ cdef extern from "kaext_bpf.h" nogil:
 
 BPF_SOCK_OPS = KAEXT_BPF_SOCK_OPS
 BPF_SETSOCKOPT = KAEXT_BPF_SETSOCKOPT
-#: The options the programs set, in the order of the policy's mask bits and values.
-BPF_OPTIONS = ("SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")
 
 
 cdef _bpf_error(str what):

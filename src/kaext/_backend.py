@@ -12,7 +12,6 @@ import sys
 
 # The backend interface (``_kaext.pyi``): both modules define exactly these names.
 __all__ = [
-    "BPF_OPTIONS",
     "BPF_SETSOCKOPT",
     "BPF_SOCK_OPS",
     "bpf_attach",
@@ -58,7 +57,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     # For the type checker: the two backends have one interface (the stub says so).
     from ._pure import (
-        BPF_OPTIONS,
         BPF_SETSOCKOPT,
         BPF_SOCK_OPS,
         CONSTANT_SOURCES,

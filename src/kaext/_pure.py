@@ -932,7 +932,6 @@ def _diag_row(m: tuple[Any, ...], states: tuple[str, ...], timers: tuple[str, ..
 # backend has the same names and raises OSError ENOSYS for each (kaext.enforce says so).
 BPF_SOCK_OPS: int = 0
 BPF_SETSOCKOPT: int = 1
-BPF_OPTIONS: tuple[str, ...] = ("SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")
 
 
 def _no_bpf() -> OSError:

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Enforcement", "attach", "detach", "enforcements", "main", "run_in_cgroup"]
 
-_KEEPALIVE, _IDLE, _INTERVAL, _COUNT, _USER_TIMEOUT = range(5)  # the map's option order (BPF_OPTIONS)
+_KEEPALIVE, _IDLE, _INTERVAL, _COUNT, _USER_TIMEOUT = range(5)  # the map's option order (_platform.ENFORCE_OPTIONS)
 _RESPECT_EXISTING = 1
 _PRIVILEGES = "needs root: CAP_BPF and CAP_NET_ADMIN (CAP_SYS_ADMIN to mount the BPF file system)"
 
@@ -243,7 +243,7 @@ def _load(kind: int, map_fd: int) -> int:
         elif exc.errno == errno.EINVAL:
             reason = (
                 f"this kernel refuses kaext's {what} program (sock_ops needs Linux 4.13, cgroup/setsockopt 5.3, "
-                f"bpf_setsockopt with {', '.join(_backend.BPF_OPTIONS)} 5.9)"
+                f"bpf_setsockopt with {', '.join(_platform.ENFORCE_OPTIONS)} 5.9)"
             )
         else:
             reason = f"loading kaext's {what} program failed"
@@ -259,8 +259,8 @@ _PROBE = (
 
 
 def _option_name(index: int) -> str:
-    if index < len(_backend.BPF_OPTIONS):
-        return f"bpf_setsockopt({_backend.BPF_OPTIONS[index]})"
+    if index < len(_platform.ENFORCE_OPTIONS):
+        return f"bpf_setsockopt({_platform.ENFORCE_OPTIONS[index]})"
     return "bpf_getsockopt(SO_KEEPALIVE)"  # the read of respect_existing (ext/kaext_bpf.h)
 
 
@@ -307,18 +307,18 @@ def _probe(mask: int, values: tuple[int, ...], flags: int = 0) -> None:
             os.close(map_fd)
             if prog >= 0:
                 os.close(prog)
-        if ran and failed and last_option >= len(_backend.BPF_OPTIONS):
+        if ran and failed and last_option >= len(_platform.ENFORCE_OPTIONS):
             raise OSError(
                 last_errno,
                 f"this kernel's bpf_getsockopt cannot read SO_KEEPALIVE ({os.strerror(last_errno)}) in sock_ops "
                 "programs, which respect_existing needs (Linux 6.1 and later can)",
             )
         if ran and failed:
-            option = _backend.BPF_OPTIONS[last_option]
+            option = _platform.ENFORCE_OPTIONS[last_option]
             raise OSError(
                 last_errno,
                 f"this kernel's bpf_setsockopt refuses {option} ({os.strerror(last_errno)}) in sock_ops programs: "
-                f"kaext.enforce cannot set it here (Linux 5.9 and later take {', '.join(_backend.BPF_OPTIONS)})",
+                f"kaext.enforce cannot set it here (Linux 5.9 and later take {', '.join(_platform.ENFORCE_OPTIONS)})",
             )
     finally:
         _remove_cgroup(path)
