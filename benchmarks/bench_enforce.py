@@ -62,7 +62,7 @@ def main() -> int:
     from kaext import enforce
 
     try:
-        cgroup = os.path.join(enforce._own_cgroup(), f"kaext-bench-{os.getpid()}-{os.urandom(4).hex()}")
+        cgroup = os.path.join(enforce.own_cgroup(), f"kaext-bench-{os.getpid()}-{os.urandom(4).hex()}")
         os.mkdir(cgroup)
     except OSError as exc:
         print(f"bench_enforce: no cgroup v2 here: {exc}", file=sys.stderr)

@@ -32,7 +32,7 @@ if not sys.platform.startswith("linux"):
 from procsock import fresh_options, options, options_of
 
 import kaext
-from kaext import enforce
+from kaext import _platform, enforce
 
 REQUIRED = os.environ.get("KAEXT_REQUIRE_BPF") == "1"
 DEFAULTS = fresh_options()
@@ -55,7 +55,7 @@ def _unavailable() -> str | None:
     except ImportError:
         return "needs the C extension"
     try:
-        enforce._own_cgroup()
+        enforce.own_cgroup()
     except OSError as exc:
         return f"no cgroup v2 here: {exc}"
     return None
@@ -77,7 +77,7 @@ def cgroup(_bpf_reason: str | None) -> Iterator[str]:
         if REQUIRED:
             pytest.fail(f"kaext.enforce tests cannot run, but KAEXT_REQUIRE_BPF=1: {_bpf_reason}")
         pytest.skip(f"kaext.enforce: {_bpf_reason}")
-    path = os.path.join(enforce._own_cgroup(), f"kaext-test-{os.getpid()}-{os.urandom(4).hex()}")
+    path = os.path.join(enforce.own_cgroup(), f"kaext-test-{os.getpid()}-{os.urandom(4).hex()}")
     os.mkdir(path)
     try:
         yield path
@@ -633,7 +633,7 @@ def test_cli_errors_are_one_line_and_exit_2(cgroup: str, args: list[str]) -> Non
 def test_kaext_run_cgroup_covers_a_static_program_and_removes_its_cgroup(
     cgroup: str, listener: socket.socket, static_program: str
 ) -> None:
-    before = set(os.listdir(enforce._own_cgroup()))
+    before = set(os.listdir(enforce.own_cgroup()))
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -663,7 +663,7 @@ def test_kaext_run_cgroup_covers_a_static_program_and_removes_its_cgroup(
         assert proc.stdin is not None
         proc.stdin.close()
         assert proc.wait(20) == 0
-    assert set(os.listdir(enforce._own_cgroup())) == before  # the fresh cgroup is gone
+    assert set(os.listdir(enforce.own_cgroup())) == before  # the fresh cgroup is gone
     outside = python_child(None)
     try:
         assert client_options(outside) == DEFAULTS
@@ -775,7 +775,7 @@ def test_an_option_the_kernels_bpf_setsockopt_refuses_is_named_before_anything_i
         enforce._probe(0b11, (1, 0, 0, 0, 0))
     assert info.value.errno == errno.EINVAL
     enforce._probe(0b11111, (1, 175, 35, 5, 1140000))  # a policy it takes: no error
-    assert [p for p in os.listdir(enforce._own_cgroup()) if p.startswith(f"kaext-probe-{os.getpid()}-")] == []
+    assert [p for p in os.listdir(enforce.own_cgroup()) if p.startswith(f"kaext-probe-{os.getpid()}-")] == []
 
 
 def test_both_backends_name_the_programs_alike() -> None:
@@ -794,18 +794,18 @@ def test_both_backends_name_the_programs_alike() -> None:
 def test_kaext_run_cgroup_interrupted_stops_the_command_and_removes_its_cgroup(cgroup: str) -> None:
     import signal
 
-    before = set(os.listdir(enforce._own_cgroup()))
+    before = set(os.listdir(enforce.own_cgroup()))
     proc = subprocess.Popen(
         [sys.executable, "-m", "kaext.run", "--cgroup", "--policy", "on", "--", "sleep", "60"], env=ENV
     )
     deadline = time.monotonic() + 20
-    while not set(os.listdir(enforce._own_cgroup())) - before:  # its cgroup is there
+    while not set(os.listdir(enforce.own_cgroup())) - before:  # its cgroup is there
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
     time.sleep(0.5)  # the command has started
     proc.send_signal(signal.SIGINT)  # to the runner alone, not to the command
     assert proc.wait(20) == 130
-    assert set(os.listdir(enforce._own_cgroup())) == before
+    assert set(os.listdir(enforce.own_cgroup())) == before
 
 
 def test_a_cgroup_v1_directory_is_not_a_cgroup_v2_directory(cgroup: str) -> None:
@@ -827,3 +827,15 @@ def test_another_os_raises_enosys(cgroup: str, monkeypatch: pytest.MonkeyPatch) 
             call()
         assert info.value.errno == errno.ENOSYS and "Linux" in str(info.value)
     assert enforce.enforcements() == []
+
+
+def test_detaching_the_last_enforcement_leaves_no_pin_directory(cgroup: str) -> None:
+    root = os.path.join(_platform.BPF_FS, _platform.ENFORCE_PIN_DIR)
+    if os.path.isdir(root) and os.listdir(root):
+        pytest.skip(f"other enforcements are pinned on this host ({root})")
+    enforce.attach(cgroup, "aws-nlb")
+    assert os.path.isdir(root)
+    assert enforce.detach(cgroup)
+    assert not os.path.exists(root)  # kaext's own directory goes with its last pins
+    assert enforce.enforcements() == []
+

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
+import os
 import re
 import socket
 import sys
@@ -183,9 +184,25 @@ def test_readme_python_example(
         # kaext.enforce assembles its BPF programs in the C extension; the pure-Python install
         # raises ENOSYS, as the page says (tests/test_enforce.py checks that).
         pytest.skip("the enforce page's example needs the C extension")
-    with socket.create_connection(address) as sock:
+    with socket.create_connection(address) as sock, _cgroups_removed(page):
         namespace: dict[str, Any] = {"__name__": "__readme__", "sock": sock, "url": url, "address": address}
         run_block(code, namespace, f"{page}:{start}")
+
+
+@contextlib.contextmanager
+def _cgroups_removed(page: str) -> Iterator[None]:
+    """The enforce page's example makes the cgroup ``kaext-doc-PID`` and removes it at its end;
+    also when it fails half-way, it is removed here (detached first)."""
+    try:
+        yield
+    finally:
+        if page == "docs/enforce.md":
+            import kaext.enforce
+
+            path = os.path.join(kaext.enforce.own_cgroup(), f"kaext-doc-{os.getpid()}")
+            if os.path.isdir(path):
+                kaext.enforce.detach(path)
+                os.rmdir(path)
 
 
 def test_readme_has_python_examples() -> None:

@@ -44,7 +44,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["Enforcement", "attach", "detach", "enforcements", "main", "run_in_cgroup"]
+__all__ = ["Enforcement", "attach", "detach", "enforcements", "main", "own_cgroup", "run_in_cgroup"]
 
 _KEEPALIVE, _IDLE, _INTERVAL, _COUNT, _USER_TIMEOUT = range(5)  # the map's option order (_platform.ENFORCE_OPTIONS)
 _RESPECT_EXISTING = 1
@@ -275,7 +275,7 @@ def _probe(mask: int, values: tuple[int, ...], flags: int = 0) -> None:
     import subprocess
 
     try:
-        path = os.path.join(_own_cgroup(), f"kaext-probe-{os.getpid()}-{os.urandom(4).hex()}")
+        path = os.path.join(own_cgroup(), f"kaext-probe-{os.getpid()}-{os.urandom(4).hex()}")
         os.mkdir(path)
     except OSError:
         return
@@ -393,7 +393,7 @@ def _remove_pins(pin_dir: str) -> None:
         except FileNotFoundError:
             pass
     root = _pin_root()
-    while pin_dir.startswith(root + "/"):  # the now empty directories up to the pin root
+    while pin_dir == root or pin_dir.startswith(root + "/"):  # the now empty ones, the pin root's too
         try:
             os.rmdir(pin_dir)
         except FileNotFoundError:
@@ -466,7 +466,6 @@ def attach(
     cgroup_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         _ensure_bpffs()
-        os.makedirs(_pin_root(), exist_ok=True)
         pin_dir = _pin_dir(path)
         if os.path.isdir(pin_dir) and os.path.exists(os.path.join(pin_dir, "map")):
             if _read(pin_dir, path) is not None:
@@ -607,8 +606,12 @@ def enforcements() -> list[Enforcement]:
     return found
 
 
-def _own_cgroup() -> str:
-    """This process's cgroup v2 directory (the ``0::`` line of /proc/self/cgroup)."""
+def own_cgroup() -> str:
+    """This process's cgroup v2 directory (the ``0::`` line of ``/proc/self/cgroup``), as a
+    path below the cgroup2 mount: where a fresh child cgroup for a command can be made.
+
+    OSError ENOENT when no cgroup2 file system is mounted or this process is in no v2 group.
+    """
     mounts = _mounts("cgroup2")
     if not mounts:
         raise OSError(errno.ENOENT, "no cgroup2 file system is mounted (kaext.enforce needs cgroup v2)")
@@ -633,7 +636,7 @@ def run_in_cgroup(command: Sequence[str], policy: Policy | str, *, force: bool =
 
     resolved = as_policy(policy)
     _require_os()
-    path = os.path.join(_own_cgroup(), f"kaext-run-{os.getpid()}-{os.urandom(4).hex()}")
+    path = os.path.join(own_cgroup(), f"kaext-run-{os.getpid()}-{os.urandom(4).hex()}")
     try:
         os.mkdir(path)
     except PermissionError as exc:
