@@ -564,10 +564,13 @@ list is ``None``: the policy leaves it as it is.
 The policy says what the socket holds: unlike ``Policy(...)`` it does not warn when that
 user timeout is shorter than the keepalive probing.
 
+A knob that reads back outside the range a policy accepts here (``capabilities()``) is
+``None`` too: the kernel's "unset" (illumos' 0 interval and count on a fresh socket,
+Windows' -1 ``TCP_MAXRT``), so reading never raises for a socket whose options could be read.
+
 Raises the same errors as ``get_keepalive`` (OSError EBADF for a closed socket, the
-kernel's errno for one that is not TCP, TypeError for an object without ``fileno()``), and
-ValueError if the socket holds a value outside the range a policy accepts here
-(``capabilities()``).  One backend call, like ``apply``.  Which options each OS reads: the
+kernel's errno for one that is not TCP, TypeError for an object without ``fileno()``).
+One backend call, like ``apply``.  Which options each OS reads: the
 platforms page of the documentation (docs/platforms.md).
 """
 # help(Policy.apply) / help(Policy.from_socket) show the user documentation: the methods are

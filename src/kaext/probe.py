@@ -64,7 +64,8 @@ REARM = 1.5
 POLL = 0.05
 #: Seconds a connect may take.
 CONNECT_TIMEOUT = 10.0
-#: ``--max``: 1 s .. Linux's TCP_KEEPIDLE limit.
+#: ``--max``: 1 s .. 32767 s (about 9 h): an idle time every OS with a keepalive idle knob can
+#: set (Linux's TCP_KEEPIDLE maximum, the smallest of them).
 MAX_IDLE_RANGE = (1, 32767)
 #: ``--resolution``: the bracket's width as a fraction of the timeout.
 RESOLUTION_RANGE = (0.01, 1.0)
