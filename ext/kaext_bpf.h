@@ -472,22 +472,24 @@ static int kaext_bpf_config_write(int map_fd, const kaext_bpf_config *c)
     return kaext_bpf_map_elem(KAEXT_BPF_MAP_UPDATE_ELEM, map_fd, 0, buf);
 }
 
-static int kaext_bpf_config_read(int map_fd, kaext_bpf_config *c)
+/* Entry ``key`` of the map (0: the policy, 1: the counters) into ``out`` (``size`` bytes). */
+static int kaext_bpf_entry_read(int map_fd, uint32_t key, void *out, size_t size)
 {
     unsigned char buf[KAEXT_BPF_VALUE_SIZE];
-    if (kaext_bpf_map_elem(KAEXT_BPF_MAP_LOOKUP_ELEM, map_fd, 0, buf) < 0)
+    if (kaext_bpf_map_elem(KAEXT_BPF_MAP_LOOKUP_ELEM, map_fd, key, buf) < 0)
         return -1;
-    memcpy(c, buf, sizeof(*c));
+    memcpy(out, buf, size);
     return 0;
+}
+
+static int kaext_bpf_config_read(int map_fd, kaext_bpf_config *c)
+{
+    return kaext_bpf_entry_read(map_fd, 0, c, sizeof(*c));
 }
 
 static int kaext_bpf_counters_read(int map_fd, kaext_bpf_counters *c)
 {
-    unsigned char buf[KAEXT_BPF_VALUE_SIZE];
-    if (kaext_bpf_map_elem(KAEXT_BPF_MAP_LOOKUP_ELEM, map_fd, 1, buf) < 0)
-        return -1;
-    memcpy(c, buf, sizeof(*c));
-    return 0;
+    return kaext_bpf_entry_read(map_fd, 1, c, sizeof(*c));
 }
 
 static int kaext_bpf_pin(int fd, const char *path)

@@ -96,6 +96,24 @@ class Host:
         return str(json.loads(out)[0].get("operstate", "UNKNOWN"))
 
 
+def socket_in(ns: str) -> socket.socket:
+    """A fresh IPv4 TCP socket that lives in network namespace ``ns``: made by a child in
+    it and passed back over a Unix socket (the caller closes it)."""
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with parent, child:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-I", "-S", "-c", _MAKE_SOCKET, str(child.fileno())],
+            pass_fds=(child.fileno(),), capture_output=True, text=True, timeout=30,
+        )
+        if proc.returncode != 0:
+            raise LabError(f"making a socket in {ns} failed: {proc.stderr.strip()}")
+        parent.settimeout(5)
+        _, fds, _, _ = socket.recv_fds(parent, 1, 1)
+    if len(fds) != 1:
+        raise LabError(f"no socket came back from {ns}")
+    return socket.socket(fileno=fds[0])
+
+
 @dataclass
 class Lab:
     """Two hosts joined by a veth pair; every resource it creates is removed by :meth:`close`."""
@@ -151,20 +169,7 @@ class Lab:
 
     def socket(self, host: Host) -> socket.socket:
         """A fresh IPv4 TCP socket that lives in ``host``'s namespace (closed by :meth:`close`)."""
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        with parent, child:
-            proc = subprocess.run(
-                ["ip", "netns", "exec", host.netns, sys.executable, "-I", "-S", "-c", _MAKE_SOCKET,
-                 str(child.fileno())],
-                pass_fds=(child.fileno(),), capture_output=True, text=True, timeout=30,
-            )
-            if proc.returncode != 0:
-                raise LabError(f"making a socket in {host.netns} failed: {proc.stderr.strip()}")
-            parent.settimeout(5)
-            _, fds, _, _ = socket.recv_fds(parent, 1, 1)
-        if len(fds) != 1:
-            raise LabError(f"no socket came back from {host.netns}")
-        sock = socket.socket(fileno=fds[0])
+        sock = socket_in(host.netns)
         self._sockets.append(sock)
         return sock
 
@@ -327,19 +332,7 @@ class NatLab:
 
     def socket(self, ns: str) -> socket.socket:
         """A fresh IPv4 TCP socket living in namespace ``ns`` (closed by :meth:`close`)."""
-        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        with parent, child:
-            proc = subprocess.run(
-                ["ip", "netns", "exec", ns, sys.executable, "-I", "-S", "-c", _MAKE_SOCKET, str(child.fileno())],
-                pass_fds=(child.fileno(),), capture_output=True, text=True, timeout=30,
-            )
-            if proc.returncode != 0:
-                raise LabError(f"making a socket in {ns} failed: {proc.stderr.strip()}")
-            parent.settimeout(5)
-            _, fds, _, _ = socket.recv_fds(parent, 1, 1)
-        if len(fds) != 1:
-            raise LabError(f"no socket came back from {ns}")
-        sock = socket.socket(fileno=fds[0])
+        sock = socket_in(ns)
         self._sockets.append(sock)
         return sock
 
