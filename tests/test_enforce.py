@@ -839,3 +839,20 @@ def test_detaching_the_last_enforcement_leaves_no_pin_directory(cgroup: str) -> 
     assert not os.path.exists(root)  # kaext's own directory goes with its last pins
     assert enforce.enforcements() == []
 
+
+
+def test_an_enforcement_is_an_immutable_value() -> None:
+    """Like every kaext value: equal, hashable and printable by its fields, picklable, frozen."""
+    import pickle
+
+    from kaext._record import FrozenError
+
+    policy = kaext.Policy.for_middlebox("aws-nlb")
+    e = enforce.Enforcement("/sys/fs/cgroup/x", policy, False, True, 3, 1, 0, None)
+    assert e == enforce.Enforcement("/sys/fs/cgroup/x", policy, False, True, 3, 1, 0, None)
+    assert e != enforce.Enforcement("/sys/fs/cgroup/x", policy, False, True, 4, 1, 0, None)
+    assert len({e, enforce.Enforcement("/sys/fs/cgroup/x", policy, False, True, 3, 1, 0, None)}) == 1
+    assert pickle.loads(pickle.dumps(e)) == e
+    assert "applied=3" in repr(e) and "force=True" in repr(e)
+    with pytest.raises(FrozenError):
+        e.applied = 9  # type: ignore[misc]

@@ -39,6 +39,7 @@ from urllib.parse import quote, unquote
 from . import _backend, _platform
 from ._cli import Parser, prog_name
 from ._policy import Policy, as_policy
+from ._record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -51,8 +52,9 @@ _RESPECT_EXISTING = 1
 _PRIVILEGES = "needs root: CAP_BPF and CAP_NET_ADMIN (CAP_SYS_ADMIN to mount the BPF file system)"
 
 
-class Enforcement:
-    """A policy kaext enforces on a cgroup v2 directory, with the program's counters.
+class Enforcement(Record):
+    """A policy kaext enforces on a cgroup v2 directory, with the program's counters: a
+    snapshot (immutable; :func:`enforcements` reads a fresh one).
 
     ``cgroup``: the directory's absolute path; ``policy``: the :class:`kaext.Policy`
     the program sets (values in the kernel's units, read back from the map);
@@ -62,7 +64,8 @@ class Enforcement:
     ``bpf_setsockopt`` refused, ``last_error`` says which option and why).
     """
 
-    __slots__ = ("applied", "cgroup", "failed", "force", "last_error", "policy", "respect_existing", "skipped")
+    __slots__ = ("cgroup", "policy", "respect_existing", "force", "applied", "skipped", "failed", "last_error")
+    _fields = __slots__
 
     cgroup: str
     policy: Policy
@@ -84,14 +87,7 @@ class Enforcement:
         failed: int = 0,
         last_error: str | None = None,
     ) -> None:
-        self.cgroup = cgroup
-        self.policy = policy
-        self.respect_existing = respect_existing
-        self.force = force
-        self.applied = applied
-        self.skipped = skipped
-        self.failed = failed
-        self.last_error = last_error
+        self._init(cgroup, policy, respect_existing, force, applied, skipped, failed, last_error)
 
     def as_dict(self) -> dict[str, object]:
         """The fields of ``kaext-enforce --list --json``."""
@@ -104,17 +100,6 @@ class Enforcement:
             "skipped": self.skipped,
             "failed": self.failed,
         }
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items())
-        return f"Enforcement({fields})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Enforcement):
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 # --- where things are ------------------------------------------------------------------
