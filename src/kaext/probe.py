@@ -292,7 +292,13 @@ def _poll(live: list[_Flow], kernel: bool) -> None:
                 heard = now - quiet
                 if f.probe_at is None and probes >= 1:
                     f.probe_at = between
-                if not f.rearmed:
+                # Heard from since the last look, with something still unread (a FIN, data; it
+                # may have arrived after the select): the read below or the next look handles it,
+                # and the idle time it ends starts where the flow was last heard before it.
+                unread = heard > f.ref and (sock.fileno() in ready or _readable(sock))
+                if unread:
+                    pass
+                elif not f.rearmed:
                     f.ref = heard  # the kernel's view; data from the server before the probe restarts idle
                 elif heard > f.ref + 0.2:
                     # the probe was answered: the path still held the flow
@@ -325,6 +331,12 @@ def _poll(live: list[_Flow], kernel: bool) -> None:
                 f.finish("closed", between - ref)
                 continue
         f.last_poll = now
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether ``sock`` has something to read (data, a FIN, an error) right now."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return bool(readable)
 
 
 def _bracket(flows: list[_Flow]) -> tuple[float | None, float | None]:
