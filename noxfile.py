@@ -79,6 +79,13 @@ def wheels(session: nox.Session) -> None:
     _step(session, "20-wheels.sh")
 
 
+@nox.session(name="peer-suites")
+def peer_suites(session: nox.Session) -> None:
+    """trio's own suite plainly and under kaext.run --accepted (30-peer-suites.sh)."""
+    _installed(session)
+    _step(session, "30-peer-suites.sh")
+
+
 @nox.session
 def sanitizers(session: nox.Session) -> None:
     """ASan/UBSan build, the leak check and valgrind (40-sanitizers.sh)."""

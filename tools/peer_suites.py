@@ -11,7 +11,7 @@ that fails only under kaext is a regression.  Nothing of theirs is kept.
 
     python tools/peer_suites.py                     # urllib3 redis anyio httpx websockets
     python tools/peer_suites.py anyio httpx -- -x   # some of them; after --: pytest arguments
-    python tools/peer_suites.py --installed trio -- -p no:cacheprovider
+    python tools/peer_suites.py --installed trio -- -p trio._tests.pytest_plugin --skip-optional-imports
 
 Exit status: 0 without regressions, 1 with, 2 for a usage or set-up error.
 """
@@ -114,9 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--installed", metavar="PACKAGE",
                    help="run the suite an installed package ships (pytest --pyargs PACKAGE), no download")
     p.add_argument("--no-install", action="store_true", help="do not pip install the sdist and its test requirements")
-    args, pytest_args = p.parse_known_args(argv)
-    if pytest_args and pytest_args[0] == "--":
-        pytest_args = pytest_args[1:]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # after "--": pytest's arguments (argparse would take them for project names)
+    pytest_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     regressions: list[str] = []
     with tempfile.TemporaryDirectory(prefix="kaext-peer-") as tmp:
         if args.installed:
