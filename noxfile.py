@@ -2,7 +2,7 @@
 
 ``nox -l`` lists them; ``nox -s lint`` runs one.  CI (``.ci/run``) runs the README test
 command and then ``.ci/steps/*.sh`` in order; here each session makes its own venv with the
-package and the test extra installed, then runs the same script (tests/test_docs.py checks
+package and the test extra installed, then runs the same script (tests/documentation/test_docs.py checks
 that every step has its session).  Tool versions come from ``.ci/constraints.txt``.
 """
 

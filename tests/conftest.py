@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -24,6 +25,10 @@ try:
     from kaext import _kaext
 except ImportError:  # pure-Python install
     _kaext = None  # type: ignore[assignment]
+
+# The suite's helpers (servers, network namespaces, processes, the kernel models) are
+# imported by name from tests/support/, whatever folder the test module is in.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "support"))
 
 BACKENDS: dict[str, ModuleType | None] = {"c": _kaext, "python": _pure}
 

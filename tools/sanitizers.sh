@@ -4,7 +4,7 @@
 # sanitizer report, also one from a subprocess a test started.
 #
 #   tools/sanitizers.sh                  # API, fuzz, thread, error, policy ... tests
-#   tools/sanitizers.sh tests/test_fuzz.py -x    # any pytest arguments instead
+#   tools/sanitizers.sh tests/unit/test_fuzz.py -x    # any pytest arguments instead
 #   KAEXT_SAN_KEEP=1 tools/sanitizers.sh # keep the build directory and the logs
 #
 # How
@@ -95,10 +95,10 @@ grep -q '__ubsan_handle' <<<"$undefined" || { echo "the module is not instrument
 if [ "$#" -gt 0 ]; then
   args=("$@")
 else
-  args=(tests --ignore=tests/test_dead_peer.py --ignore=tests/test_frameworks.py
-        --ignore=tests/test_packaging.py --ignore=tests/test_shim_c.py
-        --ignore=tests/test_inject_libraries.py --ignore=tests/test_run.py
-        --ignore=tests/test_adapters.py --ignore=tests/test_readme.py)
+  args=(tests --ignore=tests/integration/test_dead_peer.py --ignore=tests/integration/test_frameworks.py
+        --ignore=tests/package/test_packaging.py --ignore=tests/native/test_shim_c.py
+        --ignore=tests/integration/test_inject_libraries.py --ignore=tests/integration/test_run.py
+        --ignore=tests/integration/test_adapters.py --ignore=tests/documentation/test_readme.py)
 fi
 
 say "pytest ${args[*]} under ASan + UBSan"

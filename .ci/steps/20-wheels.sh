@@ -19,7 +19,7 @@ unset KAEXT_DEBUG   # release wheels: no debug information (setup.py)
 # the manylinux wheel is about 170 kB today: the extension ~61 kB, the Python modules
 # ~80 kB, the README as package description ~19 kB.  What fails the step is a wheel
 # over the ceiling below, which only debug information brings back (with it, over
-# 350 kB); tests/test_packaging.py also checks that no shared library in the wheel
+# 350 kB); tests/package/test_packaging.py also checks that no shared library in the wheel
 # carries debug sections.
 GOAL_WHEEL_BYTES=120000
 MAX_WHEEL_BYTES=200000
@@ -188,15 +188,15 @@ say "installed wheel: verifier and the whole test suite ($(python -c 'import pla
 test_installed "$PY" "$wheel" c main 360
 record "installed wheel, full suite" "ok"
 
-say "packaging checks against the built artefacts (tests/test_packaging.py)"
+say "packaging checks against the built artefacts (tests/package/test_packaging.py)"
 pipq "$W/pip-main.log" python -m pip --python "$W/venv-main/bin/python" install -q pip
 install_cibuildwheel "$W/venv-main/bin/python"
 (
   cd "$W/src"
   KAEXT_REQUIRE_PACKAGING=1 KAEXT_SDIST="$sdist" KAEXT_WHEEL="$wheel" KAEXT_PURE_WHEEL="$pure" \
-    "$W/venv-main/bin/python" -m pytest -p no:cacheprovider -q -rs tests/test_packaging.py | tail -3
+    "$W/venv-main/bin/python" -m pytest -p no:cacheprovider -q -rs tests/package/test_packaging.py | tail -3
   exit "${PIPESTATUS[0]}"
-) || die "tests/test_packaging.py"
+) || die "tests/package/test_packaging.py"
 for platform in linux macos windows; do
   ids=$(cd "$W/src" && env -u CIBW_ARCHS -u CIBW_BUILD "$W/venv-main/bin/python" -m cibuildwheel --print-build-identifiers --platform "$platform" | tr '\n' ' ')
   record "cibuildwheel $CIBW_VERSION $platform" "$(wc -w <<<"$ids") identifiers"

@@ -1,0 +1,465 @@
+"""Every error case: TypeError / ValueError before any system call, OSError from the kernel.
+
+After every error the socket's options -- read back with plain ``socket.getsockopt``,
+not through kaext -- are exactly what they were before.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+from paths import DATA
+from sockets import HAVE_IPV6
+
+import kaext
+from kaext import Policy
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux errno values and ranges")
+
+RANGES = json.loads((DATA / "reference.json").read_text())["ranges"]["linux"]
+UT_MAX = RANGES["user_timeout_ms"][1]
+TCP_NAMES = ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")
+NOT_TCP = {errno.ENOPROTOOPT, errno.EOPNOTSUPP}
+
+
+def snapshot(s: Any) -> dict[str, object]:
+    """Every option kaext touches, through Python's socket module; a refused read is recorded too."""
+    out: dict[str, object] = {"SO_KEEPALIVE": s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)}
+    for name in TCP_NAMES:
+        try:
+            out[name] = s.getsockopt(socket.IPPROTO_TCP, getattr(socket, name))
+        except OSError as exc:
+            out[name] = f"errno {exc.errno}"
+    return out
+
+
+def configure(s: socket.socket, keepalive: int) -> None:
+    """Non-default values everywhere, so that any write (even of a default) shows."""
+    tcp = socket.IPPROTO_TCP
+    s.setsockopt(tcp, socket.TCP_KEEPIDLE, 111)
+    s.setsockopt(tcp, socket.TCP_KEEPINTVL, 22)
+    s.setsockopt(tcp, socket.TCP_KEEPCNT, 3)
+    s.setsockopt(tcp, socket.TCP_USER_TIMEOUT, 4444)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, keepalive)
+
+
+class HasFileno:
+    def __init__(self, fd: object) -> None:
+        self.fd = fd
+
+    def fileno(self) -> object:
+        return self.fd
+
+
+@pytest.fixture(params=[0, 1], ids=["keepalive-off", "keepalive-on"])
+def configured_tcp(request: pytest.FixtureRequest) -> Iterator[socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as listener, socket.create_connection(listener.getsockname()) as client:
+        server, _ = listener.accept()
+        with server:
+            configure(client, request.param)
+            yield client
+
+
+# --------------------------------------------------------------------------------------
+# the operations, each of which must fail cleanly
+# --------------------------------------------------------------------------------------
+
+P_FULL = Policy(idle=10, interval=5, count=3, user_timeout=7)
+P_ON = Policy()
+P_OFF = Policy(keepalive=False)
+P_OFF_UT = Policy(keepalive=False, user_timeout=3)
+P_COUNT = Policy(count=4)
+P_UT = Policy(user_timeout=0)
+
+# Policy.apply is looked up at call time: the test harness swaps implementations.
+OPERATIONS: dict[str, Callable[[Any], object]] = {
+    "set_keepalive(all)": lambda s: kaext.set_keepalive(s, idle=10, interval=5, count=3),
+    "set_keepalive()": lambda s: kaext.set_keepalive(s),
+    "set_keepalive(count)": lambda s: kaext.set_keepalive(s, count=3),
+    "set_keepalive(interval)": lambda s: kaext.set_keepalive(s, interval=3),
+    "disable_keepalive": lambda s: kaext.disable_keepalive(s),
+    "set_user_timeout(5)": lambda s: kaext.set_user_timeout(s, 5),
+    "set_user_timeout(0)": lambda s: kaext.set_user_timeout(s, 0),
+    "get_keepalive": lambda s: kaext.get_keepalive(s),
+    "get_user_timeout": lambda s: kaext.get_user_timeout(s),
+    "Policy(all).apply": lambda s: P_FULL.apply(s),
+    "Policy().apply": lambda s: P_ON.apply(s),
+    "Policy(off).apply": lambda s: P_OFF.apply(s),
+    "Policy(off, user_timeout).apply": lambda s: P_OFF_UT.apply(s),
+    "Policy(count).apply": lambda s: P_COUNT.apply(s),
+    "Policy(user_timeout=0).apply": lambda s: P_UT.apply(s),
+}
+op_params = pytest.mark.parametrize("op", list(OPERATIONS.values()), ids=list(OPERATIONS))
+
+
+# --------------------------------------------------------------------------------------
+# OSError: closed and invalid descriptors
+# --------------------------------------------------------------------------------------
+
+
+def _closed_fd() -> int:
+    s = socket.socket()
+    fd = s.fileno()
+    s.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+    return fd
+
+
+@op_params
+def test_closed_socket_is_ebadf(op: Callable[[Any], object]) -> None:
+    s = socket.socket()
+    s.close()
+    with pytest.raises(OSError) as info:
+        op(s)
+    assert info.value.errno == errno.EBADF
+    assert "closed" in str(info.value) or "not open" in str(info.value)
+
+
+@op_params
+@pytest.mark.parametrize("form", ["int", "fileno"])
+def test_closed_fd_number_is_ebadf(op: Callable[[Any], object], form: str) -> None:
+    fd = _closed_fd()
+    with pytest.raises(OSError) as info:
+        op(fd if form == "int" else HasFileno(fd))
+    assert info.value.errno == errno.EBADF
+    with pytest.raises(OSError):  # kaext did not leave anything open under that number
+        os.fstat(fd)
+
+
+@op_params
+@pytest.mark.parametrize("fd", [-1, -2, 2**31 - 1, 2**31, 2**40, 2**64, -(2**63)])
+def test_bogus_fd_numbers_are_ebadf(op: Callable[[Any], object], fd: int) -> None:
+    with pytest.raises(OSError) as info:
+        op(fd)
+    assert info.value.errno == errno.EBADF
+    with pytest.raises(OSError) as info:
+        op(HasFileno(fd))
+    assert info.value.errno == errno.EBADF
+
+
+@op_params
+@pytest.mark.parametrize("kind", ["file", "pipe", "devnull"])
+def test_non_socket_fd_is_enotsock(op: Callable[[Any], object], kind: str, tmp_path: Path) -> None:
+    if kind == "file":
+        path = tmp_path / "data"
+        path.write_bytes(b"content")
+        fds = [os.open(path, os.O_RDWR)]
+    elif kind == "pipe":
+        fds = list(os.pipe())
+    else:
+        fds = [os.open(os.devnull, os.O_RDWR)]
+    try:
+        fd = fds[0]
+        before = os.fstat(fd)
+        for form in (fd, HasFileno(fd)):
+            with pytest.raises(OSError) as info:
+                op(form)
+            assert info.value.errno == errno.ENOTSOCK
+            assert "not a socket" in str(info.value)
+        after = os.fstat(fd)  # still open: kaext borrowed it and did not close it
+        assert (after.st_ino, after.st_size, after.st_mode) == (before.st_ino, before.st_size, before.st_mode)
+        if kind == "file":
+            assert os.pread(fd, 100, 0) == b"content"
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+# --------------------------------------------------------------------------------------
+# OSError: sockets that are not TCP (the kernel would accept SO_KEEPALIVE on them)
+# --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def non_tcp_socket(kind: str) -> Iterator[tuple[socket.socket, socket.socket | None]]:
+    """(socket under test, its peer for a liveness check or None)."""
+    if kind == "udp4":
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            yield s, None
+    elif kind == "udp6":
+        if not HAVE_IPV6:
+            pytest.skip("no IPv6 loopback")
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            yield s, None
+    elif kind == "udp4-connected":
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.1", 0))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.connect(peer.getsockname())
+                peer.connect(s.getsockname())
+                yield s, peer
+    elif kind == "unix-stream":
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with a, b:
+            yield a, b
+    elif kind == "unix-dgram":
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        with a, b:
+            yield a, b
+    elif kind == "unix-unbound":
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            yield s, None
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+
+
+NON_TCP = ["udp4", "udp6", "udp4-connected", "unix-stream", "unix-dgram", "unix-unbound"]
+
+
+@op_params
+@pytest.mark.parametrize("kind", NON_TCP)
+@pytest.mark.parametrize("keepalive_before", [0, 1])
+def test_non_tcp_socket_is_refused_and_left_alone(
+    op: Callable[[Any], object], kind: str, keepalive_before: int
+) -> None:
+    with non_tcp_socket(kind) as (s, peer):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, keepalive_before)
+        before = snapshot(s)
+        assert bool(before["SO_KEEPALIVE"]) == bool(keepalive_before)
+        for target in (s, s.fileno(), HasFileno(s.fileno())):
+            with pytest.raises(OSError) as info:
+                op(target)
+            assert info.value.errno in NOT_TCP
+            assert "not a TCP socket" in str(info.value)
+            assert snapshot(s) == before
+        if peer is not None:  # still open and working
+            s.send(b"x")
+            assert peer.recv(1) == b"x"
+
+
+def test_error_names_the_refused_knob_and_option() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        with pytest.raises(OSError) as info:
+            kaext.set_keepalive(s, count=5)
+        assert "count" in str(info.value) and "TCP_KEEPCNT" in str(info.value)
+        with pytest.raises(OSError) as info:
+            kaext.set_user_timeout(s, 2)
+        assert "user_timeout" in str(info.value) and "TCP_USER_TIMEOUT" in str(info.value)
+
+
+# --------------------------------------------------------------------------------------
+# TypeError: what is not a socket
+# --------------------------------------------------------------------------------------
+
+NOT_SOCKETS = [None, "3", b"3", 3.0, True, False, object(), [3], HasFileno("3"), HasFileno(3.0), HasFileno(True)]
+
+
+@op_params
+@pytest.mark.parametrize("bad", NOT_SOCKETS, ids=[repr(b) for b in NOT_SOCKETS])
+def test_not_a_socket_is_type_error(op: Callable[[Any], object], bad: object) -> None:
+    with pytest.raises(TypeError):
+        op(bad)
+
+
+def test_fileno_returning_bool_does_not_reach_the_socket(configured_tcp: socket.socket) -> None:
+    # True == 1 would be stdout's neighbour; kaext must refuse it, not use fd 1
+    before = snapshot(configured_tcp)
+    for op in OPERATIONS.values():
+        with pytest.raises(TypeError):
+            op(HasFileno(True))
+    assert snapshot(configured_tcp) == before
+
+
+# --------------------------------------------------------------------------------------
+# TypeError / ValueError for values, with the socket left exactly as it was
+# --------------------------------------------------------------------------------------
+
+BAD_DURATION_TYPES = [True, False, "10", b"10", "1.5", [10], (10,), {10: 1}, 1 + 2j, complex(3, 0), object()]
+BAD_COUNT_TYPES = [True, False, 1.0, 3.5, Fraction(3), Decimal(3), "3", [3], 3 + 0j, timedelta(seconds=3), object()]
+
+BAD_KEEPALIVE_DURATIONS = [
+    0,
+    0.0,
+    -0.0,
+    Decimal(0),
+    Fraction(0),
+    -1,
+    -1.5,
+    -1e-12,
+    Fraction(-1, 3),
+    math.nan,
+    math.inf,
+    -math.inf,
+    Decimal("NaN"),
+    Decimal("sNaN"),
+    Decimal("Infinity"),
+    Decimal("-Infinity"),
+    timedelta(0),
+    timedelta(seconds=-1),
+    timedelta(microseconds=-1),
+    32768,
+    32767.5,  # rounds up to 32768
+    32767.000001,
+    timedelta(hours=10),
+    10**100,
+]
+BAD_COUNTS = [0, -1, 128, 2**31, 10**100]
+BAD_USER_TIMEOUTS = [
+    -1,
+    -0.001,
+    -1e-12,
+    Fraction(-1, 10**12),
+    math.nan,
+    math.inf,
+    -math.inf,
+    Decimal("NaN"),
+    Decimal("Infinity"),
+    timedelta(microseconds=-1),
+    UT_MAX / 1000 + 0.001,
+    Fraction(UT_MAX + 1, 1000),
+    Fraction(UT_MAX, 1000) + Fraction(1, 10**9),  # rounds up past the end
+    timedelta(days=25),
+    10**10,
+]
+
+KNOB_RANGE_TEXT = {
+    "idle": (str(RANGES["idle"][0]), str(RANGES["idle"][1]), "TCP_KEEPIDLE"),
+    "interval": (str(RANGES["interval"][0]), str(RANGES["interval"][1]), "TCP_KEEPINTVL"),
+    "count": (str(RANGES["count"][0]), str(RANGES["count"][1]), "TCP_KEEPCNT"),
+    "user_timeout": (str(RANGES["user_timeout_ms"][0]), str(UT_MAX), "TCP_USER_TIMEOUT"),
+}
+
+
+def calls_for(knob: str, value: object) -> list[Callable[[Any], object]]:
+    """Every public way to pass ``value`` for ``knob``; the good knobs before it must not be written either."""
+    good = {"idle": 10, "interval": 5, "count": 3, "user_timeout": 7}
+    kwargs = {**good, knob: value}
+    ka = {k: v for k, v in kwargs.items() if k != "user_timeout"}
+    calls: list[Callable[[Any], object]] = [lambda s: Policy(**kwargs).apply(s)]
+    if knob == "user_timeout":
+        calls.append(lambda s: kaext.set_user_timeout(s, value))  # type: ignore[arg-type]
+    else:
+        calls.append(lambda s: kaext.set_keepalive(s, **{knob: value}))
+        calls.append(lambda s: kaext.set_keepalive(s, **ka))
+    return calls
+
+
+def _ids(values: list[object]) -> list[str]:
+    return [f"{type(v).__name__}:{v!r}"[:40] for v in values]
+
+
+def _check_value_error(exc: ValueError, knob: str, value: object) -> None:
+    message = str(exc)
+    lo, hi, option = KNOB_RANGE_TEXT[knob]
+    assert knob in message
+    assert repr(value) in message
+    assert lo in message and hi in message
+    assert option in message
+
+
+@pytest.mark.parametrize("knob", ["idle", "interval"])
+@pytest.mark.parametrize("value", BAD_DURATION_TYPES, ids=_ids(BAD_DURATION_TYPES))
+def test_duration_type_errors(configured_tcp: socket.socket, knob: str, value: object) -> None:
+    before = snapshot(configured_tcp)
+    for call in calls_for(knob, value):
+        with pytest.raises(TypeError) as info:
+            call(configured_tcp)
+        assert knob in str(info.value)
+    assert snapshot(configured_tcp) == before
+
+
+@pytest.mark.parametrize("value", BAD_DURATION_TYPES + [None], ids=_ids(BAD_DURATION_TYPES + [None]))
+def test_user_timeout_type_errors(configured_tcp: socket.socket, value: object) -> None:
+    before = snapshot(configured_tcp)
+    calls = calls_for("user_timeout", value)
+    if value is None:  # None means "leave as is" for a Policy, but set_user_timeout needs a value
+        calls = calls[1:]
+    for call in calls:
+        with pytest.raises(TypeError) as info:
+            call(configured_tcp)
+        assert "user_timeout" in str(info.value)
+    assert snapshot(configured_tcp) == before
+
+
+@pytest.mark.parametrize("value", BAD_COUNT_TYPES, ids=_ids(BAD_COUNT_TYPES))
+def test_count_type_errors(configured_tcp: socket.socket, value: object) -> None:
+    before = snapshot(configured_tcp)
+    for call in calls_for("count", value):
+        with pytest.raises(TypeError) as info:
+            call(configured_tcp)
+        assert "count" in str(info.value)
+    assert snapshot(configured_tcp) == before
+
+
+@pytest.mark.parametrize("knob", ["idle", "interval"])
+@pytest.mark.parametrize("value", BAD_KEEPALIVE_DURATIONS, ids=_ids(BAD_KEEPALIVE_DURATIONS))
+def test_duration_value_errors(configured_tcp: socket.socket, knob: str, value: object) -> None:
+    before = snapshot(configured_tcp)
+    for call in calls_for(knob, value):
+        with pytest.raises(ValueError) as info:
+            call(configured_tcp)
+        _check_value_error(info.value, knob, value)
+    assert snapshot(configured_tcp) == before
+
+
+@pytest.mark.parametrize("value", BAD_COUNTS, ids=_ids(BAD_COUNTS))
+def test_count_value_errors(configured_tcp: socket.socket, value: int) -> None:
+    before = snapshot(configured_tcp)
+    for call in calls_for("count", value):
+        with pytest.raises(ValueError) as info:
+            call(configured_tcp)
+        _check_value_error(info.value, "count", value)
+    assert snapshot(configured_tcp) == before
+
+
+@pytest.mark.parametrize("value", BAD_USER_TIMEOUTS, ids=_ids(BAD_USER_TIMEOUTS))
+def test_user_timeout_value_errors(configured_tcp: socket.socket, value: object) -> None:
+    before = snapshot(configured_tcp)
+    for call in calls_for("user_timeout", value):
+        with pytest.raises(ValueError) as info:
+            call(configured_tcp)
+        _check_value_error(info.value, "user_timeout", value)
+    assert snapshot(configured_tcp) == before
+
+
+def test_validation_comes_before_the_descriptor() -> None:
+    # a bad value on a closed socket is reported as the bad value: nothing was called
+    s = socket.socket()
+    s.close()
+    with pytest.raises(ValueError):
+        kaext.set_keepalive(s, idle=0)
+    with pytest.raises(TypeError):
+        kaext.set_keepalive(s, count=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        kaext.set_user_timeout(s, -1)
+    with pytest.raises(TypeError):
+        kaext.set_user_timeout(s, None)  # type: ignore[arg-type]
+
+
+def test_a_later_bad_knob_leaves_earlier_good_ones_unwritten(configured_tcp: socket.socket) -> None:
+    before = snapshot(configured_tcp)
+    with pytest.raises(ValueError):
+        kaext.set_keepalive(configured_tcp, idle=60, interval=10, count=0)
+    with pytest.raises(TypeError):
+        kaext.set_keepalive(configured_tcp, idle=60, interval=10, count=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        kaext.set_keepalive(configured_tcp, idle=60, interval=40000)
+    with pytest.raises(ValueError):
+        Policy(idle=60, interval=10, count=5, user_timeout=-1)
+    assert snapshot(configured_tcp) == before
+
+
+@pytest.mark.parametrize("knob", ["idle", "interval", "count"])
+def test_one_below_and_above_the_range(tcp: socket.socket, knob: str) -> None:
+    lo, hi = RANGES[knob]
+    before = snapshot(tcp)
+    for value in (lo - 1, hi + 1):
+        with pytest.raises(ValueError) as info:
+            kaext.set_keepalive(tcp, **{knob: value})
+        _check_value_error(info.value, knob, value)
+    assert snapshot(tcp) == before
