@@ -8,11 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 python -m pip install -q -c .ci/constraints.txt ruff cython-lint import-linter
 ruff check .
-cython-lint ext/_kaext.pyx
+cython-lint ext/_kaext.pyx ext/*.pxi
 lint-imports
-bad=$(grep -nE '^\s*(from|import)\s+kaext' ext/_kaext.pyx | grep -vE 'kaext\.(_platform|_errors)\b' || true)
+bad=$(grep -nE '^\s*(from|import)\s+kaext' ext/_kaext.pyx ext/*.pxi | grep -vE 'kaext\.(_platform|_errors)\b' || true)
 if [ -n "$bad" ]; then
-  echo "ext/_kaext.pyx may import only kaext._platform and kaext._errors:" >&2
+  echo "ext/_kaext.pyx and its ext/*.pxi parts may import only kaext._platform and kaext._errors:" >&2
   echo "$bad" >&2
   exit 1
 fi

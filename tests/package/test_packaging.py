@@ -316,11 +316,12 @@ def test_sdist_contents() -> None:
         {"README.md", "LICENSE", "pyproject.toml", "setup.py", "MANIFEST.in"}
         | {"src/kaext/py.typed", "src/kaext/_kaext.pyi"}
         | _tracked("ext/*.pyx")
+        | _tracked("ext/*.pxi")
         | _tracked("ext/*.h")
         | _tracked("src/kaext/*.py")
         | _tracked("tests/**/*")
     )
-    assert "ext/_kaext.pyx" in needed and "tests/conftest.py" in needed
+    assert {"ext/_kaext.pyx", "ext/_kaext_proc.pxi", "tests/conftest.py"} <= needed
     assert {"ext/kaext_shim.h", "ext/kaext_posix.h", "ext/kaext_windows.h"} <= needed
     assert not needed - members, f"missing from {sdist.name}: {sorted(needed - members)}"
     stray = {m for m in members if m.endswith((".so", ".pyd", ".pyc")) or m == "ext/_kaext.c"}

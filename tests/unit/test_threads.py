@@ -273,7 +273,7 @@ def _cythonize(source: str, tmp_path: Path, name: str) -> str:
     pyx = tmp_path / name / "_kaext.pyx"
     pyx.parent.mkdir()
     pyx.write_text(source)
-    for header in (ROOT / "ext").glob("*.h"):
+    for header in [*(ROOT / "ext").glob("*.h"), *(ROOT / "ext").glob("*.pxi")]:
         shutil.copy(header, pyx.parent)
     out = pyx.with_suffix(".c")
     subprocess.run(
