@@ -20,7 +20,7 @@ except ImportError:  # WASI / Emscripten builds: kaext imports, nothing can be s
 import struct
 from typing import Any
 
-from . import _platform
+from . import _platform, _pure_bpf
 from ._errors import bad_fd_error, fileno_of, socket_error
 from ._platform import (
     COUNT,
@@ -928,51 +928,17 @@ def _diag_row(m: tuple[Any, ...], states: tuple[str, ...], timers: tuple[str, ..
     )
 
 
-# kaext.enforce's BPF programs are assembled in C by the extension; the pure-Python
-# backend has the same names and raises OSError ENOSYS for each (kaext.enforce says so).
-BPF_SOCK_OPS: int = 0
-BPF_SETSOCKOPT: int = 1
-
-
-def _no_bpf() -> OSError:
-    return OSError(errno.ENOSYS, "kaext.enforce needs kaext's C extension (this is the pure-Python install)")
-
-
-def bpf_map_create() -> int:
-    raise _no_bpf()
-
-
-def bpf_config_write(map_fd: int, mask: int, flags: int, values: tuple[int, ...], cgroup_id: int) -> None:
-    raise _no_bpf()
-
-
-def bpf_config_read(map_fd: int) -> tuple[int, int, tuple[int, ...], int]:
-    raise _no_bpf()
-
-
-def bpf_counters_read(map_fd: int) -> tuple[int, int, int, int, int]:
-    raise _no_bpf()
-
-
-def bpf_load(kind: int, map_fd: int) -> int:
-    raise _no_bpf()
-
-
-def bpf_pin(fd: int, path: str) -> None:
-    raise _no_bpf()
-
-
-def bpf_obj_get(path: str) -> int:
-    raise _no_bpf()
-
-
-def bpf_attach(cgroup_fd: int, prog_fd: int, kind: int) -> None:
-    raise _no_bpf()
-
-
-def bpf_detach(cgroup_fd: int, prog_fd: int, kind: int) -> None:
-    raise _no_bpf()
-
-
-def bpf_mount(path: str) -> None:
-    raise _no_bpf()
+# kaext.enforce's BPF programs: the extension assembles them; here each raises ENOSYS
+# (kaext._pure_bpf).  Part of the backend interface, so named here too.
+BPF_SETSOCKOPT = _pure_bpf.BPF_SETSOCKOPT
+BPF_SOCK_OPS = _pure_bpf.BPF_SOCK_OPS
+bpf_attach = _pure_bpf.bpf_attach
+bpf_config_read = _pure_bpf.bpf_config_read
+bpf_config_write = _pure_bpf.bpf_config_write
+bpf_counters_read = _pure_bpf.bpf_counters_read
+bpf_detach = _pure_bpf.bpf_detach
+bpf_load = _pure_bpf.bpf_load
+bpf_map_create = _pure_bpf.bpf_map_create
+bpf_mount = _pure_bpf.bpf_mount
+bpf_obj_get = _pure_bpf.bpf_obj_get
+bpf_pin = _pure_bpf.bpf_pin
