@@ -251,7 +251,7 @@ cdef int _fd(object sock, kaext_sock *out) except -1:
     return 0
 
 
-cdef object _fail(int err, int step, Plan plan):
+cdef object _fail(int err, int step, Plan plan, kaext_sock fd):
     from kaext._errors import socket_error
     from kaext._platform import KNOBS, spec_for
     cdef object value = None
@@ -267,7 +267,7 @@ cdef object _fail(int err, int step, Plan plan):
             value = plan.c.value[step]
         elif step == KAEXT_STEP_KEEPALIVE:
             value = plan.c.keepalive
-    raise socket_error(err, step, name, value, spec)
+    raise socket_error(err, step, name, value, spec, fd)
 
 
 cdef inline object _apply(object sock, Plan plan):
@@ -276,7 +276,7 @@ cdef inline object _apply(object sock, Plan plan):
     _fd(sock, &fd)
     err = kaext_apply(fd, &plan.c, _mech, &step)
     if err:
-        _fail(err, step, plan)
+        _fail(err, step, plan, fd)
 
 
 def apply(object sock, Plan plan):
@@ -311,7 +311,7 @@ def read(object sock, unsigned int want=KAEXT_WANT_ALL):
     _fd(sock, &fd)
     err = kaext_read_some(fd, want, _mech, &st, &step)
     if err:
-        _fail(err, step, None)
+        _fail(err, step, None, fd)
     return (
         st.keepalive,
         st.value[KAEXT_IDLE] if st.have & (1 << KAEXT_IDLE) else None,
@@ -407,7 +407,7 @@ def read_state(object sock):
         raise RuntimeError("kaext._kaext.read_state before bind_state")
     err = kaext_read_some(fd, _WANT_STATE, _mech, &st, &step)
     if err:
-        _fail(err, step, None)
+        _fail(err, step, None, fd)
     state = kaext_alloc(_state_type)
     cdef char *fields = <char *><void *>state
     PyMember_SetOne(fields, _state_slot[0], st.keepalive != 0)
@@ -436,7 +436,7 @@ def read_policy(cls, object sock):
         raise RuntimeError("kaext._kaext.read_policy before bind_policy")
     err = kaext_read_some(fd, KAEXT_WANT_ALL, _mech, &st, &step)
     if err:
-        _fail(err, step, None)
+        _fail(err, step, None, fd)
     if not st.keepalive:  # keepalive off: the knobs have no effect and are not carried
         st.have &= ~((1u << KAEXT_IDLE) | (1u << KAEXT_INTERVAL) | (1u << KAEXT_COUNT))
     for k in range(KAEXT_NKNOBS):

@@ -80,7 +80,8 @@ def _decorate(exc: OSError, knob: str | None, option: str, value: object, fd: in
     Still a plain OSError (``except OSError`` and ``exc.errno`` work as for any socket
     call); ``exc.knob`` is "idle", "interval", "count", "user_timeout", "keepalive" or
     None, ``exc.option`` the OS option name ("TCP_KEEPIDLE", "SO_KEEPALIVE", ...; "" if
-    none), ``exc.value`` the value in the option's own unit (None for a read).
+    none), ``exc.value`` the value in the option's own unit (None for a read), ``exc.fd``
+    the file descriptor the call was made on (None where there was none).
     """
     exc.knob = knob  # type: ignore[attr-defined]
     exc.option = option  # type: ignore[attr-defined]
@@ -128,14 +129,16 @@ def unsupported_error(knob: str) -> OSError:
     )
 
 
-def socket_error(err: int, step: int, option: str, value: int | None = None, spec: KnobSpec | None = None) -> OSError:
+def socket_error(
+    err: int, step: int, option: str, value: int | None = None, spec: KnobSpec | None = None, fd: int | None = None
+) -> OSError:
     """An OSError for a refused setsockopt/getsockopt/WSAIoctl.
 
     ``step`` is the knob index or ``STEP_KEEPALIVE`` / ``STEP_PROBE``; ``spec`` is the
     knob's spec under the mechanism the backend used (None where it has none).  The
     message names the call, the knob, the OS option, the value in the option's unit and
     the reason (errno and strerror), plus a hint at the likely cause; the same facts are
-    attributes of the exception (see ``_decorate``).
+    attributes of the exception (see ``_decorate``), ``fd`` the socket's file descriptor.
     """
     reason = os.strerror(err) if err > 0 else f"error {err}"
     call = "getsockopt" if value is None else "setsockopt"
@@ -165,4 +168,4 @@ def socket_error(err: int, step: int, option: str, value: int | None = None, spe
         hint = " - the kernel refused the value"
         if spec is not None:
             hint += f"; kaext accepts {knob} = {amount(spec.min, spec.unit)} .. {amount(spec.max, spec.unit)} here"
-    return _decorate(OSError(err, f"{reason}: {what}{hint}"), knob, option, value)
+    return _decorate(OSError(err, f"{reason}: {what}{hint}"), knob, option, value, fd)

@@ -264,17 +264,19 @@ def _fd(sock: Any) -> int:
 
 
 class _Borrowed:
-    """A socket object for a file descriptor we do not own: never closes it."""
+    """A socket object for a file descriptor we do not own: never closes it.  An OSError
+    raised within carries the fd (``exc.fd``), as the C extension's do."""
 
-    __slots__ = ("sock", "borrowed")
+    __slots__ = ("sock", "borrowed", "fd")
 
     def __init__(self, sock: Any) -> None:
         if type(sock) is socket.socket:
-            if sock.fileno() < 0:
+            self.fd = sock.fileno()
+            if self.fd < 0:
                 raise bad_fd_error(-1)
             self.sock, self.borrowed = sock, False
             return
-        fd = _fd(sock)
+        self.fd = fd = _fd(sock)
         # socket.socket(fileno=fd) makes the fd non-blocking when a default timeout is
         # set (socket.setdefaulttimeout): put the caller's blocking mode back.
         blocking = _get_blocking(fd) if socket.getdefaulttimeout() is not None else None
@@ -282,7 +284,7 @@ class _Borrowed:
             self.sock = socket.socket(fileno=fd)
         except OSError as exc:
             if exc.errno in (errno.ENOTSOCK, errno.EBADF):
-                raise socket_error(exc.errno, STEP_PROBE, "") from None
+                raise socket_error(exc.errno, STEP_PROBE, "", fd=fd) from None
             raise
         if blocking is not None and _get_blocking(fd) != blocking:
             os.set_blocking(fd, blocking)
@@ -291,9 +293,11 @@ class _Borrowed:
     def __enter__(self) -> socket.socket:
         return self.sock
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, exc: object, traceback: object) -> None:
         if self.borrowed:
             self.sock.detach()
+        if isinstance(exc, OSError) and getattr(exc, "fd", 0) is None:  # one of socket_error's
+            exc.fd = self.fd  # type: ignore[attr-defined]
 
 
 def _get_blocking(fd: int) -> bool | None:

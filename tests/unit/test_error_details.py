@@ -101,3 +101,54 @@ def test_type_errors_name_knob_and_type() -> None:
     with pytest.raises(TypeError) as info:
         kaext.Policy(count=2.5)  # type: ignore[arg-type]
     assert "count" in str(info.value) and "float" in str(info.value)
+
+
+def _refusing_calls(target: Any) -> dict[str, Any]:
+    """Public calls that a UDP socket refuses, on ``target`` (the socket or its int fd)."""
+    calls: dict[str, Any] = {
+        "get_keepalive": lambda: kaext.get_keepalive(target),
+        "Policy.from_socket": lambda: kaext.Policy.from_socket(target),
+        "Policy().apply": lambda: kaext.Policy().apply(target),
+    }
+    if "idle" in kaext.capabilities():
+        calls["set_keepalive"] = lambda: kaext.set_keepalive(target, idle=60)
+    if "user_timeout" in kaext.capabilities():
+        calls["get_user_timeout"] = lambda: kaext.get_user_timeout(target)
+    return calls
+
+
+@pytest.mark.parametrize("as_int", [False, True], ids=["socket", "int-fd"])
+def test_a_refusal_on_a_live_socket_carries_its_fd(implementation: str, as_int: bool) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        target = udp.fileno() if as_int else udp
+        for name, call in _refusing_calls(target).items():
+            with pytest.raises(OSError) as info:
+                call()
+            assert info.value.errno in (errno.ENOPROTOOPT, errno.EOPNOTSUPP), name
+            assert info.value.fd == udp.fileno(), name  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("as_int", [False, True], ids=["socket", "int-fd"])
+def test_each_backend_puts_the_fd_on_a_refusal(backend: Any, as_int: bool) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        target = udp.fileno() if as_int else udp
+        for call in (
+            lambda: backend.apply(target, backend.Plan(0, 0, 0, 0, 0, 1)),
+            lambda: backend.read(target, _platform.WANT_ALL),
+        ):
+            with pytest.raises(OSError) as info:
+                call()
+            assert info.value.fd == udp.fileno()  # type: ignore[attr-defined]
+    with tempfile.TemporaryFile() as f:
+        with pytest.raises(OSError) as info:
+            backend.apply(f.fileno() if as_int else f, backend.Plan(0, 0, 0, 0, 0, 1))
+        assert info.value.errno == errno.ENOTSOCK and info.value.fd == f.fileno()  # type: ignore[attr-defined]
+
+
+def test_a_kernel_refusal_of_a_value_carries_the_fd(backend: Any, tcp: socket.socket) -> None:
+    caps = kaext.capabilities()
+    if "idle" not in caps or caps["idle"].min < 1:
+        pytest.skip("no idle knob with a positive minimum here")
+    with pytest.raises(OSError) as info:
+        backend.apply(tcp, backend.Plan(1 << _platform.IDLE, 0, 0, 0, 0, 1))
+    assert info.value.errno == errno.EINVAL and info.value.fd == tcp.fileno()  # type: ignore[attr-defined]
