@@ -332,8 +332,7 @@ _STATES = (
     "?", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
     "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV", "BOUND_INACTIVE",
 )
-#: idiag_timer and /proc/net/tcp's "tr" column (net/ipv4/inet_diag.c, tcp_ipv4.c).
-_TIMERS = ("off", "retransmit", "keepalive", "timewait", "persist")
+_TIMERS = _platform.LINUX_TIMERS
 _KEEPALIVE_TIMER = 2
 
 #: Every state but TIME_WAIT and NEW_SYN_RECV, which no process holds a descriptor of.

@@ -499,6 +499,11 @@ DEFAULT_FILES: Final[dict[str, str]] = FAMILY_DEFAULT_FILES.get(FAMILY, {})
 #: process's descriptors; ``"fds"``: this process only, by trying each descriptor number
 #: (the other POSIX systems); ``""``: not available (Windows: sockets are handles, not
 #: numbered descriptors that can be enumerated).
+#: Linux's pending TCP timer of a socket, by number, in ``ss -o``'s words ("on" there is
+#: the retransmit timer): sock_diag's idiag_timer and /proc/net/tcp's "tr" column
+#: (net/ipv4/inet_diag.c inet_sk_diag_fill, net/ipv4/tcp_ipv4.c get_tcp4_sock).  The one
+#: vocabulary of ``kaext.Connection.timer`` and ``kaext-verify --live``.
+LINUX_TIMERS: Final = ("off", "retransmit", "keepalive", "timewait", "persist")
 FAMILY_CONNECTIONS: Final[dict[str, str]] = {"linux": "proc", "windows": "", "other": ""}
 
 #: Why ``kaext.connections()`` is not available on a platform of a family that has it:

@@ -48,6 +48,7 @@ from typing import Any
 import kaext
 from kaext import presets
 from kaext._cli import Parser, one_line_warnings, prog_name  # presentation only: the checks use the public API
+from kaext._platform import LINUX_TIMERS
 from kaext._tcp_info import tcp_info
 
 __all__ = ["judge", "main", "run_checks", "run_idle_timeout", "run_live"]
@@ -393,8 +394,8 @@ def run_checks(notes: list[str] | None = None) -> list[dict[str, Any]]:
 # --live: the kernel's own view of the keepalive timer
 # --------------------------------------------------------------------------------------
 
-# /proc/net/tcp "tr" field (include/net/inet_connection_sock.h, net/ipv4/tcp_ipv4.c):
-_TIMERS = {0: "none", 1: "retransmit", 2: "keepalive", 3: "time-wait", 4: "zero-window probe"}
+# /proc/net/tcp "tr" field, named as kaext-inspect names it (kaext.Connection.timer)
+_TIMERS = dict(enumerate(LINUX_TIMERS))
 _PROC = {"IPv4": "/proc/net/tcp", "IPv6": "/proc/net/tcp6"}
 
 

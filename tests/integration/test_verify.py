@@ -300,6 +300,33 @@ def test_live_timer_is_armed_with_the_configured_idle(
             assert conn["tcp_info"]["state"] == 1  # TCP_ESTABLISHED
 
 
+def _inspected_timers() -> tuple[str | None, str | None]:
+    """What ``kaext.connections()`` (kaext-inspect) calls the kernel's timer of a loopback
+    connection with keepalive on, and of its peer without."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server, socket.create_connection(server.getsockname()) as client:
+        accepted, _ = server.accept()
+        with accepted:
+            kaext.Policy.parse(verify.LIVE_POLICY).apply(client)
+            by_fd = {c.fd: c for c in kaext.connections()}
+            return by_fd[client.fileno()].timer, by_fd[accepted.fileno()].timer
+
+
+@pytest.mark.skipif(not HAS_PROC_TCP, reason="no /proc/net/tcp on this system")
+def test_live_calls_the_timers_as_inspect_does(capsys: pytest.CaptureFixture[str]) -> None:
+    """One kernel timer, one name: verify --live and kaext-inspect (Connection.timer) agree."""
+    with_keepalive, without = _inspected_timers()
+    assert (with_keepalive, without) == ("keepalive", "off")
+    code, report = run_json(capsys, "--live")
+    assert code == 0
+    for conn in report["live"]["connections"]:
+        assert (conn["timer"], conn["peer_timer"]) == (with_keepalive, without), conn
+    code, report = run_json(capsys, "--live", "--policy", "off")
+    assert code == 0
+    assert [c["timer"] for c in report["live"]["connections"]] == [without] * len(report["live"]["connections"])
+
+
 @pytest.mark.skipif(not HAS_PROC_TCP, reason="no /proc/net/tcp on this system")
 def test_live_subprocess(implementation: str) -> None:
     proc = run_cli(implementation, "--live", "--json")
