@@ -76,6 +76,10 @@ class Knob(Record):
         None for a count of probes.  Not a field: it follows from ``unit``."""
         return UNITS_PER_SECOND.get(self.unit)
 
+    def __repr__(self) -> str:
+        # the fields, then per_second: how a reader turns min and max into seconds
+        return f"{super().__repr__()[:-1]}, per_second={self.per_second!r})"
+
 
 def _build_capabilities() -> dict[str, Knob]:
     """Knobs as the running system sets them: the backend probes each once (``mechanism``),

@@ -104,7 +104,7 @@ def bad_fd_error(fd: int, fd_max: int | None = FD_MAX) -> OSError:
 def amount(n: int, unit: str) -> str:
     """``n`` in ``unit`` for a message: "30 s", "5 probes", "2147483647 ms (2147483.647 s)"."""
     if unit == "probes":
-        return f"{n} probes"
+        return f"{n} probe" if n == 1 else f"{n} probes"
     if unit == "s":
         return f"{n} s"
     seconds = f"{n / UNITS_PER_SECOND[unit]:.3f}".rstrip("0").rstrip(".")

@@ -4,10 +4,10 @@ Same interface as the pure-Python implementation ``kaext._pure``; the
 signatures here match it name for name (``tests/test_packaging.py`` checks).
 """
 
-from typing import Any
+from typing import Any, Literal
 
 #: ``"c"`` for this module (``"python"`` for ``kaext._pure``).
-IMPLEMENTATION: str
+IMPLEMENTATION: Literal["c", "python"]
 #: The C shim's numbers (``kaext._platform`` states the same for Python).
 NKNOBS: int
 STEP_KEEPALIVE: int

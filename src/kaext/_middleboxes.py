@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MIDDLEBOXES", "Middlebox"]
+__all__ = ["MIDDLEBOXES", "Middlebox", "lookup"]
 
 
 @dataclass(frozen=True)
@@ -66,3 +66,13 @@ _TABLE = (
 
 #: The known middleboxes by name: default idle timeout in seconds, with its source.
 MIDDLEBOXES: dict[str, Middlebox] = {m.name: m for m in _TABLE}
+
+
+def lookup(name: str) -> Middlebox | None:
+    """The middlebox of this name, whatever its case (``"AWS-NLB"`` is ``"aws-nlb"``), or None."""
+    return MIDDLEBOXES.get(name.lower())
+
+
+def names() -> str:
+    """The known names, for a message: ``"aws-nlb, aws-gwlb, ..."``."""
+    return ", ".join(MIDDLEBOXES)

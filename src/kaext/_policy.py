@@ -275,7 +275,7 @@ class Policy:
 
     @classmethod
     def parse(cls, spec: str) -> Policy:
-        """Parse nginx's ``so_keepalive`` syntax: ``on``, ``off`` or ``[idle]:[interval]:[count]``.
+        """Parse nginx's ``so_keepalive`` syntax: ``on``, ``off`` or ``[idle]:[interval]:[count]``, or a middlebox name.
 
         Durations take ``s``, ``m``, ``h``, ``d`` (and ``ms``) suffixes and may be
         combined (``1h30m``); a bare number is seconds; an empty field leaves that
@@ -283,6 +283,9 @@ class Policy:
         sets only idle); as in nginx, a spec that sets nothing (``::``) is refused.
         kaext also reads a ``user_timeout=DURATION`` word after it
         (``30m::10 user_timeout=5m``), which ``str(policy)`` writes.
+
+        A spec that is a middlebox name from ``kaext.presets.MIDDLEBOXES``, in any case
+        (``"aws-nlb"``, ``"AWS-NLB"``), is ``Policy.for_middlebox(spec)``.
         """
         if not isinstance(spec, str):
             raise TypeError(f"spec must be a str, got {type(spec).__name__}")
@@ -290,6 +293,16 @@ class Policy:
         if not words:
             raise ValueError(f"invalid keepalive spec {spec!r}: empty")
         head, extra = words[0], words[1:]
+        if not extra and head not in ("on", "off") and ":" not in head and not head[:1].isdigit():
+            from ._middleboxes import lookup, names  # dataclasses: imported only when asked
+
+            box = lookup(head)
+            if box is not None:
+                return for_idle_timeout(box.idle_timeout, cls)
+            raise ValueError(
+                f"invalid keepalive spec {spec!r}: expected 'on', 'off', [idle]:[interval]:[count] "
+                f"or a middlebox name ({names()})"
+            )
         user_timeout: int | float | None = None
         for word in extra:
             key, sep, val = word.partition("=")
@@ -359,7 +372,7 @@ class Policy:
     def for_middlebox(cls, name: str) -> Policy:
         """``for_idle_timeout`` for a known middlebox's default idle timeout, e.g. ``"aws-nlb"`` (350 s).
 
-        Names and sourced numbers: ``kaext.presets.MIDDLEBOXES``.
+        Names (in any case: ``"AWS-NLB"`` too) and sourced numbers: ``kaext.presets.MIDDLEBOXES``.
         """
         return for_middlebox(name, cls)
 
@@ -490,38 +503,31 @@ def for_idle_timeout(seconds: Duration, policy_class: type[_P]) -> _P:
 
 def for_middlebox(name: str, policy_class: type[_P]) -> _P:
     """``for_idle_timeout`` for a known middlebox's default idle timeout (``MIDDLEBOXES``)."""
-    from ._middleboxes import MIDDLEBOXES  # dataclasses: imported only when asked
+    from ._middleboxes import lookup, names  # dataclasses: imported only when asked
 
     if not isinstance(name, str):
         raise TypeError(f"middlebox name must be a str, got {type(name).__name__}")
-    box = MIDDLEBOXES.get(name)
+    box = lookup(name)
     if box is None:
-        raise ValueError(f"unknown middlebox {name!r}; known: {', '.join(MIDDLEBOXES)}")
+        raise ValueError(f"unknown middlebox {name!r}; known: {names()}")
     return for_idle_timeout(box.idle_timeout, policy_class)
 
 
 def as_policy(policy: Policy | str) -> Policy:
     """``policy`` itself, or the policy a string names.
 
-    A string is first looked up as a middlebox name (``kaext.presets.MIDDLEBOXES``:
-    ``"aws-nlb"`` gives ``Policy.for_middlebox("aws-nlb")``), otherwise parsed with
-    ``Policy.parse`` (``"5m:30s:4"``, ``"on"``, ``"2m:10s:6 user_timeout=3m"``).  The
-    one reading of a ``policy`` argument for ``kaext.inject``, ``kaext.run``,
-    ``kaext.inspect --apply`` and ``kaext.adapters``.  Raises TypeError for anything
-    else, ValueError for a bad spec (naming the middleboxes too).
+    A string is read by ``Policy.parse``: a spec (``"5m:30s:4"``, ``"on"``,
+    ``"2m:10s:6 user_timeout=3m"``) or a middlebox name in any case
+    (``kaext.presets.MIDDLEBOXES``: ``"aws-nlb"`` gives ``Policy.for_middlebox("aws-nlb")``).
+    The one reading of a ``policy`` argument for ``kaext.inject``, ``kaext.run``,
+    ``kaext.enforce``, the tools' ``--policy`` / ``--apply`` and ``kaext.adapters``.  Raises
+    TypeError for anything else, ValueError for a bad spec or a value out of range.
     """
     if isinstance(policy, Policy):
         return policy
     if not isinstance(policy, str):
         raise TypeError(f"policy must be a kaext.Policy or a str, got {type(policy).__name__} {policy!r}")
-    from ._middleboxes import MIDDLEBOXES  # dataclasses: imported only when asked
-
-    if policy in MIDDLEBOXES:
-        return Policy.for_middlebox(policy)
-    try:
-        return Policy.parse(policy)
-    except ValueError as exc:
-        raise ValueError(f"{exc}; or a middlebox name: {', '.join(MIDDLEBOXES)}") from None
+    return Policy.parse(policy)
 
 
 _APPLY_DOC = """Apply the whole policy to ``sock``, all or nothing.

@@ -18,7 +18,7 @@ try:
 except ImportError:  # WASI / Emscripten builds: kaext imports, nothing can be set
     from . import _nosocket as socket  # type: ignore[no-redef]
 import struct
-from typing import Any
+from typing import Any, Literal
 
 from . import _platform, _pure_bpf
 from ._errors import bad_fd_error, fileno_of, socket_error
@@ -43,7 +43,8 @@ from ._platform import (
 )
 from ._record import Record
 
-IMPLEMENTATION = "python"
+#: Which implementation this is: ``"python"`` (``"c"`` for ``kaext._kaext``).
+IMPLEMENTATION: Literal["c", "python"] = "python"
 
 #: The shim's numbers, as ``kaext._kaext`` exposes them (here from ``_platform``).
 NKNOBS = len(KNOBS)

@@ -47,6 +47,7 @@ from ._cli import one_line_warnings, printable, prog_name
 
 # Internal names, in one place.
 from ._connections import Connection, _all_pids, _apply, _collect
+from ._middleboxes import lookup, names
 from ._policy import as_policy, format_duration
 
 __all__ = ["main", "verdict"]
@@ -117,11 +118,10 @@ def _seconds(text: str) -> float:
 
 
 def _middlebox(text: str) -> str:
-    if text not in presets.MIDDLEBOXES:
-        raise argparse.ArgumentTypeError(
-            f"unknown middlebox {text!r}; known: {', '.join(presets.MIDDLEBOXES)}"
-        )
-    return text
+    box = lookup(text)
+    if box is None:
+        raise argparse.ArgumentTypeError(f"unknown middlebox {text!r}; known: {names()}")
+    return box.name
 
 
 def _policy(spec: str) -> Policy:
@@ -216,7 +216,7 @@ def _cells(conn: Connection, judged: str | None) -> list[str]:
     if conn.timer_left is not None:
         timer += f" {conn.timer_left:.1f}s"
     if conn.probes:
-        timer += f" ({conn.probes} probes)"
+        timer += f" ({conn.probes} probe{'' if conn.probes == 1 else 's'})"
     return [
         str(conn.pid),
         str(conn.fd),

@@ -418,7 +418,8 @@ def verdict(result: ProbeResult) -> str:
         line = f"{where}: no idle timeout up to {_seconds(result.survived)}"
     if result.idle_timeout is not None and result.server_closed_after is not None:
         line += f"; the server closes idle connections after {_seconds(result.server_closed_after)}"
-    return line + f" ({result.connections} connections, {result.elapsed:.0f} s)"
+    connections = f"{result.connections} connection{'' if result.connections == 1 else 's'}"
+    return line + f" ({connections}, {result.elapsed:.0f} s)"
 
 
 def _show(p: Progress) -> None:

@@ -46,7 +46,6 @@ from fractions import Fraction
 from typing import Any
 
 import kaext
-from kaext import presets
 from kaext._cli import Parser, one_line_warnings, prog_name  # presentation only: the checks use the public API
 from kaext._platform import LINUX_TIMERS
 from kaext._tcp_info import tcp_info
@@ -170,7 +169,7 @@ def _fmt_native(n: float | None, unit: str) -> str:
     if n is None:
         return "-"
     n = int(n) if float(n).is_integer() else n
-    return f"{n} {unit}"
+    return f"{n} {unit[:-1] if unit == 'probes' and n == 1 else unit}"
 
 
 def _values(knob: kaext.Knob) -> list[tuple[int | float | Fraction, int]]:
@@ -480,13 +479,6 @@ def _live_one(family_name: str, family: int, host: str, policy: kaext.Policy) ->
     return out
 
 
-def _policy(spec: str) -> kaext.Policy:
-    """``--policy SPEC``: ``Policy.parse`` syntax, or a middlebox name (``aws-nlb``), as ``kaext-inspect --apply``."""
-    if spec in presets.MIDDLEBOXES:
-        return kaext.Policy.for_middlebox(spec)
-    return kaext.Policy.parse(spec)
-
-
 def run_live(spec: str = LIVE_POLICY) -> dict[str, Any]:
     """Apply a policy to a loopback connection and read the kernel's keepalive timer.
 
@@ -494,7 +486,7 @@ def run_live(spec: str = LIVE_POLICY) -> dict[str, Any]:
     where the system has no per-connection timer view, ``available`` is False and
     ``ok`` True.
     """
-    policy = _policy(spec)
+    policy = kaext.Policy.parse(spec)
     out: dict[str, Any] = {"available": False, "policy": str(policy), "connections": [], "ok": True, "detail": ""}
     if not os.path.exists(_PROC["IPv4"]):
         out["detail"] = "not available: this system has no /proc/net/tcp view of TCP timers"
@@ -527,7 +519,7 @@ def run_idle_timeout(seconds: float, spec: str | None) -> dict[str, Any]:
     leaves alone counts with the kernel's default.
     """
     if spec is not None:
-        policy, source = _policy(spec), "--policy"
+        policy, source = kaext.Policy.parse(spec), "--policy"
     else:
         policy, source = kaext.Policy.for_idle_timeout(seconds), "Policy.for_idle_timeout"
     with ExitStack() as stack:
@@ -716,9 +708,9 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(f"--idle-timeout must be a positive number of seconds, got {args.idle_timeout:g}")
     if args.policy is not None:
         try:
-            _policy(args.policy)
+            kaext.Policy.parse(args.policy)
         except (TypeError, ValueError, OSError, Warning) as exc:  # Warning: under -W error
-            parser.error(f"--policy: {exc} (or a middlebox name: {', '.join(presets.MIDDLEBOXES)})")
+            parser.error(f"--policy: {exc}")
     elif args.idle_timeout is not None:
         try:
             kaext.Policy.for_idle_timeout(args.idle_timeout)

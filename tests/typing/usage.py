@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from datetime import timedelta
+from typing import Literal, assert_type
 
 import kaext
 from kaext import KeepaliveState, Knob, Policy
@@ -76,3 +77,8 @@ def enforce_on(cgroup: str) -> list[str]:
     return [f"{x.cgroup}: {x.policy}" for x in kaext.enforce.enforcements()] + [
         str(policy), str(counts), str(flags), str(removed), str(status)
     ]
+
+
+def implementation_is_one_of_two() -> None:
+    # a Literal, not any str: a typo in a comparison is a type error
+    assert_type(kaext.IMPLEMENTATION, Literal["c", "python"])

@@ -152,7 +152,7 @@ def test_a_refused_knob_is_named_with_its_unit(backend: Any, tcp: socket.socket)
         (_platform.DRAGONFLY_OLD["idle"], "idle", 5000, "idle=5000 ms", "1 ms (0.001 s) .. "),
         (_platform.SOLARIS_OLD_IDLE, "idle", 5000, "idle=5000 ms", "10000 ms (10 s) .. 864000000 ms"),
         (_platform.WINDOWS_SIO["interval"], "interval", 0, "interval=0 ms (WSAIoctl SIO_KEEPALIVE_VALS)", "1 ms"),
-        (_platform.LINUX["count"], "count", 0, "count=0 (setsockopt TCP_KEEPCNT)", "1 probes .. 127 probes"),
+        (_platform.LINUX["count"], "count", 0, "count=0 (setsockopt TCP_KEEPCNT)", "1 probe .. 127 probes"),
     ],
 )
 def test_error_unit_comes_from_the_spec(
