@@ -8,14 +8,33 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import Any, NoReturn
+
+from ._version import __version__
+
+#: The name a tool was started under by the umbrella command (``kaext inspect``,
+#: ``python -m kaext inspect``); empty otherwise.
+_started_as: list[str] = []
 
 
 def prog_name(script: str, module: str) -> str:
-    """The name a tool speaks under: ``script`` when it was run as that console script,
-    else ``python -m MODULE``."""
+    """The name a tool speaks under: ``kaext TOOL`` / ``python -m kaext TOOL`` when the
+    umbrella command started it, ``script`` when it was run as that console script, else
+    ``python -m MODULE``."""
+    if _started_as:
+        return _started_as[-1]
     argv0 = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     return script if argv0.startswith(script) else f"python -m {module}"
+
+
+@contextmanager
+def started_as(name: str) -> Iterator[None]:
+    """Within: every tool speaks under ``name`` (the umbrella's ``kaext inspect``)."""
+    _started_as.append(name)
+    try:
+        yield
+    finally:
+        _started_as.pop()
 
 
 def printable(text: str) -> str:
@@ -31,6 +50,12 @@ class Parser(argparse.ArgumentParser):
 
     #: Said after the message (kaext-verify: " (see --help)").
     error_tail = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "--version", action="version", version=f"kaext {__version__}", help="print kaext's version and exit"
+        )
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {printable(message)}{self.error_tail}\n")

@@ -37,7 +37,7 @@ import warnings
 from urllib.parse import quote, unquote
 
 from . import _backend, _platform
-from ._cli import Parser, prog_name
+from ._cli import Parser, one_line_warnings, prog_name
 from ._policy import Policy, as_policy
 from ._record import Record
 
@@ -709,7 +709,12 @@ def _fail(prog: str, exc: BaseException) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """``kaext-enforce``: attach/update, ``--remove``, ``--list [--json]``; returns the exit status."""
     parser = _parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    with one_line_warnings(lambda: parser.prog):  # a policy whose user timeout cuts probing short
+        return _main(parser, sys.argv[1:] if argv is None else list(argv))
+
+
+def _main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    args = parser.parse_args(argv)
     prog = parser.prog
     if args.json and not args.list:
         parser.error("--json goes with --list")
@@ -744,7 +749,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--policy SPEC is required (or --remove, --list)")
     try:
         e = attach(args.cgroup, args.policy, respect_existing=args.respect_existing, force=args.force)
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, Warning) as exc:  # Warning: under -W error
         return _fail(prog, exc)
     mode = " (respect existing)" if e.respect_existing else " (force)" if e.force else ""
     print(f"{e.cgroup}: {e.policy}{mode}")

@@ -43,7 +43,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import Policy, presets
-from ._cli import one_line_warnings, printable, prog_name
+from ._cli import Parser, one_line_warnings, printable, prog_name
 
 # Internal names, in one place.
 from ._connections import Connection, _all_pids, _apply, _collect
@@ -90,8 +90,8 @@ def verdict(conn: Connection, idle_timeout: float | None = None) -> str | None:
 # --------------------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but every error is one line (``PROG: error: ...``) and exit status 2."""
+class _Parser(Parser):
+    """The tools' parser, but an error is raised (and reported by ``main``, exit status 2)."""
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from . import _platform
-from ._cli import Parser, prog_name
+from ._cli import Parser, one_line_warnings, prog_name
 from ._policy import as_policy
 
 TYPE_CHECKING = False
@@ -119,21 +119,30 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run COMMAND under the policy; returns (or exits with) COMMAND's exit status."""
+    """Run COMMAND under the policy; returns (or exits with) COMMAND's exit status.
+
+    A warning about the policy (a user timeout that cuts probing short) is one line on
+    stderr, here only: the Pythons COMMAND starts do not repeat it.
+    """
     parser = _parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    with one_line_warnings(lambda: parser.prog):
+        return _main(parser, sys.argv[1:] if argv is None else list(argv))
+
+
+def _main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+    args = parser.parse_args(argv)
     command: list[str] = args.command
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:
-        parser.error("no COMMAND given (python -m kaext.run --policy SPEC -- COMMAND [ARGS...])")
+        parser.error(f"no COMMAND given ({parser.prog} --policy SPEC -- COMMAND [ARGS...])")
     if args.cgroup:
         return _run_in_cgroup(parser, args.policy, command, args.force)
     if args.force:
         parser.error("--force needs --cgroup")
     try:
         env = environment(args.policy, accepted=args.accepted)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, Warning) as exc:  # Warning: under -W error
         parser.error(f"--policy: {exc}")
     sys.stdout.flush()
     sys.stderr.flush()
@@ -161,7 +170,7 @@ def _run_in_cgroup(parser: argparse.ArgumentParser, policy: str, command: list[s
         status = run_in_cgroup(command, policy, force=force)
     except KeyboardInterrupt:
         return 130  # as a shell reports a command ended by SIGINT
-    except (OSError, TypeError, ValueError) as exc:
+    except (OSError, TypeError, ValueError, Warning) as exc:  # Warning: under -W error
         text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         parser.exit(2, f"{parser.prog}: error: --cgroup: {text}\n")
     if status == 127:

@@ -21,10 +21,12 @@ TOOLS = {
 }
 
 
-def _script(tool: str) -> str:
-    found = shutil.which(f"kaext-{tool}", path=os.path.dirname(sys.executable))
+def _script(tool: str | None) -> str:
+    """The console script ``kaext-TOOL`` (the umbrella ``kaext`` for None) next to this Python."""
+    name = "kaext" if tool is None else f"kaext-{tool}"
+    found = shutil.which(name, path=os.path.dirname(sys.executable))
     if found is None:
-        pytest.skip(f"kaext-{tool} is not installed next to this Python")
+        pytest.skip(f"{name} is not installed next to this Python")
     return found
 
 
@@ -96,3 +98,117 @@ def test_a_middlebox_name_in_capitals_is_a_policy(tool: str) -> None:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert proc.returncode in (0, 1), proc  # 1: a check or verdict failed, not a usage error
     assert "error" not in proc.stderr, proc.stderr
+
+
+# --------------------------------------------------------------------------------------
+# The umbrella command: kaext TOOL ... and python -m kaext TOOL ...
+# --------------------------------------------------------------------------------------
+
+
+def _ways(tool: str) -> dict[str, list[str]]:
+    """Every way to start ``tool``, by the name it should speak under."""
+    return {
+        f"kaext-{tool}": [_script(tool)],
+        f"python -m kaext.{tool}": [sys.executable, "-m", f"kaext.{tool}"],
+        f"kaext {tool}": [_script(None), tool],
+        f"python -m kaext {tool}": [sys.executable, "-m", "kaext", tool],
+    }
+
+
+@pytest.mark.parametrize("tool", sorted(TOOLS))
+def test_every_way_to_start_a_tool_speaks_under_that_name(tool: str) -> None:
+    for name, argv in _ways(tool).items():
+        proc = subprocess.run([*argv, *TOOLS[tool]], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, (name, proc)
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{name}: error: "), (name, proc.stderr)
+        usage = subprocess.run([*argv, "--help"], capture_output=True, text=True, timeout=60)
+        assert usage.returncode == 0 and usage.stdout.startswith(f"usage: {name} "), (name, usage.stdout[:200])
+
+
+@pytest.mark.parametrize("tool", [*sorted(TOOLS), None])
+def test_version_everywhere(tool: str | None) -> None:
+    import kaext
+
+    ways = _ways(tool) if tool else {"kaext": [_script(None)], "python -m kaext": [sys.executable, "-m", "kaext"]}
+    for name, argv in ways.items():
+        proc = subprocess.run([*argv, "--version"], capture_output=True, text=True, timeout=60)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"kaext {kaext.__version__}\n", ""), name
+
+
+def test_the_umbrella_runs_the_tool_with_the_rest_of_the_arguments() -> None:
+    import json
+
+    for argv in ([_script(None)], [sys.executable, "-m", "kaext"]):
+        proc = subprocess.run([*argv, "inspect", str(os.getpid()), "--json"], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode in (0, 1), proc
+        fds = {c["fd"] for c in json.loads(proc.stdout)["connections"]}
+        assert all(isinstance(fd, int) for fd in fds)
+        show = "import kaext; print(repr(kaext.injected()))"
+        run = subprocess.run([*argv, "run", "--policy", "aws-nlb", "--", sys.executable, "-c", show],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run
+        import kaext
+
+        assert run.stdout.strip() == repr(kaext.Policy.for_middlebox("aws-nlb"))
+
+
+@pytest.mark.parametrize("args", [[], ["bogus"], ["--bogus"], ["Inspect"]])
+def test_the_umbrella_without_a_tool_is_a_usage_error(args: list[str]) -> None:
+    for name, argv in {"kaext": [_script(None)], "python -m kaext": [sys.executable, "-m", "kaext"]}.items():
+        proc = subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2, proc
+        lines = proc.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{name}: error: "), proc.stderr
+        assert all(tool in lines[0] for tool in TOOLS), proc.stderr
+
+
+def test_the_umbrella_help_lists_the_tools() -> None:
+    proc = subprocess.run([sys.executable, "-m", "kaext", "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m kaext "), proc
+    assert all(f"  {tool} " in proc.stdout for tool in TOOLS), proc.stdout
+
+
+# --------------------------------------------------------------------------------------
+# Warnings: one line, once per process tree
+# --------------------------------------------------------------------------------------
+
+SHORT_USER_TIMEOUT = "7s:3s:4 user_timeout=5s"  # warns: the user timeout cuts the 19 s of probing short
+CHILD = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'import socket'], check=True)"
+
+
+@pytest.mark.parametrize("how", ["script", "module", "umbrella"])
+def test_kaext_run_warns_once_in_one_line(how: str) -> None:
+    name, argv = {
+        "script": ("kaext-run", [_script("run")]),
+        "module": ("python -m kaext.run", [sys.executable, "-m", "kaext.run"]),
+        "umbrella": ("python -m kaext run", [sys.executable, "-m", "kaext", "run"]),
+    }[how]
+    proc = subprocess.run([*argv, "--policy", SHORT_USER_TIMEOUT, "--", sys.executable, "-c", CHILD],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"{name}: warning: user_timeout=5 s is shorter than"), proc.stderr
+
+
+@pytest.mark.parametrize("tool", ["verify", "enforce"])
+def test_every_tool_warns_in_one_line(tool: str) -> None:
+    args = {
+        "verify": ["--idle-timeout", "350", "--policy", SHORT_USER_TIMEOUT],
+        "enforce": [f"/nonexistent-cgroup-{os.getpid()}", "--policy", SHORT_USER_TIMEOUT],
+    }[tool]
+    proc = subprocess.run([sys.executable, "-m", f"kaext.{tool}", *args], capture_output=True, text=True, timeout=120)
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line.lower()]
+    assert warnings == [line for line in warnings if line.startswith(f"python -m kaext.{tool}: warning: ")], proc
+    assert len(warnings) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_kaext_run_under_w_error_is_a_usage_error() -> None:
+    proc = subprocess.run([sys.executable, "-W", "error", "-m", "kaext.run", "--policy", SHORT_USER_TIMEOUT, "--",
+                           "true"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("python -m kaext.run: error: --policy: user_timeout=5 s"), proc

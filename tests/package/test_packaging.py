@@ -244,6 +244,9 @@ def _conforms(value: object, annotation: ast.expr) -> bool:
     assert isinstance(annotation, ast.Subscript), ast.unparse(annotation)
     origin = ast.unparse(annotation.value)
     args = annotation.slice.elts if isinstance(annotation.slice, ast.Tuple) else [annotation.slice]
+    if origin == "Literal":
+        return any(isinstance(arg, ast.Constant) and type(value) is type(arg.value) and value == arg.value
+                   for arg in args)
     if origin == "dict":
         return isinstance(value, dict) and all(
             _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items()

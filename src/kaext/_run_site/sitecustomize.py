@@ -4,7 +4,8 @@ It injects the policy named by ``KAEXT_RUN_POLICY`` (``KAEXT_RUN_ACCEPTED=1``: a
 sockets too), takes its own directory off ``sys.path`` again, and then runs the
 ``sitecustomize`` that would have run without kaext, if there is one.  A policy that
 cannot be injected (an interpreter that cannot import kaext) is one line on stderr;
-the program runs anyway.
+the program runs anyway.  A warning about the policy is not repeated here: kaext.run
+printed it once for the whole process tree.
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ def _inject() -> None:
     if not spec:
         return
     try:
+        import warnings
+
         import kaext
 
-        kaext.inject(spec, accepted=os.environ.get("KAEXT_RUN_ACCEPTED") == "1")
+        with warnings.catch_warnings():
+            # kaext.run said it once, in one line, for the whole process tree
+            warnings.simplefilter("ignore", RuntimeWarning)
+            kaext.inject(spec, accepted=os.environ.get("KAEXT_RUN_ACCEPTED") == "1")
     except Exception as exc:
         sys.stderr.write(f"kaext.run: policy not injected into {sys.executable}: {type(exc).__name__}: {exc}\n")
 
