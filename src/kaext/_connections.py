@@ -669,6 +669,8 @@ def _apply_one(
                 errno.ESTALE, f"descriptor {row.fd} now names another socket (closed and reused since it was listed)"
             )
         policy.apply(fd)
+        if not policy.applied_to(fd):  # all or nothing was written, yet the kernel holds otherwise
+            return OSError(errno.EIO, f"applied, but the socket does not hold {policy} when read back")
     except OSError as exc:
         return exc
     finally:

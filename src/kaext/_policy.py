@@ -221,6 +221,40 @@ class Policy:
             apply = _backend.apply_policy
         from_socket = classmethod(_backend.read_policy)
 
+    def applied_to(self, sock: SocketLike) -> bool:
+        """Is this policy in force on ``sock``?  Reads; changes nothing.
+
+        ``sock`` is a socket, anything with ``fileno()``, or an int fd.  Reads SO_KEEPALIVE
+        and each knob the policy sets, with one ``getsockopt`` of the option ``apply``
+        writes (``capabilities()`` names them: e.g. ``TCP_KEEPIDLE`` and ``TCP_KEEPINTVL``
+        in s, ``TCP_KEEPCNT`` in probes, ``TCP_USER_TIMEOUT`` in ms), and compares each in
+        that option's own unit with the value ``apply`` writes (the policy's seconds
+        rounded up to the unit): True when SO_KEEPALIVE is on (off for
+        ``keepalive=False``) and every knob the policy sets holds its value.  Knobs the
+        policy leaves alone are not compared, so ``Policy(idle=60).applied_to(s)`` is
+        True after ``Policy(idle=60).apply(s)`` whatever interval and count ``s`` has
+        (``Policy.from_socket(s) == policy`` compares every knob).
+
+        A knob the policy sets that this platform cannot read back (``Knob.readable``
+        False: Windows' ``SIO_KEEPALIVE_VALS``) raises OSError ENOPROTOOPT: whether it
+        is in force cannot be told.  Otherwise raises what ``get_keepalive`` raises (OSError
+        EBADF for a closed socket, the kernel's errno for one that is not TCP, TypeError
+        for an object without ``fileno()``).
+        """
+        plan = self._plan
+        knobs = plan.set_mask & ((1 << len(_platform.KNOBS)) - 1)
+        for k, (name, knob) in enumerate(zip(_platform.KNOBS, read_back_knobs(), strict=True)):
+            if knobs & (1 << k) and (knob is None or not knob.readable):
+                raise OSError(
+                    errno.ENOPROTOOPT,
+                    f"{name} cannot be read back on this platform, so whether the policy is in force cannot be told",
+                )
+        held = _backend.read(sock, knobs | _platform.WANT_KEEPALIVE)
+        if (held[0] != 0) != (plan.keepalive != 0):  # BSDs read the option's flag bit: any non-zero is on
+            return False
+        wanted = (plan.idle, plan.interval, plan.count, plan.user_timeout)
+        return all(held[1 + k] == wanted[k] for k in range(len(wanted)) if knobs & (1 << k))
+
     # -- budgets ---------------------------------------------------------------------
 
     @classmethod

@@ -32,6 +32,7 @@ of kaext gets.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -433,6 +434,12 @@ def _live_one(family_name: str, family: int, host: str, policy: kaext.Policy) ->
             client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         policy.apply(client)
         applied = time.monotonic()
+        try:
+            in_force: bool | None = policy.applied_to(client)
+        except OSError as exc:
+            if exc.errno != errno.ENOPROTOOPT:
+                raise
+            in_force = None  # a knob the policy sets cannot be read back here
         state = kaext.get_keepalive(client)
         entry = _proc_entry(_PROC[family_name], os.fstat(client.fileno()).st_ino)
         peer = _proc_entry(_PROC[family_name], os.fstat(accepted.fileno()).st_ino)
@@ -446,6 +453,7 @@ def _live_one(family_name: str, family: int, host: str, policy: kaext.Policy) ->
         "idle": idle,
         "interval": state.interval,
         "count": state.count,
+        "in_force": in_force,
         "timer": None,
         "remaining": None,
         "peer_timer": None,
@@ -460,8 +468,10 @@ def _live_one(family_name: str, family: int, host: str, policy: kaext.Policy) ->
     # The timer was armed for ``idle`` when SO_KEEPALIVE went on, at most ``elapsed``
     # seconds before the read; the kernel prints the rest truncated to whole ticks.
     tolerance = 2 / ticks_per_s + 0.02
-    if not policy.keepalive:
-        if state.enabled or entry["timer_active"] == 2:
+    if in_force is False:
+        verdict, detail = "MISMATCH", f"the socket does not hold policy {policy} after apply (Policy.applied_to)"
+    elif not policy.keepalive:
+        if entry["timer_active"] == 2:
             verdict, detail = "MISMATCH", f"keepalive still on (timer {out['timer']}) after policy {policy}"
         else:
             verdict, detail = "ok", f"keepalive off and no keepalive timer (timer {out['timer']})"

@@ -322,6 +322,7 @@ def test_live_calls_the_timers_as_inspect_does(capsys: pytest.CaptureFixture[str
     assert code == 0
     for conn in report["live"]["connections"]:
         assert (conn["timer"], conn["peer_timer"]) == (with_keepalive, without), conn
+        assert conn["in_force"] is True, conn  # Policy.applied_to
     code, report = run_json(capsys, "--live", "--policy", "off")
     assert code == 0
     assert [c["timer"] for c in report["live"]["connections"]] == [without] * len(report["live"]["connections"])
