@@ -18,6 +18,7 @@ import platform
 import sys
 
 from setuptools import Extension, setup
+from setuptools.command.bdist_wheel import bdist_wheel
 from setuptools.command.build_ext import build_ext
 
 
@@ -103,6 +104,9 @@ _PRELOAD_FALLBACK_MESSAGE = (
 
 
 class BuildExt(build_ext):
+    #: Set when the C extension could not be built: the package is pure Python from then on.
+    pure = False
+
     def get_ext_filename(self, fullname: str) -> str:
         # lib*.so without a Python ABI tag; called with the dotted name and its last part
         if fullname in (PRELOAD, PRELOAD.rsplit(".", 1)[1]):
@@ -110,6 +114,11 @@ class BuildExt(build_ext):
         return super().get_ext_filename(fullname)
 
     def build_extension(self, ext: Extension) -> None:
+        if ext.name == PRELOAD and self.pure:
+            # no extension, no preload library: not one left by an earlier build either, which
+            # setuptools would take for up to date when it is newer than its sources
+            self._remove_stale(ext)
+            return
         try:
             super().build_extension(ext)
         except Exception as exc:  # CompileError, LinkError, a missing compiler
@@ -117,12 +126,29 @@ class BuildExt(build_ext):
                 raise
             # a library left by an earlier build of older sources would be packaged and
             # loaded instead of the fallback the message promises
-            stale = self.get_ext_fullpath(ext.name)
-            if os.path.exists(stale):
-                os.remove(stale)
+            self._remove_stale(ext)
+            if ext.name != PRELOAD:
+                # a pure-Python package now: installed as purelib, a py3-none-any wheel
+                BuildExt.pure = True
+                self.distribution.ext_modules = []
             message = _PRELOAD_FALLBACK_MESSAGE if ext.name == PRELOAD else _FALLBACK_MESSAGE
             error = f"{type(exc).__name__}: {exc}"
             print("\nWARNING: " + message.format(error=error) + "\n", file=sys.stderr, flush=True)
+
+    def _remove_stale(self, ext: Extension) -> None:
+        stale = self.get_ext_fullpath(ext.name)
+        if os.path.exists(stale):
+            os.remove(stale)
+
+
+class BdistWheel(bdist_wheel):
+    """The wheel is tagged pure (``py3-none-any``) when the build left no compiled code:
+    the tag is otherwise chosen before the build, from the extensions it was asked for."""
+
+    def run_command(self, command: str) -> None:
+        super().run_command(command)
+        if command == "build":
+            self.root_is_pure = not (self.distribution.has_ext_modules() or self.distribution.has_c_libraries())
 
 
 if ext_modules and platform.system() == "Linux":
@@ -138,4 +164,4 @@ if ext_modules and platform.system() == "Linux":
         )
     )
 
-setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})
+setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt, "bdist_wheel": BdistWheel})

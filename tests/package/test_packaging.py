@@ -471,10 +471,13 @@ def test_sdist_without_a_compiler(tmp_path: Path) -> None:
     assert "false" in strict.stdout + strict.stderr  # the compiler command that failed is shown
 
 
-def test_failed_compile_does_not_ship_an_older_build(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stale_mtime", ["older", "newer"])
+def test_failed_compile_does_not_ship_an_older_build(tmp_path: Path, stale_mtime: str) -> None:
     """A tree built before (``build/lib.*/kaext/_kaext*.so`` left behind), then changed and
     rebuilt without a working compiler: the wheel must hold the pure-Python implementation
-    the build says it installed, not the extension of the older sources."""
+    the build says it installed, not the extension of the older sources, nor a preload
+    library setuptools takes for up to date (newer than its sources); and it is a pure
+    wheel (``py3-none-any``)."""
     if not (ROOT / "setup.py").is_file() or not (ROOT / "ext" / "_kaext.pyx").is_file():
         _missing("not running from a source checkout")
     tree = tmp_path / "tree"
@@ -492,7 +495,8 @@ def test_failed_compile_does_not_ship_an_older_build(tmp_path: Path) -> None:
     os.utime(stale, (0, 0))  # older than every source: setuptools rebuilds it
     stale_preload = built / "libkaext_preload.so"  # Linux: the library kaext.run preloads
     stale_preload.write_bytes(b"a preload library built from older sources")
-    os.utime(stale_preload, (0, 0))
+    if stale_mtime == "older":
+        os.utime(stale_preload, (0, 0))
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-cache-dir", "-w", str(tmp_path / "wheels"),
          str(tree)],
@@ -510,4 +514,7 @@ def test_failed_compile_does_not_ship_an_older_build(tmp_path: Path) -> None:
             for n in archive.namelist()
             if n.startswith(("kaext/_kaext", "kaext/libkaext_preload")) and not n.endswith(".pyi")
         ]
+        wheel_file = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/WHEEL"))).decode()
     assert binaries == []
+    assert wheel.name.endswith("-py3-none-any.whl"), wheel.name
+    assert "Root-Is-Purelib: true" in wheel_file and "Tag: py3-none-any" in wheel_file, wheel_file
