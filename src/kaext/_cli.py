@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -82,3 +82,29 @@ def one_line_warnings(prog: Callable[[], str]) -> Iterator[None]:
 
         warnings.showwarning = one_line
         yield
+
+
+def table(head: Sequence[str], rows: Sequence[Sequence[str]], *, rule: bool = False, group: bool = False) -> list[str]:
+    """The lines of a text table: each column as wide as its widest cell, two spaces apart,
+    no trailing spaces.  ``rule``: a line of dashes under ``head``; ``group``: a blank line
+    wherever the first column changes."""
+    widths = [max(len(cell) for cell in column) for column in zip(head, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+
+    lines = [line(head)]
+    if rule:
+        lines.append("  ".join("-" * width for width in widths))
+    for i, row in enumerate(rows):
+        if group and i and row[0] != rows[i - 1][0]:
+            lines.append("")
+        lines.append(line(row))
+    return lines
+
+
+def reader_gone() -> int:
+    """For ``except BrokenPipeError`` around a tool's output (``| head`` went away): stdout to
+    the null device, so that the flush at exit raises nothing more; returns exit status 2."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 2

@@ -37,13 +37,12 @@ import argparse
 import errno
 import json
 import math
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import Policy, presets
-from ._cli import Parser, one_line_warnings, printable, prog_name
+from ._cli import Parser, one_line_warnings, printable, prog_name, reader_gone, table
 
 # Internal names, in one place.
 from ._connections import Connection, _all_pids, _apply, _collect
@@ -238,11 +237,6 @@ _HEAD = [
 ]
 
 
-def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [_HEAD, *rows]) for i in range(len(_HEAD))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in [_HEAD, *rows]]
-
-
 # --------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------
@@ -295,7 +289,7 @@ def _run(argv: Sequence[str] | None) -> int:
     if args.json:
         print(json.dumps({"connections": [_to_json(r, v) for r, v in zip(rows, judged, strict=True)]}, indent=2))
     else:
-        for line in _table([_cells(r, v) for r, v in zip(rows, judged, strict=True)]):
+        for line in table(_HEAD, [_cells(r, v) for r, v in zip(rows, judged, strict=True)]):
             print(line)
         count = sum(1 for v in judged if v is not None)
         summary = f"{len(rows)} socket{'' if len(rows) == 1 else 's'}, {count} judged, {failing} failing"
@@ -332,8 +326,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return _run(argv)
     except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 2
+        return reader_gone()
     except UsageError as exc:
         print(f"{_prog()}: error: {printable(str(exc))}", file=sys.stderr)
         return 2

@@ -47,7 +47,9 @@ from fractions import Fraction
 from typing import Any
 
 import kaext
-from kaext._cli import Parser, one_line_warnings, prog_name  # presentation only: the checks use the public API
+
+# presentation only: the checks use the public API
+from kaext._cli import Parser, one_line_warnings, prog_name, reader_gone, table
 from kaext._platform import LINUX_TIMERS
 from kaext._tcp_info import tcp_info
 
@@ -603,19 +605,6 @@ def _cells(r: dict[str, Any]) -> list[str]:
     return [r["socket"], r["knob"], option, sets, got, via_sock, r["verdict"]]
 
 
-def _table(rows: list[list[str]], head: list[str]) -> str:
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    previous = None
-    for row in rows:
-        if previous is not None and row[0] != previous:
-            lines.append("")
-        previous = row[0]
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-    return "\n".join(lines)
-
-
 def _print_text(report: dict[str, Any], quiet: bool, out: Callable[[str], None]) -> None:
     d = report["system_defaults"]
     out(f"kaext {report['kaext']} ({report['implementation']} implementation)")
@@ -630,7 +619,7 @@ def _print_text(report: dict[str, Any], quiet: bool, out: Callable[[str], None])
     shown = [r for r in results if not (quiet and r["ok"])]
     head = ["socket", "knob", "option=value", "set", "kaext read", "socket.getsockopt", "verdict"]
     if shown:
-        out(_table([_cells(r) for r in shown], head))
+        out("\n".join(table(head, [_cells(r) for r in shown], rule=True, group=True)))
         out("")
     failed = [r for r in results if not r["ok"]]
     details, seen = [], set()
@@ -735,8 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _main(parser, argv)
         except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-            return 2
+            return reader_gone()
 
 
 def _main(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
