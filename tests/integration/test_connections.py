@@ -6,7 +6,9 @@ getsockopt read back through a pipe), from /proc/<pid>/net/tcp and from ``ss``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc
 import json
 import os
 import re
@@ -14,6 +16,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -132,6 +136,83 @@ def test_batch_read_takes_inode_and_options_from_the_same_descriptor(reader: Mod
     finally:
         os.close(r)
         os.close(w)
+
+
+@contextlib.contextmanager
+def dup2_storm(pairs: int = 1) -> Iterator[tuple[list[int], dict[int, tuple[int, float]]]]:
+    """``pairs`` descriptor numbers, each with two listeners a thread dup2()s onto it in turn;
+    yields the numbers and, by inode, each listener's port and its own TCP_KEEPIDLE reading.
+    The numbers are below the listeners', so connections() lists each socket under them."""
+    slots = [os.open(os.devnull, os.O_RDONLY) for _ in range(pairs)]
+    stop = threading.Event()
+    try:
+        with contextlib.ExitStack() as stack:
+            listeners = [stack.enter_context(socket.create_server(("127.0.0.1", 0))) for _ in range(2 * pairs)]
+            for index, listener in enumerate(listeners):
+                listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 100 + index)
+            # each listener as the kernel reports it: its inode, port and its own getsockopt
+            expected = {
+                os.fstat(s.fileno()).st_ino: (
+                    s.getsockname()[1], float(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE))
+                )
+                for s in listeners
+            }
+            gc.collect()  # no finalizer of an earlier test's socket object closes a number meanwhile
+
+            def storm() -> None:
+                while not stop.is_set():
+                    for slot, a, b in zip(slots, listeners[0::2], listeners[1::2], strict=True):
+                        os.dup2(a.fileno(), slot)
+                        os.dup2(b.fileno(), slot)
+
+            worker = threading.Thread(target=storm)
+            worker.start()
+            try:
+                yield slots, expected
+            finally:
+                stop.set()
+                worker.join(10)
+    finally:
+        for slot in slots:
+            os.close(slot)
+
+
+@pytest.mark.thread_unsafe
+def test_a_descriptor_reused_meanwhile_never_mixes_two_sockets(connections: Lister) -> None:
+    """connections() while a dup2() storm swaps two sockets under one number: each row of that
+    number has one socket's address with the same socket's options (issue 17, item 6)."""
+    calls = seen = 0
+    mixed: list[tuple[int, float | None]] = []
+    with dup2_storm() as (slots, expected):
+        by_port = dict(expected.values())
+        deadline = time.monotonic() + 5.0
+        while calls < 400 and time.monotonic() < deadline:
+            calls += 1
+            for row in connections():
+                if row.fd in slots and row.keepalive is not None and row.local[1] in by_port:
+                    seen += 1
+                    if row.keepalive.idle != by_port[row.local[1]]:
+                        mixed.append((row.local[1], row.keepalive.idle))
+    assert calls >= 50 and seen >= calls // 2, f"the reused number was listed {seen} times in {calls} calls"
+    assert not mixed, f"{len(mixed)} of {seen} rows mixed two sockets ({calls} calls): {mixed[:5]}, expected {by_port}"
+
+
+@pytest.mark.thread_unsafe
+def test_batch_read_of_a_reused_descriptor_is_one_sockets(reader: ModuleType) -> None:
+    """The batch read under the same storm, 64 reads of each number per call: every
+    inode comes with that socket's own options."""
+    reads = 0
+    mixed: list[tuple[int, int]] = []
+    with dup2_storm(pairs=2) as (slots, expected):
+        deadline = time.monotonic() + 3.0
+        while reads < 200_000 and time.monotonic() < deadline:
+            for err, inode, _, idle, *_ in reader.proc_read(-1, slots * 64):
+                if not err and inode in expected:
+                    reads += 1
+                    if idle != expected[inode][1]:
+                        mixed.append((inode, idle))
+    assert reads >= 10_000, f"only {reads} reads of a listener"
+    assert not mixed, f"{len(mixed)} of {reads} reads mixed two sockets: {mixed[:5]}"
 
 
 def test_dump_parsers_agree(reader: ModuleType) -> None:
