@@ -117,10 +117,13 @@ typedef struct {
 #  define KAEXT_SYS_PIDFD_GETFD 438
 #endif
 
-/* A pidfd for process pid, or -1 with errno (ESRCH: no such process; ENOSYS: before 5.3). */
-static inline int kaext_pidfd_open(int pid)
+/* A pidfd for process pid, or -1 with errno (ESRCH: no such process; ENOSYS: before 5.3).
+ * flags: 0, or PIDFD_THREAD (O_EXCL, Linux 6.9+) for a pidfd of thread pid, which
+ * pidfd_getfd reaches the process's descriptors through when its main thread has
+ * exited (EINVAL before 6.9). */
+static inline int kaext_pidfd_open(int pid, unsigned flags)
 {
-    return (int)syscall(KAEXT_SYS_PIDFD_OPEN, pid, 0);
+    return (int)syscall(KAEXT_SYS_PIDFD_OPEN, pid, flags);
 }
 
 /* A new descriptor in this process for descriptor fd of the process behind pidfd,
@@ -255,9 +258,10 @@ static inline const char *kaext_diag_ntop(int ipv6, const unsigned char *addr, c
 
 #define KAEXT_HAVE_PROC 0
 
-static inline int kaext_pidfd_open(int pid)
+static inline int kaext_pidfd_open(int pid, unsigned flags)
 {
     (void)pid;
+    (void)flags;
     errno = ENOSYS;
     return -1;
 }

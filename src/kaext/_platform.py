@@ -12,6 +12,7 @@ and in the comments below.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ._record import Record
@@ -550,9 +551,14 @@ def sys_pidfd_getfd() -> int:
     """pidfd_getfd(2)'s system call number on Linux (5.6+; asm-generic/unistd.h: 438 on
     every architecture but alpha, 548), for the pure-Python implementation, which calls
     it through ctypes: Python's os module has pidfd_open but not pidfd_getfd."""
-    import os
-
     return 548 if os.uname().machine.startswith("alpha") else 438
+
+
+#: pidfd_open(2)'s flag for a pidfd of one thread rather than of a process
+#: (include/uapi/linux/pidfd.h: ``#define PIDFD_THREAD O_EXCL``, Linux 6.9+): the way to a
+#: process's descriptors (pidfd_getfd) once its main thread has exited (pthread_exit), when
+#: its thread group leader is a zombie with no files; 0 where the OS has no O_EXCL.
+PIDFD_THREAD: Final = int(getattr(os, "O_EXCL", 0)) if FAMILY == "linux" else 0
 
 
 #: Linux sock_diag netlink (include/uapi/linux/netlink.h, sock_diag.h), which

@@ -848,13 +848,14 @@ _POLICY_OPTIONS = _options((IDLE, INTERVAL, COUNT, USER_TIMEOUT))
 # ======================================================================================
 
 
-def pidfd_open(pid: int) -> int:
+def pidfd_open(pid: int, flags: int = 0) -> int:
     """A pidfd for process ``pid``: Python's own ``os.pidfd_open`` (3.9+, where the build
-    knew the call), else OSError ENOSYS."""
+    knew the call), else OSError ENOSYS.  ``flags``: 0, or PIDFD_THREAD
+    (``kaext._platform.PIDFD_THREAD``, Linux 6.9+) for a pidfd of the thread ``pid``."""
     open_pidfd = getattr(os, "pidfd_open", None)
     if open_pidfd is None:
         raise OSError(errno.ENOSYS, "pidfd_open is not available in this Python")
-    return int(open_pidfd(pid))
+    return int(open_pidfd(pid, flags))
 
 
 _getfd: Any = None  # pidfd_getfd through libc's syscall(), made on first use

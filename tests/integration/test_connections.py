@@ -105,6 +105,7 @@ def test_own_process_sockets_as_set_with_setsockopt(connections: Lister) -> None
                     assert row.remote == (sock.getpeername() if state != "LISTEN" else ("0.0.0.0", 0))
                     assert (row.keepalive, row.user_timeout) == expected_state(list(raw(sock)))
                     assert row.reason is None
+                    assert row.inode == os.fstat(sock.fileno()).st_ino
                 assert rows[client.fileno()].keepalive == KeepaliveState(True, 42.0, 6.0, 4)
                 assert rows[client.fileno()].user_timeout == 2.5
 
@@ -115,7 +116,7 @@ def test_connection_is_an_immutable_value(connections: Lister) -> None:
     assert row == row._replace() and hash(row) == hash(row._replace())
     assert list(row._asdict()) == [
         "pid", "fd", "family", "local", "remote", "state", "keepalive",
-        "user_timeout", "timer", "timer_left", "probes", "reason",
+        "user_timeout", "timer", "timer_left", "probes", "reason", "inode",
     ]
     with pytest.raises(AttributeError):
         row.fd = 0  # type: ignore[misc]
@@ -297,6 +298,7 @@ def test_another_process_as_it_reads_itself(family: str, connections: Lister) ->
         assert row.local == tuple(sock["local"])
         assert row.remote == (tuple(sock["remote"]) if sock["remote"] else any_address)
         assert (row.keepalive, row.user_timeout) == expected_state(own[name])
+        assert row.inode == sock["inode"]  # the child's own fstat
     assert rows[c.sock("client")["fd"]].keepalive == KeepaliveState(True, 31.0, 7.0, 5)
     assert rows[c.sock("client")["fd"]].user_timeout == 12.345
     assert rows[c.sock("server")["fd"]].keepalive.enabled is False  # type: ignore[union-attr]
@@ -598,3 +600,66 @@ def test_a_threads_id_gives_its_process_sockets(connections: Lister) -> None:
     assert (row.keepalive.enabled, row.keepalive.idle, row.user_timeout) == (
         bool(enabled), float(idle), user_timeout_ms / 1000,
     )
+
+
+#: The main thread calls pthread_exit (through ctypes) while another thread holds a
+#: connection: the thread group leader is then a zombie whose /proc/<pid>/fd is empty.
+MAIN_THREAD_EXITS = r"""
+import ctypes, json, os, socket, sys, threading
+ready = threading.Event()
+info = {}
+def hold():
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 77)
+    info.update(tid=threading.get_native_id(), fd=client.fileno(), local=list(client.getsockname()),
+                inode=os.fstat(client.fileno()).st_ino)
+    ready.set()
+    for line in sys.stdin:  # "read": its own getsockopt of the client socket
+        print(json.dumps([client.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                          client.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)]), flush=True)
+    os._exit(0)
+threading.Thread(target=hold).start()
+ready.wait()
+print(json.dumps(info), flush=True)
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def leader_state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat (proc(5): the field after the command's parenthesis)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_process_whose_main_thread_exited_is_read_through_a_live_thread(connections: Lister) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", MAIN_THREAD_EXITS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        try:
+            info = json.loads(proc.stdout.readline())
+            deadline = time.monotonic() + 10
+            while leader_state(proc.pid) != "Z":  # the leader has exited
+                assert time.monotonic() < deadline, "the main thread did not exit"
+                time.sleep(0.01)
+            assert os.listdir(f"/proc/{proc.pid}/fd") == []  # the kernel's own view: nothing there
+            by_pid = {r.fd: r for r in connections(proc.pid)}
+            by_tid = {r.fd: r for r in connections(info["tid"])}
+            assert info["fd"] in by_pid and info["fd"] in by_tid, (by_pid, by_tid)
+            # applied through the same live thread; the holder reads it back itself
+            [row for row in kaext.connections(proc.pid) if row.fd == info["fd"]][0].apply("33s:5s:3")
+            proc.stdin.write("read\n")
+            proc.stdin.flush()
+            own = json.loads(proc.stdout.readline())
+        finally:
+            proc.stdin.close()
+    for rows in (by_pid, by_tid):
+        row = rows[info["fd"]]
+        assert row.pid == proc.pid and row.inode == info["inode"]
+        assert list(row.local) == info["local"] and row.state == "ESTABLISHED"
+        assert row.reason is None and row.keepalive is not None
+        assert (row.keepalive.enabled, row.keepalive.idle) == (True, 77.0)
+    assert own == [1, 33]
