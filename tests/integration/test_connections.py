@@ -489,8 +489,8 @@ def test_descriptor_scan_finds_the_same_sockets(monkeypatch: pytest.MonkeyPatch,
             assert info.value.errno == errno.ENOSYS
             for sock in (listener, client, server):
                 a, b = proc[sock.fileno()], scanned[sock.fileno()]
-                assert (a.family, a.local, a.remote, a.state, a.keepalive, a.user_timeout) == (
-                    b.family, b.local, b.remote, b.state, b.keepalive, b.user_timeout,
+                assert (a.family, a.local, a.remote, a.state, a.keepalive, a.user_timeout, a.inode) == (
+                    b.family, b.local, b.remote, b.state, b.keepalive, b.user_timeout, b.inode,
                 )
                 assert b.timer is None
             assert scanned[client.fileno()].keepalive == KeepaliveState(True, 55.0, *raw(client)[2:4])

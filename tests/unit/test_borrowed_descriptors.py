@@ -107,13 +107,21 @@ def test_a_default_timeout_does_not_reach_a_borrowed_descriptor(
     assert _flags(fd) == before
 
 
-@pytest.mark.parametrize("what", ["read", "connections"])
+@pytest.mark.parametrize("what", ["read", "connections", "descriptor-scan"])
 def test_a_default_timeout_leaves_the_descriptor_blocking(
-    backend: ModuleType, tcp_pair: tuple[socket.socket, socket.socket], default_timeout: None, what: str
+    backend: ModuleType,
+    tcp_pair: tuple[socket.socket, socket.socket],
+    default_timeout: None,
+    what: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """One read, the flags compared with the kernel's before and after (blocking and non-blocking)."""
+    """One read, the flags compared with the kernel's before and after (blocking and non-blocking).
+    ``descriptor-scan``: connections() as the other POSIX systems list this process's sockets."""
     client, _ = tcp_pair
     calls = _readers(backend, client.fileno())
+    if what == "descriptor-scan":
+        monkeypatch.setattr(_platform, "CONNECTIONS", "fds")
+        calls[what] = lambda: _connections._list_connections(None, backend)
     if what not in calls:
         pytest.skip("connections() of this process lists by descriptor scan here")
     for blocking in (True, False):
