@@ -11,7 +11,10 @@ Linux (``_platform.CONNECTIONS == "proc"``), for any process ``pid``:
    ``ptrace_scope`` rules, or CAP_SYS_PTRACE).  Without it the sockets are found
    by ``readlink`` of each ``/proc/<pid>/fd/N`` (``socket:[INODE]``, which needs
    only PTRACE_MODE_READ) and listed with ``keepalive`` None and ``reason``
-   saying why.  This process's own descriptors are read directly;
+   saying why.  This process's own descriptors are duplicated with ``dup``.
+   Everything of one descriptor is read from its duplicate, so a number reused
+   meanwhile cannot mix two sockets.  A process whose main thread has exited
+   (``pthread_exit``) is read through a live thread, ``/proc/<pid>/task/<tid>``;
 3. the kernel's TCP tables give address, state and timer of each inode:
    sock_diag netlink (``NETLINK_SOCK_DIAG``, a dump per address family) when the
    process shares this process's network namespace, else ``/proc/<pid>/net/tcp``
@@ -25,8 +28,11 @@ The functions below take the backend as an argument (default: the one ``import
 kaext`` chose), so that the tests run both.
 
 Other POSIX systems (``"fds"``): this process's own sockets, found by trying each
-descriptor number below the open-files limit; the kernel's timers are not shown
-there (``timer`` None).  Elsewhere: OSError ENOSYS.
+descriptor number below the open-files limit, each read once through one ``dup``
+with the C library's calls (no socket object: nothing changes its blocking mode);
+the kernel's timers are not shown there (``timer`` None).  Elsewhere: OSError ENOSYS.
+
+``Connection.apply`` reaches the listed socket the same way and checks its inode first.
 """
 
 from __future__ import annotations
@@ -223,7 +229,10 @@ def connections(pid: int | None = None) -> list[Connection]:
     """The TCP sockets (IPv4 and IPv6) that process ``pid`` holds (default: this process), by descriptor.
 
     ``pid`` may also be the id of one of a process's threads: the rows are then the
-    process's, with its pid.
+    process's, with its pid.  A process whose main thread has exited (``pthread_exit``)
+    is read through a thread still running (its options need Linux 6.9+,
+    ``pidfd_open(PIDFD_THREAD)``; before that ``reason`` says so).  Each row's
+    :meth:`Connection.apply` changes that socket and no other.
 
     Linux: listeners and connections in every state the kernel's TCP tables hold
     (a socket neither bound nor connected is in none and is not listed); options
