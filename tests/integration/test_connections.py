@@ -663,3 +663,28 @@ def test_a_process_whose_main_thread_exited_is_read_through_a_live_thread(connec
         assert row.reason is None and row.keepalive is not None
         assert (row.keepalive.enabled, row.keepalive.idle) == (True, 77.0)
     assert own == [1, 33]
+
+
+def test_reading_another_process_leaves_its_flags_alone(connections: Lister, reader: ModuleType) -> None:
+    """With socket.setdefaulttimeout() set here, listing a process's sockets leaves the open
+    file description of each (shared with the process) as it was: F_GETFL through a
+    duplicate of the process's own descriptor, before and after (issue 17, item 1)."""
+    import fcntl
+
+    old = socket.getdefaulttimeout()
+    with child(client=[1, 30, 5, 3, 0]) as c:
+        pidfd = os.pidfd_open(c.pid)
+        dup = reader.pidfd_getfd(pidfd, c.sock("client")["fd"])
+        try:
+            before = fcntl.fcntl(dup, fcntl.F_GETFL)
+            assert not before & os.O_NONBLOCK  # the child's blocking socket
+            socket.setdefaulttimeout(0.5)
+            try:
+                rows = by_fd(connections(c.pid))
+            finally:
+                socket.setdefaulttimeout(old)
+            assert rows[c.sock("client")["fd"]].keepalive is not None
+            assert fcntl.fcntl(dup, fcntl.F_GETFL) == before
+        finally:
+            os.close(dup)
+            os.close(pidfd)
