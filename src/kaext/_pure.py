@@ -340,6 +340,22 @@ def _libc() -> tuple[Any, Any]:
     return _LIBC  # type: ignore[no-any-return]
 
 
+def _raw_available() -> bool:
+    """Whether the C library's socket calls could be found through ctypes (a Python built
+    without ctypes, or a C library dlopen(NULL) does not reach: the socket object path)."""
+    global _RAW_OK
+    if _RAW_OK is None:
+        try:
+            _libc()
+            _RAW_OK = True
+        except (ImportError, OSError, AttributeError):
+            _RAW_OK = False
+    return _RAW_OK
+
+
+_RAW_OK: bool | None = None
+
+
 def _errno_error(ctypes: Any) -> OSError:
     err = ctypes.get_errno() or errno.EIO
     return OSError(err, os.strerror(err))
@@ -378,7 +394,7 @@ class _Borrowed:
             self.sock, self.borrowed = sock, False
             return
         fd = _fd(sock)
-        if _platform.RAW_SOCKOPT:
+        if _platform.RAW_SOCKOPT and _raw_available():
             self.sock, self.borrowed = _RawFd(fd), False
             return
         # Windows: a SOCKET handle, reached through a socket object over it and detached
