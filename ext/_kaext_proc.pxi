@@ -11,7 +11,7 @@ cdef extern from "kaext_proc.h" nogil:
         int interval
         int count
         int user_timeout
-    int kaext_pidfd_open(int pid)
+    int kaext_pidfd_open(int pid, unsigned flags)
     int kaext_pidfd_getfd(int pidfd, int fd)
     void kaext_proc_read(int pidfd, const int *fds, kaext_proc_opts *out, size_t n)
     ctypedef struct kaext_diag_msg:
@@ -32,9 +32,13 @@ cdef extern from "kaext_proc.h" nogil:
     const char *kaext_diag_ntop(int ipv6, const unsigned char *addr, char *out)
 
 
-def pidfd_open(int pid):
-    """A pidfd for process ``pid`` (Linux 5.3+; OSError ESRCH when there is none, ENOSYS elsewhere)."""
-    cdef int fd = kaext_pidfd_open(pid)
+def pidfd_open(int pid, unsigned flags=0):
+    """A pidfd for process ``pid`` (Linux 5.3+; OSError ESRCH when there is none, ENOSYS elsewhere).
+
+    ``flags``: 0, or PIDFD_THREAD (``kaext._platform.PIDFD_THREAD``, Linux 6.9+) for a
+    pidfd of the thread ``pid``.
+    """
+    cdef int fd = kaext_pidfd_open(pid, flags)
     if fd < 0:
         import os
         raise OSError(c_errno, os.strerror(c_errno))

@@ -14,10 +14,11 @@
  * `kaext.connections()` shows: the socket's inode (which the kernel's TCP tables
  * are keyed by), SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT and
  * TCP_USER_TIMEOUT (kernel units: seconds, seconds, probes, milliseconds).  With
- * a pidfd the descriptors are the target's and each one is duplicated, read and
- * closed again; with pidfd -1 they are this process's own.  Inode and options
- * come from the same open file, so a descriptor closed and reused meanwhile
- * cannot mix two sockets.
+ * a pidfd the descriptors are the target's, each duplicated with pidfd_getfd;
+ * with pidfd -1 they are this process's own, each duplicated with dup (fcntl
+ * F_DUPFD_CLOEXEC).  Everything is read from the duplicate, which is closed
+ * again: inode and options come from the same open file, so a descriptor closed
+ * and reused meanwhile cannot mix two sockets.
  *
  * kaext_diag_next() walks one read of a sock_diag (NETLINK_SOCK_DIAG) dump of
  * TCP sockets, message by message, without copying: the kernel's view of each
@@ -76,6 +77,7 @@ typedef struct {
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -115,10 +117,13 @@ typedef struct {
 #  define KAEXT_SYS_PIDFD_GETFD 438
 #endif
 
-/* A pidfd for process pid, or -1 with errno (ESRCH: no such process; ENOSYS: before 5.3). */
-static inline int kaext_pidfd_open(int pid)
+/* A pidfd for process pid, or -1 with errno (ESRCH: no such process; ENOSYS: before 5.3).
+ * flags: 0, or PIDFD_THREAD (O_EXCL, Linux 6.9+) for a pidfd of thread pid, which
+ * pidfd_getfd reaches the process's descriptors through when its main thread has
+ * exited (EINVAL before 6.9). */
+static inline int kaext_pidfd_open(int pid, unsigned flags)
 {
-    return (int)syscall(KAEXT_SYS_PIDFD_OPEN, pid, 0);
+    return (int)syscall(KAEXT_SYS_PIDFD_OPEN, pid, flags);
 }
 
 /* A new descriptor in this process for descriptor fd of the process behind pidfd,
@@ -164,35 +169,34 @@ static inline int kaext_proc_read_one(int fd, kaext_proc_opts *o)
 }
 
 /* For each of the n descriptors fds[i], fill out[i].  pidfd >= 0: descriptors of
- * that process, each duplicated with pidfd_getfd and closed after reading;
- * pidfd -1: this process's own.  Never fails as a whole: each entry carries its
- * own err. */
+ * that process, each duplicated with pidfd_getfd; pidfd -1: this process's own,
+ * each duplicated with dup; the duplicate is read and closed.  Never fails as a
+ * whole: each entry carries its own err. */
 static inline void kaext_proc_read(int pidfd, const int *fds, kaext_proc_opts *out, size_t n)
 {
     size_t i;
     for (i = 0; i < n; i++) {
         kaext_proc_opts *o = &out[i];
-        int fd = fds[i];
+        int fd;
         o->inode = 0;
         o->keepalive = o->idle = o->interval = o->count = 0;
         o->user_timeout = -1;
-        if (pidfd >= 0) {
-            fd = kaext_pidfd_getfd(pidfd, fds[i]);
-            if (fd < 0) {
-                o->err = errno;
-                if (o->err == EPERM || o->err == EACCES || o->err == ENOSYS) {
-                    /* the same for every descriptor of the process: fill in the rest */
-                    for (i++; i < n; i++) {
-                        out[i] = *o;
-                    }
-                    return;
+        /* one duplicate per descriptor, everything read from it: a number closed and
+         * reused (dup2) meanwhile cannot give one socket's inode and another's options */
+        fd = pidfd >= 0 ? kaext_pidfd_getfd(pidfd, fds[i]) : fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+        if (fd < 0) {
+            o->err = errno;
+            if (pidfd >= 0 && (o->err == EPERM || o->err == EACCES || o->err == ENOSYS)) {
+                /* the same for every descriptor of the process: fill in the rest */
+                for (i++; i < n; i++) {
+                    out[i] = *o;
                 }
-                continue;
+                return;
             }
+            continue;
         }
         o->err = kaext_proc_read_one(fd, o);
-        if (pidfd >= 0)
-            close(fd);
+        close(fd);
     }
 }
 
@@ -254,9 +258,10 @@ static inline const char *kaext_diag_ntop(int ipv6, const unsigned char *addr, c
 
 #define KAEXT_HAVE_PROC 0
 
-static inline int kaext_pidfd_open(int pid)
+static inline int kaext_pidfd_open(int pid, unsigned flags)
 {
     (void)pid;
+    (void)flags;
     errno = ENOSYS;
     return -1;
 }

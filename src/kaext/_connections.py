@@ -11,7 +11,10 @@ Linux (``_platform.CONNECTIONS == "proc"``), for any process ``pid``:
    ``ptrace_scope`` rules, or CAP_SYS_PTRACE).  Without it the sockets are found
    by ``readlink`` of each ``/proc/<pid>/fd/N`` (``socket:[INODE]``, which needs
    only PTRACE_MODE_READ) and listed with ``keepalive`` None and ``reason``
-   saying why.  This process's own descriptors are read directly;
+   saying why.  This process's own descriptors are duplicated with ``dup``.
+   Everything of one descriptor is read from its duplicate, so a number reused
+   meanwhile cannot mix two sockets.  A process whose main thread has exited
+   (``pthread_exit``) is read through a live thread, ``/proc/<pid>/task/<tid>``;
 3. the kernel's TCP tables give address, state and timer of each inode:
    sock_diag netlink (``NETLINK_SOCK_DIAG``, a dump per address family) when the
    process shares this process's network namespace, else ``/proc/<pid>/net/tcp``
@@ -25,8 +28,11 @@ The functions below take the backend as an argument (default: the one ``import
 kaext`` chose), so that the tests run both.
 
 Other POSIX systems (``"fds"``): this process's own sockets, found by trying each
-descriptor number below the open-files limit; the kernel's timers are not shown
-there (``timer`` None).  Elsewhere: OSError ENOSYS.
+descriptor number below the open-files limit, each read once through one ``dup``
+with the C library's calls (no socket object: nothing changes its blocking mode);
+the kernel's timers are not shown there (``timer`` None).  Elsewhere: OSError ENOSYS.
+
+``Connection.apply`` reaches the listed socket the same way and checks its inode first.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import struct
 from . import _backend, _platform
 from ._capabilities import caps
 from ._functions import KeepaliveState, get_keepalive, get_user_timeout
+from ._policy import as_policy
 from ._record import Record
 
 TYPE_CHECKING = False
@@ -86,6 +93,10 @@ class Connection(Record):
     probes sent and not answered, while the keepalive timer runs (else None).
     Linux: sock_diag's ``idiag_timer``, ``idiag_expires`` and ``idiag_retrans`` (the
     columns ``ss -o`` shows).
+
+    ``inode``: the socket's inode number, which socket this is (Linux: ``socket:[INODE]``
+    in ``/proc/<pid>/fd``, the inode ``ss -e`` shows); 0 when not known.
+    :meth:`apply` changes this socket only.
     """
 
     _fields = (
@@ -101,6 +112,7 @@ class Connection(Record):
         "timer_left",
         "probes",
         "reason",
+        "inode",
     )
     # Thousands are made per call: the fields live in one tuple, read through
     # properties (made below), so that making one is a single store.
@@ -120,6 +132,7 @@ class Connection(Record):
         timer_left: float | None
         probes: int | None
         reason: str | None
+        inode: int
 
     def __init__(
         self,
@@ -135,15 +148,36 @@ class Connection(Record):
         timer_left: float | None,
         probes: int | None,
         reason: str | None = None,
+        inode: int = 0,
     ) -> None:
         object.__setattr__(
             self,
             "_v",
-            (pid, fd, family, local, remote, state, keepalive, user_timeout, timer, timer_left, probes, reason),
+            (pid, fd, family, local, remote, state, keepalive, user_timeout, timer, timer_left, probes, reason, inode),
         )
 
     def _values(self) -> tuple[Any, ...]:
         return self._v
+
+    def apply(self, policy: Policy | str) -> None:
+        """Apply ``policy`` to exactly the socket this row lists, all or nothing.
+
+        ``policy``: a :class:`Policy`, a ``Policy.parse`` spec (``"5m:30s:4"``) or a
+        middlebox name (``"aws-nlb"``).  The socket is reached through a duplicate of
+        descriptor ``fd`` (``pidfd_getfd`` for another process, ``dup`` for this one),
+        checked to be the same socket (its inode) before anything is set; then
+        ``Policy.apply`` sets it (SO_KEEPALIVE, the keepalive knobs and the user timeout,
+        as that method says), the process keeps its own descriptor.
+
+        Raises OSError ESTALE when descriptor ``fd`` now holds another socket (or no
+        socket: it was closed and its number reused since it was listed), OSError EBADF
+        when it is closed or the process has exited, PermissionError without the right
+        to ptrace the process (Linux: as for reading its options), TypeError /
+        ValueError for a bad ``policy`` (ValueError also for a row made by hand, whose
+        ``inode`` is 0) and whatever ``Policy.apply`` raises; in each case nothing was
+        changed.
+        """
+        _apply_row(self, as_policy(policy), _backend, None)
 
 
 #: What each field holds (help() of the field; the class docstring has them all together).
@@ -163,6 +197,8 @@ _FIELD_DOCS = {
     "probes": "Keepalive probes sent and not answered while the keepalive timer runs (else None).",
     "reason": "Why the socket's options could not be read (no right to ptrace the process, the "
     "descriptor closed meanwhile, ...), or None.",
+    "inode": "The socket's inode number (Linux: ``socket:[INODE]`` in ``/proc/<pid>/fd``), which socket "
+    "this is; 0 when not known.",
 }
 
 
@@ -183,7 +219,7 @@ _store: Callable[[Connection, tuple[Any, ...]], None] = Connection.__dict__["_v"
 
 
 def _connection(values: tuple[Any, ...]) -> Connection:
-    """A Connection from its 12 field values, without the call to ``__init__``."""
+    """A Connection from its 13 field values, without the call to ``__init__``."""
     row: Connection = _new(Connection)
     _store(row, values)
     return row
@@ -193,7 +229,10 @@ def connections(pid: int | None = None) -> list[Connection]:
     """The TCP sockets (IPv4 and IPv6) that process ``pid`` holds (default: this process), by descriptor.
 
     ``pid`` may also be the id of one of a process's threads: the rows are then the
-    process's, with its pid.
+    process's, with its pid.  A process whose main thread has exited (``pthread_exit``)
+    is read through a thread still running (its options need Linux 6.9+,
+    ``pidfd_open(PIDFD_THREAD)``; before that ``reason`` says so).  Each row's
+    :meth:`Connection.apply` changes that socket and no other.
 
     Linux: listeners and connections in every state the kernel's TCP tables hold
     (a socket neither bound nor connected is in none and is not listed); options
@@ -233,8 +272,14 @@ def _list_connections(pid: int | None, backend: ModuleType) -> list[Connection]:
 # --------------------------------------------------------------------------------------
 
 
-def _list_fds(pid: int) -> list[int]:
-    """The descriptor numbers of process ``pid``, ascending: one read of ``/proc/<pid>/fd``."""
+def _list_fds(pid: int) -> tuple[list[int], int]:
+    """The descriptor numbers of process ``pid``, ascending: one read of ``/proc/<pid>/fd``;
+    and the live thread they were read through when the main thread has exited (else 0).
+
+    A process whose main thread called ``pthread_exit`` while others run on: its thread
+    group leader is a zombie without files, and ``/proc/<pid>/fd`` is empty; the
+    descriptors, the network namespace and its TCP tables are then those of
+    ``/proc/<pid>/task/<tid>``, a thread still running."""
     path = f"/proc/{pid}/fd"
     try:
         names = os.listdir(path)
@@ -246,15 +291,53 @@ def _list_fds(pid: int) -> list[int]:
             f"no permission to list the descriptors of process {pid} ({path}): it belongs to "
             "another user; run as that user or with CAP_SYS_PTRACE",
         ) from None
-    return sorted(map(int, names))
+    tid = 0
+    if not names:  # nothing held, a kernel thread, or a main thread that has exited
+        tid = _live_thread(pid)
+        if tid:
+            try:
+                names = os.listdir(f"/proc/{pid}/task/{tid}/fd")
+            except OSError:  # that thread has exited meanwhile too
+                names, tid = [], 0
+    return sorted(map(int, names)), tid
 
 
-def _socket_links(pid: int, fds: list[int]) -> dict[int, int]:
+def _state(stat_path: str) -> bytes:
+    """The one-letter state of ``/proc/.../stat`` (after the command's closing parenthesis), or b""."""
+    try:
+        with open(stat_path, "rb") as f:
+            stat = f.read()
+    except OSError:
+        return b""
+    return stat[stat.rfind(b")") + 2 :][:1]
+
+
+def _live_thread(pid: int) -> int:
+    """A running thread of process ``pid`` when its main thread has exited (the leader is a
+    zombie), else 0."""
+    if _state(f"/proc/{pid}/stat") != b"Z":
+        return 0
+    try:
+        tids = sorted(int(name) for name in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+    for tid in tids:
+        if tid != pid and _state(f"/proc/{pid}/task/{tid}/stat") not in (b"", b"Z", b"X"):
+            return tid
+    return 0
+
+
+def _where(pid: int, tid: int) -> str:
+    """``/proc/<pid>``, or ``/proc/<pid>/task/<tid>`` when read through live thread ``tid``."""
+    return f"/proc/{pid}/task/{tid}" if tid else f"/proc/{pid}"
+
+
+def _socket_links(pid: int, fds: list[int], tid: int = 0) -> dict[int, int]:
     """``{inode: fd}`` from ``readlink /proc/<pid>/fd/N`` (``socket:[INODE]``): the way when
     the descriptors themselves cannot be duplicated (it needs only PTRACE_MODE_READ)."""
     found: dict[int, int] = {}
     readlink = os.readlink
-    prefix = f"/proc/{pid}/fd/"
+    prefix = f"{_where(pid, tid)}/fd/"
     for fd in fds:
         try:
             link = readlink(prefix + str(fd))
@@ -269,21 +352,31 @@ def _socket_links(pid: int, fds: list[int]) -> dict[int, int]:
     return found
 
 
-def _sockets(pid: int, backend: ModuleType) -> tuple[dict[int, Socket], str | None]:
+def _open_pidfd(pid: int, tid: int, backend: ModuleType) -> int:
+    """A pidfd through which ``pidfd_getfd`` reaches process ``pid``'s descriptors: the
+    process's own, or live thread ``tid``'s (PIDFD_THREAD) when its main thread has exited."""
+    if tid and _platform.PIDFD_THREAD:
+        return int(backend.pidfd_open(tid, _platform.PIDFD_THREAD))
+    return int(backend.pidfd_open(pid))
+
+
+def _sockets(pid: int, backend: ModuleType) -> tuple[dict[int, Socket], str | None, int]:
     """``{inode: (fd, err, options)}`` for the sockets process ``pid`` holds, lowest fd
-    first for a shared one; and why no options could be read, when none could."""
-    fds = _list_fds(pid)
+    first for a shared one; why no options could be read, when none could; and the live
+    thread they were read through (0: the process itself)."""
+    fds, tid = _list_fds(pid)
     if not fds:  # a kernel thread, or a process that holds nothing
-        return {}, None
+        return {}, None, tid
     pidfd = -1
     if pid != os.getpid():
         try:
-            pidfd = backend.pidfd_open(pid)
+            pidfd = _open_pidfd(pid, tid, backend)
         except ProcessLookupError:
             raise ProcessLookupError(errno.ESRCH, f"no process with pid {pid}") from None
-        except OSError as exc:  # ENOSYS: a kernel before 5.3
+        except OSError as exc:  # ENOSYS: a kernel before 5.3; EINVAL: PIDFD_THREAD before 6.9
             err = exc.errno or errno.ENOSYS
-            return {inode: (fd, err, None) for inode, fd in _socket_links(pid, fds).items()}, _unreadable(err, pid)
+            links = _socket_links(pid, fds, tid)
+            return {inode: (fd, err, None) for inode, fd in links.items()}, _unreadable(err, pid, tid), tid
     try:
         results = backend.proc_read(pidfd, fds)
     finally:
@@ -296,8 +389,8 @@ def _sockets(pid: int, backend: ModuleType) -> tuple[dict[int, Socket], str | No
                 found[inode] = (fd, err, None if err else (keepalive, idle, interval, count, user_timeout))
         elif err in (errno.EPERM, errno.EACCES, errno.ENOSYS):  # the same for every descriptor of the process
             reason = _unreadable(err, pid)
-            return {inode: (fd, err, None) for inode, fd in _socket_links(pid, fds).items()}, reason
-    return found, None
+            return {inode: (fd, err, None) for inode, fd in _socket_links(pid, fds, tid).items()}, reason, tid
+    return found, None, tid
 
 
 def _thread_group(pid: int) -> int:
@@ -415,16 +508,18 @@ def _row(
     )
 
 
-def _proc_table(pid: int, wanted: set[int]) -> dict[int, TableRow]:
-    """The same from ``/proc/<pid>/net/tcp`` and ``tcp6``: the namespace of process ``pid``."""
+def _proc_table(pid: int, wanted: set[int], tid: int = 0) -> dict[int, TableRow]:
+    """The same from ``/proc/<pid>/net/tcp`` and ``tcp6``: the namespace of process ``pid``
+    (read through its live thread ``tid`` when its main thread has exited)."""
     table: dict[int, TableRow] = {}
     ticks = os.sysconf("SC_CLK_TCK")  # the "when" column is in clock_t ticks (USER_HZ)
+    where = _where(pid, tid)
     for family, name in ((socket.AF_INET, "tcp"), (socket.AF_INET6, "tcp6")):
         try:
-            with open(f"/proc/{pid}/net/{name}", encoding="ascii") as f:
+            with open(f"{where}/net/{name}", encoding="ascii") as f:
                 lines = f.readlines()[1:]
         except FileNotFoundError:
-            if not os.path.exists(f"/proc/{pid}"):
+            if not os.path.exists(where):
                 raise ProcessLookupError(errno.ESRCH, f"no process with pid {pid}") from None
             continue  # no IPv6 in this kernel
         for line in lines:
@@ -452,9 +547,9 @@ def _proc_address(family: int, text: str) -> tuple[str, int]:
     return socket.inet_ntop(family, raw), int(port, 16)
 
 
-def _netns(pid: int) -> tuple[int, int] | None:
+def _netns(pid: int, tid: int = 0) -> tuple[int, int] | None:
     try:
-        st = os.stat(f"/proc/{pid}/ns/net")
+        st = os.stat(f"{_where(pid, tid)}/ns/net")
     except OSError:
         return None
     return st.st_dev, st.st_ino
@@ -465,7 +560,12 @@ def _netns(pid: int) -> tuple[int, int] | None:
 # --------------------------------------------------------------------------------------
 
 
-def _unreadable(err: int, pid: int) -> str:
+def _unreadable(err: int, pid: int, tid: int = 0) -> str:
+    if tid and err == errno.EINVAL:
+        return (
+            f"the main thread of process {pid} has exited: its descriptors are reached through thread "
+            f"{tid} (pidfd_open PIDFD_THREAD, Linux 6.9+), which this kernel refused"
+        )
     if err in (errno.EPERM, errno.EACCES):
         return (
             f"no permission to duplicate the descriptor (pidfd_getfd: {os.strerror(err)}): needs the "
@@ -490,22 +590,22 @@ def _collect(
     network namespace; the errors (ProcessLookupError, PermissionError) per pid."""
     rows: list[Connection] = []
     errors: list[tuple[int, OSError]] = []
-    found: list[tuple[int, dict[int, Socket], str | None]] = []
+    found: list[tuple[int, dict[int, Socket], str | None, int]] = []
     for pid in pids:
         try:
             pid = _thread_group(pid)
-            sockets, reason = _sockets(pid, backend)
+            sockets, reason, tid = _sockets(pid, backend)
         except OSError as exc:
             errors.append((pid, exc))
             continue
         if sockets:
-            found.append((pid, sockets, reason))
+            found.append((pid, sockets, reason, tid))
     # One table per network namespace (keyed by its device and inode): this process's
     # from one sock_diag dump, another's from /proc/<pid>/net/tcp of a process in it.
     own_ns = _netns(os.getpid())
     groups: dict[object, list[int]] = {}  # namespace -> indexes into found
-    for index, (pid, _, _) in enumerate(found):
-        ns = _netns(pid)
+    for index, (pid, _, _, tid) in enumerate(found):
+        ns = _netns(pid, tid)
         key: object = ns if ns is not None else ("pid", pid)  # unknown: the process's own view
         groups.setdefault("own" if own_ns is not None and ns == own_ns else key, []).append(index)
     tables: dict[int, dict[int, TableRow]] = {}  # index into found -> its namespace's table
@@ -522,13 +622,13 @@ def _collect(
         while pending:  # read through the first member that is still there
             first = pending.pop(0)
             try:
-                table = _proc_table(found[first][0], wanted)
+                table = _proc_table(found[first][0], wanted, found[first][3])
             except OSError as exc:
                 errors.append((found[first][0], exc))
                 continue
             tables.update(dict.fromkeys([first, *pending], table))
             break
-    for index, (pid, sockets, reason) in enumerate(found):
+    for index, (pid, sockets, reason, _) in enumerate(found):
         if index in tables:  # else its namespace's table could not be read: in errors
             rows.extend(_rows(pid, sockets, reason, tables[index]))
     return rows, errors
@@ -548,12 +648,14 @@ def _rows(pid: int, sockets: dict[int, Socket], reason: str | None, table: dict[
         family, state, local, remote, timer, left, probes = entry
         if options is None:
             why = reason or reasons.get(err) or reasons.setdefault(err, _unreadable(err, pid))
-            append(make((pid, fd, family, local, remote, state, None, None, timer, left, probes, why)))
+            append(make((pid, fd, family, local, remote, state, None, None, timer, left, probes, why, inode)))
         else:
             enabled, idle, interval, count, ut = options
             keepalive = state_of(enabled == 1, float(idle), float(interval), count)
             user_timeout = None if ut is None else ut / 1000
-            append(make((pid, fd, family, local, remote, state, keepalive, user_timeout, timer, left, probes, None)))
+            append(
+                make((pid, fd, family, local, remote, state, keepalive, user_timeout, timer, left, probes, None, inode))
+            )
     return out  # in descriptor order: ``sockets`` was filled that way
 
 
@@ -590,35 +692,50 @@ def _own_fds() -> list[Connection]:
 
 
 def _own_fd(pid: int, fd: int) -> Connection | None:
+    """The row of this process's descriptor ``fd``, read once through one duplicate of it
+    (C library calls on the number: no socket object that could change its blocking mode)."""
     try:
-        s = socket.socket(fileno=os.dup(fd))
+        dup = os.dup(fd)
     except OSError:
         return None
-    with s:
-        if s.family not in _FAMILY_NAME or s.type != socket.SOCK_STREAM:
+    try:
+        return _own_row(pid, fd, dup)
+    finally:
+        os.close(dup)
+
+
+def _own_row(pid: int, fd: int, dup: int) -> Connection | None:
+    from . import _pure  # its C library calls on a descriptor number (ctypes), whatever the backend
+
+    s = _pure._RawFd(dup)
+    try:
+        family = s.family
+        if family not in _FAMILY_NAME or s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) != socket.SOCK_STREAM:
             return None
-        try:
-            local = s.getsockname()[:2]
-        except OSError:
-            return None
+        local = s.getsockname()
+        inode = os.fstat(dup).st_ino
+    except OSError:
+        return None
+    try:
         listening = bool(s.getsockopt(socket.SOL_SOCKET, getattr(socket, "SO_ACCEPTCONN", 0x2)))
-        try:
-            remote = s.getpeername()[:2]
-            state = "ESTABLISHED"
-        except OSError:
-            remote = ("0.0.0.0", 0) if s.family == socket.AF_INET else ("::", 0)
-            state = "LISTEN" if listening else "CLOSE"
-        try:
-            keepalive: KeepaliveState | None = get_keepalive(s)
-            # no user timeout on this OS (NetBSD, OpenBSD, DragonFly, illumos): None, not an error
-            user_timeout = get_user_timeout(s) if "user_timeout" in caps() else None
-            reason = None
-        except OSError as exc:
-            keepalive, user_timeout, reason = None, None, f"could not read the socket: {exc.strerror}"
-        return Connection(
-            pid, fd, _FAMILY_NAME[s.family], (str(local[0]), int(local[1])), (str(remote[0]), int(remote[1])),
-            state, keepalive, user_timeout, None, None, None, reason,
-        )
+    except OSError:
+        listening = False
+    try:
+        remote = s.getpeername()
+        state = "ESTABLISHED"
+    except OSError:
+        remote = ("0.0.0.0", 0) if family == socket.AF_INET else ("::", 0)
+        state = "LISTEN" if listening else "CLOSE"
+    try:
+        keepalive: KeepaliveState | None = get_keepalive(dup)
+        # no user timeout on this OS (NetBSD, OpenBSD, DragonFly, illumos): None, not an error
+        user_timeout = get_user_timeout(dup) if "user_timeout" in caps() else None
+        reason = None
+    except OSError as exc:
+        keepalive, user_timeout, reason = None, None, f"could not read the socket: {exc.strerror}"
+    return Connection(
+        pid, fd, _FAMILY_NAME[family], local, remote, state, keepalive, user_timeout, None, None, None, reason, inode
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -629,71 +746,76 @@ def _own_fd(pid: int, fd: int) -> Connection | None:
 def _apply(
     rows: Iterable[Connection], policy: Policy, backend: ModuleType = _backend
 ) -> list[tuple[Connection, OSError | None]]:
-    """Apply ``policy`` to each socket, all or nothing per socket; ``(row, error or None)``.
-
-    This process's own sockets directly; another process's through a descriptor
-    duplicated with ``pidfd_getfd`` (the duplicate shares the socket), checked to
-    still name the same socket (family and addresses) before anything is set.
-    Errors: PermissionError without the right to ptrace the process; OSError ESTALE
-    when the descriptor now names another socket; what ``Policy.apply`` raised.
-    """
+    """:meth:`Connection.apply` for each row, one pidfd per process; ``(row, error or None)``."""
     results: list[tuple[Connection, OSError | None]] = []
     pidfds: dict[int, int] = {}
-    me = os.getpid()
     try:
         for row in rows:
-            results.append((row, _apply_one(row, policy, me, pidfds, backend)))
+            try:
+                _apply_row(row, policy, backend, pidfds)
+            except OSError as exc:
+                results.append((row, exc))
+            else:
+                results.append((row, None))
     finally:
         for pidfd in pidfds.values():
             os.close(pidfd)
     return results
 
 
-def _apply_one(
-    row: Connection, policy: Policy, me: int, pidfds: dict[int, int], backend: ModuleType
-) -> OSError | None:
-    if _platform.CONNECTIONS != "proc" or row.pid == me:
-        fd, dup = row.fd, False
-    else:
-        try:
-            pidfd = pidfds.get(row.pid)
-            if pidfd is None:
-                pidfd = pidfds[row.pid] = backend.pidfd_open(row.pid)
-            fd, dup = backend.pidfd_getfd(pidfd, row.fd), True
-        except OSError as exc:
-            err = exc.errno or errno.EIO
-            return OSError(err, _unreadable(err, row.pid))
+def _apply_row(row: Connection, policy: Policy, backend: ModuleType, pidfds: dict[int, int] | None) -> None:
+    """``policy`` to the socket ``row`` lists, through a duplicate of its descriptor checked to
+    hold the same socket (inode); ``pidfds``: the pidfds opened so far, by pid, which the
+    caller closes (None: the one opened here is closed here)."""
+    if not row.inode:
+        raise ValueError(f"{row!r} has no inode: only a row kaext.connections() listed can be applied to")
+    fd = _duplicate(row, backend, pidfds)
     try:
-        if not _same_socket(fd, row):
-            return OSError(
-                errno.ESTALE, f"descriptor {row.fd} now names another socket (closed and reused since it was listed)"
+        import stat
+
+        st = os.fstat(fd)
+        if not stat.S_ISSOCK(st.st_mode) or st.st_ino != row.inode:
+            now = f"socket inode {st.st_ino}" if stat.S_ISSOCK(st.st_mode) else "no socket"
+            raise OSError(
+                errno.ESTALE,
+                f"pid {row.pid} fd {row.fd} now holds {now}, not the listed socket (inode {row.inode}): "
+                "closed and reused since it was listed; nothing applied",
             )
         policy.apply(fd)
         if not policy.applied_to(fd):  # all or nothing was written, yet the kernel holds otherwise
-            return OSError(errno.EIO, f"applied, but the socket does not hold {policy} when read back")
-    except OSError as exc:
-        return exc
+            raise OSError(errno.EIO, f"applied, but the socket does not hold {policy} when read back")
     finally:
-        if dup:
-            os.close(fd)
-    return None
+        os.close(fd)
 
 
-def _same_socket(fd: int, row: Connection) -> bool:
-    """Does ``fd`` still name the socket of ``row`` (not one that took its number since)?"""
-    family = socket.AF_INET if row.family == "IPv4" else socket.AF_INET6
-    s = socket.socket(family, socket.SOCK_STREAM, 0, fd)
-    try:
-        domain = getattr(socket, "SO_DOMAIN", None)
-        if domain is not None and s.getsockopt(socket.SOL_SOCKET, domain) != family:
-            return False
-        if s.getsockname()[:2] != row.local:
-            return False
-        if row.state == "LISTEN":
-            return True
+def _duplicate(row: Connection, backend: ModuleType, pidfds: dict[int, int] | None) -> int:
+    """A descriptor in this process for ``row``'s: ``dup`` of this process's own,
+    ``pidfd_getfd`` of another's (OSError EBADF when it is closed or the process gone)."""
+    gone = OSError(errno.EBADF, f"pid {row.pid} fd {row.fd}: closed since it was listed; nothing applied")
+    if row.pid == os.getpid():
         try:
-            return bool(s.getpeername()[:2] == row.remote)
-        except OSError:  # no longer connected: the same local address is all that can be checked
-            return True
+            return os.dup(row.fd)
+        except OSError as exc:
+            if exc.errno == errno.EBADF:
+                raise gone from None
+            raise
+    if _platform.CONNECTIONS != "proc":
+        raise OSError(errno.ENOSYS, f"Connection.apply: {_platform.connections_unavailable(_platform.CONNECTIONS)}")
+    close = pidfds is None
+    pidfd = -1 if pidfds is None else pidfds.get(row.pid, -1)
+    try:
+        if pidfd < 0:
+            pidfd = _open_pidfd(row.pid, _live_thread(row.pid), backend)
+            if pidfds is not None:
+                pidfds[row.pid] = pidfd
+        return int(backend.pidfd_getfd(pidfd, row.fd))
+    except OSError as exc:
+        err = exc.errno or errno.EIO
+        if err in (errno.ESRCH, errno.EBADF):
+            if err == errno.ESRCH:
+                gone = OSError(errno.EBADF, f"pid {row.pid} has exited: fd {row.fd} is gone; nothing applied")
+            raise gone from None
+        raise OSError(err, _unreadable(err, row.pid)) from None
     finally:
-        s.detach()
+        if close and pidfd >= 0:
+            os.close(pidfd)

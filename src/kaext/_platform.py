@@ -12,6 +12,7 @@ and in the comments below.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from ._record import Record
@@ -493,6 +494,22 @@ FAMILY_DEFAULT_FILES: Final[dict[str, dict[str, str]]] = {
 DEFAULT_FILES: Final[dict[str, str]] = FAMILY_DEFAULT_FILES.get(FAMILY, {})
 
 
+#: Whether the pure-Python implementation reaches a descriptor it was handed (an int, an
+#: object with ``fileno()``, another process's descriptor from ``pidfd_getfd``) through the C
+#: library's getsockopt/setsockopt/getsockname/getpeername (ctypes) rather than a
+#: ``socket.socket(fileno=fd)`` over it: that object would apply ``socket.setdefaulttimeout()``
+#: (O_NONBLOCK on the open file description the owner shares) and its finalizer could close
+#: the descriptor.  Every POSIX system, where a socket is a file descriptor of the C library;
+#: not Windows (a SOCKET handle of Winsock, where kaext keeps the socket object and never
+#: touches the blocking mode) nor the builds without sockets.
+RAW_SOCKOPT: Final = FAMILY not in ("windows", "other") and sys.platform not in NO_SOCKETS_PLATFORMS
+#: Whether ``struct sockaddr`` begins with a one-byte ``sa_len`` before a one-byte
+#: ``sa_family`` (4.4BSD's layout: <sys/socket.h> of macOS, FreeBSD, NetBSD, OpenBSD and
+#: DragonFly); elsewhere ``sa_family`` is the first field, 16 bits (Linux
+#: include/linux/socket.h, illumos sys/socket_impl.h).  The port and address follow at the
+#: same offsets in both (sin_port 2, sin_addr 4; sin6_addr 8).
+SOCKADDR_HAS_LEN: Final = FAMILY in ("darwin", "freebsd", "netbsd", "openbsd", "dragonfly")
+
 #: How ``kaext.connections()`` finds a process's TCP sockets, per OS family:
 #: ``"proc"``: Linux, any process: ``/proc/<pid>/fd``, the kernel's TCP tables (sock_diag
 #: netlink, or ``/proc/<pid>/net/tcp{,6}``) and ``pidfd_getfd`` (Linux 5.6+) for another
@@ -539,9 +556,14 @@ def sys_pidfd_getfd() -> int:
     """pidfd_getfd(2)'s system call number on Linux (5.6+; asm-generic/unistd.h: 438 on
     every architecture but alpha, 548), for the pure-Python implementation, which calls
     it through ctypes: Python's os module has pidfd_open but not pidfd_getfd."""
-    import os
-
     return 548 if os.uname().machine.startswith("alpha") else 438
+
+
+#: pidfd_open(2)'s flag for a pidfd of one thread rather than of a process
+#: (include/uapi/linux/pidfd.h: ``#define PIDFD_THREAD O_EXCL``, Linux 6.9+): the way to a
+#: process's descriptors (pidfd_getfd) once its main thread has exited (pthread_exit), when
+#: its thread group leader is a zombie with no files; 0 where the OS has no O_EXCL.
+PIDFD_THREAD: Final = int(getattr(os, "O_EXCL", 0)) if FAMILY == "linux" else 0
 
 
 #: Linux sock_diag netlink (include/uapi/linux/netlink.h, sock_diag.h), which

@@ -18,6 +18,7 @@ try:
 except ImportError:  # WASI / Emscripten builds: kaext imports, nothing can be set
     from . import _nosocket as socket  # type: ignore[no-redef]
 import struct
+import sys
 from typing import Any, Literal
 
 from . import _platform, _pure_bpf
@@ -264,11 +265,131 @@ def _fd(sock: Any) -> int:
     return int(fd)
 
 
+class _RawFd:
+    """A descriptor this process does not own, reached through the C library (ctypes).
+
+    The ``socket.socket`` methods kaext needs -- ``getsockopt(level, opt)`` (an int),
+    ``setsockopt(level, opt, int)``, ``getsockname()``, ``getpeername()`` (``(host,
+    port)`` of an IPv4/IPv6 socket) and ``family`` -- made straight on the number: no
+    object that could apply ``socket.setdefaulttimeout()`` to the owner's open file
+    description or close the descriptor from a finalizer.  Errors are OSError with the
+    C library's errno.  ``kaext._platform.RAW_SOCKOPT`` says where this is used.
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def getsockopt(self, level: int, opt: int) -> int:
+        libc, ctypes = _libc()
+        value = ctypes.c_int(0)
+        size = ctypes.c_uint32(ctypes.sizeof(value))
+        if libc.getsockopt(self.fd, level, opt, ctypes.byref(value), ctypes.byref(size)) != 0:
+            raise _errno_error(ctypes)
+        return int(value.value)
+
+    def setsockopt(self, level: int, opt: int, value: int) -> None:
+        libc, ctypes = _libc()
+        number = ctypes.c_int(value)
+        if libc.setsockopt(self.fd, level, opt, ctypes.byref(number), ctypes.sizeof(number)) != 0:
+            raise _errno_error(ctypes)
+
+    def getsockname(self) -> tuple[str, int]:
+        return _address(self._name("getsockname"))
+
+    def getpeername(self) -> tuple[str, int]:
+        return _address(self._name("getpeername"))
+
+    @property
+    def family(self) -> int:
+        return _sockaddr_family(self._name("getsockname"))
+
+    def _name(self, call: str) -> bytes:
+        libc, ctypes = _libc()
+        buf = ctypes.create_string_buffer(128)  # sizeof(struct sockaddr_storage)
+        size = ctypes.c_uint32(len(buf))
+        if getattr(libc, call)(self.fd, buf, ctypes.byref(size)) != 0:
+            raise _errno_error(ctypes)
+        raw: bytes = buf.raw
+        return raw[: min(int(size.value), len(raw))]
+
+
+_LIBC: Any = None
+
+
+def _libc() -> tuple[Any, Any]:
+    """The C library's socket calls through ctypes (``use_errno``), made on first use."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        c_int, ptr = ctypes.c_int, ctypes.c_void_p
+        for name, args in (
+            ("getsockopt", (c_int, c_int, c_int, ptr, ptr)),
+            ("setsockopt", (c_int, c_int, c_int, ptr, ctypes.c_uint32)),
+            ("getsockname", (c_int, ptr, ptr)),
+            ("getpeername", (c_int, ptr, ptr)),
+        ):
+            function = getattr(libc, name)
+            function.argtypes, function.restype = args, c_int
+        _LIBC = (libc, ctypes)
+    return _LIBC  # type: ignore[no-any-return]
+
+
+def _raw_available() -> bool:
+    """Whether the C library's socket calls could be found through ctypes (a Python built
+    without ctypes, or a C library dlopen(NULL) does not reach: the socket object path)."""
+    global _RAW_OK
+    if _RAW_OK is None:
+        try:
+            _libc()
+            _RAW_OK = True
+        except (ImportError, OSError, AttributeError) as exc:
+            if type(exc) not in (ImportError, ModuleNotFoundError, OSError, AttributeError):
+                raise  # a signal handler's (a SIGALRM TimeoutError): not an answer, ask again next time
+            _RAW_OK = False
+    return _RAW_OK
+
+
+_RAW_OK: bool | None = None
+
+
+def _errno_error(ctypes: Any) -> OSError:
+    err = ctypes.get_errno() or errno.EIO
+    return OSError(err, os.strerror(err))
+
+
+def _sockaddr_family(raw: bytes) -> int:
+    """``sa_family`` of a ``struct sockaddr`` (``kaext._platform.SOCKADDR_HAS_LEN``: after a length byte)."""
+    if len(raw) < 2:
+        return socket.AF_UNSPEC
+    return raw[1] if _platform.SOCKADDR_HAS_LEN else int.from_bytes(raw[:2], sys.byteorder)
+
+
+def _address(raw: bytes) -> tuple[str, int]:
+    """``(host, port)`` of a ``sockaddr_in`` / ``sockaddr_in6`` (port at offset 2, big-endian;
+    the address at 4, or 8 for IPv6); OSError EAFNOSUPPORT for another family."""
+    family = _sockaddr_family(raw)
+    if family == socket.AF_INET and len(raw) >= 8:
+        return socket.inet_ntop(family, raw[4:8]), int.from_bytes(raw[2:4], "big")
+    if family == getattr(socket, "AF_INET6", None) and len(raw) >= 24:
+        return socket.inet_ntop(family, raw[8:24]), int.from_bytes(raw[2:4], "big")
+    raise OSError(errno.EAFNOSUPPORT, f"not an IPv4 or IPv6 socket (address family {family})")
+
+
 class _Borrowed:
-    """A socket object for a file descriptor we do not own: never closes it.  An OSError
-    raised within carries the fd (``exc.fd``), as the C extension's do."""
+    """The socket calls for a socket kaext was handed: a ``socket.socket`` itself, else the
+    descriptor number, which is never owned (nothing here can close it or change its
+    blocking mode).  An OSError raised within carries the fd (``exc.fd``), as the C
+    extension's do."""
 
     __slots__ = ("sock", "borrowed", "fd")
+    sock: Any
 
     def __init__(self, sock: Any) -> None:
         if type(sock) is socket.socket:
@@ -278,20 +399,21 @@ class _Borrowed:
             self.sock, self.borrowed = sock, False
             return
         self.fd = fd = _fd(sock)
-        # socket.socket(fileno=fd) makes the fd non-blocking when a default timeout is
-        # set (socket.setdefaulttimeout): put the caller's blocking mode back.
-        blocking = _get_blocking(fd) if socket.getdefaulttimeout() is not None else None
+        if _platform.RAW_SOCKOPT and _raw_available():
+            self.sock, self.borrowed = _RawFd(fd), False
+            return
+        # Windows: a SOCKET handle, reached through a socket object over it and detached
+        # after.  A limit there: with socket.setdefaulttimeout() set, Python's socket object
+        # makes the handle non-blocking, and Winsock cannot tell the mode to put back.
         try:
             self.sock = socket.socket(fileno=fd)
         except OSError as exc:
             if exc.errno in (errno.ENOTSOCK, errno.EBADF):
                 raise socket_error(exc.errno, STEP_PROBE, "", fd=fd) from None
             raise
-        if blocking is not None and _get_blocking(fd) != blocking:
-            os.set_blocking(fd, blocking)
         self.borrowed = True
 
-    def __enter__(self) -> socket.socket:
+    def __enter__(self) -> Any:
         return self.sock
 
     def __exit__(self, kind: object, exc: object, traceback: object) -> None:
@@ -299,14 +421,6 @@ class _Borrowed:
             self.sock.detach()
         if isinstance(exc, OSError) and getattr(exc, "fd", 0) is None:  # one of socket_error's
             exc.fd = self.fd  # type: ignore[attr-defined]
-
-
-def _get_blocking(fd: int) -> bool | None:
-    """The fd's blocking mode where the OS can tell (POSIX), else None."""
-    try:
-        return os.get_blocking(fd)
-    except (AttributeError, OSError):  # Windows sockets: no way to ask
-        return None
 
 
 def _not_tcp(s: socket.socket) -> OSError | None:
@@ -757,13 +871,14 @@ _POLICY_OPTIONS = _options((IDLE, INTERVAL, COUNT, USER_TIMEOUT))
 # ======================================================================================
 
 
-def pidfd_open(pid: int) -> int:
+def pidfd_open(pid: int, flags: int = 0) -> int:
     """A pidfd for process ``pid``: Python's own ``os.pidfd_open`` (3.9+, where the build
-    knew the call), else OSError ENOSYS."""
+    knew the call), else OSError ENOSYS.  ``flags``: 0, or PIDFD_THREAD
+    (``kaext._platform.PIDFD_THREAD``, Linux 6.9+) for a pidfd of the thread ``pid``."""
     open_pidfd = getattr(os, "pidfd_open", None)
     if open_pidfd is None:
         raise OSError(errno.ENOSYS, "pidfd_open is not available in this Python")
-    return int(open_pidfd(pid))
+    return int(open_pidfd(pid, flags))
 
 
 _getfd: Any = None  # pidfd_getfd through libc's syscall(), made on first use
@@ -798,55 +913,59 @@ _DENIED = (errno.EPERM, errno.EACCES, errno.ENOSYS)
 def proc_read(pidfd: int, fds: Any) -> list[tuple[int, int, int, int, int, int, int | None]]:
     """Read inode, keepalive and user timeout of many descriptors, in kernel units.
 
-    ``fds``: descriptors of the process behind ``pidfd`` (each duplicated, read and
-    closed), or of this process when ``pidfd`` is -1.  Returns one ``(err, inode,
-    keepalive, idle, interval, count, user_timeout)`` per descriptor, as the
-    extension's ``proc_read`` does.
+    ``fds``: descriptors of the process behind ``pidfd`` (each duplicated with
+    ``pidfd_getfd``), or of this process when ``pidfd`` is -1 (each duplicated with
+    ``dup``); every value of one descriptor is read from its duplicate, so a number
+    closed or reused meanwhile cannot mix two sockets, and the duplicate is closed.
+    Returns one ``(err, inode, keepalive, idle, interval, count, user_timeout)`` per
+    descriptor, as the extension's ``proc_read`` does.
     """
-    import stat
-
-    tcp, sol = socket.IPPROTO_TCP, socket.SOL_SOCKET
-    user_timeout_opt = getattr(socket, "TCP_USER_TIMEOUT", None)
     out: list[tuple[int, int, int, int, int, int, int | None]] = []
     for index, fd in enumerate(fds):
-        if pidfd >= 0:
-            try:
-                fd = pidfd_getfd(pidfd, fd)
-            except OSError as exc:
-                err = exc.errno or errno.EIO
-                if err in _DENIED:  # the same for every descriptor: stop here
-                    out.extend([(err, 0, 0, 0, 0, 0, None)] * (len(fds) - index))
-                    return out
-                out.append((err, 0, 0, 0, 0, 0, None))
-                continue
-        inode = 0
+        dup = -1
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISSOCK(st.st_mode):
-                out.append((errno.ENOTSOCK, 0, 0, 0, 0, 0, None))
-                continue
-            inode = st.st_ino
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
-            try:
-                keepalive = 1 if s.getsockopt(sol, socket.SO_KEEPALIVE) else 0
-                idle = s.getsockopt(tcp, socket.TCP_KEEPIDLE)
-                interval = s.getsockopt(tcp, socket.TCP_KEEPINTVL)
-                count = s.getsockopt(tcp, socket.TCP_KEEPCNT)
-                ut: int | None = None
-                if user_timeout_opt is not None:
-                    try:
-                        ut = s.getsockopt(tcp, user_timeout_opt)
-                    except OSError:
-                        ut = None
-                out.append((0, inode, keepalive, idle, interval, count, ut))
-            finally:
-                s.detach()
+            dup = pidfd_getfd(pidfd, fd) if pidfd >= 0 else os.dup(fd)
+            out.append(_proc_read_one(dup))
         except OSError as exc:
-            out.append((exc.errno or errno.EIO, inode, 0, 0, 0, 0, None))
+            if exc.errno is None:  # not the kernel's answer: a signal handler's (a SIGALRM timeout)
+                raise
+            err = exc.errno
+            if pidfd >= 0 and dup < 0 and err in _DENIED:  # the same for every descriptor: stop here
+                out.extend([(err, 0, 0, 0, 0, 0, None)] * (len(fds) - index))
+                return out
+            out.append((err, 0, 0, 0, 0, 0, None))
         finally:
-            if pidfd >= 0:
-                os.close(fd)
+            if dup >= 0:
+                os.close(dup)
     return out
+
+
+def _proc_read_one(fd: int) -> tuple[int, int, int, int, int, int, int | None]:
+    """One descriptor of :func:`proc_read` (this process's duplicate)."""
+    import stat
+
+    st = os.fstat(fd)
+    if not stat.S_ISSOCK(st.st_mode):
+        return (errno.ENOTSOCK, 0, 0, 0, 0, 0, None)
+    s = _RawFd(fd)
+    tcp = socket.IPPROTO_TCP
+    try:
+        keepalive = 1 if s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) else 0
+        idle = s.getsockopt(tcp, socket.TCP_KEEPIDLE)
+        interval = s.getsockopt(tcp, socket.TCP_KEEPINTVL)
+        count = s.getsockopt(tcp, socket.TCP_KEEPCNT)
+    except OSError as exc:
+        if exc.errno is None:  # a signal handler's
+            raise
+        return (exc.errno, st.st_ino, 0, 0, 0, 0, None)
+    ut: int | None = None
+    user_timeout_opt = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if user_timeout_opt is not None:
+        try:
+            ut = s.getsockopt(tcp, user_timeout_opt)
+        except OSError:
+            ut = None
+    return (0, st.st_ino, keepalive, idle, interval, count, ut)
 
 
 # nlmsghdr + inet_diag_msg (include/uapi/linux/inet_diag.h): family, state, timer, retrans,

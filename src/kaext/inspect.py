@@ -21,8 +21,10 @@ not judged: their verdict is ``-`` in the table and ``null`` in JSON.
 user_timeout=7m"``, ``on``, ``off``) or a middlebox name (``aws-nlb``:
 ``Policy.for_middlebox``) -- to the process's ESTABLISHED connections and
 listeners (new connections accepted later inherit a listener's settings), each
-socket all or nothing, then reads every socket back and reports what the kernel
-now holds.  On Linux another process's sockets are reached with ``pidfd_getfd``,
+socket all or nothing (``Connection.apply``: only the socket listed, the same
+inode; one whose descriptor holds another socket by then is counted as replaced,
+not applied), then reads every socket back and reports what the kernel now
+holds.  On Linux another process's sockets are reached with ``pidfd_getfd``,
 which needs the right to ptrace it.
 
 ``--all`` inspects every process the caller may list; the others are skipped.
@@ -252,6 +254,7 @@ def _run(argv: Sequence[str] | None) -> int:
     if args.middlebox is not None:
         idle_timeout = float(presets.MIDDLEBOXES[args.middlebox].idle_timeout)
     policy = _policy(args.apply) if args.apply is not None else None
+    replaced = 0  # --apply: listed sockets whose descriptor held another socket by then
 
     pids: list[int] = _all_pids() if args.all else list(dict.fromkeys(args.pids))
     rows, errors = _collect(pids)
@@ -273,6 +276,10 @@ def _run(argv: Sequence[str] | None) -> int:
         for row, err in failed:
             if err.errno in (errno.EPERM, errno.EACCES) and not args.all:
                 raise UsageError(f"--apply: {err.strerror}")
+            if err.errno == errno.ESTALE:  # Connection.apply: the number now holds another socket
+                replaced += 1
+                notes.append(f"--apply {policy}: pid {row.pid} fd {row.fd}: replaced since it was listed, not applied")
+                continue
             notes.append(f"--apply {policy}: pid {row.pid} fd {row.fd}: not applied: {err.strerror or err}")
         rows, errors = _collect(sorted({r.pid for r in rows}))  # read back what the kernel holds now
         if errors and not args.all:
@@ -298,6 +305,8 @@ def _run(argv: Sequence[str] | None) -> int:
             summary += f" (idle timeout {idle_timeout:g} s, {source})"
         if policy is not None:
             summary += f"; applied {str(policy)!r}"
+            if replaced:
+                summary += f" ({replaced} socket{'' if replaced == 1 else 's'} replaced since listed, not applied)"
         if skipped:
             summary += f"; {skipped} process{'' if skipped == 1 else 'es'} skipped (gone, or no permission)"
         print(summary)

@@ -6,7 +6,9 @@ getsockopt read back through a pipe), from /proc/<pid>/net/tcp and from ``ss``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc
 import json
 import os
 import re
@@ -14,6 +16,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,6 +105,7 @@ def test_own_process_sockets_as_set_with_setsockopt(connections: Lister) -> None
                     assert row.remote == (sock.getpeername() if state != "LISTEN" else ("0.0.0.0", 0))
                     assert (row.keepalive, row.user_timeout) == expected_state(list(raw(sock)))
                     assert row.reason is None
+                    assert row.inode == os.fstat(sock.fileno()).st_ino
                 assert rows[client.fileno()].keepalive == KeepaliveState(True, 42.0, 6.0, 4)
                 assert rows[client.fileno()].user_timeout == 2.5
 
@@ -111,7 +116,7 @@ def test_connection_is_an_immutable_value(connections: Lister) -> None:
     assert row == row._replace() and hash(row) == hash(row._replace())
     assert list(row._asdict()) == [
         "pid", "fd", "family", "local", "remote", "state", "keepalive",
-        "user_timeout", "timer", "timer_left", "probes", "reason",
+        "user_timeout", "timer", "timer_left", "probes", "reason", "inode",
     ]
     with pytest.raises(AttributeError):
         row.fd = 0  # type: ignore[misc]
@@ -132,6 +137,83 @@ def test_batch_read_takes_inode_and_options_from_the_same_descriptor(reader: Mod
     finally:
         os.close(r)
         os.close(w)
+
+
+@contextlib.contextmanager
+def dup2_storm(pairs: int = 1) -> Iterator[tuple[list[int], dict[int, tuple[int, float]]]]:
+    """``pairs`` descriptor numbers, each with two listeners a thread dup2()s onto it in turn;
+    yields the numbers and, by inode, each listener's port and its own TCP_KEEPIDLE reading.
+    The numbers are below the listeners', so connections() lists each socket under them."""
+    slots = [os.open(os.devnull, os.O_RDONLY) for _ in range(pairs)]
+    stop = threading.Event()
+    try:
+        with contextlib.ExitStack() as stack:
+            listeners = [stack.enter_context(socket.create_server(("127.0.0.1", 0))) for _ in range(2 * pairs)]
+            for index, listener in enumerate(listeners):
+                listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 100 + index)
+            # each listener as the kernel reports it: its inode, port and its own getsockopt
+            expected = {
+                os.fstat(s.fileno()).st_ino: (
+                    s.getsockname()[1], float(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE))
+                )
+                for s in listeners
+            }
+            gc.collect()  # no finalizer of an earlier test's socket object closes a number meanwhile
+
+            def storm() -> None:
+                while not stop.is_set():
+                    for slot, a, b in zip(slots, listeners[0::2], listeners[1::2], strict=True):
+                        os.dup2(a.fileno(), slot)
+                        os.dup2(b.fileno(), slot)
+
+            worker = threading.Thread(target=storm)
+            worker.start()
+            try:
+                yield slots, expected
+            finally:
+                stop.set()
+                worker.join(10)
+    finally:
+        for slot in slots:
+            os.close(slot)
+
+
+@pytest.mark.thread_unsafe
+def test_a_descriptor_reused_meanwhile_never_mixes_two_sockets(connections: Lister) -> None:
+    """connections() while a dup2() storm swaps two sockets under one number: each row of that
+    number has one socket's address with the same socket's options (issue 17, item 6)."""
+    calls = seen = 0
+    mixed: list[tuple[int, float | None]] = []
+    with dup2_storm() as (slots, expected):
+        by_port = dict(expected.values())
+        deadline = time.monotonic() + 5.0
+        while calls < 400 and time.monotonic() < deadline:
+            calls += 1
+            for row in connections():
+                if row.fd in slots and row.keepalive is not None and row.local[1] in by_port:
+                    seen += 1
+                    if row.keepalive.idle != by_port[row.local[1]]:
+                        mixed.append((row.local[1], row.keepalive.idle))
+    assert calls >= 50 and seen >= calls // 2, f"the reused number was listed {seen} times in {calls} calls"
+    assert not mixed, f"{len(mixed)} of {seen} rows mixed two sockets ({calls} calls): {mixed[:5]}, expected {by_port}"
+
+
+@pytest.mark.thread_unsafe
+def test_batch_read_of_a_reused_descriptor_is_one_sockets(reader: ModuleType) -> None:
+    """The batch read under the same storm, 64 reads of each number per call: every
+    inode comes with that socket's own options."""
+    reads = 0
+    mixed: list[tuple[int, int]] = []
+    with dup2_storm(pairs=2) as (slots, expected):
+        deadline = time.monotonic() + 3.0
+        while reads < 200_000 and time.monotonic() < deadline:
+            for err, inode, _, idle, *_ in reader.proc_read(-1, slots * 64):
+                if not err and inode in expected:
+                    reads += 1
+                    if idle != expected[inode][1]:
+                        mixed.append((inode, idle))
+    assert reads >= 10_000, f"only {reads} reads of a listener"
+    assert not mixed, f"{len(mixed)} of {reads} reads mixed two sockets: {mixed[:5]}"
 
 
 def test_dump_parsers_agree(reader: ModuleType) -> None:
@@ -216,6 +298,7 @@ def test_another_process_as_it_reads_itself(family: str, connections: Lister) ->
         assert row.local == tuple(sock["local"])
         assert row.remote == (tuple(sock["remote"]) if sock["remote"] else any_address)
         assert (row.keepalive, row.user_timeout) == expected_state(own[name])
+        assert row.inode == sock["inode"]  # the child's own fstat
     assert rows[c.sock("client")["fd"]].keepalive == KeepaliveState(True, 31.0, 7.0, 5)
     assert rows[c.sock("client")["fd"]].user_timeout == 12.345
     assert rows[c.sock("server")["fd"]].keepalive.enabled is False  # type: ignore[union-attr]
@@ -406,8 +489,8 @@ def test_descriptor_scan_finds_the_same_sockets(monkeypatch: pytest.MonkeyPatch,
             assert info.value.errno == errno.ENOSYS
             for sock in (listener, client, server):
                 a, b = proc[sock.fileno()], scanned[sock.fileno()]
-                assert (a.family, a.local, a.remote, a.state, a.keepalive, a.user_timeout) == (
-                    b.family, b.local, b.remote, b.state, b.keepalive, b.user_timeout,
+                assert (a.family, a.local, a.remote, a.state, a.keepalive, a.user_timeout, a.inode) == (
+                    b.family, b.local, b.remote, b.state, b.keepalive, b.user_timeout, b.inode,
                 )
                 assert b.timer is None
             assert scanned[client.fileno()].keepalive == KeepaliveState(True, 55.0, *raw(client)[2:4])
@@ -517,3 +600,91 @@ def test_a_threads_id_gives_its_process_sockets(connections: Lister) -> None:
     assert (row.keepalive.enabled, row.keepalive.idle, row.user_timeout) == (
         bool(enabled), float(idle), user_timeout_ms / 1000,
     )
+
+
+#: The main thread calls pthread_exit (through ctypes) while another thread holds a
+#: connection: the thread group leader is then a zombie whose /proc/<pid>/fd is empty.
+MAIN_THREAD_EXITS = r"""
+import ctypes, json, os, socket, sys, threading
+ready = threading.Event()
+info = {}
+def hold():
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 77)
+    info.update(tid=threading.get_native_id(), fd=client.fileno(), local=list(client.getsockname()),
+                inode=os.fstat(client.fileno()).st_ino)
+    ready.set()
+    for line in sys.stdin:  # "read": its own getsockopt of the client socket
+        print(json.dumps([client.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                          client.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)]), flush=True)
+    os._exit(0)
+threading.Thread(target=hold).start()
+ready.wait()
+print(json.dumps(info), flush=True)
+ctypes.CDLL(None).pthread_exit(None)
+"""
+
+
+def leader_state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat (proc(5): the field after the command's parenthesis)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_process_whose_main_thread_exited_is_read_through_a_live_thread(connections: Lister) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", MAIN_THREAD_EXITS], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        try:
+            info = json.loads(proc.stdout.readline())
+            deadline = time.monotonic() + 10
+            while leader_state(proc.pid) != "Z":  # the leader has exited
+                assert time.monotonic() < deadline, "the main thread did not exit"
+                time.sleep(0.01)
+            assert os.listdir(f"/proc/{proc.pid}/fd") == []  # the kernel's own view: nothing there
+            by_pid = {r.fd: r for r in connections(proc.pid)}
+            by_tid = {r.fd: r for r in connections(info["tid"])}
+            assert info["fd"] in by_pid and info["fd"] in by_tid, (by_pid, by_tid)
+            # applied through the same live thread; the holder reads it back itself
+            [row for row in kaext.connections(proc.pid) if row.fd == info["fd"]][0].apply("33s:5s:3")
+            proc.stdin.write("read\n")
+            proc.stdin.flush()
+            own = json.loads(proc.stdout.readline())
+        finally:
+            proc.stdin.close()
+    for rows in (by_pid, by_tid):
+        row = rows[info["fd"]]
+        assert row.pid == proc.pid and row.inode == info["inode"]
+        assert list(row.local) == info["local"] and row.state == "ESTABLISHED"
+        assert row.reason is None and row.keepalive is not None
+        assert (row.keepalive.enabled, row.keepalive.idle) == (True, 77.0)
+    assert own == [1, 33]
+
+
+def test_reading_another_process_leaves_its_flags_alone(connections: Lister, reader: ModuleType) -> None:
+    """With socket.setdefaulttimeout() set here, listing a process's sockets leaves the open
+    file description of each (shared with the process) as it was: F_GETFL through a
+    duplicate of the process's own descriptor, before and after (issue 17, item 1)."""
+    import fcntl
+
+    old = socket.getdefaulttimeout()
+    with child(client=[1, 30, 5, 3, 0]) as c:
+        pidfd = os.pidfd_open(c.pid)
+        dup = reader.pidfd_getfd(pidfd, c.sock("client")["fd"])
+        try:
+            before = fcntl.fcntl(dup, fcntl.F_GETFL)
+            assert not before & os.O_NONBLOCK  # the child's blocking socket
+            socket.setdefaulttimeout(0.5)
+            try:
+                rows = by_fd(connections(c.pid))
+            finally:
+                socket.setdefaulttimeout(old)
+            assert rows[c.sock("client")["fd"]].keepalive is not None
+            assert fcntl.fcntl(dup, fcntl.F_GETFL) == before
+        finally:
+            os.close(dup)
+            os.close(pidfd)

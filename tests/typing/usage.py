@@ -65,6 +65,16 @@ def report(pid: int | None = None) -> list[str]:
     return lines
 
 
+def fix(pid: int) -> int:
+    inodes: list[int] = []
+    for row in kaext.connections(pid):
+        if row.state == "ESTABLISHED":
+            row.apply("aws-nlb")
+            row.apply(kaext.Policy.parse("5m:30s:4"))
+            inodes.append(row.inode)
+    return len(inodes)
+
+
 def enforce_on(cgroup: str) -> list[str]:
     import kaext.enforce
 

@@ -158,7 +158,7 @@ def _storm_rounds(
 @pytest.mark.parametrize("path", ["api", "api-fileno", "pure"])
 def test_asynchronous_exception_reaches_the_caller_and_the_socket_is_whole(
     tcp_pair: tuple[socket.socket, socket.socket], storm_signal: None, exc: type[BaseException], path: str,
-    implementation: str, request: pytest.FixtureRequest,
+    request: pytest.FixtureRequest,
 ) -> None:
     """No SIGALRM TimeoutError swallowed; before or after, never a mix (issue 17, item 3)."""
     from kaext import _pure
@@ -168,10 +168,6 @@ def test_asynchronous_exception_reaches_the_caller_and_the_socket_is_whole(
         def apply() -> None:
             AFTER.apply(sock)
     elif path == "api-fileno":  # not a socket.socket: the general path, on a descriptor of its own
-        if implementation == "python":
-            request.applymarker(pytest.mark.xfail(
-                reason="issue 17 item 2: the pure backend's temporary socket object for a borrowed "
-                "descriptor can close it when a signal handler raises before its try", strict=False))
         dup = socket.socket(fileno=os.dup(sock.fileno()))
         request.addfinalizer(lambda: _close_quietly(dup))
         holder = HasFileno(dup)

@@ -423,6 +423,45 @@ def install(name: str) -> Kernel:
     return kernel
 
 
+def answer_raw_descriptors() -> None:
+    """After ``import kaext``: the pure implementation's C library calls on a descriptor
+    number (``kaext._pure._RawFd``, where ``_platform.RAW_SOCKOPT``) answered by the model
+    too, through a socket object over a duplicate of the number (whose methods the model
+    replaced).  The running kernel is Linux: its ``struct sockaddr`` layout is not the
+    modelled OS's, and its TCP-level options are not the model's."""
+    from kaext import _pure
+
+    def over(fd: int) -> socket.socket:
+        return socket.socket(fileno=os.dup(fd))
+
+    def getsockopt(self: Any, level: int, opt: int) -> int:
+        with over(self.fd) as s:
+            return int(s.getsockopt(level, opt))
+
+    def setsockopt(self: Any, level: int, opt: int, value: int) -> None:
+        with over(self.fd) as s:
+            s.setsockopt(level, opt, value)
+
+    def getsockname(self: Any) -> tuple[str, int]:
+        with over(self.fd) as s:
+            host, port = s.getsockname()[:2]
+            return str(host), int(port)
+
+    def getpeername(self: Any) -> tuple[str, int]:
+        with over(self.fd) as s:
+            host, port = s.getpeername()[:2]
+            return str(host), int(port)
+
+    def family(self: Any) -> int:
+        with over(self.fd) as s:
+            return int(s.family)
+
+    raw_fd: Any = _pure._RawFd
+    raw_fd.getsockopt, raw_fd.setsockopt = getsockopt, setsockopt
+    raw_fd.getsockname, raw_fd.getpeername = getsockname, getpeername
+    raw_fd.family = property(family)
+
+
 def raw(kernel: Kernel, sock: socket.socket) -> dict[str, int]:
     """The model's stored values of ``sock``, by option name (what the kernel holds)."""
     numbers = kernel.numbers()

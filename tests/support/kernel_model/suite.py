@@ -31,6 +31,9 @@ KERNEL = kernel_model.install(NAME)
 import kaext  # noqa: E402
 from kaext import _platform  # noqa: E402
 
+if not (KERNEL.no_socket_module or KERNEL.sockets_fail):
+    kernel_model.answer_raw_descriptors()
+
 CHECKS: list[Callable[[], None]] = []
 
 
