@@ -357,9 +357,7 @@ def _metrics(args: argparse.Namespace, idle_timeout: float | None, policy: Polic
         text = _metrics.exposition(collector)
         for note in _unlisted(collector.errors):
             print(f"{_prog()}: {note}", file=sys.stderr)
-        sys.stdout.flush()
-        sys.stdout.buffer.write(text)
-        sys.stdout.flush()
+        print(text.decode("utf-8"), end="")
         return 0
     try:
         host, port = _metrics.listen_address(args.listen)
