@@ -21,13 +21,13 @@ namespace, shared by all the processes in it) and reports:
 
 from __future__ import annotations
 
+import gc
 import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -107,7 +107,16 @@ class InspectCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         start = time.perf_counter()
-        rows, errors = _collect(self._pids(), self._backend)
+        # The rows are plain tuples and records (no reference cycles), 100,000 of them at
+        # fleet scale: the cyclic garbage collector would traverse them again and again
+        # while they are made (a fifth of a scrape's time), and can find nothing in them.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            rows, errors = _collect(self._pids(), self._backend)
+        finally:
+            if enabled:
+                gc.enable()
         if self._strict and errors:
             raise errors[0][1]
         if not self._count_exited:
@@ -164,15 +173,16 @@ def listen_address(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # one line per scrape is noise
-        pass
-
-
 def serve(collector: Collector, host: str, port: int, ready: Callable[[str], None] | None = None) -> None:
     """Serve the metrics at ``http://HOST:PORT/metrics`` until interrupted; each request
     collects anew, one at a time.  ``ready`` is called with the URL once the port is bound.
     OSError (EADDRINUSE, EADDRNOTAVAIL, ...) when the address cannot be bound."""
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server  # --listen only: 40 ms to import
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # one line per scrape is noise
+            pass
+
     metrics = make_wsgi_app(_registry(collector))
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -183,7 +193,7 @@ def serve(collector: Collector, host: str, port: int, ready: Callable[[str], Non
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server_class = type("_Server", (WSGIServer,), {"address_family": family})
-    server: WSGIServer = make_server(host, port, app, server_class=server_class, handler_class=_QuietHandler)
+    server: WSGIServer = make_server(host, port, app, server_class=server_class, handler_class=QuietHandler)
     with server:
         bracketed = f"[{host}]" if family == socket.AF_INET6 else host
         if ready is not None:
