@@ -22,6 +22,7 @@ namespace, shared by all the processes in it) and reports:
 from __future__ import annotations
 
 import gc
+import os
 import socket
 import time
 from collections import Counter
@@ -113,7 +114,7 @@ class InspectCollector(Collector):
         enabled = gc.isenabled()
         gc.disable()
         try:
-            rows, errors = _collect(self._pids(), self._backend)
+            rows, errors = _collect(self._pids(), self._backend, workers=os.cpu_count() or 1)
         finally:
             if enabled:
                 gc.enable()

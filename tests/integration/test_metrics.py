@@ -390,13 +390,17 @@ def test_a_real_prometheus_server_scrapes_listen(implementation: str) -> None:
         target = url.removeprefix("http://").removesuffix("/metrics")
         own = h.own
         with servers.prometheus_server(target) as prom:
-            query = f'kaext_tcp_connections{{verdict="keepalive_off",pid="{h.pid}"}}'
+            # over the last minute: a scrape that ran past the 1 s timeout on a busy machine marks the
+            # series stale until the next one (the instant value would be missing, not wrong)
+            query = f'last_over_time(kaext_tcp_connections{{verdict="keepalive_off",pid="{h.pid}"}}[1m])'
             deadline = time.monotonic() + 60
             while not (result := prom.query(query)) and time.monotonic() < deadline:
                 time.sleep(0.5)
-            up = prom.query('up{job="kaext"}')
-            too_late = prom.query(f'sum(kaext_tcp_connections{{verdict="first_probe_too_late",pid="{h.pid}"}})')
-            probes = prom.query("kaext_tcp_keepalive_probes_total")
+            up = prom.query('max_over_time(up{job="kaext"}[1m])')
+            too_late = prom.query(
+                f'sum(last_over_time(kaext_tcp_connections{{verdict="first_probe_too_late",pid="{h.pid}"}}[1m]))'
+            )
+            probes = prom.query("last_over_time(kaext_tcp_keepalive_probes_total[1m])")
     assert len(result) == 1, result
     assert result[0]["metric"]["state"] == "ESTABLISHED"  # type: ignore[index]
     assert result[0]["metric"]["process"].startswith("python")  # type: ignore[index]
