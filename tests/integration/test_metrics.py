@@ -26,7 +26,8 @@ from typing import Any
 import netns
 import pytest
 import servers
-from processes import cli_env, run_cli
+from paths import ROOT
+from processes import OTHER_UID, cli_env, run_cli
 
 from kaext import _platform, inspect, presets
 
@@ -409,3 +410,68 @@ def test_a_real_prometheus_server_scrapes_listen(implementation: str) -> None:
     assert float(too_late[0]["value"][1]) == want["first_probe_too_late"]  # type: ignore[index]
     assert [float(s["value"][1]) for s in up] == [1.0]  # type: ignore[index]
     assert len(probes) == 1
+
+
+# --------------------------------------------------------------------------------------
+# The privileges deploy/ gives the exporter
+# --------------------------------------------------------------------------------------
+
+
+def deploy_capabilities() -> dict[str, set[str]]:
+    """The capabilities each file under deploy/ grants, as setpriv names them."""
+    import yaml
+
+    unit = (ROOT / "deploy" / "kaext-exporter.service").read_text(encoding="utf-8")
+    (ambient,) = [
+        line.split("=", 1)[1].split() for line in unit.splitlines() if line.startswith("AmbientCapabilities=")
+    ]
+    doc = yaml.safe_load((ROOT / "deploy" / "kaext-exporter-daemonset.yaml").read_text(encoding="utf-8"))
+    (container,) = doc["spec"]["template"]["spec"]["containers"]
+    added = container["securityContext"]["capabilities"]["add"]
+    return {
+        "systemd": {c.removeprefix("CAP_").lower() for c in ambient},
+        "kubernetes": {c.lower() for c in added},
+    }
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("where", ["systemd", "kubernetes", "without dac_read_search"])
+def test_the_capabilities_deploy_grants_are_enough(implementation: str, where: str) -> None:
+    """The exporter as an unprivileged user (uid 65534) with exactly the capabilities of the
+    unit / the DaemonSet reads a root process's sockets; without CAP_DAC_READ_SEARCH it cannot."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux)")
+    granted = deploy_capabilities()
+    assert granted["systemd"] == granted["kubernetes"] == {"sys_ptrace", "dac_read_search"}
+    caps = granted["kubernetes"] - ({"dac_read_search"} if where.startswith("without") else set())
+    spec = ",".join(["-all", *(f"+{c}" for c in sorted(caps))])
+    as_user = [
+        "setpriv",
+        f"--reuid={OTHER_UID}",
+        f"--regid={OTHER_UID}",
+        "--clear-groups",
+        f"--inh-caps={spec}",
+        f"--ambient-caps={spec}",
+        f"--bounding-set={spec}",
+        "--",
+    ]
+    probe = subprocess.run([*as_user, sys.executable, "-c", "import kaext.inspect"], capture_output=True, cwd="/")
+    if probe.returncode != 0:
+        pytest.skip(f"uid {OTHER_UID} cannot run this interpreter: {probe.stderr.decode().strip()[-200:]}")
+    with holder() as h:
+        done = subprocess.run(
+            [*as_user, sys.executable, "-m", "kaext.inspect", str(h.pid), "--middlebox", "aws-nlb", "--prometheus"],
+            env=cli_env(implementation),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+        )
+        own = h.own
+    if where.startswith("without"):
+        assert f"no permission to list the descriptors of process {h.pid}" in one_line_error(done)
+        return
+    assert done.returncode == 0, done.stderr
+    assert connections_of(done.stdout, h.pid) == {
+        ("ESTABLISHED", v): n for v, n in expected_verdicts(own, AWS_NLB).items()
+    }
