@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -475,3 +477,90 @@ def test_the_capabilities_deploy_grants_are_enough(implementation: str, where: s
     assert connections_of(done.stdout, h.pid) == {
         ("ESTABLISHED", v): n for v, n in expected_verdicts(own, AWS_NLB).items()
     }
+
+
+# --------------------------------------------------------------------------------------
+# docs/metrics.md
+# --------------------------------------------------------------------------------------
+
+
+def page_blocks(language: str) -> list[str]:
+    page = ROOT / "docs" / "metrics.md"
+    if not page.exists():
+        pytest.skip("not a source checkout")
+    return re.findall(rf"```{language}\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL)
+
+
+@pytest.mark.one_implementation
+def test_the_documented_run_is_what_the_inspector_prints(implementation: str) -> None:
+    """The page's sample output: the same families, HELP and TYPE lines and label names as a real run."""
+    (shown,) = [b for b in page_blocks("text") if b.startswith("$ kaext-inspect")]
+    with holder() as h:
+        done = run_cli(implementation, str(h.pid), "--middlebox", "aws-nlb", "--prometheus")
+    assert done.returncode == 0, done.stderr
+    shown_text = shown.split("\n", 1)[1]
+
+    def shape(text: str) -> tuple[list[str], dict[str, set[str]]]:
+        comments = [line for line in text.splitlines() if line.startswith("#")]
+        labels = {f.name: {k for s in f.samples for k in s.labels} for f in parser.text_string_to_metric_families(text)}
+        return comments, labels
+
+    assert shape(shown_text) == shape(done.stdout)
+    assert {s.labels["verdict"] for s in samples(shown_text, "kaext_tcp_connections")} == {
+        "first_probe_too_late",
+        "keepalive_off",
+        "",
+    }
+
+
+@pytest.mark.one_implementation
+def test_the_documented_promql_and_scrape_configs_pass_promtool(tmp_path: Any, implementation: str) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        servers.missing("promtool is not installed (Debian package prometheus)")
+    (queries,) = [b for b in page_blocks("text") if b.startswith("# processes holding")]
+    expressions = [line for line in queries.splitlines() if line and not line.startswith("#")]
+    assert len(expressions) == 3
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        "groups:\n  - name: kaext\n    rules:\n"
+        + "".join(f"      - alert: Docs{i}\n        expr: {json.dumps(e)}\n" for i, e in enumerate(expressions)),
+        encoding="utf-8",
+    )
+    checked = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    configs = page_blocks("yaml")
+    assert len(configs) == 2
+    for i, config in enumerate(configs):
+        path = tmp_path / f"prometheus{i}.yml"
+        path.write_text(config, encoding="utf-8")
+        checked = subprocess.run([promtool, "check", "config", str(path)], capture_output=True, text=True, timeout=60)
+        if "field kubernetes_sd_configs not found" in checked.stdout + checked.stderr:
+            # Debian builds Prometheus without Kubernetes discovery: the rest is still checked
+            path.write_text(
+                config.replace("kubernetes_sd_configs: [{role: pod}]", "static_configs: [{targets: [':1']}]")
+            )
+            checked = subprocess.run(
+                [promtool, "check", "config", str(path)], capture_output=True, text=True, timeout=60
+            )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_exporter_ends_on_ctrl_c_with_130_and_no_traceback(implementation: str) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kaext.inspect", str(os.getpid()), "--listen", f"127.0.0.1:{servers.free_port()}"],
+        env=cli_env(implementation),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline().startswith("python -m kaext.inspect: serving http://127.0.0.1:")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, out, err) == (130, "", "")
