@@ -587,3 +587,39 @@ def test_benchmark_smoke_run(implementation: str) -> None:
         1,
         1,
     )
+
+
+@pytest.mark.root
+def test_all_as_an_unprivileged_user_names_and_counts_what_it_cannot_list(implementation: str) -> None:
+    """--all as uid 65534 without capabilities: a root process's sockets cannot be listed; it is
+    named on stderr, counted in kaext_inspect_unlisted_processes, and the exit status stays 0."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv (util-linux)")
+    as_user = [
+        "setpriv",
+        f"--reuid={OTHER_UID}",
+        f"--regid={OTHER_UID}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ]
+    probe = subprocess.run([*as_user, sys.executable, "-c", "import kaext.inspect"], capture_output=True, cwd="/")
+    if probe.returncode != 0:
+        pytest.skip(f"uid {OTHER_UID} cannot run this interpreter")
+    with holder() as h:
+        done = subprocess.run(
+            [*as_user, sys.executable, "-m", "kaext.inspect", "--all", "--prometheus"],
+            env=cli_env(implementation),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd="/",
+        )
+    assert done.returncode == 0, done.stderr
+    named = [line for line in done.stderr.splitlines() if ": sockets not listed: " in line]
+    assert len(named) == len(done.stderr.splitlines()), done.stderr  # nothing else on stderr
+    assert any(f"pid {h.pid}: sockets not listed: no permission" in line for line in named), done.stderr
+    (unlisted,) = samples(done.stdout, "kaext_inspect_unlisted_processes")
+    assert unlisted.value == len(named) >= 1
+    assert connections_of(done.stdout, h.pid) == {}
