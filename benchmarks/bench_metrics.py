@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import socket
 import statistics
@@ -100,8 +101,18 @@ def _check(text: str, pids: list[int], per_process: int) -> None:
         sys.exit(f"bench_metrics: expected {total} connections, half keepalive_off; counted {counted}")
 
 
-def _time_listen(command: list[str], pids: list[int], per_process: int, repeats: int) -> list[float]:
-    """The same as an exporter: GET /metrics of a running ``--listen``, ``repeats`` times."""
+def _cpu_of(pid: int) -> float:
+    """User + system seconds process ``pid`` has used so far (/proc/<pid>/stat utime, stime)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _time_listen(
+    command: list[str], pids: list[int], per_process: int, repeats: int
+) -> tuple[list[float], list[float]]:
+    """The same as an exporter: GET /metrics of a running ``--listen``, ``repeats`` times; wall
+    and CPU seconds of each scrape."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -112,13 +123,16 @@ def _time_listen(command: list[str], pids: list[int], per_process: int, repeats:
         if "serving" not in exporter.stderr.readline():
             sys.exit("bench_metrics: the exporter did not start")
         seconds: list[float] = []
+        cpu: list[float] = []
         for _ in range(repeats):
+            used = _cpu_of(exporter.pid)
             start = time.perf_counter()
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as r:
                 text = r.read().decode()
             seconds.append(time.perf_counter() - start)
+            cpu.append(_cpu_of(exporter.pid) - used)
             _check(text, pids, per_process)
-        return seconds
+        return seconds, cpu
     finally:
         exporter.terminate()
         exporter.wait(30)
@@ -167,7 +181,7 @@ def run(repeats: int, per_process: int) -> dict[str, Any]:
             if done.returncode != 0:
                 sys.exit(f"bench_metrics: kaext-inspect exited with {done.returncode}: {done.stderr.strip()}")
             _check(done.stdout, pids, per_process)
-        listen_seconds = _time_listen(command, pids, per_process, repeats)
+        listen_seconds, listen_cpu = _time_listen(command, pids, per_process, repeats)
     finally:
         for proc in [*holders, *servers]:
             if proc.stdin is not None:
@@ -190,6 +204,7 @@ def run(repeats: int, per_process: int) -> dict[str, Any]:
         "median_seconds": median,
         "cpu_seconds": cpu,
         "listen_seconds": listen_seconds,
+        "listen_cpu_seconds": listen_cpu,
         "listen_median_seconds": listen_median,
         "goals": [
             {
@@ -247,6 +262,10 @@ def main() -> int:
         runs = ", ".join(f"{t:.3f}" for t in report["listen_seconds"])
         print(
             f"GET /metrics of a running --listen exporter: median {report['listen_median_seconds']:.3f} s (runs: {runs} s)"
+        )
+        runs = ", ".join(f"{t:.2f}" for t in report["listen_cpu_seconds"])
+        print(
+            f"the exporter's CPU time per scrape: median {statistics.median(report['listen_cpu_seconds']):.2f} s (runs: {runs} s)"
         )
     for goal in report["goals"]:
         print(
