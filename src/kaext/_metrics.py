@@ -174,10 +174,19 @@ def listen_address(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-def serve(collector: Collector, host: str, port: int, ready: Callable[[str], None] | None = None) -> None:
+def serve(
+    collector: Collector,
+    host: str,
+    port: int,
+    ready: Callable[[str], None] | None = None,
+    failed: Callable[[str], None] | None = None,
+) -> None:
     """Serve the metrics at ``http://HOST:PORT/metrics`` until interrupted; each request
-    collects anew, one at a time.  ``ready`` is called with the URL once the port is bound.
-    OSError (EADDRINUSE, EADDRNOTAVAIL, ...) when the address cannot be bound."""
+    collects anew, one at a time.  ``ready`` is called with the URL once the port is bound;
+    ``failed`` with one line when a collection raised (the scrape is answered 500, the
+    server goes on).  OSError (EADDRINUSE, EADDRNOTAVAIL, ...) when the address cannot be
+    bound.  A KeyboardInterrupt (or another BaseException) that arrives during a scrape is
+    raised from here once the scrape is answered: wsgiref would log it and serve on."""
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server  # --listen only: 40 ms to import
 
     class QuietHandler(WSGIRequestHandler):
@@ -185,12 +194,24 @@ def serve(collector: Collector, host: str, port: int, ready: Callable[[str], Non
             pass
 
     metrics = make_wsgi_app(_registry(collector))
+    interrupted: list[BaseException] = []
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("PATH_INFO") != "/metrics":
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"kaext-inspect serves /metrics\n"]
-        return metrics(environ, start_response)  # type: ignore[no-any-return]
+        try:
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        except Exception as exc:  # one line, and the next scrape tries again
+            line = f"scrape failed: {getattr(exc, 'strerror', None) or exc}"
+            if failed is not None:
+                failed(line)
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
+            return [f"{line}\n".encode()]
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit: for the caller
+            interrupted.append(exc)
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"kaext-inspect is stopping\n"]
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     server_class = type("_Server", (WSGIServer,), {"address_family": family})
@@ -199,4 +220,6 @@ def serve(collector: Collector, host: str, port: int, ready: Callable[[str], Non
         bracketed = f"[{host}]" if family == socket.AF_INET6 else host
         if ready is not None:
             ready(f"http://{bracketed}:{server.server_address[1]}/metrics")
-        server.serve_forever()
+        while not interrupted:
+            server.handle_request()
+        raise interrupted[0]

@@ -364,11 +364,11 @@ def _metrics(args: argparse.Namespace, idle_timeout: float | None, policy: Polic
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
-    def ready(url: str) -> None:
-        print(f"{_prog()}: serving {url}", file=sys.stderr, flush=True)
+    def say(line: str) -> None:
+        print(f"{_prog()}: {printable(line)}", file=sys.stderr, flush=True)
 
     try:
-        _metrics.serve(collector, host, port, ready)
+        _metrics.serve(collector, host, port, ready=lambda url: say(f"serving {url}"), failed=say)
     except OSError as exc:
         raise UsageError(f"--listen {args.listen}: {exc.strerror or exc}") from None
     return 0

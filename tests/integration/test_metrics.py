@@ -623,3 +623,44 @@ def test_all_as_an_unprivileged_user_names_and_counts_what_it_cannot_list(implem
     (unlisted,) = samples(done.stdout, "kaext_inspect_unlisted_processes")
     assert unlisted.value == len(named) >= 1
     assert connections_of(done.stdout, h.pid) == {}
+
+
+# A real server and client in one process: a collection that fails answers 500 and the server
+# goes on; a KeyboardInterrupt that arrives during a scrape is raised from serve() (wsgiref
+# alone would print its traceback and serve on).
+SERVE_FAILING = r"""
+import errno, sys, threading, urllib.error, urllib.request
+from kaext import _metrics
+
+class Collector:
+    def __init__(self):
+        self.raises = [OSError(errno.EACCES, "Permission denied"), KeyboardInterrupt()]
+    def collect(self):
+        raise self.raises.pop(0)
+
+urls, codes, lines = [], [], []
+bound = threading.Event()
+def ready(url):
+    urls.append(url)
+    bound.set()
+def client():
+    bound.wait(10)
+    for _ in range(2):
+        try:
+            urllib.request.urlopen(urls[0], timeout=10)
+        except urllib.error.HTTPError as exc:
+            codes.append(exc.code)
+threading.Thread(target=client, daemon=True).start()
+try:
+    _metrics.serve(Collector(), "127.0.0.1", 0, ready=ready, failed=lines.append)
+except KeyboardInterrupt:
+    print("interrupted", codes[:1], lines, flush=True)
+"""
+
+
+def test_serve_answers_a_failed_scrape_with_500_and_lets_an_interrupt_through(implementation: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", SERVE_FAILING], env=cli_env(implementation), capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == "interrupted [500] ['scrape failed: Permission denied']\n"
