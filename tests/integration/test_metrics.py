@@ -30,6 +30,7 @@ import pytest
 import servers
 from paths import ROOT
 from processes import OTHER_UID, cli_env, run_cli
+from sockets import HAVE_IPV6
 
 from kaext import _platform, inspect, presets
 
@@ -664,3 +665,25 @@ def test_serve_answers_a_failed_scrape_with_500_and_lets_an_interrupt_through(im
     )
     assert (done.returncode, done.stderr) == (0, "")
     assert done.stdout == "interrupted [500] ['scrape failed: Permission denied']\n"
+
+
+@pytest.mark.skipif(not HAVE_IPV6, reason="no IPv6 loopback")
+def test_listen_on_ipv6_loopback(implementation: str) -> None:
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kaext.inspect", str(os.getpid()), "--listen", f"[::1]:{port}"],
+        env=cli_env(implementation),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline() == f"python -m kaext.inspect: serving http://[::1]:{port}/metrics\n"
+        text = scrape(f"http://[::1]:{port}/metrics")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert [s.name for s in samples(text, "kaext_inspect_unlisted_processes")] == ["kaext_inspect_unlisted_processes"]
