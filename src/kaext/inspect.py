@@ -2,6 +2,7 @@
 
     python -m kaext.inspect PID [PID ...] [--idle-timeout N | --middlebox NAME] [--apply SPEC] [--json]
     python -m kaext.inspect --all [...]
+    python -m kaext.inspect PID ... | --all [--idle-timeout N | --middlebox NAME] --prometheus | --listen HOST:PORT
 
 One row per TCP socket the process holds (``kaext.connections(pid)``): addresses,
 state, SO_KEEPALIVE, TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPCNT, TCP_USER_TIMEOUT,
@@ -28,6 +29,12 @@ holds.  On Linux another process's sockets are reached with ``pidfd_getfd``,
 which needs the right to ptrace it.
 
 ``--all`` inspects every process the caller may list; the others are skipped.
+
+``--prometheus`` prints the same as Prometheus metrics (the text exposition format:
+``kaext_tcp_connections`` by pid, process, state and verdict, and the kernel's
+keepalive counters; see ``docs/metrics.md``) and exits 0 once written;
+``--listen HOST:PORT`` serves them at ``http://HOST:PORT/metrics``, inspecting again
+on every scrape.  Both need ``prometheus_client`` (``pip install 'kaext[metrics]'``).
 
 Exit status: 0 when every judged connection passes, 1 when one fails, 2 for bad
 arguments, a PID that does not exist, or no permission (one line on stderr).
@@ -164,6 +171,19 @@ def _parser() -> _Parser:
         "middlebox name) to the ESTABLISHED connections and listeners, then report what was read back",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    metrics = p.add_mutually_exclusive_group()
+    metrics.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="print the Prometheus text exposition format (kaext_tcp_connections by pid, process, state and "
+        "verdict; the kernel's keepalive counters) instead of a table; exit 0 once written "
+        "(needs prometheus_client: pip install 'kaext[metrics]')",
+    )
+    metrics.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="serve the same at http://HOST:PORT/metrics, inspecting again on every scrape, until interrupted",
+    )
     return p
 
 
@@ -256,6 +276,9 @@ def _run(argv: Sequence[str] | None) -> int:
     policy = _policy(args.apply) if args.apply is not None else None
     replaced = 0  # --apply: listed sockets whose descriptor held another socket by then
 
+    if args.prometheus or args.listen is not None:
+        return _metrics(args, idle_timeout, policy)
+
     pids: list[int] = _all_pids() if args.all else list(dict.fromkeys(args.pids))
     rows, errors = _collect(pids)
     skipped = 0
@@ -313,6 +336,45 @@ def _run(argv: Sequence[str] | None) -> int:
     for note in [*unlisted, *notes]:
         print(f"{_prog()}: {note}", file=sys.stderr)
     return 1 if failing or notes else 0
+
+
+def _metrics(args: argparse.Namespace, idle_timeout: float | None, policy: Policy | None) -> int:
+    """``--prometheus`` and ``--listen``: the connections as Prometheus metrics (``kaext._metrics``)."""
+    flag = "--prometheus" if args.prometheus else "--listen"
+    if policy is not None or args.json:
+        raise UsageError(f"{flag} reads only: it cannot be combined with {'--apply' if policy else '--json'}")
+    try:
+        from . import _metrics
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] != "prometheus_client":
+            raise
+        raise UsageError(f"{flag} needs the prometheus_client library: pip install 'kaext[metrics]'") from None
+    pids = _all_pids if args.all else (lambda: list(dict.fromkeys(args.pids)))
+    collector = _metrics.InspectCollector(
+        pids,
+        lambda conn: verdict(conn, idle_timeout),
+        strict=not args.all and args.prometheus,  # as for the table: a PID that cannot be read is an error
+        count_exited=not args.all,
+    )
+    if args.prometheus:
+        text = _metrics.exposition(collector)
+        for note in _unlisted(collector.errors):
+            print(f"{_prog()}: {note}", file=sys.stderr)
+        print(text.decode("utf-8"), end="")
+        return 0
+    try:
+        host, port = _metrics.listen_address(args.listen)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+    def say(line: str) -> None:
+        print(f"{_prog()}: {printable(line)}", file=sys.stderr, flush=True)
+
+    try:
+        _metrics.serve(collector, host, port, ready=lambda url: say(f"serving {url}"), failed=say)
+    except OSError as exc:
+        raise UsageError(f"--listen {args.listen}: {exc.strerror or exc}") from None
+    return 0
 
 
 def _unlisted(errors: list[tuple[int, OSError]]) -> list[str]:

@@ -323,6 +323,7 @@ def test_sdist_contents() -> None:
         | _tracked("ext/*.h")
         | _tracked("src/kaext/*.py")
         | _tracked("tests/**/*")
+        | _tracked("deploy/*")  # the suite checks the capabilities they grant
     )
     assert {"ext/_kaext.pyx", "ext/_kaext_proc.pxi", "tests/conftest.py"} <= needed
     assert {"ext/kaext_shim.h", "ext/kaext_posix.h", "ext/kaext_windows.h"} <= needed

@@ -301,3 +301,90 @@ def http_proxy() -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+# --------------------------------------------------------------------------------------
+# Prometheus
+# --------------------------------------------------------------------------------------
+
+
+class Prometheus:
+    """A running Prometheus server: its base URL and its HTTP query API."""
+
+    def __init__(self, url: str, proc: subprocess.Popen[bytes], log: str) -> None:
+        self.url = url
+        self.proc = proc
+        self.log = log
+
+    def query(self, promql: str) -> list[dict[str, object]]:
+        """``/api/v1/query``: the instant vector's samples (``{"metric": {...}, "value": [t, "v"]}``)."""
+        import json
+        import urllib.parse
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?query={urllib.parse.quote(promql)}", timeout=10) as r:
+            doc = json.load(r)
+        assert doc["status"] == "success", doc
+        assert doc["data"]["resultType"] == "vector", doc
+        return list(doc["data"]["result"])
+
+
+@contextlib.contextmanager
+def prometheus_server(target: str, scrape_interval: str = "1s") -> Iterator[Prometheus]:
+    """A throwaway Prometheus (Debian package prometheus) on 127.0.0.1 scraping ``target``
+    (``HOST:PORT``, path /metrics) every ``scrape_interval``; its own storage in a temporary
+    directory, removed afterwards with the server stopped (also on failure)."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        missing("prometheus is not installed (Debian package prometheus)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="kaext-prometheus-") as tmp:
+        config = os.path.join(tmp, "prometheus.yml")
+        with open(config, "w", encoding="utf-8") as f:
+            f.write(
+                "global:\n"
+                f"  scrape_interval: {scrape_interval}\n"
+                f"  scrape_timeout: {scrape_interval}\n"
+                "scrape_configs:\n"
+                "  - job_name: kaext\n"
+                "    static_configs:\n"
+                f"      - targets: ['{target}']\n"
+            )
+        log = os.path.join(tmp, "prometheus.log")
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [binary, f"--config.file={config}", f"--storage.tsdb.path={os.path.join(tmp, 'data')}",
+                 f"--web.listen-address=127.0.0.1:{port}"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=tmp,
+            )
+        try:
+            wait_for_port(port, 60, proc)
+            url = f"http://127.0.0.1:{port}"
+            _wait_ready(f"{url}/-/ready", 60, proc)  # the port opens before the storage is: 503 until then
+            yield Prometheus(url, proc, log)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_ready(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5):
+                return
+        except OSError:  # URLError, HTTPError 503
+            if proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited with {proc.returncode} before it was ready") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} not ready after {timeout} s") from None
+            time.sleep(0.1)
