@@ -13,8 +13,11 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
+import signal
 import socket
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -359,3 +362,60 @@ def test_asyncio_open_connection_and_server() -> None:
     client, accepted = asyncio.run(main())
     assert client == WANT
     assert accepted == [WANT]
+
+
+# -- fork ---------------------------------------------------------------------------------
+
+
+@pytest.mark.one_implementation
+@pytest.mark.thread_unsafe
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork()")
+def test_fork_while_another_thread_is_inside_inject() -> None:
+    """A child forked while another thread holds inject()'s lock can inject and uninject.
+
+    The other thread calls inject() / uninject() in a loop, so most forks happen with
+    the lock held; each child must do both within CHILD_SECONDS (it hangs for ever if it
+    inherited the held lock).  Bounded: FORKS children.
+    """
+    forks, child_seconds = 40, 10.0
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            kaext.inject(SPEC, accepted=True, force=True)
+            kaext.inject(OTHER_SPEC)
+            kaext.uninject()
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    hung: list[int] = []
+    statuses: list[int] = []
+    try:
+        for i in range(forks):
+            time.sleep(0.001 * (i % 7))  # land at different points of the loop
+            pid = os.fork()
+            if pid == 0:  # the child: no pytest, no threads but this one
+                try:
+                    kaext.inject(SPEC)
+                    kaext.uninject()
+                    os._exit(0 if kaext.injected() is None else 3)
+                finally:
+                    os._exit(4)
+            deadline = time.monotonic() + child_seconds
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    statuses.append(os.waitstatus_to_exitcode(status))
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    hung.append(i)
+                    break
+                time.sleep(0.005)
+    finally:
+        stop.set()
+        churner.join(30)
+        kaext.uninject()
+    assert hung == [], f"{len(hung)} of {forks} children hung in inject()/uninject() (fork {hung})"
+    assert statuses == [0] * forks
