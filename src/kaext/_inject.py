@@ -156,8 +156,8 @@ def _refused(sock: Any, policy: Policy, exc: Exception) -> None:
         raise exc
     try:
         tcp = _is_tcp(sock)  # type: ignore[misc]  # set before any wrapper is installed
-    except Exception:
-        tcp = False  # closed meanwhile, or not a socket at all
+    except (AttributeError, TypeError, ValueError):
+        tcp = False  # not a socket at all (never an OSError: a signal handler's passes)
     if tcp:
         _report(exc, policy)
 
@@ -262,7 +262,7 @@ def _wrap_setsockopt(original: Callable[..., None]) -> Callable[..., None]:
 def _forced_on(sock: Any) -> bool:
     try:
         return _is_tcp(sock)  # type: ignore[misc]  # set before any wrapper is installed
-    except Exception:
+    except (AttributeError, TypeError, ValueError):
         return False  # not a socket we can tell: the program's value stands
 
 
