@@ -7,7 +7,7 @@ namespace, shared by all the processes in it) and reports:
 
 * ``kaext_tcp_connections{pid, process, state, verdict}`` (gauge): TCP sockets the
   process holds, by the kernel's state name and the inspector's verdict in snake case
-  (``ok``, ``keepalive_off``, ``first_probe_too_late``, ``unreadable``; empty for a
+  (``ok``, ``keepalive_off``, ``first_probe_too_late``, ``user_timeout_first``, ``unreadable``; empty for a
   socket that is not judged: listeners and states other than ESTABLISHED).  ``process``
   is the process name (``/proc/<pid>/comm``).
 * ``kaext_tcp_keepalive_probes_total`` and ``kaext_tcp_aborts_on_timeout_total``
@@ -129,7 +129,7 @@ class InspectCollector(Collector):
         gauge = GaugeMetricFamily(
             "kaext_tcp_connections",
             "TCP sockets a process holds, by TCP state and the inspector's verdict (ok, keepalive_off, "
-            "first_probe_too_late, unreadable; empty when not judged: not ESTABLISHED).",
+            "first_probe_too_late, user_timeout_first, unreadable; empty when not judged: not ESTABLISHED).",
             labels=["pid", "process", "state", "verdict"],
         )
         for (pid, state, verdict), n in sorted(counts.items()):

@@ -13,6 +13,10 @@ Verdicts judge ESTABLISHED connections only: ``ok``, or in upper case
 * ``KEEPALIVE OFF``        -- SO_KEEPALIVE is off: nothing is sent while the connection is idle;
 * ``FIRST PROBE TOO LATE`` -- the first probe goes out at or after the idle timeout of
   ``--idle-timeout N`` (or the middlebox of ``--middlebox NAME``), which forgets the flow first;
+* ``USER TIMEOUT FIRST``   -- keepalive is on and TCP_USER_TIMEOUT is set shorter than
+  idle + interval * count: the kernel drops the connection once the user timeout has
+  passed since data was last received, before keepalive has sent its last probe (a mix
+  neither side asked for, e.g. a program's own settings over part of a policy's);
 * ``UNREADABLE``           -- the options could not be read (no right to ptrace the process).
 
 Listeners and connections in other states (SYN_SENT, CLOSE_WAIT, ...) are listed but
@@ -50,7 +54,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import Policy, presets
+from . import Policy, capabilities, presets
 from ._cli import Parser, one_line_warnings, printable, prog_name, reader_gone, table
 
 # Internal names, in one place.
@@ -79,7 +83,8 @@ def verdict(conn: Connection, idle_timeout: float | None = None) -> str | None:
     """The verdict for one connection, or None when it is not judged (not ESTABLISHED).
 
     ``idle_timeout``: seconds after which a middlebox forgets an idle flow; the first
-    keepalive probe must go out before it (``idle < idle_timeout``).
+    keepalive probe must go out before it (``idle < idle_timeout``).  With keepalive on,
+    a TCP_USER_TIMEOUT shorter than idle + interval * count is ``"USER TIMEOUT FIRST"``.
     """
     if conn.state != "ESTABLISHED":
         return None
@@ -90,7 +95,20 @@ def verdict(conn: Connection, idle_timeout: float | None = None) -> str | None:
         return "KEEPALIVE OFF"
     if idle_timeout is not None and ka.idle is not None and ka.idle >= idle_timeout:
         return "FIRST PROBE TOO LATE"
+    if _user_timeout_first(conn.user_timeout, ka.idle, ka.interval, ka.count):
+        return "USER TIMEOUT FIRST"
     return PASS
+
+
+def _user_timeout_first(
+    user_timeout: float | None, idle: float | None, interval: float | None, count: int | None
+) -> bool:
+    """TCP_USER_TIMEOUT (set: > 0) ends keepalive probing before its last probe (Linux,
+    net/ipv4/tcp_timer.c tcp_keepalive_timer); Policy warns about the same mix."""
+    if not user_timeout or idle is None or interval is None or count is None:
+        return False
+    knob = capabilities().get("user_timeout")
+    return knob is not None and knob.option == "TCP_USER_TIMEOUT" and user_timeout < idle + interval * count
 
 
 # --------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``python -m kaext.run --policy SPEC [--accepted] -- COMMAND [ARGS...]``: keepalive for code you cannot change.
+"""``kaext.run --policy SPEC [--accepted] [--force] -- COMMAND [ARGS...]``: keepalive for code you cannot change.
 
 Runs COMMAND with the policy active in every Python interpreter it starts (its
 children included): the environment puts a ``sitecustomize`` first on
@@ -8,6 +8,13 @@ library, ``LD_PRELOAD`` also carries that library, which applies the policy
 right after every ``connect()`` (and, with ``--accepted``, ``accept()``) made
 through the C library: native code such as uvloop, libpq, grpc, and programs
 that are not Python at all.  The exit status is COMMAND's.
+
+The order: the policy is applied when a connect returns; a program that sets
+keepalive options itself afterwards (hiredis, curl, redis-py's asyncio client)
+overwrites the policy's values knob by knob.  With ``--force`` the policy wins:
+``kaext.inject(policy, force=True)`` in Python, and the preload library replaces
+the value of a setsockopt() of SO_KEEPALIVE or of a knob the policy sets, on a
+TCP socket, by the policy's (the call still succeeds).
 """
 
 from __future__ import annotations
@@ -41,28 +48,34 @@ PRELOAD_LIBRARY: Path | None = (
 )
 
 
-def _preload_plan(policy: Policy, accepted: bool) -> str:
+def _preload_plan(policy: Policy, accepted: bool, force: bool) -> str:
     """The policy for the preload library: kaext_shim.h's plan, in OS units, already range-checked."""
     p = policy._plan
-    values = (p.set_mask, p.idle, p.interval, p.count, p.user_timeout, p.keepalive, int(accepted))
+    values = (p.set_mask, p.idle, p.interval, p.count, p.user_timeout, p.keepalive, int(accepted), int(force))
     return ",".join(str(v) for v in values)
 
 
 def environment(
-    policy: Policy | str, *, accepted: bool = False, base: Mapping[str, str] | None = None
+    policy: Policy | str, *, accepted: bool = False, force: bool = False, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The environment ``kaext.run`` gives COMMAND: ``base`` (default ``os.environ``) plus the policy.
 
+    ``force``: the policy wins over COMMAND's own setsockopt of the knobs it sets
+    (``kaext.inject(policy, force=True)``, and the preload library's setsockopt).
     Raises TypeError / ValueError for a bad ``policy``.
     """
     spec = policy if isinstance(policy, str) else str(policy)
     resolved = as_policy(policy)
+    for name, flag in (("accepted", accepted), ("force", force)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be True or False, got {flag!r}")
     env = dict(os.environ if base is None else base)
     env["KAEXT_RUN_POLICY"] = spec
     env["KAEXT_RUN_ACCEPTED"] = "1" if accepted else "0"
+    env["KAEXT_RUN_FORCE"] = "1" if force else "0"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_SITE_DIR), env.get("PYTHONPATH", "")) if p)
     if PRELOAD_LIBRARY is not None:
-        env["KAEXT_PRELOAD_PLAN"] = _preload_plan(resolved, accepted)
+        env["KAEXT_PRELOAD_PLAN"] = _preload_plan(resolved, accepted, force)
         env["LD_PRELOAD"] = " ".join(p for p in (env.get("LD_PRELOAD", ""), str(PRELOAD_LIBRARY)) if p)
     return env
 
@@ -92,7 +105,7 @@ def _coverage() -> str:
 def _parser() -> argparse.ArgumentParser:
     p = Parser(
         prog=prog_name("kaext-run", "kaext.run"),
-        usage="%(prog)s --policy SPEC [--accepted | --cgroup [--force]] -- COMMAND [ARGS...]",
+        usage="%(prog)s --policy SPEC [--accepted | --cgroup] [--force] -- COMMAND [ARGS...]",
         description="Run COMMAND with a TCP keepalive policy on every connection it makes, without "
         "changing its code. Exit status: COMMAND's (127: not found, 126: not executable, "
         "2: bad arguments). " + _coverage(),
@@ -112,7 +125,11 @@ def _parser() -> argparse.ArgumentParser:
         "every TCP connection, static binaries and Go programs included; removed when COMMAND exits",
     )
     p.add_argument(
-        "--force", action="store_true", help="with --cgroup: the policy also wins over COMMAND's own setsockopt"
+        "--force",
+        action="store_true",
+        help="the policy wins over COMMAND's own setsockopt of SO_KEEPALIVE and of the knobs the policy sets, "
+        "on TCP sockets (the call still succeeds, with the policy's value); without it a program that sets "
+        "keepalive itself after connecting keeps its own values. With --cgroup: through BPF",
     )
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="the program and its arguments")
     return p
@@ -138,10 +155,8 @@ def _main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
         parser.error(f"no COMMAND given ({parser.prog} --policy SPEC -- COMMAND [ARGS...])")
     if args.cgroup:
         return _run_in_cgroup(parser, args.policy, command, args.force)
-    if args.force:
-        parser.error("--force needs --cgroup")
     try:
-        env = environment(args.policy, accepted=args.accepted)
+        env = environment(args.policy, accepted=args.accepted, force=args.force)
     except (TypeError, ValueError, Warning) as exc:  # Warning: under -W error
         parser.error(f"--policy: {exc}")
     sys.stdout.flush()

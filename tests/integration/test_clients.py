@@ -16,7 +16,7 @@ Clients, and the hook each uses:
 * redis-py: ``socket_keepalive_options=policy.tcp_options()``
 * an asyncio client (asyncio streams speaking RESP to redis): ``kaext.inject(policy)``
 * redis-cli (hiredis, which sets its own 15 s keepalive after connecting):
-  ``kaext-run --force``
+  ``kaext-run --force`` (without it hiredis's values win)
 * psycopg: ``psycopg.connect(dsn, **policy.libpq_params())``
 * psql: ``kaext-run`` (the preload library applies the policy to libpq's connect)
 * requests, streamed response: ``KeepaliveAdapter(policy)``
@@ -45,16 +45,7 @@ import servers
 
 import kaext
 
-pytestmark = [
-    pytest.mark.root,
-    pytest.mark.one_implementation,
-    # Not yet in CI: in 1 of 4 runs psycopg with kaext stayed blocked past 3 x T (cause not
-    # found yet).  KAEXT_CLIENTS_PROOF=1 runs it.
-    pytest.mark.skipif(
-        os.environ.get("KAEXT_CLIENTS_PROOF") != "1",
-        reason="the real-client proof runs with KAEXT_CLIENTS_PROOF=1 (not yet in CI: one psycopg run stayed blocked)",
-    ),
-]
+pytestmark = [pytest.mark.root, pytest.mark.one_implementation]
 
 T = 4  # s: the dead-peer budget given to Policy.from_timeout
 SLACK = 2.5  # s beyond the budget a client with kaext may take (timers, scheduling, start-up)
@@ -306,12 +297,6 @@ except Exception as exc:
 }
 
 
-def _force_supported() -> bool:
-    proc = subprocess.run([sys.executable, "-m", "kaext.run", "--help"], capture_output=True, text=True,
-                          timeout=60)
-    return "--force" in proc.stdout
-
-
 def _native_clients(lab: netns.Lab, with_kaext: bool) -> dict[str, list[str]]:
     spec = str(kaext.Policy.from_timeout(T))
     run: dict[str, list[str]] = {}
@@ -320,8 +305,9 @@ def _native_clients(lab: netns.Lab, with_kaext: bool) -> dict[str, list[str]]:
     psql = ["psql", "-X", "-At", f"host={server} port={PG_PORT} user=postgres dbname=postgres",
             "-c", "SELECT pg_sleep(600)"]
     if with_kaext:
-        force = ["--force"] if FORCE else []  # without it hiredis's own keepalive wins (the xfail below)
-        run["redis-cli"] = [sys.executable, "-m", "kaext.run", "--policy", spec, *force, "--", *redis_cli]
+        # --force: hiredis sets its own keepalive (15 s idle) after connecting, which
+        # would otherwise overwrite the policy's
+        run["redis-cli"] = [sys.executable, "-m", "kaext.run", "--policy", spec, "--force", "--", *redis_cli]
         run["psql"] = [sys.executable, "-m", "kaext.run", "--policy", spec, "--", *psql]
     else:
         run["redis-cli"] = redis_cli
@@ -372,12 +358,6 @@ class _Summary:
 def _print_summary(request: pytest.FixtureRequest) -> None:
     if not request.config.pluginmanager.has_plugin("kaext-clients-summary"):
         request.config.pluginmanager.register(_Summary(), "kaext-clients-summary")
-
-
-@pytest.fixture(scope="module")
-def outcome() -> dict[str, Client]:
-    """Filled by test_every_client: each client's outcome, by label."""
-    return {}
 
 
 @pytest.fixture
@@ -439,30 +419,25 @@ def run_all(
 
 
 NAMES = [*_PY_CLIENTS, "redis-cli", "psql"]
-FORCE = _force_supported()
 
 
 def test_every_client_finds_the_vanished_server_only_with_kaext(
-    run_all: Callable[[], dict[str, Client]], outcome: dict[str, Client]
+    run_all: Callable[[], dict[str, Client]],
 ) -> None:
     budget = kaext.Policy.from_timeout(T)
     assert budget.idle + budget.interval * budget.count <= T  # the budget the clients are held to
-    outcome.update(run_all())
+    outcome = run_all()
     for label, c in sorted(outcome.items()):
         ended = "still blocked" if c.ended_after is None else f"ended after {c.ended_after:.2f} s"
         _SUMMARY.append(f"{label}: {ended} -- {c.output or '(no output)'}")
         print(_SUMMARY[-1])
+    failures = []
     for name in NAMES:
-        if name == "redis-cli":
-            continue  # its own test, below: it needs kaext-run --force
-        _check(outcome, name)
-
-
-@pytest.mark.xfail(not FORCE, strict=True,
-                   reason="kaext-run --force is not implemented yet: hiredis's own keepalive (15 s) wins")
-def test_redis_cli_with_kaext_run_force(outcome: dict[str, Client]) -> None:
-    assert outcome, "test_every_client_finds_the_vanished_server_only_with_kaext did not run"
-    _check(outcome, "redis-cli")
+        try:
+            _check(outcome, name)
+        except AssertionError as exc:
+            failures.append(str(exc))
+    assert not failures, "\n".join(failures)
 
 
 def _check(outcome: dict[str, Client], name: str) -> None:

@@ -13,8 +13,12 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
+import signal
 import socket
+import sys
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -359,3 +363,193 @@ def test_asyncio_open_connection_and_server() -> None:
     client, accepted = asyncio.run(main())
     assert client == WANT
     assert accepted == [WANT]
+
+
+# -- fork ---------------------------------------------------------------------------------
+
+
+@pytest.mark.one_implementation
+@pytest.mark.thread_unsafe
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork()")
+def test_fork_while_another_thread_is_inside_inject() -> None:
+    """A child forked while another thread holds inject()'s lock can inject and uninject.
+
+    The other thread calls inject() / uninject() in a loop, so most forks happen with
+    the lock held; each child must do both within CHILD_SECONDS (it hangs for ever if it
+    inherited the held lock).  Bounded: FORKS children.
+    """
+    forks, child_seconds = 40, 10.0
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            kaext.inject(SPEC, accepted=True, force=True)
+            kaext.inject(OTHER_SPEC)
+            kaext.uninject()
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    hung: list[int] = []
+    statuses: list[int] = []
+    try:
+        for i in range(forks):
+            time.sleep(0.001 * (i % 7))  # land at different points of the loop
+            pid = os.fork()
+            if pid == 0:  # the child: no pytest, no threads but this one
+                try:
+                    kaext.inject(SPEC)
+                    kaext.uninject()
+                    os._exit(0 if kaext.injected() is None else 3)
+                finally:
+                    os._exit(4)
+            deadline = time.monotonic() + child_seconds
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    statuses.append(os.waitstatus_to_exitcode(status))
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    hung.append(i)
+                    break
+                time.sleep(0.005)
+    finally:
+        stop.set()
+        churner.join(30)
+        kaext.uninject()
+    assert hung == [], f"{len(hung)} of {forks} children hung in inject()/uninject() (fork {hung})"
+    assert statuses == [0] * forks
+
+
+# -- force: the policy wins over the program's own setsockopt ---------------------------------
+
+
+def _programs_own(c: socket.socket) -> None:
+    """What a client library does after connecting (hiredis: 15 s idle, redis-py's asyncio client)."""
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 15)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 5000)
+
+
+PROGRAMS = (1, 15, 5, 3, 5000)
+
+
+@need_proc
+def test_without_force_the_programs_own_later_values_win(listener: socket.socket) -> None:
+    kaext.inject(SPEC)
+    with socket.create_connection(listener.getsockname()) as c:
+        assert options(c) == WANT
+        _programs_own(c)
+        assert options(c) == PROGRAMS
+    assert "setsockopt" not in socket.socket.__dict__
+
+
+@need_proc
+def test_force_the_policy_wins_for_the_knobs_it_sets(listener: socket.socket) -> None:
+    kaext.inject(SPEC, force=True)
+    with socket.create_connection(listener.getsockname()) as c:
+        _programs_own(c)
+        assert options(c) == WANT
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no knob: the program's
+        assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, (60).to_bytes(4, sys.byteorder))
+        assert options(c)[1] == 60  # a bytes value is passed as it is (an int value is replaced)
+    kaext.inject("7s:3s:4", force=True)  # no user timeout: that knob stays the program's
+    with socket.create_connection(listener.getsockname()) as c:
+        _programs_own(c)
+        assert options(c) == (1, 7, 3, 4, 5000)
+    kaext.inject("off", force=True)  # SO_KEEPALIVE off wins on TCP, not on UDP
+    with socket.create_connection(listener.getsockname()) as c, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        _programs_own(c)
+        assert options(c) == (0, 15, 5, 3, 5000)
+        u.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        assert u.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    kaext.inject(SPEC)  # force off again: setsockopt is the original
+    assert "setsockopt" not in socket.socket.__dict__
+    with socket.create_connection(listener.getsockname()) as c:
+        _programs_own(c)
+        assert options(c) == PROGRAMS
+
+
+def test_force_uninject_and_bad_force() -> None:
+    before = socket.socket.setsockopt
+    kaext.inject(SPEC, force=True)
+    assert socket.socket.setsockopt is not before
+    kaext.uninject()
+    assert socket.socket.setsockopt is before and "setsockopt" not in socket.socket.__dict__
+    with pytest.raises(TypeError, match="force"):
+        kaext.inject(SPEC, force=1)  # type: ignore[arg-type]
+    assert kaext.injected() is None and socket.socket.setsockopt is before
+
+
+# -- signals: a handler's exception during the injected apply reaches the caller ---------------
+
+
+@need_proc
+@pytest.mark.thread_unsafe
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="no setitimer")
+def test_signal_handler_exception_during_injected_connect_reaches_the_caller(listener: socket.socket) -> None:
+    """SIGALRM at random delays inside connect + apply: every TimeoutError its handler raises
+    is the one the caller catches (none swallowed by inject's refusal handling, none logged
+    as "policy not applied").  Bounded: ROUNDS connects or SECONDS."""
+    import gc
+    import random
+
+    rounds, seconds = 3000, 8.0
+    listener.listen(4096)
+    raised = caught = 0
+    armed = False
+
+    def handler(signum: int, frame: Any) -> None:
+        nonlocal raised, armed
+        if armed:
+            armed = False
+            raised += 1
+            raise TimeoutError("interrupted")
+
+    old = signal.signal(signal.SIGALRM, handler)
+    records: list[logging.LogRecord] = []
+    log_handler = logging.Handler()
+    log_handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("kaext")
+    logger.addHandler(log_handler)
+    rng = random.Random(17)
+    kaext.inject(SPEC, force=True)
+    gc.collect()
+    gc.disable()  # a finalizer would swallow a handler's exception (CPython), not kaext
+    try:
+        deadline = time.monotonic() + seconds
+        for _ in range(rounds):
+            if time.monotonic() > deadline:
+                break
+            s = socket.socket()
+            try:
+                try:
+                    armed = True
+                    signal.setitimer(signal.ITIMER_REAL, rng.uniform(1e-6, 60e-6))
+                    s.connect(listener.getsockname())
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+                    time.sleep(100e-6)  # the timer fires here if it did not fire inside
+                except TimeoutError:
+                    caught += 1
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+                    armed = False
+            finally:
+                s.close()
+            with contextlib.suppress(BlockingIOError):
+                listener.setblocking(False)
+                while True:
+                    listener.accept()[0].close()
+    finally:
+        gc.enable()
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        logger.removeHandler(log_handler)
+        listener.setblocking(True)
+    assert raised > 100, raised  # the storm did interrupt
+    assert caught == raised, f"{raised - caught} of {raised} TimeoutErrors swallowed"
+    assert [r.getMessage() for r in records] == []

@@ -65,7 +65,8 @@ def one_line_error(done: Any) -> str:
     ["ipv4", pytest.param("ipv6", marks=pytest.mark.skipif(not HAVE_IPV6, reason="no IPv6 loopback"))],
 )
 def test_json_schema_and_values(implementation: str, family: str) -> None:
-    with child(family, client=[1, 31, 7, 5, 12345], server=[1, 100, 10, 3, 0]) as c:
+    # user timeout 70.345 s >= 31 + 7 * 5: no contradiction (USER TIMEOUT FIRST)
+    with child(family, client=[1, 31, 7, 5, 70345], server=[1, 100, 10, 3, 0]) as c:
         done = run_cli(implementation, str(c.pid), "--json")
         own = c.read()
     assert done.returncode == 0, done.stderr
@@ -94,7 +95,7 @@ def test_json_schema_and_values(implementation: str, family: str) -> None:
 
 
 def test_table_is_readable(implementation: str) -> None:
-    with child("ipv4", client=[1, 31, 7, 5, 12000]) as c:
+    with child("ipv4", client=[1, 31, 7, 5, 70000]) as c:
         done = run_cli(implementation, str(c.pid))
     assert done.returncode == 1  # the server side has keepalive off
     lines = done.stdout.splitlines()
@@ -105,7 +106,7 @@ def test_table_is_readable(implementation: str) -> None:
     client = next(line for line in lines if line.split()[:2] == [str(c.pid), str(c.sock("client")["fd"])])
     host, port = c.sock("client")["local"]
     assert f"{host}:{port}" in client
-    assert client.split()[4:10] == ["ESTABLISHED", "on", "31s", "7s", "5", "12s"]
+    assert client.split()[4:10] == ["ESTABLISHED", "on", "31s", "7s", "5", "70s"]
     assert client.split()[10] == "keepalive" and client.split()[-1] == "ok"
     server = next(line for line in lines if line.split()[:2] == [str(c.pid), str(c.sock("server")["fd"])])
     assert server.endswith("KEEPALIVE OFF")
@@ -174,13 +175,13 @@ def test_apply_middlebox_name_ipv6(implementation: str) -> None:
     timeout = presets.MIDDLEBOXES["aws-nlb"].idle_timeout
     # the documented rule: idle T // 2, interval T // 10, 5 probes
     want = [1, timeout // 2, timeout // 10, 5]
-    with child("ipv6", client=[0, 9000, 90, 9, 1000]) as c:
+    with child("ipv6", client=[0, 9000, 90, 9, 600_000]) as c:  # 600 s: over the new probes' 350 s
         done = run_cli(implementation, str(c.pid), "--apply", "aws-nlb", "--middlebox", "aws-nlb", "--json")
         after = c.read()
     assert done.returncode == 0, done.stderr
     for name in ("listener", "client", "server"):
         assert after[name][:4] == want, name
-    assert after["client"][4] == 1000  # the user timeout is left as it was
+    assert after["client"][4] == 600_000  # the user timeout is left as it was
     assert {r["verdict"] for r in rows_of(done.stdout, c.pid).values()} == {None, "ok"}
 
 
@@ -373,6 +374,31 @@ def test_verdict_function(implementation: str) -> None:
     assert inspect.verdict(conn("ESTABLISHED", on), 60) == "FIRST PROBE TOO LATE"
     assert inspect.verdict(conn("ESTABLISHED", on), math.nextafter(60, 61)) == "ok"
 
+    # TCP_USER_TIMEOUT against idle + interval * count (60 + 10 * 5 = 110 s)
+    def timed(user_timeout: float, keepalive: KeepaliveState = on) -> Connection:
+        return Connection(1, 3, "IPv4", ("127.0.0.1", 1), ("127.0.0.1", 2), "ESTABLISHED", keepalive, user_timeout,
+                          "keepalive", 1.0, 0)
+
+    assert inspect.verdict(timed(math.nextafter(110, 0))) == "USER TIMEOUT FIRST"
+    assert inspect.verdict(timed(110.0)) == "ok"  # Policy.from_timeout's choice: equal
+    assert inspect.verdict(timed(0.0)) == "ok"  # not set: the system default
+    assert inspect.verdict(timed(19.0, on._replace(enabled=False))) == "KEEPALIVE OFF"
+    assert inspect.verdict(timed(19.0), 60) == "FIRST PROBE TOO LATE"  # the middlebox's verdict first
+
+
+@pytest.mark.one_implementation
+def test_user_timeout_shorter_than_the_probes_fails(implementation: str) -> None:
+    """The mix issue 17 saw under kaext-run: redis-py's asyncio client's own 30 s:5 s:3 over a
+    policy's 19 s user timeout; Linux drops the connection after 19 s, before the 3rd probe."""
+    with child("ipv4", client=[1, 30, 5, 3, 19000], server=[1, 30, 5, 3, 45000]) as c:
+        done = run_cli(implementation, str(c.pid), "--json")
+        table = run_cli(implementation, str(c.pid))
+    rows = rows_of(done.stdout, c.pid)
+    assert rows[c.sock("client")["fd"]]["verdict"] == "USER TIMEOUT FIRST"
+    assert rows[c.sock("server")["fd"]]["verdict"] == "ok"  # 45 s = 30 + 5 * 3
+    assert done.returncode == 1
+    assert "USER TIMEOUT FIRST" in table.stdout and table.returncode == 1
+
 
 @pytest.mark.one_implementation
 def test_console_script(implementation: str) -> None:
@@ -440,7 +466,9 @@ def test_apply_policy_warning_is_one_line_and_under_w_error_a_usage_error(implem
             env=cli_env(implementation), capture_output=True, text=True, timeout=60, check=False,
         )
         after = c.read()
-    assert done.returncode == 0, done.stderr
+    # applied, and judged for what it is: a user timeout under the probes' 1 + 2 * 3 s
+    assert done.returncode == 1, done.stderr
+    assert {r["verdict"] for r in rows_of(done.stdout, c.pid).values()} == {None, "USER TIMEOUT FIRST"}
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("python -m kaext.inspect: warning: user_timeout=1 s"), done.stderr
     assert applied["client"][:5] == [1, 1, 2, 3, 1000]  # applied all the same (plain getsockopt in the child)

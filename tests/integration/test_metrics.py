@@ -175,6 +175,43 @@ def test_counts_by_verdict_and_promtool_accepts_them(implementation: str) -> Non
     assert check.stdout + check.stderr == ""  # not even a lint warning
 
 
+USER_TIMEOUT_FIRST_HOLDER = r"""
+import os, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 5)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 30_000)  # ms: before 60 + 10 * 5 s
+print(os.getpid(), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_user_timeout_shorter_than_probing_is_its_own_verdict_and_help_names_it(implementation: str) -> None:
+    """``USER TIMEOUT FIRST`` (Linux's tcp_keepalive_timer gives up once the user timeout has
+    passed) is exported as ``user_timeout_first``, and the family's HELP names it."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", USER_TIMEOUT_FIRST_HOLDER, str(listener.getsockname()[1])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            pid = int(proc.stdout.readline())
+            with listener.accept()[0]:
+                done = run_cli(implementation, str(pid), "--prometheus")
+        finally:
+            proc.kill()
+            proc.wait()
+    assert done.returncode == 0, done.stderr
+    assert connections_of(done.stdout, pid) == {("ESTABLISHED", "user_timeout_first"): 1}
+    families = {f.name: f for f in parser.text_string_to_metric_families(done.stdout)}
+    assert "user_timeout_first" in families["kaext_tcp_connections"].documentation
+
+
 def test_not_judged_sockets_have_an_empty_verdict_and_idle_timeout_decides(implementation: str) -> None:
     """Without --idle-timeout nothing is too late; the test process's listener is listed, not judged."""
     with holder() as h:

@@ -7,12 +7,14 @@ printed by the child itself with plain getsockopt.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -323,8 +325,6 @@ def test_c_program_connect_error_and_errno_unchanged(c_program: Path) -> None:
     bare = subprocess.run([str(c_program), port], capture_output=True, text=True, timeout=30)
     under = kaext_run("--policy", SPEC, "--", str(c_program), port)
     assert under.stdout == bare.stdout
-    import errno
-
     assert bare.stdout.split()[:2] == ["-1", str(errno.ECONNREFUSED)]
 
 
@@ -391,7 +391,18 @@ def test_psql_under_kaext_run() -> None:
 
 
 @need_proc
-@pytest.mark.parametrize("plan", ["", "1,2", "15,7,3,4,19000,1,0,9", "15,7,3,4,-5,1,0", "99,7,3,4,19000,1,0"])
+@pytest.mark.parametrize(
+    "plan",
+    [
+        "",
+        "1,2",
+        "15,7,3,4,19000,1,0",  # a field short
+        "15,7,3,4,19000,1,0,0,0",  # one too many
+        "15,7,3,4,19000,1,0,9",
+        "15,7,3,4,-5,1,0,0",
+        "99,7,3,4,19000,1,0,0",
+    ],
+)
 def test_preload_with_a_malformed_plan_passes_through(listener: socket.socket, c_program: Path, plan: str) -> None:
     library = need_preload()
     env = dict(os.environ, LD_PRELOAD=str(library), KAEXT_PRELOAD_PLAN=plan)
@@ -421,3 +432,215 @@ def test_grpc_under_kaext_run(listener: socket.socket) -> None:
         proc.kill()
         proc.wait(30)
     assert list(got) == WANT
+
+
+# -- the preload library: EINTR, what is TCP, --force ----------------------------------------
+
+_C_CASES = r"""
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static void on_alarm(int sig) { (void)sig; }
+
+static int get(int s, int level, int opt)
+{
+    int v = -1;
+    socklen_t len = sizeof v;
+    if (getsockopt(s, level, opt, &v, &len) != 0)
+        return -1;
+    return v;
+}
+
+/* SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT */
+static void print_options(int s)
+{
+    printf("%d %d %d %d %d\n", get(s, SOL_SOCKET, SO_KEEPALIVE), get(s, IPPROTO_TCP, TCP_KEEPIDLE),
+           get(s, IPPROTO_TCP, TCP_KEEPINTVL), get(s, IPPROTO_TCP, TCP_KEEPCNT),
+           get(s, IPPROTO_TCP, TCP_USER_TIMEOUT));
+    fflush(stdout);
+}
+
+static int set(int s, int level, int opt, int v) { return setsockopt(s, level, opt, &v, sizeof v); }
+
+int main(int argc, char **argv)
+{
+    struct sockaddr_in a;
+    int s;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((unsigned short)(argc > 2 ? atoi(argv[2]) : 9));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (strcmp(argv[1], "eintr") == 0) {
+        /* a blocking connect to a listener whose accept queue is full, interrupted by
+         * SIGALRM (no SA_RESTART): EINTR; the kernel goes on with the handshake */
+        struct sigaction sa;
+        struct itimerval t;
+        struct pollfd p;
+        int rc, err;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_alarm;
+        sigaction(SIGALRM, &sa, NULL);
+        memset(&t, 0, sizeof t);
+        t.it_value.tv_usec = 300000;
+        setitimer(ITIMER_REAL, &t, NULL);
+        s = socket(AF_INET, SOCK_STREAM, 0);
+        rc = connect(s, (struct sockaddr *)&a, sizeof a);
+        err = errno;
+        printf("%d %s\n", rc, rc == 0 ? "connected" : strerror(err));
+        fflush(stdout);
+        p.fd = s;
+        p.events = POLLOUT;
+        if (poll(&p, 1, 30000) != 1 || get(s, SOL_SOCKET, SO_ERROR) != 0)
+            return 3;
+        print_options(s);
+        return 0;
+    }
+    if (strcmp(argv[1], "raw") == 0) {
+        /* SOCK_RAW with IPPROTO_TCP: its protocol is TCP, it is no TCP connection */
+        s = socket(AF_INET, SOCK_RAW, IPPROTO_TCP);
+        if (s < 0) {
+            printf("socket %s\n", strerror(errno));
+            return 0;
+        }
+        int rc = connect(s, (struct sockaddr *)&a, sizeof a);
+        printf("%d %d\n", rc, get(s, SOL_SOCKET, SO_KEEPALIVE));
+        return 0;
+    }
+    if (strcmp(argv[1], "own") == 0) {
+        /* the program sets its own keepalive after connecting, as hiredis does; then
+         * TCP_NODELAY (no knob), then SO_KEEPALIVE on a UDP socket */
+        int u = socket(AF_INET, SOCK_DGRAM, 0), rcs[6];
+        s = socket(AF_INET, SOCK_STREAM, 0);
+        if (connect(s, (struct sockaddr *)&a, sizeof a) != 0)
+            return 3;
+        rcs[0] = set(s, SOL_SOCKET, SO_KEEPALIVE, atoi(argv[3]));
+        rcs[1] = set(s, IPPROTO_TCP, TCP_KEEPIDLE, 15);
+        rcs[2] = set(s, IPPROTO_TCP, TCP_KEEPINTVL, 5);
+        rcs[3] = set(s, IPPROTO_TCP, TCP_KEEPCNT, 3);
+        rcs[4] = set(s, IPPROTO_TCP, TCP_USER_TIMEOUT, 5000);
+        rcs[5] = set(s, IPPROTO_TCP, TCP_NODELAY, 1);
+        printf("%d %d %d %d %d %d\n", rcs[0], rcs[1], rcs[2], rcs[3], rcs[4], rcs[5]);
+        print_options(s);
+        rcs[0] = set(u, SOL_SOCKET, SO_KEEPALIVE, 1);
+        printf("%d %d %d\n", rcs[0], get(u, SOL_SOCKET, SO_KEEPALIVE), get(s, IPPROTO_TCP, TCP_NODELAY));
+        fflush(stdout);
+        return 0;
+    }
+    return 2;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def c_cases(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        servers.missing("no C compiler (Debian package gcc)")
+    d = tmp_path_factory.mktemp("ccases")
+    (d / "cases.c").write_text(_C_CASES)
+    subprocess.run([cc, "-Wall", "-o", str(d / "cases"), str(d / "cases.c")], check=True)
+    return d / "cases"
+
+
+def _preloaded(spec: str, *, force: bool = False) -> dict[str, str]:
+    return run.environment(spec, force=force)
+
+
+@need_proc
+def test_preload_applies_the_policy_to_a_connect_that_returned_eintr(c_cases: Path) -> None:
+    """connect(2): a blocking connect interrupted by a signal goes on in the kernel; when the
+    handshake completes later, the socket has the policy."""
+    need_preload()
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(0)
+        port = lst.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(3):  # fill the accept queue: further SYNs are dropped
+                f = socket.socket()
+                f.setblocking(False)
+                f.connect_ex(("127.0.0.1", port))
+                fillers.append(f)
+            time.sleep(0.2)
+            proc = subprocess.Popen([str(c_cases), "eintr", str(port)], stdout=subprocess.PIPE, text=True,
+                                    env=_preloaded(SPEC))
+            assert proc.stdout is not None
+            first = proc.stdout.readline().strip()
+            assert first == f"-1 {os.strerror(errno.EINTR)}", first  # the case under test
+            lst.settimeout(0.2)
+            deadline = time.monotonic() + 30
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:  # drain the queue: the client's next SYN gets through
+                    lst.accept()[0].close()
+                except TimeoutError:
+                    pass
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            for f in fillers:
+                f.close()
+    assert proc.returncode == 0, out
+    assert [int(v) for v in out.split()] == WANT
+
+
+def test_preload_leaves_a_raw_tcp_socket_alone(c_cases: Path) -> None:
+    need_preload()
+    done = subprocess.run([str(c_cases), "raw"], capture_output=True, text=True, timeout=30, env=_preloaded(SPEC))
+    if done.stdout.startswith("socket "):
+        pytest.skip(f"no raw socket here (needs CAP_NET_RAW): {done.stdout.strip()}")
+    assert done.stdout.split() == ["0", "0"]  # connected (a raw socket's peer address), SO_KEEPALIVE still off
+
+
+@need_proc
+@pytest.mark.parametrize(
+    ("spec", "force", "keepalive", "want"),
+    [
+        # without --force the program's own values win (set after the policy)
+        (SPEC, False, 1, [1, 15, 5, 3, 5000]),
+        # with it the policy's, for every knob it sets
+        (SPEC, True, 1, WANT),
+        # a knob the policy does not set keeps the program's value (user timeout)
+        ("7s:3s:4", True, 1, [1, 7, 3, 4, 5000]),
+        # "off" wins over the program's SO_KEEPALIVE=1 on TCP; the knobs are the program's
+        ("off", True, 1, [0, 15, 5, 3, 5000]),
+    ],
+)
+def test_preload_force_replaces_the_programs_own_setsockopt(
+    listener: socket.socket, c_cases: Path, spec: str, force: bool, keepalive: int, want: list[int]
+) -> None:
+    need_preload()
+    proc = subprocess.Popen([str(c_cases), "own", str(listener.getsockname()[1]), str(keepalive)],
+                            stdout=subprocess.PIPE, text=True, env=_preloaded(spec, force=force))
+    listener.settimeout(30)
+    conn, _ = listener.accept()
+    with conn:
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    calls, options, others = out.splitlines()
+    assert calls.split() == ["0"] * 6  # every setsockopt succeeded, replaced or not
+    assert [int(v) for v in options.split()] == want
+    assert others.split() == ["0", "1", "1"]  # UDP SO_KEEPALIVE and TCP_NODELAY: the program's
+
+
+def test_force_without_cgroup_is_accepted_and_reaches_python(listener: socket.socket) -> None:
+    code = _READ + f"""
+s = socket.create_connection({listener.getsockname()!r})
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)   # the program's own, after connecting
+s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+print(options(s))
+"""
+    forced = kaext_run("--policy", SPEC, "--force", "--", *python(code))
+    plain = kaext_run("--policy", SPEC, "--", *python(code))
+    assert (forced.returncode, forced.stderr) == (0, "")
+    assert forced.stdout.strip() == str(WANT)
+    assert plain.stdout.strip() == str([1, 30, 3, 4, 19_000])  # without --force the program's idle wins

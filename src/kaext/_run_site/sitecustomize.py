@@ -1,7 +1,8 @@
 """Run by every Python interpreter that ``python -m kaext.run`` starts (its directory leads PYTHONPATH).
 
 It injects the policy named by ``KAEXT_RUN_POLICY`` (``KAEXT_RUN_ACCEPTED=1``: accepted
-sockets too), takes its own directory off ``sys.path`` again, and then runs the
+sockets too; ``KAEXT_RUN_FORCE=1``: the policy wins over the program's setsockopt),
+takes its own directory off ``sys.path`` again, and then runs the
 ``sitecustomize`` that would have run without kaext, if there is one.  A policy that
 cannot be injected (an interpreter that cannot import kaext) is one line on stderr;
 the program runs anyway.  A warning about the policy is not repeated here: kaext.run
@@ -26,7 +27,11 @@ def _inject() -> None:
         with warnings.catch_warnings():
             # kaext.run said it once, in one line, for the whole process tree
             warnings.simplefilter("ignore", RuntimeWarning)
-            kaext.inject(spec, accepted=os.environ.get("KAEXT_RUN_ACCEPTED") == "1")
+            kaext.inject(
+                spec,
+                accepted=os.environ.get("KAEXT_RUN_ACCEPTED") == "1",
+                force=os.environ.get("KAEXT_RUN_FORCE") == "1",
+            )
     except Exception as exc:
         sys.stderr.write(f"kaext.run: policy not injected into {sys.executable}: {type(exc).__name__}: {exc}\n")
 
