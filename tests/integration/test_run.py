@@ -556,6 +556,27 @@ def _preloaded(spec: str, *, force: bool = False) -> dict[str, str]:
     return run.environment(spec, force=force)
 
 
+def _accept_from(listener: socket.socket, proc: subprocess.Popen[str], seconds: float = 30) -> socket.socket:
+    """The connection ``proc`` makes to ``listener``; fails at once, with its exit status and
+    output, when it exits without connecting (3: its connect() failed) rather than after the timeout."""
+    listener.settimeout(0.2)
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return listener.accept()[0]
+        except TimeoutError:
+            pass
+        if proc.poll() is not None:
+            try:
+                return listener.accept()[0]  # it connected, wrote and exited meanwhile
+            except TimeoutError:
+                out = proc.stdout.read() if proc.stdout else ""
+                pytest.fail(f"the program exited with {proc.returncode} without connecting: {out!r}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no connection from the program within {seconds} s")
+
+
 @need_proc
 def test_preload_applies_the_policy_to_a_connect_that_returned_eintr(c_cases: Path) -> None:
     """connect(2): a blocking connect interrupted by a signal goes on in the kernel; when the
@@ -621,8 +642,7 @@ def test_preload_force_replaces_the_programs_own_setsockopt(
     need_preload()
     proc = subprocess.Popen([str(c_cases), "own", str(listener.getsockname()[1]), str(keepalive)],
                             stdout=subprocess.PIPE, text=True, env=_preloaded(spec, force=force))
-    listener.settimeout(30)
-    conn, _ = listener.accept()
+    conn = _accept_from(listener, proc)
     with conn:
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
