@@ -730,9 +730,9 @@ def _own_fd(pid: int, fd: int) -> Connection | None:
 
 
 def _own_row(pid: int, fd: int, dup: int) -> Connection | None:
-    from . import _pure  # its C library calls on a descriptor number (ctypes), whatever the backend
+    from . import _pure_fd  # its C library calls on a descriptor number (ctypes), whatever the backend
 
-    s = _pure._RawFd(dup)
+    s = _pure_fd._RawFd(dup)
     try:
         family = s.family
         if family not in _FAMILY_NAME or s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) != socket.SOCK_STREAM:

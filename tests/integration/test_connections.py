@@ -29,7 +29,7 @@ from processes import OTHER_UID, TARGET_UID, child, python_for
 from sockets import HAVE_IPV6, raw
 
 import kaext
-from kaext import Connection, KeepaliveState, _connections, _platform, _pure
+from kaext import Connection, KeepaliveState, _connections, _platform, _pure, _pure_proc
 
 pytestmark = pytest.mark.skipif(_platform.CONNECTIONS != "proc", reason="Linux /proc and pidfd_getfd")
 
@@ -237,7 +237,7 @@ def test_dump_parsers_agree(reader: ModuleType) -> None:
     everything = set()
     for buf, n in reads:  # every inode of the dump (the uniform path, and message by message)
         table: dict[int, object] = {}
-        _pure._diag_messages(buf, memoryview(buf), n, _EveryInode(everything), table, *tables)
+        _pure_proc._diag_messages(buf, memoryview(buf), n, _EveryInode(everything), table, *tables)
     assert len(everything) >= 6
     python: dict[int, object] = {}
     c: dict[int, object] = {}
