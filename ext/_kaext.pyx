@@ -12,7 +12,8 @@ that they agree).
 
 One extension module in three parts: socket options here; running processes in
 ``_kaext_proc.pxi`` and kaext.enforce's BPF programs in ``_kaext_bpf.pxi``, both
-Linux only, included at the end.
+Linux only, included at the end.  ``kaext._pure`` is split the same way: its peers of
+the two ``.pxi`` files are ``kaext._pure_proc`` and ``kaext._pure_bpf``.
 """
 
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong

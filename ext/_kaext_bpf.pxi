@@ -1,5 +1,5 @@
 # kaext.enforce: the BPF programs (kaext_bpf.h), Linux only, ENOSYS elsewhere; included by
-# _kaext.pyx.
+# _kaext.pyx.  The pure-Python peer: src/kaext/_pure_bpf.py.
 
 cdef extern from "kaext_bpf.h" nogil:
     int KAEXT_BPF_SOCK_OPS, KAEXT_BPF_SETSOCKOPT, KAEXT_BPF_NOPTIONS

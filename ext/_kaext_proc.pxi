@@ -1,5 +1,5 @@
 # Running processes (kaext.connections, python -m kaext.inspect): ext/kaext_proc.h, Linux only;
-# included by _kaext.pyx.
+# included by _kaext.pyx.  The pure-Python peer: src/kaext/_pure_proc.py.
 
 cdef extern from "kaext_proc.h" nogil:
     int KAEXT_HAVE_PROC
@@ -97,7 +97,7 @@ def diag_parse(bytearray buf, Py_ssize_t n, set wanted, dict table, tuple states
     """Parse one read (``buf[:n]``) of a sock_diag dump of TCP sockets into ``table``.
 
     Adds ``{inode: (family, state, (host, port), (host, port), timer, timer_left,
-    probes)}`` for the ``wanted`` inodes, as ``kaext._pure.diag_parse``
+    probes)}`` for the ``wanted`` inodes, as ``kaext._pure_proc.diag_parse``
     does in Python (``states`` and ``timers`` name the kernel's numbers; probes only
     while the timer is ``keepalive_timer``).  Returns True at the end of the dump.
     """

@@ -6,22 +6,25 @@ compiler) or when ``KAEXT_NO_EXTENSIONS=1`` is set.  Option numbers come from
 Python's :mod:`socket` module; where Python lacks a name the platform's header
 defines (``TCP_KEEPALIVE`` on macOS before Python 3.10, ``TCP_KEEPIDLE`` on old
 Windows builds), the value documented in :mod:`kaext._platform` is used.
+
+In parts, as the extension is: socket options here; running processes in
+``kaext._pure_proc`` (the peer of ``ext/_kaext_proc.pxi``) and kaext.enforce's BPF
+calls in ``kaext._pure_bpf`` (of ``ext/_kaext_bpf.pxi``), both exported here as part of
+the backend interface; a descriptor this process does not own is reached through the
+C library in ``kaext._pure_fd``.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 
 try:
     import socket
 except ImportError:  # WASI / Emscripten builds: kaext imports, nothing can be set
     from . import _nosocket as socket  # type: ignore[no-redef]
-import struct
-import sys
 from typing import Any, Literal
 
-from . import _platform, _pure_bpf
+from . import _platform, _pure_bpf, _pure_fd, _pure_proc
 from ._errors import bad_fd_error, fileno_of, socket_error
 from ._platform import (
     COUNT,
@@ -265,123 +268,6 @@ def _fd(sock: Any) -> int:
     return int(fd)
 
 
-class _RawFd:
-    """A descriptor this process does not own, reached through the C library (ctypes).
-
-    The ``socket.socket`` methods kaext needs -- ``getsockopt(level, opt)`` (an int),
-    ``setsockopt(level, opt, int)``, ``getsockname()``, ``getpeername()`` (``(host,
-    port)`` of an IPv4/IPv6 socket) and ``family`` -- made straight on the number: no
-    object that could apply ``socket.setdefaulttimeout()`` to the owner's open file
-    description or close the descriptor from a finalizer.  Errors are OSError with the
-    C library's errno.  ``kaext._platform.RAW_SOCKOPT`` says where this is used.
-    """
-
-    __slots__ = ("fd",)
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def getsockopt(self, level: int, opt: int) -> int:
-        libc, ctypes = _libc()
-        value = ctypes.c_int(0)
-        size = ctypes.c_uint32(ctypes.sizeof(value))
-        if libc.getsockopt(self.fd, level, opt, ctypes.byref(value), ctypes.byref(size)) != 0:
-            raise _errno_error(ctypes)
-        return int(value.value)
-
-    def setsockopt(self, level: int, opt: int, value: int) -> None:
-        libc, ctypes = _libc()
-        number = ctypes.c_int(value)
-        if libc.setsockopt(self.fd, level, opt, ctypes.byref(number), ctypes.sizeof(number)) != 0:
-            raise _errno_error(ctypes)
-
-    def getsockname(self) -> tuple[str, int]:
-        return _address(self._name("getsockname"))
-
-    def getpeername(self) -> tuple[str, int]:
-        return _address(self._name("getpeername"))
-
-    @property
-    def family(self) -> int:
-        return _sockaddr_family(self._name("getsockname"))
-
-    def _name(self, call: str) -> bytes:
-        libc, ctypes = _libc()
-        buf = ctypes.create_string_buffer(128)  # sizeof(struct sockaddr_storage)
-        size = ctypes.c_uint32(len(buf))
-        if getattr(libc, call)(self.fd, buf, ctypes.byref(size)) != 0:
-            raise _errno_error(ctypes)
-        raw: bytes = buf.raw
-        return raw[: min(int(size.value), len(raw))]
-
-
-_LIBC: Any = None
-
-
-def _libc() -> tuple[Any, Any]:
-    """The C library's socket calls through ctypes (``use_errno``), made on first use."""
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        c_int, ptr = ctypes.c_int, ctypes.c_void_p
-        for name, args in (
-            ("getsockopt", (c_int, c_int, c_int, ptr, ptr)),
-            ("setsockopt", (c_int, c_int, c_int, ptr, ctypes.c_uint32)),
-            ("getsockname", (c_int, ptr, ptr)),
-            ("getpeername", (c_int, ptr, ptr)),
-        ):
-            function = getattr(libc, name)
-            function.argtypes, function.restype = args, c_int
-        _LIBC = (libc, ctypes)
-    return _LIBC  # type: ignore[no-any-return]
-
-
-def _raw_available() -> bool:
-    """Whether the C library's socket calls could be found through ctypes (a Python built
-    without ctypes, or a C library dlopen(NULL) does not reach: the socket object path)."""
-    global _RAW_OK
-    if _RAW_OK is None:
-        try:
-            _libc()
-            _RAW_OK = True
-        except (ImportError, OSError, AttributeError) as exc:
-            if type(exc) not in (ImportError, ModuleNotFoundError, OSError, AttributeError):
-                raise  # a signal handler's (a SIGALRM TimeoutError): not an answer, ask again next time
-            _RAW_OK = False
-    return _RAW_OK
-
-
-_RAW_OK: bool | None = None
-
-
-def _errno_error(ctypes: Any) -> OSError:
-    err = ctypes.get_errno() or errno.EIO
-    return OSError(err, os.strerror(err))
-
-
-def _sockaddr_family(raw: bytes) -> int:
-    """``sa_family`` of a ``struct sockaddr`` (``kaext._platform.SOCKADDR_HAS_LEN``: after a length byte)."""
-    if len(raw) < 2:
-        return socket.AF_UNSPEC
-    return raw[1] if _platform.SOCKADDR_HAS_LEN else int.from_bytes(raw[:2], sys.byteorder)
-
-
-def _address(raw: bytes) -> tuple[str, int]:
-    """``(host, port)`` of a ``sockaddr_in`` / ``sockaddr_in6`` (port at offset 2, big-endian;
-    the address at 4, or 8 for IPv6); OSError EAFNOSUPPORT for another family."""
-    family = _sockaddr_family(raw)
-    if family == socket.AF_INET and len(raw) >= 8:
-        return socket.inet_ntop(family, raw[4:8]), int.from_bytes(raw[2:4], "big")
-    if family == getattr(socket, "AF_INET6", None) and len(raw) >= 24:
-        return socket.inet_ntop(family, raw[8:24]), int.from_bytes(raw[2:4], "big")
-    raise OSError(errno.EAFNOSUPPORT, f"not an IPv4 or IPv6 socket (address family {family})")
-
-
 class _Borrowed:
     """The socket calls for a socket kaext was handed: a ``socket.socket`` itself, else the
     descriptor number, which is never owned (nothing here can close it or change its
@@ -399,8 +285,8 @@ class _Borrowed:
             self.sock, self.borrowed = sock, False
             return
         self.fd = fd = _fd(sock)
-        if _platform.RAW_SOCKOPT and _raw_available():
-            self.sock, self.borrowed = _RawFd(fd), False
+        if _platform.RAW_SOCKOPT and _pure_fd._raw_available():
+            self.sock, self.borrowed = _pure_fd._RawFd(fd), False
             return
         # Windows: a SOCKET handle, reached through a socket object over it and detached
         # after.  A limit there: with socket.setdefaulttimeout() set, Python's socket object
@@ -864,193 +750,13 @@ _STATE_OPTIONS = _options((IDLE, INTERVAL, COUNT))
 _POLICY_OPTIONS = _options((IDLE, INTERVAL, COUNT, USER_TIMEOUT))
 
 
-# ======================================================================================
-# Running processes (kaext.connections): Linux only, ENOSYS elsewhere.  What the
-# extension's running-process section (ext/kaext_proc.h) does, with ctypes,
-# ``socket.getsockopt`` and ``struct``.
-# ======================================================================================
-
-
-def pidfd_open(pid: int, flags: int = 0) -> int:
-    """A pidfd for process ``pid``: Python's own ``os.pidfd_open`` (3.9+, where the build
-    knew the call), else OSError ENOSYS.  ``flags``: 0, or PIDFD_THREAD
-    (``kaext._platform.PIDFD_THREAD``, Linux 6.9+) for a pidfd of the thread ``pid``."""
-    open_pidfd = getattr(os, "pidfd_open", None)
-    if open_pidfd is None:
-        raise OSError(errno.ENOSYS, "pidfd_open is not available in this Python")
-    return int(open_pidfd(pid, flags))
-
-
-_getfd: Any = None  # pidfd_getfd through libc's syscall(), made on first use
-
-
-def pidfd_getfd(pidfd: int, fd: int) -> int:
-    """Duplicate descriptor ``fd`` of the process behind ``pidfd`` into this one (Linux 5.6+),
-    through libc's ``syscall()``: Python's os module has no pidfd_getfd."""
-    global _getfd
-    if _getfd is None:
-        import ctypes
-
-        syscall = ctypes.CDLL(None, use_errno=True).syscall
-        syscall.restype = ctypes.c_long
-        number = ctypes.c_long(_platform.sys_pidfd_getfd())
-
-        def getfd(pidfd: int, fd: int) -> int:
-            new = int(syscall(number, ctypes.c_int(pidfd), ctypes.c_int(fd), ctypes.c_uint(0)))
-            if new < 0:
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err))
-            return new
-
-        _getfd = getfd
-    return int(_getfd(pidfd, fd))
-
-
-#: pidfd_getfd's errors that are the same for every descriptor of a process
-_DENIED = (errno.EPERM, errno.EACCES, errno.ENOSYS)
-
-
-def proc_read(pidfd: int, fds: Any) -> list[tuple[int, int, int, int, int, int, int | None]]:
-    """Read inode, keepalive and user timeout of many descriptors, in kernel units.
-
-    ``fds``: descriptors of the process behind ``pidfd`` (each duplicated with
-    ``pidfd_getfd``), or of this process when ``pidfd`` is -1 (each duplicated with
-    ``dup``); every value of one descriptor is read from its duplicate, so a number
-    closed or reused meanwhile cannot mix two sockets, and the duplicate is closed.
-    Returns one ``(err, inode, keepalive, idle, interval, count, user_timeout)`` per
-    descriptor, as the extension's ``proc_read`` does.
-    """
-    out: list[tuple[int, int, int, int, int, int, int | None]] = []
-    for index, fd in enumerate(fds):
-        dup = -1
-        try:
-            dup = pidfd_getfd(pidfd, fd) if pidfd >= 0 else os.dup(fd)
-            out.append(_proc_read_one(dup))
-        except OSError as exc:
-            if exc.errno is None:  # not the kernel's answer: a signal handler's (a SIGALRM timeout)
-                raise
-            err = exc.errno
-            if pidfd >= 0 and dup < 0 and err in _DENIED:  # the same for every descriptor: stop here
-                out.extend([(err, 0, 0, 0, 0, 0, None)] * (len(fds) - index))
-                return out
-            out.append((err, 0, 0, 0, 0, 0, None))
-        finally:
-            if dup >= 0:
-                os.close(dup)
-    return out
-
-
-def _proc_read_one(fd: int) -> tuple[int, int, int, int, int, int, int | None]:
-    """One descriptor of :func:`proc_read` (this process's duplicate)."""
-    import stat
-
-    st = os.fstat(fd)
-    if not stat.S_ISSOCK(st.st_mode):
-        return (errno.ENOTSOCK, 0, 0, 0, 0, 0, None)
-    s = _RawFd(fd)
-    tcp = socket.IPPROTO_TCP
-    try:
-        keepalive = 1 if s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) else 0
-        idle = s.getsockopt(tcp, socket.TCP_KEEPIDLE)
-        interval = s.getsockopt(tcp, socket.TCP_KEEPINTVL)
-        count = s.getsockopt(tcp, socket.TCP_KEEPCNT)
-    except OSError as exc:
-        if exc.errno is None:  # a signal handler's
-            raise
-        return (exc.errno, st.st_ino, 0, 0, 0, 0, None)
-    ut: int | None = None
-    user_timeout_opt = getattr(socket, "TCP_USER_TIMEOUT", None)
-    if user_timeout_opt is not None:
-        try:
-            ut = s.getsockopt(tcp, user_timeout_opt)
-        except OSError:
-            ut = None
-    return (0, st.st_ino, keepalive, idle, interval, count, ut)
-
-
-# nlmsghdr + inet_diag_msg (include/uapi/linux/inet_diag.h): family, state, timer, retrans,
-# sport, dport (big-endian), src[16], dst[16], if, cookie[8], expires (ms), rqueue, wqueue,
-# uid, inode
-_DIAG_MESSAGE = struct.Struct("=IHHII BBBB 2s2s16s16s I8x IIIII")
-# the message length, its type and the inode alone: the scan over every socket
-_DIAG_SCAN = struct.Struct("=IH78xI")
-_DIAG_INODE_WORD = 21  # the inode's offset (84) in 32-bit words
-_DIAG_FAMILY: dict[int, tuple[str, int]] = {socket.AF_INET: ("IPv4", 4), socket.AF_INET6: ("IPv6", 16)}
-
-
-def diag_parse(
-    buf: bytearray, n: int, wanted: set[int], table: dict[int, Any], states: tuple[str, ...],
-    timers: tuple[str, ...], keepalive_timer: int,
-) -> bool:
-    """Parse one read (``buf[:n]``) of a sock_diag dump of TCP sockets into ``table``.
-
-    Adds ``{inode: (family, state, (host, port), (host, port), timer, timer_left,
-    probes)}`` for the ``wanted`` inodes (``states`` and ``timers`` name the kernel's
-    numbers; probes only while the timer is ``keepalive_timer``).  Returns True at
-    the end of the dump.  ``buf`` has room for a scan past ``n``.
-    """
-    if n < 16:
-        raise OSError(errno.EPROTO, "sock_diag: short netlink message")
-    view = memoryview(buf)
-    words = view.cast("I")
-    size = words[0]
-    # Usually every message of one read has the same size: then the inodes are a
-    # strided slice of the buffer, and only the wanted ones are unpacked.
-    if (
-        size >= _DIAG_MESSAGE.size
-        and size % 4 == 0
-        and n % size == 0
-        and words[1] & 0xFFFF == _platform.SOCK_DIAG_BY_FAMILY
-    ):
-        stride = size // 4
-        count = n // size
-        if words[0 : count * stride : stride].tolist() == [size] * count:
-            inodes = words[_DIAG_INODE_WORD : count * stride : stride].tolist()
-            message = _DIAG_MESSAGE.unpack_from
-            for index in (i for i, inode in enumerate(inodes) if inode in wanted):
-                table[inodes[index]] = _diag_row(message(view, index * size), states, timers, keepalive_timer)
-            return False
-    return _diag_messages(buf, view, n, wanted, table, states, timers, keepalive_timer)
-
-
-def _diag_messages(
-    buf: bytearray, view: memoryview, n: int, wanted: set[int], table: dict[int, Any], states: tuple[str, ...],
-    timers: tuple[str, ...], keepalive_timer: int,
-) -> bool:
-    """One read of the dump, message by message; True at its end."""
-    scan = _DIAG_SCAN.unpack_from
-    message = _DIAG_MESSAGE.unpack_from
-    off = 0
-    while off + 16 <= n:
-        # the slack after the read's limit lets the scan read past a short last message
-        length, kind, inode = scan(buf, off)
-        if kind == _platform.NLMSG_DONE:
-            return True
-        if kind == _platform.NLMSG_ERROR:
-            code = -struct.unpack_from("=i", buf, off + 16)[0]
-            raise OSError(code, f"sock_diag: {os.strerror(code)}")
-        if length < _DIAG_MESSAGE.size:
-            raise OSError(errno.EPROTO, "sock_diag: malformed netlink message")
-        if inode in wanted:
-            table[inode] = _diag_row(message(view, off), states, timers, keepalive_timer)
-        off += (length + 3) & ~3
-    return False
-
-
-def _diag_row(m: tuple[Any, ...], states: tuple[str, ...], timers: tuple[str, ...], keepalive_timer: int) -> Any:
-    family, state, timer, retrans, sport, dport, src, dst = m[5:13]
-    expires = m[14]
-    name, size = _DIAG_FAMILY[family]
-    return (
-        name,
-        states[state] if state < len(states) else str(state),
-        (socket.inet_ntop(family, src[:size]), int.from_bytes(sport, "big")),
-        (socket.inet_ntop(family, dst[:size]), int.from_bytes(dport, "big")),
-        timers[timer] if timer < len(timers) else str(timer),
-        None if timer == 0 else expires / 1000,
-        retrans if timer == keepalive_timer else None,
-    )
-
+# Running processes (kaext.connections): Linux only, ENOSYS elsewhere; what the extension's
+# _kaext_proc.pxi does, with ctypes, ``socket.getsockopt`` and ``struct`` (kaext._pure_proc).
+# Part of the backend interface, so named here too.
+diag_parse = _pure_proc.diag_parse
+pidfd_getfd = _pure_proc.pidfd_getfd
+pidfd_open = _pure_proc.pidfd_open
+proc_read = _pure_proc.proc_read
 
 # kaext.enforce's BPF programs: the extension assembles them; here each raises ENOSYS
 # (kaext._pure_bpf).  Part of the backend interface, so named here too.

@@ -58,7 +58,8 @@ from . import Policy, capabilities, presets
 from ._cli import Parser, one_line_warnings, printable, prog_name, reader_gone, table
 
 # Internal names, in one place.
-from ._connections import Connection, _all_pids, _apply, _collect
+from ._connections import Connection, _apply, _collect
+from ._connections_linux import _all_pids
 from ._middleboxes import lookup, names
 from ._policy import as_policy, format_duration
 

@@ -29,7 +29,7 @@ from processes import OTHER_UID, TARGET_UID, child, python_for
 from sockets import HAVE_IPV6, raw
 
 import kaext
-from kaext import Connection, KeepaliveState, _connections, _platform, _pure
+from kaext import Connection, KeepaliveState, _connections, _connections_linux, _platform, _pure, _pure_proc
 
 pytestmark = pytest.mark.skipif(_platform.CONNECTIONS != "proc", reason="Linux /proc and pidfd_getfd")
 
@@ -220,13 +220,13 @@ def test_dump_parsers_agree(reader: ModuleType) -> None:
     """The C parser and the Python one, on the same reads of a real sock_diag dump."""
     if reader is _pure:
         pytest.skip("compares the C parser with the Python one")
-    tables = (_connections._STATES, _connections._TIMERS, _connections._KEEPALIVE_TIMER)
+    tables = (_connections_linux._STATES, _connections_linux._TIMERS, _connections_linux._KEEPALIVE_TIMER)
     with child("ipv4", client=[1, 30, 5, 3, 0]), child("ipv6" if HAVE_IPV6 else "ipv4"):
         reads = []
         with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _platform.NETLINK_SOCK_DIAG) as nl:
             for family in (socket.AF_INET, socket.AF_INET6):
-                nl.send(_connections._REQUEST.pack(
-                    _connections._REQUEST.size, 20, 0x301, 1, 0, family, socket.IPPROTO_TCP, 0, 0xFFFFFFFF,
+                nl.send(_connections_linux._REQUEST.pack(
+                    _connections_linux._REQUEST.size, 20, 0x301, 1, 0, family, socket.IPPROTO_TCP, 0, 0xFFFFFFFF,
                 ))
                 while True:
                     buf = bytearray(70000)
@@ -237,7 +237,7 @@ def test_dump_parsers_agree(reader: ModuleType) -> None:
     everything = set()
     for buf, n in reads:  # every inode of the dump (the uniform path, and message by message)
         table: dict[int, object] = {}
-        _pure._diag_messages(buf, memoryview(buf), n, _EveryInode(everything), table, *tables)
+        _pure_proc._diag_messages(buf, memoryview(buf), n, _EveryInode(everything), table, *tables)
     assert len(everything) >= 6
     python: dict[int, object] = {}
     c: dict[int, object] = {}
@@ -346,9 +346,9 @@ def test_timers_as_proc_and_ss_show_them(family: str, connections: Lister) -> No
 def test_proc_table_and_netlink_agree(reader: ModuleType) -> None:
     with child("ipv4", client=[1, 30, 5, 3, 0]) as c:
         wanted = {c.sock(n)["inode"] for n in ("listener", "client", "server")}
-        netlink = _connections._netlink_table(wanted, reader)
+        netlink = _connections_linux._netlink_table(wanted, reader)
         assert set(netlink) == wanted
-        proc = _connections._proc_table(c.pid, wanted)
+        proc = _connections_linux._proc_table(c.pid, wanted)
     assert set(netlink) == set(proc) == wanted
     for inode in wanted:
         assert netlink[inode][:5] == proc[inode][:5]
@@ -384,7 +384,7 @@ def test_process_in_another_network_namespace(reader: ModuleType, connections: L
         rows = by_fd(connections(c.pid))
         own = c.read()
         wanted = {c.sock(n)["inode"] for n in ("listener", "client", "server")}
-        assert _connections._netlink_table(wanted, reader) == {}  # not in this namespace
+        assert _connections_linux._netlink_table(wanted, reader) == {}  # not in this namespace
     assert len(rows) == 3
     for name, state in (("listener", "LISTEN"), ("client", "ESTABLISHED"), ("server", "ESTABLISHED")):
         row = rows[c.sock(name)["fd"]]

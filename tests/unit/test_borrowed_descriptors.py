@@ -216,19 +216,19 @@ def test_raw_addresses_are_the_socket_modules(family: str) -> None:
     """The C library's getsockname/getpeername on the number, parsed: what Python's socket module says."""
     from sockets import HAVE_IPV6
 
-    from kaext import _pure
+    from kaext import _pure_fd
 
     if family == "ipv6" and not HAVE_IPV6:
         pytest.skip("no IPv6 loopback")
     host = "127.0.0.1" if family == "ipv4" else "::1"
     with socket.create_server((host, 0), family=socket.AF_INET if family == "ipv4" else socket.AF_INET6) as lsn:
         with socket.create_connection(lsn.getsockname()[:2]) as client:
-            raw = _pure._RawFd(client.fileno())
+            raw = _pure_fd._RawFd(client.fileno())
             assert raw.family == client.family
             assert raw.getsockname() == client.getsockname()[:2]
             assert raw.getpeername() == client.getpeername()[:2]
         with pytest.raises(OSError) as info:
-            _pure._RawFd(lsn.fileno()).getpeername()
+            _pure_fd._RawFd(lsn.fileno()).getpeername()
         assert info.value.errno == errno.ENOTCONN
 
 
@@ -237,7 +237,7 @@ def test_sockaddr_layouts(monkeypatch: pytest.MonkeyPatch, has_len: bool) -> Non
     """``struct sockaddr_in`` / ``sockaddr_in6`` as each OS's <netinet/in.h> lays them out: 4.4BSD's
     ``uint8_t sin_len; sa_family_t sin_family`` (one byte each), elsewhere a 16-bit family in host
     order; then the port (big-endian), sin_addr at 4, sin6_flowinfo at 4 and sin6_addr at 8."""
-    from kaext import _pure
+    from kaext import _pure_fd
 
     monkeypatch.setattr(_platform, "SOCKADDR_HAS_LEN", has_len)
 
@@ -245,7 +245,7 @@ def test_sockaddr_layouts(monkeypatch: pytest.MonkeyPatch, has_len: bool) -> Non
         return bytes([size, family]) if has_len else family.to_bytes(2, sys.byteorder)
 
     v4 = head(socket.AF_INET, 16) + (8080).to_bytes(2, "big") + bytes([192, 0, 2, 7]) + bytes(8)
-    assert _pure._address(v4) == ("192.0.2.7", 8080)
+    assert _pure_fd._address(v4) == ("192.0.2.7", 8080)
     v6 = (
         head(socket.AF_INET6, 28)
         + (443).to_bytes(2, "big")
@@ -253,7 +253,7 @@ def test_sockaddr_layouts(monkeypatch: pytest.MonkeyPatch, has_len: bool) -> Non
         + socket.inet_pton(socket.AF_INET6, "2001:db8::5")
         + bytes(4)
     )
-    assert _pure._address(v6) == ("2001:db8::5", 443)
+    assert _pure_fd._address(v6) == ("2001:db8::5", 443)
     with pytest.raises(OSError) as info:
-        _pure._address(head(socket.AF_UNIX, 16) + bytes(14))
+        _pure_fd._address(head(socket.AF_UNIX, 16) + bytes(14))
     assert info.value.errno == errno.EAFNOSUPPORT

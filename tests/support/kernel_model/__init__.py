@@ -425,11 +425,11 @@ def install(name: str) -> Kernel:
 
 def answer_raw_descriptors() -> None:
     """After ``import kaext``: the pure implementation's C library calls on a descriptor
-    number (``kaext._pure._RawFd``, where ``_platform.RAW_SOCKOPT``) answered by the model
+    number (``kaext._pure_fd._RawFd``, where ``_platform.RAW_SOCKOPT``) answered by the model
     too, through a socket object over a duplicate of the number (whose methods the model
     replaced).  The running kernel is Linux: its ``struct sockaddr`` layout is not the
     modelled OS's, and its TCP-level options are not the model's."""
-    from kaext import _pure
+    from kaext import _pure_fd
 
     def over(fd: int) -> socket.socket:
         return socket.socket(fileno=os.dup(fd))
@@ -456,7 +456,7 @@ def answer_raw_descriptors() -> None:
         with over(self.fd) as s:
             return int(s.family)
 
-    raw_fd: Any = _pure._RawFd
+    raw_fd: Any = _pure_fd._RawFd
     raw_fd.getsockopt, raw_fd.setsockopt = getsockopt, setsockopt
     raw_fd.getsockname, raw_fd.getpeername = getsockname, getpeername
     raw_fd.family = property(family)
