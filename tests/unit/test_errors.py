@@ -1,7 +1,15 @@
 """Every error case: TypeError / ValueError before any system call, OSError from the kernel.
 
 After every error the socket's options -- read back with plain ``socket.getsockopt``,
-not through kaext -- are exactly what they were before.
+not through kaext -- are exactly what they were before.  Every error carries enough to
+act on: knob, value, valid range, OS option name, errno and strerror, also as attributes
+of the OSError (``knob``, ``option``, ``value``, ``fd``), which stays a plain OSError.
+
+Sections by the error: closed and invalid descriptors; sockets that are not TCP; a value
+the kernel refuses; what is not a socket (TypeError); bad values (TypeError / ValueError).
+The tests that check Linux's errno values and ranges carry ``linux_only``; the ones that
+read the platform from ``kaext.capabilities()`` run everywhere.  Tests of the backend
+interface take the ``backend`` fixture (both implementations, see conftest.py).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import math
 import os
 import socket
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -25,9 +34,10 @@ from paths import DATA
 from sockets import HAVE_IPV6
 
 import kaext
-from kaext import Policy
+from kaext import Policy, _platform
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux errno values and ranges")
+# Not the module's pytestmark: the tests that read the platform's capabilities run everywhere.
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux errno values and ranges")
 
 RANGES = json.loads((DATA / "reference.json").read_text())["ranges"]["linux"]
 UT_MAX = RANGES["user_timeout_ms"][1]
@@ -54,6 +64,10 @@ def configure(s: socket.socket, keepalive: int) -> None:
     s.setsockopt(tcp, socket.TCP_KEEPCNT, 3)
     s.setsockopt(tcp, socket.TCP_USER_TIMEOUT, 4444)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, keepalive)
+
+
+def _strerror(code: int) -> str:
+    return os.strerror(code)
 
 
 class HasFileno:
@@ -119,6 +133,7 @@ def _closed_fd() -> int:
     return fd
 
 
+@linux_only
 @op_params
 def test_closed_socket_is_ebadf(op: Callable[[Any], object]) -> None:
     s = socket.socket()
@@ -129,6 +144,7 @@ def test_closed_socket_is_ebadf(op: Callable[[Any], object]) -> None:
     assert "closed" in str(info.value) or "not open" in str(info.value)
 
 
+@linux_only
 @op_params
 @pytest.mark.parametrize("form", ["int", "fileno"])
 def test_closed_fd_number_is_ebadf(op: Callable[[Any], object], form: str) -> None:
@@ -140,6 +156,7 @@ def test_closed_fd_number_is_ebadf(op: Callable[[Any], object], form: str) -> No
         os.fstat(fd)
 
 
+@linux_only
 @op_params
 @pytest.mark.parametrize("fd", [-1, -2, 2**31 - 1, 2**31, 2**40, 2**64, -(2**63)])
 def test_bogus_fd_numbers_are_ebadf(op: Callable[[Any], object], fd: int) -> None:
@@ -151,6 +168,7 @@ def test_bogus_fd_numbers_are_ebadf(op: Callable[[Any], object], fd: int) -> Non
     assert info.value.errno == errno.EBADF
 
 
+@linux_only
 @op_params
 @pytest.mark.parametrize("kind", ["file", "pipe", "devnull"])
 def test_non_socket_fd_is_enotsock(op: Callable[[Any], object], kind: str, tmp_path: Path) -> None:
@@ -177,6 +195,33 @@ def test_non_socket_fd_is_enotsock(op: Callable[[Any], object], kind: str, tmp_p
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def test_closed_socket_says_closed_and_carries_the_fd(implementation: str) -> None:
+    s = socket.socket()
+    s.close()
+    with pytest.raises(OSError) as info:
+        kaext.Policy(idle=30).apply(s)
+    exc = info.value
+    assert exc.errno == errno.EBADF
+    assert _strerror(errno.EBADF) in str(exc) and "closed" in str(exc)
+    assert exc.fd == -1  # type: ignore[attr-defined]
+
+
+def test_impossible_fd_number_says_out_of_range(implementation: str) -> None:
+    fd = _platform.FD_MAX + 1
+    with pytest.raises(OSError) as info:
+        kaext.get_keepalive(fd)
+    assert info.value.errno == errno.EBADF
+    assert "out of range" in str(info.value) and str(_platform.FD_MAX) in str(info.value)
+    assert info.value.fd == fd  # type: ignore[attr-defined]
+
+
+def test_not_a_socket(implementation: str) -> None:
+    with tempfile.TemporaryFile() as f, pytest.raises(OSError) as info:
+        kaext.set_keepalive(f, idle=10)
+    assert info.value.errno == errno.ENOTSOCK
+    assert _strerror(errno.ENOTSOCK) in str(info.value) and "not a socket" in str(info.value)
 
 
 # --------------------------------------------------------------------------------------
@@ -221,6 +266,7 @@ def non_tcp_socket(kind: str) -> Iterator[tuple[socket.socket, socket.socket | N
 NON_TCP = ["udp4", "udp6", "udp4-connected", "unix-stream", "unix-dgram", "unix-unbound"]
 
 
+@linux_only
 @op_params
 @pytest.mark.parametrize("kind", NON_TCP)
 @pytest.mark.parametrize("keepalive_before", [0, 1])
@@ -242,6 +288,7 @@ def test_non_tcp_socket_is_refused_and_left_alone(
             assert peer.recv(1) == b"x"
 
 
+@linux_only
 def test_error_names_the_refused_knob_and_option() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         with pytest.raises(OSError) as info:
@@ -252,6 +299,93 @@ def test_error_names_the_refused_knob_and_option() -> None:
         assert "user_timeout" in str(info.value) and "TCP_USER_TIMEOUT" in str(info.value)
 
 
+def test_udp_refusal_names_knob_value_option_errno(implementation: str) -> None:
+    caps = kaext.capabilities()
+    if "idle" not in caps:
+        pytest.skip("no idle knob here")
+    option = caps["idle"].option
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, pytest.raises(OSError) as info:
+        kaext.set_keepalive(udp, idle=60)
+    exc = info.value
+    assert type(exc) is OSError
+    assert exc.errno in (errno.ENOPROTOOPT, errno.EOPNOTSUPP)
+    message = str(exc)
+    assert _strerror(exc.errno) in message
+    assert "idle=60" in message and option in message and "not a TCP socket" in message
+    assert (exc.knob, exc.option, exc.value) == ("idle", option, 60)  # type: ignore[attr-defined]
+
+
+def _refusing_calls(target: Any) -> dict[str, Any]:
+    """Public calls that a UDP socket refuses, on ``target`` (the socket or its int fd)."""
+    calls: dict[str, Any] = {
+        "get_keepalive": lambda: kaext.get_keepalive(target),
+        "Policy.from_socket": lambda: kaext.Policy.from_socket(target),
+        "Policy().apply": lambda: kaext.Policy().apply(target),
+    }
+    if "idle" in kaext.capabilities():
+        calls["set_keepalive"] = lambda: kaext.set_keepalive(target, idle=60)
+    if "user_timeout" in kaext.capabilities():
+        calls["get_user_timeout"] = lambda: kaext.get_user_timeout(target)
+    return calls
+
+
+@pytest.mark.parametrize("as_int", [False, True], ids=["socket", "int-fd"])
+def test_a_refusal_on_a_live_socket_carries_its_fd(implementation: str, as_int: bool) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        target = udp.fileno() if as_int else udp
+        for name, call in _refusing_calls(target).items():
+            with pytest.raises(OSError) as info:
+                call()
+            assert info.value.errno in (errno.ENOPROTOOPT, errno.EOPNOTSUPP), name
+            assert info.value.fd == udp.fileno(), name  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("as_int", [False, True], ids=["socket", "int-fd"])
+def test_each_backend_puts_the_fd_on_a_refusal(backend: Any, as_int: bool) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        target = udp.fileno() if as_int else udp
+        for call in (
+            lambda: backend.apply(target, backend.Plan(0, 0, 0, 0, 0, 1)),
+            lambda: backend.read(target, _platform.WANT_ALL),
+        ):
+            with pytest.raises(OSError) as info:
+                call()
+            assert info.value.fd == udp.fileno()  # type: ignore[attr-defined]
+    with tempfile.TemporaryFile() as f:
+        with pytest.raises(OSError) as info:
+            backend.apply(f.fileno() if as_int else f, backend.Plan(0, 0, 0, 0, 0, 1))
+        assert info.value.errno == errno.ENOTSOCK and info.value.fd == f.fileno()  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------
+# OSError: a value the kernel refuses (the backend called directly, past the API's validation)
+# --------------------------------------------------------------------------------------
+
+
+def test_kernel_refusal_names_the_valid_range(backend: Any, tcp: socket.socket) -> None:
+    caps = kaext.capabilities()
+    if "idle" not in caps or caps["idle"].min < 1:
+        pytest.skip("no idle knob with a positive minimum here")
+    # Bypass the API's validation to see what the backend says when the kernel refuses.
+    with pytest.raises(OSError) as info:
+        backend.apply(tcp, backend.Plan(1 << _platform.IDLE, 0, 0, 0, 0, 1))
+    exc = info.value
+    assert exc.errno == errno.EINVAL
+    message = str(exc)
+    assert "idle=0" in message and caps["idle"].option in message
+    assert f"{caps['idle'].min} s" in message and f"{caps['idle'].max} s" in message
+    assert (exc.knob, exc.value) == ("idle", 0)  # type: ignore[attr-defined]
+
+
+def test_a_kernel_refusal_of_a_value_carries_the_fd(backend: Any, tcp: socket.socket) -> None:
+    caps = kaext.capabilities()
+    if "idle" not in caps or caps["idle"].min < 1:
+        pytest.skip("no idle knob with a positive minimum here")
+    with pytest.raises(OSError) as info:
+        backend.apply(tcp, backend.Plan(1 << _platform.IDLE, 0, 0, 0, 0, 1))
+    assert info.value.errno == errno.EINVAL and info.value.fd == tcp.fileno()  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------------------
 # TypeError: what is not a socket
 # --------------------------------------------------------------------------------------
@@ -259,6 +393,7 @@ def test_error_names_the_refused_knob_and_option() -> None:
 NOT_SOCKETS = [None, "3", b"3", 3.0, True, False, object(), [3], HasFileno("3"), HasFileno(3.0), HasFileno(True)]
 
 
+@linux_only
 @op_params
 @pytest.mark.parametrize("bad", NOT_SOCKETS, ids=[repr(b) for b in NOT_SOCKETS])
 def test_not_a_socket_is_type_error(op: Callable[[Any], object], bad: object) -> None:
@@ -266,6 +401,7 @@ def test_not_a_socket_is_type_error(op: Callable[[Any], object], bad: object) ->
         op(bad)
 
 
+@linux_only
 def test_fileno_returning_bool_does_not_reach_the_socket(configured_tcp: socket.socket) -> None:
     # True == 1 would be stdout's neighbour; kaext must refuse it, not use fd 1
     before = snapshot(configured_tcp)
@@ -276,7 +412,7 @@ def test_fileno_returning_bool_does_not_reach_the_socket(configured_tcp: socket.
 
 
 # --------------------------------------------------------------------------------------
-# TypeError / ValueError for values, with the socket left exactly as it was
+# TypeError / ValueError for values: the socket left exactly as it was, the message naming the knob
 # --------------------------------------------------------------------------------------
 
 BAD_DURATION_TYPES = [True, False, "10", b"10", "1.5", [10], (10,), {10: 1}, 1 + 2j, complex(3, 0), object()]
@@ -362,6 +498,7 @@ def _check_value_error(exc: ValueError, knob: str, value: object) -> None:
     assert option in message
 
 
+@linux_only
 @pytest.mark.parametrize("knob", ["idle", "interval"])
 @pytest.mark.parametrize("value", BAD_DURATION_TYPES, ids=_ids(BAD_DURATION_TYPES))
 def test_duration_type_errors(configured_tcp: socket.socket, knob: str, value: object) -> None:
@@ -373,6 +510,7 @@ def test_duration_type_errors(configured_tcp: socket.socket, knob: str, value: o
     assert snapshot(configured_tcp) == before
 
 
+@linux_only
 @pytest.mark.parametrize("value", BAD_DURATION_TYPES + [None], ids=_ids(BAD_DURATION_TYPES + [None]))
 def test_user_timeout_type_errors(configured_tcp: socket.socket, value: object) -> None:
     before = snapshot(configured_tcp)
@@ -386,6 +524,7 @@ def test_user_timeout_type_errors(configured_tcp: socket.socket, value: object) 
     assert snapshot(configured_tcp) == before
 
 
+@linux_only
 @pytest.mark.parametrize("value", BAD_COUNT_TYPES, ids=_ids(BAD_COUNT_TYPES))
 def test_count_type_errors(configured_tcp: socket.socket, value: object) -> None:
     before = snapshot(configured_tcp)
@@ -396,6 +535,7 @@ def test_count_type_errors(configured_tcp: socket.socket, value: object) -> None
     assert snapshot(configured_tcp) == before
 
 
+@linux_only
 @pytest.mark.parametrize("knob", ["idle", "interval"])
 @pytest.mark.parametrize("value", BAD_KEEPALIVE_DURATIONS, ids=_ids(BAD_KEEPALIVE_DURATIONS))
 def test_duration_value_errors(configured_tcp: socket.socket, knob: str, value: object) -> None:
@@ -407,6 +547,7 @@ def test_duration_value_errors(configured_tcp: socket.socket, knob: str, value: 
     assert snapshot(configured_tcp) == before
 
 
+@linux_only
 @pytest.mark.parametrize("value", BAD_COUNTS, ids=_ids(BAD_COUNTS))
 def test_count_value_errors(configured_tcp: socket.socket, value: int) -> None:
     before = snapshot(configured_tcp)
@@ -417,6 +558,7 @@ def test_count_value_errors(configured_tcp: socket.socket, value: int) -> None:
     assert snapshot(configured_tcp) == before
 
 
+@linux_only
 @pytest.mark.parametrize("value", BAD_USER_TIMEOUTS, ids=_ids(BAD_USER_TIMEOUTS))
 def test_user_timeout_value_errors(configured_tcp: socket.socket, value: object) -> None:
     before = snapshot(configured_tcp)
@@ -427,6 +569,7 @@ def test_user_timeout_value_errors(configured_tcp: socket.socket, value: object)
     assert snapshot(configured_tcp) == before
 
 
+@linux_only
 def test_validation_comes_before_the_descriptor() -> None:
     # a bad value on a closed socket is reported as the bad value: nothing was called
     s = socket.socket()
@@ -441,6 +584,7 @@ def test_validation_comes_before_the_descriptor() -> None:
         kaext.set_user_timeout(s, None)  # type: ignore[arg-type]
 
 
+@linux_only
 def test_a_later_bad_knob_leaves_earlier_good_ones_unwritten(configured_tcp: socket.socket) -> None:
     before = snapshot(configured_tcp)
     with pytest.raises(ValueError):
@@ -454,6 +598,7 @@ def test_a_later_bad_knob_leaves_earlier_good_ones_unwritten(configured_tcp: soc
     assert snapshot(configured_tcp) == before
 
 
+@linux_only
 @pytest.mark.parametrize("knob", ["idle", "interval", "count"])
 def test_one_below_and_above_the_range(tcp: socket.socket, knob: str) -> None:
     lo, hi = RANGES[knob]
@@ -463,3 +608,26 @@ def test_one_below_and_above_the_range(tcp: socket.socket, knob: str) -> None:
             kaext.set_keepalive(tcp, **{knob: value})
         _check_value_error(info.value, knob, value)
     assert snapshot(tcp) == before
+
+
+@pytest.mark.parametrize("knob", ["idle", "interval", "count", "user_timeout"])
+def test_value_errors_name_knob_value_option_and_range(knob: str, tcp: socket.socket) -> None:
+    caps = kaext.capabilities()
+    if knob not in caps:
+        pytest.skip(f"no {knob} here")
+    info_knob = caps[knob]
+    too_big = 10**12
+    with pytest.raises(ValueError) as info:
+        kaext.Policy(**{knob: too_big})
+    message = str(info.value)
+    assert knob in message and str(too_big) in message and info_knob.option in message
+    assert str(info_knob.min) in message and str(info_knob.max) in message
+
+
+def test_type_errors_name_knob_and_type() -> None:
+    with pytest.raises(TypeError) as info:
+        kaext.Policy(idle="30")  # type: ignore[arg-type]
+    assert "idle" in str(info.value) and "str" in str(info.value)
+    with pytest.raises(TypeError) as info:
+        kaext.Policy(count=2.5)  # type: ignore[arg-type]
+    assert "count" in str(info.value) and "float" in str(info.value)

@@ -1,7 +1,9 @@
 """Policy.from_socket: a socket's whole keepalive and user-timeout state as one Policy.
 
-Expected values come from Python's own ``socket.getsockopt`` (``sockets.raw``);
-the round trip is checked on a second, fresh socket through the same plain reads.
+Sections: what a reading gives (expected values from Python's own ``socket.getsockopt``,
+``sockets.raw``); the round trip onto a second, fresh socket, also from sockets configured
+with plain ``socket.setsockopt`` (the kernel says whether the state was reproduced); the
+errors, the same as get_keepalive's; the backend interface, both backends.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from sockets import KINDS, HasFileno, open_socket, raw
 import kaext
 from kaext import Policy
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux socket options")
+# Two skip conditions, each on the tests that need it (neither is the module's):
+# kaext's Linux reading, and plain setsockopt/getsockopt by Linux's option names.
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux socket options")
+needs_option_names = pytest.mark.skipif(
+    not all(hasattr(socket, n) for n in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")),
+    reason="plain socket.getsockopt needs Linux's option names to check the result",
+)
+
+TCP = socket.IPPROTO_TCP
 
 
 @pytest.fixture(params=KINDS)
@@ -38,6 +48,21 @@ def expected(s: socket.socket) -> Policy:
         return Policy(idle=idle, interval=interval, count=count, user_timeout=user_timeout_ms / 1000)
 
 
+def configure(s: socket.socket, keepalive: int, idle: int, interval: int, count: int, user_timeout_ms: int) -> None:
+    """Set every knob with plain setsockopt, not through kaext."""
+    s.setsockopt(TCP, socket.TCP_KEEPIDLE, idle)
+    s.setsockopt(TCP, socket.TCP_KEEPINTVL, interval)
+    s.setsockopt(TCP, socket.TCP_KEEPCNT, count)
+    s.setsockopt(TCP, socket.TCP_USER_TIMEOUT, user_timeout_ms)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, keepalive)
+
+
+def fresh_with_other_values() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    configure(s, 1, 11, 3, 2, 123_456)
+    return s
+
+
 with warnings.catch_warnings():
     # short user timeouts on purpose (the RuntimeWarning says they cut probing short)
     warnings.simplefilter("ignore", RuntimeWarning)
@@ -53,6 +78,12 @@ with warnings.catch_warnings():
     ]
 
 
+# --------------------------------------------------------------------------------------
+# a reading: what plain getsockopt reads, as an ordinary Policy
+# --------------------------------------------------------------------------------------
+
+
+@linux_only
 def test_untouched_socket(sock: socket.socket) -> None:
     policy = Policy.from_socket(sock)
     assert policy == expected(sock)
@@ -61,6 +92,7 @@ def test_untouched_socket(sock: socket.socket) -> None:
     assert (policy.idle, policy.interval, policy.count) == (None, None, None)
 
 
+@linux_only
 @pytest.mark.parametrize("policy", POLICIES, ids=str)
 def test_values_are_what_getsockopt_reads(sock: socket.socket, policy: Policy) -> None:
     policy.apply(sock)
@@ -74,6 +106,56 @@ def test_values_are_what_getsockopt_reads(sock: socket.socket, policy: Policy) -
         assert type(got.idle) is float and type(got.interval) is float and type(got.count) is int
 
 
+@linux_only
+def test_each_reading_is_the_sockets_current_state(tcp: socket.socket) -> None:
+    """Read, change, read again on one socket: every reading follows the change."""
+    for policy in [*POLICIES, POLICIES[0]]:
+        policy.apply(tcp)
+        assert Policy.from_socket(tcp) == expected(tcp)
+        on, idle, interval, count, _ = raw(tcp)
+        assert kaext.get_keepalive(tcp) == kaext.KeepaliveState(bool(on), float(idle), float(interval), count)
+
+
+@linux_only
+def test_the_policy_is_an_ordinary_policy(sock: socket.socket) -> None:
+    made = Policy(idle=70, interval=8, count=6, user_timeout=120.5)
+    made.apply(sock)
+    got = Policy.from_socket(sock)
+    assert type(got) is Policy
+    assert got == made and hash(got) == hash(made)
+    assert repr(got) == "Policy(idle=70.0, interval=8.0, count=6, user_timeout=120.5)"
+    assert str(got) == str(made) == "70s:8s:6 user_timeout=120500ms"
+    assert got.socket_options() == made.socket_options()
+    with pytest.raises(AttributeError):
+        got.idle = 1  # type: ignore[misc]
+
+
+@linux_only
+def test_a_subclass_gets_its_own_type(tcp: socket.socket) -> None:
+    class MyPolicy(Policy):
+        __slots__ = ()
+
+    Policy(idle=9, interval=4, count=2).apply(tcp)
+    got = MyPolicy.from_socket(tcp)
+    assert type(got) is MyPolicy
+    assert got == Policy(idle=9, interval=4, count=2, user_timeout=0)
+
+
+@linux_only
+def test_file_descriptor_and_fileno_objects(tcp: socket.socket) -> None:
+    Policy(idle=21, interval=5, count=7, user_timeout=56.5).apply(tcp)
+    want = expected(tcp)
+    assert Policy.from_socket(tcp.fileno()) == want
+    assert Policy.from_socket(HasFileno(tcp)) == want
+    assert raw(tcp) == (1, 21, 5, 7, 56500)  # reading changed nothing
+
+
+# --------------------------------------------------------------------------------------
+# the round trip: Policy.from_socket(s).apply(t) makes t read back like s
+# --------------------------------------------------------------------------------------
+
+
+@linux_only
 @pytest.mark.parametrize("policy", POLICIES, ids=str)
 def test_round_trip_onto_another_socket(sock: socket.socket, policy: Policy) -> None:
     """``Policy.from_socket(s).apply(t)`` makes ``t`` read back like ``s``."""
@@ -91,6 +173,7 @@ def test_round_trip_onto_another_socket(sock: socket.socket, policy: Policy) -> 
             assert copy[1:4] == (11, 12, 13)
 
 
+@linux_only
 def test_user_timeout_zero_is_set_not_left(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
     """A socket without a user timeout gives a policy that sets 0 (the system default), so it round-trips."""
     source, target = tcp_pair
@@ -102,39 +185,58 @@ def test_user_timeout_zero_is_set_not_left(tcp_pair: tuple[socket.socket, socket
     assert raw(target) == raw(source) == (1, 5, 2, 3, 0)
 
 
-def test_the_policy_is_an_ordinary_policy(sock: socket.socket) -> None:
-    made = Policy(idle=70, interval=8, count=6, user_timeout=120.5)
-    made.apply(sock)
-    got = Policy.from_socket(sock)
-    assert type(got) is Policy
-    assert got == made and hash(got) == hash(made)
-    assert repr(got) == "Policy(idle=70.0, interval=8.0, count=6, user_timeout=120.5)"
-    assert str(got) == str(made) == "70s:8s:6 user_timeout=120500ms"
-    assert got.socket_options() == made.socket_options()
-    with pytest.raises(AttributeError):
-        got.idle = 1  # type: ignore[misc]
+# Sources configured with plain setsockopt, targets starting from other values:
 
 
-def test_a_subclass_gets_its_own_type(tcp: socket.socket) -> None:
-    class MyPolicy(Policy):
-        __slots__ = ()
+@needs_option_names
+@pytest.mark.parametrize("kind", KINDS)
+def test_reproduces_every_knob_set_with_setsockopt(kind: tuple[str, str]) -> None:
+    with open_socket(*kind) as s, fresh_with_other_values() as target:
+        configure(s, 1, 301, 29, 7, 600_000)
+        Policy.from_socket(s).apply(target)
+        assert raw(target) == raw(s) == (1, 301, 29, 7, 600_000)
 
-    Policy(idle=9, interval=4, count=2).apply(tcp)
-    got = MyPolicy.from_socket(tcp)
-    assert type(got) is MyPolicy
-    assert got == Policy(idle=9, interval=4, count=2, user_timeout=0)
+
+@needs_option_names
+def test_values_never_set_are_reproduced_as_the_kernel_reports_them() -> None:
+    with socket.socket() as s, fresh_with_other_values() as target:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # idle/interval/count: sysctl defaults
+        Policy.from_socket(s).apply(target)
+        assert raw(target) == raw(s)
 
 
-def test_file_descriptor_and_fileno_objects(tcp: socket.socket) -> None:
-    Policy(idle=21, interval=5, count=7, user_timeout=56.5).apply(tcp)
-    want = expected(tcp)
-    assert Policy.from_socket(tcp.fileno()) == want
-    assert Policy.from_socket(HasFileno(tcp)) == want
-    assert raw(tcp) == (1, 21, 5, 7, 56500)  # reading changed nothing
+@needs_option_names
+def test_keepalive_off_is_a_policy_that_turns_it_off() -> None:
+    with socket.socket() as s, fresh_with_other_values() as target:
+        configure(s, 0, 40, 5, 3, 9_000)
+        policy = Policy.from_socket(s)
+        assert policy.keepalive is False
+        policy.apply(target)
+        assert raw(target)[0] == 0
+        assert raw(target)[4] == raw(s)[4] == 9_000
+
+
+@needs_option_names
+def test_user_timeout_in_milliseconds_round_trips() -> None:
+    with socket.socket() as s, fresh_with_other_values() as target:
+        configure(s, 1, 1, 1, 1, 2_501)  # not whole seconds; over idle + interval*count: no warning
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            Policy.from_socket(s).apply(target)
+        assert raw(target)[4] == 2_501
+
+
+@needs_option_names
+def test_system_default_user_timeout_is_zero() -> None:
+    with socket.socket() as s, fresh_with_other_values() as target:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        assert Policy.from_socket(s).user_timeout == 0
+        Policy.from_socket(s).apply(target)
+        assert raw(target)[4] == 0
 
 
 # --------------------------------------------------------------------------------------
-# errors: the same as get_keepalive's
+# errors: the same as get_keepalive's, and the kernel's own errno
 # --------------------------------------------------------------------------------------
 
 
@@ -144,7 +246,8 @@ def _error(fn: object, target: object) -> OSError:
     return info.value
 
 
-def test_closed_socket() -> None:
+@linux_only
+def test_closed_socket_object_errs_like_get_keepalive() -> None:
     s = socket.socket()
     s.close()
     exc = _error(Policy.from_socket, s)
@@ -152,6 +255,17 @@ def test_closed_socket() -> None:
     assert str(exc) == str(_error(kaext.get_keepalive, s))
 
 
+@needs_option_names
+def test_closed_fd_number_is_ebadf() -> None:
+    s = socket.socket()
+    fd = s.detach()
+    socket.socket(fileno=fd).close()
+    with pytest.raises(OSError) as exc:
+        Policy.from_socket(fd)
+    assert exc.value.errno == errno.EBADF
+
+
+@linux_only
 def test_udp_socket() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         exc = _error(Policy.from_socket, udp)
@@ -161,6 +275,27 @@ def test_udp_socket() -> None:
         assert (type(exc), str(exc)) == (type(_error(kaext.get_keepalive, udp)), str(_error(kaext.get_keepalive, udp)))
 
 
+@needs_option_names
+@pytest.mark.parametrize(
+    ("make", "errnos"),
+    [
+        (lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM), (errno.ENOPROTOOPT, errno.EOPNOTSUPP)),
+        (lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM), (errno.ENOPROTOOPT, errno.EOPNOTSUPP)),
+    ],
+    ids=["udp", "unix"],
+)
+def test_not_a_tcp_socket(make: object, errnos: tuple[int, ...]) -> None:
+    with make() as s:  # type: ignore[operator]
+        # what the kernel answers a plain getsockopt of the same option with
+        with pytest.raises(OSError) as plain:
+            s.getsockopt(TCP, socket.TCP_KEEPIDLE)
+        with pytest.raises(OSError) as exc:
+            Policy.from_socket(s)
+    assert plain.value.errno in errnos
+    assert exc.value.errno in errnos
+
+
+@linux_only
 def test_not_a_socket() -> None:
     with pytest.raises(TypeError) as info:
         Policy.from_socket("not a socket")  # type: ignore[arg-type]
@@ -171,15 +306,6 @@ def test_not_a_socket() -> None:
         exc = _error(Policy.from_socket, f)
         assert exc.errno == errno.ENOTSOCK
         assert str(exc) == str(_error(kaext.get_keepalive, f))
-
-
-def test_each_reading_is_the_sockets_current_state(tcp: socket.socket) -> None:
-    """Read, change, read again on one socket: every reading follows the change."""
-    for policy in [*POLICIES, POLICIES[0]]:
-        policy.apply(tcp)
-        assert Policy.from_socket(tcp) == expected(tcp)
-        on, idle, interval, count, _ = raw(tcp)
-        assert kaext.get_keepalive(tcp) == kaext.KeepaliveState(bool(on), float(idle), float(interval), count)
 
 
 # --------------------------------------------------------------------------------------
@@ -197,6 +323,7 @@ def bound(backend: ModuleType) -> ModuleType:
     return backend
 
 
+@linux_only
 def test_backends_read_into_the_public_types(bound: ModuleType, tcp: socket.socket) -> None:
     backend = bound
     Policy(idle=31, interval=6, count=2, user_timeout=43.25).apply(tcp)
@@ -210,6 +337,7 @@ def test_backends_read_into_the_public_types(bound: ModuleType, tcp: socket.sock
     assert policy.socket_options() == expected(tcp).socket_options()
 
 
+@linux_only
 @pytest.mark.thread_unsafe  # rebinds the backend's knob ranges for a moment
 def test_a_value_outside_the_policy_range(bound: ModuleType, tcp: socket.socket) -> None:
     """A reading a policy could not carry is None (the policy leaves that knob), never a
