@@ -164,7 +164,9 @@ def read_all_function() -> tuple[str, Callable[[socket.socket], object]]:
     return "get_keepalive + get_user_timeout", both
 
 
-def make_cases(sock: socket.socket, floor: ctypes.CDLL | None, number: int, pure: bool) -> dict[str, Callable[[], float]]:
+def make_cases(
+    sock: socket.socket, floor: ctypes.CDLL | None, number: int, pure: bool
+) -> dict[str, Callable[[], float]]:
     """The cases; ``pure``: only kaext's and the plain calls (this interpreter runs the pure implementation)."""
     fd = sock.fileno()
     writes = option_list(POLICY)
@@ -292,7 +294,10 @@ def measure_pure(repeats: int, number: int) -> dict[str, float]:
     env["PYTHONPATH"] = path + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run(
         [sys.executable, __file__, "--pure-worker", "--repeats", str(repeats), "--number", str(number)],
-        env=env, capture_output=True, text=True, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     result: dict[str, Any] = json.loads(out.stdout)
     if result["implementation"] != "python":
@@ -342,7 +347,10 @@ def import_time(runs: int, pure: bool, pycache: str) -> dict[str, Any]:
     for _ in range(5):  # the least disturbed figure of each module
         proc = subprocess.run(
             [sys.executable, "-X", "importtime", "-c", "import kaext"],
-            env=env, capture_output=True, text=True, check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         for row in _import_breakdown(proc.stderr):
             key = (row["module"], row["by"])
@@ -435,7 +443,12 @@ def run(repeats: int, number: int, import_runs: int) -> dict[str, Any]:
     ext = kaext.IMPLEMENTATION == "c"
     goals = [
         _goal("apply_vs_floor", _ratio(us, "apply/kaext", "apply/floor"), "x"),
-        _goal("from_socket_vs_floor", None if no_from_socket else _ratio(us, "read5/kaext", "read5/floor"), "x", no_from_socket),
+        _goal(
+            "from_socket_vs_floor",
+            None if no_from_socket else _ratio(us, "read5/kaext", "read5/floor"),
+            "x",
+            no_from_socket,
+        ),
         _goal("get_keepalive_vs_floor", _ratio(us, "read4/kaext", "read4/floor"), "x"),
         _goal("pure_apply_vs_plain", _ratio(us_pure, "apply/kaext", "apply/plain"), "x"),
         _goal(
@@ -482,7 +495,9 @@ def run(repeats: int, number: int, import_runs: int) -> dict[str, Any]:
 
 def print_text(r: dict[str, Any]) -> None:
     print(f"kaext {r['kaext']} ({r['implementation']}), {r['python']}, {r['platform']} {r['kernel']}")
-    print(f"policy {r['policy']!r} on a {r['socket']}; min of {r['repeats']} interleaved repeats x {r['number']} ({r['clock']})")
+    print(
+        f"policy {r['policy']!r} on a {r['socket']}; min of {r['repeats']} interleaved repeats x {r['number']} ({r['clock']})"
+    )
     print(f"read5 = {r['read5']} (five getsockopt); read4 = get_keepalive (four)")
     for note in r["notes"]:
         print(f"note: {note}")
@@ -499,12 +514,15 @@ def print_text(r: dict[str, Any]) -> None:
     for key in ("import", "import_pure"):
         imp = r[key]
         label = "import kaext" if key == "import" else "import kaext (KAEXT_NO_EXTENSIONS=1)"
-        print(f"{label}: {imp['ms']:.2f} ms CPU median, {imp['min_ms']:.2f} ms best, "
-              f"{imp['wall_ms']:.2f} ms wall median")
+        print(
+            f"{label}: {imp['ms']:.2f} ms CPU median, {imp['min_ms']:.2f} ms best, {imp['wall_ms']:.2f} ms wall median"
+        )
         deps = [r for r in imp["breakdown_us"] if not r["module"].startswith("kaext")][:7]
         own = sum(r["self_us"] for r in imp["breakdown_us"] if r["module"].startswith("kaext"))
-        print(f"  kaext's own modules {own / 1000:.1f} ms; heaviest imports (cumulative ms, -X importtime): "
-              + ", ".join(f"{r['module']} {r['cumulative_us'] / 1000:.1f} (by {r['by']})" for r in deps))
+        print(
+            f"  kaext's own modules {own / 1000:.1f} ms; heaviest imports (cumulative ms, -X importtime): "
+            + ", ".join(f"{r['module']} {r['cumulative_us'] / 1000:.1f} (by {r['by']})" for r in deps)
+        )
     print()
     for g in r["goals"]:
         print(goal_line(g))
@@ -521,7 +539,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--repeats", type=int, default=40, help="interleaved repeats per case (default 40)")
-    p.add_argument("--number", type=int, default=2000, help="operations per repeat (default 2000; small batches dodge scheduler noise)")
+    p.add_argument(
+        "--number",
+        type=int,
+        default=2000,
+        help="operations per repeat (default 2000; small batches dodge scheduler noise)",
+    )
     p.add_argument("--import-runs", type=int, default=15, help="fresh interpreters per import measurement")
     p.add_argument("--pure-worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -192,7 +192,10 @@ def main() -> int:
         print(json.dumps(report, indent=2))
     else:
         for name, by_size in report["seconds"].items():
-            cells = ", ".join(f"{int(n):>6,} connections {t * 1000:7.2f} ms ({t / int(n) * 1e6:.2f} us each)" for n, t in by_size.items())
+            cells = ", ".join(
+                f"{int(n):>6,} connections {t * 1000:7.2f} ms ({t / int(n) * 1e6:.2f} us each)"
+                for n, t in by_size.items()
+            )
             print(f"kaext.connections(pid), {name:6}: {cells}")
         small, large = report["sizes"]
         print(f"per-connection cost, {large:,} vs {small:,} ({report['implementation']}): {report['growth']:.2f}x")

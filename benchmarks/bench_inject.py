@@ -124,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "implementation": kaext.IMPLEMENTATION,
         "machine": f"{platform.system()} {platform.machine()}",
         "policy": POLICY,
-        "us_per_connection": {
-            kind: {k: round(v * 1e6, 3) for k, v in b.items()} for kind, b in best.items()
-        },
+        "us_per_connection": {kind: {k: round(v * 1e6, 3) for k, v in b.items()} for kind, b in best.items()},
         "ratios": {
             kind: {
                 "injected_vs_bare": round(b["injected"] / b["bare"], 3),

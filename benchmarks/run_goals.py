@@ -26,7 +26,9 @@ HERE = Path(__file__).resolve().parent
 MAX_WHEEL_BYTES = 120_000
 TIMEOUT_S = 900  # per benchmark script
 
-GOAL_LINE = re.compile(r"^GOAL (?P<name>[^:]+): (?P<measured>.*?) \(goal (?P<op>\S+) (?P<target>[^)]*)\) (?P<result>PASS|MISS)\b(?P<rest>.*)$")
+GOAL_LINE = re.compile(
+    r"^GOAL (?P<name>[^:]+): (?P<measured>.*?) \(goal (?P<op>\S+) (?P<target>[^)]*)\) (?P<result>PASS|MISS)\b(?P<rest>.*)$"
+)
 
 
 def parse_goals(text: str) -> list[dict[str, str]]:

@@ -207,7 +207,9 @@ def report(result: dict[str, Any], max_rss: float, max_traced: float) -> bool:
     print(f"{'rounds':>10} {'calls':>11} {'RSS KiB':>10} {'dRSS KiB':>9} {'traced B':>10} {'seconds':>8}")
     base_rss = rows[0][1]
     for done, rss, traced, secs in rows:
-        print(f"{done:>10} {done * per_round:>11} {rss // 1024:>10} {(rss - base_rss) // 1024:>9} {traced:>10} {secs:>8.1f}")
+        print(
+            f"{done:>10} {done * per_round:>11} {rss // 1024:>10} {(rss - base_rss) // 1024:>9} {traced:>10} {secs:>8.1f}"
+        )
     # growth between the first sample after the first interval (allocator settled) and the last
     first, last = rows[1], rows[-1]
     calls = (last[0] - first[0]) * per_round or 1
@@ -216,7 +218,9 @@ def report(result: dict[str, Any], max_rss: float, max_traced: float) -> bool:
     rss_growth = max(last[1] - first[1] - RSS_ALLOWANCE, 0) / calls
     traced_growth = max(last[2] - first[2] - TRACED_ALLOWANCE, 0) / calls
     ok = rss_growth < max_rss and traced_growth < max_traced
-    print(f"from {first[0]:,} to {last[0]:,} rounds: RSS {last[1] - first[1]:+,} B, tracemalloc {last[2] - first[2]:+,} B")
+    print(
+        f"from {first[0]:,} to {last[0]:,} rounds: RSS {last[1] - first[1]:+,} B, tracemalloc {last[2] - first[2]:+,} B"
+    )
     print(
         f"growth per call beyond a one-time {RSS_ALLOWANCE // 1024} KiB / {TRACED_ALLOWANCE // 1024} KiB: "
         f"RSS {rss_growth:.4f} B (limit {max_rss}), tracemalloc {traced_growth:.5f} B "
@@ -296,10 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--rounds", type=int, default=1_000_000, help="rounds per phase (default 1,000,000)")
     parser.add_argument("--implementation", choices=("c", "python", "both"), default="both")
-    parser.add_argument("--error-rounds", type=int, default=None, help="rounds of the error phase (default: rounds / 10)")
-    parser.add_argument("--python-rounds", type=int, default=None, help="rounds for the pure-Python phases (default: --rounds)")
+    parser.add_argument(
+        "--error-rounds", type=int, default=None, help="rounds of the error phase (default: rounds / 10)"
+    )
+    parser.add_argument(
+        "--python-rounds", type=int, default=None, help="rounds for the pure-Python phases (default: --rounds)"
+    )
     parser.add_argument("--max-bytes-per-call", type=float, default=0.1, help="RSS growth limit (default 0.1)")
-    parser.add_argument("--max-traced-per-call", type=float, default=0.01, help="tracemalloc growth limit (default 0.01)")
+    parser.add_argument(
+        "--max-traced-per-call", type=float, default=0.01, help="tracemalloc growth limit (default 0.01)"
+    )
     parser.add_argument("--valgrind", type=int, default=0, metavar="N", help="also run memcheck over N rounds")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

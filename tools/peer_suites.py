@@ -63,8 +63,13 @@ def run_pytest(label: str, pytest_args: list[str], cwd: str, under_kaext: bool, 
     start = time.monotonic()
     interactive = sys.stderr.isatty()
     print(f"{label}: {'under kaext.run --accepted' if under_kaext else 'plainly'} ...", file=sys.stderr, flush=True)
-    proc = subprocess.run(argv, cwd=cwd, stdout=None if interactive else subprocess.DEVNULL,
-                          stderr=None if interactive else subprocess.DEVNULL, check=False)
+    proc = subprocess.run(
+        argv,
+        cwd=cwd,
+        stdout=None if interactive else subprocess.DEVNULL,
+        stderr=None if interactive else subprocess.DEVNULL,
+        check=False,
+    )
     tests, failing = _failing(junit)
     return Run(label, time.monotonic() - start, tests, failing, proc.returncode)
 
@@ -73,9 +78,11 @@ def compare(plain: Run, kaext: Run) -> list[str]:
     """Print both runs and the regressions (ids failing only under kaext); return them."""
     regressions = sorted(kaext.failing - plain.failing)
     fixed = sorted(plain.failing - kaext.failing)
-    print(f"{plain.label}: plain {plain.tests} tests, {len(plain.failing)} failing, {plain.seconds:.0f} s; "
-          f"under kaext.run --accepted {kaext.tests} tests, {len(kaext.failing)} failing, {kaext.seconds:.0f} s; "
-          f"{len(regressions)} regressions")
+    print(
+        f"{plain.label}: plain {plain.tests} tests, {len(plain.failing)} failing, {plain.seconds:.0f} s; "
+        f"under kaext.run --accepted {kaext.tests} tests, {len(kaext.failing)} failing, {kaext.seconds:.0f} s; "
+        f"{len(regressions)} regressions"
+    )
     if kaext.tests == 0 or plain.tests == 0:
         print(f"{plain.label}: no test results (exit statuses {plain.returncode}, {kaext.returncode})")
         regressions.append(f"{plain.label}: no test results")
@@ -87,8 +94,10 @@ def compare(plain: Run, kaext: Run) -> list[str]:
 
 
 def _sdist(project: str, into: str) -> str:
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-                    "-d", into, project], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", "-d", into, project],
+        check=True,
+    )
     found = glob.glob(os.path.join(into, "*.tar.gz"))
     if len(found) != 1:
         raise SystemExit(f"peer_suites: expected one sdist for {project}, found {found}")
@@ -111,12 +120,15 @@ def _install(root: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("projects", nargs="*", help=f"PyPI names (default: {' '.join(PROJECTS)})")
-    p.add_argument("--installed", metavar="PACKAGE",
-                   help="run the suite an installed package ships (pytest --pyargs PACKAGE), no download")
+    p.add_argument(
+        "--installed",
+        metavar="PACKAGE",
+        help="run the suite an installed package ships (pytest --pyargs PACKAGE), no download",
+    )
     p.add_argument("--no-install", action="store_true", help="do not pip install the sdist and its test requirements")
     argv = list(sys.argv[1:] if argv is None else argv)
     # after "--": pytest's arguments (argparse would take them for project names)
-    pytest_args = argv[argv.index("--") + 1:] if "--" in argv else []
+    pytest_args = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = p.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     regressions: list[str] = []
     with tempfile.TemporaryDirectory(prefix="kaext-peer-") as tmp:

@@ -48,6 +48,7 @@ else:
             return getattr(_connections, name)
         raise AttributeError(f"module 'kaext' has no attribute {name!r}")
 
+
 __all__ = [
     "IMPLEMENTATION",
     "Connection",

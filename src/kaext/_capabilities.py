@@ -226,8 +226,7 @@ def duration_ns(knob: str, value: object) -> int:
 
 def _duration_type_error(knob: str, value: object) -> TypeError:
     return TypeError(
-        f"{knob} must be seconds as int, float or datetime.timedelta, "
-        f"got {type(value).__name__} {value!r}"
+        f"{knob} must be seconds as int, float or datetime.timedelta, got {type(value).__name__} {value!r}"
     )
 
 

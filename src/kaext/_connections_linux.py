@@ -215,8 +215,20 @@ def _all_pids() -> list[int]:
 
 #: include/net/tcp_states.h; 13 is TCP_BOUND_INACTIVE (bound, not listening, Linux 6.8+).
 _STATES = (
-    "?", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
-    "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV", "BOUND_INACTIVE",
+    "?",
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT1",
+    "FIN_WAIT2",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "CLOSING",
+    "NEW_SYN_RECV",
+    "BOUND_INACTIVE",
 )
 _TIMERS = _platform.LINUX_TIMERS
 _KEEPALIVE_TIMER = 2
@@ -246,8 +258,15 @@ def _netlink_table(wanted: set[int], backend: ModuleType = _backend) -> dict[int
         for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
             nl.send(
                 _REQUEST.pack(
-                    _REQUEST.size, _platform.SOCK_DIAG_BY_FAMILY, _platform.NLM_F_REQUEST | _platform.NLM_F_DUMP,
-                    seq, 0, family, socket.IPPROTO_TCP, 0, _DUMP_STATES,
+                    _REQUEST.size,
+                    _platform.SOCK_DIAG_BY_FAMILY,
+                    _platform.NLM_F_REQUEST | _platform.NLM_F_DUMP,
+                    seq,
+                    0,
+                    family,
+                    socket.IPPROTO_TCP,
+                    0,
+                    _DUMP_STATES,
                 )
             )
             if not _read_dump(nl, buf, wanted, table, parse):
@@ -255,9 +274,7 @@ def _netlink_table(wanted: set[int], backend: ModuleType = _backend) -> dict[int
     return table
 
 
-def _read_dump(
-    nl: socket.socket, buf: bytearray, wanted: set[int], table: dict[int, TableRow], parse: Parser
-) -> bool:
+def _read_dump(nl: socket.socket, buf: bytearray, wanted: set[int], table: dict[int, TableRow], parse: Parser) -> bool:
     """Read one dump into ``table``; False when it was left early with every wanted socket found."""
     limit = len(buf) - _READ_SLACK
     total = len(wanted)

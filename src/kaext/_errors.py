@@ -41,8 +41,7 @@ if TYPE_CHECKING:
 
 def fd_type_error(sock: object) -> TypeError:
     return TypeError(
-        "expected a socket, an object with fileno(), or an int file descriptor; "
-        f"got {type(sock).__name__}"
+        f"expected a socket, an object with fileno(), or an int file descriptor; got {type(sock).__name__}"
     )
 
 
@@ -124,8 +123,7 @@ def unsupported_error(knob: str) -> OSError:
     """ENOPROTOOPT for a knob this platform cannot set, with the reason."""
     return OSError(
         _errno.ENOPROTOOPT,
-        f"{knob} cannot be set on this platform ({FAMILY}): {unsupported_reason(knob)}; "
-        "see kaext.capabilities()",
+        f"{knob} cannot be set on this platform ({FAMILY}): {unsupported_reason(knob)}; see kaext.capabilities()",
     )
 
 

@@ -203,8 +203,11 @@ def warn_if_not_inherited(sock: SocketLike, mask: int) -> None:
     (``TCP_RXT_CONNDROPTIME``) -- apply those to each accepted socket.  ``mask`` is a
     plan's mask (bit k: knob k is set).  Nothing to check elsewhere, nor for an int fd.
     """
-    names = [name for name in _platform.NOT_INHERITED_BY_ACCEPT.get(_platform.FAMILY, ())
-             if mask & (1 << _platform.KNOBS.index(name))]
+    names = [
+        name
+        for name in _platform.NOT_INHERITED_BY_ACCEPT.get(_platform.FAMILY, ())
+        if mask & (1 << _platform.KNOBS.index(name))
+    ]
     if not names or not _listening(sock):
         return
     import warnings

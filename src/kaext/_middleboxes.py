@@ -22,43 +22,60 @@ class Middlebox:
 
 _TABLE = (
     Middlebox(
-        "aws-nlb", 350, "AWS Network Load Balancer, TCP listener (configurable 60..6000 s since 2024-09)",
+        "aws-nlb",
+        350,
+        "AWS Network Load Balancer, TCP listener (configurable 60..6000 s since 2024-09)",
         "AWS Elastic Load Balancing, Network Load Balancers guide: 'Update the TCP idle timeout for "
         "your Network Load Balancer listener' -- default idle timeout for TCP flows 350 seconds",
     ),
     Middlebox(
-        "aws-gwlb", 350, "AWS Gateway Load Balancer, TCP flows (configurable 60..6000 s since 2024-09)",
-        "AWS Elastic Load Balancing, Gateway Load Balancers guide: idle timeout for TCP flows "
-        "350 seconds by default",
+        "aws-gwlb",
+        350,
+        "AWS Gateway Load Balancer, TCP flows (configurable 60..6000 s since 2024-09)",
+        "AWS Elastic Load Balancing, Gateway Load Balancers guide: idle timeout for TCP flows 350 seconds by default",
     ),
     Middlebox(
-        "aws-nat-gateway", 350, "AWS VPC NAT gateway (not configurable)",
+        "aws-nat-gateway",
+        350,
+        "AWS VPC NAT gateway (not configurable)",
         "Amazon VPC user guide, 'Troubleshoot NAT gateways': a connection that is idle for 350 "
         "seconds or more times out",
     ),
     Middlebox(
-        "azure-lb", 240, "Azure Load Balancer rules, inbound NAT and outbound rules (4..100 min)",
+        "azure-lb",
+        240,
+        "Azure Load Balancer rules, inbound NAT and outbound rules (4..100 min)",
         "Azure Load Balancer docs, 'Configure TCP reset and idle timeout': default 4 minutes",
     ),
     Middlebox(
-        "azure-nat-gateway", 240, "Azure NAT Gateway, TCP (configurable 4..120 min)",
+        "azure-nat-gateway",
+        240,
+        "Azure NAT Gateway, TCP (configurable 4..120 min)",
         "Azure NAT Gateway docs, 'TCP idle timeout': default 4 minutes",
     ),
     Middlebox(
-        "gcp-vpc", 600, "Google Cloud VPC connection tracking (firewall rules; not configurable)",
+        "gcp-vpc",
+        600,
+        "Google Cloud VPC connection tracking (firewall rules; not configurable)",
         "Google Compute Engine troubleshooting docs: VPC networks implement 10-minute connection "
         "tracking; an entry idle for 10 minutes is removed",
     ),
     Middlebox(
-        "gcp-cloud-nat", 1200, "Google Cloud NAT, TCP established connection idle timeout (configurable)",
+        "gcp-cloud-nat",
+        1200,
+        "Google Cloud NAT, TCP established connection idle timeout (configurable)",
         "Google Cloud NAT docs, NAT timeouts: TCP established connection idle timeout default 1200 s",
     ),
     Middlebox(
-        "ipvs", 900, "Linux IPVS (kube-proxy IPVS mode, keepalived, Docker swarm ingress); ipvsadm --set",
+        "ipvs",
+        900,
+        "Linux IPVS (kube-proxy IPVS mode, keepalived, Docker swarm ingress); ipvsadm --set",
         "Linux net/netfilter/ipvs/ip_vs_proto_tcp.c: tcp_timeouts[IP_VS_TCP_S_ESTABLISHED] = 15*60*HZ",
     ),
     Middlebox(
-        "linux-conntrack", 432000, "Linux netfilter conntrack / NAT, established TCP (5 days)",
+        "linux-conntrack",
+        432000,
+        "Linux netfilter conntrack / NAT, established TCP (5 days)",
         "Linux net/netfilter/nf_conntrack_proto_tcp.c: tcp_timeouts[TCP_CONNTRACK_ESTABLISHED] = "
         "5 DAYS; sysctl net.netfilter.nf_conntrack_tcp_timeout_established",
     ),

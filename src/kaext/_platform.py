@@ -146,6 +146,7 @@ def _family(platform: str) -> str:
 
 FAMILY: Final = _family(sys.platform)
 
+
 #: The largest socket handle either backend accepts (the C shim's KAEXT_SOCK_MAX): a file
 #: descriptor is an int on POSIX; a Windows SOCKET is a UINT_PTR (32 bits on win32, 64 on
 #: win64) whose all-ones value is INVALID_SOCKET.
@@ -280,8 +281,7 @@ FREEBSD = {
         _BSD_MAX_S,
         True,
         fallback=68,
-        note="drops the connection after this long without progress (retransmit and persist "
-        "timers); 0 = off",
+        note="drops the connection after this long without progress (retransmit and persist timers); 0 = off",
     ),
 }
 _DRAGONFLY_MS_NOTE = "DragonFly before 5.8 takes milliseconds"
@@ -432,9 +432,7 @@ def spec_for(knob: str, option: str, mechanism: int) -> KnobSpec | None:
     if not mechanism:
         return None
     for spec in (SPECS.get(knob), *ALTERNATIVES.get(FAMILY, {}).get(knob, ())):
-        if spec is not None and spec.mechanism == mechanism and (
-            mechanism == MECH_SIO or spec.option == option
-        ):
+        if spec is not None and spec.mechanism == mechanism and (mechanism == MECH_SIO or spec.option == option):
             return spec
     return None
 
@@ -447,8 +445,7 @@ UNSUPPORTED: Final[dict[str, dict[str, str]]] = {
         "no knobs works) and the system-wide sysctls net.inet.tcp.keepidle / keepintvl",
     ),
     "windows": {
-        "count": "this Windows (before 10 version 1703) has no TCP_KEEPCNT: the probe count "
-        "is fixed at 10",
+        "count": "this Windows (before 10 version 1703) has no TCP_KEEPCNT: the probe count is fixed at 10",
         "user_timeout": "this Windows refused TCP_MAXRT",
     },
     "darwin": {"interval": "macOS before 10.9 has no TCP_KEEPINTVL", "count": "macOS before 10.9 has no TCP_KEEPCNT"},

@@ -350,9 +350,7 @@ class Policy:
             return cls(keepalive=False, user_timeout=ut)
         fields = head.split(":")
         if len(fields) > 3 or not any(fields):
-            raise ValueError(
-                f"invalid keepalive spec {spec!r}: expected 'on', 'off' or [idle]:[interval]:[count]"
-            )
+            raise ValueError(f"invalid keepalive spec {spec!r}: expected 'on', 'off' or [idle]:[interval]:[count]")
         # like nginx, trailing fields may be left out: "10" and "10:" set only idle
         idle_s, interval_s, count_s = (*fields, "", "")[:3]
         idle = _parse_duration(idle_s, "idle", spec) if idle_s else None
@@ -409,7 +407,6 @@ class Policy:
         Names (in any case: ``"AWS-NLB"`` too) and sourced numbers: ``kaext.presets.MIDDLEBOXES``.
         """
         return for_middlebox(name, cls)
-
 
     def socket_options(self, base: Iterable[Sequence[Any]] = (), *, strict: bool = True) -> list[tuple[Any, ...]]:
         """The policy as ``(level, optname, value)`` tuples, for ``socket_options`` arguments.

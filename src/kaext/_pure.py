@@ -83,6 +83,7 @@ class Plan(Record):
     def __init__(self, set_mask: int, idle: int, interval: int, count: int, user_timeout: int, keepalive: int) -> None:
         self._init(set_mask, idle, interval, count, user_timeout, keepalive)
 
+
 # Names a platform header may define that matter for keepalive and timeouts.
 _NAMES = (
     "SOL_SOCKET",
@@ -138,9 +139,7 @@ _TCP_NODELAY = socket.TCP_NODELAY
 _socket_type = socket.socket
 
 KNOB_OPTIONS: tuple[tuple[str, int, int] | None, ...] = tuple(
-    (SPECS[k].option, _TCP, CONSTANTS[SPECS[k].option])
-    if k in SPECS and SPECS[k].option in CONSTANTS
-    else None
+    (SPECS[k].option, _TCP, CONSTANTS[SPECS[k].option]) if k in SPECS and SPECS[k].option in CONSTANTS else None
     for k in KNOBS
 )
 
@@ -730,9 +729,7 @@ def _make_policy(cls: type, values: tuple[Any, ...]) -> Any:
 # Every knob's mechanism now, at import, as the C extension does (no racing first probes
 # from several threads); then the knobs that read back (WSAIoctl is write-only).
 _READABLE = tuple(
-    (k, entry[1], entry[2])
-    for k, entry in enumerate(KNOB_OPTIONS)
-    if entry is not None and mechanism(k) != MECH_SIO
+    (k, entry[1], entry[2]) for k, entry in enumerate(KNOB_OPTIONS) if entry is not None and mechanism(k) != MECH_SIO
 )
 _WANT_STATE = WANT_KEEPALIVE | (1 << IDLE) | (1 << INTERVAL) | (1 << COUNT)
 

@@ -131,8 +131,13 @@ _DIAG_FAMILY: dict[int, tuple[str, int]] = {socket.AF_INET: ("IPv4", 4), socket.
 
 
 def diag_parse(
-    buf: bytearray, n: int, wanted: set[int], table: dict[int, Any], states: tuple[str, ...],
-    timers: tuple[str, ...], keepalive_timer: int,
+    buf: bytearray,
+    n: int,
+    wanted: set[int],
+    table: dict[int, Any],
+    states: tuple[str, ...],
+    timers: tuple[str, ...],
+    keepalive_timer: int,
 ) -> bool:
     """Parse one read (``buf[:n]``) of a sock_diag dump of TCP sockets into ``table``.
 
@@ -166,8 +171,14 @@ def diag_parse(
 
 
 def _diag_messages(
-    buf: bytearray, view: memoryview, n: int, wanted: set[int], table: dict[int, Any], states: tuple[str, ...],
-    timers: tuple[str, ...], keepalive_timer: int,
+    buf: bytearray,
+    view: memoryview,
+    n: int,
+    wanted: set[int],
+    table: dict[int, Any],
+    states: tuple[str, ...],
+    timers: tuple[str, ...],
+    keepalive_timer: int,
 ) -> bool:
     """One read of the dump, message by message; True at its end."""
     scan = _DIAG_SCAN.unpack_from

@@ -40,6 +40,7 @@ class Policy(Protocol):
 
     def apply(self, sock: Any) -> None: ...
 
+
 _APPLY_HINT = "apply the policy to the socket instead: policy.apply(sock) or policy.socket_factory()"
 
 
@@ -85,8 +86,7 @@ def socket_options(policy: Policy, base: Iterable[Sequence[Any]], strict: bool) 
             raise TypeError(f"base entries must be (level, optname, value) tuples, got {item!r}")
         merged.append(entry)
     own: list[tuple[Any, ...]] = [
-        (knob.level, knob.optname, value)
-        for _, knob, value in _tcp_level_knobs(policy, "socket_options()", strict)
+        (knob.level, knob.optname, value) for _, knob, value in _tcp_level_knobs(policy, "socket_options()", strict)
     ]
     consts = _backend.CONSTANTS
     # SO_KEEPALIVE last, as Policy.apply does: a refused TCP-level option leaves it untouched.
@@ -156,8 +156,7 @@ def libpq_params(policy: Policy, strict: bool) -> dict[str, int]:
         else:
             _refuse(
                 "libpq_params()",
-                f"user_timeout: libpq's tcp_user_timeout sets TCP_USER_TIMEOUT only, this platform "
-                f"uses {knob.option}",
+                f"user_timeout: libpq's tcp_user_timeout sets TCP_USER_TIMEOUT only, this platform uses {knob.option}",
                 strict,
             )
     return out

@@ -279,9 +279,12 @@ def _probe(mask: int, values: tuple[int, ...], flags: int = 0) -> None:
                     f.write("0")
 
             try:
-                ran = subprocess.run(
-                    [sys.executable, "-S", "-c", _PROBE], preexec_fn=enter, capture_output=True, timeout=30
-                ).returncode == 0
+                ran = (
+                    subprocess.run(
+                        [sys.executable, "-S", "-c", _PROBE], preexec_fn=enter, capture_output=True, timeout=30
+                    ).returncode
+                    == 0
+                )
             except (OSError, subprocess.SubprocessError):
                 ran = False
             finally:

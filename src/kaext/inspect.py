@@ -66,7 +66,6 @@ from ._policy import as_policy, format_duration
 __all__ = ["main", "verdict"]
 
 
-
 def _prog() -> str:
     """The name errors are shown under: the console script's, or ``python -m kaext.inspect``."""
     return prog_name("kaext-inspect", "kaext.inspect")
@@ -249,8 +248,10 @@ def _cells(conn: Connection, judged: str | None) -> list[str]:
         keepalive = "on" if ka.enabled else "off"
         idle, interval = _duration(ka.idle), _duration(ka.interval)
         count = "?" if ka.count is None else str(ka.count)
-        user_timeout = "?" if conn.user_timeout is None else (
-            "default" if conn.user_timeout == 0 else _duration(conn.user_timeout)
+        user_timeout = (
+            "?"
+            if conn.user_timeout is None
+            else ("default" if conn.user_timeout == 0 else _duration(conn.user_timeout))
         )
     timer = conn.timer or "?"
     if conn.timer_left is not None:
@@ -274,7 +275,18 @@ def _cells(conn: Connection, judged: str | None) -> list[str]:
 
 
 _HEAD = [
-    "PID", "FD", "LOCAL", "REMOTE", "STATE", "KEEPALIVE", "IDLE", "INTVL", "CNT", "USER_TIMEOUT", "TIMER", "VERDICT",
+    "PID",
+    "FD",
+    "LOCAL",
+    "REMOTE",
+    "STATE",
+    "KEEPALIVE",
+    "IDLE",
+    "INTVL",
+    "CNT",
+    "USER_TIMEOUT",
+    "TIMER",
+    "VERDICT",
 ]
 
 

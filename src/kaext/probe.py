@@ -70,6 +70,7 @@ MAX_IDLE_RANGE = (1, 32767)
 #: ``--resolution``: the bracket's width as a fraction of the timeout.
 RESOLUTION_RANGE = (0.01, 1.0)
 
+
 def kernel_timing() -> bool:
     """Whether this OS shows when a socket's probes went out (``TCP_INFO``); else asked times are used."""
     return _tcp_info.AVAILABLE
@@ -89,11 +90,16 @@ def idle_times(max_idle: float = 1200, resolution: float = 0.05) -> list[int]:
     Raises TypeError / ValueError for a value of the wrong type or outside
     ``MAX_IDLE_RANGE`` / ``RESOLUTION_RANGE``.
     """
-    for name, value, (low, high) in (("max_idle", max_idle, MAX_IDLE_RANGE),
-                                     ("resolution", resolution, RESOLUTION_RANGE)):
+    for name, value, (low, high) in (
+        ("max_idle", max_idle, MAX_IDLE_RANGE),
+        ("resolution", resolution, RESOLUTION_RANGE),
+    ):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}"
-                            if name == "max_idle" else f"{name} must be a number, got {type(value).__name__}")
+            raise TypeError(
+                f"{name} must be a number of seconds, got {type(value).__name__}"
+                if name == "max_idle"
+                else f"{name} must be a number, got {type(value).__name__}"
+            )
         if not (low <= value <= high) or math.isnan(value):
             raise ValueError(f"{name}={value!r} is out of range ({low} .. {high})")
     out: list[int] = []
@@ -102,8 +108,10 @@ def idle_times(max_idle: float = 1200, resolution: float = 0.05) -> list[int]:
         out.append(t)
         t = max(t + 1, math.floor(t * (1 + resolution)))
     if len(out) > MAX_CONNECTIONS:
-        raise ValueError(f"max_idle={max_idle!r} with resolution={resolution!r} needs {len(out)} connections, "
-                         f"more than {MAX_CONNECTIONS}; use a coarser resolution or a smaller max_idle")
+        raise ValueError(
+            f"max_idle={max_idle!r} with resolution={resolution!r} needs {len(out)} connections, "
+            f"more than {MAX_CONNECTIONS}; use a coarser resolution or a smaller max_idle"
+        )
     return out
 
 
@@ -342,8 +350,9 @@ def _readable(sock: socket.socket) -> bool:
 def _bracket(flows: list[_Flow]) -> tuple[float | None, float | None]:
     lost = [f.idle for f in flows if f.outcome == "lost" and f.idle is not None]
     high = min(lost) if lost else None
-    below = [f.idle for f in flows if f.outcome == "survived" and f.idle is not None
-             and (high is None or f.idle < high)]
+    below = [
+        f.idle for f in flows if f.outcome == "survived" and f.idle is not None and (high is None or f.idle < high)
+    ]
     return (max(below) if below else None), high
 
 
@@ -407,13 +416,20 @@ def verdict(result: ProbeResult) -> str:
     """The final one-line verdict ``main`` prints."""
     where = f"{result.host} port {result.port}"
     if result.idle_timeout is not None:
-        line = (f"{where}: the path forgets an idle connection after {_seconds(result.survived)} .. "
-                f"{_seconds(result.idle_timeout)}")
-        line += (f"; recommended policy {result.policy!r} (Policy.parse)" if result.policy
-                 else "; too short for a keepalive policy")
+        line = (
+            f"{where}: the path forgets an idle connection after {_seconds(result.survived)} .. "
+            f"{_seconds(result.idle_timeout)}"
+        )
+        line += (
+            f"; recommended policy {result.policy!r} (Policy.parse)"
+            if result.policy
+            else "; too short for a keepalive policy"
+        )
     elif result.server_closed_after is not None:
-        line = (f"{where}: no idle timeout on the path up to {_seconds(result.survived)}; "
-                f"the server itself closes idle connections after {_seconds(result.server_closed_after)}")
+        line = (
+            f"{where}: no idle timeout on the path up to {_seconds(result.survived)}; "
+            f"the server itself closes idle connections after {_seconds(result.server_closed_after)}"
+        )
     else:
         line = f"{where}: no idle timeout up to {_seconds(result.survived)}"
     if result.idle_timeout is not None and result.server_closed_after is not None:
@@ -423,27 +439,38 @@ def verdict(result: ProbeResult) -> str:
 
 
 def _show(p: Progress) -> None:
-    sys.stderr.write(f"\r{_prog()}: {p.elapsed:5.0f} s, {p.open} open, {p.survived} survived, {p.lost} lost, "
-                     f"bracket {_seconds(p.low)} .. {_seconds(p.high)}\x1b[K")
+    sys.stderr.write(
+        f"\r{_prog()}: {p.elapsed:5.0f} s, {p.open} open, {p.survived} survived, {p.lost} lost, "
+        f"bracket {_seconds(p.low)} .. {_seconds(p.high)}\x1b[K"
+    )
     sys.stderr.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m kaext.probe`` / ``kaext-probe``; returns the exit status."""
-    parser = Parser(prog=_prog(), description="Measure how long the network path to a TCP server keeps "
-                     "an idle connection, with TCP keepalive.")
+    parser = Parser(
+        prog=_prog(),
+        description="Measure how long the network path to a TCP server keeps an idle connection, with TCP keepalive.",
+    )
     parser.add_argument("host")
     parser.add_argument("port", type=_number(int))
-    parser.add_argument("--max", type=_number(float), default=1200, metavar="SECONDS",
-                        help="longest idle time tried (default 1200)")
-    parser.add_argument("--resolution", type=_number(float), default=0.05, metavar="FRACTION",
-                        help="bracket width as a fraction of the timeout (default 0.05; never under 1 s)")
+    parser.add_argument(
+        "--max", type=_number(float), default=1200, metavar="SECONDS", help="longest idle time tried (default 1200)"
+    )
+    parser.add_argument(
+        "--resolution",
+        type=_number(float),
+        default=0.05,
+        metavar="FRACTION",
+        help="bracket width as a fraction of the timeout (default 0.05; never under 1 s)",
+    )
     parser.add_argument("--json", action="store_true", help="print only the result as JSON")
     args = parser.parse_args(argv)
     tty = sys.stderr.isatty()
     try:
-        result = measure(args.host, args.port, max_idle=args.max, resolution=args.resolution,
-                         progress=_show if tty else None)
+        result = measure(
+            args.host, args.port, max_idle=args.max, resolution=args.resolution, progress=_show if tty else None
+        )
     except (TypeError, ValueError, OSError) as exc:
         if tty:
             sys.stderr.write("\n")

@@ -287,8 +287,21 @@ def _roundtrip(family: str, state: str, sock: socket.socket, name: str, knob: ka
             if detail.startswith("socket.") and "header value" in detail:
                 verdict = "MISMATCH"
         rows.append(
-            _row(family, state, "roundtrip", name, knob.option, knob.optname, knob.unit, seconds, expected,
-                 via_kaext, via_socket, verdict, detail)
+            _row(
+                family,
+                state,
+                "roundtrip",
+                name,
+                knob.option,
+                knob.optname,
+                knob.unit,
+                seconds,
+                expected,
+                via_kaext,
+                via_socket,
+                verdict,
+                detail,
+            )
         )
     return rows
 
@@ -315,8 +328,21 @@ def _keepalive_rows(family: str, state: str, sock: socket.socket) -> list[dict[s
                     via_socket = int(sock.getsockopt(level, py_optname) != 0)
                 verdict = judge(want, via_kaext, via_socket)
         rows.append(
-            _row(family, state, "keepalive", "keepalive", "SO_KEEPALIVE", optname, "on/off", None, want,
-                 via_kaext, via_socket, verdict, detail)
+            _row(
+                family,
+                state,
+                "keepalive",
+                "keepalive",
+                "SO_KEEPALIVE",
+                optname,
+                "on/off",
+                None,
+                want,
+                via_kaext,
+                via_socket,
+                verdict,
+                detail,
+            )
         )
     return rows
 
@@ -369,8 +395,21 @@ def _out_of_range(family: str, state: str, family_number: int, sock: socket.sock
             if verdict == "rejected" and _snapshot(sock) != before:
                 verdict, detail = "MISMATCH", "the refused call changed the socket"
             rows.append(
-                _row(family, state, "out_of_range", name, knob.option, knob.optname, knob.unit, seconds, native,
-                     None, None, verdict, f"{detail} [{info}]")
+                _row(
+                    family,
+                    state,
+                    "out_of_range",
+                    name,
+                    knob.option,
+                    knob.optname,
+                    knob.unit,
+                    seconds,
+                    native,
+                    None,
+                    None,
+                    verdict,
+                    f"{detail} [{info}]",
+                )
             )
     return rows
 
@@ -465,8 +504,11 @@ def _live_one(family_name: str, family: int, host: str, policy: kaext.Policy) ->
         out.update(verdict="MISMATCH", ok=False, detail="socket not found in " + _PROC[family_name])
         return out
     remaining = entry["ticks"] / ticks_per_s
-    out.update(timer=_TIMERS.get(entry["timer_active"], str(entry["timer_active"])), remaining=remaining,
-               peer_timer=_TIMERS.get(peer["timer_active"], str(peer["timer_active"])))
+    out.update(
+        timer=_TIMERS.get(entry["timer_active"], str(entry["timer_active"])),
+        remaining=remaining,
+        peer_timer=_TIMERS.get(peer["timer_active"], str(peer["timer_active"])),
+    )
     # The timer was armed for ``idle`` when SO_KEEPALIVE went on, at most ``elapsed``
     # seconds before the read; the kernel prints the rest truncated to whole ticks.
     tolerance = 2 / ticks_per_s + 0.02
@@ -586,8 +628,6 @@ def _header() -> dict[str, Any]:
     }
 
 
-
-
 def _cells(r: dict[str, Any]) -> list[str]:
     unit = r["unit"]
     option = f"{r['option']}={r['constant']}" if r["constant"] is not None else r["option"]
@@ -609,8 +649,10 @@ def _print_text(report: dict[str, Any], quiet: bool, out: Callable[[str], None])
     d = report["system_defaults"]
     out(f"kaext {report['kaext']} ({report['implementation']} implementation)")
     out(f"platform: {report['platform']}, kernel {report['kernel']}, Python {report['python']}")
-    out(f"system defaults: keepalive {'on' if d['keepalive'] else 'off'}, idle {d['idle']} s, "
-        f"interval {d['interval']} s, count {d['count']}")
+    out(
+        f"system defaults: keepalive {'on' if d['keepalive'] else 'off'}, idle {d['idle']} s, "
+        f"interval {d['interval']} s, count {d['count']}"
+    )
     out("mechanisms: " + (", ".join(f"{k} {m}" for k, m in report["mechanisms"].items()) or "SO_KEEPALIVE only"))
     for note in report["notes"]:
         out(f"note: {note}")
@@ -645,18 +687,24 @@ def _print_text(report: dict[str, Any], quiet: bool, out: Callable[[str], None])
             extra = ""
             if info is not None:
                 state = "established" if info["state"] == 1 else f"state {info['state']}"
-                extra = (f"; TCP_INFO: {state}, probes out {info['probes']}, "
-                         f"last data received {info['last_data_recv_ms']} ms ago")
-            out(f"  {c['socket']}: {c['source']} timer {c['timer']}, {c['remaining']} s left; "
-                f"peer timer {c['peer_timer']}{extra}")
+                extra = (
+                    f"; TCP_INFO: {state}, probes out {info['probes']}, "
+                    f"last data received {info['last_data_recv_ms']} ms ago"
+                )
+            out(
+                f"  {c['socket']}: {c['source']} timer {c['timer']}, {c['remaining']} s left; "
+                f"peer timer {c['peer_timer']}{extra}"
+            )
             out(f"  {c['socket']}: {c['verdict']}: {c['detail']}")
         if live["available"] and live["detail"]:
             out(f"  {live['detail']}")
     idle = report.get("idle_timeout")
     if idle is not None:
         out("")
-        out(f"idle timeout {idle['idle_timeout']:g} s, policy {idle['policy']!r} ({idle['source']}): "
-            f"{idle['verdict']}: {idle['detail']}")
+        out(
+            f"idle timeout {idle['idle_timeout']:g} s, policy {idle['policy']!r} ({idle['source']}): "
+            f"{idle['verdict']}: {idle['detail']}"
+        )
     out("")
     out("OK: every value round-trips" if report["ok"] else "FAILED: see the verdicts above")
 

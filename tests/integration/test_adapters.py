@@ -29,9 +29,9 @@ IDLE, INTERVAL, COUNT = 37, 7, 4
 USER_TIMEOUT_MS = 71_000  # longer than idle + interval * count = 65 s
 HAS_USER_TIMEOUT = "user_timeout" in kaext.capabilities()
 # read back through Python's own constant, where Python has it and it is the option kaext uses (Linux)
-CHECK_USER_TIMEOUT = HAS_USER_TIMEOUT and getattr(socket, "TCP_USER_TIMEOUT", None) == kaext.capabilities()[
-    "user_timeout"
-].optname
+CHECK_USER_TIMEOUT = (
+    HAS_USER_TIMEOUT and getattr(socket, "TCP_USER_TIMEOUT", None) == kaext.capabilities()["user_timeout"].optname
+)
 _IDLE_OPT = getattr(socket, "TCP_KEEPIDLE", None) or getattr(socket, "TCP_KEEPALIVE", None)
 PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
@@ -188,9 +188,7 @@ def test_requests_through_a_proxy_forward_and_connect(origin: str, tls_origin: t
 
 
 @pytest.mark.one_implementation
-def test_requests_environment_proxy_and_no_proxy(
-    origin: str, proxy: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_requests_environment_proxy_and_no_proxy(origin: str, proxy: str, monkeypatch: pytest.MonkeyPatch) -> None:
     requests = servers.library("requests")
     monkeypatch.setenv("HTTP_PROXY", proxy)
     with requests.Session() as session:
@@ -266,8 +264,15 @@ HTTPX_CASES = [
 @pytest.mark.parametrize(("case", "env", "make_kwargs", "via_proxy"), HTTPX_CASES, ids=[c[0] for c in HTTPX_CASES])
 @pytest.mark.parametrize("scheme", ["http", "https"])
 def test_httpx_client_behaves_like_httpx_and_carries_the_policy(
-    case: str, env: dict[str, str], make_kwargs: Any, via_proxy: bool, scheme: str,
-    origin: str, tls_origin: tuple[str, str], proxy: str, monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    env: dict[str, str],
+    make_kwargs: Any,
+    via_proxy: bool,
+    scheme: str,
+    origin: str,
+    tls_origin: tuple[str, str],
+    proxy: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     httpx = servers.library("httpx")
     tls_url, cert = tls_origin

@@ -41,16 +41,22 @@ def test_console_script_speaks_under_its_own_name(tool: str) -> None:
 
 @pytest.mark.parametrize("tool", sorted(TOOLS))
 def test_module_speaks_as_python_m(tool: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", f"kaext.{tool}", *TOOLS[tool]], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"kaext.{tool}", *TOOLS[tool]], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2, proc
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"python -m kaext.{tool}: error: "), proc.stderr
 
 
 # tool -> arguments it takes, before which an unknown option is reported
-VALID = {"verify": [], "inspect": ["--all"], "run": ["--policy", "aws-nlb"], "enforce": ["--list"],
-         "probe": ["127.0.0.1", "1"]}
+VALID = {
+    "verify": [],
+    "inspect": ["--all"],
+    "run": ["--policy", "aws-nlb"],
+    "enforce": ["--list"],
+    "probe": ["127.0.0.1", "1"],
+}
 
 
 @pytest.mark.parametrize("tool", sorted(VALID))
@@ -140,14 +146,19 @@ def test_the_umbrella_runs_the_tool_with_the_rest_of_the_arguments() -> None:
     import json
 
     for argv in ([_script(None)], [sys.executable, "-m", "kaext"]):
-        proc = subprocess.run([*argv, "inspect", str(os.getpid()), "--json"], capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run(
+            [*argv, "inspect", str(os.getpid()), "--json"], capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode in (0, 1), proc
         fds = {c["fd"] for c in json.loads(proc.stdout)["connections"]}
         assert all(isinstance(fd, int) for fd in fds)
         show = "import kaext; print(repr(kaext.injected()))"
-        run = subprocess.run([*argv, "run", "--policy", "aws-nlb", "--", sys.executable, "-c", show],
-                             capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            [*argv, "run", "--policy", "aws-nlb", "--", sys.executable, "-c", show],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert run.returncode == 0, run
         import kaext
 
@@ -185,8 +196,12 @@ def test_kaext_run_warns_once_in_one_line(how: str) -> None:
         "module": ("python -m kaext.run", [sys.executable, "-m", "kaext.run"]),
         "umbrella": ("python -m kaext run", [sys.executable, "-m", "kaext", "run"]),
     }[how]
-    proc = subprocess.run([*argv, "--policy", SHORT_USER_TIMEOUT, "--", sys.executable, "-c", CHILD],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [*argv, "--policy", SHORT_USER_TIMEOUT, "--", sys.executable, "-c", CHILD],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
@@ -207,8 +222,12 @@ def test_every_tool_warns_in_one_line(tool: str) -> None:
 
 
 def test_kaext_run_under_w_error_is_a_usage_error() -> None:
-    proc = subprocess.run([sys.executable, "-W", "error", "-m", "kaext.run", "--policy", SHORT_USER_TIMEOUT, "--",
-                           "true"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "kaext.run", "--policy", SHORT_USER_TIMEOUT, "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2, proc
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("python -m kaext.run: error: --policy: user_timeout=5 s"), proc

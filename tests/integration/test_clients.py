@@ -82,8 +82,12 @@ def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def _redis_query(ns: str, *command: str) -> str:
-    proc = subprocess.run(_in_ns(ns, "redis-cli", "-h", "127.0.0.1", "-p", str(REDIS_PORT), *command),
-                          capture_output=True, text=True, timeout=10)
+    proc = subprocess.run(
+        _in_ns(ns, "redis-cli", "-h", "127.0.0.1", "-p", str(REDIS_PORT), *command),
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     return proc.stdout
 
 
@@ -97,10 +101,31 @@ def redis_in(lab: netns.Lab) -> Iterator[Callable[[], int]]:
     netns.ip("-n", ns, "link", "set", "dev", "lo", "up")  # for the readiness queries
     with tempfile.TemporaryDirectory(prefix="kaext-clients-redis-") as tmp:
         proc = subprocess.Popen(
-            _in_ns(ns, binary, "--port", str(REDIS_PORT), "--bind", lab.server.address, "127.0.0.1",
-                   "--save", "", "--appendonly", "no", "--dir", tmp, "--protected-mode", "no",
-                   "--tcp-keepalive", "0", "--daemonize", "no", "--logfile", os.path.join(tmp, "log")),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            _in_ns(
+                ns,
+                binary,
+                "--port",
+                str(REDIS_PORT),
+                "--bind",
+                lab.server.address,
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                tmp,
+                "--protected-mode",
+                "no",
+                "--tcp-keepalive",
+                "0",
+                "--daemonize",
+                "no",
+                "--logfile",
+                os.path.join(tmp, "log"),
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             _wait(lambda: _redis_query(ns, "PING").strip() == "PONG", 15, "redis-server")
@@ -118,8 +143,9 @@ def postgres_in(lab: netns.Lab) -> Iterator[Callable[[], int]]:
     """A PostgreSQL cluster in the server namespace on 192.0.2.2; yields "sessions in pg_sleep"."""
     initdb, pg_ctl, psql = servers._pg_bin("initdb"), servers._pg_bin("pg_ctl"), shutil.which("psql")
     if initdb is None or pg_ctl is None or psql is None:
-        servers.missing("PostgreSQL (initdb, pg_ctl, psql) is not installed (Debian packages postgresql, "
-                        "postgresql-client)")
+        servers.missing(
+            "PostgreSQL (initdb, pg_ctl, psql) is not installed (Debian packages postgresql, postgresql-client)"
+        )
     import pwd
 
     try:
@@ -135,31 +161,56 @@ def postgres_in(lab: netns.Lab) -> Iterator[Callable[[], int]]:
         os.chown(path, owner.pw_uid, owner.pw_gid)
     started = False
     try:
-        subprocess.run([*prefix, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync",
-                        "-E", "UTF8"], check=True, stdout=subprocess.DEVNULL, timeout=120)
+        subprocess.run(
+            [*prefix, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=120,
+        )
         with open(os.path.join(data, "pg_hba.conf"), "a") as hba:  # the client host, trusted
             hba.write(f"host all all {lab.client.address}/32 trust\n")
         # tcp_keepalives_idle etc. left at their defaults; the server end never matters here
         # (its link is down), only the client's.
         options = f"-p {PG_PORT} -k {sockdir} -c listen_addresses={lab.server.address} -c fsync=off"
-        subprocess.run(_in_ns(ns, *prefix, pg_ctl, "-D", data, "-o", options, "-l", log, "-w", "-t", "60",
-                              "start"), check=True, stdout=subprocess.DEVNULL, timeout=90)
+        subprocess.run(
+            _in_ns(ns, *prefix, pg_ctl, "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start"),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=90,
+        )
         started = True
 
         def sleeping() -> int:
             proc = subprocess.run(
-                [*prefix, psql, "-h", sockdir, "-p", str(PG_PORT), "-U", "postgres", "-At", "-c",
-                 "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
-                 " AND state = 'active'"],
-                capture_output=True, text=True, timeout=10,
+                [
+                    *prefix,
+                    psql,
+                    "-h",
+                    sockdir,
+                    "-p",
+                    str(PG_PORT),
+                    "-U",
+                    "postgres",
+                    "-At",
+                    "-c",
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' AND state = 'active'",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=10,
             )
             return int(proc.stdout.strip() or 0)
 
         yield sleeping
     finally:
         if started:
-            subprocess.run([*prefix, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
+            subprocess.run(
+                [*prefix, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+                check=False,
+            )
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -190,9 +241,9 @@ while True:
 def http_in(lab: netns.Lab) -> Iterator[Callable[[], int]]:
     """The streaming HTTP server in the server namespace; yields "streams started"."""
     proc = subprocess.Popen(
-        _in_ns(lab.server.netns, sys.executable, "-I", "-S", "-c", _STREAM_SERVER, lab.server.address,
-               str(HTTP_PORT)),
-        stdout=subprocess.PIPE, text=True,
+        _in_ns(lab.server.netns, sys.executable, "-I", "-S", "-c", _STREAM_SERVER, lab.server.address, str(HTTP_PORT)),
+        stdout=subprocess.PIPE,
+        text=True,
     )
     started = [0]
 
@@ -302,8 +353,14 @@ def _native_clients(lab: netns.Lab, with_kaext: bool) -> dict[str, list[str]]:
     run: dict[str, list[str]] = {}
     server = lab.server.address
     redis_cli = ["redis-cli", "-h", server, "-p", str(REDIS_PORT), "BLPOP", "kaext-never", "0"]
-    psql = ["psql", "-X", "-At", f"host={server} port={PG_PORT} user=postgres dbname=postgres",
-            "-c", "SELECT pg_sleep(600)"]
+    psql = [
+        "psql",
+        "-X",
+        "-At",
+        f"host={server} port={PG_PORT} user=postgres dbname=postgres",
+        "-c",
+        "SELECT pg_sleep(600)",
+    ]
     if with_kaext:
         # --force: hiredis sets its own keepalive (15 s idle) after connecting, which
         # would otherwise overwrite the policy's
@@ -330,14 +387,20 @@ class Client:
 
 
 def _start(lab: netns.Lab, name: str, argv: list[str], with_kaext: bool) -> Client:
-    proc = subprocess.Popen(_in_ns(lab.client.netns, *argv), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        _in_ns(lab.client.netns, *argv),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     return Client(name, with_kaext, proc)
 
 
 def _python_argv(name: str, lab: netns.Lab, with_kaext: bool) -> list[str]:
     code = (_PY_PRELUDE + _PY_CLIENTS[name]).format(
-        T=T, with_kaext=with_kaext, server=lab.server.address, redis=REDIS_PORT, pg=PG_PORT, http=HTTP_PORT)
+        T=T, with_kaext=with_kaext, server=lab.server.address, redis=REDIS_PORT, pg=PG_PORT, http=HTTP_PORT
+    )
     return [sys.executable, "-c", textwrap.dedent(code)]
 
 
@@ -383,8 +446,11 @@ def run_all(
             early = [c for c in clients if c.proc.poll() is not None]
             if early:
                 c = early[0]
-                raise AssertionError(f"{c.label} ended before the server vanished: {c.proc.stdout.read()!r}"
-                                     if c.proc.stdout else c.label)
+                raise AssertionError(
+                    f"{c.label} ended before the server vanished: {c.proc.stdout.read()!r}"
+                    if c.proc.stdout
+                    else c.label
+                )
             return redis_in() >= n_redis and postgres_in() >= n_pg and http_in() >= n_http
 
         _wait(ready, READY_TIMEOUT, f"{n_redis} BLPOPs, {n_pg} pg_sleeps and {n_http} streams")

@@ -115,8 +115,19 @@ def test_connection_is_an_immutable_value(connections: Lister) -> None:
         (row,) = [r for r in connections() if r.fd == listener.fileno()]
     assert row == row._replace() and hash(row) == hash(row._replace())
     assert list(row._asdict()) == [
-        "pid", "fd", "family", "local", "remote", "state", "keepalive",
-        "user_timeout", "timer", "timer_left", "probes", "reason", "inode",
+        "pid",
+        "fd",
+        "family",
+        "local",
+        "remote",
+        "state",
+        "keepalive",
+        "user_timeout",
+        "timer",
+        "timer_left",
+        "probes",
+        "reason",
+        "inode",
     ]
     with pytest.raises(AttributeError):
         row.fd = 0  # type: ignore[misc]
@@ -154,7 +165,8 @@ def dup2_storm(pairs: int = 1) -> Iterator[tuple[list[int], dict[int, tuple[int,
             # each listener as the kernel reports it: its inode, port and its own getsockopt
             expected = {
                 os.fstat(s.fileno()).st_ino: (
-                    s.getsockname()[1], float(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE))
+                    s.getsockname()[1],
+                    float(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)),
                 )
                 for s in listeners
             }
@@ -225,9 +237,19 @@ def test_dump_parsers_agree(reader: ModuleType) -> None:
         reads = []
         with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _platform.NETLINK_SOCK_DIAG) as nl:
             for family in (socket.AF_INET, socket.AF_INET6):
-                nl.send(_connections_linux._REQUEST.pack(
-                    _connections_linux._REQUEST.size, 20, 0x301, 1, 0, family, socket.IPPROTO_TCP, 0, 0xFFFFFFFF,
-                ))
+                nl.send(
+                    _connections_linux._REQUEST.pack(
+                        _connections_linux._REQUEST.size,
+                        20,
+                        0x301,
+                        1,
+                        0,
+                        family,
+                        socket.IPPROTO_TCP,
+                        0,
+                        0xFFFFFFFF,
+                    )
+                )
                 while True:
                     buf = bytearray(70000)
                     n = nl.recv_into(buf, 65536)
@@ -323,9 +345,11 @@ def test_timers_as_proc_and_ss_show_them(family: str, connections: Lister) -> No
         peer_fields = proc_net_tcp(c.pid, family, c.sock("server")["inode"])
         port = c.sock("client")["local"][1]
         ss = shutil.which("ss")
-        ss_out = subprocess.run(
-            [ss, "-tino", f"sport = :{port}"], capture_output=True, text=True, check=True
-        ).stdout if ss else ""
+        ss_out = (
+            subprocess.run([ss, "-tino", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+            if ss
+            else ""
+        )
     timer, when = fields[5].split(":")
     assert int(timer, 16) == 2  # keepalive, per /proc/net/tcp
     assert client.timer == "keepalive"
@@ -423,7 +447,12 @@ def read_as(reader: ModuleType, ruid: int, euid: int, pid: int) -> dict[str, obj
         env["KAEXT_NO_EXTENSIONS"] = "1"
     done = subprocess.run(
         [sys.executable, "-c", READ_AS, json.dumps([ruid, euid, pid]), reader.IMPLEMENTATION],
-        capture_output=True, text=True, timeout=60, check=True, cwd="/", env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd="/",
+        env=env,
     )
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
@@ -490,7 +519,13 @@ def test_descriptor_scan_finds_the_same_sockets(monkeypatch: pytest.MonkeyPatch,
             for sock in (listener, client, server):
                 a, b = proc[sock.fileno()], scanned[sock.fileno()]
                 assert (a.family, a.local, a.remote, a.state, a.keepalive, a.user_timeout, a.inode) == (
-                    b.family, b.local, b.remote, b.state, b.keepalive, b.user_timeout, b.inode,
+                    b.family,
+                    b.local,
+                    b.remote,
+                    b.state,
+                    b.keepalive,
+                    b.user_timeout,
+                    b.inode,
                 )
                 assert b.timer is None
             assert scanned[client.fileno()].keepalive == KeepaliveState(True, 55.0, *raw(client)[2:4])
@@ -538,8 +573,11 @@ def test_proc_header_builds_with_warnings_as_errors(tmp_path: Path, reader: Modu
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 123)
         done = subprocess.run(
-            [str(tmp_path / "proc"), str(listener.fileno())], pass_fds=[listener.fileno()],
-            capture_output=True, text=True, check=True,
+            [str(tmp_path / "proc"), str(listener.fileno())],
+            pass_fds=[listener.fileno()],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         assert done.stdout.split() == [str(v) for v in (0, os.fstat(listener.fileno()).st_ino, *raw(listener))]
     mingw = shutil.which("x86_64-w64-mingw32-gcc")
@@ -598,7 +636,9 @@ def test_a_threads_id_gives_its_process_sockets(connections: Lister) -> None:
     assert row.reason is None and row.keepalive is not None
     enabled, idle, user_timeout_ms = info["read"]
     assert (row.keepalive.enabled, row.keepalive.idle, row.user_timeout) == (
-        bool(enabled), float(idle), user_timeout_ms / 1000,
+        bool(enabled),
+        float(idle),
+        user_timeout_ms / 1000,
     )
 
 

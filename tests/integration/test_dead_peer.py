@@ -111,10 +111,7 @@ def report(
     """Record one measured time with its bounds: printed, in the junit XML, and in the summary."""
 
     def record(what: str, seconds: float, low: float, high: float) -> None:
-        line = (
-            f"{request.node.name}: {what} after {seconds:.3f} s "
-            f"(asserted {low:.2f} .. {high:.2f} s)"
-        )
+        line = f"{request.node.name}: {what} after {seconds:.3f} s (asserted {low:.2f} .. {high:.2f} s)"
         print(line)
         record_property(what.replace(" ", "_"), round(seconds, 3))
         _MEASURED.append(line)
@@ -258,9 +255,7 @@ def test_crashed_peer_is_detected_with_etimedout_within_idle_plus_interval_times
     assert lab.keepalive_probes(lab.client) - probes_before == COUNT
 
 
-def test_rebooted_peer_answers_the_probe_with_rst_econnreset(
-    lab: netns.Lab, report: Callable[..., None]
-) -> None:
+def test_rebooted_peer_answers_the_probe_with_rst_econnreset(lab: netns.Lab, report: Callable[..., None]) -> None:
     client, server = lab.connect(lab.listener())
     kaext.set_keepalive(client, idle=IDLE, interval=INTERVAL, count=COUNT)
     probes_before = lab.keepalive_probes(lab.client)

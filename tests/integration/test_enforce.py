@@ -541,8 +541,12 @@ def test_not_root_is_a_permission_error_and_leaves_nothing(cgroup: str) -> None:
     setpriv = shutil.which("setpriv")
     if setpriv is not None:
         drop = ["--inh-caps=-all", "--bounding-set=-bpf,-net_admin,-sys_admin,-perfmon"]
-        proc = subprocess.run([setpriv, *drop, sys.executable, "-c", AS_NOBODY, cgroup, "api"],
-                              capture_output=True, text=True, env={**ENV, "DROP_TO_NOBODY": "0"})
+        proc = subprocess.run(
+            [setpriv, *drop, sys.executable, "-c", AS_NOBODY, cgroup, "api"],
+            capture_output=True,
+            text=True,
+            env={**ENV, "DROP_TO_NOBODY": "0"},
+        )
         assert proc.returncode == 3, proc.stdout + proc.stderr
     assert _mine(cgroup) == []
 
@@ -736,8 +740,9 @@ def test_the_abi_in_kaext_bpf_h_matches_the_kernels_linux_bpf_h(tmp_path: Path) 
         pytest.skip(msg) if not REQUIRED else pytest.fail(msg)
     ext = ROOT / "ext"
     (tmp_path / "abi.c").write_text(ABI_CHECK)
-    proc = subprocess.run([gcc, "-fsyntax-only", "-Wall", "-I", str(ext), str(tmp_path / "abi.c")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [gcc, "-fsyntax-only", "-Wall", "-I", str(ext), str(tmp_path / "abi.c")], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -763,8 +768,11 @@ def test_kaext_bpf_h_compiles_warning_free_on_linux_and_as_enosys_stubs_elsewher
         pytest.skip(msg) if os.environ.get("KAEXT_REQUIRE_CROSS") != "1" and not REQUIRED else pytest.fail(msg)
     ext = ROOT / "ext"
     (tmp_path / "uses.c").write_text(USES_ALL)
-    proc = subprocess.run([*argv, "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", str(ext),
-                           str(tmp_path / "uses.c")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [*argv, "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", str(ext), str(tmp_path / "uses.c")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -839,7 +847,6 @@ def test_detaching_the_last_enforcement_leaves_no_pin_directory(cgroup: str) -> 
     assert enforce.detach(cgroup)
     assert not os.path.exists(root)  # kaext's own directory goes with its last pins
     assert enforce.enforcements() == []
-
 
 
 def test_an_enforcement_is_an_immutable_value() -> None:

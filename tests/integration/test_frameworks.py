@@ -335,8 +335,11 @@ def test_redis_socket_keepalive_options(redis_port: int) -> None:
     else:
         base = redis_defaults()
     r = redis.Redis(
-        host="127.0.0.1", port=redis_port, single_connection_client=True,
-        socket_keepalive=True, socket_keepalive_options=_policy().tcp_options(base),
+        host="127.0.0.1",
+        port=redis_port,
+        single_connection_client=True,
+        socket_keepalive=True,
+        socket_keepalive_options=_policy().tcp_options(base),
     )
     try:
         assert r.ping() is True
@@ -489,6 +492,7 @@ def test_named_options_refuses_what_pika_would_ignore() -> None:
 @pytest.fixture
 def fake_caps(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """Change one knob of capabilities() the way another platform reports it, for the shapes only."""
+
     def change(knob: str, **fields: Any) -> None:
         caps = dict(_capabilities.caps())
         caps[knob] = caps[knob]._replace(**fields)

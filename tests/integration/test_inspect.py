@@ -21,8 +21,18 @@ from kaext import _platform, inspect, presets
 pytestmark = pytest.mark.skipif(_platform.CONNECTIONS != "proc", reason="Linux /proc and pidfd_getfd")
 
 ROW_KEYS = {
-    "pid", "fd", "family", "local", "remote", "state", "keepalive",
-    "user_timeout", "timer", "timer_left", "probes", "verdict",
+    "pid",
+    "fd",
+    "family",
+    "local",
+    "remote",
+    "state",
+    "keepalive",
+    "user_timeout",
+    "timer",
+    "timer_left",
+    "probes",
+    "verdict",
 }
 KEEPALIVE_KEYS = {"enabled", "idle", "interval", "count"}
 AWS_NLB = presets.MIDDLEBOXES["aws-nlb"].idle_timeout
@@ -100,7 +110,17 @@ def test_table_is_readable(implementation: str) -> None:
     assert done.returncode == 1  # the server side has keepalive off
     lines = done.stdout.splitlines()
     assert lines[0].split() == [
-        "PID", "FD", "LOCAL", "REMOTE", "STATE", "KEEPALIVE", "IDLE", "INTVL", "CNT", "USER_TIMEOUT", "TIMER",
+        "PID",
+        "FD",
+        "LOCAL",
+        "REMOTE",
+        "STATE",
+        "KEEPALIVE",
+        "IDLE",
+        "INTVL",
+        "CNT",
+        "USER_TIMEOUT",
+        "TIMER",
         "VERDICT",
     ]
     client = next(line for line in lines if line.split()[:2] == [str(c.pid), str(c.sock("client")["fd"])])
@@ -242,9 +262,7 @@ def test_bad_arguments_one_line_exit_2(
 
 @pytest.mark.one_implementation
 @pytest.mark.parametrize("text", ["1_000", " 1", "+1", "\u0661", "1.0"])
-def test_only_decimal_digits_are_a_pid(
-    implementation: str, text: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_only_decimal_digits_are_a_pid(implementation: str, text: str, capsys: pytest.CaptureFixture[str]) -> None:
     """What int() also accepts ("1_000", " 5", "+5", other scripts' digits) is refused as a pid."""
     assert inspect.main([text]) == 2
     out, err = capsys.readouterr()
@@ -280,7 +298,10 @@ def test_unreadable_without_the_right_to_ptrace(implementation: str) -> None:
     for name in ("client", "server"):
         row = rows[c.sock(name)["fd"]]
         assert (row["state"], row["keepalive"], row["user_timeout"], row["verdict"]) == (
-            "ESTABLISHED", None, None, "UNREADABLE",
+            "ESTABLISHED",
+            None,
+            None,
+            "UNREADABLE",
         )
         assert row["timer"] == ("keepalive" if name == "client" else "off")  # the kernel's table needs no right
     assert rows[c.sock("listener")["fd"]]["verdict"] is None
@@ -376,8 +397,19 @@ def test_verdict_function(implementation: str) -> None:
 
     # TCP_USER_TIMEOUT against idle + interval * count (60 + 10 * 5 = 110 s)
     def timed(user_timeout: float, keepalive: KeepaliveState = on) -> Connection:
-        return Connection(1, 3, "IPv4", ("127.0.0.1", 1), ("127.0.0.1", 2), "ESTABLISHED", keepalive, user_timeout,
-                          "keepalive", 1.0, 0)
+        return Connection(
+            1,
+            3,
+            "IPv4",
+            ("127.0.0.1", 1),
+            ("127.0.0.1", 2),
+            "ESTABLISHED",
+            keepalive,
+            user_timeout,
+            "keepalive",
+            1.0,
+            0,
+        )
 
     assert inspect.verdict(timed(math.nextafter(110, 0))) == "USER TIMEOUT FIRST"
     assert inspect.verdict(timed(110.0)) == "ok"  # Policy.from_timeout's choice: equal
@@ -422,7 +454,10 @@ def test_benchmark_smoke_run(implementation: str) -> None:
         pytest.skip("benchmarks/ is not part of this checkout")
     done = subprocess.run(
         [sys.executable, str(script), "--json", "--repeats", "1", "--sizes", "20,60"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -463,7 +498,11 @@ def test_apply_policy_warning_is_one_line_and_under_w_error_a_usage_error(implem
         applied = c.read()
         strict = subprocess.run(
             [sys.executable, "-W", "error", "-m", "kaext.inspect", str(c.pid), "--apply", "5:1:1 user_timeout=2"],
-            env=cli_env(implementation), capture_output=True, text=True, timeout=60, check=False,
+            env=cli_env(implementation),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         after = c.read()
     # applied, and judged for what it is: a user timeout under the probes' 1 + 2 * 3 s
@@ -483,9 +522,14 @@ def test_summary_counts_read_as_english(capsys: pytest.CaptureFixture[str]) -> N
         many = capsys.readouterr().out.splitlines()[-1]
     # one process holding exactly one TCP socket
     with subprocess.Popen(
-        [sys.executable, "-c", "import socket, sys; s = socket.create_server(('127.0.0.1', 0)); print(1, flush=True); "
-         "sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import socket, sys; s = socket.create_server(('127.0.0.1', 0)); print(1, flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     ) as proc:
         assert proc.stdout is not None and proc.stdin is not None
         proc.stdout.readline()

@@ -84,9 +84,24 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 def _probe_in(ns: str, port: int, *args: str) -> tuple[dict[str, Any], float]:
     """Run ``python -m kaext.probe`` in the client namespace; its JSON and the wall time it took."""
     start = time.monotonic()
-    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "kaext.probe",
-                           netns.NAT_SERVER_ADDRESS, str(port), "--json", *args],
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-m",
+            "kaext.probe",
+            netns.NAT_SERVER_ADDRESS,
+            str(port),
+            "--json",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     took = time.monotonic() - start
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
@@ -212,18 +227,20 @@ def test_server_idle_close_on_loopback() -> None:
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kaext.probe", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "kaext.probe", *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("args,needle", [
-    ([], "required"),
-    (["127.0.0.1", "x"], "not a number"),
-    (["127.0.0.1", "70000"], "port=70000 is out of range (1 .. 65535)"),
-    (["127.0.0.1", "80", "--max", "0"], "max_idle=0.0 is out of range (1 .. 32767)"),
-    (["127.0.0.1", "80", "--resolution", "2"], "resolution=2.0 is out of range (0.01 .. 1.0)"),
-    (["127.0.0.1", "80", "--max", "32767", "--resolution", "0.01"], "connections, more than 500"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        ([], "required"),
+        (["127.0.0.1", "x"], "not a number"),
+        (["127.0.0.1", "70000"], "port=70000 is out of range (1 .. 65535)"),
+        (["127.0.0.1", "80", "--max", "0"], "max_idle=0.0 is out of range (1 .. 32767)"),
+        (["127.0.0.1", "80", "--resolution", "2"], "resolution=2.0 is out of range (0.01 .. 1.0)"),
+        (["127.0.0.1", "80", "--max", "32767", "--resolution", "0.01"], "connections, more than 500"),
+    ],
+)
 def test_bad_arguments_one_line_exit_2(args: list[str], needle: str) -> None:
     proc = _cli(*args)
     assert proc.returncode == 2
@@ -281,8 +298,13 @@ def test_json_on_loopback(loopback_server: int) -> None:
 def test_progress_and_verdict_on_a_terminal(loopback_server: int) -> None:
     leader, follower = pty.openpty()
     try:
-        proc = subprocess.run([sys.executable, "-m", "kaext.probe", "127.0.0.1", str(loopback_server),
-                               "--max", "2"], stderr=follower, stdout=subprocess.PIPE, text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "kaext.probe", "127.0.0.1", str(loopback_server), "--max", "2"],
+            stderr=follower,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
         os.close(follower)
         follower = -1
         shown = b""
@@ -321,9 +343,12 @@ def test_ctrl_c_closes_every_socket_exit_130() -> None:
     thread = threading.Thread(target=accept)
     thread.start()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "kaext.probe", "127.0.0.1",
-                                 str(listener.getsockname()[1])], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kaext.probe", "127.0.0.1", str(listener.getsockname()[1])],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 30
         while len(accepted) < 5 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -63,13 +63,16 @@ def need_preload() -> Path:
 
 @need_proc
 def test_python_child_and_grandchild_get_the_policy(listener: socket.socket) -> None:
-    code = _READ + f"""
+    code = (
+        _READ
+        + f"""
 import kaext, subprocess, sys
 s = socket.create_connection({listener.getsockname()!r})
 print(kaext.injected(), options(s))
 if len(sys.argv) < 2:
     subprocess.run([sys.executable, __file__, "grandchild"], check=True)
 """
+    )
     script = Path(os.environ.get("TMPDIR", "/tmp")) / f"kaext_run_child_{os.getpid()}.py"
     script.write_text(code)
     try:
@@ -123,8 +126,12 @@ def test_console_script() -> None:
     script = shutil.which("kaext-run", path=os.path.dirname(sys.executable)) or shutil.which("kaext-run")
     if script is None:
         pytest.skip("kaext-run is not installed on PATH")
-    done = subprocess.run([script, "--policy", SPEC, "--", *python("import kaext; print(kaext.injected())")],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [script, "--policy", SPEC, "--", *python("import kaext; print(kaext.injected())")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert (done.returncode, done.stdout) == (0, SPEC + "\n")
 
 
@@ -594,8 +601,9 @@ def test_preload_applies_the_policy_to_a_connect_that_returned_eintr(c_cases: Pa
                 f.connect_ex(("127.0.0.1", port))
                 fillers.append(f)
             time.sleep(0.2)
-            proc = subprocess.Popen([str(c_cases), "eintr", str(port)], stdout=subprocess.PIPE, text=True,
-                                    env=_preloaded(SPEC))
+            proc = subprocess.Popen(
+                [str(c_cases), "eintr", str(port)], stdout=subprocess.PIPE, text=True, env=_preloaded(SPEC)
+            )
             assert proc.stdout is not None
             first = proc.stdout.readline().strip()
             assert first == f"-1 {os.strerror(errno.EINTR)}", first  # the case under test
@@ -640,8 +648,12 @@ def test_preload_force_replaces_the_programs_own_setsockopt(
     listener: socket.socket, c_cases: Path, spec: str, force: bool, keepalive: int, want: list[int]
 ) -> None:
     need_preload()
-    proc = subprocess.Popen([str(c_cases), "own", str(listener.getsockname()[1]), str(keepalive)],
-                            stdout=subprocess.PIPE, text=True, env=_preloaded(spec, force=force))
+    proc = subprocess.Popen(
+        [str(c_cases), "own", str(listener.getsockname()[1]), str(keepalive)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_preloaded(spec, force=force),
+    )
     conn = _accept_from(listener, proc)
     with conn:
         out, _ = proc.communicate(timeout=30)
@@ -653,12 +665,15 @@ def test_preload_force_replaces_the_programs_own_setsockopt(
 
 
 def test_force_without_cgroup_is_accepted_and_reaches_python(listener: socket.socket) -> None:
-    code = _READ + f"""
+    code = (
+        _READ
+        + f"""
 s = socket.create_connection({listener.getsockname()!r})
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)   # the program's own, after connecting
 s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 print(options(s))
 """
+    )
     forced = kaext_run("--policy", SPEC, "--force", "--", *python(code))
     plain = kaext_run("--policy", SPEC, "--", *python(code))
     assert (forced.returncode, forced.stderr) == (0, "")

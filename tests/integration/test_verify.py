@@ -22,8 +22,21 @@ from kaext import verify
 REFERENCE = json.loads((DATA / "reference.json").read_text())
 TOP_LEVEL = {"platform", "kernel", "python", "kaext", "implementation", "results", "ok"}
 ROW_KEYS = {
-    "socket", "family", "state", "check", "knob", "option", "constant", "unit",
-    "set_seconds", "set_native", "kaext", "socket_getsockopt", "verdict", "ok", "detail",
+    "socket",
+    "family",
+    "state",
+    "check",
+    "knob",
+    "option",
+    "constant",
+    "unit",
+    "set_seconds",
+    "set_native",
+    "kaext",
+    "socket_getsockopt",
+    "verdict",
+    "ok",
+    "detail",
 }
 HAS_PROC_TCP = os.path.exists("/proc/net/tcp")
 UNITS_PER_SECOND = {"s": 1, "ms": 1000, "probes": 1}
@@ -37,7 +50,11 @@ def run_cli(implementation: str, *args: str) -> subprocess.CompletedProcess[str]
         env["KAEXT_NO_EXTENSIONS"] = "1"
     return subprocess.run(
         [sys.executable, "-m", "kaext.verify", *args],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -133,9 +150,7 @@ def test_linux_range_ends_are_the_kernel_limits(capsys: pytest.CaptureFixture[st
     for knob, (lo, hi) in expected.items():
         ok = {r["set_native"] for r in report["results"] if r["knob"] == knob and r["check"] == "roundtrip" and r["ok"]}
         assert {lo, hi} <= ok, knob
-        rejected = {
-            r["set_native"] for r in report["results"] if r["knob"] == knob and r["check"] == "out_of_range"
-        }
+        rejected = {r["set_native"] for r in report["results"] if r["knob"] == knob and r["check"] == "out_of_range"}
         assert {lo - 1, hi + 1} <= rejected, knob
 
 
@@ -375,17 +390,33 @@ def test_benchmark_smoke_run() -> None:
     if not (bench / "bench_apply.py").exists():
         pytest.skip("benchmarks/ is not part of this checkout")
     proc = subprocess.run(
-        [sys.executable, str(bench / "bench_apply.py"), "--json", "--repeats", "1", "--number", "50",
-         "--import-runs", "1"],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            str(bench / "bench_apply.py"),
+            "--json",
+            "--repeats",
+            "1",
+            "--number",
+            "50",
+            "--import-runs",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     cases = {"apply/kaext", "apply/plain", "read5/kaext", "read5/plain", "read4/kaext", "read4/plain"}
     assert cases <= set(report["us_per_op"]) and cases <= set(report["us_per_op_pure"])
     names = [
-        "apply_vs_floor", "from_socket_vs_floor", "get_keepalive_vs_floor",
-        "pure_apply_vs_plain", "pure_read_vs_plain", "import_ms",
+        "apply_vs_floor",
+        "from_socket_vs_floor",
+        "get_keepalive_vs_floor",
+        "pure_apply_vs_plain",
+        "pure_read_vs_plain",
+        "import_ms",
     ]
     assert [g["name"] for g in report["goals"]] == names
     assert report["import"]["ms"] > 0
@@ -472,12 +503,65 @@ def test_arbitrary_arguments_never_give_a_traceback() -> None:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    flags = st.sampled_from(["--json", "-q", "--quiet", "--live", "--idle-timeout", "--policy", "--help", "-h",
-                             "--idle-timeout=", "--policy=", "--", "-", "--bogus", "-x"])
-    numbers = st.sampled_from(["1", "1.5", "2", "2.5", "3", "0", "-1", "nan", "inf", "-inf", "1e309", "1e-300",
-                               "0x10", "350", "432000", "1e300", "", " ", "1_0"])
-    specs = st.sampled_from(["on", "off", "5m:30s:4", "::", "1:1:1", "32768", "0", "7s:3s:4 user_timeout=19s",
-                             "1:2:3:4", "user_timeout=5", "5m user_timeout=-1", "\x00", "é", "on off"])
+    flags = st.sampled_from(
+        [
+            "--json",
+            "-q",
+            "--quiet",
+            "--live",
+            "--idle-timeout",
+            "--policy",
+            "--help",
+            "-h",
+            "--idle-timeout=",
+            "--policy=",
+            "--",
+            "-",
+            "--bogus",
+            "-x",
+        ]
+    )
+    numbers = st.sampled_from(
+        [
+            "1",
+            "1.5",
+            "2",
+            "2.5",
+            "3",
+            "0",
+            "-1",
+            "nan",
+            "inf",
+            "-inf",
+            "1e309",
+            "1e-300",
+            "0x10",
+            "350",
+            "432000",
+            "1e300",
+            "",
+            " ",
+            "1_0",
+        ]
+    )
+    specs = st.sampled_from(
+        [
+            "on",
+            "off",
+            "5m:30s:4",
+            "::",
+            "1:1:1",
+            "32768",
+            "0",
+            "7s:3s:4 user_timeout=19s",
+            "1:2:3:4",
+            "user_timeout=5",
+            "5m user_timeout=-1",
+            "\x00",
+            "é",
+            "on off",
+        ]
+    )
     argv = st.lists(st.one_of(flags, numbers, specs, st.text(max_size=12)), max_size=6)
 
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -509,7 +593,12 @@ def test_output_into_a_closed_pipe_is_no_traceback(implementation: str) -> None:
     try:
         done = subprocess.run(
             [sys.executable, "-m", "kaext.verify"],
-            stdout=writer_fd, stderr=subprocess.PIPE, env=env, text=True, timeout=120, check=False,
+            stdout=writer_fd,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+            timeout=120,
+            check=False,
         )
     finally:
         os.close(writer_fd)
@@ -530,7 +619,11 @@ def test_a_policy_warning_is_one_line_and_under_w_error_a_usage_error(implementa
     env = dict(os.environ, KAEXT_NO_EXTENSIONS="1") if implementation == "python" else dict(os.environ)
     strict = subprocess.run(
         [sys.executable, "-W", "error", "-m", "kaext.verify", "--live", "--policy", spec],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert strict.returncode == 2 and "Traceback" not in strict.stderr, strict.stderr
     assert strict.stderr.count("\n") == 1 and "error: --policy: user_timeout=1 s" in strict.stderr

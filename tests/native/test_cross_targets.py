@@ -87,8 +87,14 @@ def _c_int(expression: str) -> int:
 class Build:
     """One target: the compile of test_shim.c, the preprocessed facts, the static asserts."""
 
-    def __init__(self, target: str, compiled: subprocess.CompletedProcess[str], obj: Path,
-                 facts: subprocess.CompletedProcess[str], asserts: subprocess.CompletedProcess[str]) -> None:
+    def __init__(
+        self,
+        target: str,
+        compiled: subprocess.CompletedProcess[str],
+        obj: Path,
+        facts: subprocess.CompletedProcess[str],
+        asserts: subprocess.CompletedProcess[str],
+    ) -> None:
         self.target = target
         self.os = TARGETS[target][0]
         self.compiled, self.obj, self.asserts = compiled, obj, asserts
@@ -105,8 +111,7 @@ class Build:
         table = re.search(r"kaext_constants\[\]\s*=\s*\{(.*?)\};", facts.stdout, re.DOTALL)
         assert table, facts.stdout[-2000:]
         self.constants: dict[str, tuple[int, bool]] = {}
-        for m in re.finditer(r'\{\s*"(\w+)"\s*,\s*\(long long\)\((.+?)\)\s*,\s*[^{}]*?,\s*([01])\s*\}',
-                             table.group(1)):
+        for m in re.finditer(r'\{\s*"(\w+)"\s*,\s*\(long long\)\((.+?)\)\s*,\s*[^{}]*?,\s*([01])\s*\}', table.group(1)):
             self.constants[m[1]] = (_c_int(m[2]), m[3] == "1")
 
 
@@ -140,12 +145,14 @@ def _static_asserts(target: str) -> str:
         # a handle above KAEXT_SOCK_MAX is refused; one below must fit in SOCKET (32 bits on
         # win32, 64 on win64), short of INVALID_SOCKET (all ones)
         socket_max = 2 ** _socket_bits(target) - 2
-        lines.append('_Static_assert(KAEXT_SOCK_MAX < (unsigned long long)INVALID_SOCKET, '
-                     f'"{target}: KAEXT_SOCK_MAX fits in SOCKET");')
+        lines.append(
+            "_Static_assert(KAEXT_SOCK_MAX < (unsigned long long)INVALID_SOCKET, "
+            f'"{target}: KAEXT_SOCK_MAX fits in SOCKET");'
+        )
         lines.append(f'_Static_assert(KAEXT_SOCK_MAX == {socket_max}ULL, "{target}: KAEXT_SOCK_MAX {socket_max}");')
         lines.append(f'_Static_assert(sizeof(SOCKET) * 8 == {_socket_bits(target)}, "{target}: SOCKET size");')
     else:
-        lines.append('#include <limits.h>')
+        lines.append("#include <limits.h>")
         lines.append(f'_Static_assert(KAEXT_SOCK_MAX <= INT_MAX, "{target}: KAEXT_SOCK_MAX fits in int");')
     if os_key == "netbsd":
         lines.append("#include <sys/protosw.h>")
@@ -161,8 +168,15 @@ def _socket_bits(target: str) -> int:
 
 def _build(zig: list[str], target: str, workdir: Path, env: dict[str, str]) -> Build:
     def run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*zig, "-target", target, *args], input=stdin, capture_output=True,
-                              text=True, timeout=240, env=env, check=False)
+        return subprocess.run(
+            [*zig, "-target", target, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env=env,
+            check=False,
+        )
 
     obj = workdir / f"test_shim-{target}.o"
     compiled = run([*WARNINGS, "-O2", "-c", "-o", str(obj), str(EXT / "test_shim.c")])
@@ -201,7 +215,7 @@ def test_shim_compiles_with_warnings_as_errors(builds: dict[str, Build], target:
     assert build.compiled.returncode == 0, build.compiled.stderr
     magic, offset, machine = _MACHINES[TARGETS[target][1]]
     head = build.obj.read_bytes()[:24]
-    assert head.startswith(magic) and head[offset:offset + len(machine)] == machine, (target, head)
+    assert head.startswith(magic) and head[offset : offset + len(machine)] == machine, (target, head)
 
 
 @pytest.mark.parametrize("target", TARGETS)

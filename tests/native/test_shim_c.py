@@ -165,8 +165,21 @@ def zig_exe(cross_dir: Path, mingw_exe: Path) -> Path:
     (Linking with zig itself would first build zig's whole C runtime: minutes.)
     """
     obj = cross_dir / "test_shim-zig-x86_64.o"
-    _compile([*_zig(), "-target", "x86_64-windows-gnu", *WARNINGS, "-O2", "-fno-sanitize=all",
-              "-fno-stack-protector", "-c", "-o", str(obj), str(SOURCE)])
+    _compile(
+        [
+            *_zig(),
+            "-target",
+            "x86_64-windows-gnu",
+            *WARNINGS,
+            "-O2",
+            "-fno-sanitize=all",
+            "-fno-stack-protector",
+            "-c",
+            "-o",
+            str(obj),
+            str(SOURCE),
+        ]
+    )
     exe = cross_dir / "test_shim-zig.exe"
     _compile([MINGW, "-o", str(exe), str(obj), "-lws2_32"])
     return exe
@@ -214,7 +227,10 @@ def test_mingw_constants_and_fallbacks(mingw_exe: Path, wine: dict[str, str]) ->
     defined = subprocess.run(
         [MINGW, "-dM", "-E", "-x", "c", "-"],
         input="#include <winsock2.h>\n#include <ws2tcpip.h>\n#include <mstcpip.h>\n",
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     macros = {line.split()[1] for line in defined.splitlines() if line.startswith("#define ")}
     assert run.fallbacks == {name for name in run.constants if name not in macros}
@@ -268,7 +284,10 @@ def test_wine_sio_arms_the_host_keepalive_timer(mingw_exe: Path, wine: dict[str,
         port = listener.getsockname()[1]
         proc = subprocess.Popen(
             ["wine", str(mingw_exe), "hold", str(port), "7", "3"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=wine,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=wine,
         )
         try:
             conn, peer = listener.accept()

@@ -164,9 +164,7 @@ def test_workflow_builds_sdist_and_pure_wheel_and_publishes_on_tags() -> None:
 
 
 def _expected_identifiers(platform: str) -> list[str]:
-    return sorted(
-        f"{python}-{tag}" for tags in PLATFORM_TAGS[platform].values() for tag in tags for python in PYTHONS
-    )
+    return sorted(f"{python}-{tag}" for tags in PLATFORM_TAGS[platform].values() for tag in tags for python in PYTHONS)
 
 
 @pytest.mark.parametrize("platform", sorted(PLATFORM_TAGS))
@@ -245,8 +243,9 @@ def _conforms(value: object, annotation: ast.expr) -> bool:
     origin = ast.unparse(annotation.value)
     args = annotation.slice.elts if isinstance(annotation.slice, ast.Tuple) else [annotation.slice]
     if origin == "Literal":
-        return any(isinstance(arg, ast.Constant) and type(value) is type(arg.value) and value == arg.value
-                   for arg in args)
+        return any(
+            isinstance(arg, ast.Constant) and type(value) is type(arg.value) and value == arg.value for arg in args
+        )
     if origin == "dict":
         return isinstance(value, dict) and all(
             _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items()
@@ -409,7 +408,9 @@ def test_debug_build_keeps_debug_information(tmp_path: Path) -> None:
     env.pop("KAEXT_NO_EXTENSIONS", None)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), str(setup.parent)],
-        env=env, check=True, capture_output=True,
+        env=env,
+        check=True,
+        capture_output=True,
     )
     [wheel] = (tmp_path / "dist").glob("kaext-*.whl")
     for library in _libraries_from(wheel, tmp_path):
@@ -451,21 +452,36 @@ def test_sdist_without_a_compiler(tmp_path: Path) -> None:
     env = _no_compiler_env()
     install = subprocess.run(
         [python, "-m", "pip", "install", "-v", "--no-deps", str(sdist)],
-        env=env, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
     )
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
     said = install.stdout + install.stderr
     assert "the C extension could not be built" in said and "pure-Python implementation was installed" in said
     implementation = subprocess.run(
         [python, "-c", "import kaext; print(kaext.IMPLEMENTATION)"],
-        env=env, capture_output=True, text=True, timeout=60, check=True, cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=tmp_path,
     ).stdout.strip()
     assert implementation == "python"
 
     env["KAEXT_REQUIRE_EXTENSION"] = "1"
     strict = subprocess.run(
         [python, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-w", str(tmp_path / "wheels"), str(sdist)],
-        env=env, capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
     )
     assert strict.returncode != 0
     assert not list(tmp_path.glob("wheels/*.whl"))
@@ -486,7 +502,16 @@ def test_failed_compile_does_not_ship_an_older_build(tmp_path: Path, stale_mtime
         ROOT,
         tree,
         ignore=shutil.ignore_patterns(
-            ".git", "build", "dist", ".venv*", "__pycache__", "*.so", "*.pyd", "*.egg-info", ".*cache", ".hypothesis",
+            ".git",
+            "build",
+            "dist",
+            ".venv*",
+            "__pycache__",
+            "*.so",
+            "*.pyd",
+            "*.egg-info",
+            ".*cache",
+            ".hypothesis",
         ),
     )
     built = tree / "build" / f"lib.{sysconfig.get_platform()}-{sys.implementation.cache_tag}" / "kaext"
@@ -499,9 +524,24 @@ def test_failed_compile_does_not_ship_an_older_build(tmp_path: Path, stale_mtime
     if stale_mtime == "older":
         os.utime(stale_preload, (0, 0))
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-cache-dir", "-w", str(tmp_path / "wheels"),
-         str(tree)],
-        env=_no_compiler_env(), capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-v",
+            "--no-deps",
+            "--no-cache-dir",
+            "-w",
+            str(tmp_path / "wheels"),
+            str(tree),
+        ],
+        env=_no_compiler_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
     )
     said = done.stdout + done.stderr
     if done.returncode != 0 and "could not be built" not in said:  # no build backend reachable

@@ -66,7 +66,5 @@ def test_the_model_names_its_kernels_family(name: str) -> None:
 
 
 def test_public_api_suite_against_every_model() -> None:
-    done = subprocess.run(
-        [sys.executable, str(RUN_ALL)], capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([sys.executable, str(RUN_ALL)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

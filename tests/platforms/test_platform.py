@@ -65,7 +65,10 @@ def test_issue_contract_per_os() -> None:
     assert _platform.UNSUPPORTED["openbsd"]["idle"].startswith("OpenBSD has no per-socket")
     for family in ("freebsd", "netbsd", "sunos"):
         assert [t[family][k].option for k in ("idle", "interval", "count")] == [
-            "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"]
+            "TCP_KEEPIDLE",
+            "TCP_KEEPINTVL",
+            "TCP_KEEPCNT",
+        ]
 
 
 @pytest.mark.one_implementation

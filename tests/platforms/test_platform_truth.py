@@ -35,6 +35,7 @@ PER_SECOND: dict[str, int] = FACTS["units_per_second"]
 
 pytestmark = pytest.mark.one_implementation
 
+
 #: facts key -> (the _platform family, its table of knobs)
 def _tables() -> dict[str, tuple[str, dict[str, _platform.KnobSpec]]]:
     windows_sio = dict(_platform.specs("windows"))
@@ -72,8 +73,15 @@ def _install(monkeypatch: pytest.MonkeyPatch, os_key: str) -> dict[str, _capabil
     family, specs = _tables()[os_key]
     caps = {
         knob: _capabilities.Knob(
-            option=spec.option, level=6, optname=0, unit=spec.unit, min=spec.min, max=spec.max,
-            readable=spec.readable, mechanism=spec.describe(), note=spec.note,
+            option=spec.option,
+            level=6,
+            optname=0,
+            unit=spec.unit,
+            min=spec.min,
+            max=spec.max,
+            readable=spec.readable,
+            mechanism=spec.describe(),
+            note=spec.note,
         )
         for knob, spec in specs.items()
     }
@@ -293,14 +301,19 @@ def _kernel_state(sock: object) -> tuple[int, ...]:
     import socket as _socket
 
     assert isinstance(sock, _socket.socket)
-    return (sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE),
-            *(sock.getsockopt(_socket.IPPROTO_TCP, opt) for opt in _LINUX_OPTS.values()))
+    return (
+        sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE),
+        *(sock.getsockopt(_socket.IPPROTO_TCP, opt) for opt in _LINUX_OPTS.values()),
+    )
 
 
 @pytest.mark.skipif(_platform.FAMILY != "linux", reason="uses Linux's own limits to make the kernel refuse")
 @pytest.mark.parametrize("refused", ["count", "user_timeout"])
 def test_kernel_refusal_rolls_back_the_knobs_already_written(
-    monkeypatch: pytest.MonkeyPatch, tcp_pair: tuple[object, object], backend: ModuleType, refused: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tcp_pair: tuple[object, object],
+    backend: ModuleType,
+    refused: str,
 ) -> None:
     """A plan whose later knob the kernel refuses leaves the earlier knobs as they were (defect 3).
 
@@ -348,7 +361,9 @@ def test_kernel_refusal_rolls_back_the_knobs_already_written(
     ],
 )
 def test_plans_ask_to_roll_back_where_the_kernel_may_refuse(
-    monkeypatch: pytest.MonkeyPatch, os_key: str, expected: set[str],
+    monkeypatch: pytest.MonkeyPatch,
+    os_key: str,
+    expected: set[str],
 ) -> None:
     _install(monkeypatch, os_key)
     knobs = [k for k in ("idle", "interval", "count", "user_timeout") if k in KNOB_FACTS[os_key]]
@@ -363,7 +378,8 @@ def test_plans_ask_to_roll_back_where_the_kernel_may_refuse(
 
 
 def test_darwin_warns_when_a_listener_gets_knobs_accepts_do_not_inherit(
-    monkeypatch: pytest.MonkeyPatch, tcp_pair: tuple[object, object],
+    monkeypatch: pytest.MonkeyPatch,
+    tcp_pair: tuple[object, object],
 ) -> None:
     """The warning's decision on real sockets: a listener (SO_ACCEPTCONN) vs a connected one (defect 4)."""
     import socket

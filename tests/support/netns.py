@@ -103,7 +103,10 @@ def socket_in(ns: str) -> socket.socket:
     with parent, child:
         proc = subprocess.run(
             ["ip", "netns", "exec", ns, sys.executable, "-I", "-S", "-c", _MAKE_SOCKET, str(child.fileno())],
-            pass_fds=(child.fileno(),), capture_output=True, text=True, timeout=30,
+            pass_fds=(child.fileno(),),
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         if proc.returncode != 0:
             raise LabError(f"making a socket in {ns} failed: {proc.stderr.strip()}")
@@ -130,9 +133,24 @@ class Lab:
         try:
             for host in (self.client, self.server):
                 self._add_netns(host.netns)
-            ip("link", "add", self.client.dev, "address", self.client.mac, "netns", self.client.netns,
-               "type", "veth", "peer", "name", self.server.dev, "address", self.server.mac,
-               "netns", self.server.netns)
+            ip(
+                "link",
+                "add",
+                self.client.dev,
+                "address",
+                self.client.mac,
+                "netns",
+                self.client.netns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                self.server.dev,
+                "address",
+                self.server.mac,
+                "netns",
+                self.server.netns,
+            )
             for host in (self.client, self.server):
                 self._configure(host, self.peer_of(host))
             self._wait_operstate(self.client, "UP")
@@ -150,8 +168,7 @@ class Lab:
     def _configure(self, host: Host, peer: Host) -> None:
         ip("-n", host.netns, "addr", "add", f"{host.address}/{SUBNET_PREFIX}", "dev", host.dev)
         ip("-n", host.netns, "link", "set", "dev", host.dev, "up")
-        ip("-n", host.netns, "neigh", "replace", peer.address, "lladdr", peer.mac,
-           "dev", host.dev, "nud", "permanent")
+        ip("-n", host.netns, "neigh", "replace", peer.address, "lladdr", peer.mac, "dev", host.dev, "nud", "permanent")
 
     def peer_of(self, host: Host) -> Host:
         return self.server if host is self.client else self.client
@@ -217,8 +234,13 @@ class Lab:
 
     def counter(self, host: Host, name: str) -> int:
         """A TCP extended counter (/proc/net/netstat ``TcpExt``) of ``host``'s namespace."""
-        proc = subprocess.run(["ip", "netns", "exec", host.netns, "cat", "/proc/net/netstat"],
-                              capture_output=True, text=True, timeout=30, check=True)
+        proc = subprocess.run(
+            ["ip", "netns", "exec", host.netns, "cat", "/proc/net/netstat"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
         lines = [line.split() for line in proc.stdout.splitlines() if line.startswith("TcpExt:")]
         names, values = lines[0], lines[1]
         return int(values[names.index(name)])
@@ -274,7 +296,7 @@ def nft_ruleset(mode: str) -> str:
     verdict = {"drop": "drop", "reset": "reject with tcp reset"}[mode]
     return (
         "table ip kaextnat {\n"
-        "  chain post { type nat hook postrouting priority srcnat; oifname \"o*\" masquerade; }\n"
+        '  chain post { type nat hook postrouting priority srcnat; oifname "o*" masquerade; }\n'
         f"  chain forward_filter {{ type filter hook forward priority filter; ct state invalid {verdict}; }}\n"
         "}\n"
     )
@@ -300,14 +322,40 @@ class NatLab:
             for name in (self.client_ns, self.router_ns, self.server_ns):
                 ip("netns", "add", name)
                 self._namespaces.append(name)
-            ip("link", "add", "i" + tag, "netns", self.client_ns, "type", "veth", "peer", "name", "p" + tag,
-               "netns", self.router_ns)
-            ip("link", "add", "o" + tag, "netns", self.router_ns, "type", "veth", "peer", "name", "s" + tag,
-               "netns", self.server_ns)
-            for ns, dev, address in ((self.client_ns, "i" + tag, NAT_CLIENT_ADDRESS),
-                                     (self.router_ns, "p" + tag, NAT_INSIDE_ADDRESS),
-                                     (self.router_ns, "o" + tag, NAT_OUTSIDE_ADDRESS),
-                                     (self.server_ns, "s" + tag, NAT_SERVER_ADDRESS)):
+            ip(
+                "link",
+                "add",
+                "i" + tag,
+                "netns",
+                self.client_ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "p" + tag,
+                "netns",
+                self.router_ns,
+            )
+            ip(
+                "link",
+                "add",
+                "o" + tag,
+                "netns",
+                self.router_ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "s" + tag,
+                "netns",
+                self.server_ns,
+            )
+            for ns, dev, address in (
+                (self.client_ns, "i" + tag, NAT_CLIENT_ADDRESS),
+                (self.router_ns, "p" + tag, NAT_INSIDE_ADDRESS),
+                (self.router_ns, "o" + tag, NAT_OUTSIDE_ADDRESS),
+                (self.server_ns, "s" + tag, NAT_SERVER_ADDRESS),
+            ):
                 ip("-n", ns, "addr", "add", f"{address}/24", "dev", dev)
                 ip("-n", ns, "link", "set", "dev", dev, "up")
             ip("-n", self.client_ns, "route", "add", "default", "via", NAT_INSIDE_ADDRESS)
@@ -316,16 +364,21 @@ class NatLab:
             self.run(self.router_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
             if idle_timeout is not None:
                 self.run(self.router_ns, "nft", "-f", "-", stdin=nft_ruleset(mode))
-                self.run(self.router_ns, "sysctl", "-qw",
-                         f"net.netfilter.nf_conntrack_tcp_timeout_established={idle_timeout}",
-                         "net.netfilter.nf_conntrack_tcp_loose=0")
+                self.run(
+                    self.router_ns,
+                    "sysctl",
+                    "-qw",
+                    f"net.netfilter.nf_conntrack_tcp_timeout_established={idle_timeout}",
+                    "net.netfilter.nf_conntrack_tcp_loose=0",
+                )
         except BaseException:
             self.close()
             raise
 
     def run(self, ns: str, *argv: str, stdin: str | None = None) -> str:
-        proc = subprocess.run(["ip", "netns", "exec", ns, *argv], input=stdin, capture_output=True,
-                              text=True, timeout=60)
+        proc = subprocess.run(
+            ["ip", "netns", "exec", ns, *argv], input=stdin, capture_output=True, text=True, timeout=60
+        )
         if proc.returncode != 0:
             raise LabError(f"{' '.join(argv)} in {ns} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc.stdout

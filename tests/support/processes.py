@@ -94,7 +94,12 @@ def python_for(user: int) -> str | None:
         try:
             done = subprocess.run(
                 [candidate, "-c", "pass"],
-                user=user, group=user, extra_groups=[], cwd="/", capture_output=True, check=False,
+                user=user,
+                group=user,
+                extra_groups=[],
+                cwd="/",
+                capture_output=True,
+                check=False,
             )
         except OSError:  # not executable by that user
             continue

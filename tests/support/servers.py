@@ -143,8 +143,23 @@ def redis_server() -> Iterator[int]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="kaext-redis-") as tmp:
         proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", tmp, "--daemonize", "no", "--logfile", os.path.join(tmp, "redis.log")],
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                tmp,
+                "--daemonize",
+                "no",
+                "--logfile",
+                os.path.join(tmp, "redis.log"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -211,20 +226,31 @@ def postgres_server() -> Iterator[int]:
     try:
         subprocess.run(
             [*prefix, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=120,
         )
         options = f"-p {port} -k {sockdir} -c listen_addresses=127.0.0.1 -c fsync=off"
         subprocess.run(
             [*prefix, pg_ctl, "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=90,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=90,
         )
         started = True
         wait_for_port(port, 30)
         yield port
     finally:
         if started:
-            subprocess.run([*prefix, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
+            subprocess.run(
+                [*prefix, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=60,
+                check=False,
+            )
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -247,9 +273,28 @@ def https_server() -> Iterator[tuple[str, str]]:
     with tempfile.TemporaryDirectory(prefix="kaext-tls-") as tmp:
         cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
         subprocess.run(
-            [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+            [
+                openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                key,
+                "-out",
+                cert,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=60,
         )
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(cert, key)
@@ -282,8 +327,14 @@ def http_proxy() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="kaext-proxy-") as tmp:
         conf = os.path.join(tmp, "tinyproxy.conf")
         lines = [
-            f"Port {port}", "Listen 127.0.0.1", "Timeout 30", "Allow 127.0.0.1", "MaxClients 50",
-            "LogLevel Connect", f"LogFile \"{os.path.join(tmp, 'tinyproxy.log')}\"", "DisableViaHeader Yes",
+            f"Port {port}",
+            "Listen 127.0.0.1",
+            "Timeout 30",
+            "Allow 127.0.0.1",
+            "MaxClients 50",
+            "LogLevel Connect",
+            f'LogFile "{os.path.join(tmp, "tinyproxy.log")}"',
+            "DisableViaHeader Yes",
         ]
         if os.geteuid() == 0:
             lines += ["User nobody", "Group nogroup"]
@@ -353,8 +404,12 @@ def prometheus_server(target: str, scrape_interval: str = "1s") -> Iterator[Prom
         log = os.path.join(tmp, "prometheus.log")
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                [binary, f"--config.file={config}", f"--storage.tsdb.path={os.path.join(tmp, 'data')}",
-                 f"--web.listen-address=127.0.0.1:{port}"],
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={os.path.join(tmp, 'data')}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=tmp,

@@ -85,7 +85,11 @@ def enforce_on(cgroup: str) -> list[str]:
     removed: bool = kaext.enforce.detach(cgroup)
     status: int = kaext.enforce.main(["--list", "--json"])
     return [f"{x.cgroup}: {x.policy}" for x in kaext.enforce.enforcements()] + [
-        str(policy), str(counts), str(flags), str(removed), str(status)
+        str(policy),
+        str(counts),
+        str(flags),
+        str(removed),
+        str(status),
     ]
 
 

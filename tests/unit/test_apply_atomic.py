@@ -157,7 +157,10 @@ def _storm_rounds(
 @pytest.mark.parametrize("exc", [TimeoutError, KeyboardInterrupt], ids=["timeout", "keyboardinterrupt"])
 @pytest.mark.parametrize("path", ["api", "api-fileno", "pure"])
 def test_asynchronous_exception_reaches_the_caller_and_the_socket_is_whole(
-    tcp_pair: tuple[socket.socket, socket.socket], storm_signal: None, exc: type[BaseException], path: str,
+    tcp_pair: tuple[socket.socket, socket.socket],
+    storm_signal: None,
+    exc: type[BaseException],
+    path: str,
     request: pytest.FixtureRequest,
 ) -> None:
     """No SIGALRM TimeoutError swallowed; before or after, never a mix (issue 17, item 3)."""
@@ -165,6 +168,7 @@ def test_asynchronous_exception_reaches_the_caller_and_the_socket_is_whole(
 
     sock, _ = tcp_pair
     if path == "api":
+
         def apply() -> None:
             AFTER.apply(sock)
     elif path == "api-fileno":  # not a socket.socket: the general path, on a descriptor of its own

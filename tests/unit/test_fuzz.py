@@ -107,12 +107,40 @@ def pool() -> Iterator[Pool]:
 # Values
 # --------------------------------------------------------------------------------------
 
-_SPECIAL_FLOATS = [0.0, -0.0, math.nan, -math.nan, math.inf, -math.inf, 5e-324, -5e-324,
-                   2.2250738585072014e-308, 1e-12, 0.5, 1.0000000001, sys.float_info.max, 2.0**31, 2.0**63]
-_SPECIAL_DECIMALS = [Decimal("NaN"), Decimal("-NaN"), Decimal("sNaN"), Decimal("-sNaN"), Decimal("Infinity"),
-                     Decimal("-Infinity"), Decimal("-0"), Decimal("0E-30"), Decimal("1E-40"), Decimal("1E+40"),
-                     Decimal("32767.0000001"), Decimal("1E-999999999"), Decimal("1E+999999999"),
-                     Decimal("-1E+999999999"), Decimal("9" * 60)]
+_SPECIAL_FLOATS = [
+    0.0,
+    -0.0,
+    math.nan,
+    -math.nan,
+    math.inf,
+    -math.inf,
+    5e-324,
+    -5e-324,
+    2.2250738585072014e-308,
+    1e-12,
+    0.5,
+    1.0000000001,
+    sys.float_info.max,
+    2.0**31,
+    2.0**63,
+]
+_SPECIAL_DECIMALS = [
+    Decimal("NaN"),
+    Decimal("-NaN"),
+    Decimal("sNaN"),
+    Decimal("-sNaN"),
+    Decimal("Infinity"),
+    Decimal("-Infinity"),
+    Decimal("-0"),
+    Decimal("0E-30"),
+    Decimal("1E-40"),
+    Decimal("1E+40"),
+    Decimal("32767.0000001"),
+    Decimal("1E-999999999"),
+    Decimal("1E+999999999"),
+    Decimal("-1E+999999999"),
+    Decimal("9" * 60),
+]
 
 values = st.one_of(
     st.none(),
@@ -123,8 +151,16 @@ values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True),
     st.sampled_from(_SPECIAL_FLOATS),
     st.timedeltas(),
-    st.sampled_from([timedelta(microseconds=1), timedelta(microseconds=-1), timedelta.max, timedelta.min,
-                     timedelta(0), timedelta(hours=1)]),
+    st.sampled_from(
+        [
+            timedelta(microseconds=1),
+            timedelta(microseconds=-1),
+            timedelta.max,
+            timedelta.min,
+            timedelta(0),
+            timedelta(hours=1),
+        ]
+    ),
     st.fractions(),
     st.decimals(allow_nan=True, allow_infinity=True),
     st.sampled_from(_SPECIAL_DECIMALS),
@@ -139,10 +175,27 @@ class _Boom(Exception):
     pass
 
 
-_EXCEPTIONS = [OSError(errno.EBADF, "bad"), OSError(), ValueError("closed"), TypeError("no"), RuntimeError("x"),
-               AttributeError("fileno"), KeyError("k"), IndexError(), ZeroDivisionError(), RecursionError(),
-               MemoryError(), StopIteration(), UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"), OverflowError(),
-               NotImplementedError(), AssertionError(), LookupError(), _Boom(), Exception()]
+_EXCEPTIONS = [
+    OSError(errno.EBADF, "bad"),
+    OSError(),
+    ValueError("closed"),
+    TypeError("no"),
+    RuntimeError("x"),
+    AttributeError("fileno"),
+    KeyError("k"),
+    IndexError(),
+    ZeroDivisionError(),
+    RecursionError(),
+    MemoryError(),
+    StopIteration(),
+    UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"),
+    OverflowError(),
+    NotImplementedError(),
+    AssertionError(),
+    LookupError(),
+    _Boom(),
+    Exception(),
+]
 
 
 class RaisingFileno:
@@ -379,16 +432,26 @@ def test_policy_apply(
     # knobs the policy leaves alone are left alone
     after = _snapshot(sock)
     for opt_name, _opt in _TCP_OPTIONS:
-        knob = {"TCP_KEEPIDLE": "idle", "TCP_KEEPALIVE": "idle", "TCP_KEEPINTVL": "interval",
-                "TCP_KEEPCNT": "count", "TCP_USER_TIMEOUT": "user_timeout"}.get(opt_name)
+        knob = {
+            "TCP_KEEPIDLE": "idle",
+            "TCP_KEEPALIVE": "idle",
+            "TCP_KEEPINTVL": "interval",
+            "TCP_KEEPCNT": "count",
+            "TCP_USER_TIMEOUT": "user_timeout",
+        }.get(opt_name)
         if knob is None or getattr(policy, knob) is None:
             assert after.get(opt_name) == before[name].get(opt_name), opt_name  # type: ignore[index]
 
 
 @FUZZ
-@given(spec=st.text(max_size=40) | values | st.from_regex(
-    r"\A(on|off|(\d{0,6}(ms|s|m|h|d)?){0,2}:(\d{0,6}(ms|s|m|h|d)?){0,2}:\d{0,4})"
-    r"( user_timeout=\d{0,8}(ms|s|m|h|d)?)?\Z"))
+@given(
+    spec=st.text(max_size=40)
+    | values
+    | st.from_regex(
+        r"\A(on|off|(\d{0,6}(ms|s|m|h|d)?){0,2}:(\d{0,6}(ms|s|m|h|d)?){0,2}:\d{0,4})"
+        r"( user_timeout=\d{0,8}(ms|s|m|h|d)?)?\Z"
+    )
+)
 def test_policy_parse(spec: Any) -> None:
     try:
         policy = kaext.Policy.parse(spec)

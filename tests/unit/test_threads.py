@@ -46,7 +46,6 @@ MIN_ROUNDS = 20
 CLEAN_ERRNOS = {errno.EBADF, errno.ENOTSOCK, errno.ENOPROTOOPT, errno.EOPNOTSUPP}
 
 
-
 def _policies(n: int) -> list[kaext.Policy]:
     caps = kaext.capabilities()
     out = []
@@ -278,7 +277,9 @@ def _cythonize(source: str, tmp_path: Path, name: str) -> str:
     out = pyx.with_suffix(".c")
     subprocess.run(
         [sys.executable, "-m", "cython", "-3", "-I", str(pyx.parent), str(pyx), "-o", str(out)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return out.read_text()
 

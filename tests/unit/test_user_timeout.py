@@ -18,9 +18,7 @@ import kaext
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux TCP_USER_TIMEOUT")
 
-UT_MIN, UT_MAX = json.loads((DATA / "reference.json").read_text())["ranges"]["linux"][
-    "user_timeout_ms"
-]
+UT_MIN, UT_MAX = json.loads((DATA / "reference.json").read_text())["ranges"]["linux"]["user_timeout_ms"]
 
 
 @pytest.fixture(params=KINDS)

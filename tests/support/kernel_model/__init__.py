@@ -83,7 +83,10 @@ class Kernel:
 
 def _linux(name: str = "linux", platform: str = "linux") -> Kernel:
     return Kernel(
-        name, platform, "linux", "linux",
+        name,
+        platform,
+        "linux",
+        "linux",
         # net.ipv4.tcp_keepalive_time / _intvl / _probes defaults (include/net/tcp.h TCP_KEEPALIVE_TIME
         # 7200 s, TCP_KEEPALIVE_INTVL 75 s, TCP_KEEPALIVE_PROBES 9); icsk_user_timeout starts at 0
         fresh={"TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 75, "TCP_KEEPCNT": 9, "TCP_USER_TIMEOUT": 0},
@@ -101,7 +104,10 @@ def _linux(name: str = "linux", platform: str = "linux") -> Kernel:
 
 def _darwin(name: str = "darwin", platform: str = "darwin") -> Kernel:
     return Kernel(
-        name, platform, "darwin", "darwin",
+        name,
+        platform,
+        "darwin",
+        "darwin",
         # xnu bsd/netinet/tcp_timer.h TCPTV_KEEP_IDLE 2 h, TCPTV_KEEPINTVL 75 s, TCPTV_KEEPCNT 8;
         # tcp_usrreq.c tcp_ctloutput reports the system value while the socket's is unset
         fresh={"TCP_KEEPALIVE": 7200, "TCP_KEEPINTVL": 75, "TCP_KEEPCNT": 8, "TCP_RXT_CONNDROPTIME": 0},
@@ -125,7 +131,10 @@ def _darwin(name: str = "darwin", platform: str = "darwin") -> Kernel:
 def _freebsd(hz: int = 1000) -> Kernel:
     limit = UINT_MAX // hz
     return Kernel(
-        "freebsd" if hz == 1000 else f"freebsd-hz{hz}", "freebsd14", "freebsd", "freebsd",
+        "freebsd" if hz == 1000 else f"freebsd-hz{hz}",
+        "freebsd14",
+        "freebsd",
+        "freebsd",
         # sys/netinet/tcp_timer.h TCPTV_KEEP_IDLE 2 h, TCPTV_KEEPINTVL 75 s, TCPTV_KEEPCNT 8;
         # t_maxunacktime starts at 0 (off)
         fresh={"TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 75, "TCP_KEEPCNT": 8, "TCP_MAXUNACKTIME": 0},
@@ -147,7 +156,10 @@ def _freebsd(hz: int = 1000) -> Kernel:
 def _netbsd(hz: int = 100) -> Kernel:
     maxticks = INT_MAX // (hz // 2)  # TCP_TIMER_MAXTICKS = INT_MAX / (hz / PR_SLOWHZ)
     return Kernel(
-        "netbsd", "netbsd10", "netbsd", "netbsd",
+        "netbsd",
+        "netbsd10",
+        "netbsd",
+        "netbsd",
         fresh={"TCP_KEEPIDLE": 14400, "TCP_KEEPINTVL": 150, "TCP_KEEPCNT": 8},  # never read back (below)
         # sys/netinet/tcp_usrreq.c tcp_ctloutput PRCO_SETOPT: if (ui > 0 && ui <= TCP_TIMER_MAXTICKS)
         # (TCP_KEEPIDLE, TCP_KEEPINTVL) / if (ui > 0) (TCP_KEEPCNT), else EINVAL
@@ -165,11 +177,17 @@ def _netbsd(hz: int = 100) -> Kernel:
 
 def _dragonfly() -> Kernel:
     return Kernel(
-        "dragonfly", "dragonfly6", "dragonfly", "dragonfly",
+        "dragonfly",
+        "dragonfly6",
+        "dragonfly",
+        "dragonfly",
         fresh={"TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 75, "TCP_KEEPCNT": 8},
         # sys/netinet/tcp_usrreq.c tcp_ctloutput: opt_val <= 0 -> EINVAL (seconds since 5.8)
-        check={"TCP_KEEPIDLE": _between(1, INT_MAX), "TCP_KEEPINTVL": _between(1, INT_MAX),
-               "TCP_KEEPCNT": _between(1, INT_MAX)},
+        check={
+            "TCP_KEEPIDLE": _between(1, INT_MAX),
+            "TCP_KEEPINTVL": _between(1, INT_MAX),
+            "TCP_KEEPCNT": _between(1, INT_MAX),
+        },
         python_names=("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"),
         sources={"all": "DragonFlyBSD sys/netinet/tcp_usrreq.c"},
     )
@@ -177,8 +195,16 @@ def _dragonfly() -> Kernel:
 
 def _openbsd() -> Kernel:
     # sys/netinet/tcp_usrreq.c tcp_ctloutput: no TCP_KEEP* case at all -> ENOPROTOOPT
-    return Kernel("openbsd", "openbsd7", "openbsd", "openbsd", fresh={}, check={}, python_names=(),
-                  sources={"all": "openbsd/src sys/netinet/tcp_usrreq.c"})
+    return Kernel(
+        "openbsd",
+        "openbsd7",
+        "openbsd",
+        "openbsd",
+        fresh={},
+        check={},
+        python_names=(),
+        sources={"all": "openbsd/src sys/netinet/tcp_usrreq.c"},
+    )
 
 
 def _illumos_set(st: dict[str, int], option: str, value: int) -> int:
@@ -226,7 +252,10 @@ def _illumos_set(st: dict[str, int], option: str, value: int) -> int:
 
 def _illumos() -> Kernel:
     return Kernel(
-        "illumos", "sunos5", "sunos", "illumos",
+        "illumos",
+        "sunos5",
+        "sunos",
+        "illumos",
         # usr/src/uts/common/inet/tcp/tcp.c tcp_init_values: tcp_ka_interval = tcps_keepalive_interval
         # (2 h); tcp_ka_rinterval and tcp_ka_cnt stay 0 ("unset"); tcp_opt_data.c tcp_opt_get returns
         # them as they are: a fresh socket reads interval 0 and count 0
@@ -234,8 +263,11 @@ def _illumos() -> Kernel:
         # tcp_opt_data.c tcp_opt_set: TCP_KEEPIDLE x 1000 within tcps_keepalive_interval_low/high
         # (1 s .. 10 days); TCP_KEEPINTVL x 1000 within tcps_rexmit_interval_min/max (400 ms .. 60 s);
         # TCP_KEEPCNT 0 -> EINVAL
-        check={"TCP_KEEPIDLE": _between(1, 864000), "TCP_KEEPINTVL": _between(1, 60),
-               "TCP_KEEPCNT": _between(1, INT_MAX)},
+        check={
+            "TCP_KEEPIDLE": _between(1, 864000),
+            "TCP_KEEPINTVL": _between(1, 60),
+            "TCP_KEEPCNT": _between(1, INT_MAX),
+        },
         on_set=_illumos_set,
         hidden={"abort_ms": 480_000, "interval_ms": 0},
         python_names=("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"),
@@ -270,16 +302,22 @@ def _windows_sio() -> Kernel:
 
 def _windows(maxrt: int = -1) -> Kernel:
     return Kernel(
-        "windows" if maxrt == -1 else f"windows-maxrt{maxrt}", "win32", "windows", "windows",
+        "windows" if maxrt == -1 else f"windows-maxrt{maxrt}",
+        "win32",
+        "windows",
+        "windows",
         # Microsoft, "IPPROTO_TCP socket options" and SIO_KEEPALIVE_VALS remarks: 2 h idle, 1 s
         # interval, 10 probes; TCP_MAXRT on a fresh socket is undocumented: modelled as -1
         # (retransmit forever) or 0, neither of which kaext sets nor may reject when it reads it
         fresh={"TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 1, "TCP_KEEPCNT": 10, "TCP_MAXRT": maxrt},
         # TCP_KEEPCNT: 0..255 (the document's range); TCP_MAXRT: -1 or a positive number of seconds
         # (0 is undocumented: the model refuses it, so kaext must never send it)
-        check={"TCP_KEEPIDLE": _between(0, INT_MAX), "TCP_KEEPINTVL": _between(0, INT_MAX),
-               "TCP_KEEPCNT": _between(0, 255),
-               "TCP_MAXRT": lambda v: 0 if v == -1 or 1 <= v <= INT_MAX else errno.EINVAL},
+        check={
+            "TCP_KEEPIDLE": _between(0, INT_MAX),
+            "TCP_KEEPINTVL": _between(0, INT_MAX),
+            "TCP_KEEPCNT": _between(0, 255),
+            "TCP_MAXRT": lambda v: 0 if v == -1 or 1 <= v <= INT_MAX else errno.EINVAL,
+        },
         python_names=("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"),
         sources={"all": "learn.microsoft.com: IPPROTO_TCP socket options; SIO_KEEPALIVE_VALS"},
     )
@@ -302,10 +340,10 @@ MODELS: dict[str, Callable[[], Kernel]] = {
     "windows-maxrt0": lambda: _windows(maxrt=0),
     "windows-sio": _windows_sio,
     "haiku": lambda: Kernel("haiku", "haiku1", "other", "", fresh={}, check={}, python_names=()),
-    "wasi": lambda: Kernel("wasi", "wasi", "other", "", fresh={}, check={}, python_names=(),
-                           no_socket_module=True),
-    "emscripten": lambda: Kernel("emscripten", "emscripten", "other", "", fresh={}, check={},
-                                 python_names=(), sockets_fail=True),
+    "wasi": lambda: Kernel("wasi", "wasi", "other", "", fresh={}, check={}, python_names=(), no_socket_module=True),
+    "emscripten": lambda: Kernel(
+        "emscripten", "emscripten", "other", "", fresh={}, check={}, python_names=(), sockets_fail=True
+    ),
 }
 
 #: Per model, the sockets' state: inode -> {option number: value}
@@ -323,6 +361,7 @@ def install(name: str) -> Kernel:
         sys.platform = kernel.platform  # type: ignore[misc]
         return kernel
     if kernel.sockets_fail:
+
         def no_socket(self: socket.socket, *args: Any, **kwargs: Any) -> None:
             raise OSError(errno.ENOSYS, "sockets are not available in this runtime")
 
@@ -330,8 +369,17 @@ def install(name: str) -> Kernel:
         sys.platform = kernel.platform  # type: ignore[misc]
         return kernel
     numbers = kernel.numbers()
-    for attr in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT", "TCP_KEEPALIVE",
-                 "TCP_KEEPINIT", "TCP_SYNCNT", "TCP_MAXRT", "SIO_KEEPALIVE_VALS"):
+    for attr in (
+        "TCP_KEEPIDLE",
+        "TCP_KEEPINTVL",
+        "TCP_KEEPCNT",
+        "TCP_USER_TIMEOUT",
+        "TCP_KEEPALIVE",
+        "TCP_KEEPINIT",
+        "TCP_SYNCNT",
+        "TCP_MAXRT",
+        "SIO_KEEPALIVE_VALS",
+    ):
         if hasattr(socket, attr):
             delattr(socket, attr)
     for attr in kernel.python_names:
@@ -351,8 +399,10 @@ def install(name: str) -> Kernel:
         return st
 
     def is_tcp(sock: socket.socket) -> bool:
-        return (base.getsockopt(sock, socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM
-                and base.getsockopt(sock, socket.SOL_SOCKET, socket.SO_PROTOCOL) == tcp)
+        return (
+            base.getsockopt(sock, socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_STREAM
+            and base.getsockopt(sock, socket.SOL_SOCKET, socket.SO_PROTOCOL) == tcp
+        )
 
     def refuse(err: int) -> OSError:
         return OSError(err, os.strerror(err))
@@ -468,8 +518,7 @@ def raw(kernel: Kernel, sock: socket.socket) -> dict[str, int]:
     st = STATE.get(os.fstat(sock.fileno()).st_ino)
     if st is None:
         return {**{o: v for o, v in kernel.fresh.items() if o in numbers}, **kernel.hidden}
-    return {**{o: st[numbers[o]] for o in kernel.fresh if o in numbers},
-            **{h: st[h] for h in kernel.hidden}}  # type: ignore[index]
+    return {**{o: st[numbers[o]] for o in kernel.fresh if o in numbers}, **{h: st[h] for h in kernel.hidden}}  # type: ignore[index]
 
 
 def is_socket(fd: int) -> bool:

@@ -1,6 +1,6 @@
 """Every OS's kernel model, each in a fresh interpreter (two at a time): exits 1 if any failed.
 
-    python tests/support/kernel_model/run_all.py [NAME ...]
+python tests/support/kernel_model/run_all.py [NAME ...]
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from kernel_model import MODELS  # noqa: E402
 
 
 def run(name: str) -> tuple[str, int, str]:
-    done = subprocess.run(
-        [sys.executable, str(HERE / "suite.py"), name], capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([sys.executable, str(HERE / "suite.py"), name], capture_output=True, text=True, timeout=120)
     return name, done.returncode, done.stdout + done.stderr
 
 

@@ -62,9 +62,14 @@ if KERNEL.no_socket_module or KERNEL.sockets_fail:
     @check
     def nothing_offered_and_setters_raise() -> None:
         assert kaext.capabilities() == {}
-        for call in (lambda: kaext.set_keepalive(3), lambda: kaext.set_keepalive(3, idle=5),
-                     lambda: kaext.set_user_timeout(3, 5), lambda: kaext.Policy(keepalive=True).apply(3),
-                     lambda: kaext.get_keepalive(3), lambda: kaext.connections()):
+        for call in (
+            lambda: kaext.set_keepalive(3),
+            lambda: kaext.set_keepalive(3, idle=5),
+            lambda: kaext.set_user_timeout(3, 5),
+            lambda: kaext.Policy(keepalive=True).apply(3),
+            lambda: kaext.get_keepalive(3),
+            lambda: kaext.connections(),
+        ):
             exc = expect_oserror(call)
             assert exc.errno in (errno.ENOSYS, errno.ENOPROTOOPT) and str(exc), exc
 
@@ -75,8 +80,10 @@ else:
     CAPS = kaext.capabilities()
     #: knob -> the option the model's kernel stores it under
     #: (the SIO_KEEPALIVE_VALS ioctl's fields are kept by the model as sio_idle / sio_interval)
-    OPTION = {knob: f"sio_{knob}" if knob_caps.option == "SIO_KEEPALIVE_VALS" else knob_caps.option
-              for knob, knob_caps in CAPS.items()}
+    OPTION = {
+        knob: f"sio_{knob}" if knob_caps.option == "SIO_KEEPALIVE_VALS" else knob_caps.option
+        for knob, knob_caps in CAPS.items()
+    }
     READABLE = KERNEL.readable
 
     def shown(knob: str, seconds: float | int) -> float | int | None:
@@ -263,8 +270,10 @@ else:
                 return
             with pair() as (client, _, _):
                 kaext.set_keepalive(client, interval=2_000_000, count=2)
-                for call in (lambda: kaext.set_keepalive(client, idle=1_000_000),
-                             lambda: kaext.Policy(idle=1_000_000).apply(client)):
+                for call in (
+                    lambda: kaext.set_keepalive(client, idle=1_000_000),
+                    lambda: kaext.Policy(idle=1_000_000).apply(client),
+                ):
                     try:
                         call()
                     except ValueError:
