@@ -39,7 +39,7 @@ def typing(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff, cython-lint and the import layers (06-lint.sh)."""
+    """ruff (check and format), cython-lint and the import layers (06-lint.sh)."""
     _installed(session)
     _step(session, "06-lint.sh")
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lint: ruff (Python), cython-lint (the extension), and the package's layers
+# Lint: ruff (Python: the rules and the format), cython-lint (the extension), and the package's layers
 # (import-linter: a module imports only from the layers below it; the contract is
 # in pyproject.toml).  The Cython module is not seen by import-linter, so its
 # imports of the package are checked here: the backends import only _platform and
@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 python -m pip install -q -c .ci/constraints.txt ruff cython-lint import-linter
 ruff check .
+ruff format --check .
 cython-lint ext/_kaext.pyx ext/*.pxi
 lint-imports
 bad=$(grep -nE '^\s*(from|import)\s+kaext' ext/_kaext.pyx ext/*.pxi | grep -vE 'kaext\.(_platform|_errors)\b' || true)
@@ -16,4 +17,4 @@ if [ -n "$bad" ]; then
   echo "$bad" >&2
   exit 1
 fi
-echo "lint: ruff, cython-lint and the import layers are clean"
+echo "lint: ruff (check and format), cython-lint and the import layers are clean"
