@@ -211,7 +211,8 @@ def connections(pid: int | None = None) -> list[Connection]:
     ``pid``; without it ``keepalive`` and ``user_timeout`` are None and ``reason``
     says why.  Raises ProcessLookupError when there is no such process and
     PermissionError when its descriptors cannot even be listed (another user's
-    process, without CAP_SYS_PTRACE).
+    process, without CAP_DAC_READ_SEARCH: CAP_SYS_PTRACE alone does not open its
+    ``/proc/<pid>/fd``).
 
     Other POSIX systems: this process's sockets only (``pid`` None or
     ``os.getpid()``; another pid raises OSError ENOSYS), without timers.

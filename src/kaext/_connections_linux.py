@@ -82,7 +82,8 @@ def _list_fds(pid: int) -> tuple[list[int], int]:
         raise PermissionError(
             errno.EACCES,
             f"no permission to list the descriptors of process {pid} ({path}): it belongs to "
-            "another user; run as that user or with CAP_SYS_PTRACE",
+            "another user; run as that user, or with CAP_DAC_READ_SEARCH (to list them) and CAP_SYS_PTRACE "
+            "(to read their sockets)",
         ) from None
     tid = 0
     if not names:  # nothing held, a kernel thread, or a main thread that has exited

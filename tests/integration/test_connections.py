@@ -488,6 +488,53 @@ def test_another_users_process_cannot_be_listed(reader: ModuleType) -> None:
     assert f"process {c.pid}" in str(got["message"])
 
 
+CAPPED = """
+import json, sys
+import kaext
+assert kaext.IMPLEMENTATION == sys.argv[2], (kaext.IMPLEMENTATION, sys.argv[2])
+try:
+    rows = kaext.connections(int(sys.argv[1]))
+except OSError as exc:
+    print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+else:
+    print(json.dumps({"rows": [[r.fd, r.keepalive is None] for r in rows]}))
+"""
+
+
+@pytest.mark.parametrize("caps", ["sys_ptrace", "sys_ptrace,+dac_read_search"])
+def test_the_capabilities_named_for_another_users_process_are_the_ones_it_takes(reader: ModuleType, caps: str) -> None:
+    """Root with only CAP_SYS_PTRACE cannot list another user's /proc/<pid>/fd (mode 0500:
+    fs/proc/fd.c proc_fd_permission is generic_permission, which CAP_DAC_READ_SEARCH passes,
+    not ptrace access), and the error says so; with CAP_DAC_READ_SEARCH too, every socket is
+    listed and read."""
+    needs_other_users()
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("no setpriv (Debian package util-linux)")
+    env = {k: v for k, v in os.environ.items() if k != "KAEXT_NO_EXTENSIONS"}
+    if reader is _pure:
+        env["KAEXT_NO_EXTENSIONS"] = "1"
+    with child("ipv4", client=[1, 31, 7, 5, 0], user=TARGET_UID) as c:
+        done = subprocess.run(
+            [setpriv, f"--bounding-set=-all,+{caps}", "--", sys.executable, "-c", CAPPED, str(c.pid)]
+            + [reader.IMPLEMENTATION],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            cwd="/",
+            env=env,
+        )
+    got = json.loads(done.stdout)
+    if caps == "sys_ptrace":
+        assert got["error"] == "PermissionError", got
+        assert "CAP_DAC_READ_SEARCH" in got["message"] and "CAP_SYS_PTRACE" in got["message"], got
+    else:
+        rows = dict(got["rows"])
+        assert set(rows) == {c.sock(n)["fd"] for n in ("listener", "client", "server")}, got
+        assert not any(rows.values()), got  # every socket's options read
+
+
 def test_same_user_may_read_everything(reader: ModuleType) -> None:
     needs_other_users()
     with child("ipv4", client=[1, 31, 7, 5, 4000], user=TARGET_UID) as c:
