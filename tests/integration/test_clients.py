@@ -141,52 +141,22 @@ def redis_in(lab: netns.Lab) -> Iterator[Callable[[], int]]:
 @pytest.fixture
 def postgres_in(lab: netns.Lab) -> Iterator[Callable[[], int]]:
     """A PostgreSQL cluster in the server namespace on 192.0.2.2; yields "sessions in pg_sleep"."""
-    initdb, pg_ctl, psql = servers._pg_bin("initdb"), servers._pg_bin("pg_ctl"), shutil.which("psql")
-    if initdb is None or pg_ctl is None or psql is None:
-        servers.missing(
-            "PostgreSQL (initdb, pg_ctl, psql) is not installed (Debian packages postgresql, postgresql-client)"
-        )
-    import pwd
-
-    try:
-        owner = pwd.getpwnam("postgres")
-    except KeyError:
-        servers.missing("the 'postgres' user (Debian package postgresql) is needed to run PostgreSQL as root")
-    prefix = ["runuser", "-u", "postgres", "--"]
-    ns = lab.server.netns
-    tmp = tempfile.mkdtemp(prefix="kaext-clients-pg-")
-    data, sockdir, log = os.path.join(tmp, "data"), os.path.join(tmp, "sock"), os.path.join(tmp, "log")
-    os.mkdir(sockdir)
-    for path in (tmp, sockdir):
-        os.chown(path, owner.pw_uid, owner.pw_gid)
-    started = False
-    try:
-        subprocess.run(
-            [*prefix, initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            timeout=120,
-        )
-        with open(os.path.join(data, "pg_hba.conf"), "a") as hba:  # the client host, trusted
-            hba.write(f"host all all {lab.client.address}/32 trust\n")
-        # tcp_keepalives_idle etc. left at their defaults; the server end never matters here
-        # (its link is down), only the client's.
-        options = f"-p {PG_PORT} -k {sockdir} -c listen_addresses={lab.server.address} -c fsync=off"
-        subprocess.run(
-            _in_ns(ns, *prefix, pg_ctl, "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start"),
-            check=True,
-            stdout=subprocess.DEVNULL,
-            timeout=90,
-        )
-        started = True
+    psql = shutil.which("psql")
+    if psql is None:
+        servers.missing("psql is not installed (Debian package postgresql-client)")
+    # tcp_keepalives_idle etc. left at their defaults; the server end never matters here
+    # (its link is down), only the client's.
+    with servers.postgres_cluster(
+        lab.server.address, PG_PORT, start_in=_in_ns(lab.server.netns), trust=[f"{lab.client.address}/32"]
+    ) as cluster:
 
         def sleeping() -> int:
             proc = subprocess.run(
                 [
-                    *prefix,
+                    *cluster.prefix,
                     psql,
                     "-h",
-                    sockdir,
+                    cluster.sockdir,
                     "-p",
                     str(PG_PORT),
                     "-U",
@@ -202,16 +172,6 @@ def postgres_in(lab: netns.Lab) -> Iterator[Callable[[], int]]:
             return int(proc.stdout.strip() or 0)
 
         yield sleeping
-    finally:
-        if started:
-            subprocess.run(
-                [*prefix, pg_ctl, "-D", data, "-m", "immediate", "-w", "stop"],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=60,
-                check=False,
-            )
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # An HTTP/1.1 server that answers every GET with a chunked response, sends one

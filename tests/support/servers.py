@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import NoReturn
@@ -192,13 +192,25 @@ def _version_key(path: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".") if p.isdigit())
 
 
-@contextlib.contextmanager
-def postgres_server() -> Iterator[int]:
-    """A throwaway PostgreSQL cluster (Debian package postgresql) on a free port, trust auth.
+class PostgresCluster:
+    """A running cluster: its ``port``, the directory of its Unix socket (``sockdir``) and the
+    command prefix that runs a program as the cluster's owner (``prefix``: empty, or runuser)."""
 
-    initdb refuses to run as root, so as root the cluster belongs to the
-    ``postgres`` user the package creates (``runuser``).  Yields the port; the
-    superuser is ``postgres``.
+    def __init__(self, port: int, sockdir: str, prefix: list[str]) -> None:
+        self.port, self.sockdir, self.prefix = port, sockdir, prefix
+
+
+@contextlib.contextmanager
+def postgres_cluster(
+    address: str = "127.0.0.1", port: int | None = None, start_in: Sequence[str] = (), trust: Sequence[str] = ()
+) -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster (Debian package postgresql) listening on ``address``, trust auth.
+
+    ``port``: a free one when None.  ``start_in``: a command prefix the server is started
+    under (``ip netns exec NS``: a cluster inside a network namespace).  ``trust``: more
+    client networks let in without a password (pg_hba ``host`` lines, e.g. ``"10.0.0.2/32"``).
+    initdb refuses to run as root, so as root the cluster belongs to the ``postgres`` user the
+    package creates (``runuser``).  The superuser is ``postgres``.
     """
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if initdb is None or pg_ctl is None:
@@ -215,7 +227,7 @@ def postgres_server() -> Iterator[int]:
         if runuser is None or owner is None:
             missing("running as root needs the 'postgres' user and runuser to start PostgreSQL")
         prefix = [runuser, "-u", "postgres", "--"]
-    port = free_port()
+    port = free_port() if port is None else port
     tmp = tempfile.mkdtemp(prefix="kaext-pg-")
     data, sockdir, log = os.path.join(tmp, "data"), os.path.join(tmp, "sock"), os.path.join(tmp, "log")
     os.mkdir(sockdir)
@@ -231,17 +243,21 @@ def postgres_server() -> Iterator[int]:
             stderr=subprocess.PIPE,
             timeout=120,
         )
-        options = f"-p {port} -k {sockdir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        if trust:
+            with open(os.path.join(data, "pg_hba.conf"), "a") as hba:
+                hba.writelines(f"host all all {network} trust\n" for network in trust)
+        options = f"-p {port} -k {sockdir} -c listen_addresses={address} -c fsync=off"
         subprocess.run(
-            [*prefix, pg_ctl, "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start"],
+            [*start_in, *prefix, pg_ctl, "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start"],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             timeout=90,
         )
         started = True
-        wait_for_port(port, 30)
-        yield port
+        if not start_in:  # else not reachable from here; pg_ctl -w has waited for it
+            wait_for_port(port, 30)
+        yield PostgresCluster(port, sockdir, prefix)
     finally:
         if started:
             subprocess.run(
@@ -252,6 +268,13 @@ def postgres_server() -> Iterator[int]:
                 check=False,
             )
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[int]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (:func:`postgres_cluster`); yields its port."""
+    with postgres_cluster() as cluster:
+        yield cluster.port
 
 
 # --------------------------------------------------------------------------------------
