@@ -153,6 +153,33 @@ SCENARIOS: dict[str, tuple[Any, ...]] = {
 }
 
 
+_MEASURED: list[str] = []
+
+
+class _Summary:
+    """A plugin that prints what each probe run measured in pytest's terminal summary."""
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if _MEASURED:
+            terminalreporter.write_sep("-", "kaext-probe through network namespaces (measured)")
+            for line in _MEASURED:
+                terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_measurements(request: pytest.FixtureRequest) -> None:
+    if not request.config.pluginmanager.has_plugin("kaext-probe-summary"):
+        request.config.pluginmanager.register(_Summary(), "kaext-probe-summary")
+
+
+def _measured(name: str, result: dict[str, Any]) -> None:
+    _MEASURED.append(
+        f"{name}: survived {result['survived']} s, lost at {result['idle_timeout']} s, server closed after "
+        f"{result['server_closed_after']} s, policy {result['policy']}, {result['elapsed']:.1f} s, "
+        f"{result['connections']} connections"
+    )
+
+
 @pytest.fixture(scope="module")
 def runs() -> Iterator[dict[str, Future[dict[str, Any]]]]:
     reason = netns.unavailable_reason()
@@ -183,12 +210,14 @@ def _bracketed(result: dict[str, Any], timeout: int, took: float) -> None:
 @pytest.mark.parametrize("name,timeout", [("nat8", 8), ("nat20", 20), ("reset8", 8)])
 def test_nat_timeout_is_bracketed(runs: dict[str, Future[dict[str, Any]]], name: str, timeout: int) -> None:
     run = runs[name].result()
+    _measured(f"{name} (the NAT forgets after {timeout} s)", run["result"])
     _bracketed(run["result"], timeout, run["took"])
 
 
 @pytest.mark.root
 def test_no_nat_no_timeout_up_to_max(runs: dict[str, Future[dict[str, Any]]]) -> None:
     result = runs["nonat"].result()["result"]
+    _measured("nonat (no NAT, --max 10)", result)
     assert result["idle_timeout"] is None and result["policy"] is None and result["server_closed_after"] is None
     assert 10 - SLACK <= result["survived"] <= 10 + 1, result
     assert result["connections"] == len(probe.idle_times(10))
@@ -197,6 +226,7 @@ def test_no_nat_no_timeout_up_to_max(runs: dict[str, Future[dict[str, Any]]]) ->
 @pytest.mark.root
 def test_server_idle_close_is_not_a_path_timeout(runs: dict[str, Future[dict[str, Any]]]) -> None:
     result = runs["server5"].result()["result"]
+    _measured("server5 (the server closes idle connections after 5 s)", result)
     assert result["idle_timeout"] is None and result["policy"] is None, result
     assert result["server_closed_after"] is not None and abs(result["server_closed_after"] - 5) <= 0.5, result
     assert result["elapsed"] < 15, result  # it stops once the server's own close is seen
@@ -205,6 +235,9 @@ def test_server_idle_close_is_not_a_path_timeout(runs: dict[str, Future[dict[str
 @pytest.mark.root
 def test_policy_keeps_a_connection_through_a_resetting_nat(runs: dict[str, Future[dict[str, Any]]]) -> None:
     run = runs["reset8"].result()
+    _MEASURED.append(
+        f"reset8, the recommended policy over 24 s idle: {run['kept']}; without keepalive: {run['control']}"
+    )
     assert run["kept"] == "ping", run  # 24 s idle through an 8 s NAT, then real traffic
     assert run["control"].startswith("error"), run  # without keepalive the NAT forgot it
 
