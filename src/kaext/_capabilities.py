@@ -182,7 +182,7 @@ def duration_ns(knob: str, value: object) -> int:
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
-        num, den = value.as_integer_ratio()
+        num, den = float.as_integer_ratio(value)  # the float's own: a subclass may override it
     else:
         datetime = sys.modules.get("datetime")
         decimal = sys.modules.get("decimal")
@@ -200,7 +200,7 @@ def duration_ns(knob: str, value: object) -> int:
             elif value and value.adjusted() < -30:
                 num, den = (1 if value > 0 else -1), 10**31
             else:
-                num, den = value.as_integer_ratio()
+                num, den = decimal.Decimal.as_integer_ratio(value)
         elif _is_real(value):  # Fraction, NumPy floats, other numbers.Real
             ratio = getattr(value, "as_integer_ratio", None)
             if ratio is None:
@@ -209,9 +209,16 @@ def duration_ns(knob: str, value: object) -> int:
                     raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}")
                 ratio = number.as_integer_ratio
             try:
-                num, den = ratio()
+                pair = ratio()
             except (OverflowError, ValueError):  # NaN or infinity of another float type
                 raise ValueError(f"{knob} must be a finite number of seconds, got {value!r}") from None
+            # another type's answer: two ints, the denominator positive (else no number at all)
+            if not (type(pair) is tuple and len(pair) == 2 and all(type(n) is int for n in pair) and pair[1] > 0):
+                raise ValueError(
+                    f"{knob} must be a number of seconds, got {value!r}, whose as_integer_ratio() "
+                    f"returned {pair!r} (not a ratio of two ints with a positive denominator)"
+                )
+            num, den = pair
         else:
             raise _duration_type_error(knob, value)
     ns, rest = divmod(num * 10**9, den)

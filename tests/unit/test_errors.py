@@ -639,3 +639,52 @@ def test_type_errors_name_knob_and_type() -> None:
     with pytest.raises(TypeError) as info:
         kaext.Policy(count=2.5)  # type: ignore[arg-type]
     assert "count" in str(info.value) and "float" in str(info.value)
+
+
+# --------------------------------------------------------------------------------------
+# Number types that lie about themselves
+# --------------------------------------------------------------------------------------
+
+
+class _FloatWithBrokenRatio(float):
+    def as_integer_ratio(self) -> tuple[int, int]:
+        return (1, 0)
+
+
+class _DecimalWithBrokenRatio(Decimal):
+    def as_integer_ratio(self) -> tuple[int, int]:
+        return (1, 0)
+
+
+class _FractionWithBrokenRatio(Fraction):
+    def as_integer_ratio(self) -> tuple[int, int]:
+        return (1, 0)
+
+
+@pytest.mark.parametrize("kind", [_FloatWithBrokenRatio, _DecimalWithBrokenRatio], ids=["float", "decimal"])
+def test_a_float_or_decimal_subclass_is_read_by_its_value_not_its_override(kind: type) -> None:
+    """A float or Decimal is its value: an overridden as_integer_ratio() returning (1, 0) once
+    escaped as ZeroDivisionError."""
+    assert Policy(idle=kind("5.5") if kind is _DecimalWithBrokenRatio else kind(5.5)).idle == Policy(idle=5.5).idle
+
+
+def test_another_real_whose_ratio_is_no_ratio_is_a_value_error_naming_the_knob() -> None:
+    with socket.socket() as s:
+        before = kaext.get_keepalive(s)
+        for call in (
+            lambda: Policy(interval=_FractionWithBrokenRatio(3)),
+            lambda: kaext.set_keepalive(s, interval=_FractionWithBrokenRatio(3)),
+            lambda: kaext.set_user_timeout(s, _FractionWithBrokenRatio(3)),
+        ):
+            with pytest.raises(ValueError, match=r"(interval|user_timeout).*_FractionWithBrokenRatio\(3, 1\)"):
+                call()
+        assert kaext.get_keepalive(s) == before
+
+
+def test_a_huge_int_subclass_descriptor_is_an_oserror_naming_the_range() -> None:
+    class Big(int):
+        pass
+
+    with pytest.raises(OSError, match=r"out of range") as caught:
+        kaext.get_keepalive(Big(10**30))
+    assert caught.value.errno == errno.EBADF
