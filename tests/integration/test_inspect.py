@@ -354,17 +354,27 @@ def _namespace() -> netns.Namespace:
 
 @pytest.mark.parametrize("order", ["other-first", "host-first", "all"])
 def test_processes_in_two_network_namespaces_any_order_then_apply(implementation: str, order: str) -> None:
-    """Every socket of each process, whichever namespace comes first; --apply reaches them all."""
+    """Every socket of each process, whichever namespace comes first; --apply reaches them all.
+
+    The processes and, with ``--all``, the inspector run as a user of their own: ``--all
+    --apply`` as root would change every other process's sockets on this machine too."""
+    needs_other_users()
     with (
         _namespace() as ns,
-        child("ipv4", client=[1, 31, 7, 5, 0], server=[1, 33, 9, 3, 0], netns=ns) as away,
-        child("ipv4", client=[1, 32, 8, 6, 0], server=[1, 34, 5, 2, 0]) as here,
+        child("ipv4", client=[1, 31, 7, 5, 0], server=[1, 33, 9, 3, 0], netns=ns, user=TARGET_UID) as away,
+        child("ipv4", client=[1, 32, 8, 6, 0], server=[1, 34, 5, 2, 0], user=TARGET_UID) as here,
     ):
         pids = {"other-first": [str(away.pid), str(here.pid)], "host-first": [str(here.pid), str(away.pid)]}
         args = pids.get(order, ["--all"])
-        listed = run_cli(implementation, *args, "--json")
+
+        def inspect(*more: str) -> subprocess.CompletedProcess[str]:
+            if order == "all":
+                return run_cli_as(implementation, TARGET_UID, TARGET_UID, *args, *more)
+            return run_cli(implementation, *args, *more)
+
+        listed = inspect("--json")
         before = {c.pid: c.read() for c in (away, here)}
-        applied = run_cli(implementation, *args, "--apply", "7s:3s:4 user_timeout=19s", "--json")
+        applied = inspect("--apply", "7s:3s:4 user_timeout=19s", "--json")
         after = {c.pid: c.read() for c in (away, here)}
     assert listed.returncode in ((0, 1) if order == "all" else (0,)), listed.stderr
     assert applied.returncode in ((0, 1) if order == "all" else (0,)), applied.stderr

@@ -55,16 +55,19 @@ def child(
     python = sys.executable if user is None else python_for(user)
     assert python is not None
     prefix = ["ip", "netns", "exec", netns] if netns else []
+    as_user: dict[str, Any] = {}
+    if user is not None and netns:  # entering the namespace takes root: the user from there on
+        prefix += ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"]
+    elif user is not None:
+        as_user = {"user": user, "group": user, "extra_groups": []}
     proc = subprocess.Popen(
         # the program as text: the user it runs as may not be able to read this tree
         [*prefix, python, "-c", CHILD.read_text(encoding="utf-8"), json.dumps(config)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        user=user,
-        group=user,
-        extra_groups=None if user is None else [],
         cwd="/",
+        **as_user,
     )
     try:
         assert proc.stdout is not None
@@ -131,8 +134,9 @@ def run_cli(implementation: str, *args: str) -> subprocess.CompletedProcess[str]
 
 #: Runs the inspector after dropping to other credentials; argv[1]: JSON [ruid, euid, args].
 AS_USER = """
-import contextlib, ctypes, io, json, os, sys
+import codecs, contextlib, ctypes, io, json, os, sys
 import kaext.inspect
+codecs.lookup("ascii")  # /proc/<pid>/net/tcp is read as ASCII: its codec, while the stdlib is readable
 # a dry run as root loads every module (our interpreter may live where the user cannot read)
 with contextlib.redirect_stderr(io.StringIO()):
     kaext.inspect.main(["--bogus"])
