@@ -534,12 +534,11 @@ def _own_table(
             pass
     if reads is not None:
         table = _netlink_parse(reads, wanted, backend)
-        missing = {
-            inode
-            for held in sockets
-            for inode, (_, err, _) in held.items()
-            if inode not in table and err not in _NOT_TCP
-        }
+        missing = wanted.difference(table)  # then only those that may be TCP
+        if missing:
+            missing = {
+                inode for held in sockets for inode in missing.intersection(held) if held[inode][1] not in _NOT_TCP
+            }
         if not missing:
             return table
         try:
