@@ -48,6 +48,7 @@ from . import _backend, _platform
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
+    from concurrent.futures import Future
     from types import ModuleType
 
     #: (family, state, local, remote, timer, timer_left, probes)
@@ -239,6 +240,8 @@ _DUMP_STATES = 0xFFFFFFFF & ~((1 << 6) | (1 << 12))
 # nlmsghdr (len, type, flags, seq, pid) + inet_diag_req_v2 (include/uapi/linux/inet_diag.h:
 # family, protocol, ext, pad, states, inet_diag_sockid: sport, dport, src[16], dst[16], if, cookie[2])
 _REQUEST = struct.Struct("=IHHII BBBxI 48x")
+#: One read of a dump (a dump message is at most 32 KiB).
+_READ_SIZE = 1 << 16
 # Room past a read's limit: the pure-Python parser's scan of a message's header and inode
 # (88 bytes) may run past a short last message.
 _READ_SLACK = 128
@@ -246,32 +249,69 @@ _READ_SLACK = 128
 _FAMILY_NAME: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 
 
-def _netlink_table(wanted: set[int], backend: ModuleType = _backend) -> dict[int, TableRow]:
+def _netlink_table(
+    wanted: set[int], backend: ModuleType = _backend, families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)
+) -> dict[int, TableRow]:
     """The TCP sockets of this network namespace from sock_diag: the ``wanted`` inodes.
 
-    One dump per address family; the IPv6 one only while a wanted socket is still
-    missing, and a dump is left as soon as none is (closing the netlink socket ends it).
+    One dump per address family (of ``families``, in that order); the next one only while
+    a wanted socket is still missing, and a dump is left as soon as none is (closing the
+    netlink socket ends it).  Each dump walks the namespace's whole table (both families).
     """
     table: dict[int, TableRow] = {}
     parse = _dump_parser(backend)
     with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _platform.NETLINK_SOCK_DIAG) as nl:
-        buf = bytearray((1 << 16) + _READ_SLACK)  # a dump message is at most 32 KiB
-        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
-            nl.send(
-                _REQUEST.pack(
-                    _REQUEST.size,
-                    _platform.SOCK_DIAG_BY_FAMILY,
-                    _platform.NLM_F_REQUEST | _platform.NLM_F_DUMP,
-                    seq,
-                    0,
-                    family,
-                    socket.IPPROTO_TCP,
-                    0,
-                    _DUMP_STATES,
-                )
-            )
+        buf = bytearray(_READ_SIZE + _READ_SLACK)
+        for seq, family in enumerate(families, 1):
+            nl.send(_request(seq, family))
             if not _read_dump(nl, buf, wanted, table, parse):
                 break  # every wanted socket found: no need to read on
+    return table
+
+
+def _request(seq: int, family: int) -> bytes:
+    """The sock_diag request for a dump of the TCP sockets of ``family``."""
+    return _REQUEST.pack(
+        _REQUEST.size,
+        _platform.SOCK_DIAG_BY_FAMILY,
+        _platform.NLM_F_REQUEST | _platform.NLM_F_DUMP,
+        seq,
+        0,
+        family,
+        socket.IPPROTO_TCP,
+        0,
+        _DUMP_STATES,
+    )
+
+
+def _netlink_dump(backend: ModuleType = _backend) -> list[tuple[bytearray, int]]:
+    """Every IPv4 TCP socket of this network namespace from sock_diag, as read: ``(buffer,
+    length)`` per read of the dump, for ``_netlink_parse`` once the wanted inodes are known
+    (``_own_table`` looks up those it lacks in the IPv6 dump).  It needs only the
+    namespace: ``_processes`` reads it while the descriptors are read (the kernel's walk
+    of its tables is most of its cost, and ``recv`` releases the GIL)."""
+    reads: list[tuple[bytearray, int]] = []
+    parse = _dump_parser(backend)
+    nothing: set[int] = set()
+    ignored: dict[int, TableRow] = {}
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _platform.NETLINK_SOCK_DIAG) as nl:
+        nl.send(_request(1, socket.AF_INET))
+        while True:
+            buf = bytearray(_READ_SIZE + _READ_SLACK)
+            n = nl.recv_into(buf, _READ_SIZE)
+            del buf[n + _READ_SLACK :]  # keep only what was read (and the parser's slack)
+            reads.append((buf, n))
+            if parse(buf, n, nothing, ignored, _STATES, _TIMERS, _KEEPALIVE_TIMER):  # its end (or an error)
+                break
+    return reads
+
+
+def _netlink_parse(reads: list[tuple[bytearray, int]], wanted: set[int], backend: ModuleType) -> dict[int, TableRow]:
+    """The ``wanted`` inodes of a ``_netlink_dump``."""
+    table: dict[int, TableRow] = {}
+    parse = _dump_parser(backend)
+    for buf, n in reads:
+        parse(buf, n, wanted, table, _STATES, _TIMERS, _KEEPALIVE_TIMER)
     return table
 
 
@@ -417,10 +457,16 @@ def _processes(
         return pid, sockets, reason, tid
 
     pids = list(pids)
+    own_ns = _netns(os.getpid())
+    dump: Future[list[tuple[bytearray, int]]] | None = None
     if workers > 1 and len(pids) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(min(workers, len(pids)), thread_name_prefix="kaext-collect") as pool:
+        with ThreadPoolExecutor(min(workers, len(pids)) + 1, thread_name_prefix="kaext-collect") as pool:
+            if own_ns is not None and any(_netns(pid) == own_ns for pid in pids):
+                # this namespace's socket table, read meanwhile (kept whole: which inodes
+                # are wanted is known only once every process has been read)
+                dump = pool.submit(_netlink_dump, backend)
             results = list(pool.map(read, pids))
     else:
         results = [read(pid) for pid in pids]
@@ -441,10 +487,7 @@ def _processes(
     for key, members in groups.items():
         wanted: set[int] = set().union(*(found[i][1] for i in members))
         if key == "own":
-            try:
-                table = _netlink_table(wanted, backend)
-            except OSError:  # no sock_diag (a kernel without it, or a seccomp filter)
-                table = _proc_table(os.getpid(), wanted)
+            table = _own_table(wanted, [found[i][1] for i in members], dump, backend)
             tables.update(dict.fromkeys(members, table))
             continue
         pending = list(members)
@@ -463,3 +506,47 @@ def _processes(
         if index in tables  # else its namespace's table could not be read: in errors
     ]
     return readings, errors
+
+
+#: Errors of a descriptor that is a socket but not TCP (a Unix or UDP socket): one the
+#: TCP tables cannot hold.
+_NOT_TCP = frozenset((errno.ENOTSOCK, errno.EOPNOTSUPP, errno.ENOPROTOOPT))
+
+
+def _own_table(
+    wanted: set[int],
+    sockets: list[dict[int, Socket]],
+    dump: Future[list[tuple[bytearray, int]]] | None,
+    backend: ModuleType,
+) -> dict[int, TableRow]:
+    """The ``wanted`` inodes of this network namespace's table: from ``dump`` (read while the
+    descriptors were read) when there is one, else from a dump now; from
+    ``/proc/self/net/tcp`` without sock_diag.
+
+    ``dump`` holds the IPv4 sockets; a TCP socket (or one of unknown kind) that it lacks
+    is looked up in the IPv6 dump, then, if still missing (opened while ``dump`` was
+    read), in an IPv4 dump again: the rows are those of dumps read after the descriptors."""
+    reads = None
+    if dump is not None:
+        try:
+            reads = dump.result()
+        except OSError:  # no sock_diag: as below
+            pass
+    if reads is not None:
+        table = _netlink_parse(reads, wanted, backend)
+        missing = wanted.difference(table)  # then only those that may be TCP
+        if missing:
+            missing = {
+                inode for held in sockets for inode in missing.intersection(held) if held[inode][1] not in _NOT_TCP
+            }
+        if not missing:
+            return table
+        try:
+            table.update(_netlink_table(missing, backend, (socket.AF_INET6, socket.AF_INET)))
+        except OSError:
+            table.update(_proc_table(os.getpid(), missing))
+        return table
+    try:
+        return _netlink_table(wanted, backend)
+    except OSError:  # no sock_diag (a kernel without it, or a seccomp filter)
+        return _proc_table(os.getpid(), wanted)

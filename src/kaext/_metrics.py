@@ -35,12 +35,27 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import _backend
-from ._connections import Connection, _collect
+from ._connections import Connection, _collect, _tally
 
 __all__ = ["InspectCollector", "exposition", "kernel_counters", "listen_address", "serve", "verdict_label"]
 
 #: A verdict function: ``kaext.inspect.verdict`` with the idle timeout chosen.
 Judge = Callable[[Connection], "str | None"]
+
+
+class SettingsJudge:
+    """A judge (``Judge``) that reads of a row only its ``state``, ``keepalive`` and
+    ``user_timeout`` (``kaext.inspect.verdict``): the collector then judges one row of each
+    process per distinct such reading, and counts the others with it."""
+
+    __slots__ = ("_judge",)
+
+    def __init__(self, judge: Judge) -> None:
+        self._judge = judge
+
+    def __call__(self, conn: Connection) -> str | None:
+        return self._judge(conn)
+
 
 #: The /proc/net/netstat TcpExt fields exported, and the counter each becomes.
 KERNEL_COUNTERS = {
@@ -111,10 +126,15 @@ class InspectCollector(Collector):
         # The rows are plain tuples and records (no reference cycles), 100,000 of them at
         # fleet scale: the cyclic garbage collector would traverse them again and again
         # while they are made (0.2 s of such a scrape), and can find nothing in them.
+        judge = self._judge
+        workers = os.cpu_count() or 1
         enabled = gc.isenabled()
         gc.disable()
         try:
-            rows, errors = _collect(self._pids(), self._backend, workers=os.cpu_count() or 1)
+            if isinstance(judge, SettingsJudge):  # one row per kind of socket, with how many are like it
+                tally, errors = _tally(self._pids(), self._backend, workers)
+            else:
+                rows, errors = _collect(self._pids(), self._backend, workers)
         finally:
             if enabled:
                 gc.enable()
@@ -123,8 +143,12 @@ class InspectCollector(Collector):
         if not self._count_exited:
             errors = [(pid, exc) for pid, exc in errors if not isinstance(exc, ProcessLookupError)]
         self.errors = errors
-        judge = self._judge
-        counts = Counter((row.pid, row.state, verdict_label(judge(row))) for row in rows)
+        if isinstance(judge, SettingsJudge):
+            counts: Counter[tuple[int, str, str]] = Counter()
+            for row, n in tally:
+                counts[row.pid, row.state, verdict_label(judge(row))] += n
+        else:
+            counts = Counter((row.pid, row.state, verdict_label(judge(row))) for row in rows)
         names = {pid: _process_name(pid) for pid in {pid for pid, _, _ in counts}}
         gauge = GaugeMetricFamily(
             "kaext_tcp_connections",
