@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import measured
 import netns
 import pytest
 import servers
@@ -369,18 +370,9 @@ def _python_argv(name: str, lab: netns.Lab, with_kaext: bool) -> list[str]:
 # --------------------------------------------------------------------------------------
 
 
-class _Summary:
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if _SUMMARY:
-            terminalreporter.write_sep("-", f"clients after the server vanished (Policy.from_timeout({T}))")
-            for line in _SUMMARY:
-                terminalreporter.write_line(line)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _print_summary(request: pytest.FixtureRequest) -> None:
-    if not request.config.pluginmanager.has_plugin("kaext-clients-summary"):
-        request.config.pluginmanager.register(_Summary(), "kaext-clients-summary")
+    measured.report(request.config, f"clients after the server vanished (Policy.from_timeout({T}))", _SUMMARY)
 
 
 @pytest.fixture

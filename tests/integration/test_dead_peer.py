@@ -41,6 +41,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import measured
 import netns
 import pytest
 
@@ -88,20 +89,9 @@ def lab(_netns_unavailable: str | None) -> Iterator[netns.Lab]:
         built.close()
 
 
-class _Summary:
-    """A plugin that prints the measured times in pytest's terminal summary."""
-
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if _MEASURED:
-            terminalreporter.write_sep("-", "dead-peer detection times (measured)")
-            for line in _MEASURED:
-                terminalreporter.write_line(line)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _print_measurements(request: pytest.FixtureRequest) -> None:
-    if not request.config.pluginmanager.has_plugin("kaext-dead-peer-summary"):
-        request.config.pluginmanager.register(_Summary(), "kaext-dead-peer-summary")
+    measured.report(request.config, "dead-peer detection times (measured)", _MEASURED)
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import measured
 import netns
 import pytest
 
@@ -156,20 +157,9 @@ SCENARIOS: dict[str, tuple[Any, ...]] = {
 _MEASURED: list[str] = []
 
 
-class _Summary:
-    """A plugin that prints what each probe run measured in pytest's terminal summary."""
-
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if _MEASURED:
-            terminalreporter.write_sep("-", "kaext-probe through network namespaces (measured)")
-            for line in _MEASURED:
-                terminalreporter.write_line(line)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _print_measurements(request: pytest.FixtureRequest) -> None:
-    if not request.config.pluginmanager.has_plugin("kaext-probe-summary"):
-        request.config.pluginmanager.register(_Summary(), "kaext-probe-summary")
+    measured.report(request.config, "kaext-probe through network namespaces (measured)", _MEASURED)
 
 
 def _measured(name: str, result: dict[str, Any]) -> None:
