@@ -28,6 +28,7 @@ printed and when it ended; the summary is printed after the module either way.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -375,6 +376,10 @@ def _print_summary(request: pytest.FixtureRequest) -> None:
     measured.report(request.config, f"clients after the server vanished (Policy.from_timeout({T}))", _SUMMARY)
 
 
+#: What the Python clients import (the programs in _PY_CLIENTS).
+CLIENT_LIBRARIES = ("redis", "psycopg", "requests")
+
+
 @pytest.fixture
 def run_all(
     lab: netns.Lab,
@@ -382,6 +387,9 @@ def run_all(
     postgres_in: Callable[[], int],
     http_in: Callable[[], int],
 ) -> Iterator[Callable[[], dict[str, Client]]]:
+    absent = [name for name in CLIENT_LIBRARIES if importlib.util.find_spec(name) is None]
+    if absent:  # the 'test' extra installs them; a venv with the package alone skips (CI must not)
+        servers.missing(f"the client libraries {', '.join(absent)} are not installed: pip install '.[test]'")
     clients: list[Client] = []
 
     def run() -> dict[str, Client]:
