@@ -295,11 +295,13 @@ def test_wine_sio_arms_the_host_keepalive_timer(mingw_exe: Path, wine: dict[str,
                 line = proc.stdout.readline() if proc.stdout else ""
                 assert line.startswith("applied mechanism=sio idle=7000 interval=3000 unit=ms"), line
                 local = f"{0x0100007F:08X}:{peer[1]:04X}"
+                remote = f"{0x0100007F:08X}:{port:04X}"
 
                 def timer() -> tuple[int, float]:
+                    # this connection alone: another one's TIME_WAIT may hold the same local port
                     for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
                         fields = row.split()
-                        if fields[1] == local:
+                        if fields[1] == local and fields[2] == remote and fields[3] == "01":  # ESTABLISHED
                             active, when = fields[5].split(":")
                             return int(active, 16), int(when, 16) / hz
                     raise AssertionError(f"connection {local} not in /proc/net/tcp")
