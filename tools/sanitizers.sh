@@ -75,7 +75,7 @@ rm -f "$W/src/ext/_kaext.c" "$W"/src/src/kaext/_kaext*.so
 say "venv with $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
 "$PYTHON" -m venv "$W/venv"
 VPY="$W/venv/bin/python"
-"$VPY" -m pip install -q "setuptools>=77" "Cython>=3.1" "pytest>=7" "hypothesis>=6"
+"$VPY" -m pip install -q "setuptools>=77" "Cython>=3.1" "pytest>=7" "hypothesis>=6" "prometheus_client>=0.20" "pyyaml>=6"
 
 say "build with -fsanitize=address,undefined"
 SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined"
