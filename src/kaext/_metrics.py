@@ -35,27 +35,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import _backend
-from ._connections import Connection, _collect, _tally
+from ._connections import Connection, _tally
 
 __all__ = ["InspectCollector", "exposition", "kernel_counters", "listen_address", "serve", "verdict_label"]
 
-#: A verdict function: ``kaext.inspect.verdict`` with the idle timeout chosen.
+#: A verdict function: ``kaext.inspect.verdict`` with the idle timeout chosen.  It reads of
+#: a row only its ``state``, ``keepalive`` and ``user_timeout``: the collector judges one row
+#: of each process per distinct such reading, and counts the others like it.
 Judge = Callable[[Connection], "str | None"]
-
-
-class SettingsJudge:
-    """A judge (``Judge``) that reads of a row only its ``state``, ``keepalive`` and
-    ``user_timeout`` (``kaext.inspect.verdict``): the collector then judges one row of each
-    process per distinct such reading, and counts the others with it."""
-
-    __slots__ = ("_judge",)
-
-    def __init__(self, judge: Judge) -> None:
-        self._judge = judge
-
-    def __call__(self, conn: Connection) -> str | None:
-        return self._judge(conn)
-
 
 #: The /proc/net/netstat TcpExt fields exported, and the counter each becomes.
 KERNEL_COUNTERS = {
@@ -98,7 +85,8 @@ def _process_name(pid: int) -> str:
 class InspectCollector(Collector):
     """A ``prometheus_client`` collector that inspects ``pids()`` on every collection.
 
-    ``judge``: the verdict of one connection (None: not judged).  ``strict``: raise the
+    ``judge``: the verdict of one connection (None: not judged), from its state, keepalive
+    and user timeout alone (``Judge``).  ``strict``: raise the
     first error (a process that does not exist, no permission) instead of counting it in
     ``kaext_inspect_unlisted_processes``; with ``strict`` False a process that exited is
     neither listed nor counted when ``count_exited`` is False (``--all``).  After each
@@ -131,10 +119,8 @@ class InspectCollector(Collector):
         enabled = gc.isenabled()
         gc.disable()
         try:
-            if isinstance(judge, SettingsJudge):  # one row per kind of socket, with how many are like it
-                tally, errors = _tally(self._pids(), self._backend, workers)
-            else:
-                rows, errors = _collect(self._pids(), self._backend, workers)
+            # one row per kind of socket, with how many are like it
+            tally, errors = _tally(self._pids(), self._backend, workers)
         finally:
             if enabled:
                 gc.enable()
@@ -143,12 +129,9 @@ class InspectCollector(Collector):
         if not self._count_exited:
             errors = [(pid, exc) for pid, exc in errors if not isinstance(exc, ProcessLookupError)]
         self.errors = errors
-        if isinstance(judge, SettingsJudge):
-            counts: Counter[tuple[int, str, str]] = Counter()
-            for row, n in tally:
-                counts[row.pid, row.state, verdict_label(judge(row))] += n
-        else:
-            counts = Counter((row.pid, row.state, verdict_label(judge(row))) for row in rows)
+        counts: Counter[tuple[int, str, str]] = Counter()
+        for row, n in tally:
+            counts[row.pid, row.state, verdict_label(judge(row))] += n
         names = {pid: _process_name(pid) for pid in {pid for pid, _, _ in counts}}
         gauge = GaugeMetricFamily(
             "kaext_tcp_connections",

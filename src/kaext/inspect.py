@@ -383,7 +383,7 @@ def _metrics(args: argparse.Namespace, idle_timeout: float | None, policy: Polic
     pids = _all_pids if args.all else (lambda: list(dict.fromkeys(args.pids)))
     collector = _metrics.InspectCollector(
         pids,
-        _metrics.SettingsJudge(lambda conn: verdict(conn, idle_timeout)),
+        lambda conn: verdict(conn, idle_timeout),
         strict=not args.all and args.prometheus,  # as for the table: a PID that cannot be read is an error
         count_exited=not args.all,
     )
