@@ -106,5 +106,7 @@ def table(head: Sequence[str], rows: Sequence[Sequence[str]], *, rule: bool = Fa
 def reader_gone() -> int:
     """For ``except BrokenPipeError`` around a tool's output (``| head`` went away): stdout to
     the null device, so that the flush at exit raises nothing more; returns exit status 2."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, sys.stdout.fileno())
+    os.close(null)
     return 2

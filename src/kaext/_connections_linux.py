@@ -338,9 +338,9 @@ def _dump_parser(backend: ModuleType) -> Parser:
     try:
         parse(done, 20, set(), {}, _STATES, _TIMERS, _KEEPALIVE_TIMER)
     except OSError:
-        from . import _pure
+        from . import _pure_proc
 
-        parse = _pure.diag_parse
+        parse = _pure_proc.diag_parse
     return parse
 
 

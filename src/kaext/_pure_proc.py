@@ -20,7 +20,7 @@ import struct
 from typing import Any
 
 from . import _platform
-from ._pure_fd import _RawFd
+from ._pure_fd import _errno_error, _libc, _RawFd
 
 
 def pidfd_open(pid: int, flags: int = 0) -> int:
@@ -41,17 +41,15 @@ def pidfd_getfd(pidfd: int, fd: int) -> int:
     through libc's ``syscall()``: Python's os module has no pidfd_getfd."""
     global _getfd
     if _getfd is None:
-        import ctypes
-
-        syscall = ctypes.CDLL(None, use_errno=True).syscall
+        libc, ctypes = _libc()
+        syscall = libc.syscall
         syscall.restype = ctypes.c_long
         number = ctypes.c_long(_platform.sys_pidfd_getfd())
 
         def getfd(pidfd: int, fd: int) -> int:
             new = int(syscall(number, ctypes.c_int(pidfd), ctypes.c_int(fd), ctypes.c_uint(0)))
             if new < 0:
-                err = ctypes.get_errno()
-                raise OSError(err, os.strerror(err))
+                raise _errno_error(ctypes)
             return new
 
         _getfd = getfd
