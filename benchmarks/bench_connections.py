@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
 from types import ModuleType
 from typing import Any
+
+from _limits import raise_nofile  # this folder: the script runs as benchmarks/bench_connections.py
 
 import kaext
 from kaext import _connections, _platform, _pure
@@ -74,19 +75,6 @@ for line in sys.stdin:
 """
 
 
-def _raise_nofile(need: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= need:
-        return
-    if hard != resource.RLIM_INFINITY and hard < need:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))  # root may raise the hard limit
-            return
-        except (ValueError, OSError):
-            sys.exit(f"bench_connections: needs {need} open files, the hard limit is {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
-
-
 def _backends() -> dict[str, ModuleType]:
     """The backend ``import kaext`` chose, then the pure-Python one when that was the extension."""
     if kaext.IMPLEMENTATION == "c":
@@ -110,7 +98,7 @@ def _time(pid: int, backend: ModuleType, repeats: int, expect: int) -> float:
 
 def run(repeats: int, sizes: tuple[int, int] = SIZES) -> dict[str, Any]:
     need = max(sizes) + 1000
-    _raise_nofile(need)  # inherited by both children
+    raise_nofile(need, "bench_connections")  # inherited by both children
     backends = _backends()
     implementations = list(backends)
     server = subprocess.Popen([sys.executable, "-c", SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

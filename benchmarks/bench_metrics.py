@@ -32,6 +32,8 @@ import time
 import urllib.request
 from typing import Any
 
+from _limits import raise_nofile  # this folder: the script runs as benchmarks/bench_metrics.py
+
 import kaext
 from kaext import _platform
 
@@ -64,19 +66,6 @@ for i in range(want):
 print(len(held), flush=True)
 sys.stdin.read()
 """
-
-
-def _raise_nofile(need: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= need:
-        return
-    if hard != resource.RLIM_INFINITY and hard < need:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))  # root may raise the hard limit
-            return
-        except (ValueError, OSError):
-            sys.exit(f"bench_metrics: needs {need} open files per process, the hard limit is {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 def _count(text: str, pids: list[int]) -> dict[str, int]:
@@ -139,7 +128,7 @@ def _time_listen(
 
 
 def run(repeats: int, per_process: int) -> dict[str, Any]:
-    _raise_nofile(per_process + 1000)  # inherited by every child
+    raise_nofile(per_process + 1000, "bench_metrics")  # inherited by every child
     servers: list[subprocess.Popen[str]] = []
     holders: list[subprocess.Popen[str]] = []
     try:
