@@ -57,6 +57,19 @@
 #define KAEXT_BPF_READ_KEEPALIVE 5
 /* bits of kaext_bpf_config.flags */
 #define KAEXT_BPF_RESPECT_EXISTING 1u
+/* the setsockopt program replaces the values (without it: it only claims the socket) */
+#define KAEXT_BPF_FORCE 2u
+/* Nested cgroups: the kernel runs every program of the hook, the socket's own cgroup's
+ * first, then each ancestor's (BPF_F_ALLOW_MULTI).  The first kaext program to run, the
+ * nearest enforced cgroup's, claims the connection and the later (ancestors') ones leave
+ * it, so one policy applies whole.  sock_ops: the claim is KAEXT_BPF_CLAIM in the context's
+ * `reply` (one run's context, shared by the programs of that run; the established
+ * callbacks' reply is not used by the kernel).  setsockopt: the claim is the four bytes
+ * KAEXT_BPF_CLAIM_BYTES at KAEXT_BPF_CLAIM_AT of the kernel's copy of the option value
+ * (at least 16 bytes; the kernel reads an int from the first 4 for these options). */
+#define KAEXT_BPF_CLAIM 0x6b616578u
+#define KAEXT_BPF_CLAIM_BYTES "kaex"
+#define KAEXT_BPF_CLAIM_AT 12
 
 typedef struct {
     uint32_t mask;
@@ -75,6 +88,26 @@ typedef struct {
 } kaext_bpf_counters;
 
 #define KAEXT_BPF_VALUE_SIZE 48
+#define KAEXT_BPF_MAP_ENTRIES 2 /* key 0: kaext_bpf_config, key 1: kaext_bpf_counters */
+
+#define KAEXT_BPF_TAG_SIZE 8
+#define KAEXT_BPF_OBJ_NAME_LEN 16
+
+/* struct bpf_prog_info / bpf_map_info, the leading members used here (the kernel takes a
+ * shorter buffer and fills what fits) */
+typedef struct {
+    uint32_t type, id;
+    uint8_t tag[KAEXT_BPF_TAG_SIZE];
+    uint32_t jited_prog_len, xlated_prog_len;
+    uint64_t jited_prog_insns, xlated_prog_insns, load_time;
+    uint32_t created_by_uid, nr_map_ids;
+    uint64_t map_ids;
+    char name[KAEXT_BPF_OBJ_NAME_LEN];
+} kaext_bpf_prog_data;
+
+typedef struct {
+    uint32_t type, id, key_size, value_size, max_entries, map_flags;
+} kaext_bpf_map_info;
 
 #ifdef __linux__
 
@@ -103,6 +136,10 @@ enum {
     KAEXT_BPF_OBJ_GET = 7,
     KAEXT_BPF_PROG_ATTACH = 8,
     KAEXT_BPF_PROG_DETACH = 9,
+    KAEXT_BPF_PROG_GET_FD_BY_ID = 13,
+    KAEXT_BPF_MAP_GET_FD_BY_ID = 14,
+    KAEXT_BPF_OBJ_GET_INFO_BY_FD = 15,
+    KAEXT_BPF_PROG_QUERY = 16,
 };
 #define KAEXT_BPF_MAP_TYPE_ARRAY 2
 #define KAEXT_BPF_PROG_TYPE_SOCK_OPS 13
@@ -110,20 +147,26 @@ enum {
 #define KAEXT_BPF_CGROUP_SOCK_OPS 3
 #define KAEXT_BPF_CGROUP_SETSOCKOPT 22
 #define KAEXT_BPF_F_ALLOW_MULTI 2u
+#define KAEXT_BPF_F_QUERY_EFFECTIVE 1u
+#define KAEXT_BPF_F_STRICT_ALIGNMENT 1u
 #define KAEXT_BPF_FUNC_map_lookup_elem 1
 #define KAEXT_BPF_FUNC_setsockopt 49
 #define KAEXT_BPF_FUNC_getsockopt 57
 #define KAEXT_BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB 4
 #define KAEXT_BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB 5
 #define KAEXT_BPF_PSEUDO_MAP_FD 1
-/* struct bpf_sock_ops: op at 0.  struct bpf_sockopt: sk 0, optval 8, optval_end 16,
- * level 24, optname 28.  struct bpf_sock: protocol at 12. */
+/* struct bpf_sock_ops: op at 0, reply at 4.  struct bpf_sockopt: sk 0, optval 8,
+ * optval_end 16, level 24, optname 28, optlen 32.  struct bpf_sock: protocol at 12.
+ * struct bpf_prog_info: id 4, tag 8, nr_map_ids 52, map_ids 56, name 64.
+ * struct bpf_map_info: id 4. */
 #define KAEXT_SOCK_OPS_OP 0
+#define KAEXT_SOCK_OPS_REPLY 4
 #define KAEXT_SOCKOPT_SK 0
 #define KAEXT_SOCKOPT_OPTVAL 8
 #define KAEXT_SOCKOPT_OPTVAL_END 16
 #define KAEXT_SOCKOPT_LEVEL 24
 #define KAEXT_SOCKOPT_OPTNAME 28
+#define KAEXT_SOCKOPT_OPTLEN 32
 #define KAEXT_BPF_SOCK_PROTOCOL 12
 #define KAEXT_BPF_FS_MAGIC 0xcafe4a11u
 #define KAEXT_CGROUP2_MAGIC 0x63677270u
@@ -160,6 +203,18 @@ typedef union {
     struct {
         uint32_t target_fd, attach_bpf_fd, attach_type, attach_flags;
     } attach;
+    struct {
+        uint32_t target_fd, attach_type, query_flags, attach_flags;
+        uint64_t prog_ids;
+        uint32_t prog_cnt;
+    } query;
+    struct {
+        uint32_t id, next_id, open_flags;
+    } get_id;
+    struct {
+        uint32_t bpf_fd, info_len;
+        uint64_t info;
+    } info;
     unsigned char bytes[128];
 } kaext_bpf_attr;
 
@@ -187,6 +242,7 @@ typedef struct {
 #define K_JMP 0x05
 #define K_ALU64 0x07
 #define K_W 0x00
+#define K_B 0x10
 #define K_DW 0x18
 #define K_IMM 0x00
 #define K_MEM 0x60
@@ -196,6 +252,7 @@ typedef struct {
 #define K_ADD 0x00
 #define K_OR 0x40
 #define K_AND 0x50
+#define K_RSH 0x70
 #define K_MOV 0xb0
 #define K_NEG 0x80
 #define K_JA 0x00
@@ -259,9 +316,13 @@ static int kaext_resolve(kaext_asm *a)
 #define STX_W(d, o, s) kaext_emit(a, K_STX | K_MEM | K_W, d, s, o, 0, -1)
 #define ST_W(d, o, k) kaext_emit(a, K_ST | K_MEM | K_W, d, 0, o, k, -1)
 #define ATOMIC_ADD_DW(d, o, s) kaext_emit(a, K_STX | K_ATOMIC | K_DW, d, s, o, K_ADD, -1)
+#define RSH64_IMM(d, k) kaext_emit(a, K_ALU64 | K_RSH | K_K, d, 0, 0, k, -1)
+#define LDX_B(d, s, o) kaext_emit(a, K_LDX | K_MEM | K_B, d, s, o, 0, -1)
+#define STX_B(d, o, s) kaext_emit(a, K_STX | K_MEM | K_B, d, s, o, 0, -1)
 #define JEQ_IMM(d, k, l) kaext_emit(a, K_JMP | K_JEQ | K_K, d, 0, 0, k, l)
 #define JNE_IMM(d, k, l) kaext_emit(a, K_JMP | K_JNE | K_K, d, 0, 0, k, l)
 #define JGT_REG(d, s, l) kaext_emit(a, K_JMP | K_JGT | K_X, d, s, 0, 0, l)
+#define JGT_IMM(d, k, l) kaext_emit(a, K_JMP | K_JGT | K_K, d, 0, 0, k, l)
 #define JA(l) kaext_emit(a, K_JMP | K_JA, 0, 0, 0, 0, l)
 #define CALL(f) kaext_emit(a, K_JMP | K_CALL, 0, 0, 0, f, -1)
 #define EXIT() kaext_emit(a, K_JMP | K_EXIT, 0, 0, 0, 0, -1)
@@ -295,11 +356,17 @@ static void kaext_asm_sock_ops(kaext_asm *a, int map_fd)
     int out = kaext_label(a), go = kaext_label(a), set = kaext_label(a);
     int skip = kaext_label(a), fail = kaext_label(a), unreadable = kaext_label(a);
     MOV64_REG(6, 1);
+    /* the callbacks kaext acts on */
     LDX_W(2, 6, KAEXT_SOCK_OPS_OP);
     JEQ_IMM(2, KAEXT_BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, go);
     JEQ_IMM(2, KAEXT_BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, go);
     JA(out);
     kaext_here(a, go);
+    /* claimed by a nearer enforced cgroup's program, which ran first: its policy applies */
+    LDX_W(2, 6, KAEXT_SOCK_OPS_REPLY);
+    JEQ_IMM(2, (int32_t)KAEXT_BPF_CLAIM, out);
+    MOV64_IMM(2, (int32_t)KAEXT_BPF_CLAIM);
+    STX_W(6, KAEXT_SOCK_OPS_REPLY, 2);
     kaext_lookup(a, map_fd, 0);
     JEQ_IMM(0, 0, out);
     MOV64_REG(7, 0);
@@ -364,35 +431,78 @@ static void kaext_asm_sock_ops(kaext_asm *a, int map_fd)
     EXIT();
 }
 
-/* The setsockopt program.  r6 ctx, r7 policy, r8 optval. */
+/* The setsockopt program.  r6 ctx, r7 policy, r8 optval, r9 the option's index.
+ * Every call of the cgroup's processes runs it: the options kaext does not own leave
+ * after two loads and a few compares, before any helper call.  optval is a packet
+ * pointer: the verifier of kernels without efficient unaligned access checks its
+ * accesses as if it were 2 bytes past a 4-byte boundary, so it is read and written a
+ * byte at a time (always allowed), inside the range checked first. */
 static void kaext_asm_setsockopt(kaext_asm *a, int map_fd)
 {
-    int out = kaext_label(a);
+    int out = kaext_label(a), found = kaext_label(a), sized = kaext_label(a);
+    int unclaimed = kaext_label(a), write = kaext_label(a);
     MOV64_REG(6, 1);
-    LDX_DW(1, 6, KAEXT_SOCKOPT_SK);
-    LDX_W(1, 1, KAEXT_BPF_SOCK_PROTOCOL);
-    JNE_IMM(1, IPPROTO_TCP, out);
-    kaext_lookup(a, map_fd, 0);
-    JEQ_IMM(0, 0, out);
-    MOV64_REG(7, 0);
-    LDX_DW(8, 6, KAEXT_SOCKOPT_OPTVAL);
-    LDX_DW(9, 6, KAEXT_SOCKOPT_OPTVAL_END);
-    MOV64_REG(1, 8);
-    ADD64_IMM(1, 4);
-    JGT_REG(1, 9, out); /* shorter than an int: not ours to change */
     LDX_W(2, 6, KAEXT_SOCKOPT_LEVEL);
     LDX_W(3, 6, KAEXT_SOCKOPT_OPTNAME);
     for (int k = 0; k < KAEXT_BPF_NOPTIONS; k++) {
         int next = kaext_label(a);
-        JNE_IMM(2, kaext_bpf_level[k], next);
         JNE_IMM(3, kaext_bpf_optname[k], next);
+        JNE_IMM(2, kaext_bpf_level[k], next);
+        MOV64_IMM(9, k);
+        JA(found);
+        kaext_here(a, next);
+    }
+    JA(out);
+    kaext_here(a, found);
+    LDX_W(1, 6, KAEXT_SOCKOPT_OPTLEN);
+    JGT_IMM(1, 3, sized); /* shorter than an int: the kernel refuses it; not ours to change */
+    JA(out);
+    kaext_here(a, sized);
+    LDX_DW(8, 6, KAEXT_SOCKOPT_OPTVAL);
+    LDX_DW(1, 6, KAEXT_SOCKOPT_OPTVAL_END);
+    MOV64_REG(2, 8);
+    ADD64_IMM(2, KAEXT_BPF_CLAIM_AT + 4);
+    JGT_REG(2, 1, out);
+    LDX_DW(1, 6, KAEXT_SOCKOPT_SK);
+    LDX_W(1, 1, KAEXT_BPF_SOCK_PROTOCOL);
+    JNE_IMM(1, IPPROTO_TCP, out);
+    /* claimed by a nearer enforced cgroup's program, which ran first: its policy applies */
+    for (int i = 0; i < 4; i++) {
+        LDX_B(1, 8, KAEXT_BPF_CLAIM_AT + i);
+        JNE_IMM(1, (unsigned char)KAEXT_BPF_CLAIM_BYTES[i], unclaimed);
+    }
+    JA(out);
+    kaext_here(a, unclaimed);
+    for (int i = 0; i < 4; i++) {
+        MOV64_IMM(1, (unsigned char)KAEXT_BPF_CLAIM_BYTES[i]);
+        STX_B(8, KAEXT_BPF_CLAIM_AT + i, 1);
+    }
+    kaext_lookup(a, map_fd, 0);
+    JEQ_IMM(0, 0, out);
+    MOV64_REG(7, 0);
+    LDX_W(1, 7, (int)offsetof(kaext_bpf_config, flags));
+    AND64_IMM(1, KAEXT_BPF_FORCE);
+    JEQ_IMM(1, 0, out); /* not forced: the claim alone (an ancestor's force stays out) */
+    for (int k = 0; k < KAEXT_BPF_NOPTIONS; k++) {
+        int next = kaext_label(a);
+        JNE_IMM(9, k, next);
         LDX_W(1, 7, (int)offsetof(kaext_bpf_config, mask));
         AND64_IMM(1, 1 << k);
-        JEQ_IMM(1, 0, out);
+        JEQ_IMM(1, 0, out); /* an option the policy leaves: the program's own value */
         LDX_W(1, 7, CFG_VALUE(k));
-        STX_W(8, 0, 1);
-        JA(out);
+        JA(write);
         kaext_here(a, next);
+    }
+    JA(out);
+    kaext_here(a, write);
+    for (int i = 0; i < 4; i++) { /* the int in host byte order */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        STX_B(8, 3 - i, 1);
+#else
+        STX_B(8, i, 1);
+#endif
+        if (i < 3)
+            RSH64_IMM(1, 8);
     }
     kaext_here(a, out);
     MOV64_IMM(0, 1);
@@ -400,8 +510,10 @@ static void kaext_asm_setsockopt(kaext_asm *a, int map_fd)
 }
 
 /* Load program `kind` (KAEXT_BPF_SOCK_OPS / KAEXT_BPF_SETSOCKOPT) using map `map_fd`:
- * its descriptor, or -1 with errno (the verifier's log, if any, in `log`). */
-static int kaext_bpf_load(int kind, int map_fd, char *log, unsigned log_size)
+ * its descriptor, or -1 with errno (the verifier's log, if any, in `log`, a C string).
+ * `strict`: BPF_F_STRICT_ALIGNMENT, the verifier's checks of a kernel without efficient
+ * unaligned access (where packet pointers count 2 bytes past a 4-byte boundary). */
+static int kaext_bpf_load(int kind, int map_fd, char *log, unsigned log_size, int strict)
 {
     kaext_asm a;
     kaext_bpf_attr attr;
@@ -422,6 +534,7 @@ static int kaext_bpf_load(int kind, int map_fd, char *log, unsigned log_size)
     attr.load.prog_type = kind == KAEXT_BPF_SOCK_OPS ? KAEXT_BPF_PROG_TYPE_SOCK_OPS : KAEXT_BPF_PROG_TYPE_CGROUP_SOCKOPT;
     attr.load.expected_attach_type = kind == KAEXT_BPF_SOCK_OPS ? 0 : KAEXT_BPF_CGROUP_SETSOCKOPT;
     attr.load.insn_cnt = (uint32_t)a.n;
+    attr.load.prog_flags = strict ? KAEXT_BPF_F_STRICT_ALIGNMENT : 0;
     attr.load.insns = (uint64_t)(uintptr_t)a.insn;
     attr.load.license = (uint64_t)(uintptr_t) "GPL";
     memcpy(attr.load.prog_name, kind == KAEXT_BPF_SOCK_OPS ? "kaext_sockops" : "kaext_setsockopt", 14);
@@ -440,6 +553,8 @@ static int kaext_bpf_load(int kind, int map_fd, char *log, unsigned log_size)
         attr.load.log_buf = 0;
         fd = (int)kaext_bpf_sys(KAEXT_BPF_PROG_LOAD, &attr);
     }
+    if (log != NULL && log_size > 0)
+        log[log_size - 1] = 0; /* the log is a C string: what follows its NUL is not the log */
     return fd;
 }
 
@@ -450,7 +565,7 @@ static int kaext_bpf_map_create(void)
     attr.map.map_type = KAEXT_BPF_MAP_TYPE_ARRAY;
     attr.map.key_size = 4;
     attr.map.value_size = KAEXT_BPF_VALUE_SIZE;
-    attr.map.max_entries = 2;
+    attr.map.max_entries = KAEXT_BPF_MAP_ENTRIES;
     return (int)kaext_bpf_sys(KAEXT_BPF_MAP_CREATE, &attr);
 }
 
@@ -520,7 +635,79 @@ static int kaext_bpf_attach(int cgroup_fd, int prog_fd, int kind, int detach)
     return (int)kaext_bpf_sys(detach ? KAEXT_BPF_PROG_DETACH : KAEXT_BPF_PROG_ATTACH, &attr);
 }
 
-static int kaext_bpf_mount(const char *path) { return mount("bpf", path, "bpf", 0, NULL); }
+/* Programs (KAEXT_BPF_SOCK_OPS / _SETSOCKOPT) attached to the cgroup, their ids in `ids`
+ * (room for *cnt; *cnt becomes how many there are); `effective`: the programs that run
+ * for its sockets, in the order they run (its own first, then its ancestors'). */
+static int kaext_bpf_prog_query(int cgroup_fd, int kind, int effective, uint32_t *ids, uint32_t *cnt)
+{
+    kaext_bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.query.target_fd = (uint32_t)cgroup_fd;
+    attr.query.attach_type = kind == KAEXT_BPF_SOCK_OPS ? KAEXT_BPF_CGROUP_SOCK_OPS : KAEXT_BPF_CGROUP_SETSOCKOPT;
+    attr.query.query_flags = effective ? KAEXT_BPF_F_QUERY_EFFECTIVE : 0;
+    attr.query.prog_ids = (uint64_t)(uintptr_t)ids;
+    attr.query.prog_cnt = *cnt;
+    int r = (int)kaext_bpf_sys(KAEXT_BPF_PROG_QUERY, &attr);
+    if (r == 0 || errno == ENOSPC)
+        *cnt = attr.query.prog_cnt;
+    return r;
+}
+
+/* A descriptor for the program (`map` 0) or map (`map` 1) with that id. */
+static int kaext_bpf_fd_by_id(int map, uint32_t id)
+{
+    kaext_bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.get_id.id = id;
+    return (int)kaext_bpf_sys(map ? KAEXT_BPF_MAP_GET_FD_BY_ID : KAEXT_BPF_PROG_GET_FD_BY_ID, &attr);
+}
+
+static int kaext_bpf_obj_info(int fd, void *info, uint32_t size)
+{
+    kaext_bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    memset(info, 0, size);
+    attr.info.bpf_fd = (uint32_t)fd;
+    attr.info.info_len = size;
+    attr.info.info = (uint64_t)(uintptr_t)info;
+    return (int)kaext_bpf_sys(KAEXT_BPF_OBJ_GET_INFO_BY_FD, &attr);
+}
+
+/* The program's id, tag, name and first map id (0: none). */
+static int kaext_bpf_prog_info(int prog_fd, kaext_bpf_prog_data *info, uint32_t *map_id)
+{
+    uint32_t ids[4] = {0};
+    kaext_bpf_prog_data i;
+    if (kaext_bpf_obj_info(prog_fd, &i, sizeof(i)) < 0)
+        return -1;
+    uint32_t n = i.nr_map_ids;
+    memset(&i, 0, sizeof(i));
+    i.nr_map_ids = n < 4 ? n : 4;
+    i.map_ids = (uint64_t)(uintptr_t)ids;
+    kaext_bpf_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.info.bpf_fd = (uint32_t)prog_fd;
+    attr.info.info_len = sizeof(i);
+    attr.info.info = (uint64_t)(uintptr_t)&i;
+    if (kaext_bpf_sys(KAEXT_BPF_OBJ_GET_INFO_BY_FD, &attr) < 0)
+        return -1;
+    *info = i;
+    *map_id = n ? ids[0] : 0;
+    return 0;
+}
+
+static int kaext_bpf_map_id(int map_fd, uint32_t *id)
+{
+    kaext_bpf_map_info i;
+    if (kaext_bpf_obj_info(map_fd, &i, sizeof(i)) < 0)
+        return -1;
+    *id = i.id;
+    return 0;
+}
+
+/* A BPF file system only root can write to (the kernel's default would be 0777's
+ * "the mode of the mount point"; kaext's pins are root's). */
+static int kaext_bpf_mount(const char *path) { return mount("bpf", path, "bpf", 0, "mode=0700"); }
 
 #else /* not Linux */
 
@@ -529,9 +716,9 @@ static int kaext_bpf_enosys(void)
     errno = ENOSYS;
     return -1;
 }
-static int kaext_bpf_load(int kind, int map_fd, char *log, unsigned log_size)
+static int kaext_bpf_load(int kind, int map_fd, char *log, unsigned log_size, int strict)
 {
-    (void)kind, (void)map_fd, (void)log, (void)log_size;
+    (void)kind, (void)map_fd, (void)log, (void)log_size, (void)strict;
     return kaext_bpf_enosys();
 }
 static int kaext_bpf_map_create(void) { return kaext_bpf_enosys(); }
@@ -568,6 +755,26 @@ static int kaext_bpf_attach(int cgroup_fd, int prog_fd, int kind, int detach)
 static int kaext_bpf_mount(const char *path)
 {
     (void)path;
+    return kaext_bpf_enosys();
+}
+static int kaext_bpf_prog_query(int cgroup_fd, int kind, int effective, uint32_t *ids, uint32_t *cnt)
+{
+    (void)cgroup_fd, (void)kind, (void)effective, (void)ids, (void)cnt;
+    return kaext_bpf_enosys();
+}
+static int kaext_bpf_fd_by_id(int map, uint32_t id)
+{
+    (void)map, (void)id;
+    return kaext_bpf_enosys();
+}
+static int kaext_bpf_prog_info(int prog_fd, kaext_bpf_prog_data *info, uint32_t *map_id)
+{
+    (void)prog_fd, (void)info, (void)map_id;
+    return kaext_bpf_enosys();
+}
+static int kaext_bpf_map_id(int map_fd, uint32_t *id)
+{
+    (void)map_fd, (void)id;
     return kaext_bpf_enosys();
 }
 

@@ -12,6 +12,7 @@ import sys
 
 # The backend interface (``_kaext.pyi``): both modules define exactly these names.
 __all__ = [
+    "BPF_FACTS",
     "BPF_SETSOCKOPT",
     "BPF_SOCK_OPS",
     "bpf_attach",
@@ -19,11 +20,15 @@ __all__ = [
     "bpf_config_write",
     "bpf_counters_read",
     "bpf_detach",
+    "bpf_fd_by_id",
     "bpf_load",
     "bpf_map_create",
+    "bpf_map_id",
     "bpf_mount",
     "bpf_obj_get",
     "bpf_pin",
+    "bpf_prog_info",
+    "bpf_prog_query",
     "CONSTANTS",
     "CONSTANT_SOURCES",
     "FD_MAX",
@@ -57,6 +62,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     # For the type checker: the two backends have one interface (the stub says so).
     from ._pure import (
+        BPF_FACTS,
         BPF_SETSOCKOPT,
         BPF_SOCK_OPS,
         CONSTANT_SOURCES,
@@ -81,11 +87,15 @@ if TYPE_CHECKING:
         bpf_config_write,
         bpf_counters_read,
         bpf_detach,
+        bpf_fd_by_id,
         bpf_load,
         bpf_map_create,
+        bpf_map_id,
         bpf_mount,
         bpf_obj_get,
         bpf_pin,
+        bpf_prog_info,
+        bpf_prog_query,
         diag_parse,
         knob_supported,
         knob_unit,

@@ -757,6 +757,7 @@ proc_read = _pure_proc.proc_read
 
 # kaext.enforce's BPF programs: the extension assembles them; here each raises ENOSYS
 # (kaext._pure_bpf).  Part of the backend interface, so named here too.
+BPF_FACTS = _pure_bpf.BPF_FACTS
 BPF_SETSOCKOPT = _pure_bpf.BPF_SETSOCKOPT
 BPF_SOCK_OPS = _pure_bpf.BPF_SOCK_OPS
 bpf_attach = _pure_bpf.bpf_attach
@@ -764,8 +765,12 @@ bpf_config_read = _pure_bpf.bpf_config_read
 bpf_config_write = _pure_bpf.bpf_config_write
 bpf_counters_read = _pure_bpf.bpf_counters_read
 bpf_detach = _pure_bpf.bpf_detach
+bpf_fd_by_id = _pure_bpf.bpf_fd_by_id
 bpf_load = _pure_bpf.bpf_load
 bpf_map_create = _pure_bpf.bpf_map_create
+bpf_map_id = _pure_bpf.bpf_map_id
 bpf_mount = _pure_bpf.bpf_mount
 bpf_obj_get = _pure_bpf.bpf_obj_get
 bpf_pin = _pure_bpf.bpf_pin
+bpf_prog_info = _pure_bpf.bpf_prog_info
+bpf_prog_query = _pure_bpf.bpf_prog_query

@@ -12,6 +12,26 @@ import errno
 
 BPF_SOCK_OPS: int = 0
 BPF_SETSOCKOPT: int = 1
+# The map's layout (option order, flags), the claim nested enforcements leave and the
+# helpers the programs call: Python's statement of what ext/kaext_bpf.h states for C
+# (and ext/_kaext_bpf.pxi exports from it); a test holds the three equal.
+BPF_FACTS: dict[str, int] = {
+    "KEEPALIVE": 0,
+    "IDLE": 1,
+    "INTERVAL": 2,
+    "COUNT": 3,
+    "USER_TIMEOUT": 4,
+    "NOPTIONS": 5,
+    "READ_KEEPALIVE": 5,
+    "RESPECT_EXISTING": 1,
+    "FORCE": 2,
+    "CLAIM": 0x6B616578,
+    "CLAIM_AT": 12,
+    "VALUE_SIZE": 48,
+    "MAP_ENTRIES": 2,
+    "FUNC_SETSOCKOPT": 49,
+    "FUNC_GETSOCKOPT": 57,
+}
 
 
 def _no_bpf() -> OSError:
@@ -34,7 +54,7 @@ def bpf_counters_read(map_fd: int) -> tuple[int, int, int, int, int]:
     raise _no_bpf()
 
 
-def bpf_load(kind: int, map_fd: int) -> int:
+def bpf_load(kind: int, map_fd: int, strict: bool = False) -> int:
     raise _no_bpf()
 
 
@@ -55,4 +75,20 @@ def bpf_detach(cgroup_fd: int, prog_fd: int, kind: int) -> None:
 
 
 def bpf_mount(path: str) -> None:
+    raise _no_bpf()
+
+
+def bpf_prog_query(cgroup_fd: int, kind: int, effective: bool = False) -> list[int]:
+    raise _no_bpf()
+
+
+def bpf_fd_by_id(map: bool, obj_id: int) -> int:
+    raise _no_bpf()
+
+
+def bpf_prog_info(prog_fd: int) -> tuple[int, str, str, int]:
+    raise _no_bpf()
+
+
+def bpf_map_id(map_fd: int) -> int:
     raise _no_bpf()

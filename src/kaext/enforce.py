@@ -14,8 +14,11 @@ established before ``attach`` are not touched (``kaext.inspect --apply`` fixes t
 
 The values live in a BPF array map: changing the policy is a map update and reaches the
 next connection.  Program and map are pinned on the BPF file system under
-``/sys/fs/bpf/kaext/`` (one directory per cgroup), so the enforcement stays after the
-calling process exits, and :func:`enforcements` lists it.
+``/sys/fs/bpf/kaext/`` (root's, mode 0700; one directory per cgroup, named by the
+cgroup's id, so every mount of the cgroup tree names the same enforcement), so the
+enforcement stays after the calling process exits.  :func:`enforcements` lists what
+the kernel has attached, matched with the pins; :func:`which` says whose policy a
+cgroup's connections get (nested cgroups: the nearest enforced one's, whole).
 
 The pure-Python install (no C extension) and other systems raise ``OSError(ENOSYS)``.
 
@@ -24,6 +27,8 @@ Command line: ``python -m kaext.enforce`` / ``kaext-enforce``::
     kaext-enforce CGROUP --policy SPEC [--respect-existing | --force]
     kaext-enforce CGROUP --remove
     kaext-enforce --list [--json]
+    kaext-enforce --which CGROUP
+    kaext-enforce --prune
 """
 
 from __future__ import annotations
@@ -32,9 +37,9 @@ import argparse
 import errno
 import json
 import os
+import stat
 import sys
 import warnings
-from urllib.parse import quote, unquote
 
 from . import _backend, _platform
 from ._cli import Parser, one_line_warnings, prog_name
@@ -43,12 +48,23 @@ from ._record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
-__all__ = ["Enforcement", "attach", "detach", "enforcements", "main", "own_cgroup", "run_in_cgroup"]
+__all__ = [
+    "Enforcement",
+    "attach",
+    "detach",
+    "enforcements",
+    "main",
+    "own_cgroup",
+    "prune",
+    "run_in_cgroup",
+    "which",
+]
 
-_KEEPALIVE, _IDLE, _INTERVAL, _COUNT, _USER_TIMEOUT = range(5)  # the map's option order (_platform.ENFORCE_OPTIONS)
-_RESPECT_EXISTING = 1
+# the map's layout (option order: _platform.ENFORCE_OPTIONS), its flags and the helper ids, as the
+# backend states them (ext/kaext_bpf.h for the extension, kaext._pure_bpf in Python)
+_FACTS = _backend.BPF_FACTS
 _PRIVILEGES = "needs root: CAP_BPF and CAP_NET_ADMIN (CAP_SYS_ADMIN to mount the BPF file system)"
 
 
@@ -62,9 +78,26 @@ class Enforcement(Record):
     ``skipped``, ``failed``: connections the program has seen since it was attached,
     per outcome (skipped: left alone by ``respect_existing``; failed: a
     ``bpf_setsockopt`` refused, ``last_error`` says which option and why).
+    ``cgroup_id``: the cgroup's id (the inode number of its directory), which names the
+    enforcement wherever the cgroup tree is mounted.  ``state``: ``"enforced"`` (attached
+    and pinned), ``"not attached"`` (pinned, but the kernel runs no such program there),
+    ``"not pinned"`` (attached, but kaext's pins do not name it), ``"cgroup gone"``;
+    ``repair``: for the last three, the command that repairs it.
     """
 
-    __slots__ = ("cgroup", "policy", "respect_existing", "force", "applied", "skipped", "failed", "last_error")
+    __slots__ = (
+        "cgroup",
+        "policy",
+        "respect_existing",
+        "force",
+        "applied",
+        "skipped",
+        "failed",
+        "last_error",
+        "cgroup_id",
+        "state",
+        "repair",
+    )
     _fields = __slots__
 
     cgroup: str
@@ -75,6 +108,9 @@ class Enforcement(Record):
     skipped: int
     failed: int
     last_error: str | None
+    cgroup_id: int
+    state: str
+    repair: str | None
 
     def __init__(
         self,
@@ -86,8 +122,13 @@ class Enforcement(Record):
         skipped: int = 0,
         failed: int = 0,
         last_error: str | None = None,
+        cgroup_id: int = 0,
+        state: str = "enforced",
+        repair: str | None = None,
     ) -> None:
-        self._init(cgroup, policy, respect_existing, force, applied, skipped, failed, last_error)
+        self._init(
+            cgroup, policy, respect_existing, force, applied, skipped, failed, last_error, cgroup_id, state, repair
+        )
 
     def as_dict(self) -> dict[str, object]:
         """The fields of ``kaext-enforce --list --json``."""
@@ -99,6 +140,9 @@ class Enforcement(Record):
             "applied": self.applied,
             "skipped": self.skipped,
             "failed": self.failed,
+            "cgroup_id": self.cgroup_id,
+            "state": self.state,
+            "repair": self.repair,
         }
 
 
@@ -106,17 +150,19 @@ class Enforcement(Record):
 
 
 def _mounts(fstype: str) -> list[str]:
-    """Mount points of file systems of type ``fstype`` (from /proc/self/mountinfo)."""
+    """Mount points of file systems of type ``fstype`` (from /proc/self/mountinfo); the mounts
+    of a whole file system (root ``/``) before those of a part of it (bind mounts)."""
     points = []
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
             for line in f:
                 left, _, right = line.partition(" - ")
                 if right.split(" ", 1)[0] == fstype:
-                    points.append(left.split(" ")[4].replace("\\040", " "))
+                    fields = left.split(" ")
+                    points.append((fields[3] != "/", fields[4].replace("\\040", " ")))
     except FileNotFoundError:
         pass
-    return points
+    return [point for _part, point in sorted(points, key=lambda p: p[0])]
 
 
 def _require_os() -> None:
@@ -161,20 +207,11 @@ def _pin_root() -> str:
     return os.path.join(_platform.BPF_FS, _platform.ENFORCE_PIN_DIR)
 
 
-def _pin_dir(path: str) -> str:
-    """The pins' directory for the cgroup at absolute ``path``: its path again, below the pin root.
-
-    Each component is ``=`` and the name (``%`` and ``.`` escaped), so no component can be
-    taken for a pin (``map``, ``sock_ops``, ``setsockopt``) and each stays as short as the
-    cgroup's own (one name per component: no length limit for deep cgroups).
-    """
-    parts = ["=" + quote(c, safe="").replace(".", "%2E") for c in path.strip("/").split("/") if c]
-    return os.path.join(_pin_root(), *parts)
+_PIN_PREFIX = "cgroup-"  # + the cgroup's id: one directory per enforced cgroup, named by the cgroup itself
 
 
-def _cgroup_of_pin(pin_dir: str) -> str:
-    rel = os.path.relpath(pin_dir, _pin_root())
-    return "/" + "/".join(unquote(c[1:]) for c in rel.split("/") if c.startswith("="))
+def _pin_name(cgroup_id: int) -> str:
+    return f"{_PIN_PREFIX}{cgroup_id}"
 
 
 def _bpffs_mounted() -> bool:
@@ -195,7 +232,7 @@ def _ensure_bpffs() -> None:
         if _bpffs_mounted():
             return
         try:
-            _backend.bpf_mount(_platform.BPF_FS)
+            _backend.bpf_mount(_platform.BPF_FS)  # mode 0700: root's alone
         except PermissionError as exc:
             raise PermissionError(
                 exc.errno, f"mounting the BPF file system on {_platform.BPF_FS} {_PRIVILEGES}"
@@ -204,8 +241,151 @@ def _ensure_bpffs() -> None:
         os.close(lock)
 
 
+class _Pins:
+    """kaext's pin directory, opened safely and locked: ``/sys/fs/bpf/kaext``, root's, mode 0700.
+
+    Opened component by component without following links (``O_NOFOLLOW``), and its owner
+    and mode checked on the open descriptor: a directory, link or file another user put
+    there is named in the error and never used.  Every path handed to the kernel goes
+    through this descriptor (``/proc/self/fd/N/...``).  The lock (``flock`` on it)
+    serialises every change kaext makes: exclusive to attach or remove, shared to read.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    @classmethod
+    def open(cls, *, create: bool, exclusive: bool) -> _Pins | None:
+        import fcntl
+
+        root = _pin_root()
+        if create:
+            _ensure_bpffs()
+        elif not _bpffs_mounted():
+            return None
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fs = os.open(_platform.BPF_FS, flags)
+        except PermissionError as exc:
+            raise PermissionError(exc.errno, f"reading {_platform.BPF_FS} {_PRIVILEGES}") from None
+        try:
+            try:
+                fd = os.open(_platform.ENFORCE_PIN_DIR, flags, dir_fd=fs)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                try:
+                    os.mkdir(_platform.ENFORCE_PIN_DIR, 0o700, dir_fd=fs)
+                except FileExistsError:
+                    pass
+                fd = os.open(_platform.ENFORCE_PIN_DIR, flags, dir_fd=fs)
+        except PermissionError as exc:
+            raise PermissionError(exc.errno, f"reading {root} {_PRIVILEGES}") from None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise _planted(root, "is not a directory but a link or a file") from None
+            raise
+        finally:
+            os.close(fs)
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != 0:
+                raise _planted(root, f"belongs to uid {st.st_uid} (mode {st.st_mode & 0o7777:04o}), not to root")
+            if st.st_mode & 0o022:
+                raise _planted(root, f"is writable by others (mode {st.st_mode & 0o7777:04o})")
+            if st.st_mode & 0o7777 != 0o700:
+                os.fchmod(fd, 0o700)
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(fd)
+
+    def close(self) -> None:
+        os.close(self.fd)  # the lock goes with it
+
+    def __enter__(self) -> _Pins:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def path(self, *names: str) -> str:
+        return os.path.join(f"/proc/self/fd/{self.fd}", *names)
+
+    def names(self) -> list[str]:
+        return sorted(n for n in os.listdir(self.fd) if n.startswith(_PIN_PREFIX) and n[len(_PIN_PREFIX) :].isdigit())
+
+    def get(self, name: str, obj: str) -> int | None:
+        """A descriptor for the object ``obj`` (map, sock_ops, setsockopt) pinned for ``name``."""
+        try:
+            st = os.stat(obj, dir_fd=self._dir(name), follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        finally:
+            self._close_dir()
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0:
+            raise _planted(os.path.join(_pin_root(), name, obj), "is not a BPF object kaext pinned")
+        return _bpf("BPF_OBJ_GET", _backend.bpf_obj_get, self.path(name, obj))
+
+    _dir_fd = -1
+
+    def _dir(self, name: str) -> int:
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._dir_fd = os.open(name, flags, dir_fd=self.fd)
+        return self._dir_fd
+
+    def _close_dir(self) -> None:
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+
+    def pin(self, fd: int, name: str, obj: str) -> None:
+        try:
+            os.mkdir(name, 0o700, dir_fd=self.fd)
+        except FileExistsError:
+            pass
+        try:
+            os.unlink(obj, dir_fd=self._dir(name))
+        except FileNotFoundError:
+            pass
+        finally:
+            self._close_dir()
+        _bpf("BPF_OBJ_PIN", _backend.bpf_pin, fd, self.path(name, obj))
+
+    def unpin(self, name: str, obj: str) -> None:
+        try:
+            os.unlink(obj, dir_fd=self._dir(name))
+        except FileNotFoundError:
+            pass
+        finally:
+            self._close_dir()
+
+    def remove(self, name: str) -> None:
+        for obj in _OBJECTS:
+            try:
+                self.unpin(name, obj)
+            except FileNotFoundError:
+                return
+        try:
+            os.rmdir(name, dir_fd=self.fd)
+        except FileNotFoundError:
+            pass
+
+
+_OBJECTS = ("setsockopt", "sock_ops", "map")
+
+
+def _planted(path: str, what: str) -> PermissionError:
+    return PermissionError(
+        errno.EPERM,
+        f"{path} {what}: kaext keeps its pins only in a directory of root's that no other user can "
+        f"write, and uses nothing else there (look at it, then remove it: rm -r {path})",
+    )
+
+
 def _bpf(call: str, fn: object, *args: object) -> int:
-    """Run a backend BPF call; EPERM/EACCES become a PermissionError that names the privileges."""
+    """Run a backend BPF call; EPERM (and EACCES) become a PermissionError that names the privileges."""
     try:
         return fn(*args)  # type: ignore[operator,no-any-return]
     except OSError as exc:
@@ -214,26 +394,38 @@ def _bpf(call: str, fn: object, *args: object) -> int:
         raise
 
 
+def _verifier_reason(log: str) -> str:
+    """The verifier's own words: the last line of its log that is not its closing statistics."""
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("processed ", "verification time", "stack depth"))]
+    return lines[-1] if lines else ""
+
+
 def _load(kind: int, map_fd: int) -> int:
     what = "sock_ops" if kind == _backend.BPF_SOCK_OPS else "cgroup/setsockopt"
     try:
-        return _bpf("BPF_PROG_LOAD", _backend.bpf_load, kind, map_fd)
-    except PermissionError:
-        raise
+        return int(_backend.bpf_load(kind, map_fd))
     except OSError as exc:
-        text = str(exc.filename or "")  # the verifier's log
-        if "unknown func" in text:
-            helper = "bpf_setsockopt" if "#49" in text else "bpf_getsockopt" if "#57" in text else "a helper"
-            reason = f"this kernel has no {helper} for {what} programs"
+        log = "" if exc.filename in (None, "bpf(BPF_PROG_LOAD)") else str(exc.filename)  # the verifier's log
+        reason = _verifier_reason(log)
+        if exc.errno == errno.EPERM or (exc.errno == errno.EACCES and not reason):
+            raise PermissionError(exc.errno, f"kaext.enforce {_PRIVILEGES} (BPF_PROG_LOAD: {exc.strerror})") from None
+        unknown = {_FACTS["FUNC_SETSOCKOPT"]: "bpf_setsockopt", _FACTS["FUNC_GETSOCKOPT"]: "bpf_getsockopt"}
+        if "unknown func" in reason:
+            number = reason.rsplit("#", 1)[-1].strip() if "#" in reason else ""
+            helper = unknown.get(int(number), "a helper") if number.isdigit() else "a helper"
+            text = f"this kernel has no {helper} for {what} programs"
+        elif exc.errno == errno.EACCES:
+            text = f"this kernel's verifier refuses kaext's {what} program"
         elif exc.errno == errno.EINVAL:
-            reason = (
+            text = (
                 f"this kernel refuses kaext's {what} program (sock_ops needs Linux 4.13, cgroup/setsockopt 5.3, "
                 f"bpf_setsockopt with {', '.join(_platform.ENFORCE_OPTIONS)} 5.9)"
             )
         else:
-            reason = f"loading kaext's {what} program failed"
-        last = "; ".join(text.splitlines()[-2:])
-        raise OSError(exc.errno, f"{reason}: {exc.strerror}" + (f" (verifier: {last})" if last else "")) from None
+            text = f"loading kaext's {what} program failed"
+        quoted = f" (verifier: {json.dumps(reason)})" if reason else ""
+        raise OSError(exc.errno, f"{text}: {exc.strerror}{quoted}") from None
 
 
 _PROBE = (
@@ -317,13 +509,14 @@ def _probe(mask: int, values: tuple[int, ...], flags: int = 0) -> None:
 
 def _config(policy: Policy) -> tuple[int, tuple[int, ...]]:
     plan = policy._plan
-    mask = 1 << _KEEPALIVE
-    values = [1 if policy.keepalive else 0, 0, 0, 0, 0]
+    mask = 1 << _FACTS["KEEPALIVE"]
+    values = [0] * _FACTS["NOPTIONS"]
+    values[_FACTS["KEEPALIVE"]] = 1 if policy.keepalive else 0
     for knob, option, value in (
-        (_platform.IDLE, _IDLE, plan.idle),
-        (_platform.INTERVAL, _INTERVAL, plan.interval),
-        (_platform.COUNT, _COUNT, plan.count),
-        (_platform.USER_TIMEOUT, _USER_TIMEOUT, plan.user_timeout),
+        (_platform.IDLE, _FACTS["IDLE"], plan.idle),
+        (_platform.INTERVAL, _FACTS["INTERVAL"], plan.interval),
+        (_platform.COUNT, _FACTS["COUNT"], plan.count),
+        (_platform.USER_TIMEOUT, _FACTS["USER_TIMEOUT"], plan.user_timeout),
     ):
         if plan.set_mask & (1 << knob):
             mask |= 1 << option
@@ -332,78 +525,182 @@ def _config(policy: Policy) -> tuple[int, tuple[int, ...]]:
 
 
 def _policy_of(mask: int, values: tuple[int, ...]) -> Policy:
-    def value(option: int) -> int | None:
-        return values[option] if mask & (1 << option) else None
+    def value(option: str) -> int | None:
+        index = _FACTS[option]
+        return values[index] if mask & (1 << index) else None
 
-    ut = value(_USER_TIMEOUT)
+    ut = value("USER_TIMEOUT")
     user_timeout = None if ut is None else ut / 1000
     with warnings.catch_warnings():  # attach warned about the policy already; reading does not
         warnings.simplefilter("ignore", RuntimeWarning)
-        if not values[_KEEPALIVE]:
+        if not values[_FACTS["KEEPALIVE"]]:
             return Policy(user_timeout=user_timeout, keepalive=False)
-        return Policy(value(_IDLE), value(_INTERVAL), value(_COUNT), user_timeout)
+        return Policy(value("IDLE"), value("INTERVAL"), value("COUNT"), user_timeout)
 
 
-def _read(pin_dir: str, cgroup: str) -> Enforcement | None:
-    try:
-        map_fd = _backend.bpf_obj_get(os.path.join(pin_dir, "map"))
-    except OSError:
-        return None
-    try:
-        mask, flags, values, cgroup_id = _backend.bpf_config_read(map_fd)
-        applied, skipped, failed, last_errno, last_option = _backend.bpf_counters_read(map_fd)
-    finally:
-        os.close(map_fd)
-    try:
-        if os.stat(cgroup).st_ino != cgroup_id:
-            return None  # the cgroup it was made for is gone (a new one may have its name)
-    except OSError:
-        return None
-    last_error = None
-    if last_errno:
-        last_error = f"{_option_name(last_option)}: {os.strerror(last_errno)}"
+# --- what the kernel has attached --------------------------------------------------------
+
+_KINDS = (("sock_ops", "BPF_SOCK_OPS"), ("setsockopt", "BPF_SETSOCKOPT"))
+_PROG_NAMES = {"kaext_sockops": "sock_ops", "kaext_setsocko": "setsockopt"}  # as bpf_prog_info names them
+
+
+class _Prog:
+    """One BPF program: its id, kind (sock_ops / setsockopt, when it is kaext's) and map id."""
+
+    __slots__ = ("id", "kind", "map_id", "tag")
+
+    def __init__(self, prog_id: int, kind: str | None, map_id: int, tag: str) -> None:
+        self.id, self.kind, self.map_id, self.tag = prog_id, kind, map_id, tag
+
+
+def _prog(prog_id: int, cache: dict[int, _Prog | None]) -> _Prog | None:
+    """What program ``prog_id`` is (None: gone meanwhile)."""
+    if prog_id not in cache:
+        try:
+            fd = _bpf("BPF_PROG_GET_FD_BY_ID", _backend.bpf_fd_by_id, False, prog_id)
+        except FileNotFoundError:
+            cache[prog_id] = None
+            return None
+        try:
+            pid, tag, name, map_id = _backend.bpf_prog_info(fd)
+        finally:
+            os.close(fd)
+        cache[prog_id] = _Prog(pid, _PROG_NAMES.get(name), map_id, tag)
+    return cache[prog_id]
+
+
+def _attached(cgroup_fd: int, cache: dict[int, _Prog | None], *, effective: bool = False) -> dict[str, list[_Prog]]:
+    """kaext's programs attached to the cgroup (or, ``effective``: running for its sockets, in order)."""
+    found: dict[str, list[_Prog]] = {}
+    for kind, const in _KINDS:
+        ids = _bpf("BPF_PROG_QUERY", _backend.bpf_prog_query, cgroup_fd, getattr(_backend, const), effective)
+        progs = [_prog(i, cache) for i in ids]  # type: ignore[attr-defined]
+        found[kind] = [p for p in progs if p is not None and p.kind == kind]
+    return found
+
+
+def _cgroups() -> Iterator[tuple[str, os.DirEntry[str] | None]]:
+    """Every cgroup v2 directory (the whole tree: the mount of its root first)."""
+    mounts = _mounts("cgroup2")
+    if not mounts:
+        return
+    top = os.path.realpath(mounts[0])
+    yield top, None
+    stack = [top]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        yield entry.path, entry
+                        stack.append(entry.path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+
+
+# --- reading an enforcement ------------------------------------------------------------
+
+
+STATES = ("enforced", "not attached", "not pinned", "cgroup gone")
+
+
+def _read_map(map_fd: int) -> tuple[int, int, tuple[int, ...], int, tuple[int, int, int, int, int]]:
+    mask, flags, values, cgroup_id = _backend.bpf_config_read(map_fd)
+    return mask, flags, values, cgroup_id, _backend.bpf_counters_read(map_fd)
+
+
+def _spec(e_policy: Policy, flags: int) -> str:
+    mode = (
+        " --respect-existing" if flags & _FACTS["RESPECT_EXISTING"] else " --force" if flags & _FACTS["FORCE"] else ""
+    )
+    return f"--policy '{e_policy}'{mode}"
+
+
+def _enforcement(
+    path: str, cgroup_id: int, config: tuple[int, int, tuple[int, ...], int, tuple[int, int, int, int, int]], state: str
+) -> Enforcement:
+    mask, flags, values, _id, (applied, skipped, failed, last_errno, last_option) = config
+    policy = _policy_of(mask, values)
+    last_error = f"{_option_name(last_option)}: {os.strerror(last_errno)}" if last_errno else None
+    repair = None
+    prog = prog_name("kaext-enforce", "kaext.enforce")
+    if state in ("not attached", "not pinned"):
+        repair = f"{prog} {path} {_spec(policy, flags)}  (or: {prog} {path} --remove)"
+    elif state == "cgroup gone":
+        repair = f"{prog} --prune"
     return Enforcement(
-        cgroup,
-        _policy_of(mask, values),
-        bool(flags & _RESPECT_EXISTING),
-        os.path.exists(os.path.join(pin_dir, "setsockopt")),
+        path,
+        policy,
+        bool(flags & _FACTS["RESPECT_EXISTING"]),
+        bool(flags & _FACTS["FORCE"]),
         applied,
         skipped,
         failed,
         last_error,
+        cgroup_id=cgroup_id,
+        state=state,
+        repair=repair,
     )
 
 
-def _remove_pins(pin_dir: str) -> None:
-    for name in ("setsockopt", "sock_ops", "map"):
+def _scan(pins: _Pins | None) -> list[Enforcement]:
+    """What the kernel has attached, every cgroup, matched with kaext's pins."""
+    cache: dict[int, _Prog | None] = {}
+    pinned: dict[int, tuple[int, int | None]] = {}  # cgroup id -> (map id, sock_ops prog id)
+    configs: dict[int, tuple[int, int, tuple[int, ...], int, tuple[int, int, int, int, int]]] = {}
+    if pins is not None:
+        for name in pins.names():
+            cgroup_id = int(name[len(_PIN_PREFIX) :])
+            map_fd = pins.get(name, "map")
+            if map_fd is None:
+                continue
+            try:
+                configs[cgroup_id] = _read_map(map_fd)
+                map_id = _backend.bpf_map_id(map_fd)
+            finally:
+                os.close(map_fd)
+            prog_fd = pins.get(name, "sock_ops")
+            prog_id = None
+            if prog_fd is not None:
+                try:
+                    prog_id = _backend.bpf_prog_info(prog_fd)[0]
+                finally:
+                    os.close(prog_fd)
+            pinned[cgroup_id] = (map_id, prog_id)
+    found = []
+    seen = set()
+    for path, entry in _cgroups():
         try:
-            os.unlink(os.path.join(pin_dir, name))
-        except FileNotFoundError:
-            pass
-    root = _pin_root()
-    while pin_dir == root or pin_dir.startswith(root + "/"):  # the now empty ones, the pin root's too
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
         try:
-            os.rmdir(pin_dir)
-        except FileNotFoundError:
-            pass
-        except OSError:  # another cgroup's pins below
-            return
-        pin_dir = os.path.dirname(pin_dir)
-
-
-def _detach_pinned(cgroup_fd: int, pin_dir: str, name: str, kind: int) -> None:
-    try:
-        prog = _backend.bpf_obj_get(os.path.join(pin_dir, name))
-    except FileNotFoundError:
-        return
-    try:
-        _backend.bpf_detach(cgroup_fd, prog, kind)
-    except OSError as exc:
-        if exc.errno != errno.ENOENT:  # ENOENT: no longer attached (the cgroup went away)
-            raise
-    finally:
-        os.close(prog)
-    os.unlink(os.path.join(pin_dir, name))
+            cgroup_id = os.fstat(fd).st_ino if entry is None else entry.inode()
+            progs = _attached(fd, cache)["sock_ops"]
+        finally:
+            os.close(fd)
+        if cgroup_id in pinned:
+            seen.add(cgroup_id)
+            map_id, prog_id = pinned[cgroup_id]
+            ok = any(p.id == prog_id for p in progs)
+            found.append(_enforcement(path, cgroup_id, configs[cgroup_id], "enforced" if ok else "not attached"))
+            progs = [p for p in progs if p.id != prog_id]
+        for p in progs:  # attached, but not (or no longer) pinned: its policy from its own map
+            if p.map_id == 0:
+                continue
+            try:
+                map_fd = _bpf("BPF_MAP_GET_FD_BY_ID", _backend.bpf_fd_by_id, True, p.map_id)
+            except FileNotFoundError:
+                continue
+            try:
+                config = _read_map(map_fd)
+            finally:
+                os.close(map_fd)
+            found.append(_enforcement(path, cgroup_id, config, "not pinned"))
+    for cgroup_id, config in configs.items():
+        if cgroup_id not in seen:
+            found.append(_enforcement(f"(cgroup id {cgroup_id})", cgroup_id, config, "cgroup gone"))
+    return found
 
 
 # --- the API -----------------------------------------------------------------------------
@@ -419,12 +716,15 @@ def attach(
     """Enforce ``policy`` on every TCP connection of the cgroup v2 directory ``cgroup``.
 
     ``cgroup``: a path, or a path relative to the cgroup2 mount
-    (``"system.slice/nginx.service"``); descendants are covered too.  ``policy``: a
-    :class:`kaext.Policy`, a ``Policy.parse`` spec or a middlebox name.  When kaext
-    already enforces on that cgroup the policy (and the flags) are updated in place: a
-    map update, reaching the next connection.  It stays in force after this process
-    exits (pinned under ``/sys/fs/bpf/kaext``); connections established before are not
-    touched.
+    (``"system.slice/nginx.service"``); descendants are covered too, unless a nearer
+    cgroup has a policy of its own (the nearest enforced cgroup's policy applies, whole).
+    When kaext already enforces on that cgroup the policy (and the flags) are updated in
+    place: a map update, reaching the next connection.  Whatever state the cgroup is in
+    (programs pinned but not attached, attached but not pinned), this repairs it without
+    a moment without a policy: the new programs are attached before any old one is
+    detached.  It stays in force after this process exits (pinned under
+    ``/sys/fs/bpf/kaext``, named by the cgroup's id); connections established before are
+    not touched.
 
     ``respect_existing=True``: leave a connection alone when its program has already
     turned SO_KEEPALIVE on (read back with ``bpf_getsockopt``, Linux 6.1+; a connection
@@ -435,9 +735,9 @@ def attach(
 
     Raises ValueError (both flags; a bad spec; not a cgroup v2 directory), TypeError,
     FileNotFoundError (no such directory), PermissionError (not root: CAP_BPF and
-    CAP_NET_ADMIN), OSError ENOENT (no cgroup2 mount), OSError naming what the kernel
-    lacks, OSError ENOSYS (not Linux; the pure-Python install).  Nothing is left half
-    attached.
+    CAP_NET_ADMIN; or kaext's pin directory is not root's alone, named), OSError ENOENT
+    (no cgroup2 mount), OSError naming what the kernel lacks, OSError ENOSYS (not Linux;
+    the pure-Python install).  Nothing is left half attached.
     """
     for name, flag in (("respect_existing", respect_existing), ("force", force)):
         if not isinstance(flag, bool):
@@ -446,152 +746,328 @@ def attach(
         raise ValueError("respect_existing=True and force=True contradict each other: choose one")
     resolved = as_policy(policy)
     _require_os()
-    path, rel = _resolve(cgroup)
+    path, _rel = _resolve(cgroup)
     mask, values = _config(resolved)
-    flags = _RESPECT_EXISTING if respect_existing else 0
-    cgroup_id = os.stat(path).st_ino
-    _probe(mask, values, flags)
+    flags = (_FACTS["RESPECT_EXISTING"] if respect_existing else 0) | (_FACTS["FORCE"] if force else 0)
+    _probe(mask, values, flags & _FACTS["RESPECT_EXISTING"])
     cgroup_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        _ensure_bpffs()
-        pin_dir = _pin_dir(path)
-        if os.path.isdir(pin_dir) and os.path.exists(os.path.join(pin_dir, "map")):
-            if _read(pin_dir, path) is not None:
-                _update(cgroup_fd, pin_dir, mask, flags, values, cgroup_id, force)
-                result = _read(pin_dir, path)
-                assert result is not None
-                return result
-            _remove_pins(pin_dir)  # left by a cgroup of that name that is gone
-        _attach_new(cgroup_fd, pin_dir, mask, flags, values, cgroup_id, force)
-        result = _read(pin_dir, path)
-        assert result is not None
-        return result
+        cgroup_id = os.fstat(cgroup_fd).st_ino
+        pins = _Pins.open(create=True, exclusive=True)
+        assert pins is not None
+        with pins:
+            _attach_locked(pins, cgroup_fd, cgroup_id, mask, flags, values)
+            if force:
+                _claim_below(pins, path)
+            result = [e for e in _scan_one(pins, path, cgroup_fd, cgroup_id) if e.state == "enforced"]
     finally:
         os.close(cgroup_fd)
+    if not result:  # the kernel took everything, yet does not list it: said, not hidden
+        raise OSError(errno.EIO, f"{path}: kaext's programs are not attached after attaching them")
+    return result[0]
 
 
-def _update(
-    cgroup_fd: int, pin_dir: str, mask: int, flags: int, values: tuple[int, ...], cgroup_id: int, force: bool
-) -> None:
-    map_fd = _bpf("BPF_OBJ_GET", _backend.bpf_obj_get, os.path.join(pin_dir, "map"))
-    try:
-        had_force = os.path.exists(os.path.join(pin_dir, "setsockopt"))
-        if force and not had_force:
-            prog = _load(_backend.BPF_SETSOCKOPT, map_fd)
+def _scan_one(pins: _Pins, path: str, cgroup_fd: int, cgroup_id: int) -> list[Enforcement]:
+    """The enforcement(s) of one cgroup, from the kernel and the pins."""
+    name = _pin_name(cgroup_id)
+    progs = _attached(cgroup_fd, {})["sock_ops"]
+    found = []
+    map_fd = pins.get(name, "map")
+    prog_id = None
+    if map_fd is not None:
+        try:
+            config = _read_map(map_fd)
+        finally:
+            os.close(map_fd)
+        prog_fd = pins.get(name, "sock_ops")
+        if prog_fd is not None:
             try:
-                _bpf("BPF_PROG_ATTACH", _backend.bpf_attach, cgroup_fd, prog, _backend.BPF_SETSOCKOPT)
-                try:
-                    _backend.bpf_pin(prog, os.path.join(pin_dir, "setsockopt"))
-                except OSError:
-                    _backend.bpf_detach(cgroup_fd, prog, _backend.BPF_SETSOCKOPT)
-                    raise
+                prog_id = _backend.bpf_prog_info(prog_fd)[0]
             finally:
-                os.close(prog)
-        _bpf("BPF_MAP_UPDATE_ELEM", _backend.bpf_config_write, map_fd, mask, flags, values, cgroup_id)
-        if had_force and not force:
-            _detach_pinned(cgroup_fd, pin_dir, "setsockopt", _backend.BPF_SETSOCKOPT)
-    finally:
-        os.close(map_fd)
+                os.close(prog_fd)
+        ok = any(p.id == prog_id for p in progs)
+        found.append(_enforcement(path, cgroup_id, config, "enforced" if ok else "not attached"))
+    for p in progs:
+        if p.id == prog_id or not p.map_id:
+            continue
+        try:
+            map_fd = _bpf("BPF_MAP_GET_FD_BY_ID", _backend.bpf_fd_by_id, True, p.map_id)
+        except FileNotFoundError:
+            continue
+        try:
+            found.append(_enforcement(path, cgroup_id, _read_map(map_fd), "not pinned"))
+        finally:
+            os.close(map_fd)
+    return found
 
 
-def _attach_new(
-    cgroup_fd: int, pin_dir: str, mask: int, flags: int, values: tuple[int, ...], cgroup_id: int, force: bool
+def _attach_locked(
+    pins: _Pins, cgroup_fd: int, cgroup_id: int, mask: int, flags: int, values: tuple[int, ...], claim: bool = False
 ) -> None:
+    """Attach or update (under the lock).  ``claim``: only a claim-only setsockopt program is wanted."""
+    name = _pin_name(cgroup_id)
+    attached = _attached(cgroup_fd, {})
+    map_fd = pins.get(name, "map")
     fds: list[int] = []
-    attached: list[tuple[int, int]] = []
-    made_dir = False
     try:
-        map_fd = _bpf("BPF_MAP_CREATE", _backend.bpf_map_create)
-        fds.append(map_fd)
-        _bpf("BPF_MAP_UPDATE_ELEM", _backend.bpf_config_write, map_fd, mask, flags, values, cgroup_id)
-        progs = [(_backend.BPF_SOCK_OPS, "sock_ops")]
-        if force:
-            progs.append((_backend.BPF_SETSOCKOPT, "setsockopt"))
-        loaded = []
-        for kind, name in progs:
-            prog = _load(kind, map_fd)
-            fds.append(prog)
-            loaded.append((kind, name, prog))
-        for attempt in range(3):
-            try:
-                os.makedirs(pin_dir, exist_ok=True)
-                break
-            except FileNotFoundError:  # a parent pruned at that moment by another detach
-                if attempt == 2:
-                    raise
-        made_dir = True
-        _backend.bpf_pin(map_fd, os.path.join(pin_dir, "map"))
-        for _kind, name, prog in loaded:
-            _backend.bpf_pin(prog, os.path.join(pin_dir, name))
-        for kind, _name, prog in loaded:
-            _bpf("BPF_PROG_ATTACH", _backend.bpf_attach, cgroup_fd, prog, kind)
-            attached.append((kind, prog))
-    except BaseException:
-        for kind, prog in reversed(attached):
-            try:
-                _backend.bpf_detach(cgroup_fd, prog, kind)
-            except OSError:
-                pass
-        if made_dir:
-            _remove_pins(pin_dir)
-        raise
+        pinned: dict[str, int] = {}
+        if map_fd is not None:
+            fds.append(map_fd)
+            for kind, _const in _KINDS:
+                fd = pins.get(name, kind)
+                if fd is not None:
+                    fds.append(fd)
+                    pinned[kind] = _backend.bpf_prog_info(fd)[0]
+            ok = pinned.get("sock_ops") in [p.id for p in attached["sock_ops"]]
+            ok = ok and _backend.bpf_config_read(map_fd)[3] == cgroup_id
+            others = [p for kind in attached for p in attached[kind] if p.id not in pinned.values()]
+            if ok and not others:
+                _update(pins, name, cgroup_fd, map_fd, attached, pinned, mask, flags, values)
+                return
+        _replace(pins, name, cgroup_fd, attached, mask, flags, values)
     finally:
         for fd in fds:
             os.close(fd)
 
 
+def _want_setsockopt(cgroup_fd: int, flags: int) -> bool:
+    """A setsockopt program for this cgroup: to force, or to claim against an ancestor's force."""
+    if flags & _FACTS["FORCE"]:
+        return True
+    return bool(_attached(cgroup_fd, {}, effective=True)["setsockopt"])
+
+
+def _update(
+    pins: _Pins,
+    name: str,
+    cgroup_fd: int,
+    map_fd: int,
+    attached: dict[str, list[_Prog]],
+    pinned: dict[str, int],
+    mask: int,
+    flags: int,
+    values: tuple[int, ...],
+) -> None:
+    """The programs are in place: the policy into the map, and the setsockopt program added or taken off."""
+    cgroup_id = _backend.bpf_config_read(map_fd)[3]
+    want = _want_setsockopt(cgroup_fd, flags) if "setsockopt" not in pinned else True
+    if want and "setsockopt" not in pinned:
+        prog = _load(_backend.BPF_SETSOCKOPT, map_fd)
+        try:
+            pins.pin(prog, name, "setsockopt")
+            _bpf("BPF_PROG_ATTACH", _backend.bpf_attach, cgroup_fd, prog, _backend.BPF_SETSOCKOPT)
+        except BaseException:
+            pins.unpin(name, "setsockopt")
+            raise
+        finally:
+            os.close(prog)
+    _bpf("BPF_MAP_UPDATE_ELEM", _backend.bpf_config_write, map_fd, mask, flags, values, cgroup_id)
+    del attached
+
+
+def _replace(
+    pins: _Pins,
+    name: str,
+    cgroup_fd: int,
+    attached: dict[str, list[_Prog]],
+    mask: int,
+    flags: int,
+    values: tuple[int, ...],
+) -> None:
+    """New map and programs: pinned, attached, and only then the old ones (kaext's) detached."""
+    cgroup_id = os.fstat(cgroup_fd).st_ino
+    fds: list[int] = []
+    done: list[tuple[int, int]] = []
+    try:
+        map_fd = _bpf("BPF_MAP_CREATE", _backend.bpf_map_create)
+        fds.append(map_fd)
+        _bpf("BPF_MAP_UPDATE_ELEM", _backend.bpf_config_write, map_fd, mask, flags, values, cgroup_id)
+        kinds = [("sock_ops", _backend.BPF_SOCK_OPS)]
+        if _want_setsockopt(cgroup_fd, flags):
+            kinds.append(("setsockopt", _backend.BPF_SETSOCKOPT))
+        loaded = []
+        for kind, const in kinds:
+            prog = _load(const, map_fd)
+            fds.append(prog)
+            loaded.append((kind, const, prog))
+        for _kind, const, prog in loaded:
+            _bpf("BPF_PROG_ATTACH", _backend.bpf_attach, cgroup_fd, prog, const)
+            done.append((const, prog))
+    except BaseException:
+        for const, prog in reversed(done):
+            try:
+                _backend.bpf_detach(cgroup_fd, prog, const)
+            except OSError:
+                pass
+        for fd in fds:
+            os.close(fd)
+        raise
+    try:
+        # the new programs run (the old ones too, until they go: the first claims each connection)
+        _detach_progs(cgroup_fd, attached)
+        for obj in ("setsockopt", "sock_ops"):
+            pins.unpin(name, obj)
+        pins.pin(map_fd, name, "map")
+        for kind, _const, prog in loaded:
+            pins.pin(prog, name, kind)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _detach_progs(cgroup_fd: int, attached: dict[str, list[_Prog]]) -> None:
+    for kind, const in _KINDS:
+        for p in attached.get(kind, []):
+            try:
+                fd = _bpf("BPF_PROG_GET_FD_BY_ID", _backend.bpf_fd_by_id, False, p.id)
+            except FileNotFoundError:
+                continue
+            try:
+                _backend.bpf_detach(cgroup_fd, fd, getattr(_backend, const))
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:  # ENOENT: no longer attached
+                    raise
+            finally:
+                os.close(fd)
+
+
+def _claim_below(pins: _Pins, path: str) -> None:
+    """A force on ``path``: each enforced cgroup below it without a setsockopt program gets a
+    claim-only one, so the force stays out of the connections whose policy is that cgroup's."""
+    for sub, entry in _cgroups_below(path):
+        try:
+            fd = os.open(sub, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        try:
+            cgroup_id = entry.inode()
+            name = _pin_name(cgroup_id)
+            attached = _attached(fd, {})
+            if not attached["sock_ops"] or attached["setsockopt"]:
+                continue
+            map_fd = pins.get(name, "map")
+            if map_fd is None:
+                continue
+            try:
+                prog = _load(_backend.BPF_SETSOCKOPT, map_fd)
+                try:
+                    pins.pin(prog, name, "setsockopt")
+                    _bpf("BPF_PROG_ATTACH", _backend.bpf_attach, fd, prog, _backend.BPF_SETSOCKOPT)
+                finally:
+                    os.close(prog)
+            finally:
+                os.close(map_fd)
+        finally:
+            os.close(fd)
+
+
+def _cgroups_below(path: str) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    stack = [path]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        yield entry.path, entry
+                        stack.append(entry.path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+
+
 def detach(cgroup: str | os.PathLike[str]) -> bool:
     """Stop enforcing on ``cgroup``: detach kaext's programs and remove their pins.
 
-    True when kaext enforced a policy there, False when it did not.  New connections
-    then get the system defaults again; established ones keep what they were given.
-    Raises as :func:`attach` does.
+    True when kaext enforced a policy there (attached or pinned), False when it did not.
+    New connections then get the policy of the nearest enforced ancestor, or the system
+    defaults; established ones keep what they were given.  Raises as :func:`attach` does.
     """
     _require_os()
     path, _rel = _resolve(cgroup, must_exist=False)
-    pin_dir = _pin_dir(path)
-    if not os.path.exists(os.path.join(pin_dir, "map")):
-        return False
     try:
         cgroup_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
-        _remove_pins(pin_dir)  # the cgroup is gone, and its programs with it
-        return True
+        return False  # the cgroup is gone, and its programs with it (--prune removes the pins)
     try:
-        if _read(pin_dir, path) is None:
-            _remove_pins(pin_dir)  # made for a cgroup of that name that is gone
-            return False
-        _detach_pinned(cgroup_fd, pin_dir, "setsockopt", _backend.BPF_SETSOCKOPT)
-        _detach_pinned(cgroup_fd, pin_dir, "sock_ops", _backend.BPF_SOCK_OPS)
-        _remove_pins(pin_dir)
-        return True
+        cgroup_id = os.fstat(cgroup_fd).st_ino
+        pins = _Pins.open(create=False, exclusive=True)
+        attached = _attached(cgroup_fd, {})
+        had = bool(attached["sock_ops"] or attached["setsockopt"])
+        _detach_progs(cgroup_fd, attached)
+        if pins is not None:
+            with pins:
+                name = _pin_name(cgroup_id)
+                had = had or name in pins.names()
+                pins.remove(name)
+        return had
     finally:
         os.close(cgroup_fd)
 
 
-def enforcements() -> list[Enforcement]:
-    """Every policy kaext enforces on this host, with its counters (reads only).
+def prune() -> list[int]:
+    """Remove the pins of enforcements whose cgroup is gone; their cgroup ids."""
+    _require_os()
+    pins = _Pins.open(create=False, exclusive=True)
+    if pins is None:
+        return []
+    with pins:
+        gone = [e.cgroup_id for e in _scan(pins) if e.state == "cgroup gone"]
+        for cgroup_id in gone:
+            pins.remove(_pin_name(cgroup_id))
+    return gone
 
-    Empty on other systems and in the pure-Python install, or when nothing is pinned.
-    PermissionError when the pins cannot be read (not root).
+
+def enforcements() -> list[Enforcement]:
+    """Every policy kaext enforces on this host, as the kernel has it, with its counters (reads only).
+
+    Read from the kernel (the programs attached to each cgroup) and matched with kaext's
+    pins; ``state`` says when the two disagree (``"not attached"``, ``"not pinned"``,
+    ``"cgroup gone"``) and ``repair`` gives the command that repairs it.  Empty on other
+    systems and in the pure-Python install.  PermissionError when the kernel or the pins
+    cannot be read (not root), or kaext's pin directory is not root's alone.
     """
     if not _platform.ENFORCE or _backend.IMPLEMENTATION != "c":
         return []
-    root = _pin_root()
+    pins = _Pins.open(create=False, exclusive=False)
     try:
-        os.listdir(root)
-    except FileNotFoundError:
-        return []
-    except PermissionError as exc:
-        raise PermissionError(exc.errno, f"reading {root} {_PRIVILEGES}") from None
-    found = []
-    for pin_dir, dirs, files in os.walk(root):
-        dirs.sort()
-        if "map" in files:
-            e = _read(pin_dir, _cgroup_of_pin(pin_dir))
-            if e is not None:
-                found.append(e)
-    return found
+        return _scan(pins)
+    finally:
+        if pins is not None:
+            pins.close()
+
+
+def which(cgroup: str | os.PathLike[str]) -> Enforcement | None:
+    """The enforcement whose policy the connections of ``cgroup`` get: the nearest enforced
+    ancestor-or-self's, as the kernel runs the programs (None: none; system defaults).
+    """
+    _require_os()
+    path, _rel = _resolve(cgroup)
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        first = _attached(fd, {}, effective=True)["sock_ops"]
+    finally:
+        os.close(fd)
+    if not first:
+        return None
+    owner = first[0]  # the first to run claims the connection
+    map_fd = _bpf("BPF_MAP_GET_FD_BY_ID", _backend.bpf_fd_by_id, True, owner.map_id)
+    try:
+        config = _read_map(map_fd)
+    finally:
+        os.close(map_fd)
+    cgroup_id = config[3]
+    at = path
+    while True:
+        if os.stat(at).st_ino == cgroup_id:
+            break
+        parent = os.path.dirname(at)
+        if parent == at or not os.path.exists(os.path.join(parent, _platform.CGROUP2_MARKER)):
+            at = f"(cgroup id {cgroup_id})"
+            break
+        at = parent
+    for e in enforcements():
+        if e.cgroup_id == cgroup_id and e.state in ("enforced", "not pinned"):
+            return e
+    return _enforcement(at, cgroup_id, config, "not pinned")
 
 
 def own_cgroup() -> str:
@@ -678,11 +1154,13 @@ def _remove_cgroup(path: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = Parser(
         prog=prog_name("kaext-enforce", "kaext.enforce"),
-        usage="%(prog)s CGROUP --policy SPEC [--respect-existing | --force] | CGROUP --remove | --list [--json]",
+        usage="%(prog)s CGROUP --policy SPEC [--respect-existing | --force] | CGROUP --remove | --list [--json] "
+        "| --which CGROUP | --prune",
         description="Enforce a TCP keepalive policy on every TCP connection of a cgroup v2 directory "
         "(and its descendants), whatever the program, with BPF programs that stay after this command "
-        "exits. Linux, root. Exit status: 0 done, 1 --remove of a cgroup kaext does not enforce on, "
-        "2 bad arguments or an error.",
+        "exits. Linux, root. Nested cgroups: the nearest enforced cgroup's policy applies, whole. "
+        "Exit status: 0 done, 1 --remove of a cgroup kaext does not enforce on (--list: something to "
+        "repair; --which: no policy applies), 2 bad arguments or an error.",
     )
     p.add_argument(
         "cgroup", nargs="?", metavar="CGROUP", help="a cgroup v2 directory, or a path below the cgroup2 mount"
@@ -696,8 +1174,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     mode.add_argument("--force", action="store_true", help="also rewrite the program's own keepalive setsockopt calls")
     p.add_argument("--remove", action="store_true", help="stop enforcing on CGROUP")
-    p.add_argument("--list", action="store_true", help="list what kaext enforces, with counters")
-    p.add_argument("--json", action="store_true", help="with --list: JSON")
+    p.add_argument(
+        "--list",
+        action="store_true",
+        help="list what the kernel has attached, matched with kaext's pins, with counters",
+    )
+    p.add_argument("--json", action="store_true", help="with --list or --which: JSON")
+    p.add_argument("--which", action="store_true", help="whose policy CGROUP's connections get")
+    p.add_argument("--prune", action="store_true", help="remove the pins of enforcements whose cgroup is gone")
     return p
 
 
@@ -716,15 +1200,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(parser, sys.argv[1:] if argv is None else list(argv))
 
 
+def _line(e: Enforcement) -> str:
+    mode = " (respect existing)" if e.respect_existing else " (force)" if e.force else ""
+    text = f"{e.cgroup}: {e.policy}{mode}  applied={e.applied} skipped={e.skipped} failed={e.failed}"
+    if e.state != "enforced":
+        text += f"  [{e.state.upper()}: repair with: {e.repair}]"
+    return text
+
+
 def _main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     args = parser.parse_args(argv)
     prog = parser.prog
-    if args.json and not args.list:
-        parser.error("--json goes with --list")
-    if args.list:
-        if args.cgroup or args.policy or args.remove or args.force or args.respect_existing:
-            parser.error("--list takes no other arguments (but --json)")
+    if args.json and not (args.list or args.which):
+        parser.error("--json goes with --list or --which")
+    if args.list or args.prune:
+        if args.cgroup or args.policy or args.remove or args.force or args.respect_existing or args.which:
+            parser.error("--list and --prune take no other arguments (but --json)")
         try:
+            if args.prune:
+                for cgroup_id in prune():
+                    print(f"removed the pins of cgroup id {cgroup_id} (the cgroup is gone)")
+                return 0
             found = enforcements()
         except OSError as exc:
             return _fail(prog, exc)
@@ -732,11 +1228,24 @@ def _main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
             print(json.dumps({"enforcements": [e.as_dict() for e in found]}))
         else:
             for e in found:
-                mode = " (respect existing)" if e.respect_existing else " (force)" if e.force else ""
-                print(f"{e.cgroup}: {e.policy}{mode}  applied={e.applied} skipped={e.skipped} failed={e.failed}")
-        return 0
+                print(_line(e))
+        return 1 if any(e.state != "enforced" for e in found) else 0
     if not args.cgroup:
         parser.error("CGROUP is required (or --list)")
+    if args.which:
+        if args.policy or args.remove or args.force or args.respect_existing:
+            parser.error("--which takes CGROUP (and --json) alone")
+        try:
+            owner = which(args.cgroup)
+        except (OSError, ValueError, TypeError) as exc:
+            return _fail(prog, exc)
+        if args.json:
+            print(json.dumps({"cgroup": args.cgroup, "enforcement": None if owner is None else owner.as_dict()}))
+        elif owner is None:
+            print(f"{args.cgroup}: no kaext policy applies (the system defaults)")
+        else:
+            print(f"{args.cgroup}: the policy of {_line(owner)}")
+        return 1 if owner is None else 0
     if args.remove:
         if args.policy or args.force or args.respect_existing:
             parser.error("--remove takes no --policy, --force or --respect-existing")

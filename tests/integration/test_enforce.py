@@ -609,6 +609,9 @@ def test_cli_attach_list_json_and_remove(cgroup: str) -> None:
             "applied": 2,
             "skipped": 0,
             "failed": 0,
+            "cgroup_id": os.stat(cgroup).st_ino,  # the cgroup's id: its directory's inode number
+            "state": "enforced",
+            "repair": None,
         }
     ]
     assert cgroup in cli("--list").stdout
@@ -753,7 +756,7 @@ int main(void)
     kaext_bpf_config c = {0};
     kaext_bpf_counters n = {0};
     char log[8];
-    return kaext_bpf_load(KAEXT_BPF_SOCK_OPS, 0, log, 8) + kaext_bpf_map_create() + kaext_bpf_config_write(0, &c) +
+    return kaext_bpf_load(KAEXT_BPF_SOCK_OPS, 0, log, 8, 0) + kaext_bpf_map_create() + kaext_bpf_config_write(0, &c) +
            kaext_bpf_config_read(0, &c) + kaext_bpf_counters_read(0, &n) + kaext_bpf_pin(0, "") +
            kaext_bpf_obj_get("") + kaext_bpf_attach(0, 0, 0, 0) + kaext_bpf_mount("");
 }
@@ -838,15 +841,16 @@ def test_another_os_raises_enosys(cgroup: str, monkeypatch: pytest.MonkeyPatch) 
     assert enforce.enforcements() == []
 
 
-def test_detaching_the_last_enforcement_leaves_no_pin_directory(cgroup: str) -> None:
+def test_detaching_leaves_no_pins_and_kaexts_directory_roots_alone(cgroup: str) -> None:
     root = os.path.join(_platform.BPF_FS, _platform.ENFORCE_PIN_DIR)
-    if os.path.isdir(root) and os.listdir(root):
-        pytest.skip(f"other enforcements are pinned on this host ({root})")
-    enforce.attach(cgroup, "aws-nlb")
-    assert os.path.isdir(root)
+    e = enforce.attach(cgroup, "aws-nlb")
+    name = f"cgroup-{os.stat(cgroup).st_ino}"
+    assert e.cgroup_id == os.stat(cgroup).st_ino and sorted(os.listdir(os.path.join(root, name))) == ["map", "sock_ops"]
+    st = os.stat(root)
+    assert (st.st_uid, st.st_mode & 0o7777) == (0, 0o700)
     assert enforce.detach(cgroup)
-    assert not os.path.exists(root)  # kaext's own directory goes with its last pins
-    assert enforce.enforcements() == []
+    assert name not in os.listdir(root)  # the directory stays (a lock waiter may hold it), its pins go
+    assert _mine(cgroup) == []
 
 
 def test_an_enforcement_is_an_immutable_value() -> None:
