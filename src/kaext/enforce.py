@@ -395,10 +395,10 @@ def _bpf(call: str, fn: object, *args: object) -> int:
 
 
 def _verifier_reason(log: str) -> str:
-    """The verifier's own words: the last line of its log that is not its closing statistics."""
+    """The verifier's own words: the last two lines of its log that are not its closing statistics."""
     lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
     lines = [ln for ln in lines if not ln.startswith(("processed ", "verification time", "stack depth"))]
-    return lines[-1] if lines else ""
+    return " / ".join(lines[-2:])
 
 
 def _load(kind: int, map_fd: int) -> int:
@@ -425,7 +425,9 @@ def _load(kind: int, map_fd: int) -> int:
         else:
             text = f"loading kaext's {what} program failed"
         quoted = f" (verifier: {json.dumps(reason)})" if reason else ""
-        raise OSError(exc.errno, f"{text}: {exc.strerror}{quoted}") from None
+        error = OSError(f"{text}: {exc.strerror}{quoted}")  # a plain OSError: EACCES here is not "not root"
+        error.errno, error.strerror = exc.errno, str(error.args[0])
+        raise error from None
 
 
 _PROBE = (
