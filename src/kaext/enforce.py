@@ -625,7 +625,7 @@ def _enforcement(
     policy = _policy_of(mask, values)
     last_error = f"{_option_name(last_option)}: {os.strerror(last_errno)}" if last_errno else None
     repair = None
-    prog = prog_name("kaext-enforce", "kaext.enforce")
+    prog = "kaext-enforce"  # the command a user types, whoever reads the enforcement
     if state in ("not attached", "not pinned"):
         repair = f"{prog} {path} {_spec(policy, flags)}  (or: {prog} {path} --remove)"
     elif state == "cgroup gone":
@@ -824,7 +824,7 @@ def _attach_locked(
             ok = ok and _backend.bpf_config_read(map_fd)[3] == cgroup_id
             others = [p for kind in attached for p in attached[kind] if p.id not in pinned.values()]
             if ok and not others:
-                _update(pins, name, cgroup_fd, map_fd, attached, pinned, mask, flags, values)
+                _update(pins, name, cgroup_fd, map_fd, pinned, mask, flags, values)
                 return
         _replace(pins, name, cgroup_fd, attached, mask, flags, values)
     finally:
@@ -844,7 +844,6 @@ def _update(
     name: str,
     cgroup_fd: int,
     map_fd: int,
-    attached: dict[str, list[_Prog]],
     pinned: dict[str, int],
     mask: int,
     flags: int,
@@ -864,7 +863,6 @@ def _update(
         finally:
             os.close(prog)
     _bpf("BPF_MAP_UPDATE_ELEM", _backend.bpf_config_write, map_fd, mask, flags, values, cgroup_id)
-    del attached
 
 
 def _replace(
@@ -991,15 +989,18 @@ def detach(cgroup: str | os.PathLike[str]) -> bool:
         return False  # the cgroup is gone, and its programs with it (--prune removes the pins)
     try:
         cgroup_id = os.fstat(cgroup_fd).st_ino
-        pins = _Pins.open(create=False, exclusive=True)
-        attached = _attached(cgroup_fd, {})
-        had = bool(attached["sock_ops"] or attached["setsockopt"])
-        _detach_progs(cgroup_fd, attached)
-        if pins is not None:
-            with pins:
+        pins = _Pins.open(create=False, exclusive=True)  # the lock first: no attach halfway meanwhile
+        try:
+            attached = _attached(cgroup_fd, {})
+            had = bool(attached["sock_ops"] or attached["setsockopt"])
+            _detach_progs(cgroup_fd, attached)
+            if pins is not None:
                 name = _pin_name(cgroup_id)
                 had = had or name in pins.names()
                 pins.remove(name)
+        finally:
+            if pins is not None:
+                pins.close()
         return had
     finally:
         os.close(cgroup_fd)

@@ -1109,6 +1109,20 @@ def test_a_program_whose_pins_are_gone_is_listed_and_removed(cgroup: str) -> Non
         c.close()
 
 
+def test_pins_of_a_cgroup_that_is_gone_are_listed_and_pruned(cgroup: str) -> None:
+    gone = os.path.join(cgroup, "gone")
+    os.mkdir(gone)
+    cgroup_id = enforce.attach(gone, "on").cgroup_id
+    os.rmdir(gone)  # the kernel detaches the programs with the cgroup; the pins stay
+    (e,) = [e for e in enforce.enforcements() if e.cgroup_id == cgroup_id]
+    assert (e.state, e.repair) == ("cgroup gone", "kaext-enforce --prune")
+    proc = cli("--prune")
+    assert proc.returncode == 0 and f"cgroup id {cgroup_id}" in proc.stdout
+    assert [e for e in enforce.enforcements() if e.cgroup_id == cgroup_id] == []
+    pins = os.path.join(_platform.BPF_FS, _platform.ENFORCE_PIN_DIR, f"cgroup-{cgroup_id}")
+    assert not os.path.exists(pins)
+
+
 def test_concurrent_attaches_and_removes_of_one_cgroup_are_serialised(cgroup: str) -> None:
     code = "import sys, kaext.enforce as e; e.attach(sys.argv[1], sys.argv[2])"
     for _round in range(3):
