@@ -11,7 +11,7 @@
  * One BPF array map of two entries is shared by both programs:
  *   key 0: the policy (kaext_bpf_config): which options to set and their values in
  *          kernel units (SO_KEEPALIVE 0/1, TCP_KEEPIDLE s, TCP_KEEPINTVL s,
- *          TCP_KEEPCNT probes, TCP_USER_TIMEOUT ms), the flags (respect_existing)
+ *          TCP_KEEPCNT probes, TCP_USER_TIMEOUT ms), the flags (respect_existing, force)
  *          and the id (inode) of the cgroup it was made for;
  *   key 1: the counters (kaext_bpf_counters), added to atomically by the program.
  * Changing the policy is an update of key 0; the next connection reads it.
@@ -26,11 +26,15 @@
  * skipped (respected) or failed (a bpf_setsockopt returned an error; the error and
  * the option are kept in last_errno / last_option).
  *
+ * Nested cgroups: both programs first claim the connection (KAEXT_BPF_CLAIM below), so
+ * the nearest enforced cgroup's policy applies whole and its ancestors' programs leave it.
+ *
  * KAEXT_BPF_SETSOCKOPT: a BPF_PROG_TYPE_CGROUP_SOCKOPT program attached as
  * BPF_CGROUP_SETSOCKOPT.  When a process of the cgroup calls setsockopt on a TCP
- * socket for one of the options the policy sets, it replaces the value in the
- * kernel's copy of the argument with the policy's (the call then succeeds with
- * that value); any other call passes unchanged.
+ * socket for one of the five options, it claims the connection, and with the
+ * KAEXT_BPF_FORCE flag, for the options the policy sets, replaces the value in the
+ * kernel's copy of the argument with the policy's (the call then succeeds with that
+ * value); any other call passes unchanged, the program returning before any helper call.
  *
  * On other systems every function fails with ENOSYS, so the extension builds
  * everywhere.
