@@ -575,8 +575,14 @@ def _attached(cgroup_fd: int, cache: dict[int, _Prog | None], *, effective: bool
     """kaext's programs attached to the cgroup (or, ``effective``: running for its sockets, in order)."""
     found: dict[str, list[_Prog]] = {}
     for kind, const in _KINDS:
-        ids = _bpf("BPF_PROG_QUERY", _backend.bpf_prog_query, cgroup_fd, getattr(_backend, const), effective)
-        progs = [_prog(i, cache) for i in ids]  # type: ignore[attr-defined]
+        try:
+            ids = _backend.bpf_prog_query(cgroup_fd, getattr(_backend, const), effective)
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.EACCES):
+                text = f"kaext.enforce {_PRIVILEGES} (BPF_PROG_QUERY: {exc.strerror})"
+                raise PermissionError(exc.errno, text) from None
+            raise
+        progs = [_prog(i, cache) for i in ids]
         found[kind] = [p for p in progs if p is not None and p.kind == kind]
     return found
 
