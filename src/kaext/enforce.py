@@ -612,7 +612,10 @@ def _cgroups() -> Iterator[tuple[str, os.DirEntry[str] | None]]:
 STATES = ("enforced", "not attached", "not pinned", "cgroup gone")
 
 
-def _read_map(map_fd: int) -> tuple[int, int, tuple[int, ...], int, tuple[int, int, int, int, int]]:
+_Config = tuple[int, int, tuple[int, ...], int, tuple[int, int, int, int, int]]  # policy entry, then counters
+
+
+def _read_map(map_fd: int) -> _Config:
     mask, flags, values, cgroup_id = _backend.bpf_config_read(map_fd)
     return mask, flags, values, cgroup_id, _backend.bpf_counters_read(map_fd)
 
@@ -624,9 +627,7 @@ def _spec(e_policy: Policy, flags: int) -> str:
     return f"--policy '{e_policy}'{mode}"
 
 
-def _enforcement(
-    path: str, cgroup_id: int, config: tuple[int, int, tuple[int, ...], int, tuple[int, int, int, int, int]], state: str
-) -> Enforcement:
+def _enforcement(path: str, cgroup_id: int, config: _Config, state: str) -> Enforcement:
     mask, flags, values, _id, (applied, skipped, failed, last_errno, last_option) = config
     policy = _policy_of(mask, values)
     last_error = f"{_option_name(last_option)}: {os.strerror(last_errno)}" if last_errno else None
@@ -651,32 +652,63 @@ def _enforcement(
     )
 
 
+def _pinned(pins: _Pins, name: str) -> tuple[_Config | None, dict[str, int]]:
+    """What kaext's pins for ``name`` hold: the map's entries, and the pinned programs' ids by kind."""
+    map_fd = pins.get(name, "map")
+    if map_fd is None:
+        return None, {}
+    try:
+        config = _read_map(map_fd)
+    finally:
+        os.close(map_fd)
+    ids = {}
+    for kind, _const in _KINDS:
+        fd = pins.get(name, kind)
+        if fd is not None:
+            try:
+                ids[kind] = _backend.bpf_prog_info(fd)[0]
+            finally:
+                os.close(fd)
+    return config, ids
+
+
+def _consistent(ids: dict[str, int], attached: dict[str, list[_Prog]]) -> bool:
+    """Every program pinned is attached (a sock_ops program among them)."""
+    return "sock_ops" in ids and all(ids[kind] in [p.id for p in attached[kind]] for kind in ids)
+
+
+def _match(
+    path: str, cgroup_id: int, config: _Config | None, ids: dict[str, int], attached: dict[str, list[_Prog]]
+) -> list[Enforcement]:
+    """One cgroup's enforcements: its pins matched with what the kernel has attached there."""
+    found = []
+    if config is not None:
+        state = "enforced" if _consistent(ids, attached) else "not attached"
+        found.append(_enforcement(path, cgroup_id, config, state))
+    for p in attached["sock_ops"]:  # attached, but not (or no longer) pinned: its policy from its own map
+        if p.id == ids.get("sock_ops") or not p.map_id:
+            continue
+        try:
+            map_fd = _bpf("BPF_MAP_GET_FD_BY_ID", _backend.bpf_fd_by_id, True, p.map_id)
+        except FileNotFoundError:
+            continue
+        try:
+            found.append(_enforcement(path, cgroup_id, _read_map(map_fd), "not pinned"))
+        finally:
+            os.close(map_fd)
+    return found
+
+
 def _scan(pins: _Pins | None) -> list[Enforcement]:
     """What the kernel has attached, every cgroup, matched with kaext's pins."""
     cache: dict[int, _Prog | None] = {}
-    pinned: dict[int, tuple[int, int | None]] = {}  # cgroup id -> (map id, sock_ops prog id)
-    configs: dict[int, tuple[int, int, tuple[int, ...], int, tuple[int, int, int, int, int]]] = {}
+    pinned: dict[int, tuple[_Config | None, dict[str, int]]] = {}
     if pins is not None:
         for name in pins.names():
-            cgroup_id = int(name[len(_PIN_PREFIX) :])
-            map_fd = pins.get(name, "map")
-            if map_fd is None:
-                continue
-            try:
-                configs[cgroup_id] = _read_map(map_fd)
-                map_id = _backend.bpf_map_id(map_fd)
-            finally:
-                os.close(map_fd)
-            prog_fd = pins.get(name, "sock_ops")
-            prog_id = None
-            if prog_fd is not None:
-                try:
-                    prog_id = _backend.bpf_prog_info(prog_fd)[0]
-                finally:
-                    os.close(prog_fd)
-            pinned[cgroup_id] = (map_id, prog_id)
+            config, ids = _pinned(pins, name)
+            if config is not None:
+                pinned[int(name[len(_PIN_PREFIX) :])] = (config, ids)
     found = []
-    seen = set()
     for path, entry in _cgroups():
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -684,30 +716,14 @@ def _scan(pins: _Pins | None) -> list[Enforcement]:
             continue
         try:
             cgroup_id = os.fstat(fd).st_ino if entry is None else entry.inode()
-            progs = _attached(fd, cache)["sock_ops"]
+            attached = _attached(fd, cache)
         finally:
             os.close(fd)
-        if cgroup_id in pinned:
-            seen.add(cgroup_id)
-            map_id, prog_id = pinned[cgroup_id]
-            ok = any(p.id == prog_id for p in progs)
-            found.append(_enforcement(path, cgroup_id, configs[cgroup_id], "enforced" if ok else "not attached"))
-            progs = [p for p in progs if p.id != prog_id]
-        for p in progs:  # attached, but not (or no longer) pinned: its policy from its own map
-            if p.map_id == 0:
-                continue
-            try:
-                map_fd = _bpf("BPF_MAP_GET_FD_BY_ID", _backend.bpf_fd_by_id, True, p.map_id)
-            except FileNotFoundError:
-                continue
-            try:
-                config = _read_map(map_fd)
-            finally:
-                os.close(map_fd)
-            found.append(_enforcement(path, cgroup_id, config, "not pinned"))
-    for cgroup_id, config in configs.items():
-        if cgroup_id not in seen:
-            found.append(_enforcement(f"(cgroup id {cgroup_id})", cgroup_id, config, "cgroup gone"))
+        config, ids = pinned.pop(cgroup_id, (None, {}))
+        found += _match(path, cgroup_id, config, ids, attached)
+    for cgroup_id, (config, _ids) in pinned.items():  # pins of no cgroup there is
+        assert config is not None
+        found.append(_enforcement(f"(cgroup id {cgroup_id})", cgroup_id, config, "cgroup gone"))
     return found
 
 
@@ -777,65 +793,25 @@ def attach(
 
 def _scan_one(pins: _Pins, path: str, cgroup_fd: int, cgroup_id: int) -> list[Enforcement]:
     """The enforcement(s) of one cgroup, from the kernel and the pins."""
-    name = _pin_name(cgroup_id)
-    progs = _attached(cgroup_fd, {})["sock_ops"]
-    found = []
-    map_fd = pins.get(name, "map")
-    prog_id = None
-    if map_fd is not None:
-        try:
-            config = _read_map(map_fd)
-        finally:
-            os.close(map_fd)
-        prog_fd = pins.get(name, "sock_ops")
-        if prog_fd is not None:
-            try:
-                prog_id = _backend.bpf_prog_info(prog_fd)[0]
-            finally:
-                os.close(prog_fd)
-        ok = any(p.id == prog_id for p in progs)
-        found.append(_enforcement(path, cgroup_id, config, "enforced" if ok else "not attached"))
-    for p in progs:
-        if p.id == prog_id or not p.map_id:
-            continue
-        try:
-            map_fd = _bpf("BPF_MAP_GET_FD_BY_ID", _backend.bpf_fd_by_id, True, p.map_id)
-        except FileNotFoundError:
-            continue
-        try:
-            found.append(_enforcement(path, cgroup_id, _read_map(map_fd), "not pinned"))
-        finally:
-            os.close(map_fd)
-    return found
+    config, ids = _pinned(pins, _pin_name(cgroup_id))
+    return _match(path, cgroup_id, config, ids, _attached(cgroup_fd, {}))
 
 
-def _attach_locked(
-    pins: _Pins, cgroup_fd: int, cgroup_id: int, mask: int, flags: int, values: tuple[int, ...], claim: bool = False
-) -> None:
-    """Attach or update (under the lock).  ``claim``: only a claim-only setsockopt program is wanted."""
+def _attach_locked(pins: _Pins, cgroup_fd: int, cgroup_id: int, mask: int, flags: int, values: tuple[int, ...]) -> None:
+    """Attach, update in place, or repair (under the lock)."""
     name = _pin_name(cgroup_id)
     attached = _attached(cgroup_fd, {})
-    map_fd = pins.get(name, "map")
-    fds: list[int] = []
-    try:
-        pinned: dict[str, int] = {}
+    config, ids = _pinned(pins, name)
+    others = [p for kind in attached for p in attached[kind] if p.id not in ids.values()]
+    if config is not None and config[3] == cgroup_id and _consistent(ids, attached) and not others:
+        map_fd = pins.get(name, "map")
         if map_fd is not None:
-            fds.append(map_fd)
-            for kind, _const in _KINDS:
-                fd = pins.get(name, kind)
-                if fd is not None:
-                    fds.append(fd)
-                    pinned[kind] = _backend.bpf_prog_info(fd)[0]
-            ok = pinned.get("sock_ops") in [p.id for p in attached["sock_ops"]]
-            ok = ok and _backend.bpf_config_read(map_fd)[3] == cgroup_id
-            others = [p for kind in attached for p in attached[kind] if p.id not in pinned.values()]
-            if ok and not others:
-                _update(pins, name, cgroup_fd, map_fd, pinned, mask, flags, values)
-                return
-        _replace(pins, name, cgroup_fd, attached, mask, flags, values)
-    finally:
-        for fd in fds:
-            os.close(fd)
+            try:
+                _update(pins, name, cgroup_fd, map_fd, ids, mask, flags, values)
+            finally:
+                os.close(map_fd)
+            return
+    _replace(pins, name, cgroup_fd, attached, mask, flags, values)
 
 
 def _want_setsockopt(cgroup_fd: int, flags: int) -> bool:

@@ -1094,6 +1094,29 @@ def test_a_program_detached_behind_kaexts_back_is_listed_as_such_and_attach_repa
         c.close()
 
 
+def test_a_force_program_detached_behind_kaexts_back_is_listed_and_repaired(cgroup: str) -> None:
+    from kaext import _backend
+
+    enforce.attach(cgroup, POLICY, force=True)
+    (prog_id,) = _kaext_programs(cgroup)["setsockopt"]
+    fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    prog = _backend.bpf_fd_by_id(False, prog_id)
+    try:
+        _backend.bpf_detach(fd, prog, _backend.BPF_SETSOCKOPT)
+    finally:
+        os.close(prog)
+        os.close(fd)
+    (mine,) = _mine(cgroup)
+    assert (mine.state, mine.force) == ("not attached", True) and "--force" in (mine.repair or "")
+    assert enforce.attach(cgroup, POLICY, force=True).state == "enforced"
+    assert [len(ids) for ids in _kaext_programs(cgroup).values()] == [1, 1]
+    child = python_child(cgroup, mode="after")
+    try:
+        assert child.info["idle_read"] == 175
+    finally:
+        child.close()
+
+
 def test_a_program_whose_pins_are_gone_is_listed_and_removed(cgroup: str) -> None:
     enforce.attach(cgroup, POLICY, force=True)
     pins = os.path.join(_platform.BPF_FS, _platform.ENFORCE_PIN_DIR, f"cgroup-{os.stat(cgroup).st_ino}")
