@@ -638,10 +638,14 @@ def test_cli_errors_are_one_line_and_exit_2(cgroup: str, args: list[str]) -> Non
     assert _mine(cgroup) == []
 
 
+def _runner_cgroups(pid: int) -> list[str]:
+    """The cgroups kaext-run (process ``pid``) made: only those (other tests make theirs meanwhile)."""
+    return [n for n in os.listdir(enforce.own_cgroup()) if n.startswith(f"kaext-run-{pid}-")]
+
+
 def test_kaext_run_cgroup_covers_a_static_program_and_removes_its_cgroup(
     cgroup: str, listener: socket.socket, static_program: str
 ) -> None:
-    before = set(os.listdir(enforce.own_cgroup()))
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -671,7 +675,7 @@ def test_kaext_run_cgroup_covers_a_static_program_and_removes_its_cgroup(
         assert proc.stdin is not None
         proc.stdin.close()
         assert proc.wait(20) == 0
-    assert set(os.listdir(enforce.own_cgroup())) == before  # the fresh cgroup is gone
+    assert _runner_cgroups(proc.pid) == []  # the fresh cgroup is gone
     outside = python_child(None)
     try:
         assert client_options(outside) == DEFAULTS
@@ -832,18 +836,17 @@ def test_both_backends_name_the_programs_alike() -> None:
 def test_kaext_run_cgroup_interrupted_stops_the_command_and_removes_its_cgroup(cgroup: str) -> None:
     import signal
 
-    before = set(os.listdir(enforce.own_cgroup()))
     proc = subprocess.Popen(
         [sys.executable, "-m", "kaext.run", "--cgroup", "--policy", "on", "--", "sleep", "60"], env=ENV
     )
     deadline = time.monotonic() + 20
-    while not set(os.listdir(enforce.own_cgroup())) - before:  # its cgroup is there
+    while not _runner_cgroups(proc.pid):  # its cgroup is there
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
     time.sleep(0.5)  # the command has started
     proc.send_signal(signal.SIGINT)  # to the runner alone, not to the command
     assert proc.wait(20) == 130
-    assert set(os.listdir(enforce.own_cgroup())) == before
+    assert _runner_cgroups(proc.pid) == []
 
 
 def test_a_cgroup_v1_directory_is_not_a_cgroup_v2_directory(cgroup: str) -> None:
