@@ -683,7 +683,14 @@ TCP_INFO_FIELDS: Final = {"state": 0, "probes": 3, "rto_us": 8, "last_data_recv_
 ENFORCE: Final = FAMILY == "linux" and sys.platform != "cygwin"
 #: The options the BPF programs set, in the order of the policy map's mask bits and values
 #: (struct kaext_bpf_config in ext/kaext_bpf.h).
-ENFORCE_OPTIONS: Final = ("SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")
+ENFORCE_OPTIONS: Final = (
+    "SO_KEEPALIVE",
+    "TCP_KEEPIDLE",
+    "TCP_KEEPINTVL",
+    "TCP_KEEPCNT",
+    "TCP_USER_TIMEOUT",
+    "TCP_SYNCNT",
+)
 #: Where the BPF file system is (mounted by kaext.enforce when it is not), and the
 #: directory on it that holds kaext's pins, one subdirectory per enforced cgroup.
 BPF_FS: Final = "/sys/fs/bpf"

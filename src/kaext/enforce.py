@@ -7,8 +7,10 @@ system call: no clang, kernel headers or libbpf), and attaches it to a cgroup v2
 directory.  For every TCP connection established by a process of that cgroup or of a
 descendant, either end (``BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB`` /
 ``PASSIVE_ESTABLISHED_CB``), it sets SO_KEEPALIVE, TCP_KEEPIDLE (s), TCP_KEEPINTVL (s),
-TCP_KEEPCNT and TCP_USER_TIMEOUT (ms) with ``bpf_setsockopt`` -- Go programs, static
-binaries making raw system calls, setuid programs and whole containers alike, which
+TCP_KEEPCNT, TCP_USER_TIMEOUT (ms) and TCP_SYNCNT (the ``connect_timeout``) with
+``bpf_setsockopt``; and as a connect starts, before its SYN (``BPF_SOCK_OPS_TCP_CONNECT_CB``),
+TCP_SYNCNT and TCP_USER_TIMEOUT, so that the policy bounds the connect too -- Go programs,
+static binaries making raw system calls, setuid programs and whole containers alike, which
 ``kaext.inject`` and ``kaext.run``'s preload library cannot reach.  Connections
 established before ``attach`` are not touched (``kaext.inspect --apply`` fixes those).
 
@@ -47,7 +49,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Enforcement", "attach", "detach", "enforcements", "main", "own_cgroup", "run_in_cgroup"]
 
-_KEEPALIVE, _IDLE, _INTERVAL, _COUNT, _USER_TIMEOUT = range(5)  # the map's option order (_platform.ENFORCE_OPTIONS)
+# the map's option order (_platform.ENFORCE_OPTIONS)
+_KEEPALIVE, _IDLE, _INTERVAL, _COUNT, _USER_TIMEOUT, _CONNECT_TIMEOUT = range(6)
 _RESPECT_EXISTING = 1
 _PRIVILEGES = "needs root: CAP_BPF and CAP_NET_ADMIN (CAP_SYS_ADMIN to mount the BPF file system)"
 
@@ -318,12 +321,13 @@ def _probe(mask: int, values: tuple[int, ...], flags: int = 0) -> None:
 def _config(policy: Policy) -> tuple[int, tuple[int, ...]]:
     plan = policy._plan
     mask = 1 << _KEEPALIVE
-    values = [1 if policy.keepalive else 0, 0, 0, 0, 0]
+    values = [1 if policy.keepalive else 0, 0, 0, 0, 0, 0]
     for knob, option, value in (
         (_platform.IDLE, _IDLE, plan.idle),
         (_platform.INTERVAL, _INTERVAL, plan.interval),
         (_platform.COUNT, _COUNT, plan.count),
         (_platform.USER_TIMEOUT, _USER_TIMEOUT, plan.user_timeout),
+        (_platform.CONNECT_TIMEOUT, _CONNECT_TIMEOUT, plan.connect_timeout),  # TCP_SYNCNT, set before the SYN
     ):
         if plan.set_mask & (1 << knob):
             mask |= 1 << option
@@ -337,11 +341,13 @@ def _policy_of(mask: int, values: tuple[int, ...]) -> Policy:
 
     ut = value(_USER_TIMEOUT)
     user_timeout = None if ut is None else ut / 1000
+    syncnt = value(_CONNECT_TIMEOUT) if len(values) > _CONNECT_TIMEOUT else None
+    connect_timeout = None if syncnt is None else _platform.syn_seconds(syncnt)
     with warnings.catch_warnings():  # attach warned about the policy already; reading does not
         warnings.simplefilter("ignore", RuntimeWarning)
         if not values[_KEEPALIVE]:
-            return Policy(user_timeout=user_timeout, keepalive=False)
-        return Policy(value(_IDLE), value(_INTERVAL), value(_COUNT), user_timeout)
+            return Policy(user_timeout=user_timeout, keepalive=False, connect_timeout=connect_timeout)
+        return Policy(value(_IDLE), value(_INTERVAL), value(_COUNT), user_timeout, connect_timeout=connect_timeout)
 
 
 def _read(pin_dir: str, cgroup: str) -> Enforcement | None:
@@ -428,10 +434,12 @@ def attach(
 
     ``respect_existing=True``: leave a connection alone when its program has already
     turned SO_KEEPALIVE on (read back with ``bpf_getsockopt``, Linux 6.1+; a connection
-    where it cannot be read is left alone too, counted as failed).  ``force=True``: also a
+    where it cannot be read is left alone too, counted as failed); nothing is set before
+    the SYN then, so the policy's connect timeout does not bound the connect.  ``force=True``: also a
     cgroup/setsockopt program that replaces the value of the program's own setsockopt
-    calls (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT, for
-    the options the policy sets, on TCP sockets) with the policy's; the call succeeds.
+    calls (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT,
+    TCP_SYNCNT, for the options the policy sets, on TCP sockets) with the policy's; the
+    call succeeds.
 
     Raises ValueError (both flags; a bad spec; not a cgroup v2 directory), TypeError,
     FileNotFoundError (no such directory), PermissionError (not root: CAP_BPF and

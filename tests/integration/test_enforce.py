@@ -781,9 +781,13 @@ def test_an_option_the_kernels_bpf_setsockopt_refuses_is_named_before_anything_i
     # the way a kernel without that option refuses any value.  Policy() never makes such a
     # value, so the check is run directly with it.
     with pytest.raises(OSError, match="refuses TCP_KEEPIDLE") as info:
-        enforce._probe(0b11, (1, 0, 0, 0, 0))
+        enforce._probe(0b11, (1, 0, 0, 0, 0, 0))
     assert info.value.errno == errno.EINVAL
-    enforce._probe(0b11111, (1, 175, 35, 5, 1140000))  # a policy it takes: no error
+    enforce._probe(0b111111, (1, 175, 35, 5, 1140000, 2))  # a policy it takes (TCP_SYNCNT 2 too): no error
+    # TCP_SYNCNT 0 (the kernel takes 1..127): refused as the connect starts (BPF_SOCK_OPS_TCP_CONNECT_CB)
+    with pytest.raises(OSError, match="refuses TCP_SYNCNT") as info:
+        enforce._probe(0b100001, (1, 0, 0, 0, 0, 0))
+    assert info.value.errno == errno.EINVAL
     assert [p for p in os.listdir(enforce.own_cgroup()) if p.startswith(f"kaext-probe-{os.getpid()}-")] == []
 
 
