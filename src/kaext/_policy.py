@@ -451,8 +451,11 @@ class Policy:
         ``HTTPConnection.default_socket_options``, TCP_NODELAY) is kept, first, except
         entries for the same (level, optname), which this policy replaces.  The TCP-level
         options come first, ``(SOL_SOCKET, SO_KEEPALIVE, 1 or 0)`` last.  Values are in
-        each option's OS unit (Linux: TCP_KEEPIDLE s, TCP_USER_TIMEOUT ms; macOS: idle
-        as TCP_KEEPALIVE).
+        each option's OS unit (Linux: TCP_KEEPIDLE s, TCP_USER_TIMEOUT ms, TCP_SYNCNT
+        for ``connect_timeout``; macOS: idle as TCP_KEEPALIVE).  The connect timeout
+        bounds the connect only where the library sets the options before connecting
+        (urllib3 / requests, websocket-client and kafka-python do; httpcore sets them
+        after ``create_connection``).
 
         A knob this platform cannot set with setsockopt (see ``Knob.mechanism``, e.g.
         an ioctl) raises ValueError; ``strict=False`` leaves it out with a
@@ -473,7 +476,9 @@ class Policy:
         ``get_default_socket_keepalive_options()``) is kept, with this policy's options
         replacing the same keys.  Values are in the OS unit; knobs that are not a
         plain setsockopt here raise ValueError (``strict=False``: RuntimeWarning and
-        left out).
+        left out).  redis-py sets these options before it connects, so the policy's
+        ``connect_timeout`` (Linux ``TCP_SYNCNT``) bounds its connects and reconnects;
+        py-amqp sets them after connecting, where it changes nothing for that connect.
 
         The user timeout is always in the dict where it is a plain socket option whose
         range starts at 0, "the system default" (Linux ``TCP_USER_TIMEOUT``, ms): the
@@ -494,7 +499,8 @@ class Policy:
         set it), a policy with ``keepalive=False``, and a policy that turns keepalive on
         without idle, interval or count (pika enables SO_KEEPALIVE only when a
         TCP_KEEP* key is present) raise ValueError (``strict=False``: RuntimeWarning
-        and left out).
+        and left out).  ``connect_timeout`` is not in this shape (pika takes none of the
+        connect-timeout options; its own ``socket_timeout`` bounds its connect).
         """
         from . import _shapes
 
@@ -505,7 +511,8 @@ class Policy:
 
         ``keepalives`` (1 or 0) always; ``keepalives_idle``, ``keepalives_interval``
         (whole seconds, rounded up), ``keepalives_count`` and ``tcp_user_timeout`` (ms,
-        PostgreSQL 12+) for the knobs the policy sets.  libpq maps them to each OS
+        PostgreSQL 12+) for the knobs the policy sets, and ``connect_timeout`` (libpq's own
+        bound on each connection attempt: whole seconds, rounded down, at least 2).  libpq maps them to each OS
         itself (Windows: SIO_KEEPALIVE_VALS); it sets ``tcp_user_timeout`` only with
         TCP_USER_TIMEOUT, so a user timeout on a platform that has another option
         raises ValueError (``strict=False``: RuntimeWarning and left out).  libpq
