@@ -158,8 +158,8 @@ def capabilities() -> dict[str, Knob]:
       headers decide (Windows: the build number, as Go does).
     * ``connect_timeout``, the bound on connection establishment: Linux ``TCP_SYNCNT`` (unit
       ``"syns"``, SYN retransmissions), macOS ``TCP_CONNECTIONTIMEOUT`` (s), FreeBSD, NetBSD
-      and DragonFly ``TCP_KEEPINIT``, illumos ``TCP_CONN_ABORT_THRESHOLD`` (ms); not on
-      Windows, where the user timeout's ``TCP_MAXRT`` set before connect() bounds it.
+      and DragonFly ``TCP_KEEPINIT``, illumos ``TCP_CONN_ABORT_THRESHOLD`` (ms, C extension
+      only); not on Windows.
     * OpenBSD: empty.
     """
     return dict(caps())

@@ -222,7 +222,7 @@ def _wrap_connect(original: Callable[..., None]) -> Callable[..., None]:
 def _wrap_connect_ex(original: Callable[..., int]) -> Callable[..., int]:
     def connect_ex(self: Any, address: Any) -> int:
         if _before(self):
-            return original(self, address)  # type: ignore[no-any-return]
+            return original(self, address)
         err = original(self, address)
         if err in _EINPROGRESS_ETC:
             _apply(self)

@@ -535,8 +535,8 @@ UNSUPPORTED: Final[dict[str, dict[str, str]]] = {
     "windows": {
         "count": "this Windows (before 10 version 1703) has no TCP_KEEPCNT: the probe count is fixed at 10",
         "user_timeout": "this Windows refused TCP_MAXRT",
-        "connect_timeout": "Windows has no option of its own for it: TCP_MAXRT, the user timeout, set before "
-        "connect() bounds the connect too (Microsoft: IPPROTO_TCP socket options)",
+        "connect_timeout": "kaext sets no connect timeout on Windows yet: its documented connect knobs are "
+        "SYN counts (TCP_NOSYNRETRIES, SIO_TCP_INITIAL_RTO), which kaext does not drive",
     },
     "darwin": {"interval": "macOS before 10.9 has no TCP_KEEPINTVL", "count": "macOS before 10.9 has no TCP_KEEPCNT"},
     "freebsd": {"user_timeout": "this FreeBSD's headers have no TCP_MAXUNACKTIME (an older release)"},

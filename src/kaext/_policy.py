@@ -133,7 +133,9 @@ class Policy:
     ``TCP_SYNCNT`` -- SYN retransmissions, so the value is rounded *down* to the
     nearest give-up time 3, 7, 15, 31, 63, 127 s (then 120 s more each; at least 3 s) --,
     macOS ``TCP_CONNECTIONTIMEOUT``, FreeBSD / NetBSD / DragonFly ``TCP_KEEPINIT``,
-    illumos ``TCP_CONN_ABORT_THRESHOLD``; none on Windows.  Applied after the connection
+    illumos ``TCP_CONN_ABORT_THRESHOLD``; none on Windows.  ``Policy.from_timeout`` sets it.
+    It bounds a connect only when it is on the socket before the SYN (``apply`` before
+    ``connect()``, ``kaext.inject``, the preload library, ``kaext.enforce``); applied after the connection
     is established it changes nothing for that connection.
     """
 

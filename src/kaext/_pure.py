@@ -744,7 +744,8 @@ def _make_policy(cls: type, values: tuple[Any, ...]) -> Any:
     set_user_timeout(policy, _seconds(USER_TIMEOUT, knobs[USER_TIMEOUT]))
     set_connect_timeout(policy, _seconds(CONNECT_TIMEOUT, knobs[CONNECT_TIMEOUT]))
     set_keepalive(policy, keepalive != 0)
-    set_plan(policy, Plan(mask, *native[:4], 1 if keepalive else 0, native[CONNECT_TIMEOUT]))
+    keep = 1 if keepalive else 0
+    set_plan(policy, Plan(mask, native[IDLE], native[INTERVAL], native[COUNT], native[USER_TIMEOUT], keep, native[4]))
     return policy
 
 

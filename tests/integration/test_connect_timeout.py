@@ -102,9 +102,7 @@ def _in_client(lab: netns.Lab, argv: list[str], **kwargs: object) -> subprocess.
 
 # bash's /dev/tcp connects through the C library's connect(): the preload library's and the cgroup's
 # programs see it, not Python.  EPOCHREALTIME (bash 5) times the connect alone, inside the process.
-_SHELL_CONNECT = (
-    's=$EPOCHREALTIME; (exec 3<>"/dev/tcp/$0/$1") 2>/dev/null; rc=$?; e=$EPOCHREALTIME; echo "$s $e $rc"'
-)
+_SHELL_CONNECT = 's=$EPOCHREALTIME; (exec 3<>"/dev/tcp/$0/$1") 2>/dev/null; rc=$?; e=$EPOCHREALTIME; echo "$s $e $rc"'
 
 
 def _shell_seconds(proc: subprocess.CompletedProcess[str]) -> tuple[float, int]:

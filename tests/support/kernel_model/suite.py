@@ -199,7 +199,6 @@ else:
             before = kaext.Policy(idle=100, interval=20, count=9)
             refused = 0
             for knob in CAPS:
-                caps = CAPS[knob]
                 top = top_seconds(knob)
                 values = {"idle": 50, "interval": 10, "count": 5, knob: top}
                 if "user_timeout" in CAPS and knob != "user_timeout":
