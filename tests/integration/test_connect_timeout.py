@@ -9,7 +9,8 @@ Python), and ``kaext.enforce`` (the sock_ops program's BPF_SOCK_OPS_TCP_CONNECT_
 the connect fails with ETIMEDOUT after about T: Linux ends it when the user timeout
 (``TCP_USER_TIMEOUT`` before the SYN, to the millisecond: net/ipv4/tcp_timer.c,
 tcp_clamp_rto_to_user_timeout) or the SYN count (``TCP_SYNCNT`` 1: 1 + 2 s) runs out, both T
-here.  ``Policy(connect_timeout=T)`` alone (TCP_SYNCNT only) does the same.  Without kaext the
+here.  ``Policy(connect_timeout=T)`` alone (TCP_SYNCNT only) and ``Policy(user_timeout=T)``
+alone (TCP_USER_TIMEOUT only, the system's SYN count) each do the same.  Without kaext the
 same connect is still in SYN-SENT after 3 T (the system's 6 SYN retransmissions: 127 s and more).
 
 All paths run at once, each on its own socket, so the module takes about 3 T.
@@ -149,6 +150,12 @@ def test_a_connect_to_a_host_that_drops_syns_ends_within_the_budget_on_every_pat
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 0  # TCP_SYNCNT alone
         return _blocking_connect(sock, address)
 
+    def user_timeout_alone() -> tuple[float, int | None]:
+        sock = lab.socket(lab.client)
+        kaext.Policy(user_timeout=T).apply(sock)  # TCP_USER_TIMEOUT alone
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT) >= 3  # the system's SYN count: 15 s or more
+        return _blocking_connect(sock, address)
+
     def injected() -> tuple[float, int | None]:
         proc = _in_client(lab, [sys.executable, "-c", _INJECTED_CONNECT, address[0], str(PORT), str(T)])
         assert proc.returncode == 0, proc.stderr
@@ -158,6 +165,7 @@ def test_a_connect_to_a_host_that_drops_syns_ends_within_the_budget_on_every_pat
     jobs: dict[str, Callable[[], tuple[float, int | None]]] = {
         "apply": applied,
         "connect_timeout alone": connect_timeout_alone,
+        "user timeout alone": user_timeout_alone,
         "inject": injected,
     }
     if run.PRELOAD_LIBRARY is not None:
