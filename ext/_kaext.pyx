@@ -59,6 +59,7 @@ cdef extern from "kaext_shim.h" nogil:
         KAEXT_INTERVAL
         KAEXT_COUNT
         KAEXT_USER_TIMEOUT
+        KAEXT_CONNECT_TIMEOUT
         KAEXT_NKNOBS
         KAEXT_STEP_KEEPALIVE
         KAEXT_STEP_PROBE
@@ -135,7 +136,8 @@ kaext_probe_mechanisms(_mech)
 cdef class Plan:
     """What to write, in each knob's OS unit: the C shim's ``kaext_plan``.
 
-    ``set_mask`` bit k says knob k (idle, interval, count, user_timeout) is written;
+    ``set_mask`` bit k says knob k (idle, interval, count, user_timeout, connect_timeout) is written
+    (``connect_timeout`` last, after ``keepalive``, 0 when not given);
     bit ``ROLLBACK_SHIFT`` + k (8 + k) says knob k is read first and put back if a later
     call fails (``kaext._platform.KERNEL_MAY_REFUSE``); ``keepalive`` is -1 (leave
     SO_KEEPALIVE), 0 (off) or 1 (on).  Immutable.
@@ -143,14 +145,16 @@ cdef class Plan:
 
     cdef kaext_plan c
 
-    _fields = ("set_mask", "idle", "interval", "count", "user_timeout", "keepalive")
+    _fields = ("set_mask", "idle", "interval", "count", "user_timeout", "keepalive", "connect_timeout")
 
-    def __cinit__(self, unsigned set_mask, int idle, int interval, int count, int user_timeout, int keepalive):
+    def __cinit__(self, unsigned set_mask, int idle, int interval, int count, int user_timeout, int keepalive,
+                  int connect_timeout=0):
         self.c.set_mask = set_mask
         self.c.value[KAEXT_IDLE] = idle
         self.c.value[KAEXT_INTERVAL] = interval
         self.c.value[KAEXT_COUNT] = count
         self.c.value[KAEXT_USER_TIMEOUT] = user_timeout
+        self.c.value[KAEXT_CONNECT_TIMEOUT] = connect_timeout
         self.c.keepalive = keepalive
 
     @property
@@ -172,6 +176,10 @@ cdef class Plan:
     @property
     def user_timeout(self):
         return self.c.value[KAEXT_USER_TIMEOUT]
+
+    @property
+    def connect_timeout(self):
+        return self.c.value[KAEXT_CONNECT_TIMEOUT]
 
     @property
     def keepalive(self):
@@ -295,13 +303,13 @@ def apply_policy(self, sock):
     ``bind_policy`` has named the type (no attribute lookup).
     """
     if type(self) is _policy_type:
-        _apply(sock, PyMember_GetOne(<char *><void *>self, _policy_slot[5]))
+        _apply(sock, PyMember_GetOne(<char *><void *>self, _policy_slot[6]))
     else:
         _apply(sock, self._plan)
 
 
 def read(object sock, unsigned int want=KAEXT_WANT_ALL):
-    """Read ``(keepalive, idle, interval, count, user_timeout)`` in OS units.
+    """Read ``(keepalive, idle, interval, count, user_timeout, connect_timeout)`` in OS units.
 
     ``want`` picks what to read (bit k: knob k, bit STEP_KEEPALIVE: SO_KEEPALIVE); what
     was not asked for or cannot be read back is None (keepalive: 0).
@@ -319,6 +327,7 @@ def read(object sock, unsigned int want=KAEXT_WANT_ALL):
         st.value[KAEXT_INTERVAL] if st.have & (1 << KAEXT_INTERVAL) else None,
         st.value[KAEXT_COUNT] if st.have & (1 << KAEXT_COUNT) else None,
         st.value[KAEXT_USER_TIMEOUT] if st.have & (1 << KAEXT_USER_TIMEOUT) else None,
+        st.value[KAEXT_CONNECT_TIMEOUT] if st.have & (1 << KAEXT_CONNECT_TIMEOUT) else None,
     )
 
 
@@ -334,8 +343,9 @@ def read(object sock, unsigned int want=KAEXT_WANT_ALL):
 cdef object _state_type = None
 cdef PyMemberDef *_state_slot[4]      # enabled, idle, interval, count
 cdef object _policy_type = None
-cdef PyMemberDef *_policy_slot[6]     # idle, interval, count, user_timeout, keepalive, _plan
-cdef int _kind[KAEXT_NKNOBS]        # 0: reads back as None, 1: a count (int), 2: seconds (float)
+cdef PyMemberDef *_policy_slot[7]     # idle, interval, count, user_timeout, connect_timeout, keepalive, _plan
+# 0: reads back as None, 1: a count (int), 2: seconds (float), 3: Linux TCP_SYNCNT (seconds, syn_seconds)
+cdef int _kind[KAEXT_NKNOBS]
 cdef double _per_second[KAEXT_NKNOBS]
 cdef long long _lo[KAEXT_NKNOBS]
 cdef long long _hi[KAEXT_NKNOBS]
@@ -353,15 +363,19 @@ cdef PyMemberDef *_slot(object cls, str name) except NULL:
 
 cdef _bind_knobs(tuple knobs):
     global _knobs
-    from kaext._platform import UNITS_PER_SECOND
+    from kaext._platform import SYN_UNIT, UNITS_PER_SECOND
     cdef int k
     for k in range(KAEXT_NKNOBS):
         knob = knobs[k]
         if knob is None or not knob.readable:  # NetBSD's TCP_KEEP*, WSAIoctl: never a guess
             _kind[k] = 0
             continue
-        _kind[k] = 1 if knob.unit == "probes" else 2
-        _per_second[k] = 1.0 if knob.unit == "probes" else UNITS_PER_SECOND[knob.unit]
+        if knob.unit == SYN_UNIT:
+            _kind[k] = 3
+            _per_second[k] = 1.0
+        else:
+            _kind[k] = 1 if knob.unit == "probes" else 2
+            _per_second[k] = 1.0 if knob.unit == "probes" else UNITS_PER_SECOND[knob.unit]
         _lo[k] = knob.min
         _hi[k] = knob.max
     _knobs = knobs
@@ -382,7 +396,7 @@ def bind_policy(cls, tuple knobs):
     global _policy_type
     cdef int k
     _bind_knobs(knobs)
-    for k, name in enumerate(("idle", "interval", "count", "user_timeout", "keepalive", "_plan")):
+    for k, name in enumerate(("idle", "interval", "count", "user_timeout", "connect_timeout", "keepalive", "_plan")):
         _policy_slot[k] = _slot(cls, name)
     _policy_type = cls
 
@@ -395,7 +409,16 @@ cdef inline object _value(const kaext_state *st, int k):
         return None
     if _kind[k] == 1:
         return st.value[k]
+    if _kind[k] == 3:
+        return float(_syn_seconds(st.value[k]))
     return st.value[k] / _per_second[k]
+
+
+cdef inline long long _syn_seconds(int n):
+    """kaext._platform.syn_seconds: when Linux gives a connect with TCP_SYNCNT n up (s)."""
+    if n <= 6:
+        return (2LL << n) - 1
+    return 127 + (n - 6) * 120LL
 
 
 def read_state(object sock):
@@ -457,10 +480,11 @@ def read_policy(cls, object sock):
     PyMember_SetOne(fields, _policy_slot[1], _value(&st, KAEXT_INTERVAL))
     PyMember_SetOne(fields, _policy_slot[2], _value(&st, KAEXT_COUNT))
     PyMember_SetOne(fields, _policy_slot[3], _value(&st, KAEXT_USER_TIMEOUT))
-    PyMember_SetOne(fields, _policy_slot[4], st.keepalive != 0)
+    PyMember_SetOne(fields, _policy_slot[4], _value(&st, KAEXT_CONNECT_TIMEOUT))
+    PyMember_SetOne(fields, _policy_slot[5], st.keepalive != 0)
     plan = Plan.__new__(Plan, mask, st.value[KAEXT_IDLE], st.value[KAEXT_INTERVAL], st.value[KAEXT_COUNT],
-                        st.value[KAEXT_USER_TIMEOUT], 1 if st.keepalive else 0)
-    PyMember_SetOne(fields, _policy_slot[5], plan)
+                        st.value[KAEXT_USER_TIMEOUT], 1 if st.keepalive else 0, st.value[KAEXT_CONNECT_TIMEOUT])
+    PyMember_SetOne(fields, _policy_slot[6], plan)
     return policy
 
 

@@ -6,6 +6,7 @@ from libc.errno cimport ENOSPC
 cdef extern from "kaext_bpf.h" nogil:
     int KAEXT_BPF_SOCK_OPS, KAEXT_BPF_SETSOCKOPT, KAEXT_BPF_NOPTIONS, KAEXT_BPF_READ_KEEPALIVE
     int KAEXT_BPF_KEEPALIVE, KAEXT_BPF_IDLE, KAEXT_BPF_INTERVAL, KAEXT_BPF_COUNT, KAEXT_BPF_USER_TIMEOUT
+    int KAEXT_BPF_CONNECT_TIMEOUT
     unsigned KAEXT_BPF_RESPECT_EXISTING, KAEXT_BPF_FORCE, KAEXT_BPF_CLAIM
     int KAEXT_BPF_VALUE_SIZE, KAEXT_BPF_MAP_ENTRIES, KAEXT_BPF_CLAIM_AT, KAEXT_BPF_TAG_SIZE
     int KAEXT_BPF_FUNC_SETSOCKOPT_ID "KAEXT_BPF_FUNC_setsockopt"
@@ -21,7 +22,7 @@ cdef extern from "kaext_bpf.h" nogil:
     ctypedef struct kaext_bpf_config:
         uint32_t mask
         uint32_t flags
-        uint32_t value[5]
+        uint32_t value[6]
         uint64_t cgroup_id
     ctypedef struct kaext_bpf_counters:
         uint64_t applied
@@ -53,6 +54,7 @@ BPF_FACTS = {
     "INTERVAL": KAEXT_BPF_INTERVAL,
     "COUNT": KAEXT_BPF_COUNT,
     "USER_TIMEOUT": KAEXT_BPF_USER_TIMEOUT,
+    "CONNECT_TIMEOUT": KAEXT_BPF_CONNECT_TIMEOUT,
     "NOPTIONS": KAEXT_BPF_NOPTIONS,
     "READ_KEEPALIVE": KAEXT_BPF_READ_KEEPALIVE,
     "RESPECT_EXISTING": KAEXT_BPF_RESPECT_EXISTING,
@@ -82,11 +84,11 @@ def bpf_map_create():
 
 
 def bpf_config_write(int map_fd, unsigned int mask, unsigned int flags, tuple values, unsigned long long cgroup_id):
-    """Write the policy (entry 0): option mask, flags, the five values in kernel units, the cgroup's id."""
+    """Write the policy (entry 0): option mask, flags, the six values in kernel units, the cgroup's id."""
     cdef kaext_bpf_config c
     c.mask = mask
     c.flags = flags
-    c.value[0], c.value[1], c.value[2], c.value[3], c.value[4] = values
+    c.value[0], c.value[1], c.value[2], c.value[3], c.value[4], c.value[5] = values
     c.cgroup_id = cgroup_id
     if kaext_bpf_config_write(map_fd, &c) < 0:
         raise _bpf_error("bpf(BPF_MAP_UPDATE_ELEM)")
@@ -97,7 +99,8 @@ def bpf_config_read(int map_fd):
     cdef kaext_bpf_config c
     if kaext_bpf_config_read(map_fd, &c) < 0:
         raise _bpf_error("bpf(BPF_MAP_LOOKUP_ELEM)")
-    return c.mask, c.flags, (c.value[0], c.value[1], c.value[2], c.value[3], c.value[4]), c.cgroup_id
+    values = (c.value[0], c.value[1], c.value[2], c.value[3], c.value[4], c.value[5])
+    return c.mask, c.flags, values, c.cgroup_id
 
 
 def bpf_counters_read(int map_fd):

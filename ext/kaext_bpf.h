@@ -2,8 +2,8 @@
  * kaext_bpf.h -- the BPF programs of kaext.enforce, assembled here, loaded with bpf(2).
  *
  * Linux only (4.13+ for sock_ops, 5.3+ for cgroup sockopt; bpf_setsockopt takes
- * SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT and TCP_USER_TIMEOUT since
- * Linux 5.9).  No clang, kernel headers or libbpf: the instructions are written
+ * SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_SYNCNT and TCP_USER_TIMEOUT
+ * since Linux 5.9).  No clang, kernel headers or libbpf: the instructions are written
  * below with a few encoding macros, the way systemd builds its cgroup firewall,
  * and the bpf(2) attribute layouts used are spelled out (they are a stable ABI:
  * fields are only ever appended).
@@ -11,12 +11,17 @@
  * One BPF array map of two entries is shared by both programs:
  *   key 0: the policy (kaext_bpf_config): which options to set and their values in
  *          kernel units (SO_KEEPALIVE 0/1, TCP_KEEPIDLE s, TCP_KEEPINTVL s,
- *          TCP_KEEPCNT probes, TCP_USER_TIMEOUT ms), the flags (respect_existing, force)
+ *          TCP_KEEPCNT probes, TCP_USER_TIMEOUT ms, TCP_SYNCNT SYN retransmissions:
+ *          the connect timeout), the flags (respect_existing, force)
  *          and the id (inode) of the cgroup it was made for;
  *   key 1: the counters (kaext_bpf_counters), added to atomically by the program.
  * Changing the policy is an update of key 0; the next connection reads it.
  *
- * KAEXT_BPF_SOCK_OPS: a BPF_PROG_TYPE_SOCK_OPS program.  On
+ * KAEXT_BPF_SOCK_OPS: a BPF_PROG_TYPE_SOCK_OPS program.  On BPF_SOCK_OPS_TCP_CONNECT_CB
+ * (tcp_connect(), before the SYN is sent) it sets the connect timeout (TCP_SYNCNT) and
+ * the user timeout the policy has, so that they bound the connect itself (not with
+ * respect_existing, which decides at establishment); a refusal is counted as failed
+ * (last_option the option's bit).  On
  * BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB and _PASSIVE_ESTABLISHED_CB (a connection of a
  * process in the cgroup, or a descendant, has just been established, either end)
  * it calls bpf_setsockopt for each option of the policy (SO_KEEPALIVE last).  With respect_existing it
@@ -56,9 +61,10 @@
 #define KAEXT_BPF_INTERVAL 2
 #define KAEXT_BPF_COUNT 3
 #define KAEXT_BPF_USER_TIMEOUT 4
-#define KAEXT_BPF_NOPTIONS 5
+#define KAEXT_BPF_CONNECT_TIMEOUT 5
+#define KAEXT_BPF_NOPTIONS 6
 /* kaext_bpf_counters.last_option of a failed bpf_getsockopt(SO_KEEPALIVE) (respect_existing) */
-#define KAEXT_BPF_READ_KEEPALIVE 5
+#define KAEXT_BPF_READ_KEEPALIVE 6
 /* bits of kaext_bpf_config.flags */
 #define KAEXT_BPF_RESPECT_EXISTING 1u
 /* the setsockopt program replaces the values (without it: it only claims the socket) */
@@ -78,8 +84,8 @@
 typedef struct {
     uint32_t mask;
     uint32_t flags;
-    uint32_t value[KAEXT_BPF_NOPTIONS]; /* indexed by KAEXT_BPF_KEEPALIVE .. */
-    uint32_t pad;
+    uint32_t value[KAEXT_BPF_NOPTIONS]; /* indexed by KAEXT_BPF_KEEPALIVE .. (the connect timeout
+                                         * where a map of five options had its padding) */
     uint64_t cgroup_id;
 } kaext_bpf_config;
 
@@ -129,6 +135,10 @@ _Static_assert(sizeof(kaext_bpf_counters) <= KAEXT_BPF_VALUE_SIZE, "the counters
 #ifndef TCP_USER_TIMEOUT
 #define TCP_USER_TIMEOUT 18
 #endif
+#ifndef TCP_SYNCNT
+#define TCP_SYNCNT 7
+#endif
+_Static_assert(offsetof(kaext_bpf_config, cgroup_id) == 32, "the map value keeps its layout");
 
 /* --- the kernel's ABI (include/uapi/linux/bpf.h) ------------------------------------ */
 enum {
@@ -156,6 +166,7 @@ enum {
 #define KAEXT_BPF_FUNC_map_lookup_elem 1
 #define KAEXT_BPF_FUNC_setsockopt 49
 #define KAEXT_BPF_FUNC_getsockopt 57
+#define KAEXT_BPF_SOCK_OPS_TCP_CONNECT_CB 3
 #define KAEXT_BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB 4
 #define KAEXT_BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB 5
 #define KAEXT_BPF_PSEUDO_MAP_FD 1
@@ -228,7 +239,7 @@ static long kaext_bpf_sys(int cmd, kaext_bpf_attr *attr)
 }
 
 /* --- a small assembler: instructions, and jumps to labels resolved at the end ---------- */
-#define KAEXT_BPF_MAX_INSNS 160
+#define KAEXT_BPF_MAX_INSNS 256
 #define KAEXT_BPF_MAX_LABELS 32
 
 typedef struct {
@@ -348,20 +359,46 @@ static void kaext_lookup(kaext_asm *a, int map_fd, int32_t key)
 }
 
 static const int kaext_bpf_level[KAEXT_BPF_NOPTIONS] = {SOL_SOCKET, IPPROTO_TCP, IPPROTO_TCP, IPPROTO_TCP,
-                                                        IPPROTO_TCP};
-static const int kaext_bpf_optname[KAEXT_BPF_NOPTIONS] = {SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT,
-                                                          TCP_USER_TIMEOUT};
+                                                        IPPROTO_TCP, IPPROTO_TCP};
+static const int kaext_bpf_optname[KAEXT_BPF_NOPTIONS] = {SO_KEEPALIVE, TCP_KEEPIDLE,     TCP_KEEPINTVL,
+                                                          TCP_KEEPCNT,  TCP_USER_TIMEOUT, TCP_SYNCNT};
 
 #define CFG_VALUE(k) ((int)offsetof(kaext_bpf_config, value) + 4 * (k))
+
+/* bpf_setsockopt of option k if the policy (r7) has it; a refusal sets r9 and the counters'
+ * last_errno / last_option (r8).  Clobbers r0-r5. */
+static void kaext_asm_set_option(kaext_asm *a, int k)
+{
+    int next = kaext_label(a);
+    LDX_W(1, 7, (int)offsetof(kaext_bpf_config, mask));
+    AND64_IMM(1, 1 << k);
+    JEQ_IMM(1, 0, next);
+    LDX_W(1, 7, CFG_VALUE(k));
+    STX_W(10, -8, 1);
+    MOV64_REG(1, 6);
+    MOV64_IMM(2, kaext_bpf_level[k]);
+    MOV64_IMM(3, kaext_bpf_optname[k]);
+    MOV64_REG(4, 10);
+    ADD64_IMM(4, -8);
+    MOV64_IMM(5, 4);
+    CALL(KAEXT_BPF_FUNC_setsockopt);
+    JEQ_IMM(0, 0, next);
+    MOV64_IMM(9, 1);
+    STX_W(8, (int)offsetof(kaext_bpf_counters, last_errno), 0);
+    ST_W(8, (int)offsetof(kaext_bpf_counters, last_option), k);
+    kaext_here(a, next);
+}
 
 /* The sock_ops program.  r6 ctx, r7 policy, r8 counters, r9 "a setsockopt failed". */
 static void kaext_asm_sock_ops(kaext_asm *a, int map_fd)
 {
     int out = kaext_label(a), go = kaext_label(a), set = kaext_label(a);
     int skip = kaext_label(a), fail = kaext_label(a), unreadable = kaext_label(a);
+    int established = kaext_label(a);
     MOV64_REG(6, 1);
     /* the callbacks kaext acts on */
     LDX_W(2, 6, KAEXT_SOCK_OPS_OP);
+    JEQ_IMM(2, KAEXT_BPF_SOCK_OPS_TCP_CONNECT_CB, go);
     JEQ_IMM(2, KAEXT_BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, go);
     JEQ_IMM(2, KAEXT_BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB, go);
     JA(out);
@@ -377,6 +414,19 @@ static void kaext_asm_sock_ops(kaext_asm *a, int map_fd)
     kaext_lookup(a, map_fd, 1);
     JEQ_IMM(0, 0, out);
     MOV64_REG(8, 0);
+    /* the connect, before its SYN: the options that bound it (counted only if refused);
+     * not with respect_existing, whose choice is made once the program had its say */
+    LDX_W(2, 6, KAEXT_SOCK_OPS_OP);
+    JNE_IMM(2, KAEXT_BPF_SOCK_OPS_TCP_CONNECT_CB, established);
+    LDX_W(1, 7, (int)offsetof(kaext_bpf_config, flags));
+    AND64_IMM(1, KAEXT_BPF_RESPECT_EXISTING);
+    JNE_IMM(1, 0, out);
+    MOV64_IMM(9, 0);
+    kaext_asm_set_option(a, KAEXT_BPF_CONNECT_TIMEOUT);
+    kaext_asm_set_option(a, KAEXT_BPF_USER_TIMEOUT);
+    JNE_IMM(9, 0, fail);
+    JA(out);
+    kaext_here(a, established);
     /* respect_existing: SO_KEEPALIVE already on -> skipped */
     LDX_W(1, 7, (int)offsetof(kaext_bpf_config, flags));
     AND64_IMM(1, KAEXT_BPF_RESPECT_EXISTING);
@@ -396,26 +446,8 @@ static void kaext_asm_sock_ops(kaext_asm *a, int map_fd)
     MOV64_IMM(9, 0);
     /* SO_KEEPALIVE last: the TCP options set before it do not re-arm the keepalive
      * timer (they do once SO_KEEPALIVE is on), so each end arms it once */
-    for (int i = 0; i < KAEXT_BPF_NOPTIONS; i++) {
-        int k = (i + 1) % KAEXT_BPF_NOPTIONS, next = kaext_label(a);
-        LDX_W(1, 7, (int)offsetof(kaext_bpf_config, mask));
-        AND64_IMM(1, 1 << k);
-        JEQ_IMM(1, 0, next);
-        LDX_W(1, 7, CFG_VALUE(k));
-        STX_W(10, -8, 1);
-        MOV64_REG(1, 6);
-        MOV64_IMM(2, kaext_bpf_level[k]);
-        MOV64_IMM(3, kaext_bpf_optname[k]);
-        MOV64_REG(4, 10);
-        ADD64_IMM(4, -8);
-        MOV64_IMM(5, 4);
-        CALL(KAEXT_BPF_FUNC_setsockopt);
-        JEQ_IMM(0, 0, next);
-        MOV64_IMM(9, 1);
-        STX_W(8, (int)offsetof(kaext_bpf_counters, last_errno), 0);
-        ST_W(8, (int)offsetof(kaext_bpf_counters, last_option), k);
-        kaext_here(a, next);
-    }
+    for (int i = 0; i < KAEXT_BPF_NOPTIONS; i++)
+        kaext_asm_set_option(a, (i + 1) % KAEXT_BPF_NOPTIONS);
     JNE_IMM(9, 0, fail);
     MOV64_IMM(1, 1);
     ATOMIC_ADD_DW(8, (int)offsetof(kaext_bpf_counters, applied), 1);

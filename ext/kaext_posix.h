@@ -53,6 +53,15 @@ KAEXT_FUNC int kaext_last_error(void)
 #    define KAEXT_USER_TIMEOUT_NAME "TCP_USER_TIMEOUT"
 #    define KAEXT_USER_TIMEOUT_UNIT "ms"
 #  endif
+/* The connect timeout is TCP_SYNCNT, a count of SYN retransmissions ("syns"):
+ * the kernel gives a connect up once its model of that many retransmissions
+ * has passed since the first SYN (net/ipv4/tcp_timer.c tcp_write_timeout,
+ * tcp_model_timeout); kaext/_platform.py converts seconds. */
+#  ifdef TCP_SYNCNT
+#    define KAEXT_CONNECT_TIMEOUT_OPT TCP_SYNCNT
+#    define KAEXT_CONNECT_TIMEOUT_NAME "TCP_SYNCNT"
+#    define KAEXT_CONNECT_TIMEOUT_UNIT "syns"
+#  endif
 
 #elif defined(__APPLE__)
 /* macOS / iOS (xnu bsd/netinet/tcp.h): idle is TCP_KEEPALIVE, seconds;
@@ -88,6 +97,18 @@ KAEXT_FUNC int kaext_last_error(void)
 #    define KAEXT_USER_TIMEOUT_NAME "TCP_RXT_CONNDROPTIME"
 #    define KAEXT_USER_TIMEOUT_UNIT "s"
 #  endif
+/* The connect timeout is TCP_CONNECTIONTIMEOUT (0x20), seconds: t_keepinit,
+ * the connection-establishment timer (bsd/netinet/tcp_usrreq.c). */
+#  ifdef TCP_CONNECTIONTIMEOUT
+#    define KAEXT_V_TCP_CONNECTIONTIMEOUT TCP_CONNECTIONTIMEOUT
+#    define KAEXT_FB_TCP_CONNECTIONTIMEOUT 0
+#  else
+#    define KAEXT_V_TCP_CONNECTIONTIMEOUT 0x20
+#    define KAEXT_FB_TCP_CONNECTIONTIMEOUT 1
+#  endif
+#  define KAEXT_CONNECT_TIMEOUT_OPT KAEXT_V_TCP_CONNECTIONTIMEOUT
+#  define KAEXT_CONNECT_TIMEOUT_NAME "TCP_CONNECTIONTIMEOUT"
+#  define KAEXT_CONNECT_TIMEOUT_UNIT "s"
 
 #elif defined(__FreeBSD__) || defined(__DragonFly__)
 /* FreeBSD / DragonFly: seconds -- except DragonFly before 5.8
@@ -113,6 +134,13 @@ KAEXT_FUNC int kaext_last_error(void)
 #    define KAEXT_USER_TIMEOUT_NAME "TCP_MAXUNACKTIME"
 #    define KAEXT_USER_TIMEOUT_UNIT "s"
 #  endif
+/* The connect timeout is TCP_KEEPINIT, the connection-establishment timer,
+ * in the unit of the keepalive times (sys/netinet/tcp_usrreq.c). */
+#  ifdef TCP_KEEPINIT
+#    define KAEXT_CONNECT_TIMEOUT_OPT TCP_KEEPINIT
+#    define KAEXT_CONNECT_TIMEOUT_NAME "TCP_KEEPINIT"
+#    define KAEXT_CONNECT_TIMEOUT_UNIT KAEXT_KEEP_UNIT
+#  endif
 
 #elif defined(__NetBSD__)
 /* NetBSD (sys/netinet/tcp_usrreq.c): TCP_KEEPIDLE / TCP_KEEPINTVL are stored
@@ -131,6 +159,12 @@ typedef char kaext_check_netbsd_slowhz[(PR_SLOWHZ == 2) ? 1 : -1];
 #  define KAEXT_INTERVAL_UNIT "ticks"
 #  define KAEXT_COUNT_OPT TCP_KEEPCNT
 #  define KAEXT_COUNT_NAME "TCP_KEEPCNT"
+/* TCP_KEEPINIT: t_keepinit, armed in slow ticks by tcp_connect like idle. */
+#  ifdef TCP_KEEPINIT
+#    define KAEXT_CONNECT_TIMEOUT_OPT TCP_KEEPINIT
+#    define KAEXT_CONNECT_TIMEOUT_NAME "TCP_KEEPINIT"
+#    define KAEXT_CONNECT_TIMEOUT_UNIT "ticks"
+#  endif
 
 #elif defined(__sun)
 /* illumos and Solaris 11.4: TCP_KEEPIDLE / TCP_KEEPINTVL in seconds,
@@ -152,6 +186,13 @@ typedef char kaext_check_netbsd_slowhz[(PR_SLOWHZ == 2) ? 1 : -1];
 #  ifdef TCP_KEEPCNT
 #    define KAEXT_COUNT_OPT TCP_KEEPCNT
 #    define KAEXT_COUNT_NAME "TCP_KEEPCNT"
+#  endif
+/* TCP_CONN_ABORT_THRESHOLD: ms a connect retransmits its SYN before it is
+ * given up (tcp_second_ctimer_threshold). */
+#  ifdef TCP_CONN_ABORT_THRESHOLD
+#    define KAEXT_CONNECT_TIMEOUT_OPT TCP_CONN_ABORT_THRESHOLD
+#    define KAEXT_CONNECT_TIMEOUT_NAME "TCP_CONN_ABORT_THRESHOLD"
+#    define KAEXT_CONNECT_TIMEOUT_UNIT "ms"
 #  endif
 
 #else
@@ -217,7 +258,9 @@ static const kaext_constant kaext_constants[] = {
 #ifdef TCP_SYNCNT
     KAEXT_CONST(TCP_SYNCNT, KAEXT_TCP_H)
 #endif
-#ifdef TCP_CONNECTIONTIMEOUT
+#if defined(__APPLE__)
+    KAEXT_CONST_FB(TCP_CONNECTIONTIMEOUT, KAEXT_TCP_H)
+#elif defined(TCP_CONNECTIONTIMEOUT)
     KAEXT_CONST(TCP_CONNECTIONTIMEOUT, KAEXT_TCP_H)
 #endif
 #ifdef TCP_RXT_CONNDROPTIME

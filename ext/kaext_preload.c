@@ -3,28 +3,28 @@
  *
  * Linux only.  Loaded with LD_PRELOAD by `python -m kaext.run`, which sets
  *
- *   KAEXT_PRELOAD_PLAN="set,idle,interval,count,user_timeout,keepalive,accepted,force"
+ *   KAEXT_PRELOAD_PLAN="set,idle,interval,count,user_timeout,keepalive,accepted,force,connect_timeout"
  *
  * the policy as kaext_shim.h's plan (set: bit k = knob k is written; values
  * in each knob's OS unit, already range-checked by kaext in Python; keepalive
  * 1 on, 0 off; accepted 1 = also accept() / accept4(); force 1 = the policy
- * wins over the program's own setsockopt).  Without that variable, or with
- * anything malformed in it, every call passes straight through.
+ * wins over the program's own setsockopt; connect_timeout last, and may be
+ * left out with its bit).  Without that variable, or with anything malformed
+ * in it, every call passes straight through.
  *
- * connect(): the real connect() first; when it returned 0 or failed with
- * EINPROGRESS (a non-blocking connect on its way) or EINTR (a blocking one
- * interrupted by a signal: the kernel goes on with the handshake, connect(2))
- * and the socket is TCP (SO_TYPE SOCK_STREAM and SO_PROTOCOL IPPROTO_TCP:
- * not SOCK_RAW), each knob of the plan is written with setsockopt (the shim's
- * option numbers, in its order: idle, interval, count, user timeout, then
- * SO_KEEPALIVE).  Each call stands alone and its result is ignored: a knob the
- * kernel refuses leaves the others in place, the connection goes on, and
- * errno is what the real connect() left.  accept() / accept4(): the same on
- * the new socket.
+ * connect() to an IPv4 / IPv6 address: when the socket is TCP (SO_TYPE
+ * SOCK_STREAM and SO_PROTOCOL IPPROTO_TCP: not SOCK_RAW), each knob of the plan
+ * is written with setsockopt *before* the real connect() -- before the SYN, so
+ * that the connect timeout (Linux TCP_SYNCNT) and the user timeout bound the
+ * handshake too -- (the shim's option numbers, in its order: idle, interval,
+ * count, user timeout, connect timeout, then SO_KEEPALIVE).  Each call stands
+ * alone and its result is ignored: a knob the kernel refuses leaves the others
+ * in place, the connection goes on, and errno and the result are the real
+ * connect()'s.  accept() / accept4(): the same on the new socket.
  *
  * setsockopt(), with force: a call for SO_KEEPALIVE (SOL_SOCKET) or for the
  * option of a knob the plan writes (IPPROTO_TCP: TCP_KEEPIDLE, TCP_KEEPINTVL,
- * TCP_KEEPCNT, TCP_USER_TIMEOUT) on a TCP socket, with an int-sized value,
+ * TCP_KEEPCNT, TCP_USER_TIMEOUT, TCP_SYNCNT) on a TCP socket, with an int-sized value,
  * writes the plan's value instead of the program's; its result and errno are
  * the real call's.  Every other call passes straight through.
  *
@@ -55,13 +55,14 @@ static int active;                    /* 1: a valid plan was given */
 static int accepted;                  /* 1: accept() / accept4() too */
 static int force;                     /* 1: the plan wins in setsockopt() */
 
-#define PLAN_FIELDS 8
+#define PLAN_FIELDS 9      /* with connect_timeout */
+#define PLAN_FIELDS_OLD 8  /* without: its bit must be clear */
 
-/* Parses "n,n,n,n,n,n,n,n"; 0 if malformed. */
+/* Parses "n,n,n,n,n,n,n,n[,n]"; 0 if malformed. */
 static int parse_plan(const char *s)
 {
-    long v[PLAN_FIELDS];
-    int i;
+    long v[PLAN_FIELDS] = {0};
+    int i, n = 0;
     char *end;
     for (i = 0; i < PLAN_FIELDS; i++) {
         errno = 0;
@@ -69,17 +70,21 @@ static int parse_plan(const char *s)
         if (end == s || errno != 0 || v[i] < 0 || v[i] > 0x7fffffffL)
             return 0;
         s = end;
-        if (i < PLAN_FIELDS - 1) {
-            if (*s != ',')
-                return 0;
-            s++;
-        }
+        n = i + 1;
+        if (*s != ',')
+            break;
+        s++;
     }
-    if (*s != '\0' || v[0] >= (1L << KAEXT_NKNOBS) || v[5] > 1 || v[6] > 1 || v[7] > 1)
+    if (*s != '\0' || n < PLAN_FIELDS_OLD || v[0] >= (1L << KAEXT_NKNOBS) || v[5] > 1 || v[6] > 1 || v[7] > 1)
+        return 0;
+    if (n == PLAN_FIELDS_OLD && (v[0] & (1L << KAEXT_CONNECT_TIMEOUT)))
         return 0;
     plan_set = (unsigned)v[0];
-    for (i = 0; i < KAEXT_NKNOBS; i++)
-        plan_value[i] = (int)v[i + 1];
+    plan_value[KAEXT_IDLE] = (int)v[1];
+    plan_value[KAEXT_INTERVAL] = (int)v[2];
+    plan_value[KAEXT_COUNT] = (int)v[3];
+    plan_value[KAEXT_USER_TIMEOUT] = (int)v[4];
+    plan_value[KAEXT_CONNECT_TIMEOUT] = (int)v[8];
     plan_keepalive = (int)v[5];
     accepted = (int)v[6];
     force = (int)v[7];
@@ -169,11 +174,11 @@ KAEXT_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t addrlen)
         errno = ENOSYS;
         return -1;
     }
-    rc = f(fd, addr, addrlen);
-    if (active && (rc == 0 || errno == EINPROGRESS || errno == EINTR) && addr != NULL
-        && addrlen >= (socklen_t)sizeof(sa_family_t)
+    /* before the SYN: the connect timeout and the user timeout bound the handshake too */
+    if (active && addr != NULL && addrlen >= (socklen_t)sizeof(sa_family_t)
         && (addr->sa_family == AF_INET || addr->sa_family == AF_INET6))
         apply_plan(fd);
+    rc = f(fd, addr, addrlen);
     return rc;
 }
 

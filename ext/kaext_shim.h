@@ -23,7 +23,8 @@
  * probes, see kaext_knob_unit(); the Python layer converts and checks ranges
  * before anything reaches this file).  kaext_apply() writes a plan:
  *
- *   1. the TCP-level knobs first (idle, interval, count, user timeout; then
+ *   1. the TCP-level knobs first (idle, interval, count, user timeout,
+ *      connect timeout; then
  *      Windows' SIO_KEEPALIVE_VALS): the first of them is the call that a
  *      closed fd (EBADF), a non-socket (ENOTSOCK) or a non-TCP socket
  *      (ENOPROTOOPT / EOPNOTSUPP) refuses, before anything was changed; a
@@ -79,7 +80,8 @@ enum {
     KAEXT_INTERVAL = 1,     /* time between unanswered probes                  */
     KAEXT_COUNT = 2,        /* unanswered probes before the connection drops   */
     KAEXT_USER_TIMEOUT = 3, /* max time data may stay unacknowledged           */
-    KAEXT_NKNOBS = 4
+    KAEXT_CONNECT_TIMEOUT = 4, /* bound on connection establishment (the SYN) */
+    KAEXT_NKNOBS = 5
 };
 
 /* The step whose call failed, in errors: a knob index, or one of these. */
@@ -183,19 +185,27 @@ typedef struct {
 #  define KAEXT_USER_TIMEOUT_NAME ""
 #  define KAEXT_USER_TIMEOUT_UNIT ""
 #endif
+#ifdef KAEXT_CONNECT_TIMEOUT_OPT
+#  define KAEXT_HAVE_CONNECT_TIMEOUT 1
+#else
+#  define KAEXT_HAVE_CONNECT_TIMEOUT 0
+#  define KAEXT_CONNECT_TIMEOUT_OPT (-1)
+#  define KAEXT_CONNECT_TIMEOUT_NAME ""
+#  define KAEXT_CONNECT_TIMEOUT_UNIT ""
+#endif
 
 static const int kaext_knob_have[KAEXT_NKNOBS] = {
-    KAEXT_HAVE_IDLE, KAEXT_HAVE_INTERVAL, KAEXT_HAVE_COUNT, KAEXT_HAVE_USER_TIMEOUT
+    KAEXT_HAVE_IDLE, KAEXT_HAVE_INTERVAL, KAEXT_HAVE_COUNT, KAEXT_HAVE_USER_TIMEOUT, KAEXT_HAVE_CONNECT_TIMEOUT
 };
 static const int kaext_knob_opt[KAEXT_NKNOBS] = {
-    KAEXT_IDLE_OPT, KAEXT_INTERVAL_OPT, KAEXT_COUNT_OPT, KAEXT_USER_TIMEOUT_OPT
+    KAEXT_IDLE_OPT, KAEXT_INTERVAL_OPT, KAEXT_COUNT_OPT, KAEXT_USER_TIMEOUT_OPT, KAEXT_CONNECT_TIMEOUT_OPT
 };
 static const char *const kaext_knob_name[KAEXT_NKNOBS] = {
-    KAEXT_IDLE_NAME, KAEXT_INTERVAL_NAME, KAEXT_COUNT_NAME, KAEXT_USER_TIMEOUT_NAME
+    KAEXT_IDLE_NAME, KAEXT_INTERVAL_NAME, KAEXT_COUNT_NAME, KAEXT_USER_TIMEOUT_NAME, KAEXT_CONNECT_TIMEOUT_NAME
 };
 /* Unit of each knob's setsockopt option ("" where the OS has none). */
 static const char *const kaext_knob_opt_unit[KAEXT_NKNOBS] = {
-    KAEXT_IDLE_UNIT, KAEXT_INTERVAL_UNIT, KAEXT_COUNT_UNIT, KAEXT_USER_TIMEOUT_UNIT
+    KAEXT_IDLE_UNIT, KAEXT_INTERVAL_UNIT, KAEXT_COUNT_UNIT, KAEXT_USER_TIMEOUT_UNIT, KAEXT_CONNECT_TIMEOUT_UNIT
 };
 #define KAEXT_KNOB_LEVEL IPPROTO_TCP
 
@@ -295,7 +305,8 @@ KAEXT_FUNC int kaext_probe_mechanisms(int mech[KAEXT_NKNOBS])
     return unknown;
 }
 
-/* Unit of knob k under mechanism m: "s", "ms", "ticks" (NetBSD), "probes" or "". */
+/* Unit of knob k under mechanism m: "s", "ms", "ticks" (NetBSD), "probes",
+ * "syns" (Linux TCP_SYNCNT: SYN retransmissions) or "". */
 KAEXT_FUNC const char *kaext_knob_unit(int k, int m)
 {
     if (k < 0 || k >= KAEXT_NKNOBS)
@@ -341,7 +352,7 @@ KAEXT_FUNC void kaext_restore(kaext_sock fd, unsigned restore, const int saved[K
 KAEXT_FUNC int kaext_apply(kaext_sock fd, const kaext_plan *plan, const int mech[KAEXT_NKNOBS], int *step)
 {
     int k, err, first = 1;
-    int saved[KAEXT_NKNOBS] = {0, 0, 0, 0};
+    int saved[KAEXT_NKNOBS] = {0};
     unsigned sio = 0, written = 0, have_saved = 0;
     unsigned rollback = (plan->set_mask >> KAEXT_ROLLBACK_SHIFT) & ((1u << KAEXT_NKNOBS) - 1u);
 

@@ -26,6 +26,6 @@ static const char *mechanism_name(int m)
     return m == KAEXT_MECH_SETSOCKOPT ? "setsockopt" : m == KAEXT_MECH_SIO ? "sio" : "none";
 }
 
-static const char *const knob_names[KAEXT_NKNOBS] = {"idle", "interval", "count", "user_timeout"};
+static const char *const knob_names[KAEXT_NKNOBS] = {"idle", "interval", "count", "user_timeout", "connect_timeout"};
 
 #endif /* KAEXT_TEST_CHECK_H */

@@ -32,7 +32,13 @@ ALTERNATIVE_TITLES = {
     "windows": "Windows before 10 1709 (and wine)",
     "sunos": "Solaris before 11.4",
 }
-UNIT_NAMES = {"s": "s", "ms": "ms", "ticks": "slow ticks (0.5 s)", "probes": "probes"}
+UNIT_NAMES = {
+    "s": "s",
+    "ms": "ms",
+    "ticks": "slow ticks (0.5 s)",
+    "probes": "probes",
+    "syns": "SYN retransmissions",
+}
 
 
 def _number(value: int) -> str:

@@ -15,7 +15,20 @@ import sys
 from . import _backend, _platform
 from ._backend import Plan
 from ._errors import range_error, unsupported_error
-from ._platform import COUNT, IDLE, INTERVAL, KNOBS, MECH_SIO, UNITS_PER_SECOND, USER_TIMEOUT, spec_for
+from ._platform import (
+    CONNECT_TIMEOUT,
+    COUNT,
+    IDLE,
+    INTERVAL,
+    KNOBS,
+    MECH_SIO,
+    SYN_UNIT,
+    UNITS_PER_SECOND,
+    USER_TIMEOUT,
+    spec_for,
+    syn_retries,
+    syn_seconds,
+)
 from ._record import Record
 
 TYPE_CHECKING = False
@@ -34,7 +47,8 @@ class Knob(Record):
 
     ``option`` is the header name of the socket option (``"TCP_KEEPIDLE"``), ``level``
     and ``optname`` the numbers to pass to setsockopt, ``unit`` what the kernel takes
-    (``"s"``, ``"ms"``, ``"ticks"`` -- NetBSD's slow ticks of 0.5 s -- or ``"probes"``),
+    (``"s"``, ``"ms"``, ``"ticks"`` -- NetBSD's slow ticks of 0.5 s --, ``"probes"``, or
+    ``"syns"`` -- Linux's TCP_SYNCNT, SYN retransmissions, for ``connect_timeout``),
     ``min``/``max`` the range it accepts in that
     unit, ``readable`` whether getsockopt reads it back, ``mechanism`` the call kaext
     makes (``"setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)"``, or on Windows before 10 version
@@ -73,7 +87,7 @@ class Knob(Record):
     @property
     def per_second(self) -> int | None:
         """How many of ``unit`` make one second: 1 (s), 1000 (ms), 2 (NetBSD's ticks);
-        None for a count of probes.  Not a field: it follows from ``unit``."""
+        None for a count of probes or of SYN retransmissions.  Not a field: it follows from ``unit``."""
         return UNITS_PER_SECOND.get(self.unit)
 
     def __repr__(self) -> str:
@@ -121,7 +135,8 @@ def caps() -> dict[str, Knob]:
 
 
 def capabilities() -> dict[str, Knob]:
-    """The knobs this system supports, by name: ``idle``, ``interval``, ``count``, ``user_timeout``.
+    """The knobs this system supports, by name: ``idle``, ``interval``, ``count``, ``user_timeout``,
+    ``connect_timeout``.
 
     A knob is listed only when the headers define its option and the running kernel
     accepted it in a one-time probe on a throwaway socket.  Each :class:`Knob` gives the
@@ -141,6 +156,10 @@ def capabilities() -> dict[str, Knob]:
       kernel has ``TCP_KEEPCNT``.
     * A probe that fails with anything but ENOPROTOOPT does not remove a knob: the
       headers decide (Windows: the build number, as Go does).
+    * ``connect_timeout``, the bound on connection establishment: Linux ``TCP_SYNCNT`` (unit
+      ``"syns"``, SYN retransmissions), macOS ``TCP_CONNECTIONTIMEOUT`` (s), FreeBSD, NetBSD
+      and DragonFly ``TCP_KEEPINIT``, illumos ``TCP_CONN_ABORT_THRESHOLD`` (ms, C extension
+      only); not on Windows.
     * OpenBSD: empty.
     """
     return dict(caps())
@@ -259,6 +278,12 @@ def native(name: str, value: object) -> int:
         raise range_error(name, value, spec, "not a finite number") from None
     if ns < 0 or (ns == 0 and spec.min > 0):
         raise range_error(name, value, spec, "must be positive" if spec.min > 0 else "negative")
+    if spec.unit == SYN_UNIT:
+        # rounded down: the most SYN retransmissions whose give-up time is within the value
+        n = syn_retries(ns / 10**9)
+        if n < spec.min or ns > syn_seconds(spec.max) * 10**9:
+            raise range_error(name, value, spec)
+        return n
     per = _NS_PER_UNIT[spec.unit]
     n = -(-ns // per)  # round up: a timer never fires earlier than asked
     if n < spec.min or n > spec.max:
@@ -270,11 +295,16 @@ def in_seconds(name: str, value: int | None) -> float | None:
     """A value of knob ``name`` in its OS unit, as seconds (None stays None)."""
     if value is None:
         return None
-    return value / UNITS_PER_SECOND[caps()[name].unit]
+    unit = caps()[name].unit
+    if unit == SYN_UNIT:
+        return float(syn_seconds(value))
+    return value / UNITS_PER_SECOND[unit]
 
 
 def whole_seconds(spec: Knob) -> tuple[int, int]:
     """A time knob's range in whole seconds: (min rounded up, at least 1; max rounded down)."""
+    if spec.unit == SYN_UNIT:
+        return syn_seconds(spec.min), syn_seconds(spec.max)
     per = UNITS_PER_SECOND[spec.unit]
     return max(1, -(-spec.min // per)), spec.max // per
 
@@ -313,7 +343,7 @@ def check_total_on(sock: object, plan: Plan) -> None:
     if limit_ms is None or not mask or mask == 0b111:
         return
     current = _backend.read(sock, 0b111 & ~mask)
-    values = [plan.idle, plan.interval, plan.count, plan.user_timeout]
+    values = [plan.idle, plan.interval, plan.count, plan.user_timeout, plan.connect_timeout]
     for k in range(3):
         if not mask & (1 << k):
             value = current[1 + k]
@@ -369,10 +399,11 @@ def make_plan(
     count: object,
     user_timeout: object,
     keepalive: int,
+    connect_timeout: object = None,
 ) -> Plan:
     """The backend's plan: the knobs given (not None), each validated and in its OS unit."""
     mask = 0
-    n_idle = n_interval = n_count = n_user_timeout = 0
+    n_idle = n_interval = n_count = n_user_timeout = n_connect_timeout = 0
     if idle is not None:
         n_idle = native("idle", idle)
         mask |= 1 << IDLE
@@ -385,7 +416,10 @@ def make_plan(
     if user_timeout is not None:
         n_user_timeout = native("user_timeout", user_timeout)
         mask |= 1 << USER_TIMEOUT
+    if connect_timeout is not None:
+        n_connect_timeout = native("connect_timeout", connect_timeout)
+        mask |= 1 << CONNECT_TIMEOUT
     _check_total([n_idle, n_interval, n_count, n_user_timeout], mask)
     if _platform.FAMILY in _platform.KERNEL_MAY_REFUSE:
         mask |= rollback_bits(mask)
-    return Plan(mask, n_idle, n_interval, n_count, n_user_timeout, keepalive)
+    return Plan(mask, n_idle, n_interval, n_count, n_user_timeout, keepalive, n_connect_timeout)

@@ -17,8 +17,10 @@ from ._platform import (
     KNOBS,
     STEP_KEEPALIVE,
     STEP_PROBE,
+    SYN_UNIT,
     UNITS_PER_SECOND,
     KnobSpec,
+    syn_seconds,
     unsupported_reason,
 )
 
@@ -106,6 +108,8 @@ def amount(n: int, unit: str) -> str:
         return f"{n} probe" if n == 1 else f"{n} probes"
     if unit == "s":
         return f"{n} s"
+    if unit == SYN_UNIT:
+        return f"{n} SYN retransmission{'' if n == 1 else 's'} ({syn_seconds(n)} s)"
     seconds = f"{n / UNITS_PER_SECOND[unit]:.3f}".rstrip("0").rstrip(".")
     return f"{n} {unit} ({seconds} s)"
 

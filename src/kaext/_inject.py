@@ -2,8 +2,10 @@
 
 ``inject(policy)`` replaces ``socket.socket.connect`` and ``connect_ex`` (and,
 with ``accepted=True``, ``socket.socket._accept``, which ``accept()`` calls) by
-thin wrappers that call the original and then ``policy.apply(sock)``, as
-truststore's ``inject_into_ssl()`` does for SSL contexts.  ``uninject()`` puts
+thin wrappers that call ``policy.apply(sock)`` and then the original -- before the
+SYN, so that the policy's ``connect_timeout`` (and user timeout) bound the handshake
+too; where ``apply`` refuses the unconnected socket it is applied after the connect,
+as before --, as truststore's ``inject_into_ssl()`` does for SSL contexts.  ``uninject()`` puts
 the very same function objects back.
 
 What goes through these methods: ``socket.create_connection``, http.client,
@@ -175,8 +177,28 @@ def _apply(sock: Any) -> None:
             _refused(sock, policy, exc)
 
 
+def _before(sock: Any) -> bool:
+    """The policy on ``sock`` before its connect(), so that its connect timeout (and the user
+    timeout) bound the handshake too: True when applied.  False when there is no policy, or
+    ``apply`` refused (not a TCP socket, a closed one): the connect then says what it says,
+    and the policy is applied after it, as it always was, with the usual report."""
+    policy = _policy  # read once: the old or the new policy, never a mix
+    if policy is None:
+        return False
+    try:
+        policy.apply(sock)
+    except Exception as exc:
+        if not (hasattr(exc, "option") or isinstance(exc, TypeError)):
+            raise  # a signal handler's exception, not a refusal: the caller's
+        return False
+    return True
+
+
 def _wrap_connect(original: Callable[..., None]) -> Callable[..., None]:
     def connect(self: Any, address: Any) -> None:
+        if _before(self):
+            original(self, address)  # the options are on the socket before its SYN
+            return
         try:
             original(self, address)
         except (BlockingIOError, InterruptedError):
@@ -185,7 +207,7 @@ def _wrap_connect(original: Callable[..., None]) -> Callable[..., None]:
             # setsockopt works on the connecting socket
             _apply(self)
             raise
-        policy = _policy  # _apply inlined: this is every connect's path
+        policy = _policy  # _apply inlined
         if policy is not None:
             try:
                 policy.apply(self)
@@ -199,6 +221,8 @@ def _wrap_connect(original: Callable[..., None]) -> Callable[..., None]:
 
 def _wrap_connect_ex(original: Callable[..., int]) -> Callable[..., int]:
     def connect_ex(self: Any, address: Any) -> int:
+        if _before(self):
+            return original(self, address)
         err = original(self, address)
         if err in _EINPROGRESS_ETC:
             _apply(self)
@@ -287,7 +311,7 @@ def _force_values(policy: Policy) -> dict[tuple[int, int], int]:
     from ._platform import KNOBS, MECH_SETSOCKOPT, SPECS
 
     plan = policy._plan
-    values = (plan.idle, plan.interval, plan.count, plan.user_timeout)
+    values = (plan.idle, plan.interval, plan.count, plan.user_timeout, plan.connect_timeout)
     forced: dict[tuple[int, int], int] = {}
     for k, knob in enumerate(KNOBS):
         spec = SPECS.get(knob)
@@ -423,18 +447,21 @@ def inject(policy: Policy | str, *, accepted: bool = False, force: bool = False)
     gevent's and eventlet's socket classes are wrapped too, whether they were
     monkey-patched in before or after this call.
 
-    The policy is applied right after ``connect()`` returns (or raises
-    BlockingIOError for a non-blocking connect in progress, or InterruptedError),
-    with ``Policy.apply``: Linux TCP_KEEPIDLE / TCP_KEEPINTVL (s), TCP_KEEPCNT,
-    TCP_USER_TIMEOUT (ms), then SO_KEEPALIVE; the other platforms' options as
-    ``Policy.apply`` documents.
+    The policy is applied just before ``connect()`` runs, on the socket that has not
+    sent its SYN yet, with ``Policy.apply``: Linux TCP_KEEPIDLE / TCP_KEEPINTVL (s),
+    TCP_KEEPCNT, TCP_USER_TIMEOUT (ms), TCP_SYNCNT (the ``connect_timeout``), then
+    SO_KEEPALIVE; the other platforms' options as ``Policy.apply`` documents.  So a
+    policy's ``connect_timeout`` (and on Linux its user timeout) ends a connect to a
+    host that does not answer within it, reconnects included.  Where ``apply`` refuses
+    the unconnected socket, it is applied right after ``connect()`` returns (or raises
+    BlockingIOError for a non-blocking connect in progress, or InterruptedError).
 
     ``force=True``: the policy wins over the program's own settings.  Without it, a
     program that sets keepalive itself after connecting (redis-py's asyncio client,
     ``socket_keepalive_options``) overwrites the policy knob by knob.  With it,
     ``socket.socket.setsockopt`` is wrapped too: an int value for an option the policy
     writes (SO_KEEPALIVE, and those of the knobs it sets: Linux TCP_KEEPIDLE,
-    TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT) on a TCP socket is replaced by the
+    TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT, TCP_SYNCNT) on a TCP socket is replaced by the
     policy's value in that option's unit; the call still succeeds.  Options the
     policy leaves alone, and other sockets, keep the program's values.
 

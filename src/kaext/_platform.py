@@ -21,17 +21,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Final
 
-#: Knob names, in the order the C shim numbers them (KAEXT_IDLE .. KAEXT_USER_TIMEOUT).
-KNOBS: Final = ("idle", "interval", "count", "user_timeout")
+#: Knob names, in the order the C shim numbers them (KAEXT_IDLE .. KAEXT_CONNECT_TIMEOUT).
+KNOBS: Final = ("idle", "interval", "count", "user_timeout", "connect_timeout")
 IDLE: Final = 0
 INTERVAL: Final = 1
 COUNT: Final = 2
 USER_TIMEOUT: Final = 3
+CONNECT_TIMEOUT: Final = 4
 
 #: Steps of a plan that are not a knob (the C shim's KAEXT_STEP_*): an error names the step
-#: whose call failed, which is a knob index (0..3) or one of these.
-STEP_KEEPALIVE: Final = 4  # SO_KEEPALIVE
-STEP_PROBE: Final = 5  # the TCP_NODELAY read that proves the socket is TCP
+#: whose call failed, which is a knob index (0..4) or one of these.
+STEP_KEEPALIVE: Final = 5  # SO_KEEPALIVE
+STEP_PROBE: Final = 6  # the TCP_NODELAY read that proves the socket is TCP
 
 #: Bits of a read's "want" mask: bit k is knob k, bit STEP_KEEPALIVE is SO_KEEPALIVE.
 WANT_KEEPALIVE: Final = 1 << STEP_KEEPALIVE
@@ -83,7 +84,7 @@ class KnobSpec(Record):
     _fields = __slots__
 
     option: str  # header name of the socket option
-    unit: str  # "s", "ms", "ticks" (UNITS_PER_SECOND) or "probes": what the kernel takes
+    unit: str  # "s", "ms", "ticks" (UNITS_PER_SECOND), "probes" or "syns" (SYN_UNIT): what the kernel takes
     min: int  # in ``unit``
     max: int  # in ``unit``
     readable: bool  # getsockopt returns it
@@ -172,6 +173,43 @@ def release_before(release: str, major: int, minor: int) -> bool:
         return False
 
 
+#: The unit of Linux's TCP_SYNCNT: SYN retransmissions, not a time.  The kernel gives a connect
+#: up once the time its model of n retransmissions takes has passed since the first SYN
+#: (net/ipv4/tcp_timer.c: tcp_write_timeout -> retransmits_timed_out(sk, n, user_timeout) ->
+#: tcp_model_timeout(sk, n, TCP_TIMEOUT_INIT)): with the initial RTO of 1 s
+#: (include/net/tcp.h TCP_TIMEOUT_INIT = HZ) doubling up to TCP_RTO_MAX = 120 s, that is
+#: (2**(n+1) - 1) s for n <= 6 (ilog2(TCP_RTO_MAX / TCP_TIMEOUT_INIT)) and 127 + 120 * (n - 6) s
+#: after.  The check runs when the SYN retransmit timer fires: with Linux 6.5+'s linear SYN
+#: timeouts (net.ipv4.tcp_syn_linear_timeouts, default 4: the first 4 retransmissions 1 s
+#: apart) the timers fire at 1, 2, 3, 4, 5, 7, 11, 19, 35, 67, 131 s, so n = 1 and 2 end at 3
+#: and 7 s exactly and n >= 3 at the first timer after the model's time (19 s for 15 s).
+SYN_UNIT: Final = "syns"
+SYN_RTO_INIT_S: Final = 1
+SYN_RTO_MAX_S: Final = 120
+_SYN_LINEAR_LIMIT: Final = 6  # ilog2(TCP_RTO_MAX / TCP_TIMEOUT_INIT)
+
+
+def syn_seconds(retries: int) -> int:
+    """Seconds after the first SYN at which Linux gives a connect with TCP_SYNCNT ``retries`` up
+    (tcp_model_timeout with the initial RTO of 1 s)."""
+    if retries <= _SYN_LINEAR_LIMIT:
+        return ((2 << retries) - 1) * SYN_RTO_INIT_S
+    return ((2 << _SYN_LINEAR_LIMIT) - 1) * SYN_RTO_INIT_S + (retries - _SYN_LINEAR_LIMIT) * SYN_RTO_MAX_S
+
+
+def syn_retries(seconds: float) -> int:
+    """The largest TCP_SYNCNT whose give-up time ``syn_seconds`` is at most ``seconds`` (0: none is:
+    below 3 s)."""
+    n = 0
+    while n < MAX_TCP_SYNCNT and syn_seconds(n + 1) <= seconds:
+        n += 1
+    return n
+
+
+#: include/net/tcp.h MAX_TCP_SYNCNT: net/ipv4/tcp.c refuses TCP_SYNCNT outside 1 .. 127 (EINVAL).
+MAX_TCP_SYNCNT: Final = 127
+
+
 # Linux: include/net/tcp.h MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL = 32767 s,
 # MAX_TCP_KEEPCNT = 127; net/ipv4/tcp.c rejects 0 and larger values with EINVAL.
 # TCP_USER_TIMEOUT is an int in ms, negative is EINVAL, 0 = system default.
@@ -180,6 +218,17 @@ LINUX = {
     "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, 32767, True),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, 127, True),
     "user_timeout": KnobSpec("TCP_USER_TIMEOUT", "ms", 0, INT_MAX, True),
+    "connect_timeout": KnobSpec(
+        "TCP_SYNCNT",
+        SYN_UNIT,
+        1,
+        MAX_TCP_SYNCNT,
+        True,
+        fallback=7,
+        note="SYN retransmissions: a connect gives up after 3, 7, 15, 31, 63, 127 s, then 120 s more per "
+        "retransmission; kaext takes the largest that ends within connect_timeout (at least 3 s); "
+        "a TCP_USER_TIMEOUT set before connect() also ends it, to the millisecond",
+    ),
 }
 
 # macOS / iOS (xnu bsd/netinet/tcp.h, tcp_usrreq.c): seconds up to UINT32_MAX /
@@ -207,6 +256,19 @@ DARWIN = {
         "retransmission timeout, checked when the retransmit timer fires (up to about one "
         "RTO + 64 s late); keepalive never consults it; 0 = off",
     ),
+    # bsd/netinet/tcp_usrreq.c tcp_ctloutput: TCP_CONNECTIONTIMEOUT (0x20) in s, 0 .. UINT32_MAX /
+    # TCP_RETRANSHZ, stored as t_keepinit in ms; the connection-establishment timer TCPT_KEEP is
+    # armed with TCP_CONN_KEEPINIT(tp) (t_keepinit, or the sysctl when 0) in tcp_connect (tcp_usrreq.c)
+    # and tcp_timers drops a connection still in SYN_SENT when it fires: the bound is the value itself.
+    "connect_timeout": KnobSpec(
+        "TCP_CONNECTIONTIMEOUT",
+        "s",
+        1,
+        _DARWIN_TIMER_MAX_S,
+        True,
+        fallback=0x20,
+        note="the connection-establishment timer (t_keepinit): a connect not established within it is dropped",
+    ),
 }
 
 #: Per OS, the knobs an accepted socket does NOT take over from its listening socket.
@@ -224,9 +286,9 @@ NOT_INHERITED_BY_ACCEPT: Final[dict[str, tuple[str, ...]]] = {"darwin": ("idle",
 #: (ROLLBACK_SHIFT); Linux and macOS check exactly kaext's ranges, so nothing is read.
 KERNEL_MAY_REFUSE: Final[dict[str, tuple[str, ...]]] = {
     "sunos": ("idle", "interval", "count"),
-    "freebsd": ("idle", "interval", "user_timeout"),
-    "netbsd": ("idle", "interval"),
-    "dragonfly": ("idle", "interval"),
+    "freebsd": ("idle", "interval", "user_timeout", "connect_timeout"),
+    "netbsd": ("idle", "interval", "connect_timeout"),
+    "dragonfly": ("idle", "interval", "connect_timeout"),
     "windows": ("idle", "interval", "user_timeout"),
     "other": KNOBS,
 }
@@ -237,7 +299,13 @@ ROLLBACK_SHIFT: Final = 8
 #: Windows builds from which the kernel accepts each option (Microsoft, "IPPROTO_TCP
 #: socket options"): TCP_KEEPIDLE / TCP_KEEPINTVL from 10 version 1709, TCP_KEEPCNT from
 #: 1703; TCP_MAXRT on every supported Windows.  Used only when the probe says nothing.
-WINDOWS_MIN_BUILD: Final[dict[str, int]] = {"idle": 16299, "interval": 16299, "count": 15063, "user_timeout": 0}
+WINDOWS_MIN_BUILD: Final[dict[str, int]] = {
+    "idle": 16299,
+    "interval": 16299,
+    "count": 15063,
+    "user_timeout": 0,
+    "connect_timeout": 2**31,
+}
 
 
 def windows_build() -> int:
@@ -263,10 +331,15 @@ UNITS_PER_SECOND: Final[dict[str, int]] = {"s": 1, "ms": 1000, "ticks": 2}
 # hz = 1000; a kernel with a higher hz refuses less, which kaext rolls back).
 # DragonFly before 5.8 (__DragonFly_version < 500702) took milliseconds.
 _BSD_MAX_S = 4294967
+# TCP_KEEPINIT: the connection-establishment timer (TCPT_KEEP armed with TP_KEEPINIT in tcp_connect,
+# sys/netinet/tcp_usrreq.c; tcp_timer_keep drops a connection not yet ESTABLISHED when it fires), set
+# like TCP_KEEPIDLE (same case of tcp_default_ctloutput: seconds, ui > UINT_MAX / hz refused).
+_KEEPINIT_NOTE = "the connection-establishment timer: a connect not established within it is dropped"
 BSD = {
     "idle": KnobSpec("TCP_KEEPIDLE", "s", 1, _BSD_MAX_S, True),
     "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, _BSD_MAX_S, True),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, INT_MAX, True),
+    "connect_timeout": KnobSpec("TCP_KEEPINIT", "s", 1, _BSD_MAX_S, True, note=_KEEPINIT_NOTE),
 }
 # FreeBSD's user timeout: TCP_MAXUNACKTIME (netinet/tcp.h, 68), seconds like the keepalive
 # times; the base stack's retransmit and persist timers drop a connection that made no
@@ -289,6 +362,7 @@ DRAGONFLY_OLD = {
     "idle": KnobSpec("TCP_KEEPIDLE", "ms", 1, INT_MAX, True, note=_DRAGONFLY_MS_NOTE),
     "interval": KnobSpec("TCP_KEEPINTVL", "ms", 1, INT_MAX, True, note=_DRAGONFLY_MS_NOTE),
     "count": BSD["count"],
+    "connect_timeout": KnobSpec("TCP_KEEPINIT", "ms", 1, INT_MAX, True, note=_DRAGONFLY_MS_NOTE),
 }
 # NetBSD (sys/netinet/tcp_usrreq.c): the values are stored as given and armed with
 # TCP_TIMER_ARM, which counts slow ticks (half a second), so kaext converts seconds to
@@ -303,6 +377,9 @@ NETBSD = {
     "idle": KnobSpec("TCP_KEEPIDLE", "ticks", 1, 4294967, False, note=_NETBSD_NOTE),
     "interval": KnobSpec("TCP_KEEPINTVL", "ticks", 1, 4294967, False, note=_NETBSD_NOTE),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, INT_MAX, False, note="NetBSD cannot read it back (None)"),
+    # TCP_KEEPINIT: stored in t_keepinit like TCP_KEEPIDLE and armed (slow ticks) by tcp_connect's
+    # TCP_TIMER_ARM(tp, TCPT_KEEP, tp->t_keepinit) (sys/netinet/tcp_usrreq.c)
+    "connect_timeout": KnobSpec("TCP_KEEPINIT", "ticks", 1, 4294967, False, note=_NETBSD_NOTE),
 }
 
 # illumos and Solaris 11.4 (numbers differ: 0x22/0x24/0x23 vs 0x1D/0x1E/0x1F, always
@@ -321,6 +398,17 @@ SUNOS = {
         note="bounded by the retransmit limits tcp_rexmit_interval_min/max (default 0.4 .. 60 s)",
     ),
     "count": KnobSpec("TCP_KEEPCNT", "probes", 1, INT_MAX, True),
+    # TCP_CONN_ABORT_THRESHOLD (netinet/tcp.h): ms, tcp_second_ctimer_threshold, the time a connect
+    # retransmits its SYN before it is given up (inet/tcp/tcp_opt_data.c, tcp_timers.c); from the
+    # headers only (Solaris and illumos number their options differently).
+    "connect_timeout": KnobSpec(
+        "TCP_CONN_ABORT_THRESHOLD",
+        "ms",
+        1,
+        INT_MAX,
+        True,
+        note="how long a connect retransmits its SYN before it is given up (checked at each retransmission)",
+    ),
 }
 # Solaris before 11.4: only the thresholds, in ms; the abort threshold is interval x
 # count with exponential back-off, which no single knob here expresses.
@@ -447,15 +535,20 @@ UNSUPPORTED: Final[dict[str, dict[str, str]]] = {
     "windows": {
         "count": "this Windows (before 10 version 1703) has no TCP_KEEPCNT: the probe count is fixed at 10",
         "user_timeout": "this Windows refused TCP_MAXRT",
+        "connect_timeout": "kaext sets no connect timeout on Windows yet: its documented connect knobs are "
+        "SYN counts (TCP_NOSYNRETRIES, SIO_TCP_INITIAL_RTO), which kaext does not drive",
     },
     "darwin": {"interval": "macOS before 10.9 has no TCP_KEEPINTVL", "count": "macOS before 10.9 has no TCP_KEEPCNT"},
     "freebsd": {"user_timeout": "this FreeBSD's headers have no TCP_MAXUNACKTIME (an older release)"},
+    "linux": {"connect_timeout": "the kernel refused TCP_SYNCNT"},
     "netbsd": {"user_timeout": "NetBSD has no per-socket user timeout"},
     "dragonfly": {"user_timeout": "DragonFly has no per-socket user timeout"},
     "sunos": {
         "interval": "Solaris before 11.4 has no TCP_KEEPINTVL (only TCP_KEEPALIVE_ABORT_THRESHOLD)",
         "count": "Solaris before 11.4 has no TCP_KEEPCNT (only TCP_KEEPALIVE_ABORT_THRESHOLD)",
         "user_timeout": "illumos/Solaris have no TCP_USER_TIMEOUT (TCP_ABORT_THRESHOLD differs)",
+        "connect_timeout": "this build's headers have no TCP_CONN_ABORT_THRESHOLD (the pure-Python backend: "
+        "Python's socket module does not name it)",
     },
 }
 
@@ -590,7 +683,14 @@ TCP_INFO_FIELDS: Final = {"state": 0, "probes": 3, "rto_us": 8, "last_data_recv_
 ENFORCE: Final = FAMILY == "linux" and sys.platform != "cygwin"
 #: The options the BPF programs set, in the order of the policy map's mask bits and values
 #: (struct kaext_bpf_config in ext/kaext_bpf.h).
-ENFORCE_OPTIONS: Final = ("SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")
+ENFORCE_OPTIONS: Final = (
+    "SO_KEEPALIVE",
+    "TCP_KEEPIDLE",
+    "TCP_KEEPINTVL",
+    "TCP_KEEPCNT",
+    "TCP_USER_TIMEOUT",
+    "TCP_SYNCNT",
+)
 #: Where the BPF file system is (mounted by kaext.enforce when it is not), and the
 #: directory on it that holds kaext's pins, one subdirectory per enforced cgroup.
 BPF_FS: Final = "/sys/fs/bpf"

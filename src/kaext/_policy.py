@@ -24,7 +24,7 @@ from ._capabilities import (
     whole_seconds,
 )
 from ._functions import warn_if_not_inherited
-from ._platform import COUNT, IDLE, INTERVAL, USER_TIMEOUT
+from ._platform import CONNECT_TIMEOUT, COUNT, IDLE, INTERVAL, USER_TIMEOUT
 
 _CHECK_TOTAL = _platform.FAMILY in _platform.KEEPALIVE_TOTAL_MAX_MS
 _WARN_INHERIT = _platform.FAMILY in _platform.NOT_INHERITED_BY_ACCEPT
@@ -126,14 +126,26 @@ class Policy:
     (every OS's options, units and ranges: the platforms page of the documentation,
     docs/platforms.md); NetBSD, DragonFly and illumos / Solaris have no user timeout;
     OpenBSD: only ``Policy()`` and ``Policy(keepalive=False)``.
+
+    ``connect_timeout`` (seconds, keyword only) bounds connection establishment: applied
+    before ``connect()``, a connect to a host that never answers fails within it
+    (ETIMEDOUT).  The option per OS (``capabilities()["connect_timeout"]``): Linux
+    ``TCP_SYNCNT`` -- SYN retransmissions, so the value is rounded *down* to the
+    nearest give-up time 3, 7, 15, 31, 63, 127 s (then 120 s more each; at least 3 s) --,
+    macOS ``TCP_CONNECTIONTIMEOUT``, FreeBSD / NetBSD / DragonFly ``TCP_KEEPINIT``,
+    illumos ``TCP_CONN_ABORT_THRESHOLD``; none on Windows.  ``Policy.from_timeout`` sets it.
+    It bounds a connect only when it is on the socket before the SYN (``apply`` before
+    ``connect()``, ``kaext.inject``, the preload library, ``kaext.enforce``); applied after the connection
+    is established it changes nothing for that connection.
     """
 
-    __slots__ = ("idle", "interval", "count", "user_timeout", "keepalive", "_plan")
+    __slots__ = ("idle", "interval", "count", "user_timeout", "connect_timeout", "keepalive", "_plan")
 
     idle: float | None
     interval: float | None
     count: int | None
     user_timeout: float | None
+    connect_timeout: float | None
     keepalive: bool
     _plan: Plan
 
@@ -145,12 +157,13 @@ class Policy:
         user_timeout: Duration | None = None,
         *,
         keepalive: bool = True,
+        connect_timeout: Duration | None = None,
     ) -> None:
         if not isinstance(keepalive, bool):
             raise TypeError(f"keepalive must be True or False, got {keepalive!r}")
         if not keepalive and (idle, interval, count) != (None, None, None):
             raise ValueError("a policy that turns keepalive off cannot also set idle, interval or count")
-        plan = make_plan(idle, interval, count, user_timeout, 1 if keepalive else 0)
+        plan = make_plan(idle, interval, count, user_timeout, 1 if keepalive else 0, connect_timeout)
         mask = plan.set_mask
         init = object.__setattr__
         init(self, "_plan", plan)
@@ -160,6 +173,8 @@ class Policy:
         init(self, "count", plan.count if mask & (1 << COUNT) else None)
         user_timeout_s = in_seconds("user_timeout", plan.user_timeout) if mask & (1 << USER_TIMEOUT) else None
         init(self, "user_timeout", user_timeout_s)
+        connect_s = in_seconds("connect_timeout", plan.connect_timeout) if mask & (1 << CONNECT_TIMEOUT) else None
+        init(self, "connect_timeout", connect_s)
         if self.user_timeout and self.idle and self.interval and self.count:
             _warn_if_user_timeout_cuts_probing(self.user_timeout, self.idle + self.interval * self.count, self.count)
 
@@ -170,7 +185,7 @@ class Policy:
         raise AttributeError(f"Policy is immutable (cannot delete {name!r})")
 
     def _key(self) -> tuple[object, ...]:
-        return (self.idle, self.interval, self.count, self.user_timeout, self.keepalive)
+        return (self.idle, self.interval, self.count, self.user_timeout, self.keepalive, self.connect_timeout)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Policy):
@@ -188,11 +203,16 @@ class Policy:
         ]
         if not self.keepalive:
             parts.append("keepalive=False")
+        if self.connect_timeout is not None:
+            parts.append(f"connect_timeout={self.connect_timeout!r}")
         return f"Policy({', '.join(parts)})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        names = ("idle", "interval", "count", "user_timeout", "keepalive")
-        return (_policy_from_kwargs, (dict(zip(names, self._key(), strict=True)),))
+        names = ("idle", "interval", "count", "user_timeout", "keepalive", "connect_timeout")
+        kwargs = dict(zip(names, self._key(), strict=True))
+        if kwargs["connect_timeout"] is None:
+            del kwargs["connect_timeout"]  # unpickles on a kaext that has no connect_timeout
+        return (_policy_from_kwargs, (kwargs,))
 
     if TYPE_CHECKING:
 
@@ -252,7 +272,7 @@ class Policy:
         held = _backend.read(sock, knobs | _platform.WANT_KEEPALIVE)
         if (held[0] != 0) != (plan.keepalive != 0):  # BSDs read the option's flag bit: any non-zero is on
             return False
-        wanted = (plan.idle, plan.interval, plan.count, plan.user_timeout)
+        wanted = (plan.idle, plan.interval, plan.count, plan.user_timeout, plan.connect_timeout)
         return all(held[1 + k] == wanted[k] for k in range(len(wanted)) if knobs & (1 << k))
 
     # -- budgets ---------------------------------------------------------------------
@@ -267,6 +287,13 @@ class Policy:
         on within the same budget (Linux: with TCP_USER_TIMEOUT set, the kernel drops
         a keepalive-probed connection once that much time has passed since the last
         data received).  Needs at least 2 s; the budget is rounded down to whole seconds.
+
+        ``connect_timeout`` is set to the budget too, where the platform has the knob
+        (``capabilities()``), so that a connect made after ``apply`` (a reconnect to a
+        host that vanished) ends within it.  Linux counts it in SYN retransmissions: the
+        largest whose give-up time is within the budget (3 s for a budget of 3 to 6 s, 7 s
+        for 7 to 14 s, ...; 3 s for a budget of 2 s); the user timeout, set before the SYN
+        too, ends the connect at ``idle + interval * count`` <= the budget in any case.
 
         Each value is clamped to this platform's range (``kaext.capabilities()``): the
         user timeout to the option's maximum (Linux ``TCP_USER_TIMEOUT`` ms, macOS
@@ -298,11 +325,16 @@ class Policy:
         user_timeout = None
         if "user_timeout" in known:
             user_timeout = min(idle + interval * count, whole_seconds(known["user_timeout"])[1])
+        connect_timeout = None
+        if "connect_timeout" in known:
+            connect_min, connect_max = whole_seconds(known["connect_timeout"])
+            connect_timeout = min(connect_max, max(connect_min, budget))
         return cls(
             idle=idle if "idle" in known else None,
             interval=interval if "interval" in known else None,
             count=count if "count" in known else None,
             user_timeout=user_timeout,
+            connect_timeout=connect_timeout,
         )
 
     # -- nginx so_keepalive syntax -------------------------------------------------------
@@ -315,8 +347,8 @@ class Policy:
         combined (``1h30m``); a bare number is seconds; an empty field leaves that
         knob as it is (``30m::10``) and trailing fields may be left out (``10:``
         sets only idle); as in nginx, a spec that sets nothing (``::``) is refused.
-        kaext also reads a ``user_timeout=DURATION`` word after it
-        (``30m::10 user_timeout=5m``), which ``str(policy)`` writes.
+        kaext also reads ``user_timeout=DURATION`` and ``connect_timeout=DURATION`` words
+        after it (``30m::10 user_timeout=5m connect_timeout=5s``), which ``str(policy)`` writes.
 
         A spec that is a middlebox name from ``kaext.presets.MIDDLEBOXES``, in any case
         (``"aws-nlb"``, ``"AWS-NLB"``), is ``Policy.for_middlebox(spec)``.
@@ -337,17 +369,18 @@ class Policy:
                 f"invalid keepalive spec {spec!r}: expected 'on', 'off', [idle]:[interval]:[count] "
                 f"or a middlebox name ({names()})"
             )
-        user_timeout: int | float | None = None
+        words_given: dict[str, int | float] = {}
         for word in extra:
             key, sep, val = word.partition("=")
-            if key != "user_timeout" or not sep or user_timeout is not None:
+            if key not in ("user_timeout", "connect_timeout") or not sep or key in words_given:
                 raise ValueError(f"invalid keepalive spec {spec!r}: unexpected {word!r}")
-            user_timeout = _parse_duration(val, "user_timeout", spec)
-        ut = user_timeout
+            words_given[key] = _parse_duration(val, key, spec)
+        ut = words_given.get("user_timeout")
+        ct = words_given.get("connect_timeout")
         if head == "on":
-            return cls(user_timeout=ut)
+            return cls(user_timeout=ut, connect_timeout=ct)
         if head == "off":
-            return cls(keepalive=False, user_timeout=ut)
+            return cls(keepalive=False, user_timeout=ut, connect_timeout=ct)
         fields = head.split(":")
         if len(fields) > 3 or not any(fields):
             raise ValueError(f"invalid keepalive spec {spec!r}: expected 'on', 'off' or [idle]:[interval]:[count]")
@@ -358,13 +391,14 @@ class Policy:
         if count_s and not (count_s.isascii() and count_s.isdigit()):
             raise ValueError(f"invalid keepalive spec {spec!r}: count {count_s!r} is not a whole number")
         count = int(count_s) if count_s else None
-        return cls(idle=idle, interval=interval, count=count, user_timeout=ut)
+        return cls(idle=idle, interval=interval, count=count, user_timeout=ut, connect_timeout=ct)
 
     def __str__(self) -> str:
         """The policy in nginx's ``so_keepalive`` syntax, which ``Policy.parse`` reads back.
 
         ``on`` / ``off`` / ``[idle]:[interval]:[count]`` with the shortest whole unit
-        (``30m``, ``90s``, ``1500ms``), then ``user_timeout=DURATION`` when set.
+        (``30m``, ``90s``, ``1500ms``), then ``user_timeout=DURATION`` and
+        ``connect_timeout=DURATION`` when set.
         """
         if not self.keepalive:
             head = "off"
@@ -380,6 +414,8 @@ class Policy:
             )
         if self.user_timeout is not None:
             head += f" user_timeout={format_duration(self.user_timeout)}"
+        if self.connect_timeout is not None:
+            head += f" connect_timeout={format_duration(self.connect_timeout)}"
         return head
 
     # -- framework shapes ------------------------------------------------------------------
@@ -417,8 +453,11 @@ class Policy:
         ``HTTPConnection.default_socket_options``, TCP_NODELAY) is kept, first, except
         entries for the same (level, optname), which this policy replaces.  The TCP-level
         options come first, ``(SOL_SOCKET, SO_KEEPALIVE, 1 or 0)`` last.  Values are in
-        each option's OS unit (Linux: TCP_KEEPIDLE s, TCP_USER_TIMEOUT ms; macOS: idle
-        as TCP_KEEPALIVE).
+        each option's OS unit (Linux: TCP_KEEPIDLE s, TCP_USER_TIMEOUT ms, TCP_SYNCNT
+        for ``connect_timeout``; macOS: idle as TCP_KEEPALIVE).  The connect timeout
+        bounds the connect only where the library sets the options before connecting
+        (urllib3 / requests, websocket-client and kafka-python do; httpcore sets them
+        after ``create_connection``).
 
         A knob this platform cannot set with setsockopt (see ``Knob.mechanism``, e.g.
         an ioctl) raises ValueError; ``strict=False`` leaves it out with a
@@ -439,7 +478,9 @@ class Policy:
         ``get_default_socket_keepalive_options()``) is kept, with this policy's options
         replacing the same keys.  Values are in the OS unit; knobs that are not a
         plain setsockopt here raise ValueError (``strict=False``: RuntimeWarning and
-        left out).
+        left out).  redis-py sets these options before it connects, so the policy's
+        ``connect_timeout`` (Linux ``TCP_SYNCNT``) bounds its connects and reconnects;
+        py-amqp sets them after connecting, where it changes nothing for that connect.
 
         The user timeout is always in the dict where it is a plain socket option whose
         range starts at 0, "the system default" (Linux ``TCP_USER_TIMEOUT``, ms): the
@@ -460,7 +501,8 @@ class Policy:
         set it), a policy with ``keepalive=False``, and a policy that turns keepalive on
         without idle, interval or count (pika enables SO_KEEPALIVE only when a
         TCP_KEEP* key is present) raise ValueError (``strict=False``: RuntimeWarning
-        and left out).
+        and left out).  ``connect_timeout`` is not in this shape (pika takes none of the
+        connect-timeout options; its own ``socket_timeout`` bounds its connect).
         """
         from . import _shapes
 
@@ -471,7 +513,8 @@ class Policy:
 
         ``keepalives`` (1 or 0) always; ``keepalives_idle``, ``keepalives_interval``
         (whole seconds, rounded up), ``keepalives_count`` and ``tcp_user_timeout`` (ms,
-        PostgreSQL 12+) for the knobs the policy sets.  libpq maps them to each OS
+        PostgreSQL 12+) for the knobs the policy sets, and ``connect_timeout`` (libpq's own
+        bound on each connection attempt: whole seconds, rounded down, at least 2).  libpq maps them to each OS
         itself (Windows: SIO_KEEPALIVE_VALS); it sets ``tcp_user_timeout`` only with
         TCP_USER_TIMEOUT, so a user timeout on a platform that has another option
         raises ValueError (``strict=False``: RuntimeWarning and left out).  libpq

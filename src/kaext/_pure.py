@@ -27,6 +27,7 @@ from typing import Any, Literal
 from . import _platform, _pure_bpf, _pure_fd, _pure_proc
 from ._errors import bad_fd_error, fileno_of, socket_error
 from ._platform import (
+    CONNECT_TIMEOUT,
     COUNT,
     FALLBACK_CONSTANTS,
     FAMILY,
@@ -34,6 +35,7 @@ from ._platform import (
     INTERVAL,
     KNOBS,
     SPECS,
+    SYN_UNIT,
     UNITS_PER_SECOND,
     USER_TIMEOUT,
     WANT_ALL,
@@ -43,6 +45,7 @@ from ._platform import (
     WINDOWS_SIO_DEFAULT_INTERVAL_MS,
     KnobSpec,
     spec_for,
+    syn_seconds,
     windows_build,
 )
 from ._record import Record
@@ -63,13 +66,14 @@ MECH_SIO = _platform.MECH_SIO
 class Plan(Record):
     """What to write, in each knob's OS unit: the C shim's ``kaext_plan``.
 
-    ``set_mask`` bit k says knob k (idle, interval, count, user_timeout) is written;
+    ``set_mask`` bit k says knob k (idle, interval, count, user_timeout, connect_timeout) is written
+    (``connect_timeout`` last, after ``keepalive``, 0 when not given);
     bit ``ROLLBACK_SHIFT`` + k (8 + k) says knob k is read first and put back if a later
     call fails (``kaext._platform.KERNEL_MAY_REFUSE``); ``keepalive`` is -1 (leave
     SO_KEEPALIVE), 0 (off) or 1 (on).  Immutable.
     """
 
-    _fields = ("set_mask", "idle", "interval", "count", "user_timeout", "keepalive")
+    _fields = ("set_mask", "idle", "interval", "count", "user_timeout", "keepalive", "connect_timeout")
     # _calls: the setsockopt calls apply_policy makes, worked out on first use (not a field)
     __slots__ = (*_fields, "_calls")
 
@@ -79,9 +83,19 @@ class Plan(Record):
     count: int
     user_timeout: int
     keepalive: int
+    connect_timeout: int
 
-    def __init__(self, set_mask: int, idle: int, interval: int, count: int, user_timeout: int, keepalive: int) -> None:
-        self._init(set_mask, idle, interval, count, user_timeout, keepalive)
+    def __init__(
+        self,
+        set_mask: int,
+        idle: int,
+        interval: int,
+        count: int,
+        user_timeout: int,
+        keepalive: int,
+        connect_timeout: int = 0,
+    ) -> None:
+        self._init(set_mask, idle, interval, count, user_timeout, keepalive, connect_timeout)
 
 
 # Names a platform header may define that matter for keepalive and timeouts.
@@ -240,9 +254,9 @@ def knob_unit(k: int) -> str:
     return spec.unit if spec is not None else ""
 
 
-def _values(plan: Plan) -> tuple[int, int, int, int]:
+def _values(plan: Plan) -> tuple[int, int, int, int, int]:
     """The knob values of a plan (this module's or the extension's), by knob index."""
-    return (plan.idle, plan.interval, plan.count, plan.user_timeout)
+    return (plan.idle, plan.interval, plan.count, plan.user_timeout, plan.connect_timeout)
 
 
 def _apply_sio(s: socket.socket, plan: Plan) -> None:
@@ -526,10 +540,10 @@ def apply_policy(self: Any, sock: Any) -> None:
     apply(sock, plan)
 
 
-def read(sock: Any, want: int = WANT_ALL) -> tuple[int, int | None, int | None, int | None, int | None]:
-    """Read ``(keepalive, idle, interval, count, user_timeout)`` in OS units.
+def read(sock: Any, want: int = WANT_ALL) -> tuple[int, int | None, int | None, int | None, int | None, int | None]:
+    """Read ``(keepalive, idle, interval, count, user_timeout, connect_timeout)`` in OS units.
 
-    ``want`` picks what to read (bit k: knob k, bit 4: SO_KEEPALIVE), as in the C shim:
+    ``want`` picks what to read (bit k: knob k, bit STEP_KEEPALIVE: SO_KEEPALIVE), as in the C shim:
     only when no knob could be read does a TCP_NODELAY probe tell "not readable here"
     from "not a TCP socket".
     """
@@ -544,7 +558,7 @@ def read(sock: Any, want: int = WANT_ALL) -> tuple[int, int | None, int | None, 
         return _read(s, want)
 
 
-def _read(s: socket.socket, want: int) -> tuple[int, int | None, int | None, int | None, int | None]:
+def _read(s: socket.socket, want: int) -> tuple[int, int | None, int | None, int | None, int | None, int | None]:
     getsockopt = s.getsockopt
     keepalive = 0
     if want & WANT_KEEPALIVE:
@@ -555,7 +569,7 @@ def _read(s: socket.socket, want: int) -> tuple[int, int | None, int | None, int
             if again is None:
                 raise  # a signal handler's
             raise socket_error(again.errno or errno.EINVAL, STEP_KEEPALIVE, "") from None
-    values: list[int | None] = [None, None, None, None]
+    values: list[int | None] = [None] * NKNOBS
     read_any = False
     for k, level, opt in _READABLE:
         if want & (1 << k):
@@ -568,7 +582,7 @@ def _read(s: socket.socket, want: int) -> tuple[int, int | None, int | None, int
                 # not readable here
     if not read_any:
         _probe_tcp(s)
-    return (keepalive, values[0], values[1], values[2], values[3])
+    return (keepalive, values[0], values[1], values[2], values[3], values[4])
 
 
 # --------------------------------------------------------------------------------------
@@ -584,7 +598,8 @@ _state_type: Any = None
 _state_setters: tuple[Any, ...] = ()
 _policy_type: Any = None
 _policy_setters: tuple[Any, ...] = ()
-# per knob: None (reads back as None), 0 (a count: int) or the unit's parts per second
+# per knob: None (reads back as None), 0 (a count: int), -1 (Linux TCP_SYNCNT: syn_seconds) or the
+# unit's parts per second
 _per_second: list[float | None] = [None] * len(KNOBS)
 _knobs: list[Any] = [None] * len(KNOBS)
 
@@ -601,7 +616,9 @@ def _bind_knobs(knobs: tuple[Any, ...]) -> None:
         if knob is None or not knob.readable:  # NetBSD's TCP_KEEP*, WSAIoctl: never a guess
             _per_second[k] = None
         else:
-            _per_second[k] = 0 if knob.unit == "probes" else float(UNITS_PER_SECOND[knob.unit])
+            _per_second[k] = (
+                0 if knob.unit == "probes" else -1 if knob.unit == SYN_UNIT else float(UNITS_PER_SECOND[knob.unit])
+            )
 
 
 def bind_state(cls: type, knobs: tuple[Any, ...]) -> None:
@@ -616,7 +633,9 @@ def bind_policy(cls: type, knobs: tuple[Any, ...]) -> None:
     """Called once by the layer that defines ``Policy``: the type ``read_policy`` makes."""
     global _policy_type, _policy_setters
     _bind_knobs(knobs)
-    _policy_setters = _setters(cls, ("idle", "interval", "count", "user_timeout", "keepalive", "_plan"))
+    _policy_setters = _setters(
+        cls, ("idle", "interval", "count", "user_timeout", "connect_timeout", "keepalive", "_plan")
+    )
     _policy_type = cls
 
 
@@ -630,6 +649,8 @@ def _seconds(k: int, value: int | None) -> float | int | None:
     knob = _knobs[k]
     if not knob.min <= value <= knob.max:
         return None
+    if per == -1:
+        return float(syn_seconds(value))
     return value / per if per else value
 
 
@@ -702,7 +723,7 @@ def _make_policy(cls: type, values: tuple[Any, ...]) -> Any:
     if not keepalive:  # keepalive off: the knobs have no effect and are not carried
         knobs[IDLE] = knobs[INTERVAL] = knobs[COUNT] = None
     mask = 0
-    native = [0, 0, 0, 0]
+    native = [0] * NKNOBS
     for k, value in enumerate(knobs):
         if value is None or _per_second[k] is None:
             knobs[k] = None
@@ -716,13 +737,15 @@ def _make_policy(cls: type, values: tuple[Any, ...]) -> Any:
     if cls is not _policy_type and not issubclass(cls, _policy_type):
         raise TypeError(f"{cls!r} is not a subclass of {_policy_type.__name__}")
     policy: Any = object.__new__(cls)
-    set_idle, set_interval, set_count, set_user_timeout, set_keepalive, set_plan = _policy_setters
+    set_idle, set_interval, set_count, set_user_timeout, set_connect_timeout, set_keepalive, set_plan = _policy_setters
     set_idle(policy, _seconds(IDLE, knobs[IDLE]))
     set_interval(policy, _seconds(INTERVAL, knobs[INTERVAL]))
     set_count(policy, knobs[COUNT])
     set_user_timeout(policy, _seconds(USER_TIMEOUT, knobs[USER_TIMEOUT]))
+    set_connect_timeout(policy, _seconds(CONNECT_TIMEOUT, knobs[CONNECT_TIMEOUT]))
     set_keepalive(policy, keepalive != 0)
-    set_plan(policy, Plan(mask, native[0], native[1], native[2], native[3], 1 if keepalive else 0))
+    keep = 1 if keepalive else 0
+    set_plan(policy, Plan(mask, native[IDLE], native[INTERVAL], native[COUNT], native[USER_TIMEOUT], keep, native[4]))
     return policy
 
 
@@ -744,7 +767,7 @@ def _options(knobs: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]] 
 
 
 _STATE_OPTIONS = _options((IDLE, INTERVAL, COUNT))
-_POLICY_OPTIONS = _options((IDLE, INTERVAL, COUNT, USER_TIMEOUT))
+_POLICY_OPTIONS = _options((IDLE, INTERVAL, COUNT, USER_TIMEOUT, CONNECT_TIMEOUT))
 
 
 # Running processes (kaext.connections): Linux only, ENOSYS elsewhere; what the extension's

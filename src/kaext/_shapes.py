@@ -36,6 +36,7 @@ class Policy(Protocol):
     interval: float | None
     count: int | None
     user_timeout: float | None
+    connect_timeout: float | None
     _plan: Plan
 
     def apply(self, sock: Any) -> None: ...
@@ -127,6 +128,10 @@ def named_options(policy: Policy, base: Mapping[str, Any] | None, strict: bool) 
             strict,
         )
     for name, knob, value in _tcp_level_knobs(policy, "named_options()", strict):
+        if name not in PORTABLE:
+            # connect_timeout: pika takes the keepalive options and the user timeout only; it
+            # bounds its connect with its own socket_timeout (documented with the shape)
+            continue
         portable, unit = PORTABLE[name]
         # Consumers of this shape (pika) look the name up in the socket module.
         if unit != knob.unit or getattr(socket, portable, None) != knob.optname:
@@ -149,6 +154,10 @@ def libpq_params(policy: Policy, strict: bool) -> dict[str, int]:
         out["keepalives_interval"] = math.ceil(policy.interval)
     if policy.count is not None:
         out["keepalives_count"] = policy.count
+    if policy.connect_timeout is not None:
+        # libpq's own wall-clock bound on each connection attempt, whole seconds, at least 2
+        # (libpq: "the minimum allowed timeout is 2 seconds"): rounded down, never past the policy's
+        out["connect_timeout"] = max(2, math.floor(policy.connect_timeout))
     if policy.user_timeout is not None:
         knob = caps()["user_timeout"]
         if knob.option == "TCP_USER_TIMEOUT":

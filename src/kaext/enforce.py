@@ -7,8 +7,10 @@ system call: no clang, kernel headers or libbpf), and attaches it to a cgroup v2
 directory.  For every TCP connection established by a process of that cgroup or of a
 descendant, either end (``BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB`` /
 ``PASSIVE_ESTABLISHED_CB``), it sets SO_KEEPALIVE, TCP_KEEPIDLE (s), TCP_KEEPINTVL (s),
-TCP_KEEPCNT and TCP_USER_TIMEOUT (ms) with ``bpf_setsockopt`` -- Go programs, static
-binaries making raw system calls, setuid programs and whole containers alike, which
+TCP_KEEPCNT, TCP_USER_TIMEOUT (ms) and TCP_SYNCNT (the ``connect_timeout``) with
+``bpf_setsockopt``; and as a connect starts, before its SYN (``BPF_SOCK_OPS_TCP_CONNECT_CB``),
+TCP_SYNCNT and TCP_USER_TIMEOUT, so that the policy bounds the connect too -- Go programs,
+static binaries making raw system calls, setuid programs and whole containers alike, which
 ``kaext.inject`` and ``kaext.run``'s preload library cannot reach.  Connections
 established before ``attach`` are not touched (``kaext.inspect --apply`` fixes those).
 
@@ -519,6 +521,7 @@ def _config(policy: Policy) -> tuple[int, tuple[int, ...]]:
         (_platform.INTERVAL, _FACTS["INTERVAL"], plan.interval),
         (_platform.COUNT, _FACTS["COUNT"], plan.count),
         (_platform.USER_TIMEOUT, _FACTS["USER_TIMEOUT"], plan.user_timeout),
+        (_platform.CONNECT_TIMEOUT, _FACTS["CONNECT_TIMEOUT"], plan.connect_timeout),  # TCP_SYNCNT, before the SYN
     ):
         if plan.set_mask & (1 << knob):
             mask |= 1 << option
@@ -533,11 +536,15 @@ def _policy_of(mask: int, values: tuple[int, ...]) -> Policy:
 
     ut = value("USER_TIMEOUT")
     user_timeout = None if ut is None else ut / 1000
+    syncnt = value("CONNECT_TIMEOUT") if len(values) > _FACTS["CONNECT_TIMEOUT"] else None
+    connect_timeout = None if syncnt is None else _platform.syn_seconds(syncnt)
     with warnings.catch_warnings():  # attach warned about the policy already; reading does not
         warnings.simplefilter("ignore", RuntimeWarning)
         if not values[_FACTS["KEEPALIVE"]]:
-            return Policy(user_timeout=user_timeout, keepalive=False)
-        return Policy(value("IDLE"), value("INTERVAL"), value("COUNT"), user_timeout)
+            return Policy(user_timeout=user_timeout, keepalive=False, connect_timeout=connect_timeout)
+        return Policy(
+            value("IDLE"), value("INTERVAL"), value("COUNT"), user_timeout, connect_timeout=connect_timeout
+        )
 
 
 # --- what the kernel has attached --------------------------------------------------------
@@ -752,10 +759,12 @@ def attach(
 
     ``respect_existing=True``: leave a connection alone when its program has already
     turned SO_KEEPALIVE on (read back with ``bpf_getsockopt``, Linux 6.1+; a connection
-    where it cannot be read is left alone too, counted as failed).  ``force=True``: also a
+    where it cannot be read is left alone too, counted as failed); nothing is set before
+    the SYN then, so the policy's connect timeout does not bound the connect.  ``force=True``: also a
     cgroup/setsockopt program that replaces the value of the program's own setsockopt
-    calls (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT, for
-    the options the policy sets, on TCP sockets) with the policy's; the call succeeds.
+    calls (SO_KEEPALIVE, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_USER_TIMEOUT,
+    TCP_SYNCNT, for the options the policy sets, on TCP sockets) with the policy's; the
+    call succeeds.
 
     Raises ValueError (both flags; a bad spec; not a cgroup v2 directory), TypeError,
     FileNotFoundError (no such directory), PermissionError (not root: CAP_BPF and

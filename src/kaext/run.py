@@ -5,11 +5,12 @@ children included): the environment puts a ``sitecustomize`` first on
 ``PYTHONPATH`` that calls :func:`kaext.inject` at start-up and then runs the
 user's own ``sitecustomize``.  On Linux, where kaext was built with its preload
 library, ``LD_PRELOAD`` also carries that library, which applies the policy
-right after every ``connect()`` (and, with ``--accepted``, ``accept()``) made
-through the C library: native code such as uvloop, libpq, grpc, and programs
-that are not Python at all.  The exit status is COMMAND's.
+just before every ``connect()`` to an IPv4 / IPv6 address (and, with ``--accepted``,
+after ``accept()``) made through the C library: native code such as uvloop, libpq,
+grpc, and programs that are not Python at all.  The exit status is COMMAND's.
 
-The order: the policy is applied when a connect returns; a program that sets
+The order: the policy is applied before the SYN (so its ``connect_timeout`` bounds
+the connect), in Python where the socket takes it then; a program that sets
 keepalive options itself afterwards (hiredis, curl, redis-py's asyncio client)
 overwrites the policy's values knob by knob.  With ``--force`` the policy wins:
 ``kaext.inject(policy, force=True)`` in Python, and the preload library replaces
@@ -51,7 +52,17 @@ PRELOAD_LIBRARY: Path | None = (
 def _preload_plan(policy: Policy, accepted: bool, force: bool) -> str:
     """The policy for the preload library: kaext_shim.h's plan, in OS units, already range-checked."""
     p = policy._plan
-    values = (p.set_mask, p.idle, p.interval, p.count, p.user_timeout, p.keepalive, int(accepted), int(force))
+    values = (
+        p.set_mask,
+        p.idle,
+        p.interval,
+        p.count,
+        p.user_timeout,
+        p.keepalive,
+        int(accepted),
+        int(force),
+        p.connect_timeout,
+    )
     return ",".join(str(v) for v in values)
 
 

@@ -814,9 +814,13 @@ def test_an_option_the_kernels_bpf_setsockopt_refuses_is_named_before_anything_i
     # the way a kernel without that option refuses any value.  Policy() never makes such a
     # value, so the check is run directly with it.
     with pytest.raises(OSError, match="refuses TCP_KEEPIDLE") as info:
-        enforce._probe(0b11, (1, 0, 0, 0, 0))
+        enforce._probe(0b11, (1, 0, 0, 0, 0, 0))
     assert info.value.errno == errno.EINVAL
-    enforce._probe(0b11111, (1, 175, 35, 5, 1140000))  # a policy it takes: no error
+    enforce._probe(0b111111, (1, 175, 35, 5, 1140000, 2))  # a policy it takes (TCP_SYNCNT 2 too): no error
+    # TCP_SYNCNT 0 (the kernel takes 1..127): refused as the connect starts (BPF_SOCK_OPS_TCP_CONNECT_CB)
+    with pytest.raises(OSError, match="refuses TCP_SYNCNT") as info:
+        enforce._probe(0b100001, (1, 0, 0, 0, 0, 0))
+    assert info.value.errno == errno.EINVAL
     assert [p for p in os.listdir(enforce.own_cgroup()) if p.startswith(f"kaext-probe-{os.getpid()}-")] == []
 
 
@@ -1313,11 +1317,13 @@ FACTS_C = r"""
 int main(void)
 {
     printf("{\"KEEPALIVE\": %d, \"IDLE\": %d, \"INTERVAL\": %d, \"COUNT\": %d, \"USER_TIMEOUT\": %d, "
-           "\"NOPTIONS\": %d, \"READ_KEEPALIVE\": %d, \"RESPECT_EXISTING\": %u, \"FORCE\": %u, \"CLAIM\": %u, "
+           "\"CONNECT_TIMEOUT\": %d, \"NOPTIONS\": %d, \"READ_KEEPALIVE\": %d, "
+           "\"RESPECT_EXISTING\": %u, \"FORCE\": %u, \"CLAIM\": %u, "
            "\"CLAIM_AT\": %d, \"VALUE_SIZE\": %d, \"MAP_ENTRIES\": %d, \"FUNC_SETSOCKOPT\": %d, "
            "\"FUNC_GETSOCKOPT\": %d}\n",
            KAEXT_BPF_KEEPALIVE, KAEXT_BPF_IDLE, KAEXT_BPF_INTERVAL, KAEXT_BPF_COUNT, KAEXT_BPF_USER_TIMEOUT,
-           KAEXT_BPF_NOPTIONS, KAEXT_BPF_READ_KEEPALIVE, KAEXT_BPF_RESPECT_EXISTING, KAEXT_BPF_FORCE,
+           KAEXT_BPF_CONNECT_TIMEOUT, KAEXT_BPF_NOPTIONS, KAEXT_BPF_READ_KEEPALIVE,
+           KAEXT_BPF_RESPECT_EXISTING, KAEXT_BPF_FORCE,
            KAEXT_BPF_CLAIM, KAEXT_BPF_CLAIM_AT, KAEXT_BPF_VALUE_SIZE, KAEXT_BPF_MAP_ENTRIES,
            KAEXT_BPF_FUNC_setsockopt, KAEXT_BPF_FUNC_getsockopt);
     return sizeof(kaext_bpf_config) > KAEXT_BPF_VALUE_SIZE || KAEXT_BPF_CLAIM_AT + 4 > 16 ||

@@ -404,7 +404,8 @@ def test_psql_under_kaext_run() -> None:
         "",
         "1,2",
         "15,7,3,4,19000,1,0",  # a field short
-        "15,7,3,4,19000,1,0,0,0",  # one too many
+        "15,7,3,4,19000,1,0,0,0,0",  # one too many
+        "31,7,3,4,19000,1,0,0",  # the connect timeout's bit without its field
         "15,7,3,4,19000,1,0,9",
         "15,7,3,4,-5,1,0,0",
         "99,7,3,4,19000,1,0,0",

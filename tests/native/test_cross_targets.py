@@ -55,7 +55,7 @@ TARGETS = {
     "x86_64-windows-gnu": ("windows", "coff-x86_64"),
     "aarch64-windows-gnu": ("windows", "coff-arm64"),
 }
-KNOBS = ("idle", "interval", "count", "user_timeout")
+KNOBS = ("idle", "interval", "count", "user_timeout", "connect_timeout")
 
 
 def _zig() -> list[str]:
@@ -125,7 +125,13 @@ def _static_asserts(target: str) -> str:
     os_key = TARGETS[target][0]
     constants = REFERENCE[os_key]
     lines = ['#include "kaext_shim.h"']
-    macro = {"idle": "IDLE", "interval": "INTERVAL", "count": "COUNT", "user_timeout": "USER_TIMEOUT"}
+    macro = {
+        "idle": "IDLE",
+        "interval": "INTERVAL",
+        "count": "COUNT",
+        "user_timeout": "USER_TIMEOUT",
+        "connect_timeout": "CONNECT_TIMEOUT",
+    }
     for knob in KNOBS:
         expected = _expected_knob(os_key, knob)
         name = macro[knob]

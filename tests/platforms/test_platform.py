@@ -30,7 +30,7 @@ FAMILY_REFERENCE = {
     "sunos": ("illumos", "solaris"),
     "windows": ("windows",),
 }
-UNITS = {"s", "ms", "ticks", "probes"}  # ticks: NetBSD slow ticks (PR_SLOWHZ = 2)
+UNITS = {"s", "ms", "ticks", "probes", "syns"}  # ticks: NetBSD slow ticks (PR_SLOWHZ = 2); syns: TCP_SYNCNT
 
 
 def _tables() -> dict[str, dict[str, _platform.KnobSpec]]:

@@ -25,6 +25,7 @@ from types import ModuleType
 
 import pytest
 from paths import DATA
+from sockets import syn_give_up_seconds
 
 import kaext
 from kaext import _backend, _capabilities, _platform
@@ -94,6 +95,8 @@ def _install(monkeypatch: pytest.MonkeyPatch, os_key: str) -> dict[str, _capabil
 def _range_s(os_key: str, knob: str) -> tuple[float, float]:
     """A time knob's range in seconds (from its range in the OS unit)."""
     fact = KNOB_FACTS[os_key][knob]
+    if fact["unit"] == "syns":  # Linux TCP_SYNCNT: when the kernel gives the connect up
+        return syn_give_up_seconds(int(fact["min"])), syn_give_up_seconds(int(fact["max"]))  # type: ignore[call-overload]
     per = PER_SECOND[str(fact["unit"])]
     return int(fact["min"]) / per, int(fact["max"]) / per  # type: ignore[call-overload]
 

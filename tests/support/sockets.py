@@ -76,3 +76,22 @@ def raw(s: Any) -> tuple[int, int, int, int, int]:
         s.getsockopt(tcp, socket.TCP_KEEPCNT),
         s.getsockopt(tcp, socket.TCP_USER_TIMEOUT),
     )
+
+
+def syn_give_up_seconds(syncnt: int) -> float:
+    """When Linux gives a connect with ``TCP_SYNCNT`` = ``syncnt`` up, in s after the first SYN.
+
+    The kernel's own model (net/ipv4/tcp_timer.c, tcp_model_timeout): retransmissions with
+    an initial RTO of 1 s (TCP_TIMEOUT_INIT) that doubles each time up to TCP_RTO_MAX
+    (120 s); the connect is given up when all of them would have timed out.
+    """
+    rto, total = 1, 0
+    for _ in range(syncnt + 1):
+        total += rto
+        rto = min(rto * 2, 120)
+    return float(total)
+
+
+def connect_timeout_of(s: Any) -> float:
+    """The socket's ``TCP_SYNCNT`` as the seconds ``Policy.connect_timeout`` reads it back as."""
+    return syn_give_up_seconds(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT))

@@ -20,6 +20,9 @@ def configure(sock: socket.socket, writer: asyncio.StreamWriter) -> float | None
     policy.apply(writer.get_extra_info("socket"))
     current: Policy = Policy.from_socket(sock)
     current.apply(writer.get_extra_info("socket"))
+    bounded = Policy(idle=60, connect_timeout=timedelta(seconds=10))
+    assert_type(bounded.connect_timeout, float | None)
+    bounded.apply(sock)
     options: list[tuple[int, ...]] = [tuple(o) for o in policy.socket_options()]
     knobs: dict[str, Knob] = kaext.capabilities()
     unit: str = knobs["idle"].unit

@@ -42,7 +42,7 @@ AFTER = kaext.Policy(idle=50, interval=10, count=5, user_timeout=100)
 #: What Linux stores for each (SO_KEEPALIVE, TCP_KEEPIDLE s, TCP_KEEPINTVL s, TCP_KEEPCNT, TCP_USER_TIMEOUT ms)
 RAW_BEFORE = (1, 100, 20, 9, 300_000)
 RAW_AFTER = (1, 50, 10, 5, 100_000)
-ALL_KNOBS = (1 << len(_platform.KNOBS)) - 1
+ALL_KNOBS = (1 << (_platform.USER_TIMEOUT + 1)) - 1  # the keepalive knobs and the user timeout
 ROLLBACK_IDLE_INTERVAL_COUNT = 0b111 << _platform.ROLLBACK_SHIFT
 
 

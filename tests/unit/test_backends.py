@@ -22,7 +22,7 @@ try:
 except ImportError:
     _kaext = None  # type: ignore[assignment]
 
-PLAN_FIELDS = ("set_mask", "idle", "interval", "count", "user_timeout", "keepalive")
+PLAN_FIELDS = ("set_mask", "idle", "interval", "count", "user_timeout", "keepalive", "connect_timeout")
 LINUX = sys.platform.startswith("linux")
 
 
@@ -43,10 +43,13 @@ def test_numbers_are_platform_s(backend: Any) -> None:
 def test_plan_is_a_named_record(backend: Any) -> None:
     plan = backend.Plan(0b0101, 11, 22, 33, 44, 1)
     assert backend.Plan._fields == PLAN_FIELDS
-    assert tuple(getattr(plan, name) for name in PLAN_FIELDS) == (0b0101, 11, 22, 33, 44, 1)
+    assert tuple(getattr(plan, name) for name in PLAN_FIELDS) == (0b0101, 11, 22, 33, 44, 1, 0)
     with pytest.raises(AttributeError):
         plan.idle = 5
-    assert repr(plan) == "Plan(set_mask=5, idle=11, interval=22, count=33, user_timeout=44, keepalive=1)"
+    assert repr(plan) == (
+        "Plan(set_mask=5, idle=11, interval=22, count=33, user_timeout=44, keepalive=1, connect_timeout=0)"
+    )
+    assert backend.Plan(0b10000, 0, 0, 0, 0, -1, 3).connect_timeout == 3
 
 
 def test_mechanism_of_every_knob_has_a_spec(backend: Any) -> None:
@@ -66,8 +69,9 @@ def test_both_backends_agree() -> None:
     from kaext import _pure
 
     assert _kaext.KNOB_OPTIONS == _pure.KNOB_OPTIONS
-    assert [_kaext.mechanism(k) for k in range(4)] == [_pure.mechanism(k) for k in range(4)]
-    assert [_kaext.knob_unit(k) for k in range(4)] == [_pure.knob_unit(k) for k in range(4)]
+    knobs = range(len(_platform.KNOBS))
+    assert [_kaext.mechanism(k) for k in knobs] == [_pure.mechanism(k) for k in knobs]
+    assert [_kaext.knob_unit(k) for k in knobs] == [_pure.knob_unit(k) for k in knobs]
 
 
 @pytest.mark.skipif(not LINUX, reason="Linux option numbers and units")
@@ -79,10 +83,14 @@ def test_apply_writes_what_getsockopt_reads(backend: Any, tcp: socket.socket) ->
     assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 4
     assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 12345
     assert tcp.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
-    assert backend.read(tcp) == (1, 61, 7, 4, 12345)
+    syncnt = tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT)
+    assert backend.read(tcp) == (1, 61, 7, 4, 12345, syncnt)
     # keepalive -1 leaves SO_KEEPALIVE; an unset knob is not written
     backend.apply(tcp, backend.Plan(0b0001, 99, 0, 0, 0, -1))
-    assert backend.read(tcp) == (1, 99, 7, 4, 12345)
+    assert backend.read(tcp) == (1, 99, 7, 4, 12345, syncnt)
+    backend.apply(tcp, backend.Plan(0b10000, 0, 0, 0, 0, -1, 2))  # connect_timeout: TCP_SYNCNT
+    assert tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT) == 2
+    assert backend.read(tcp) == (1, 99, 7, 4, 12345, 2)
     backend.apply(tcp, backend.Plan(0, 0, 0, 0, 0, 0))
     assert tcp.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
 
@@ -90,9 +98,12 @@ def test_apply_writes_what_getsockopt_reads(backend: Any, tcp: socket.socket) ->
 @pytest.mark.skipif(not LINUX, reason="Linux option numbers")
 def test_read_asks_only_for_what_is_wanted(backend: Any, tcp: socket.socket) -> None:
     want = 1 << _platform.USER_TIMEOUT
-    assert backend.read(tcp, want) == (0, None, None, None, tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT))
+    user_timeout = tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+    assert backend.read(tcp, want) == (0, None, None, None, user_timeout, None)
     state = backend.read(tcp, _platform.WANT_KEEPALIVE)
-    assert state == (tcp.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), None, None, None, None)
+    assert state == (tcp.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), None, None, None, None, None)
+    syncnt = tcp.getsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT)
+    assert backend.read(tcp, 1 << _platform.CONNECT_TIMEOUT) == (0, None, None, None, None, syncnt)
 
 
 def test_udp_is_refused_at_the_first_tcp_call(backend: Any) -> None:

@@ -25,10 +25,11 @@ EXPECTED = {
     "interval": ("TCP_KEEPINTVL", "s", tuple(RANGES["interval"])),
     "count": ("TCP_KEEPCNT", "probes", tuple(RANGES["count"])),
     "user_timeout": ("TCP_USER_TIMEOUT", "ms", tuple(RANGES["user_timeout_ms"])),
+    "connect_timeout": ("TCP_SYNCNT", "syns", tuple(RANGES["connect_timeout_syncnt"])),
 }
 
 
-def test_linux_has_all_four_knobs() -> None:
+def test_linux_has_all_five_knobs() -> None:
     assert set(kaext.capabilities()) == set(EXPECTED)
 
 
@@ -50,9 +51,10 @@ def test_reference_ranges_match_kernel_limits() -> None:
     assert RANGES["idle"][1] == CONSTANTS["MAX_TCP_KEEPIDLE"]
     assert RANGES["interval"][1] == CONSTANTS["MAX_TCP_KEEPINTVL"]
     assert RANGES["count"][1] == CONSTANTS["MAX_TCP_KEEPCNT"]
+    assert RANGES["connect_timeout_syncnt"][1] == CONSTANTS["MAX_TCP_SYNCNT"]
 
 
-@pytest.mark.parametrize("knob", ["idle", "interval", "count"])
+@pytest.mark.parametrize("knob", ["idle", "interval", "count", "connect_timeout"])
 def test_kernel_accepts_range_ends_and_refuses_beyond(tcp: socket.socket, knob: str) -> None:
     # the advertised range is the one the running kernel enforces (checked with plain setsockopt)
     k = kaext.capabilities()[knob]

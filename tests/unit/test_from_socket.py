@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from types import ModuleType
 
 import pytest
-from sockets import KINDS, HasFileno, open_socket, raw
+from sockets import KINDS, HasFileno, connect_timeout_of, open_socket, raw
 
 import kaext
 from kaext import Policy
@@ -41,11 +41,14 @@ def sock(request: pytest.FixtureRequest) -> Iterator[socket.socket]:
 def expected(s: socket.socket) -> Policy:
     """What from_socket should give, from plain getsockopt: the knobs only while keepalive is on."""
     on, idle, interval, count, user_timeout_ms = raw(s)
+    connect = connect_timeout_of(s)  # TCP_SYNCNT, read whether keepalive is on or not
     with warnings.catch_warnings():  # a socket may well hold a user timeout shorter than its probing
         warnings.simplefilter("ignore", RuntimeWarning)
         if not on:
-            return Policy(keepalive=False, user_timeout=user_timeout_ms / 1000)
-        return Policy(idle=idle, interval=interval, count=count, user_timeout=user_timeout_ms / 1000)
+            return Policy(keepalive=False, user_timeout=user_timeout_ms / 1000, connect_timeout=connect)
+        return Policy(
+            idle=idle, interval=interval, count=count, user_timeout=user_timeout_ms / 1000, connect_timeout=connect
+        )
 
 
 def configure(s: socket.socket, keepalive: int, idle: int, interval: int, count: int, user_timeout_ms: int) -> None:
@@ -118,13 +121,14 @@ def test_each_reading_is_the_sockets_current_state(tcp: socket.socket) -> None:
 
 @linux_only
 def test_the_policy_is_an_ordinary_policy(sock: socket.socket) -> None:
-    made = Policy(idle=70, interval=8, count=6, user_timeout=120.5)
+    made = Policy(idle=70, interval=8, count=6, user_timeout=120.5, connect_timeout=16)
     made.apply(sock)
     got = Policy.from_socket(sock)
     assert type(got) is Policy
+    assert sock.getsockopt(TCP, socket.TCP_SYNCNT) == 3  # 1 + 2 + 4 + 8 = 15 s <= 16 s < 31 s
     assert got == made and hash(got) == hash(made)
-    assert repr(got) == "Policy(idle=70.0, interval=8.0, count=6, user_timeout=120.5)"
-    assert str(got) == str(made) == "70s:8s:6 user_timeout=120500ms"
+    assert repr(got) == "Policy(idle=70.0, interval=8.0, count=6, user_timeout=120.5, connect_timeout=15.0)"
+    assert str(got) == str(made) == "70s:8s:6 user_timeout=120500ms connect_timeout=15s"
     assert got.socket_options() == made.socket_options()
     with pytest.raises(AttributeError):
         got.idle = 1  # type: ignore[misc]
@@ -138,7 +142,7 @@ def test_a_subclass_gets_its_own_type(tcp: socket.socket) -> None:
     Policy(idle=9, interval=4, count=2).apply(tcp)
     got = MyPolicy.from_socket(tcp)
     assert type(got) is MyPolicy
-    assert got == Policy(idle=9, interval=4, count=2, user_timeout=0)
+    assert got == Policy(idle=9, interval=4, count=2, user_timeout=0, connect_timeout=connect_timeout_of(tcp))
 
 
 @linux_only
@@ -357,7 +361,7 @@ def test_a_value_outside_the_policy_range(bound: ModuleType, tcp: socket.socket)
     finally:
         backend.bind_policy(Policy, knobs)
         backend.bind_state(kaext.KeepaliveState, knobs)
-    assert policy == Policy(interval=5, count=3, user_timeout=0)
+    assert policy == Policy(interval=5, count=3, user_timeout=0, connect_timeout=connect_timeout_of(tcp))
     assert state == kaext.KeepaliveState(True, None, 5.0, 3)
     assert backend.read_policy(Policy, tcp) == expected(tcp)
     assert raw(tcp) == (1, 100, 5, 3, 0)

@@ -515,7 +515,7 @@ def test_for_idle_timeout(seconds: Any) -> None:
 
 def test_no_argument_functions() -> None:
     caps = kaext.capabilities()
-    assert set(caps) <= {"idle", "interval", "count", "user_timeout"}
+    assert set(caps) <= {"idle", "interval", "count", "user_timeout", "connect_timeout"}
     caps.clear()  # a copy: the caller cannot break the library's view
     assert kaext.capabilities()
     defaults = kaext.system_defaults()

@@ -14,8 +14,12 @@ kernel decides, each with its source:
 * ``not_inherited``: what an accepted socket does not take over from its listener;
 * ``python_names``: the constants CPython's socket module defines there
   (Modules/socketmodule.c defines TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT,
-  TCP_USER_TIMEOUT and, from 3.10, TCP_KEEPALIVE where the headers do; on Windows
-  SIO_KEEPALIVE_VALS; never TCP_MAXUNACKTIME, TCP_RXT_CONNDROPTIME or TCP_MAXRT).
+  TCP_USER_TIMEOUT, TCP_SYNCNT and, from 3.10, TCP_KEEPALIVE where the headers do; on
+  Windows SIO_KEEPALIVE_VALS; never TCP_MAXUNACKTIME, TCP_RXT_CONNDROPTIME, TCP_MAXRT,
+  TCP_KEEPINIT, TCP_CONNECTIONTIMEOUT or TCP_CONN_ABORT_THRESHOLD);
+* ``connect_bound``: when a connect to a host that never answers is given up, in seconds
+  after the first SYN, for the value the connect-timeout option holds (the kernel's
+  connection-establishment timer, each with its source).
 
 ``install(name)`` (before ``import kaext``, in a fresh interpreter) sets
 ``sys.platform``, puts the OS's numbers into the socket module and replaces
@@ -75,10 +79,38 @@ class Kernel:
     windows_sio: bool = False  # SIO_KEEPALIVE_VALS instead of TCP_KEEPIDLE / TCP_KEEPINTVL
     no_socket_module: bool = False
     sockets_fail: bool = False  # a socket module whose sockets cannot be made (Emscripten)
+    # option value of the connect timeout -> seconds after the first SYN at which the kernel gives
+    # the connect up (None: the model has no connect-timeout option)
+    connect_bound: Callable[[int], float] | None = None
 
     def numbers(self) -> dict[str, int]:
         """Option name -> number: this OS's headers."""
         return dict(HEADERS.get(self.headers, {}))
+
+
+def _linux_syn_give_up(syncnt: int, linear: int = 4) -> float:
+    """When Linux gives a connect up with TCP_SYNCNT ``syncnt``, in s after the first SYN.
+
+    net/ipv4/tcp_timer.c: in SYN_SENT tcp_write_timeout expires the connect once
+    ``icsk_retransmits >= syncnt + linear`` or ``retransmits_timed_out(sk, syncnt, 0)``: the
+    time since the first SYN reaches tcp_model_timeout(sk, syncnt, TCP_TIMEOUT_INIT), the
+    time ``syncnt`` doubling RTOs from 1 s (capped at TCP_RTO_MAX 120 s) take.  Both are
+    checked only when the SYN retransmit timer fires; tcp_retransmit_timer keeps the RTO at
+    1 s for the first ``linear`` retransmissions (net.ipv4.tcp_syn_linear_timeouts, 4 by
+    default since Linux 6.5; 0 before), then doubles it.
+    """
+    model, rto = 0, 1
+    for _ in range(syncnt + 1):
+        model += rto
+        rto = min(2 * rto, 120)
+    fired, retransmits, rto = 0, 0, 1
+    while True:
+        fired += rto  # the timer fires
+        if retransmits >= syncnt + linear or fired >= model:
+            return float(fired)
+        retransmits += 1
+        if retransmits > linear:
+            rto = min(2 * rto, 120)
 
 
 def _linux(name: str = "linux", platform: str = "linux") -> Kernel:
@@ -89,16 +121,25 @@ def _linux(name: str = "linux", platform: str = "linux") -> Kernel:
         "linux",
         # net.ipv4.tcp_keepalive_time / _intvl / _probes defaults (include/net/tcp.h TCP_KEEPALIVE_TIME
         # 7200 s, TCP_KEEPALIVE_INTVL 75 s, TCP_KEEPALIVE_PROBES 9); icsk_user_timeout starts at 0
-        fresh={"TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 75, "TCP_KEEPCNT": 9, "TCP_USER_TIMEOUT": 0},
+        # TCP_SYNCNT reads icsk_syn_retries, or net.ipv4.tcp_syn_retries (TCP_SYN_RETRIES 6) while unset
+        # (net/ipv4/tcp.c do_tcp_getsockopt: icsk_syn_retries ? : sysctl_tcp_syn_retries)
+        fresh={"TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 75, "TCP_KEEPCNT": 9, "TCP_USER_TIMEOUT": 0, "TCP_SYNCNT": 6},
         # net/ipv4/tcp.c do_tcp_setsockopt: val < 1 || val > MAX_TCP_KEEPIDLE/KEEPINTVL/KEEPCNT -> EINVAL;
-        # TCP_USER_TIMEOUT: val < 0 -> EINVAL
+        # TCP_USER_TIMEOUT: val < 0 -> EINVAL; TCP_SYNCNT: val < 1 || val > MAX_TCP_SYNCNT -> EINVAL
         check={
             "TCP_KEEPIDLE": _between(1, HEADERS["linux"]["MAX_TCP_KEEPIDLE"]),
             "TCP_KEEPINTVL": _between(1, HEADERS["linux"]["MAX_TCP_KEEPINTVL"]),
             "TCP_KEEPCNT": _between(1, HEADERS["linux"]["MAX_TCP_KEEPCNT"]),
             "TCP_USER_TIMEOUT": _between(0, INT_MAX),
+            "TCP_SYNCNT": _between(1, HEADERS["linux"]["MAX_TCP_SYNCNT"]),
         },
-        sources={"all": "torvalds/linux net/ipv4/tcp.c do_tcp_setsockopt, include/net/tcp.h"},
+        python_names=(*PYTHON_NAMES, "TCP_SYNCNT"),
+        connect_bound=_linux_syn_give_up,
+        sources={
+            "all": "torvalds/linux net/ipv4/tcp.c do_tcp_setsockopt, include/net/tcp.h",
+            "connect_bound": "net/ipv4/tcp_timer.c tcp_write_timeout, retransmits_timed_out, tcp_model_timeout; "
+            "tcp_retransmit_timer (linear SYN timeouts, net.ipv4.tcp_syn_linear_timeouts, default 4, 6.5+)",
+        },
     )
 
 
@@ -110,21 +151,34 @@ def _darwin(name: str = "darwin", platform: str = "darwin") -> Kernel:
         "darwin",
         # xnu bsd/netinet/tcp_timer.h TCPTV_KEEP_IDLE 2 h, TCPTV_KEEPINTVL 75 s, TCPTV_KEEPCNT 8;
         # tcp_usrreq.c tcp_ctloutput reports the system value while the socket's is unset
-        fresh={"TCP_KEEPALIVE": 7200, "TCP_KEEPINTVL": 75, "TCP_KEEPCNT": 8, "TCP_RXT_CONNDROPTIME": 0},
+        # TCP_CONNECTIONTIMEOUT reads t_keepinit / TCP_RETRANSHZ: 0 until set (tcp_newtcpcb leaves it;
+        # TCP_CONN_KEEPINIT(tp) then uses the sysctl net.inet.tcp.keepinit, 75 s)
+        fresh={
+            "TCP_KEEPALIVE": 7200,
+            "TCP_KEEPINTVL": 75,
+            "TCP_KEEPCNT": 8,
+            "TCP_RXT_CONNDROPTIME": 0,
+            "TCP_CONNECTIONTIMEOUT": 0,
+        },
         # xnu bsd/netinet/tcp_usrreq.c tcp_ctloutput: optval < 0 || optval > UINT32_MAX / TCP_RETRANSHZ
-        # -> EINVAL (TCP_KEEPALIVE, TCP_KEEPINTVL, TCP_RXT_CONNDROPTIME); TCP_KEEPCNT: optval < 0 -> EINVAL
+        # -> EINVAL (TCP_KEEPALIVE, TCP_KEEPINTVL, TCP_RXT_CONNDROPTIME, TCP_CONNECTIONTIMEOUT);
+        # TCP_KEEPCNT: optval < 0 -> EINVAL
         check={
             "TCP_KEEPALIVE": _between(0, UINT_MAX // 1000),
             "TCP_KEEPINTVL": _between(0, UINT_MAX // 1000),
             "TCP_KEEPCNT": _between(0, INT_MAX),
             "TCP_RXT_CONNDROPTIME": _between(0, UINT_MAX // 1000),
+            "TCP_CONNECTIONTIMEOUT": _between(0, UINT_MAX // 1000),
         },
+        # tcp_usrreq.c tcp_connect arms TCPT_KEEP with TCP_CONN_KEEPINIT(tp) = t_keepinit (ms); tcp_timer.c
+        # tcp_timers, TCPT_KEEP: a connection still below ESTABLISHED is dropped (ETIMEDOUT) when it fires
+        connect_bound=float,
         # xnu bsd/netinet/tcp_input.c (SYN received on a listener): t_keepintvl, t_keepcnt copied;
         # t_keepidle and t_rxt_conndroptime are not
         not_inherited=("TCP_KEEPALIVE", "TCP_RXT_CONNDROPTIME"),
         # tcp_timer.c: idle_time >= TCP_CONN_KEEPIDLE(tp) + TCP_CONN_MAXIDLE(tp), u_int32_t ms
         sum_bits=32,
-        sources={"all": "apple-oss-distributions/xnu bsd/netinet/tcp_usrreq.c, tcp_input.c, tcp_timer.h"},
+        sources={"all": "apple-oss-distributions/xnu bsd/netinet/tcp_usrreq.c, tcp_input.c, tcp_timer.h, tcp_timer.c"},
     )
 
 
@@ -137,7 +191,8 @@ def _freebsd(hz: int = 1000) -> Kernel:
         "freebsd",
         # sys/netinet/tcp_timer.h TCPTV_KEEP_IDLE 2 h, TCPTV_KEEPINTVL 75 s, TCPTV_KEEPCNT 8;
         # t_maxunacktime starts at 0 (off)
-        fresh={"TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 75, "TCP_KEEPCNT": 8, "TCP_MAXUNACKTIME": 0},
+        # TCP_KEEPINIT reads TP_KEEPINIT(tp) / hz: the sysctl net.inet.tcp.keepinit (TCPTV_KEEP_INIT 75 s)
+        fresh={"TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 75, "TCP_KEEPCNT": 8, "TCP_MAXUNACKTIME": 0, "TCP_KEEPINIT": 75},
         # sys/netinet/tcp_usrreq.c tcp_default_ctloutput: case TCP_KEEPIDLE/KEEPINTVL/KEEPINIT/
         # MAXUNACKTIME: if (ui > (UINT_MAX / hz)) error = EINVAL; TCP_KEEPCNT: any u_int
         check={
@@ -145,7 +200,11 @@ def _freebsd(hz: int = 1000) -> Kernel:
             "TCP_KEEPINTVL": _between(0, limit),
             "TCP_KEEPCNT": _between(0, UINT_MAX),
             "TCP_MAXUNACKTIME": _between(0, limit),
+            "TCP_KEEPINIT": _between(0, limit),
         },
+        # tcp_usrreq.c tcp_connect: tcp_timer_activate(tp, TT_KEEP, TP_KEEPINIT(tp)); tcp_timer.c
+        # tcp_timer_keep: below ESTABLISHED -> tcp_drop(tp, ETIMEDOUT) when it fires
+        connect_bound=float,
         python_names=("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"),
         # tcp_timer.c tcp_timer_keep: TP_KEEPIDLE(tp) + TP_MAXIDLE(tp) in u_int ticks (ms at hz 1000)
         sum_bits=32 if hz == 1000 else None,
@@ -160,14 +219,19 @@ def _netbsd(hz: int = 100) -> Kernel:
         "netbsd10",
         "netbsd",
         "netbsd",
-        fresh={"TCP_KEEPIDLE": 14400, "TCP_KEEPINTVL": 150, "TCP_KEEPCNT": 8},  # never read back (below)
+        # never read back (below); TCP_KEEPINIT: tcp_keepinit, TCPTV_KEEP_INIT = 75 s = 150 slow ticks
+        fresh={"TCP_KEEPIDLE": 14400, "TCP_KEEPINTVL": 150, "TCP_KEEPCNT": 8, "TCP_KEEPINIT": 150},
         # sys/netinet/tcp_usrreq.c tcp_ctloutput PRCO_SETOPT: if (ui > 0 && ui <= TCP_TIMER_MAXTICKS)
-        # (TCP_KEEPIDLE, TCP_KEEPINTVL) / if (ui > 0) (TCP_KEEPCNT), else EINVAL
+        # (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPINIT) / if (ui > 0) (TCP_KEEPCNT), else EINVAL
         check={
             "TCP_KEEPIDLE": _between(1, maxticks),
             "TCP_KEEPINTVL": _between(1, maxticks),
             "TCP_KEEPCNT": _between(1, UINT_MAX),
+            "TCP_KEEPINIT": _between(1, maxticks),
         },
+        # tcp_usrreq.c tcp_connect: TCP_TIMER_ARM(tp, TCPT_KEEP, tp->t_keepinit), slow ticks (PR_SLOWHZ 2);
+        # tcp_timer.c tcp_timer_keep: below ESTABLISHED -> dropit (ETIMEDOUT)
+        connect_bound=lambda ticks: ticks / 2,
         # PRCO_GETOPT has no TCP_KEEP* case: default -> ENOPROTOOPT
         readable=False,
         python_names=("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"),
@@ -181,13 +245,18 @@ def _dragonfly() -> Kernel:
         "dragonfly6",
         "dragonfly",
         "dragonfly",
-        fresh={"TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 75, "TCP_KEEPCNT": 8},
-        # sys/netinet/tcp_usrreq.c tcp_ctloutput: opt_val <= 0 -> EINVAL (seconds since 5.8)
+        fresh={"TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 75, "TCP_KEEPCNT": 8, "TCP_KEEPINIT": 75},
+        # sys/netinet/tcp_usrreq.c tcp_ctloutput: opt_val <= 0 -> EINVAL (seconds since 5.8; the same case
+        # for TCP_KEEPINIT, which sets t_keepinit)
         check={
             "TCP_KEEPIDLE": _between(1, INT_MAX),
             "TCP_KEEPINTVL": _between(1, INT_MAX),
             "TCP_KEEPCNT": _between(1, INT_MAX),
+            "TCP_KEEPINIT": _between(1, INT_MAX),
         },
+        # tcp_usrreq.c tcp_connect arms the keep timer with t_keepinit; tcp_timer.c tcp_timer_keep
+        # drops a connection below ESTABLISHED when it fires
+        connect_bound=float,
         python_names=("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"),
         sources={"all": "DragonFlyBSD sys/netinet/tcp_usrreq.c"},
     )
@@ -217,7 +286,8 @@ def _illumos_set(st: dict[str, int], option: str, value: int) -> int:
     * TCP_KEEPINTVL x 1000 within rto_min .. rto_max, else EINVAL; with the count unset (0)
       the count becomes abort / interval, else abort = interval x count;
     * TCP_KEEPCNT 0 is EINVAL; with the interval unset (0) the interval becomes abort / count,
-      clamped to rto_min .. rto_max, else abort = count x interval.
+      clamped to rto_min .. rto_max, else abort = count x interval;
+    * TCP_CONN_ABORT_THRESHOLD (ms) is stored as given (tcp_second_ctimer_threshold).
     """
     if option == "TCP_KEEPIDLE":
         if not 1 <= value <= 864000:
@@ -245,6 +315,8 @@ def _illumos_set(st: dict[str, int], option: str, value: int) -> int:
                 return errno.EINVAL
             st["abort_ms"] = value * st["interval_ms"]
         st[option] = value
+    elif option == "TCP_CONN_ABORT_THRESHOLD":
+        st[option] = value
     else:
         return errno.ENOPROTOOPT
     return 0
@@ -259,15 +331,21 @@ def _illumos() -> Kernel:
         # usr/src/uts/common/inet/tcp/tcp.c tcp_init_values: tcp_ka_interval = tcps_keepalive_interval
         # (2 h); tcp_ka_rinterval and tcp_ka_cnt stay 0 ("unset"); tcp_opt_data.c tcp_opt_get returns
         # them as they are: a fresh socket reads interval 0 and count 0
-        fresh={"TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 0, "TCP_KEEPCNT": 0},
+        # TCP_CONN_ABORT_THRESHOLD reads tcp_second_ctimer_threshold, which starts at
+        # tcps_ip_abort_cinterval (tcp_tunables.c _ip_abort_cinterval: 3 minutes, in ms)
+        fresh={"TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 0, "TCP_KEEPCNT": 0, "TCP_CONN_ABORT_THRESHOLD": 180_000},
         # tcp_opt_data.c tcp_opt_set: TCP_KEEPIDLE x 1000 within tcps_keepalive_interval_low/high
         # (1 s .. 10 days); TCP_KEEPINTVL x 1000 within tcps_rexmit_interval_min/max (400 ms .. 60 s);
-        # TCP_KEEPCNT 0 -> EINVAL
+        # TCP_KEEPCNT 0 -> EINVAL; TCP_CONN_ABORT_THRESHOLD: stored as given, no check
         check={
             "TCP_KEEPIDLE": _between(1, 864000),
             "TCP_KEEPINTVL": _between(1, 60),
             "TCP_KEEPCNT": _between(1, INT_MAX),
+            "TCP_CONN_ABORT_THRESHOLD": _between(-(2**31), INT_MAX),
         },
+        # tcp_timers.c tcp_timer: in SYN_SENT the second threshold is tcp_second_ctimer_threshold (ms);
+        # once the time retransmitting passes it the connect is given up (checked at a retransmission)
+        connect_bound=lambda ms: ms / 1000,
         on_set=_illumos_set,
         hidden={"abort_ms": 480_000, "interval_ms": 0},
         python_names=("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"),

@@ -102,7 +102,18 @@ else:
         return kernel_model.raw(KERNEL, sock)
 
     def in_unit(knob: str, seconds: float) -> int:
+        if CAPS[knob].unit == _platform.SYN_UNIT:  # Linux TCP_SYNCNT: what the kernel's model gives up within
+            return max(n for n in range(1, 128) if kernel_model._linux_syn_give_up(n, linear=0) <= seconds)
         return math.ceil(seconds * _platform.UNITS_PER_SECOND.get(CAPS[knob].unit, 1))
+
+    def top_seconds(knob: str) -> float:
+        """The knob's table maximum in seconds (a count as it is)."""
+        caps = CAPS[knob]
+        if knob == "count":
+            return caps.max
+        if caps.unit == _platform.SYN_UNIT:
+            return kernel_model._linux_syn_give_up(caps.max, linear=0)
+        return caps.max / _platform.UNITS_PER_SECOND[caps.unit]
 
     @check
     def numbers_are_the_headers() -> None:
@@ -188,8 +199,7 @@ else:
             before = kaext.Policy(idle=100, interval=20, count=9)
             refused = 0
             for knob in CAPS:
-                caps = CAPS[knob]
-                top = caps.max if knob == "count" else caps.max / _platform.UNITS_PER_SECOND[caps.unit]
+                top = top_seconds(knob)
                 values = {"idle": 50, "interval": 10, "count": 5, knob: top}
                 if "user_timeout" in CAPS and knob != "user_timeout":
                     values["user_timeout"] = 600
@@ -213,6 +223,35 @@ else:
                         assert raw[OPTION[knob]] == in_unit(knob, top) if knob != "count" else top, raw
             if NAME == "freebsd-hz4000":
                 assert refused >= 1, "the hz=4000 kernel refuses more than kaext's table"
+
+        @check
+        def connect_timeout_is_within_the_budget() -> None:
+            """connect_timeout T on a fresh socket: the kernel gives a connect to a silent host up
+            within T (Linux: at most T where T < 15 s; above, its linear SYN timeouts end it up to
+            4 s after the SYN count's model time, which is <= T); from_timeout(T) sets it too."""
+            if KERNEL.connect_bound is None:
+                assert "connect_timeout" not in CAPS, CAPS
+                return
+            if "connect_timeout" not in CAPS:  # the pure backend where Python's socket module lacks it
+                assert not any(o in KERNEL.python_names for o in KERNEL.check if "CONN" in o), KERNEL.python_names
+                return
+            option = OPTION["connect_timeout"]
+            linux = CAPS["connect_timeout"].unit == _platform.SYN_UNIT
+            for budget in (3, 5, 6, 7, 10, 14, 15, 20, 31, 60, 100, 127, 300):
+                for policy in (kaext.Policy(connect_timeout=budget), kaext.Policy.from_timeout(budget)):
+                    with socket.socket() as s:
+                        policy.apply(s)
+                        held = stored(s)[option]
+                        bound = KERNEL.connect_bound(held)
+                        assert bound <= (budget if not linux or budget < 15 else budget + 4), (budget, held, bound)
+                        if linux:  # the SYN count's own model time is within the budget, the next one is not
+                            model = kernel_model._linux_syn_give_up(held, linear=0)
+                            assert model <= budget < kernel_model._linux_syn_give_up(held + 1, linear=0)
+                            assert kernel_model._linux_syn_give_up(held, linear=0) == policy.connect_timeout
+                        else:
+                            assert bound == budget == policy.connect_timeout, (bound, budget, policy)
+                        if CAPS["connect_timeout"].readable and READABLE:
+                            assert kaext.Policy.from_socket(s).connect_timeout == policy.connect_timeout
 
         @check
         def user_timeout_zero_only_where_the_kernel_takes_it() -> None:
