@@ -1355,6 +1355,7 @@ def test_the_map_layout_and_helper_ids_are_one_in_c_the_extension_and_python(tmp
                 "TCP_KEEPINTVL": "INTERVAL",
                 "TCP_KEEPCNT": "COUNT",
                 "TCP_USER_TIMEOUT": "USER_TIMEOUT",
+                "TCP_SYNCNT": "CONNECT_TIMEOUT",
             }[o]
         ],
     )

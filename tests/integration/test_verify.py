@@ -86,7 +86,7 @@ def test_subprocess_exit_0_and_json_schema(implementation: str) -> None:
 
 def _verified() -> dict[str, kaext.Knob]:
     """The knobs the verifier's round trips cover: all but connect_timeout (proven by
-    tests/integration/test_connect_timeout.py with connects to a host that drops SYNs)."""
+    tests/integration/test_connect_unanswered.py with connects to a host that drops SYNs)."""
     return {name: knob for name, knob in kaext.capabilities().items() if name != "connect_timeout"}
 
 
