@@ -10,7 +10,7 @@
 
 DEBIAN_SUITE=bookworm
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-ROOTFS_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-venv,iproute2,procps,curl,ca-certificates
+ROOTFS_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-venv,curl
 
 if [ -z "${KAEXT_CI_TMP:-}" ]; then
   KAEXT_CI_TMP=$(mktemp -d /var/tmp/kaext-ci.XXXXXX)
