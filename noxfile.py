@@ -45,6 +45,13 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+def manifests(session: nox.Session) -> None:
+    """The Kubernetes manifests, kubernetes-validate --strict for every minor from 1.30 (06-manifests.sh)."""
+    _installed(session)
+    _step(session, "06-manifests.sh")
+
+
+@nox.session
 def pure(session: nox.Session) -> None:
     """The suite again on the pure-Python implementation (07-pure-suite.sh)."""
     _installed(session)
@@ -73,6 +80,13 @@ def cross(session: nox.Session) -> None:
 
 
 @nox.session
+def uml(session: nox.Session) -> None:
+    """The kernel-dependent suites under a second kernel, user-mode Linux 6.1 (15-uml.sh; root)."""
+    _installed(session)
+    _step(session, "15-uml.sh")
+
+
+@nox.session
 def wheels(session: nox.Session) -> None:
     """sdist and wheels built and checked, the suite against them (20-wheels.sh)."""
     _installed(session)
@@ -98,3 +112,17 @@ def verify_and_bench(session: nox.Session) -> None:
     """The verifier through its command and the benchmark goals (50-verify-and-bench.sh)."""
     _installed(session)
     _step(session, "50-verify-and-bench.sh")
+
+
+@nox.session
+def nspawn(session: nox.Session) -> None:
+    """deploy/kaext-exporter.service booted in systemd-nspawn, scraped, rated (60-nspawn.sh; root)."""
+    _installed(session)
+    _step(session, "60-nspawn.sh")
+
+
+@nox.session
+def podman(session: nox.Session) -> None:
+    """A container's connections inspected and enforced from the host; the DaemonSets' commands (61-podman.sh; root)."""
+    _installed(session)
+    _step(session, "61-podman.sh")

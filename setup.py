@@ -11,11 +11,19 @@ Release builds carry no debug information: with gcc or clang (every platform but
 MSVC on Windows) the extension (and the preload library) is compiled with
 ``-g0 -O2`` and, on ELF platforms, linked with ``-s``.  ``KAEXT_DEBUG=1`` asks for a debug build instead
 (``-g -O0``, not stripped), e.g. for gdb or the sanitizers.
+
+``KAEXT_LIMITED_API=1`` builds the extension against Python's Limited API
+(``Py_LIMITED_API`` 3.10): one ``cp310-abi3`` wheel for CPython 3.10 and every later
+version.  The released wheels are version-specific: the Limited API measured slower on
+the hot paths (``Policy.from_socket`` +20 %, ``Policy.apply`` +7 %, ``import kaext``
+3 ms -> 8 ms; ``docs/performance.md``).  A free-threaded CPython (3.14t, 3.15t) has no
+stable ABI Cython builds for yet (PEP 803's abi3t): its build is always version-specific.
 """
 
 import os
 import platform
 import sys
+import sysconfig
 
 from setuptools import Extension, setup
 from setuptools.command.bdist_wheel import bdist_wheel
@@ -49,6 +57,20 @@ def _build_flags() -> tuple[list[str], list[str]]:
 
 
 extra_compile_args, extra_link_args = _build_flags()
+
+#: The oldest CPython the Limited-API build serves: the wheel tag (cp310-abi3) and the macro.
+LIMITED_API_TAG = "cp310"
+LIMITED_API_HEX = "0x030A0000"
+
+
+def _want_limited_api() -> bool:
+    """The Limited API when asked for (KAEXT_LIMITED_API=1) and the interpreter is not free-threaded."""
+    if not _flag("KAEXT_LIMITED_API"):
+        return False
+    return not sysconfig.get_config_var("Py_GIL_DISABLED")
+
+
+limited_api = _want_extension() and _want_limited_api()
 # ----------------------------------------------------------------------------------------
 
 ext_modules = []
@@ -74,6 +96,8 @@ if _want_extension():
                 libraries=libraries,
                 extra_compile_args=extra_compile_args,
                 extra_link_args=extra_link_args,
+                define_macros=[("Py_LIMITED_API", LIMITED_API_HEX)] if limited_api else [],
+                py_limited_api=limited_api,
             )
         ],
         compiler_directives={"language_level": "3"},
@@ -143,7 +167,13 @@ class BuildExt(build_ext):
 
 class BdistWheel(bdist_wheel):
     """The wheel is tagged pure (``py3-none-any``) when the build left no compiled code:
-    the tag is otherwise chosen before the build, from the extensions it was asked for."""
+    the tag is otherwise chosen before the build, from the extensions it was asked for
+    (``cp310-abi3`` for the Limited-API build)."""
+
+    def finalize_options(self) -> None:
+        if limited_api and not self.py_limited_api:
+            self.py_limited_api = LIMITED_API_TAG
+        super().finalize_options()
 
     def run_command(self, command: str) -> None:
         super().run_command(command)

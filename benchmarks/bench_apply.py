@@ -420,7 +420,9 @@ def goal_line(g: dict[str, Any]) -> str:
 
 
 def _ratio(us: dict[str, float], a: str, b: str) -> float | None:
-    return us[a] / us[b] if a in us and b in us else None
+    """a / b, or None (n/a) when either is missing or b measured 0: a clock too coarse for the
+    repeat, as thread CPU time is under user-mode Linux whatever clock_getres says."""
+    return us[a] / us[b] if a in us and b in us and us[b] > 0 else None
 
 
 def run(repeats: int, number: int, import_runs: int) -> dict[str, Any]:

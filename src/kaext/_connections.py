@@ -143,7 +143,9 @@ class Connection(Record):
         Raises OSError ESTALE when descriptor ``fd`` now holds another socket (or no
         socket: it was closed and its number reused since it was listed), OSError EBADF
         when it is closed or the process has exited, PermissionError without the right
-        to ptrace the process (Linux: as for reading its options), TypeError /
+        to ptrace the process (Linux: as for reading its options), OSError EINVAL for a
+        process whose main thread has exited on a kernel before Linux 6.9 (no
+        ``PIDFD_THREAD``; its message says so, as the row's ``reason`` does), TypeError /
         ValueError for a bad ``policy`` (ValueError also for a row made by hand, whose
         ``inode`` is 0) and whatever ``Policy.apply`` raises; in each case nothing was
         changed.
@@ -467,9 +469,11 @@ def _duplicate(row: Connection, backend: ModuleType, pidfds: dict[int, int] | No
         raise OSError(errno.ENOSYS, f"Connection.apply: {_platform.connections_unavailable(_platform.CONNECTIONS)}")
     close = pidfds is None
     pidfd = -1 if pidfds is None else pidfds.get(row.pid, -1)
+    tid = 0
     try:
         if pidfd < 0:
-            pidfd = _open_pidfd(row.pid, _live_thread(row.pid), backend)
+            tid = _live_thread(row.pid)
+            pidfd = _open_pidfd(row.pid, tid, backend)
             if pidfds is not None:
                 pidfds[row.pid] = pidfd
         return int(backend.pidfd_getfd(pidfd, row.fd))
@@ -479,7 +483,7 @@ def _duplicate(row: Connection, backend: ModuleType, pidfds: dict[int, int] | No
             if err == errno.ESRCH:
                 gone = OSError(errno.EBADF, f"pid {row.pid} has exited: fd {row.fd} is gone; nothing applied")
             raise gone from None
-        raise OSError(err, _unreadable(err, row.pid)) from None
+        raise OSError(err, _unreadable(err, row.pid, tid)) from None
     finally:
         if close and pidfd >= 0:
             os.close(pidfd)

@@ -17,7 +17,9 @@ Verdicts judge ESTABLISHED connections only: ``ok``, or in upper case
   idle + interval * count: the kernel drops the connection once the user timeout has
   passed since data was last received, before keepalive has sent its last probe (a mix
   neither side asked for, e.g. a program's own settings over part of a policy's);
-* ``UNREADABLE``           -- the options could not be read (no right to ptrace the process).
+* ``UNREADABLE``           -- the options could not be read; why (the row's ``reason``: no right
+  to ptrace the process, a main thread that has exited on a kernel before 6.9, ...) is
+  said on stderr, one line per process (``pid N: options not read: ...``), and in JSON.
 
 Listeners and connections in other states (SYN_SENT, CLOSE_WAIT, ...) are listed but
 not judged: their verdict is ``-`` in the table and ``null`` in JSON.
@@ -226,6 +228,7 @@ def _to_json(conn: Connection, judged: str | None) -> dict[str, Any]:
         "timer": conn.timer,
         "timer_left": conn.timer_left,
         "probes": conn.probes,
+        "reason": conn.reason,
         "verdict": judged,
     }
 
@@ -364,9 +367,29 @@ def _run(argv: Sequence[str] | None) -> int:
         if skipped:
             summary += f"; {skipped} process{'' if skipped == 1 else 'es'} skipped (gone, or no permission)"
         print(summary)
-    for note in [*unlisted, *notes]:
+    for note in [*unlisted, *_unread(rows, args.all), *notes]:
         print(f"{_prog()}: {note}", file=sys.stderr)
     return 1 if failing or notes else 0
+
+
+#: With --all, the processes named one by one whose options could not be read; the rest are counted.
+_UNREAD_NAMED = 3
+
+
+def _unread(rows: list[Connection], every: bool) -> list[str]:
+    """Why each process's options could not be read (its rows' ``reason``), one line per
+    process; with --all, the first few and a count of the others."""
+    reasons: dict[int, str] = {}
+    for row in rows:
+        if row.reason and row.pid not in reasons:
+            reasons[row.pid] = row.reason
+    lines = [f"pid {pid}: options not read: {reason}" for pid, reason in reasons.items()]
+    if every and len(lines) > _UNREAD_NAMED:
+        more = len(lines) - _UNREAD_NAMED
+        lines = lines[:_UNREAD_NAMED] + [
+            f"{more} more process{'' if more == 1 else 'es'} whose options could not be read (UNREADABLE)"
+        ]
+    return lines
 
 
 def _metrics(args: argparse.Namespace, idle_timeout: float | None, policy: Policy | None) -> int:

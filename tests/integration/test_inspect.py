@@ -32,6 +32,7 @@ ROW_KEYS = {
     "timer",
     "timer_left",
     "probes",
+    "reason",
     "verdict",
 }
 KEEPALIVE_KEYS = {"enabled", "idle", "interval", "count"}
@@ -550,3 +551,19 @@ def test_summary_counts_read_as_english(capsys: pytest.CaptureFixture[str]) -> N
         one = capsys.readouterr().out.splitlines()[-1]
     assert many.startswith("3 sockets, 2 judged, "), many
     assert one == "1 socket, 0 judged, 0 failing", one
+
+
+def test_why_options_were_not_read_one_line_per_process() -> None:
+    """The reason of a process's UNREADABLE rows, once per process on stderr; with --all the
+    first three processes are named and the others counted."""
+    from kaext import Connection
+
+    def row(pid: int, reason: str | None) -> Connection:
+        return Connection(pid, 3, "IPv4", ("127.0.0.1", 1), ("127.0.0.1", 2), "ESTABLISHED", None, None, None, None,
+                          None, reason, 1)  # fmt: skip
+
+    rows = [row(11, "why 11"), row(12, "why 12"), row(12, "why 12"), row(13, None), row(14, "why 14"), row(15, "w")]
+    named = ["pid 11: options not read: why 11", "pid 12: options not read: why 12", "pid 14: options not read: why 14"]
+    assert inspect._unread(rows, every=False) == [*named, "pid 15: options not read: w"]
+    assert inspect._unread(rows, every=True) == [*named, "1 more process whose options could not be read (UNREADABLE)"]
+    assert inspect._unread(rows[:4], every=True) == named[:2]

@@ -365,3 +365,39 @@ def test_a_value_outside_the_policy_range(bound: ModuleType, tcp: socket.socket)
     assert state == kaext.KeepaliveState(True, None, 5.0, 3)
     assert backend.read_policy(Policy, tcp) == expected(tcp)
     assert raw(tcp) == (1, 100, 5, 3, 0)
+
+
+@linux_only
+def test_a_subclass_with_slots_of_its_own(bound: ModuleType, tcp: socket.socket) -> None:
+    """The backends fill the fields through the slots the class itself declares: a subclass whose
+    own slots come first in its instances still reads back into the right fields (the compiled
+    backend finds each slot's place in the instance once, through the slot's descriptor)."""
+    backend = bound
+
+    class Tagged(Policy):
+        __slots__ = ("a_tag", "b_tag")
+
+    Policy(idle=31, interval=6, count=2, user_timeout=43.25).apply(tcp)
+    policy = backend.read_policy(Tagged, tcp)
+    assert type(policy) is Tagged
+    assert (policy.idle, policy.interval, policy.count, policy.user_timeout, policy.keepalive) == (
+        31.0,
+        6.0,
+        2,
+        43.25,
+        True,
+    )
+    assert policy == expected(tcp)
+    with pytest.raises(AttributeError):
+        policy.a_tag  # noqa: B018 -- never set: the backend wrote only the Policy fields
+
+
+def test_bind_refuses_a_field_that_is_not_a_slot(backend: ModuleType) -> None:
+    from kaext._capabilities import read_back_knobs
+
+    class NoSlots:
+        idle = interval = count = user_timeout = keepalive = _plan = None
+
+    with pytest.raises((TypeError, AttributeError)):
+        backend.bind_policy(NoSlots, read_back_knobs())
+    backend.bind_policy(Policy, read_back_knobs())

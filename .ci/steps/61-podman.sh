@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Containers for real, with podman and runc and no registry: the Debian root file system of
+# 60-nspawn.sh (.ci/lib/rootfs.sh, made once per run; kaext installed from the wheel built
+# here) runs as a container (--rootfs, a throwaway overlay) in its own network namespace and
+# cgroup, holding loopback connections.  From the host, `kaext inspect --all` must list and read
+# them, and `kaext enforce` on the container's cgroup must give its next connection the policy
+# (and --remove take it away).  Then the image the DaemonSets name: built by podman build from
+# deploy/Containerfile with the imported root file system as its base (podman import; --from
+# replaces the Containerfile's FROM, nothing is pulled), and each DaemonSet container's command
+# run in it with the manifest's privileges (.ci/lib/daemonset_podman.py: hostPID, user,
+# capabilities, seccomp and AppArmor profiles, environment, hostPath volumes), the exporter
+# scraped, the enforcer's policy checked on the workload container's cgroup.
+# Budget: 1 minute on 2 cores (40 s measured; the root file system made by 60-nspawn.sh, its
+# import as the base image 20 s).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+start=$(date +%s)
+say() { printf -- '-- [%3ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+die() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
+python -m pip install -q -c .ci/constraints.txt kubernetes-validate   # PyYAML, for the manifests
+
+# shellcheck source=.ci/lib/rootfs.sh
+. .ci/lib/rootfs.sh
+rootfs=$(kaext_rootfs)
+say "rootfs ready: $rootfs"
+
+id="$$-$RANDOM"
+workload="kaext-ci-workload-$id"
+base="localhost/kaext-ci-base:$id"
+image="localhost/kaext-ci-image:$id"
+containers=("$workload")
+images=()
+# shellcheck disable=SC2317  # called by the trap
+cleanup() {
+  local c
+  for c in "${containers[@]}"; do podman rm -f -t 2 "$c" >/dev/null 2>&1 || true; done
+  for c in "${images[@]}"; do podman rmi -f "$c" >/dev/null 2>&1 || true; done
+  rm -rf "${CI_OWN_TMP:-/nonexistent}"
+}
+trap cleanup EXIT
+# runc cannot raise a limit without CAP_SYS_RESOURCE, and podman's defaults are above many a
+# CI runner's hard limits: the container gets this shell's.
+limits=(--ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=4096:4096")
+cgroup2=$(findmnt -n -t cgroup2 -o TARGET | head -1)
+[ -n "$cgroup2" ] || die "no cgroup2 mount"
+
+# A process holding a loopback connection, its client end with keepalive on (idle 77 s).
+HOLDER='
+import socket, time
+listener = socket.create_server(("127.0.0.1", 0))
+client = socket.create_connection(listener.getsockname())
+server, _ = listener.accept()
+client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 77)
+open("/tmp/ready", "w").close()
+time.sleep(900)'
+# A new connection in the container; prints its SO_KEEPALIVE, idle, interval and count.
+CONNECT='
+import socket
+listener = socket.create_server(("127.0.0.1", 0))
+c = socket.create_connection(listener.getsockname())
+print(c.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+      *(c.getsockopt(socket.IPPROTO_TCP, o) for o in (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT)))'
+
+say "workload container $workload (runc, --rootfs, --network none)"
+podman run -d --name "$workload" --runtime runc "${limits[@]}" --network none --rootfs "$rootfs:O" \
+  /usr/bin/python3 -c "$HOLDER" >/dev/null
+for _ in $(seq 60); do podman exec "$workload" test -e /tmp/ready 2>/dev/null && break; sleep 0.5; done
+pid=$(podman inspect -f '{{.State.Pid}}' "$workload")
+[ "$(readlink "/proc/$pid/ns/net")" != "$(readlink /proc/self/ns/net)" ] || die "the container shares the host's network namespace"
+cgroup="$cgroup2$(sed -n 's/^0:://p' "/proc/$pid/cgroup")"
+if [ "$cgroup" = "$cgroup2/" ] || [ ! -d "$cgroup" ]; then die "no cgroup2 cgroup of its own: $cgroup"; fi
+say "pid $pid (host), cgroup $cgroup"
+
+say "host: kaext inspect --all sees the container's connections"
+python -m kaext inspect --all --json >"$KAEXT_CI_TMP/inspect-$id.json" || true   # exit 1: failing verdicts
+python - "$KAEXT_CI_TMP/inspect-$id.json" "$pid" <<'PY'
+import json, sys
+rows = [r for r in json.load(open(sys.argv[1]))["connections"] if r["pid"] == int(sys.argv[2])]
+established = [r for r in rows if r["state"] == "ESTABLISHED"]
+assert len(established) == 2, rows
+verdicts = sorted(r["verdict"] for r in established)
+assert verdicts == ["KEEPALIVE OFF", "ok"], verdicts
+client = [r for r in established if r["verdict"] == "ok"][0]
+assert client["keepalive"]["idle"] == 77.0, client
+print(f"  pid {sys.argv[2]}: {len(rows)} sockets, the client's idle {client['keepalive']['idle']:g} s read")
+PY
+
+say "host: kaext enforce on the container's cgroup"
+before=$(podman exec "$workload" /usr/bin/python3 -c "$CONNECT")
+python -m kaext enforce "$cgroup" --policy 175s:35s:5
+during=$(podman exec "$workload" /usr/bin/python3 -c "$CONNECT")
+python -m kaext enforce "$cgroup" --remove
+after=$(podman exec "$workload" /usr/bin/python3 -c "$CONNECT")
+echo "  a new connection in the container: before $before; enforced $during; removed $after"
+[ "$during" = "1 175 35 5" ] || die "enforce: the container's new connection holds '$during', not '1 175 35 5'"
+[ "$after" = "$before" ] || die "enforce --remove: '$after', not as before ('$before')"
+
+say "the DaemonSets' image: podman import of the root file system as the base"
+tar -C "$rootfs" --exclude=./wheels -c . | podman import -q - "$base" >/dev/null
+images+=("$base")
+[ -f deploy/Containerfile ] || die "deploy/Containerfile is missing: the image the DaemonSets name cannot be built"
+context="$KAEXT_CI_TMP/image-$id"
+mkdir -p "$context" && git archive --format=tar HEAD | tar -x -C "$context"
+mkdir -p "$context/dist" && cp "$ROOTFS_WHEELS"/*.whl "$context/dist/"
+podman build -q --pull=never --from "$base" -f deploy/Containerfile -t "$image" "$context" >/dev/null
+images+=("$image")
+say "built $image from deploy/Containerfile"
+
+# DaemonSet MANIFEST [NAME=VALUE ...]: each container of the manifest's pod, detached, as
+# the manifest runs it; the podman names in $started.
+daemonset() {
+  local manifest=$1 name container dir
+  dir="$KAEXT_CI_TMP/daemonset-$id-$(basename "$1" .yaml)"
+  shift
+  started=()
+  for name in $(python .ci/lib/daemonset_podman.py "$manifest" "$cgroup2" "$dir" "$@"); do
+    container="kaext-ci-$name-$id"
+    mapfile -d '' -t args <"$dir/$name.args"
+    mapfile -d '' -t command <"$dir/$name.command"
+    podman run -d --name "$container" --runtime runc "${limits[@]}" --network none "${args[@]}" \
+      "$image" "${command[@]}" >/dev/null
+    containers+=("$container")
+    started+=("$dir/$name:$container")
+  done
+  [ "${#started[@]}" -gt 0 ] || die "$manifest: no DaemonSet containers"
+}
+
+say "deploy/kaext-exporter-daemonset.yaml under podman"
+daemonset deploy/kaext-exporter-daemonset.yaml
+for entry in "${started[@]}"; do
+  base=${entry%%:*} container=${entry#*:}
+  port=$(tr -d '\0' <"$base.port" 2>/dev/null || echo 9469)
+  exporter=$(podman inspect -f '{{.State.Pid}}' "$container")
+  scrape="$KAEXT_CI_TMP/$container.metrics"
+  for _ in $(seq 120); do
+    if nsenter -t "$exporter" -n curl -fsS "http://127.0.0.1:$port/metrics" >"$scrape" 2>/dev/null \
+      && grep -q "pid=\"$pid\".*state=\"ESTABLISHED\"" "$scrape"; then break; fi
+    [ "$(podman inspect -f '{{.State.Running}}' "$container")" = true ] || { podman logs "$container" | tail -20; die "$container exited"; }
+    sleep 0.5
+  done
+  grep "^kaext_tcp_connections{pid=\"$pid\"" "$scrape" || { podman logs "$container" | tail -20; die "$container: no rows of the workload (pid $pid)"; }
+  grep -q "^kaext_tcp_connections{pid=\"$pid\",process=\"python3\",state=\"ESTABLISHED\",verdict=\"ok\"} 1.0$" "$scrape" \
+    || die "$container did not read the workload container's sockets (pid $pid)"
+  say "$container: scraped, the workload container's connections read"
+  podman rm -f -t 5 "$container" >/dev/null
+done
+
+say "deploy/kaext-enforce-daemonset.yaml under podman, on the workload container's cgroup"
+before=$(podman exec "$workload" /usr/bin/python3 -c "$CONNECT")
+daemonset deploy/kaext-enforce-daemonset.yaml "KUBEPODS=${cgroup#"$cgroup2"/}" "KAEXT_POLICY=175s:35s:5"
+for entry in "${started[@]}"; do
+  base=${entry%%:*} container=${entry#*:}
+  now=
+  for _ in $(seq 120); do
+    now=$(podman exec "$workload" /usr/bin/python3 -c "$CONNECT")
+    [ "$now" != "1 175 35 5" ] || break
+    [ "$(podman inspect -f '{{.State.Running}}' "$container")" = true ] || { podman logs "$container" | tail -20; die "$container exited"; }
+    sleep 0.5
+  done
+  [ "$now" = "1 175 35 5" ] || { podman logs "$container" | tail -20; die "$container: the workload's new connection holds '$now'"; }
+  say "$container: the policy is on the workload container's new connections"
+  if [ -f "$base.prestop" ]; then
+    mapfile -d '' -t prestop <"$base.prestop"
+    podman exec "$container" "${prestop[@]}"
+    now=$(podman exec "$workload" /usr/bin/python3 -c "$CONNECT")
+    [ "$now" = "$before" ] || die "$container: after its preStop command a new connection holds '$now', not '$before'"
+    say "$container: its preStop command removed the policy"
+  fi
+  podman rm -f -t 10 "$container" >/dev/null
+done
+
+say "podman: inspect and enforce from the host, the DaemonSets' commands in their image"
