@@ -27,6 +27,9 @@ FAMILY_TITLES = {
     "openbsd": "OpenBSD",
     "sunos": "illumos / Solaris 11.4",
 }
+#: How the site names the platforms with a table of their own within a family
+#: (``_platform.PLATFORM_SPECS``).
+PLATFORM_TITLES = {"cygwin": "Cygwin (Windows underneath)"}
 #: The alternatives (older releases, other mechanisms) by family.
 ALTERNATIVE_TITLES = {
     "windows": "Windows before 10 1709 (and wine)",
@@ -95,6 +98,11 @@ def platform_rows() -> list[list[str]]:
     for knob in _platform.KNOBS:
         if knob in old and old[knob] is not _platform.BSD.get(knob):
             add("DragonFly before 5.8", knob, old[knob])
+    for platform in _platform.PLATFORM_SPECS:
+        table = _platform.specs(_platform._family(platform), platform=platform)
+        for knob in _platform.KNOBS:
+            if knob in table:
+                add(PLATFORM_TITLES.get(platform, platform), knob, table[knob])
     return rows
 
 

@@ -371,12 +371,29 @@ def _own_fd(pid: int, fd: int) -> Connection | None:
 def _own_row(pid: int, fd: int, dup: int) -> Connection | None:
     from . import _pure_fd  # its C library calls on a descriptor number (ctypes), whatever the backend
 
-    s = _pure_fd._RawFd(dup)
+    if _pure_fd._raw_available():
+        return _row_of(pid, fd, dup, _pure_fd._RawFd(dup))
+    # no ctypes, or a C library dlopen(NULL) does not reach: a socket object over the
+    # duplicate, detached after (the pure backend's own fallback, with its limit: under
+    # socket.setdefaulttimeout() the object makes the description non-blocking)
     try:
-        family = s.family
+        sock = socket.socket(fileno=dup)
+    except OSError:
+        return None
+    try:
+        return _row_of(pid, fd, dup, sock)
+    finally:
+        sock.detach()
+
+
+def _row_of(pid: int, fd: int, dup: int, s: Any) -> Connection | None:
+    """The row of descriptor ``fd`` (``dup``: this process's duplicate of it), read through
+    ``s``, an object with socket.socket's getsockopt, getsockname, getpeername and family."""
+    try:
+        family = int(s.family)
         if family not in _FAMILY_NAME or s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) != socket.SOCK_STREAM:
             return None
-        local = s.getsockname()
+        local = tuple(s.getsockname()[:2])
         inode = os.fstat(dup).st_ino
     except OSError:
         return None
@@ -385,7 +402,7 @@ def _own_row(pid: int, fd: int, dup: int) -> Connection | None:
     except OSError:
         listening = False
     try:
-        remote = s.getpeername()
+        remote = tuple(s.getpeername()[:2])
         state = "ESTABLISHED"
     except OSError:
         remote = ("0.0.0.0", 0) if family == socket.AF_INET else ("::", 0)

@@ -205,15 +205,24 @@ DARWIN = {
         fallback=0x80,
         note="drops an ESTABLISHED connection once this long has passed since the first "
         "retransmission timeout, checked when the retransmit timer fires (up to about one "
-        "RTO + 64 s late); keepalive never consults it; 0 = off",
+        "RTO + 64 s late); it can only shorten the drop: the retransmission limit "
+        "(TCP_MAXRXTSHIFT) ends the connection first when it comes sooner; keepalive never "
+        "consults it; 0 = off",
     ),
 }
 
 #: Per OS, the knobs an accepted socket does NOT take over from its listening socket.
 #: macOS: xnu bsd/netinet/tcp_input.c copies SO_KEEPALIVE (uipc_socket2.c), t_keepintvl,
 #: t_keepcnt and t_keepinit to the new connection, not the idle time (TCP_KEEPALIVE) nor
-#: TCP_RXT_CONNDROPTIME.  Linux, FreeBSD, DragonFly: all of them are inherited.
-NOT_INHERITED_BY_ACCEPT: Final[dict[str, tuple[str, ...]]] = {"darwin": ("idle", "user_timeout")}
+#: TCP_RXT_CONNDROPTIME.  NetBSD: sys/netinet/tcp_syncache.c syn_cache_get copies only
+#: TF_NODELAY of the listener's tcpcb (``tp->t_flags = sototcpcb(oso)->t_flags & TF_NODELAY``);
+#: the new tcpcb starts from the system-wide tcp_keepidle / tcp_keepintvl / tcp_keepcnt
+#: (tcp_subr.c tcp_newtcpcb), SO_KEEPALIVE alone is copied (sonewconn).  Linux, FreeBSD,
+#: DragonFly: all of them are inherited.
+NOT_INHERITED_BY_ACCEPT: Final[dict[str, tuple[str, ...]]] = {
+    "darwin": ("idle", "user_timeout"),
+    "netbsd": ("idle", "interval", "count"),
+}
 
 #: Per OS, the knobs whose kernel may refuse a value this table allows: illumos checks
 #: TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPCNT against tunable bounds (retransmit limits,
@@ -250,9 +259,19 @@ def windows_build() -> int:
 #: xnu compares the idle time with TCP_CONN_KEEPIDLE + TCP_CONN_MAXIDLE in 32-bit
 #: milliseconds (TCP_RETRANSHZ = 1000), so past (2**32 - 1) ms, about 49.7 days, it wraps
 #: to a short timer; FreeBSD compares TP_KEEPIDLE + TP_MAXIDLE in unsigned ticks
-#: (sys/netinet/tcp_timer.c tcp_timer_keep), which with hz = 1000 is the same bound.  The
+#: (sys/netinet/tcp_timer.c tcp_timer_keep), which with hz = 1000 is the same bound.
+#: DragonFly keeps the idle time and ``t_maxidle = t_keepintvl * t_keepcnt`` in int ticks
+#: (sys/netinet/tcp_usrreq.c tcp_ctloutput, tcp_subr.c tcp_newtcpcb): with hz up to 1000
+#: both fit while idle + interval * count stays within INT_MAX ms (about 24.8 days; the
+#: running kernel's hz, 100 by default, would allow ten times more: only it can say).  The
 #: sum counts the socket's current knobs for those a call leaves (``_capabilities``).
-KEEPALIVE_TOTAL_MAX_MS: Final[dict[str, int]] = {"darwin": 2**32 - 1, "freebsd": 2**32 - 1}
+KEEPALIVE_TOTAL_MAX_MS: Final[dict[str, int]] = {"darwin": 2**32 - 1, "freebsd": 2**32 - 1, "dragonfly": INT_MAX}
+
+#: Per OS, the probe count the kernel uses where no option sets it: Windows without
+#: TCP_KEEPCNT (before 10 version 1703) sends 10 probes, fixed (Microsoft, SIO_KEEPALIVE_VALS
+#: remarks: "the number of keep-alive probes (data retransmissions) is set to 10 and cannot
+#: be changed"), so a dead-peer budget must be split over 10 intervals there.
+FIXED_PROBE_COUNT: Final[dict[str, int]] = {"windows": 10}
 
 #: Units the kernels take a time in, and how many of each make a second.  NetBSD counts
 #: TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPINIT in slow ticks: PR_SLOWHZ = 2 a second
@@ -310,6 +329,11 @@ NETBSD = {
 # the tcp_keepalive_interval bounds, 1 s .. 10 days on illumos since 2016
 # (inet/tcp/tcp_tunables.c; Oracle Solaris: 10 s, which it refuses, rolled back);
 # TCP_KEEPINTVL x 1000 must lie within the retransmit bounds, by default 400 ms .. 60 s.
+# The abort threshold is TCP_KEEPCNT x the interval in ms, multiplied in 32 bits
+# (inet/tcp/tcp_opt_data.c tcp_opt_set: ``*i1 * tcp->tcp_ka_rinterval``, uint32_t): a larger
+# count wraps (interval 1 s, count 4294968: 704 ms), so the count stops where the largest
+# interval kaext offers (60 s) still fits: (2**32 - 1) // 60000 = 71582.
+_SUNOS_COUNT_MAX = (2**32 - 1) // (60 * 1000)
 SUNOS = {
     "idle": KnobSpec("TCP_KEEPIDLE", "s", 1, 864000, True),
     "interval": KnobSpec(
@@ -320,7 +344,14 @@ SUNOS = {
         True,
         note="bounded by the retransmit limits tcp_rexmit_interval_min/max (default 0.4 .. 60 s)",
     ),
-    "count": KnobSpec("TCP_KEEPCNT", "probes", 1, INT_MAX, True),
+    "count": KnobSpec(
+        "TCP_KEEPCNT",
+        "probes",
+        1,
+        _SUNOS_COUNT_MAX,
+        True,
+        note="count x interval is kept in 32-bit milliseconds: at most 71582 probes",
+    ),
 }
 # Solaris before 11.4: only the thresholds, in ms; the abort threshold is interval x
 # count with exponential back-off, which no single knob here expresses.
@@ -384,11 +415,29 @@ ALTERNATIVES: Final[dict[str, dict[str, tuple[KnobSpec, ...]]]] = {
 }
 
 
-# Cygwin (Linux family): TCP_USER_TIMEOUT is mapped onto Windows' TCP_MAXRTMS
-# (winsup/cygwin/fhandler/socket_inet.cc); what its 0 ("system default" on Linux) does
-# there is undocumented, so 0 is not offered: 1 ms .. 2**31-1 ms.
+# Cygwin (Linux family: Linux's option names, with Winsock's numbers in its netinet/tcp.h,
+# winsup/cygwin/include/netinet/tcp.h).  winsup/cygwin/fhandler/socket_inet.cc: on Windows
+# with Linux-style keepalive options (10 1709+) TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPCNT go
+# to Winsock; before, Cygwin emulates them with SIO_KEEPALIVE_VALS and checks idle and
+# interval against 1 .. 32767 s (MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL) and the count against
+# 1 .. 255 (MAX_TCP_KEEPCNT; Winsock's own TCP_KEEPCNT limit too), so the count goes to 255,
+# not Linux's 127; a fresh socket holds Winsock's defaults (7200 s, 1 s, 10).
+# TCP_USER_TIMEOUT is mapped onto Windows' TCP_MAXRTMS (ms); what its 0 ("system default"
+# on Linux) does there is undocumented, so 0 is not offered: 1 ms .. 2**31-1 ms.  On Windows
+# without TCP_MAXRTMS (before 10 1703) Cygwin passes value / 1000 to TCP_MAXRT instead: the
+# milliseconds are truncated to whole seconds (below 1000 ms: 0 s) and read back x 1000.
+# Which Windows runs underneath only it can tell (sys.platform and platform.release() name
+# Cygwin): the note says so.
 PLATFORM_SPECS: Final[dict[str, dict[str, KnobSpec]]] = {
     "cygwin": {
+        "count": KnobSpec(
+            "TCP_KEEPCNT",
+            "probes",
+            1,
+            255,
+            True,
+            note="Cygwin: Winsock's TCP_KEEPCNT, or its own emulation before Windows 10 1709 (both 1 .. 255)",
+        ),
         "user_timeout": KnobSpec(
             "TCP_USER_TIMEOUT",
             "ms",
@@ -396,7 +445,8 @@ PLATFORM_SPECS: Final[dict[str, dict[str, KnobSpec]]] = {
             INT_MAX,
             True,
             note="Cygwin maps it to Windows' TCP_MAXRTMS; 0 (the system default on Linux) is not "
-            "offered: what it does there is undocumented",
+            "offered: what it does there is undocumented; on Windows before 10 1703 (no TCP_MAXRTMS) "
+            "Cygwin truncates it to whole seconds (TCP_MAXRT), below 1 s to 0",
         ),
     },
 }

@@ -6,11 +6,15 @@ its probes by it.  The layout and field positions are per-OS facts (``_platform`
 
 from __future__ import annotations
 
-import socket
 import struct
 from typing import Any, NamedTuple
 
 from . import _platform
+
+try:
+    import socket
+except ImportError:  # WASI / Emscripten builds: no TCP_INFO, AVAILABLE is False
+    from . import _nosocket as socket  # type: ignore[no-redef]
 
 _LAYOUT = struct.Struct(_platform.TCP_INFO_LAYOUT) if _platform.TCP_INFO_LAYOUT else None
 _FIELDS = _platform.TCP_INFO_FIELDS

@@ -37,7 +37,6 @@ import json
 import math
 import os
 import platform
-import socket
 import sys
 import time
 import warnings
@@ -52,6 +51,11 @@ import kaext
 from kaext._cli import Parser, one_line_warnings, prog_name, reader_gone, table
 from kaext._platform import LINUX_TIMERS
 from kaext._tcp_info import tcp_info
+
+try:
+    import socket
+except ImportError:  # WASI / Emscripten builds: every check reports OSError(ENOSYS)
+    from kaext import _nosocket as socket  # type: ignore[no-redef]
 
 __all__ = ["judge", "main", "run_checks", "run_idle_timeout", "run_live"]
 

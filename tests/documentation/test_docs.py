@@ -226,6 +226,11 @@ def test_platform_table_is_the_package_data(site: Path) -> None:
     for family, specs in _platform.FAMILY_SPECS.items():
         for spec in specs.values():
             assert str(spec.describe()) in cells, (family, spec.option)
+    # a platform with a table of its own within its family (Cygwin): its own rows, titled by its name
+    for platform, specs in _platform.PLATFORM_SPECS.items():
+        for knob, spec in specs.items():
+            rows = [i for i, cell in enumerate(cells[:-2]) if platform in cell.lower() and cells[i + 1] == knob]
+            assert rows and cells[rows[0] + 2] == str(spec.describe()), (platform, knob)
     # Linux's idle row, cell by cell (the kernel's MAX_TCP_KEEPIDLE, include/net/tcp.h)
     i = cells.index("setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)")
     assert cells[i - 2 : i + 3] == ["Linux", "idle", "setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)", "s", "1 .. 32767"]

@@ -61,6 +61,10 @@ def test_the_model_names_its_kernels_family(name: str) -> None:
         if model.windows_sio and knob in ("idle", "interval"):  # the ioctl instead (ALTERNATIVES)
             assert _platform.ALTERNATIVES["windows"][knob][0].ioctl
             continue
+        if model.fixed_count is not None and knob == "count":  # the kernel's own, fixed (UNSUPPORTED says so)
+            assert model.fixed_count == _platform.FIXED_PROBE_COUNT[model.family]
+            assert str(model.fixed_count) in _platform.UNSUPPORTED[model.family]["count"]
+            continue
         assert spec.option in model.check, (name, knob, spec.option)
         assert spec.option in model.numbers(), (name, knob, spec.option)
 
