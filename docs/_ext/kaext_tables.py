@@ -96,7 +96,7 @@ def platform_rows() -> list[list[str]]:
                 add(ALTERNATIVE_TITLES.get(family, family + " (alternative)"), knob, spec)
     old = _platform.specs("dragonfly", "5.6")
     for knob in _platform.KNOBS:
-        if knob in old and old[knob] is not _platform.BSD.get(knob):
+        if knob in old and old[knob] is not _platform.DRAGONFLY.get(knob):
             add("DragonFly before 5.8", knob, old[knob])
     for platform in _platform.PLATFORM_SPECS:
         table = _platform.specs(_platform._family(platform), platform=platform)

@@ -133,8 +133,8 @@ def _family(platform: str) -> str:
     if platform in XNU_PLATFORMS:
         return "darwin"
     if platform in ("win32", "cygwin"):
-        # Cygwin: Linux's names and numbers in its headers, mapped onto Winsock (below: no /proc
-        # tables, so no connections())
+        # Cygwin: Linux's option names (with Winsock's numbers) in its headers, mapped onto
+        # Winsock (PLATFORM_SPECS below; no /proc tables, so no connections())
         return "windows" if platform == "win32" else "linux"
     for name in ("freebsd", "netbsd", "openbsd", "dragonfly"):
         if platform.startswith(name):
@@ -303,6 +303,15 @@ FREEBSD = {
         note="drops the connection after this long without progress (retransmit and persist timers); 0 = off",
     ),
 }
+# DragonFly 5.8+ (seconds): tcp_ctloutput computes the ticks in 64 bits but stores them in
+# the int t_keepidle / t_keepintvl (sys/netinet/tcp_usrreq.c, tcp_var.h), which hold
+# INT_MAX // 1000 = 2147483 s at hz = 1000 (ten times more at the default hz = 100).
+_DRAGONFLY_MAX_S = INT_MAX // 1000
+DRAGONFLY = {
+    "idle": KnobSpec("TCP_KEEPIDLE", "s", 1, _DRAGONFLY_MAX_S, True),
+    "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, _DRAGONFLY_MAX_S, True),
+    "count": BSD["count"],
+}
 _DRAGONFLY_MS_NOTE = "DragonFly before 5.8 takes milliseconds"
 DRAGONFLY_OLD = {
     "idle": KnobSpec("TCP_KEEPIDLE", "ms", 1, INT_MAX, True, note=_DRAGONFLY_MS_NOTE),
@@ -401,7 +410,7 @@ FAMILY_SPECS: Final[dict[str, dict[str, KnobSpec]]] = {
     "darwin": DARWIN,
     "freebsd": FREEBSD,
     "netbsd": NETBSD,
-    "dragonfly": BSD,
+    "dragonfly": DRAGONFLY,
     "openbsd": {},
     "sunos": SUNOS,
     "windows": WINDOWS,

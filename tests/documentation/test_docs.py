@@ -163,6 +163,22 @@ def test_environment_page_names_every_variable_the_code_reads() -> None:
     assert not missing, f"docs/environment.md does not name: {missing}"
 
 
+def test_metrics_page_names_every_metric_the_exporter_exposes() -> None:
+    """Every metric family of one real collection (this process, its own sockets) is on the
+    metrics page under its exposed name: a new metric without its documentation fails here."""
+    if importlib.util.find_spec("prometheus_client") is None:
+        _missing("prometheus_client is not installed (pip install '.[metrics]')")
+    from kaext import _metrics
+
+    collector = _metrics.InspectCollector(lambda: [os.getpid()], lambda row: None)
+    exposed = set(re.findall(r"^# TYPE (\S+) ", _metrics.exposition(collector).decode(), re.MULTILINE))
+    exposed = {n for n in exposed if n.startswith("kaext_")}
+    assert {"kaext_tcp_connections", "kaext_inspect_duration_seconds"} <= exposed, exposed
+    page = (DOCS / "metrics.md").read_text(encoding="utf-8")
+    missing = sorted(n for n in exposed if n not in page and f"{n}_total" not in page)
+    assert not missing, f"docs/metrics.md does not name: {missing}"
+
+
 # --------------------------------------------------------------------------------------
 # The site
 # --------------------------------------------------------------------------------------

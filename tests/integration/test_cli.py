@@ -59,6 +59,13 @@ VALID = {
 }
 
 
+def test_these_tables_name_every_tool() -> None:
+    """A tool added to ``kaext.__main__.TOOLS`` is in every parametrized test of this module."""
+    from kaext.__main__ import TOOLS as ALL_TOOLS
+
+    assert set(TOOLS) == set(VALID) == set(ALL_TOOLS)
+
+
 @pytest.mark.parametrize("tool", sorted(VALID))
 def test_control_characters_in_an_argument_are_shown_escaped(tool: str) -> None:
     argv = [sys.executable, "-m", f"kaext.{tool}", *VALID[tool], "--bad\x1b[2Jarg"]

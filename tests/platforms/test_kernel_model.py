@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import families
 import kernel_model
 import pytest
 
@@ -22,21 +23,7 @@ pytestmark = pytest.mark.one_implementation
 
 RUN_ALL = Path(kernel_model.__file__).parent / "run_all.py"
 
-KERNEL_OF = {
-    "linux": "linux",
-    "android": "linux",
-    "darwin": "darwin",
-    "ios": "darwin",
-    "tvos": "darwin",
-    "watchos": "darwin",
-    "visionos": "darwin",
-    "win32": "windows",
-    "freebsd14": "freebsd",
-    "sunos5": "sunos",
-    "haiku1": "other",
-    "wasi": "other",
-    "emscripten": "other",
-}
+KERNEL_OF = families.platforms()
 
 
 @pytest.mark.parametrize("platform", KERNEL_OF)

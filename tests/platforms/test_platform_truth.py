@@ -23,6 +23,7 @@ import re
 from collections.abc import Iterator
 from types import ModuleType
 
+import families
 import pytest
 from paths import DATA
 
@@ -36,23 +37,8 @@ PER_SECOND: dict[str, int] = FACTS["units_per_second"]
 pytestmark = pytest.mark.one_implementation
 
 
-#: facts key -> (the _platform family, its table of knobs)
-def _tables() -> dict[str, tuple[str, dict[str, _platform.KnobSpec]]]:
-    windows_sio = dict(_platform.specs("windows"))
-    windows_sio.update(_platform.WINDOWS_SIO)
-    windows_nocount = {knob: spec for knob, spec in windows_sio.items() if knob != "count"}
-    return {
-        "linux": ("linux", _platform.specs("linux")),
-        "darwin": ("darwin", _platform.specs("darwin")),
-        "freebsd": ("freebsd", _platform.specs("freebsd")),
-        "netbsd": ("netbsd", _platform.specs("netbsd")),
-        "openbsd": ("openbsd", _platform.specs("openbsd")),
-        "illumos": ("sunos", _platform.specs("sunos")),
-        "windows": ("windows", _platform.specs("windows")),
-        "windows-sio": ("windows", windows_sio),
-        "windows-nocount": ("windows", windows_nocount),
-        "cygwin": ("linux", _platform.specs("linux", platform="cygwin")),
-    }
+#: facts key -> (the _platform family, its table of knobs): the families section of the facts
+_tables = families.fact_tables
 
 
 TABLES = sorted(KNOB_FACTS)
