@@ -43,7 +43,7 @@ except ImportError:  # WASI / Emscripten builds: kaext imports, nothing can be s
     from . import _nosocket as socket  # type: ignore[no-redef]
 import struct
 
-from . import _backend, _platform
+from . import _backend, _linux_abi, _platform
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -215,25 +215,10 @@ def _all_pids() -> list[int]:
 # The kernel's TCP tables
 # --------------------------------------------------------------------------------------
 
-#: include/net/tcp_states.h; 13 is TCP_BOUND_INACTIVE (bound, not listening, Linux 6.8+).
-_STATES = (
-    "?",
-    "ESTABLISHED",
-    "SYN_SENT",
-    "SYN_RECV",
-    "FIN_WAIT1",
-    "FIN_WAIT2",
-    "TIME_WAIT",
-    "CLOSE",
-    "CLOSE_WAIT",
-    "LAST_ACK",
-    "LISTEN",
-    "CLOSING",
-    "NEW_SYN_RECV",
-    "BOUND_INACTIVE",
-)
-_TIMERS = _platform.LINUX_TIMERS
-_KEEPALIVE_TIMER = 2
+# the kernel's names of its TCP states and timers (kaext._linux_abi), handed to the dump parsers
+_STATES = _linux_abi.TCP_STATES
+_TIMERS = _linux_abi.TIMERS
+_KEEPALIVE_TIMER = _linux_abi.KEEPALIVE_TIMER
 
 #: Every state but TIME_WAIT and NEW_SYN_RECV, which no process holds a descriptor of.
 _DUMP_STATES = 0xFFFFFFFF & ~((1 << 6) | (1 << 12))
@@ -260,7 +245,7 @@ def _netlink_table(
     """
     table: dict[int, TableRow] = {}
     parse = _dump_parser(backend)
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _platform.NETLINK_SOCK_DIAG) as nl:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _linux_abi.NETLINK_SOCK_DIAG) as nl:
         buf = bytearray(_READ_SIZE + _READ_SLACK)
         for seq, family in enumerate(families, 1):
             nl.send(_request(seq, family))
@@ -273,8 +258,8 @@ def _request(seq: int, family: int) -> bytes:
     """The sock_diag request for a dump of the TCP sockets of ``family``."""
     return _REQUEST.pack(
         _REQUEST.size,
-        _platform.SOCK_DIAG_BY_FAMILY,
-        _platform.NLM_F_REQUEST | _platform.NLM_F_DUMP,
+        _linux_abi.SOCK_DIAG_BY_FAMILY,
+        _linux_abi.NLM_F_REQUEST | _linux_abi.NLM_F_DUMP,
         seq,
         0,
         family,
@@ -294,7 +279,7 @@ def _netlink_dump(backend: ModuleType = _backend) -> list[tuple[bytearray, int]]
     parse = _dump_parser(backend)
     nothing: set[int] = set()
     ignored: dict[int, TableRow] = {}
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _platform.NETLINK_SOCK_DIAG) as nl:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _linux_abi.NETLINK_SOCK_DIAG) as nl:
         nl.send(_request(1, socket.AF_INET))
         while True:
             buf = bytearray(_READ_SIZE + _READ_SLACK)
@@ -333,7 +318,7 @@ def _dump_parser(backend: ModuleType) -> Parser:
     """``backend.diag_parse``; the pure-Python one where the extension was built without
     the kernel's sock_diag headers (its parser then fails with ENOSYS).  Decided once per
     backend, with an NLMSG_DONE message."""
-    done = bytearray(struct.pack("=IHHIIi", 20, _platform.NLMSG_DONE, 0, 0, 0, 0)) + bytearray(_READ_SLACK)
+    done = bytearray(struct.pack("=IHHIIi", 20, _linux_abi.NLMSG_DONE, 0, 0, 0, 0)) + bytearray(_READ_SLACK)
     parse: Parser = backend.diag_parse
     try:
         parse(done, 20, set(), {}, _STATES, _TIMERS, _KEEPALIVE_TIMER)
@@ -347,7 +332,7 @@ def _dump_parser(backend: ModuleType) -> Parser:
 def _row(
     family: int, state: int, local: tuple[str, int], remote: tuple[str, int], timer: int, left: float, retrans: int
 ) -> TableRow:
-    timer_name = _TIMERS[timer] if timer < len(_TIMERS) else str(timer)
+    timer_name = _linux_abi.timer_name(timer)
     return (
         _FAMILY_NAME[family],
         _STATES[state] if state < len(_STATES) else str(state),
@@ -367,26 +352,22 @@ def _proc_table(pid: int, wanted: set[int], tid: int = 0) -> dict[int, TableRow]
     where = _where(pid, tid)
     for family, name in ((socket.AF_INET, "tcp"), (socket.AF_INET6, "tcp6")):
         try:
-            with open(f"{where}/net/{name}", encoding="ascii") as f:
-                lines = f.readlines()[1:]
+            lines = list(_linux_abi.proc_tcp(f"{where}/net/{name}"))
         except FileNotFoundError:
             if not os.path.exists(where):
                 raise ProcessLookupError(errno.ESRCH, f"no process with pid {pid}") from None
             continue  # no IPv6 in this kernel
         for line in lines:
-            fields = line.split()
-            inode = int(fields[9])
-            if inode not in wanted:
+            if line.inode not in wanted:
                 continue
-            timer, when = fields[5].split(":")
-            table[inode] = _row(
+            table[line.inode] = _row(
                 family,
-                int(fields[3], 16),
-                _proc_address(family, fields[1]),
-                _proc_address(family, fields[2]),
-                int(timer, 16),
-                int(when, 16) / ticks,
-                int(fields[8]),  # icsk_probes_out (the "timeout" column)
+                line.state,
+                _proc_address(family, line.local),
+                _proc_address(family, line.remote),
+                line.timer,
+                line.when / ticks,
+                line.probes,
             )
     return table
 

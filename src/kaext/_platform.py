@@ -571,12 +571,8 @@ SOCKADDR_HAS_LEN: Final = FAMILY in ("darwin", "freebsd", "netbsd", "openbsd", "
 #: netlink, or ``/proc/<pid>/net/tcp{,6}``) and ``pidfd_getfd`` (Linux 5.6+) for another
 #: process's descriptors; ``"fds"``: this process only, by trying each descriptor number
 #: (the other POSIX systems); ``""``: not available (Windows: sockets are handles, not
-#: numbered descriptors that can be enumerated).
-#: Linux's pending TCP timer of a socket, by number, in ``ss -o``'s words ("on" there is
-#: the retransmit timer): sock_diag's idiag_timer and /proc/net/tcp's "tr" column
-#: (net/ipv4/inet_diag.c inet_sk_diag_fill, net/ipv4/tcp_ipv4.c get_tcp4_sock).  The one
-#: vocabulary of ``kaext.Connection.timer`` and ``kaext-verify --live``.
-LINUX_TIMERS: Final = ("off", "retransmit", "keepalive", "timewait", "persist")
+#: numbered descriptors that can be enumerated).  Linux's tables themselves (sock_diag,
+#: /proc/net/tcp) are its ABI: ``kaext._linux_abi``.
 FAMILY_CONNECTIONS: Final[dict[str, str]] = {"linux": "proc", "windows": "", "other": ""}
 
 #: Why ``kaext.connections()`` is not available on a platform of a family that has it:
@@ -620,17 +616,6 @@ def sys_pidfd_getfd() -> int:
 #: process's descriptors (pidfd_getfd) once its main thread has exited (pthread_exit), when
 #: its thread group leader is a zombie with no files; 0 where the OS has no O_EXCL.
 PIDFD_THREAD: Final = int(getattr(os, "O_EXCL", 0)) if FAMILY == "linux" else 0
-
-
-#: Linux sock_diag netlink (include/uapi/linux/netlink.h, sock_diag.h), which
-#: ``kaext.connections()`` asks for the TCP tables: the protocol, the dump request's
-#: type and flags, and the message types that end a dump.
-NETLINK_SOCK_DIAG: Final = 4
-SOCK_DIAG_BY_FAMILY: Final = 20
-NLM_F_REQUEST: Final = 0x1
-NLM_F_DUMP: Final = 0x300
-NLMSG_ERROR: Final = 2
-NLMSG_DONE: Final = 3
 
 
 # The kernel's own view of a TCP socket (kaext.verify --live, kaext.probe): Linux
