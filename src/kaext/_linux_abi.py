@@ -52,6 +52,17 @@ TIMERS: Final = ("off", "retransmit", "keepalive", "timewait", "persist")
 KEEPALIVE_TIMER: Final = TIMERS.index("keepalive")
 
 
+# The kernel's own view of a TCP socket: TCP_INFO fills struct tcp_info
+# (include/uapi/linux/tcp.h): 8 one-byte fields (tcpi_state first, tcpi_probes the 4th),
+# then u32 tcpi_rto (us), ato, snd_mss, rcv_mss, unacked, sacked, lost, retrans, fackets,
+# last_data_sent, last_ack_sent (never filled in), last_data_recv, last_ack_recv (ms ago),
+# ...: its first 104 bytes are 8 bytes and 24 u32.
+#: The ``struct`` layout of the part of ``TCP_INFO`` kaext reads.
+TCP_INFO_LAYOUT: Final = "8B24I"
+#: Field -> index into that layout's values.
+TCP_INFO_FIELDS: Final = {"state": 0, "probes": 3, "rto_us": 8, "last_data_recv_ms": 8 + 11, "last_ack_recv_ms": 8 + 12}
+
+
 def timer_name(number: int) -> str:
     """A timer number as ``TIMERS`` names it (an unknown number as itself)."""
     return TIMERS[number] if 0 <= number < len(TIMERS) else str(number)

@@ -618,15 +618,9 @@ def sys_pidfd_getfd() -> int:
 PIDFD_THREAD: Final = int(getattr(os, "O_EXCL", 0)) if FAMILY == "linux" else 0
 
 
-# The kernel's own view of a TCP socket (kaext.verify --live, kaext.probe): Linux
-# TCP_INFO fills struct tcp_info (include/uapi/linux/tcp.h): 8 one-byte fields (tcpi_state
-# first, tcpi_probes the 4th), then u32 tcpi_rto (us), ato, snd_mss, rcv_mss, unacked,
-# sacked, lost, retrans, fackets, last_data_sent, last_ack_sent (never filled in),
-# last_data_recv, last_ack_recv (ms ago), ...: its first 104 bytes are 8 bytes and 24 u32.
-#: The ``struct`` layout of the part of ``TCP_INFO`` kaext reads ("" where the OS has none).
-TCP_INFO_LAYOUT: Final = "8B24I" if FAMILY == "linux" and sys.platform != "cygwin" else ""
-#: Field -> index into that layout's values.
-TCP_INFO_FIELDS: Final = {"state": 0, "probes": 3, "rto_us": 8, "last_data_recv_ms": 8 + 11, "last_ack_recv_ms": 8 + 12}
+#: Whether this OS shows the kernel's own view of a TCP socket as Linux's ``TCP_INFO``
+#: (kaext.verify --live, kaext.probe; its layout: ``kaext._linux_abi``); Cygwin does not.
+TCP_INFO: Final = FAMILY == "linux" and sys.platform != "cygwin"
 
 
 # kaext.enforce: a cgroup v2 directory's connections, through BPF programs (Linux only).
