@@ -49,7 +49,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from concurrent.futures import Future
-    from types import ModuleType
+
+    from ._backend import Backend
 
     #: (family, state, local, remote, timer, timer_left, probes)
     TableRow = tuple[str, str, tuple[str, int], tuple[str, int], str, float | None, int | None]
@@ -147,7 +148,7 @@ def _socket_links(pid: int, fds: list[int], tid: int = 0) -> dict[int, int]:
     return found
 
 
-def _open_pidfd(pid: int, tid: int, backend: ModuleType) -> int:
+def _open_pidfd(pid: int, tid: int, backend: Backend) -> int:
     """A pidfd through which ``pidfd_getfd`` reaches process ``pid``'s descriptors: the
     process's own, or live thread ``tid``'s (PIDFD_THREAD) when its main thread has exited."""
     if tid and _platform.PIDFD_THREAD:
@@ -155,7 +156,7 @@ def _open_pidfd(pid: int, tid: int, backend: ModuleType) -> int:
     return int(backend.pidfd_open(pid))
 
 
-def _sockets(pid: int, backend: ModuleType) -> tuple[dict[int, Socket], str | None, int]:
+def _sockets(pid: int, backend: Backend) -> tuple[dict[int, Socket], str | None, int]:
     """``{inode: (fd, err, options)}`` for the sockets process ``pid`` holds, lowest fd
     first for a shared one; why no options could be read, when none could; and the live
     thread they were read through (0: the process itself)."""
@@ -235,7 +236,7 @@ _FAMILY_NAME: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 
 
 def _netlink_table(
-    wanted: set[int], backend: ModuleType = _backend, families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)
+    wanted: set[int], backend: Backend = _backend, families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)
 ) -> dict[int, TableRow]:
     """The TCP sockets of this network namespace from sock_diag: the ``wanted`` inodes.
 
@@ -269,7 +270,7 @@ def _request(seq: int, family: int) -> bytes:
     )
 
 
-def _netlink_dump(backend: ModuleType = _backend) -> list[tuple[bytearray, int]]:
+def _netlink_dump(backend: Backend = _backend) -> list[tuple[bytearray, int]]:
     """Every IPv4 TCP socket of this network namespace from sock_diag, as read: ``(buffer,
     length)`` per read of the dump, for ``_netlink_parse`` once the wanted inodes are known
     (``_own_table`` looks up those it lacks in the IPv6 dump).  It needs only the
@@ -291,7 +292,7 @@ def _netlink_dump(backend: ModuleType = _backend) -> list[tuple[bytearray, int]]
     return reads
 
 
-def _netlink_parse(reads: list[tuple[bytearray, int]], wanted: set[int], backend: ModuleType) -> dict[int, TableRow]:
+def _netlink_parse(reads: list[tuple[bytearray, int]], wanted: set[int], backend: Backend) -> dict[int, TableRow]:
     """The ``wanted`` inodes of a ``_netlink_dump``."""
     table: dict[int, TableRow] = {}
     parse = _dump_parser(backend)
@@ -314,7 +315,7 @@ def _read_dump(nl: socket.socket, buf: bytearray, wanted: set[int], table: dict[
 
 
 @functools.cache
-def _dump_parser(backend: ModuleType) -> Parser:
+def _dump_parser(backend: Backend) -> Parser:
     """``backend.diag_parse``; the pure-Python one where the extension was built without
     the kernel's sock_diag headers (its parser then fails with ENOSYS).  Decided once per
     backend, with an NLMSG_DONE message."""
@@ -416,7 +417,7 @@ def _unreadable(err: int, pid: int, tid: int = 0) -> str:
 
 
 def _processes(
-    pids: Iterable[int], backend: ModuleType = _backend, workers: int = 1
+    pids: Iterable[int], backend: Backend = _backend, workers: int = 1
 ) -> tuple[list[Reading], list[tuple[int, OSError]]]:
     """The sockets of several processes, each with its network namespace's table, with one
     sock_diag dump for all that share this network namespace: ``(pid, sockets, reason,
@@ -498,7 +499,7 @@ def _own_table(
     wanted: set[int],
     sockets: list[dict[int, Socket]],
     dump: Future[list[tuple[bytearray, int]]] | None,
-    backend: ModuleType,
+    backend: Backend,
 ) -> dict[int, TableRow]:
     """The ``wanted`` inodes of this network namespace's table: from ``dump`` (read while the
     descriptors were read) when there is one, else from a dump now; from
