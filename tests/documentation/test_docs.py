@@ -163,6 +163,31 @@ def test_environment_page_names_every_variable_the_code_reads() -> None:
     assert not missing, f"docs/environment.md does not name: {missing}"
 
 
+def test_every_test_path_the_sources_name_exists() -> None:
+    """A comment, page or script naming a test module (``tests/.../test_x.py``) names one that
+    exists: moved tests leave no stale pointers behind."""
+    texts = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / ".ci" / "run", ROOT / "noxfile.py"]
+    for folder, patterns in (
+        ("src", ("*.py", "*.pyi")),
+        ("ext", ("*.c", "*.h", "*.pyx", "*.pxi")),
+        ("docs", ("*.md",)),
+    ):
+        for pattern in patterns:
+            texts += (ROOT / folder).rglob(pattern)
+    texts += (ROOT / ".ci" / "steps").glob("*.sh")
+    texts += (ROOT / "benchmarks").glob("*.py")
+    stale = sorted(
+        {
+            f"{path.relative_to(ROOT)}: {name}"
+            for path in texts
+            if path.is_file()
+            for name in re.findall(r"\btests/[\w/]*test_\w+\.py", path.read_text(encoding="utf-8"))
+            if not (ROOT / name).exists()
+        }
+    )
+    assert not stale, stale
+
+
 def test_metrics_page_names_every_metric_the_exporter_exposes() -> None:
     """Every metric family of one real collection (this process, its own sockets) is on the
     metrics page under its exposed name: a new metric without its documentation fails here."""

@@ -129,7 +129,7 @@ def test_connection_is_an_immutable_value(connections: Lister) -> None:
         "reason",
         "inode",
     ]
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match=r"Connection is immutable: cannot set 'fd'"):
         row.fd = 0  # type: ignore[misc]
 
 

@@ -348,7 +348,7 @@ def test_kernel_refusal_rolls_back_the_knobs_already_written(
     assert info.value.knob == refused  # type: ignore[attr-defined]
     assert _kernel_state(client) == before, "the knobs written before the refusal must be restored"
     # the same plan without the rollback bits: the first knobs stay written (no reads, no cost)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Invalid argument: .* - the kernel refused the value"):
         backend.apply(client, backend.Plan(0b1111, *values.values(), 1))
     assert _kernel_state(client)[1:3] == (300, 30)
 

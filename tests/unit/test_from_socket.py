@@ -126,7 +126,7 @@ def test_the_policy_is_an_ordinary_policy(sock: socket.socket) -> None:
     assert repr(got) == "Policy(idle=70.0, interval=8.0, count=6, user_timeout=120.5)"
     assert str(got) == str(made) == "70s:8s:6 user_timeout=120500ms"
     assert got.socket_options() == made.socket_options()
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match=r"Policy is immutable; make a new one \(cannot set 'idle'\)"):
         got.idle = 1  # type: ignore[misc]
 
 
