@@ -39,13 +39,19 @@ UNIT_NAMES = {"s": "s", "ms": "ms", "ticks": "slow ticks (0.5 s)", "probes": "pr
 
 
 def _number(value: int) -> str:
+    """Digits grouped by a narrow no-break space, so that a number never wraps in its cell."""
     if value == _platform.INT_MAX:
         return "2³¹−1"
-    return f"{value:,}".replace(",", " ") if value >= 100_000 else str(value)
+    return f"{value:,}".replace(",", "\u202f") if value >= 100_000 else str(value)
 
 
-def _table(header: list[str], rows: list[list[str]], widths: list[int]) -> nodes.table:
-    table = nodes.table(classes=["kaext-generated"])
+def _table(
+    header: list[str], rows: list[list[str]], widths: list[int], note_below: bool = False, name: str = ""
+) -> nodes.table:
+    """A table of ``rows``; with ``note_below`` each row's last cell is not a column but, when
+    it is not empty, a line of its own under the row, across the whole table (so that the
+    table fits the page's width at 1280 px)."""
+    table = nodes.table(classes=["kaext-generated", *([f"kaext-{name}"] if name else [])])
     group = nodes.tgroup(cols=len(header))
     table += group
     for width in widths:
@@ -56,12 +62,21 @@ def _table(header: list[str], rows: list[list[str]], widths: list[int]) -> nodes
     group += body
     for target, cells in ((head, [header]), (body, rows)):
         for cells_of_row in cells:
+            note = ""
+            if note_below and target is body:
+                note, cells_of_row = cells_of_row[-1], cells_of_row[:-1]
             row = nodes.row()
             for text in cells_of_row:
                 entry = nodes.entry()
                 entry += nodes.paragraph(text=text)
                 row += entry
             target += row
+            if note:
+                line = nodes.row(classes=["kaext-note"])
+                entry = nodes.entry(morecols=len(cells_of_row) - 1)
+                entry += nodes.paragraph(text=note)
+                line += entry
+                target += line
     return table
 
 
@@ -110,8 +125,9 @@ class PlatformTable(SphinxDirective):
     """The per-OS knob table, from ``kaext._platform``."""
 
     def run(self) -> list[nodes.Node]:
-        header = ["OS", "knob", "how kaext sets it", "unit", "range (in the unit)", "read back", "note"]
-        return [_table(header, platform_rows(), [14, 10, 26, 8, 18, 8, 30])]
+        header = ["OS", "knob", "how kaext sets it", "unit", "range (in the unit)", "read back"]
+        rows = platform_rows()  # each row's last cell, its note, goes on a line of its own below it
+        return [_table(header, rows, [16, 12, 34, 10, 18, 10], note_below=True, name="platforms")]
 
 
 class MiddleboxTable(SphinxDirective):
@@ -123,7 +139,7 @@ class MiddleboxTable(SphinxDirective):
             policy = presets.for_middlebox(name)
             rows.append([name, f"{box.idle_timeout} s", str(policy), box.description, box.source])
         header = ["name", "idle timeout", "for_middlebox(name)", "what", "source"]
-        return [_table(header, rows, [12, 8, 14, 30, 36])]
+        return [_table(header, rows, [12, 8, 14, 30, 36], name="middleboxes")]
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

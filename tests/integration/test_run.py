@@ -265,6 +265,30 @@ def test_curl_under_kaext_run(listener: socket.socket) -> None:
     assert list(got) == WANT
 
 
+@need_proc
+@pytest.mark.parametrize("force", [False, True], ids=["own-values-after-connect", "force"])
+def test_redis_cli_under_kaext_run(listener: socket.socket, force: bool) -> None:
+    """redis-cli sets its own keepalive after connecting (redis src/redis-cli.c cliConnect:
+    anetKeepAlive(REDIS_CLI_KEEPALIVE_INTERVAL = 15); src/anet.c: idle 15 s, interval 15 / 3 s,
+    count 3), so without --force those win over the policy's three and the policy's user timeout
+    stays; with --force the policy holds.  curl, which sets its own before connecting, gets the
+    policy without --force (test_curl_under_kaext_run): docs/run.md says both."""
+    need_preload()
+    redis_cli = shutil.which("redis-cli")
+    if redis_cli is None:
+        servers.missing("redis-cli is not installed (Debian package redis-tools)")
+    host, port = listener.getsockname()
+    proc = subprocess.Popen(
+        [*RUN, "--policy", SPEC, *(["--force"] if force else []), "--", redis_cli, "-h", host, "-p", str(port), "PING"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    got = _hold_and_read(listener, proc, b"+PONG\r\n")
+    out, _ = proc.communicate(timeout=30)
+    assert (proc.returncode, out.strip()) == (0, "PONG")
+    assert list(got) == (WANT if force else [1, 15, 5, 3, 19_000])
+
+
 _C_PROGRAM = r"""
 #include <arpa/inet.h>
 #include <errno.h>
