@@ -420,7 +420,9 @@ def goal_line(g: dict[str, Any]) -> str:
 
 
 def _ratio(us: dict[str, float], a: str, b: str) -> float | None:
-    return us[a] / us[b] if a in us and b in us else None
+    """``us[a] / us[b]``; None (no ratio, the goal "n/a") when either was not measured or the
+    baseline ``b`` measured 0 (below the clock's resolution: nothing to divide by)."""
+    return us[a] / us[b] if a in us and b in us and us[b] > 0 else None
 
 
 def run(repeats: int, number: int, import_runs: int) -> dict[str, Any]:
