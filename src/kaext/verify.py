@@ -48,7 +48,7 @@ from typing import Any, NamedTuple
 import kaext
 
 # presentation only: the checks use the public API
-from kaext._cli import Parser, one_line_warnings, prog_name, reader_gone, table
+from kaext._cli import Parser, prog_name, run_tool, table
 from kaext._linux_abi import KEEPALIVE_TIMER, ProcTcpLine, proc_tcp, timer_name
 from kaext._tcp_info import tcp_info
 
@@ -761,13 +761,10 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the verifier; returns the exit status (0 all passed, 1 a check failed, 2 bad arguments)."""
+    """Run the verifier; returns the exit status (0 all passed, 1 a check failed, 2 bad arguments
+    or an error, 130 Ctrl-C)."""
     parser = _parser()
-    with one_line_warnings(lambda: parser.prog):  # e.g. a --policy whose user timeout cuts probing short
-        try:
-            return _main(parser, argv)
-        except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
-            return reader_gone()
+    return run_tool(lambda: parser.prog, lambda: _main(parser, argv))
 
 
 def _main(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
