@@ -420,8 +420,8 @@ def goal_line(g: dict[str, Any]) -> str:
 
 
 def _ratio(us: dict[str, float], a: str, b: str) -> float | None:
-    """a / b, or None (n/a) when either is missing or b measured 0: a clock too coarse for the
-    repeat, as thread CPU time is under user-mode Linux whatever clock_getres says."""
+    """``us[a] / us[b]``; None (no ratio, the goal "n/a") when either was not measured or the
+    baseline ``b`` measured 0 (below the clock's resolution: nothing to divide by)."""
     return us[a] / us[b] if a in us and b in us and us[b] > 0 else None
 
 

@@ -1,7 +1,7 @@
 /*
  * shim_facts.c -- what kaext_shim.h picks on a target, for the preprocessor.
  *
- * Not a program: tests/test_cross_targets.py runs it through a cross
+ * Not a program: tests/native/test_cross_targets.py runs it through a cross
  * compiler's preprocessor (-E) against the target's own headers and reads
  * the "kaext_fact" lines, then checks them against tests/data.
  *

@@ -2,7 +2,7 @@
  * test_probe.c -- the shim's run-time probe and its order of calls, no Python.
  *
  * Built natively and cross-built for Windows (run under wine) by
- * tests/test_shim_c.py.  On Windows it does NOT start Winsock itself before
+ * tests/native/test_shim_c.py.  On Windows it does NOT start Winsock itself before
  * the first probe: that is the case of a program (or Python) that uses kaext
  * before anything called WSAStartup, and the probe must still see the running
  * kernel, not assume.

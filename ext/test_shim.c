@@ -1,7 +1,7 @@
 /*
  * test_shim.c -- exercises kaext_shim.h on real loopback sockets, no Python.
  *
- * Built natively by tests/test_shim_c.py and cross-built for Windows by
+ * Built natively by tests/native/test_shim_c.py and cross-built for Windows by
  * .ci/steps/10-windows-cross.sh (x86_64 run under wine).
  *
  *   test_shim             print the constants table and the knob mechanisms,

@@ -27,6 +27,9 @@ FAMILY_TITLES = {
     "openbsd": "OpenBSD",
     "sunos": "illumos / Solaris 11.4",
 }
+#: How the site names the platforms with a table of their own within a family
+#: (``_platform.PLATFORM_SPECS``).
+PLATFORM_TITLES = {"cygwin": "Cygwin (Windows underneath)"}
 #: The alternatives (older releases, other mechanisms) by family.
 ALTERNATIVE_TITLES = {
     "windows": "Windows before 10 1709 (and wine)",
@@ -42,13 +45,19 @@ UNIT_NAMES = {
 
 
 def _number(value: int) -> str:
+    """Digits grouped by a narrow no-break space, so that a number never wraps in its cell."""
     if value == _platform.INT_MAX:
         return "2³¹−1"
-    return f"{value:,}".replace(",", " ") if value >= 100_000 else str(value)
+    return f"{value:,}".replace(",", "\u202f") if value >= 100_000 else str(value)
 
 
-def _table(header: list[str], rows: list[list[str]], widths: list[int]) -> nodes.table:
-    table = nodes.table(classes=["kaext-generated"])
+def _table(
+    header: list[str], rows: list[list[str]], widths: list[int], note_below: bool = False, name: str = ""
+) -> nodes.table:
+    """A table of ``rows``; with ``note_below`` each row's last cell is not a column but, when
+    it is not empty, a line of its own under the row, across the whole table (so that the
+    table fits the page's width at 1280 px)."""
+    table = nodes.table(classes=["kaext-generated", *([f"kaext-{name}"] if name else [])])
     group = nodes.tgroup(cols=len(header))
     table += group
     for width in widths:
@@ -59,12 +68,21 @@ def _table(header: list[str], rows: list[list[str]], widths: list[int]) -> nodes
     group += body
     for target, cells in ((head, [header]), (body, rows)):
         for cells_of_row in cells:
+            note = ""
+            if note_below and target is body:
+                note, cells_of_row = cells_of_row[-1], cells_of_row[:-1]
             row = nodes.row()
             for text in cells_of_row:
                 entry = nodes.entry()
                 entry += nodes.paragraph(text=text)
                 row += entry
             target += row
+            if note:
+                line = nodes.row(classes=["kaext-note"])
+                entry = nodes.entry(morecols=len(cells_of_row) - 1)
+                entry += nodes.paragraph(text=note)
+                line += entry
+                target += line
     return table
 
 
@@ -99,8 +117,13 @@ def platform_rows() -> list[list[str]]:
                 add(ALTERNATIVE_TITLES.get(family, family + " (alternative)"), knob, spec)
     old = _platform.specs("dragonfly", "5.6")
     for knob in _platform.KNOBS:
-        if knob in old and old[knob] is not _platform.BSD.get(knob):
+        if knob in old and old[knob] is not _platform.DRAGONFLY.get(knob):
             add("DragonFly before 5.8", knob, old[knob])
+    for platform in _platform.PLATFORM_SPECS:
+        table = _platform.specs(_platform._family(platform), platform=platform)
+        for knob in _platform.KNOBS:
+            if knob in table:
+                add(PLATFORM_TITLES.get(platform, platform), knob, table[knob])
     return rows
 
 
@@ -108,8 +131,9 @@ class PlatformTable(SphinxDirective):
     """The per-OS knob table, from ``kaext._platform``."""
 
     def run(self) -> list[nodes.Node]:
-        header = ["OS", "knob", "how kaext sets it", "unit", "range (in the unit)", "read back", "note"]
-        return [_table(header, platform_rows(), [14, 10, 26, 8, 18, 8, 30])]
+        header = ["OS", "knob", "how kaext sets it", "unit", "range (in the unit)", "read back"]
+        rows = platform_rows()  # each row's last cell, its note, goes on a line of its own below it
+        return [_table(header, rows, [16, 12, 34, 10, 18, 10], note_below=True, name="platforms")]
 
 
 class MiddleboxTable(SphinxDirective):
@@ -121,7 +145,7 @@ class MiddleboxTable(SphinxDirective):
             policy = presets.for_middlebox(name)
             rows.append([name, f"{box.idle_timeout} s", str(policy), box.description, box.source])
         header = ["name", "idle timeout", "for_middlebox(name)", "what", "source"]
-        return [_table(header, rows, [12, 8, 14, 30, 36])]
+        return [_table(header, rows, [12, 8, 14, 30, 36], name="middleboxes")]
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

@@ -61,6 +61,8 @@ __all__ = [
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     # For the type checker: the two backends have one interface (the stub says so).
+    from typing import Any, Protocol
+
     from ._pure import (
         BPF_FACTS,
         BPF_SETSOCKOPT,
@@ -107,6 +109,30 @@ if TYPE_CHECKING:
         read_policy,
         read_state,
     )
+
+    class Backend(Protocol):
+        """What the code that reads other processes' sockets needs of a backend module
+        (``kaext._kaext``, ``kaext._pure``, or this module, which is one of them): the seam
+        ``kaext.connections()``, ``Connection.apply`` and the inspector pass a backend
+        through, so the tests can hand either implementation.  For the type checker only."""
+
+        @property
+        def IMPLEMENTATION(self) -> str: ...
+        def __hash__(self) -> int: ...  # a module is: its dump parser is cached per backend
+        def pidfd_open(self, pid: int, flags: int = 0) -> int: ...
+        def pidfd_getfd(self, pidfd: int, fd: int) -> int: ...
+        def proc_read(self, pidfd: int, fds: Any) -> list[tuple[int, int, int, int, int, int, int | None]]: ...
+        def diag_parse(
+            self,
+            buf: bytearray,
+            n: int,
+            wanted: set[int],
+            table: dict[int, Any],
+            states: tuple[str, ...],
+            timers: tuple[str, ...],
+            keepalive_timer: int,
+        ) -> bool: ...
+
 else:
 
     def _choose():

@@ -326,16 +326,17 @@ def _check_total(values: list[int], mask: int) -> None:
     total = parts.get("idle", 0) + parts.get("interval", 0) * parts.get("count", 0)
     if total * 1000 > limit_ms:
         given = ", ".join(f"{name}={_plain(value)}" for name, value in parts.items())
+        kept = "32-bit milliseconds" if limit_ms == 2**32 - 1 else "a signed 32-bit count of kernel ticks"
         raise ValueError(
             f"idle + interval * count = {_plain(total)} s is out of range ({given}): this platform "
-            f"keeps it in 32-bit milliseconds, at most {_plain(limit_ms / 1000)} s "
+            f"keeps it in {kept}, at most {_plain(limit_ms / 1000)} s "
             f"(about {limit_ms / 86_400_000:.1f} days), and would wrap"
         )
 
 
 def check_total_on(sock: object, plan: Plan) -> None:
     """Where the kernel sums idle + interval * count in 32 bits (``KEEPALIVE_TOTAL_MAX_MS``:
-    macOS, FreeBSD): a plan that sets only some of the three counts the socket's current
+    macOS, FreeBSD, DragonFly): a plan that sets only some of the three counts the socket's current
     values for the others (one read of those), so ``set_keepalive(s, idle=...)`` cannot
     wrap the sum either.  ValueError before anything is written."""
     limit_ms = _platform.KEEPALIVE_TOTAL_MAX_MS.get(_platform.FAMILY)

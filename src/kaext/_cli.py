@@ -1,4 +1,9 @@
-"""What the command-line tools (verify, inspect, run, enforce, probe) share."""
+"""What the command-line tools (verify, inspect, run, enforce, probe) share.
+
+``run_tool`` is how a tool runs: its parsing and its work inside one-line warnings, and
+every way out as the same exit status and one line on stderr (verify, inspect and run use
+it; ``tests/integration/test_cli.py`` tests it once for each of them).
+"""
 
 from __future__ import annotations
 
@@ -101,6 +106,35 @@ def table(head: Sequence[str], rows: Sequence[Sequence[str]], *, rule: bool = Fa
             lines.append("")
         lines.append(line(row))
     return lines
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing, no such process, no permission: a tool's exit
+    status 2, with the message as one line (``PROG: error: MESSAGE``)."""
+
+
+def run_tool(prog: Callable[[], str], body: Callable[[], int]) -> int:
+    """Run a tool's ``body`` (its parsing and its work) and return its exit status.
+
+    Within, each warning is one line (``one_line_warnings``).  ``body``'s own status is
+    returned; argparse's usage errors exit 2 in one line (``Parser``); a ``UsageError``, or
+    an OSError the system raised, is one line ``PROG: error: MESSAGE`` and status 2; Ctrl-C
+    is status 130, as a shell reports a command ended by SIGINT, with no traceback; a reader
+    that went away (``| head``: broken pipe) ends it quietly with status 2.
+    """
+    with one_line_warnings(prog):
+        try:
+            return body()
+        except BrokenPipeError:  # the reader went away: nothing more to say
+            return reader_gone()
+        except UsageError as exc:
+            print(f"{prog()}: error: {printable(str(exc))}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # what the system refused, as one line
+            print(f"{prog()}: error: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
 
 
 def reader_gone() -> int:

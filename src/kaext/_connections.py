@@ -34,9 +34,9 @@ from ._record import Record
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from types import ModuleType
     from typing import Any
 
+    from ._backend import Backend
     from ._connections_linux import Socket, TableRow
     from ._policy import Policy
 
@@ -223,7 +223,7 @@ def connections(pid: int | None = None) -> list[Connection]:
     return _list_connections(pid, _backend)
 
 
-def _list_connections(pid: int | None, backend: ModuleType) -> list[Connection]:
+def _list_connections(pid: int | None, backend: Backend) -> list[Connection]:
     """``connections(pid)`` through ``backend`` (``kaext._kaext`` or ``kaext._pure``)."""
     if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int)):
         raise TypeError(f"pid must be an int or None, got {type(pid).__name__} {pid!r}")
@@ -247,7 +247,7 @@ def _list_connections(pid: int | None, backend: ModuleType) -> list[Connection]:
 
 
 def _collect(
-    pids: Iterable[int], backend: ModuleType = _backend, workers: int = 1
+    pids: Iterable[int], backend: Backend = _backend, workers: int = 1
 ) -> tuple[list[Connection], list[tuple[int, OSError]]]:
     """Connections of several processes, with one sock_diag dump for all that share this
     network namespace; the errors (ProcessLookupError, PermissionError) per pid.
@@ -263,7 +263,7 @@ def _collect(
 
 
 def _tally(
-    pids: Iterable[int], backend: ModuleType = _backend, workers: int = 1
+    pids: Iterable[int], backend: Backend = _backend, workers: int = 1
 ) -> tuple[list[tuple[Connection, int]], list[tuple[int, OSError]]]:
     """What ``_collect`` reads, for a caller that needs of each row only its pid, state,
     ``keepalive`` and ``user_timeout`` (the metrics' counts by verdict): one Connection per
@@ -373,12 +373,29 @@ def _own_fd(pid: int, fd: int) -> Connection | None:
 def _own_row(pid: int, fd: int, dup: int) -> Connection | None:
     from . import _pure_fd  # its C library calls on a descriptor number (ctypes), whatever the backend
 
-    s = _pure_fd._RawFd(dup)
+    if _pure_fd._raw_available():
+        return _row_of(pid, fd, dup, _pure_fd._RawFd(dup))
+    # no ctypes, or a C library dlopen(NULL) does not reach: a socket object over the
+    # duplicate, detached after (the pure backend's own fallback, with its limit: under
+    # socket.setdefaulttimeout() the object makes the description non-blocking)
     try:
-        family = s.family
+        sock = socket.socket(fileno=dup)
+    except OSError:
+        return None
+    try:
+        return _row_of(pid, fd, dup, sock)
+    finally:
+        sock.detach()
+
+
+def _row_of(pid: int, fd: int, dup: int, s: Any) -> Connection | None:
+    """The row of descriptor ``fd`` (``dup``: this process's duplicate of it), read through
+    ``s``, an object with socket.socket's getsockopt, getsockname, getpeername and family."""
+    try:
+        family = int(s.family)
         if family not in _FAMILY_NAME or s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) != socket.SOCK_STREAM:
             return None
-        local = s.getsockname()
+        local = tuple(s.getsockname()[:2])
         inode = os.fstat(dup).st_ino
     except OSError:
         return None
@@ -387,7 +404,7 @@ def _own_row(pid: int, fd: int, dup: int) -> Connection | None:
     except OSError:
         listening = False
     try:
-        remote = s.getpeername()
+        remote = tuple(s.getpeername()[:2])
         state = "ESTABLISHED"
     except OSError:
         remote = ("0.0.0.0", 0) if family == socket.AF_INET else ("::", 0)
@@ -410,7 +427,7 @@ def _own_row(pid: int, fd: int, dup: int) -> Connection | None:
 
 
 def _apply(
-    rows: Iterable[Connection], policy: Policy, backend: ModuleType = _backend
+    rows: Iterable[Connection], policy: Policy, backend: Backend = _backend
 ) -> list[tuple[Connection, OSError | None]]:
     """:meth:`Connection.apply` for each row, one pidfd per process; ``(row, error or None)``."""
     results: list[tuple[Connection, OSError | None]] = []
@@ -429,7 +446,7 @@ def _apply(
     return results
 
 
-def _apply_row(row: Connection, policy: Policy, backend: ModuleType, pidfds: dict[int, int] | None) -> None:
+def _apply_row(row: Connection, policy: Policy, backend: Backend, pidfds: dict[int, int] | None) -> None:
     """``policy`` to the socket ``row`` lists, through a duplicate of its descriptor checked to
     hold the same socket (inode); ``pidfds``: the pidfds opened so far, by pid, which the
     caller closes (None: the one opened here is closed here)."""
@@ -454,7 +471,7 @@ def _apply_row(row: Connection, policy: Policy, backend: ModuleType, pidfds: dic
         os.close(fd)
 
 
-def _duplicate(row: Connection, backend: ModuleType, pidfds: dict[int, int] | None) -> int:
+def _duplicate(row: Connection, backend: Backend, pidfds: dict[int, int] | None) -> int:
     """A descriptor in this process for ``row``'s: ``dup`` of this process's own,
     ``pidfd_getfd`` of another's (OSError EBADF when it is closed or the process gone)."""
     gone = OSError(errno.EBADF, f"pid {row.pid} fd {row.fd}: closed since it was listed; nothing applied")

@@ -43,13 +43,14 @@ except ImportError:  # WASI / Emscripten builds: kaext imports, nothing can be s
     from . import _nosocket as socket  # type: ignore[no-redef]
 import struct
 
-from . import _backend, _platform
+from . import _backend, _linux_abi, _platform
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from concurrent.futures import Future
-    from types import ModuleType
+
+    from ._backend import Backend
 
     #: (family, state, local, remote, timer, timer_left, probes)
     TableRow = tuple[str, str, tuple[str, int], tuple[str, int], str, float | None, int | None]
@@ -147,7 +148,7 @@ def _socket_links(pid: int, fds: list[int], tid: int = 0) -> dict[int, int]:
     return found
 
 
-def _open_pidfd(pid: int, tid: int, backend: ModuleType) -> int:
+def _open_pidfd(pid: int, tid: int, backend: Backend) -> int:
     """A pidfd through which ``pidfd_getfd`` reaches process ``pid``'s descriptors: the
     process's own, or live thread ``tid``'s (PIDFD_THREAD) when its main thread has exited."""
     if tid and _platform.PIDFD_THREAD:
@@ -155,7 +156,7 @@ def _open_pidfd(pid: int, tid: int, backend: ModuleType) -> int:
     return int(backend.pidfd_open(pid))
 
 
-def _sockets(pid: int, backend: ModuleType) -> tuple[dict[int, Socket], str | None, int]:
+def _sockets(pid: int, backend: Backend) -> tuple[dict[int, Socket], str | None, int]:
     """``{inode: (fd, err, options)}`` for the sockets process ``pid`` holds, lowest fd
     first for a shared one; why no options could be read, when none could; and the live
     thread they were read through (0: the process itself)."""
@@ -215,25 +216,10 @@ def _all_pids() -> list[int]:
 # The kernel's TCP tables
 # --------------------------------------------------------------------------------------
 
-#: include/net/tcp_states.h; 13 is TCP_BOUND_INACTIVE (bound, not listening, Linux 6.8+).
-_STATES = (
-    "?",
-    "ESTABLISHED",
-    "SYN_SENT",
-    "SYN_RECV",
-    "FIN_WAIT1",
-    "FIN_WAIT2",
-    "TIME_WAIT",
-    "CLOSE",
-    "CLOSE_WAIT",
-    "LAST_ACK",
-    "LISTEN",
-    "CLOSING",
-    "NEW_SYN_RECV",
-    "BOUND_INACTIVE",
-)
-_TIMERS = _platform.LINUX_TIMERS
-_KEEPALIVE_TIMER = 2
+# the kernel's names of its TCP states and timers (kaext._linux_abi), handed to the dump parsers
+_STATES = _linux_abi.TCP_STATES
+_TIMERS = _linux_abi.TIMERS
+_KEEPALIVE_TIMER = _linux_abi.KEEPALIVE_TIMER
 
 #: Every state but TIME_WAIT and NEW_SYN_RECV, which no process holds a descriptor of.
 _DUMP_STATES = 0xFFFFFFFF & ~((1 << 6) | (1 << 12))
@@ -250,7 +236,7 @@ _FAMILY_NAME: dict[int, str] = {socket.AF_INET: "IPv4", socket.AF_INET6: "IPv6"}
 
 
 def _netlink_table(
-    wanted: set[int], backend: ModuleType = _backend, families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)
+    wanted: set[int], backend: Backend = _backend, families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6)
 ) -> dict[int, TableRow]:
     """The TCP sockets of this network namespace from sock_diag: the ``wanted`` inodes.
 
@@ -260,7 +246,7 @@ def _netlink_table(
     """
     table: dict[int, TableRow] = {}
     parse = _dump_parser(backend)
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _platform.NETLINK_SOCK_DIAG) as nl:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _linux_abi.NETLINK_SOCK_DIAG) as nl:
         buf = bytearray(_READ_SIZE + _READ_SLACK)
         for seq, family in enumerate(families, 1):
             nl.send(_request(seq, family))
@@ -273,8 +259,8 @@ def _request(seq: int, family: int) -> bytes:
     """The sock_diag request for a dump of the TCP sockets of ``family``."""
     return _REQUEST.pack(
         _REQUEST.size,
-        _platform.SOCK_DIAG_BY_FAMILY,
-        _platform.NLM_F_REQUEST | _platform.NLM_F_DUMP,
+        _linux_abi.SOCK_DIAG_BY_FAMILY,
+        _linux_abi.NLM_F_REQUEST | _linux_abi.NLM_F_DUMP,
         seq,
         0,
         family,
@@ -284,7 +270,7 @@ def _request(seq: int, family: int) -> bytes:
     )
 
 
-def _netlink_dump(backend: ModuleType = _backend) -> list[tuple[bytearray, int]]:
+def _netlink_dump(backend: Backend = _backend) -> list[tuple[bytearray, int]]:
     """Every IPv4 TCP socket of this network namespace from sock_diag, as read: ``(buffer,
     length)`` per read of the dump, for ``_netlink_parse`` once the wanted inodes are known
     (``_own_table`` looks up those it lacks in the IPv6 dump).  It needs only the
@@ -294,7 +280,7 @@ def _netlink_dump(backend: ModuleType = _backend) -> list[tuple[bytearray, int]]
     parse = _dump_parser(backend)
     nothing: set[int] = set()
     ignored: dict[int, TableRow] = {}
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _platform.NETLINK_SOCK_DIAG) as nl:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _linux_abi.NETLINK_SOCK_DIAG) as nl:
         nl.send(_request(1, socket.AF_INET))
         while True:
             buf = bytearray(_READ_SIZE + _READ_SLACK)
@@ -306,7 +292,7 @@ def _netlink_dump(backend: ModuleType = _backend) -> list[tuple[bytearray, int]]
     return reads
 
 
-def _netlink_parse(reads: list[tuple[bytearray, int]], wanted: set[int], backend: ModuleType) -> dict[int, TableRow]:
+def _netlink_parse(reads: list[tuple[bytearray, int]], wanted: set[int], backend: Backend) -> dict[int, TableRow]:
     """The ``wanted`` inodes of a ``_netlink_dump``."""
     table: dict[int, TableRow] = {}
     parse = _dump_parser(backend)
@@ -329,11 +315,11 @@ def _read_dump(nl: socket.socket, buf: bytearray, wanted: set[int], table: dict[
 
 
 @functools.cache
-def _dump_parser(backend: ModuleType) -> Parser:
+def _dump_parser(backend: Backend) -> Parser:
     """``backend.diag_parse``; the pure-Python one where the extension was built without
     the kernel's sock_diag headers (its parser then fails with ENOSYS).  Decided once per
     backend, with an NLMSG_DONE message."""
-    done = bytearray(struct.pack("=IHHIIi", 20, _platform.NLMSG_DONE, 0, 0, 0, 0)) + bytearray(_READ_SLACK)
+    done = bytearray(struct.pack("=IHHIIi", 20, _linux_abi.NLMSG_DONE, 0, 0, 0, 0)) + bytearray(_READ_SLACK)
     parse: Parser = backend.diag_parse
     try:
         parse(done, 20, set(), {}, _STATES, _TIMERS, _KEEPALIVE_TIMER)
@@ -347,7 +333,7 @@ def _dump_parser(backend: ModuleType) -> Parser:
 def _row(
     family: int, state: int, local: tuple[str, int], remote: tuple[str, int], timer: int, left: float, retrans: int
 ) -> TableRow:
-    timer_name = _TIMERS[timer] if timer < len(_TIMERS) else str(timer)
+    timer_name = _linux_abi.timer_name(timer)
     return (
         _FAMILY_NAME[family],
         _STATES[state] if state < len(_STATES) else str(state),
@@ -367,26 +353,22 @@ def _proc_table(pid: int, wanted: set[int], tid: int = 0) -> dict[int, TableRow]
     where = _where(pid, tid)
     for family, name in ((socket.AF_INET, "tcp"), (socket.AF_INET6, "tcp6")):
         try:
-            with open(f"{where}/net/{name}", encoding="ascii") as f:
-                lines = f.readlines()[1:]
+            lines = list(_linux_abi.proc_tcp(f"{where}/net/{name}"))
         except FileNotFoundError:
             if not os.path.exists(where):
                 raise ProcessLookupError(errno.ESRCH, f"no process with pid {pid}") from None
             continue  # no IPv6 in this kernel
         for line in lines:
-            fields = line.split()
-            inode = int(fields[9])
-            if inode not in wanted:
+            if line.inode not in wanted:
                 continue
-            timer, when = fields[5].split(":")
-            table[inode] = _row(
+            table[line.inode] = _row(
                 family,
-                int(fields[3], 16),
-                _proc_address(family, fields[1]),
-                _proc_address(family, fields[2]),
-                int(timer, 16),
-                int(when, 16) / ticks,
-                int(fields[8]),  # icsk_probes_out (the "timeout" column)
+                line.state,
+                _proc_address(family, line.local),
+                _proc_address(family, line.remote),
+                line.timer,
+                line.when / ticks,
+                line.probes,
             )
     return table
 
@@ -435,7 +417,7 @@ def _unreadable(err: int, pid: int, tid: int = 0) -> str:
 
 
 def _processes(
-    pids: Iterable[int], backend: ModuleType = _backend, workers: int = 1
+    pids: Iterable[int], backend: Backend = _backend, workers: int = 1
 ) -> tuple[list[Reading], list[tuple[int, OSError]]]:
     """The sockets of several processes, each with its network namespace's table, with one
     sock_diag dump for all that share this network namespace: ``(pid, sockets, reason,
@@ -517,7 +499,7 @@ def _own_table(
     wanted: set[int],
     sockets: list[dict[int, Socket]],
     dump: Future[list[tuple[bytearray, int]]] | None,
-    backend: ModuleType,
+    backend: Backend,
 ) -> dict[int, TableRow]:
     """The ``wanted`` inodes of this network namespace's table: from ``dump`` (read while the
     descriptors were read) when there is one, else from a dump now; from

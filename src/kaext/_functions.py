@@ -140,6 +140,9 @@ def set_keepalive(
     * macOS / iOS: ``idle + interval * count`` must fit xnu's 32-bit millisecond timer,
       else ValueError; an accepted socket does not inherit idle from its listening socket
       there (RuntimeWarning on a listening socket): set it on each accepted one.
+    * NetBSD: an accepted socket inherits none of the three from its listening socket
+      (RuntimeWarning on a listening socket); DragonFly: ``idle + interval * count`` must
+      fit its int tick counters, else ValueError.
 
     A knob the platform lacks raises OSError ENOPROTOOPT naming the reason.  TypeError
     and ValueError (naming the knob, the value and the valid range) come before any
@@ -200,7 +203,8 @@ def warn_if_not_inherited(sock: SocketLike, mask: int) -> None:
 
     macOS: an accepted connection takes SO_KEEPALIVE, the interval and the count from
     its listening socket, but not the idle time (``TCP_KEEPALIVE``) nor the user timeout
-    (``TCP_RXT_CONNDROPTIME``) -- apply those to each accepted socket.  ``mask`` is a
+    (``TCP_RXT_CONNDROPTIME``); NetBSD: SO_KEEPALIVE only, none of idle, interval and
+    count -- apply those to each accepted socket.  ``mask`` is a
     plan's mask (bit k: knob k is set).  Nothing to check elsewhere, nor for an int fd.
     """
     names = [
@@ -213,9 +217,12 @@ def warn_if_not_inherited(sock: SocketLike, mask: int) -> None:
     import warnings
 
     them = "it" if len(names) == 1 else "them"
+    lost = _platform.NOT_INHERITED_BY_ACCEPT[_platform.FAMILY]
+    kept = ["SO_KEEPALIVE", *(k for k in ("idle", "interval", "count") if k not in lost)]
+    kept_text = f"{kept[0]} is" if len(kept) == 1 else f"{', '.join(kept[:-1])} and {kept[-1]} are"
     warnings.warn(
         f"{' and '.join(names)} set on a listening socket: on this platform ({_platform.FAMILY}) "
-        f"accepted connections do not inherit {them} (SO_KEEPALIVE, interval and count are "
+        f"accepted connections do not inherit {them} ({kept_text} "
         "inherited); apply the policy to each accepted socket as well",
         RuntimeWarning,
         stacklevel=3,
@@ -224,7 +231,10 @@ def warn_if_not_inherited(sock: SocketLike, mask: int) -> None:
 
 def _listening(sock: object) -> bool:
     """Is ``sock`` (an object with getsockopt, e.g. a socket.socket) a listening socket?"""
-    import socket
+    try:
+        import socket
+    except ImportError:  # WASI / Emscripten builds: no socket can be listening
+        return False
 
     option = getattr(socket, "SO_ACCEPTCONN", None)
     getsockopt = getattr(sock, "getsockopt", None)
@@ -247,8 +257,12 @@ def system_defaults() -> KeepaliveState:
     * Linux: ``/proc/sys/net/ipv4/tcp_keepalive_time``, ``_intvl``, ``_probes``.
     * Elsewhere: what a fresh, unconfigured TCP socket reports (``get_keepalive``); a
       knob the platform cannot read back (Windows before 10 1709, OpenBSD) is ``None``.
+    * A Python without a usable socket module (WASI, Emscripten): OSError ENOSYS.
     """
-    import socket
+    try:
+        import socket
+    except ImportError:  # WASI / Emscripten builds: its socket() raises OSError(ENOSYS)
+        from . import _nosocket as socket  # type: ignore[no-redef]
 
     values: dict[str, Any] = {}
     for name, path in _platform.DEFAULT_FILES.items():

@@ -1,7 +1,7 @@
 """Type stub for the compiled module ``kaext._kaext`` (built from ``ext/_kaext.pyx``).
 
 Same interface as the pure-Python implementation ``kaext._pure``; the
-signatures here match it name for name (``tests/test_packaging.py`` checks).
+signatures here match it name for name (``tests/package/test_packaging.py`` checks).
 """
 
 from typing import Any, Literal

@@ -134,8 +134,8 @@ def _family(platform: str) -> str:
     if platform in XNU_PLATFORMS:
         return "darwin"
     if platform in ("win32", "cygwin"):
-        # Cygwin: Linux's names and numbers in its headers, mapped onto Winsock (below: no /proc
-        # tables, so no connections())
+        # Cygwin: Linux's option names (with Winsock's numbers) in its headers, mapped onto
+        # Winsock (PLATFORM_SPECS below; no /proc tables, so no connections())
         return "windows" if platform == "win32" else "linux"
     for name in ("freebsd", "netbsd", "openbsd", "dragonfly"):
         if platform.startswith(name):
@@ -254,7 +254,9 @@ DARWIN = {
         fallback=0x80,
         note="drops an ESTABLISHED connection once this long has passed since the first "
         "retransmission timeout, checked when the retransmit timer fires (up to about one "
-        "RTO + 64 s late); keepalive never consults it; 0 = off",
+        "RTO + 64 s late); it can only shorten the drop: the retransmission limit "
+        "(TCP_MAXRXTSHIFT) ends the connection first when it comes sooner; keepalive never "
+        "consults it; 0 = off",
     ),
     # bsd/netinet/tcp_usrreq.c tcp_ctloutput: TCP_CONNECTIONTIMEOUT (0x20) in s, 0 .. UINT32_MAX /
     # TCP_RETRANSHZ, stored as t_keepinit in ms; the connection-establishment timer TCPT_KEEP is
@@ -274,8 +276,15 @@ DARWIN = {
 #: Per OS, the knobs an accepted socket does NOT take over from its listening socket.
 #: macOS: xnu bsd/netinet/tcp_input.c copies SO_KEEPALIVE (uipc_socket2.c), t_keepintvl,
 #: t_keepcnt and t_keepinit to the new connection, not the idle time (TCP_KEEPALIVE) nor
-#: TCP_RXT_CONNDROPTIME.  Linux, FreeBSD, DragonFly: all of them are inherited.
-NOT_INHERITED_BY_ACCEPT: Final[dict[str, tuple[str, ...]]] = {"darwin": ("idle", "user_timeout")}
+#: TCP_RXT_CONNDROPTIME.  NetBSD: sys/netinet/tcp_syncache.c syn_cache_get copies only
+#: TF_NODELAY of the listener's tcpcb (``tp->t_flags = sototcpcb(oso)->t_flags & TF_NODELAY``);
+#: the new tcpcb starts from the system-wide tcp_keepidle / tcp_keepintvl / tcp_keepcnt
+#: (tcp_subr.c tcp_newtcpcb), SO_KEEPALIVE alone is copied (sonewconn).  Linux, FreeBSD,
+#: DragonFly: all of them are inherited.
+NOT_INHERITED_BY_ACCEPT: Final[dict[str, tuple[str, ...]]] = {
+    "darwin": ("idle", "user_timeout"),
+    "netbsd": ("idle", "interval", "count"),
+}
 
 #: Per OS, the knobs whose kernel may refuse a value this table allows: illumos checks
 #: TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPCNT against tunable bounds (retransmit limits,
@@ -318,9 +327,19 @@ def windows_build() -> int:
 #: xnu compares the idle time with TCP_CONN_KEEPIDLE + TCP_CONN_MAXIDLE in 32-bit
 #: milliseconds (TCP_RETRANSHZ = 1000), so past (2**32 - 1) ms, about 49.7 days, it wraps
 #: to a short timer; FreeBSD compares TP_KEEPIDLE + TP_MAXIDLE in unsigned ticks
-#: (sys/netinet/tcp_timer.c tcp_timer_keep), which with hz = 1000 is the same bound.  The
+#: (sys/netinet/tcp_timer.c tcp_timer_keep), which with hz = 1000 is the same bound.
+#: DragonFly keeps the idle time and ``t_maxidle = t_keepintvl * t_keepcnt`` in int ticks
+#: (sys/netinet/tcp_usrreq.c tcp_ctloutput, tcp_subr.c tcp_newtcpcb): with hz up to 1000
+#: both fit while idle + interval * count stays within INT_MAX ms (about 24.8 days; the
+#: running kernel's hz, 100 by default, would allow ten times more: only it can say).  The
 #: sum counts the socket's current knobs for those a call leaves (``_capabilities``).
-KEEPALIVE_TOTAL_MAX_MS: Final[dict[str, int]] = {"darwin": 2**32 - 1, "freebsd": 2**32 - 1}
+KEEPALIVE_TOTAL_MAX_MS: Final[dict[str, int]] = {"darwin": 2**32 - 1, "freebsd": 2**32 - 1, "dragonfly": INT_MAX}
+
+#: Per OS, the probe count the kernel uses where no option sets it: Windows without
+#: TCP_KEEPCNT (before 10 version 1703) sends 10 probes, fixed (Microsoft, SIO_KEEPALIVE_VALS
+#: remarks: "the number of keep-alive probes (data retransmissions) is set to 10 and cannot
+#: be changed"), so a dead-peer budget must be split over 10 intervals there.
+FIXED_PROBE_COUNT: Final[dict[str, int]] = {"windows": 10}
 
 #: Units the kernels take a time in, and how many of each make a second.  NetBSD counts
 #: TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPINIT in slow ticks: PR_SLOWHZ = 2 a second
@@ -357,6 +376,15 @@ FREEBSD = {
         note="drops the connection after this long without progress (retransmit and persist timers); 0 = off",
     ),
 }
+# DragonFly 5.8+ (seconds): tcp_ctloutput computes the ticks in 64 bits but stores them in
+# the int t_keepidle / t_keepintvl (sys/netinet/tcp_usrreq.c, tcp_var.h), which hold
+# INT_MAX // 1000 = 2147483 s at hz = 1000 (ten times more at the default hz = 100).
+_DRAGONFLY_MAX_S = INT_MAX // 1000
+DRAGONFLY = {
+    "idle": KnobSpec("TCP_KEEPIDLE", "s", 1, _DRAGONFLY_MAX_S, True),
+    "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, _DRAGONFLY_MAX_S, True),
+    "count": BSD["count"],
+}
 _DRAGONFLY_MS_NOTE = "DragonFly before 5.8 takes milliseconds"
 DRAGONFLY_OLD = {
     "idle": KnobSpec("TCP_KEEPIDLE", "ms", 1, INT_MAX, True, note=_DRAGONFLY_MS_NOTE),
@@ -387,6 +415,11 @@ NETBSD = {
 # the tcp_keepalive_interval bounds, 1 s .. 10 days on illumos since 2016
 # (inet/tcp/tcp_tunables.c; Oracle Solaris: 10 s, which it refuses, rolled back);
 # TCP_KEEPINTVL x 1000 must lie within the retransmit bounds, by default 400 ms .. 60 s.
+# The abort threshold is TCP_KEEPCNT x the interval in ms, multiplied in 32 bits
+# (inet/tcp/tcp_opt_data.c tcp_opt_set: ``*i1 * tcp->tcp_ka_rinterval``, uint32_t): a larger
+# count wraps (interval 1 s, count 4294968: 704 ms), so the count stops where the largest
+# interval kaext offers (60 s) still fits: (2**32 - 1) // 60000 = 71582.
+_SUNOS_COUNT_MAX = (2**32 - 1) // (60 * 1000)
 SUNOS = {
     "idle": KnobSpec("TCP_KEEPIDLE", "s", 1, 864000, True),
     "interval": KnobSpec(
@@ -397,7 +430,14 @@ SUNOS = {
         True,
         note="bounded by the retransmit limits tcp_rexmit_interval_min/max (default 0.4 .. 60 s)",
     ),
-    "count": KnobSpec("TCP_KEEPCNT", "probes", 1, INT_MAX, True),
+    "count": KnobSpec(
+        "TCP_KEEPCNT",
+        "probes",
+        1,
+        _SUNOS_COUNT_MAX,
+        True,
+        note="count x interval is kept in 32-bit milliseconds: at most 71582 probes",
+    ),
     # TCP_CONN_ABORT_THRESHOLD (netinet/tcp.h): ms, tcp_second_ctimer_threshold, the time a connect
     # retransmits its SYN before it is given up (inet/tcp/tcp_opt_data.c, tcp_timers.c); from the
     # headers only (Solaris and illumos number their options differently).
@@ -458,7 +498,7 @@ FAMILY_SPECS: Final[dict[str, dict[str, KnobSpec]]] = {
     "darwin": DARWIN,
     "freebsd": FREEBSD,
     "netbsd": NETBSD,
-    "dragonfly": BSD,
+    "dragonfly": DRAGONFLY,
     "openbsd": {},
     "sunos": SUNOS,
     "windows": WINDOWS,
@@ -472,11 +512,29 @@ ALTERNATIVES: Final[dict[str, dict[str, tuple[KnobSpec, ...]]]] = {
 }
 
 
-# Cygwin (Linux family): TCP_USER_TIMEOUT is mapped onto Windows' TCP_MAXRTMS
-# (winsup/cygwin/fhandler/socket_inet.cc); what its 0 ("system default" on Linux) does
-# there is undocumented, so 0 is not offered: 1 ms .. 2**31-1 ms.
+# Cygwin (Linux family: Linux's option names, with Winsock's numbers in its netinet/tcp.h,
+# winsup/cygwin/include/netinet/tcp.h).  winsup/cygwin/fhandler/socket_inet.cc: on Windows
+# with Linux-style keepalive options (10 1709+) TCP_KEEPIDLE / TCP_KEEPINTVL / TCP_KEEPCNT go
+# to Winsock; before, Cygwin emulates them with SIO_KEEPALIVE_VALS and checks idle and
+# interval against 1 .. 32767 s (MAX_TCP_KEEPIDLE / MAX_TCP_KEEPINTVL) and the count against
+# 1 .. 255 (MAX_TCP_KEEPCNT; Winsock's own TCP_KEEPCNT limit too), so the count goes to 255,
+# not Linux's 127; a fresh socket holds Winsock's defaults (7200 s, 1 s, 10).
+# TCP_USER_TIMEOUT is mapped onto Windows' TCP_MAXRTMS (ms); what its 0 ("system default"
+# on Linux) does there is undocumented, so 0 is not offered: 1 ms .. 2**31-1 ms.  On Windows
+# without TCP_MAXRTMS (before 10 1703) Cygwin passes value / 1000 to TCP_MAXRT instead: the
+# milliseconds are truncated to whole seconds (below 1000 ms: 0 s) and read back x 1000.
+# Which Windows runs underneath only it can tell (sys.platform and platform.release() name
+# Cygwin): the note says so.
 PLATFORM_SPECS: Final[dict[str, dict[str, KnobSpec]]] = {
     "cygwin": {
+        "count": KnobSpec(
+            "TCP_KEEPCNT",
+            "probes",
+            1,
+            255,
+            True,
+            note="Cygwin: Winsock's TCP_KEEPCNT, or its own emulation before Windows 10 1709 (both 1 .. 255)",
+        ),
         "user_timeout": KnobSpec(
             "TCP_USER_TIMEOUT",
             "ms",
@@ -484,7 +542,8 @@ PLATFORM_SPECS: Final[dict[str, dict[str, KnobSpec]]] = {
             INT_MAX,
             True,
             note="Cygwin maps it to Windows' TCP_MAXRTMS; 0 (the system default on Linux) is not "
-            "offered: what it does there is undocumented",
+            "offered: what it does there is undocumented; on Windows before 10 1703 (no TCP_MAXRTMS) "
+            "Cygwin truncates it to whole seconds (TCP_MAXRT), below 1 s to 0",
         ),
     },
 }
@@ -605,12 +664,8 @@ SOCKADDR_HAS_LEN: Final = FAMILY in ("darwin", "freebsd", "netbsd", "openbsd", "
 #: netlink, or ``/proc/<pid>/net/tcp{,6}``) and ``pidfd_getfd`` (Linux 5.6+) for another
 #: process's descriptors; ``"fds"``: this process only, by trying each descriptor number
 #: (the other POSIX systems); ``""``: not available (Windows: sockets are handles, not
-#: numbered descriptors that can be enumerated).
-#: Linux's pending TCP timer of a socket, by number, in ``ss -o``'s words ("on" there is
-#: the retransmit timer): sock_diag's idiag_timer and /proc/net/tcp's "tr" column
-#: (net/ipv4/inet_diag.c inet_sk_diag_fill, net/ipv4/tcp_ipv4.c get_tcp4_sock).  The one
-#: vocabulary of ``kaext.Connection.timer`` and ``kaext-verify --live``.
-LINUX_TIMERS: Final = ("off", "retransmit", "keepalive", "timewait", "persist")
+#: numbered descriptors that can be enumerated).  Linux's tables themselves (sock_diag,
+#: /proc/net/tcp) are its ABI: ``kaext._linux_abi``.
 FAMILY_CONNECTIONS: Final[dict[str, str]] = {"linux": "proc", "windows": "", "other": ""}
 
 #: Why ``kaext.connections()`` is not available on a platform of a family that has it:
@@ -656,26 +711,9 @@ def sys_pidfd_getfd() -> int:
 PIDFD_THREAD: Final = int(getattr(os, "O_EXCL", 0)) if FAMILY == "linux" else 0
 
 
-#: Linux sock_diag netlink (include/uapi/linux/netlink.h, sock_diag.h), which
-#: ``kaext.connections()`` asks for the TCP tables: the protocol, the dump request's
-#: type and flags, and the message types that end a dump.
-NETLINK_SOCK_DIAG: Final = 4
-SOCK_DIAG_BY_FAMILY: Final = 20
-NLM_F_REQUEST: Final = 0x1
-NLM_F_DUMP: Final = 0x300
-NLMSG_ERROR: Final = 2
-NLMSG_DONE: Final = 3
-
-
-# The kernel's own view of a TCP socket (kaext.verify --live, kaext.probe): Linux
-# TCP_INFO fills struct tcp_info (include/uapi/linux/tcp.h): 8 one-byte fields (tcpi_state
-# first, tcpi_probes the 4th), then u32 tcpi_rto (us), ato, snd_mss, rcv_mss, unacked,
-# sacked, lost, retrans, fackets, last_data_sent, last_ack_sent (never filled in),
-# last_data_recv, last_ack_recv (ms ago), ...: its first 104 bytes are 8 bytes and 24 u32.
-#: The ``struct`` layout of the part of ``TCP_INFO`` kaext reads ("" where the OS has none).
-TCP_INFO_LAYOUT: Final = "8B24I" if FAMILY == "linux" and sys.platform != "cygwin" else ""
-#: Field -> index into that layout's values.
-TCP_INFO_FIELDS: Final = {"state": 0, "probes": 3, "rto_us": 8, "last_data_recv_ms": 8 + 11, "last_ack_recv_ms": 8 + 12}
+#: Whether this OS shows the kernel's own view of a TCP socket as Linux's ``TCP_INFO``
+#: (kaext.verify --live, kaext.probe; its layout: ``kaext._linux_abi``); Cygwin does not.
+TCP_INFO: Final = FAMILY == "linux" and sys.platform != "cygwin"
 
 
 # kaext.enforce: a cgroup v2 directory's connections, through BPF programs (Linux only).

@@ -8,6 +8,7 @@ Also the budget arithmetic (``from_timeout``, ``for_idle_timeout``) and nginx's
 from __future__ import annotations
 
 import errno
+import math
 import os
 import sys
 
@@ -298,8 +299,10 @@ class Policy:
         Each value is clamped to this platform's range (``kaext.capabilities()``): the
         user timeout to the option's maximum (Linux ``TCP_USER_TIMEOUT`` ms, macOS
         ``TCP_RXT_CONNDROPTIME`` s, Windows ``TCP_MAXRT`` s).  A knob the platform lacks is
-        left out: no user timeout on FreeBSD, NetBSD, DragonFly, illumos / Solaris; no
-        count on Windows before 10 1703; nothing on OpenBSD (``Policy()``).
+        left out: no user timeout on NetBSD, DragonFly, illumos / Solaris (FreeBSD's is
+        ``TCP_MAXUNACKTIME``, s); no count on Windows before 10 1703, whose kernel sends 10
+        probes, fixed: the interval is then the rest of the budget over those 10 (in ms,
+        ``SIO_KEEPALIVE_VALS``); nothing on OpenBSD (``Policy()``).
         """
         budget_ns = duration_ns("timeout", seconds)
         if budget_ns < 2 * 10**9:
@@ -320,11 +323,27 @@ class Policy:
                 f"timeout={seconds!r} is too short for this platform: idle at least {idle_min} s "
                 f"and one probe of at least {interval_min} s"
             )
-        count = min(10, count_max, rest // interval_min)
-        interval = min(interval_max, max(interval_min, rest // count))  # interval * count <= rest
+        fixed = None if "count" in known else _platform.FIXED_PROBE_COUNT.get(_platform.FAMILY)
+        interval: int | float
+        if fixed is not None and "interval" in known:
+            # the kernel's own count (Windows before 1703: 10): the interval in the option's
+            # unit, rounded down, so that interval * fixed <= rest
+            spec = known["interval"]
+            per = _platform.UNITS_PER_SECOND[spec.unit]
+            units = min(spec.max, rest * per // fixed)
+            if units < spec.min:
+                raise ValueError(
+                    f"timeout={seconds!r} is too short for this platform: idle at least {idle_min} s "
+                    f"and {fixed} probes (a fixed count here) of at least {spec.min / per} s"
+                )
+            interval = units // per if units % per == 0 else units / per
+            count = fixed
+        else:
+            count = min(10, count_max, rest // interval_min)
+            interval = min(interval_max, max(interval_min, rest // count))  # interval * count <= rest
         user_timeout = None
         if "user_timeout" in known:
-            user_timeout = min(idle + interval * count, whole_seconds(known["user_timeout"])[1])
+            user_timeout = min(math.floor(idle + interval * count), whole_seconds(known["user_timeout"])[1])
         connect_timeout = None
         if "connect_timeout" in known:
             connect_min, connect_max = whole_seconds(known["connect_timeout"])

@@ -19,7 +19,7 @@ except ImportError:  # WASI / Emscripten builds: kaext imports, nothing can be s
 import struct
 from typing import Any
 
-from . import _platform
+from . import _linux_abi, _platform
 from ._pure_fd import _errno_error, _libc, _RawFd
 
 
@@ -155,7 +155,7 @@ def diag_parse(
         size >= _DIAG_MESSAGE.size
         and size % 4 == 0
         and n % size == 0
-        and words[1] & 0xFFFF == _platform.SOCK_DIAG_BY_FAMILY
+        and words[1] & 0xFFFF == _linux_abi.SOCK_DIAG_BY_FAMILY
     ):
         stride = size // 4
         count = n // size
@@ -185,9 +185,9 @@ def _diag_messages(
     while off + 16 <= n:
         # the slack after the read's limit lets the scan read past a short last message
         length, kind, inode = scan(buf, off)
-        if kind == _platform.NLMSG_DONE:
+        if kind == _linux_abi.NLMSG_DONE:
             return True
-        if kind == _platform.NLMSG_ERROR:
+        if kind == _linux_abi.NLMSG_ERROR:
             code = -struct.unpack_from("=i", buf, off + 16)[0]
             raise OSError(code, f"sock_diag: {os.strerror(code)}")
         if length < _DIAG_MESSAGE.size:

@@ -1,19 +1,24 @@
 """The kernel's own view of a TCP socket where the OS shows it: Linux ``TCP_INFO``.
 
 ``kaext.verify --live`` reports it next to the keepalive timer; ``kaext.probe`` times
-its probes by it.  The layout and field positions are per-OS facts (``_platform``).
+its probes by it.  Whether the OS has it is a per-OS fact (``_platform.TCP_INFO``); its
+layout is Linux's ABI (``_linux_abi``).
 """
 
 from __future__ import annotations
 
-import socket
 import struct
 from typing import Any, NamedTuple
 
-from . import _platform
+from . import _linux_abi, _platform
 
-_LAYOUT = struct.Struct(_platform.TCP_INFO_LAYOUT) if _platform.TCP_INFO_LAYOUT else None
-_FIELDS = _platform.TCP_INFO_FIELDS
+try:
+    import socket
+except ImportError:  # WASI / Emscripten builds: no TCP_INFO, AVAILABLE is False
+    from . import _nosocket as socket  # type: ignore[no-redef]
+
+_LAYOUT = struct.Struct(_linux_abi.TCP_INFO_LAYOUT) if _platform.TCP_INFO else None
+_FIELDS = _linux_abi.TCP_INFO_FIELDS
 
 #: Whether this system shows a socket's TCP_INFO (else :func:`tcp_info` returns None).
 AVAILABLE = _LAYOUT is not None and hasattr(socket, "TCP_INFO")

@@ -20,7 +20,6 @@ when you use their integration, and neither is a dependency of kaext.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,8 @@ import kaext
 from ._policy import as_policy
 
 if TYPE_CHECKING:
+    import asyncio
+
     import httpx
 
     from ._requests_adapter import KeepaliveAdapter
@@ -104,6 +105,8 @@ async def open_connection(
     be applied the connection is aborted and the error raised.
     """
     policy = as_policy(policy)
+    import asyncio  # here, not at import: a Python without sockets (WASI) has no asyncio
+
     reader, writer = await asyncio.open_connection(host, port, **kwargs)
     _apply_or_abort(policy, writer.transport)
     return reader, writer
@@ -119,6 +122,8 @@ async def create_connection(
     """``loop.create_connection(protocol_factory, host, port, **kwargs)`` on the running loop,
     then ``policy`` applied to the connected socket (aborted and raised if it cannot be)."""
     policy = as_policy(policy)
+    import asyncio
+
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.create_connection(protocol_factory, host, port, **kwargs)
     _apply_or_abort(policy, transport)
@@ -129,6 +134,8 @@ def _apply_or_abort(policy: kaext.Policy, transport: asyncio.BaseTransport) -> N
     try:
         policy.apply(transport.get_extra_info("socket"))
     except BaseException:
+        import asyncio
+
         if isinstance(transport, asyncio.Transport):
             transport.abort()
         else:

@@ -57,7 +57,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import Policy, capabilities, presets
-from ._cli import Parser, one_line_warnings, printable, prog_name, reader_gone, table
+from ._cli import Parser, UsageError, printable, prog_name, run_tool, table
 
 # Internal names, in one place.
 from ._connections import Connection, _apply, _collect
@@ -75,10 +75,6 @@ def _prog() -> str:
 
 #: Verdicts that pass; every other verdict is upper case and fails.
 PASS = "ok"
-
-
-class UsageError(Exception):
-    """Bad arguments, no such process, no permission: exit status 2, one line."""
 
 
 def verdict(conn: Connection, idle_timeout: float | None = None) -> str | None:
@@ -442,24 +438,9 @@ def _unlisted(errors: list[tuple[int, OSError]]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the inspector; returns the exit status (0 all judged pass, 1 one fails, 2 error)."""
-    with one_line_warnings(_prog):  # e.g. an --apply policy whose user timeout cuts probing short
-        return _main(argv)
-
-
-def _main(argv: Sequence[str] | None) -> int:
-    try:
-        return _run(argv)
-    except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
-        return reader_gone()
-    except UsageError as exc:
-        print(f"{_prog()}: error: {printable(str(exc))}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # what the system refused, as one line
-        print(f"{_prog()}: error: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    """Run the inspector; returns the exit status (0 all judged pass, 1 one fails, 2 error,
+    130 Ctrl-C)."""
+    return run_tool(_prog, lambda: _run(argv))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 
 from . import _platform
-from ._cli import Parser, one_line_warnings, prog_name
+from ._cli import Parser, prog_name, run_tool
 from ._policy import as_policy
 
 TYPE_CHECKING = False
@@ -153,8 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stderr, here only: the Pythons COMMAND starts do not repeat it.
     """
     parser = _parser()
-    with one_line_warnings(lambda: parser.prog):
-        return _main(parser, sys.argv[1:] if argv is None else list(argv))
+    return run_tool(lambda: parser.prog, lambda: _main(parser, sys.argv[1:] if argv is None else list(argv)))
 
 
 def _main(parser: argparse.ArgumentParser, argv: list[str]) -> int:

@@ -39,21 +39,25 @@ import json
 import math
 import os
 import platform
-import socket
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from fractions import Fraction
-from typing import Any
+from typing import Any, NamedTuple
 
 import kaext
 
 # presentation only: the checks use the public API
-from kaext._cli import Parser, one_line_warnings, prog_name, reader_gone, table
-from kaext._platform import LINUX_TIMERS
+from kaext._cli import Parser, prog_name, run_tool, table
+from kaext._linux_abi import KEEPALIVE_TIMER, ProcTcpLine, proc_tcp, timer_name
 from kaext._tcp_info import tcp_info
+
+try:
+    import socket
+except ImportError:  # WASI / Emscripten builds: every check reports OSError(ENOSYS)
+    from kaext import _nosocket as socket  # type: ignore[no-redef]
 
 __all__ = ["judge", "main", "run_checks", "run_idle_timeout", "run_live"]
 
@@ -244,38 +248,42 @@ def _set(sock: socket.socket, name: str, value: Any) -> None:
             kaext.set_keepalive(sock, **{name: value})
 
 
-def _row(
-    family: str,
-    state: str,
-    check: str,
-    knob: str,
-    option: str,
-    constant: int | None,
-    unit: str,
-    set_seconds: Any,
-    set_native: Any,
-    via_kaext: Any,
-    via_socket: Any,
-    verdict: str,
-    detail: str = "",
-) -> dict[str, Any]:
-    return {
-        "socket": f"{family} {state}",
-        "family": family,
-        "state": state,
-        "check": check,
-        "knob": knob,
-        "option": option,
-        "constant": constant,
-        "unit": unit,
-        "set_seconds": None if set_seconds is None else _as_float(set_seconds),
-        "set_native": set_native,
-        "kaext": via_kaext,
-        "socket_getsockopt": via_socket,
-        "verdict": verdict,
-        "ok": passed(verdict),
-        "detail": detail,
-    }
+class Check(NamedTuple):
+    """One check of the report: a value set on one socket, and what came back."""
+
+    family: str  #: "IPv4" or "IPv6"
+    state: str  #: "unconnected", "listening", "connected" or "accepted"
+    check: str  #: "keepalive", "roundtrip" or "out_of_range"
+    knob: str  #: a knob name, or "keepalive" (SO_KEEPALIVE)
+    option: str  #: the option's header name
+    constant: int | None  #: its number (the header value kaext uses)
+    unit: str  #: the option's own unit ("on/off" for SO_KEEPALIVE)
+    set_seconds: int | float | Fraction | None  #: what kaext was given (None: SO_KEEPALIVE)
+    set_native: int | float | None  #: the value expected in the option's unit
+    via_kaext: float | None  #: what kaext read back, in that unit
+    via_socket: int | None  #: what Python's socket.getsockopt read back
+    verdict: str  #: "ok", "rejected", "write-only", or a failure in capitals
+    detail: str = ""
+
+    def row(self) -> dict[str, Any]:
+        """The report's row of this check (``run_checks``, ``--json``)."""
+        return {
+            "socket": f"{self.family} {self.state}",
+            "family": self.family,
+            "state": self.state,
+            "check": self.check,
+            "knob": self.knob,
+            "option": self.option,
+            "constant": self.constant,
+            "unit": self.unit,
+            "set_seconds": None if self.set_seconds is None else _as_float(self.set_seconds),
+            "set_native": self.set_native,
+            "kaext": self.via_kaext,
+            "socket_getsockopt": self.via_socket,
+            "verdict": self.verdict,
+            "ok": passed(self.verdict),
+            "detail": self.detail,
+        }
 
 
 def _roundtrip(family: str, state: str, sock: socket.socket, name: str, knob: kaext.Knob) -> list[dict[str, Any]]:
@@ -294,21 +302,21 @@ def _roundtrip(family: str, state: str, sock: socket.socket, name: str, knob: ka
             if detail.startswith("socket.") and "header value" in detail:
                 verdict = "MISMATCH"
         rows.append(
-            _row(
-                family,
-                state,
-                "roundtrip",
-                name,
-                knob.option,
-                knob.optname,
-                knob.unit,
-                seconds,
-                expected,
-                via_kaext,
-                via_socket,
-                verdict,
-                detail,
-            )
+            Check(
+                family=family,
+                state=state,
+                check="roundtrip",
+                knob=name,
+                option=knob.option,
+                constant=knob.optname,
+                unit=knob.unit,
+                set_seconds=seconds,
+                set_native=expected,
+                via_kaext=via_kaext,
+                via_socket=via_socket,
+                verdict=verdict,
+                detail=detail,
+            ).row()
         )
     return rows
 
@@ -335,21 +343,21 @@ def _keepalive_rows(family: str, state: str, sock: socket.socket) -> list[dict[s
                     via_socket = int(sock.getsockopt(level, py_optname) != 0)
                 verdict = judge(want, via_kaext, via_socket)
         rows.append(
-            _row(
-                family,
-                state,
-                "keepalive",
-                "keepalive",
-                "SO_KEEPALIVE",
-                optname,
-                "on/off",
-                None,
-                want,
-                via_kaext,
-                via_socket,
-                verdict,
-                detail,
-            )
+            Check(
+                family=family,
+                state=state,
+                check="keepalive",
+                knob="keepalive",
+                option="SO_KEEPALIVE",
+                constant=optname,
+                unit="on/off",
+                set_seconds=None,
+                set_native=want,
+                via_kaext=via_kaext,
+                via_socket=via_socket,
+                verdict=verdict,
+                detail=detail,
+            ).row()
         )
     return rows
 
@@ -402,21 +410,21 @@ def _out_of_range(family: str, state: str, family_number: int, sock: socket.sock
             if verdict == "rejected" and _snapshot(sock) != before:
                 verdict, detail = "MISMATCH", "the refused call changed the socket"
             rows.append(
-                _row(
-                    family,
-                    state,
-                    "out_of_range",
-                    name,
-                    knob.option,
-                    knob.optname,
-                    knob.unit,
-                    seconds,
-                    native,
-                    None,
-                    None,
-                    verdict,
-                    f"{detail} [{info}]",
-                )
+                Check(
+                    family=family,
+                    state=state,
+                    check="out_of_range",
+                    knob=name,
+                    option=knob.option,
+                    constant=knob.optname,
+                    unit=knob.unit,
+                    set_seconds=seconds,
+                    set_native=native,
+                    via_kaext=None,
+                    via_socket=None,
+                    verdict=verdict,
+                    detail=f"{detail} [{info}]",
+                ).row()
             )
     return rows
 
@@ -442,22 +450,12 @@ def run_checks(notes: list[str] | None = None) -> list[dict[str, Any]]:
 # --live: the kernel's own view of the keepalive timer
 # --------------------------------------------------------------------------------------
 
-# /proc/net/tcp "tr" field, named as kaext-inspect names it (kaext.Connection.timer)
-_TIMERS = dict(enumerate(LINUX_TIMERS))
 _PROC = {"IPv4": "/proc/net/tcp", "IPv6": "/proc/net/tcp6"}
 
 
-def _proc_entry(path: str, inode: int) -> dict[str, Any] | None:
-    """The /proc/net/tcp{,6} line for the socket with this inode, parsed."""
-    with open(path, encoding="ascii") as f:
-        next(f, None)
-        for line in f:
-            fields = line.split()
-            if len(fields) < 10 or fields[9] != str(inode):
-                continue
-            timer, when = fields[5].split(":")
-            return {"state": int(fields[3], 16), "timer_active": int(timer, 16), "ticks": int(when, 16)}
-    return None
+def _proc_entry(path: str, inode: int) -> ProcTcpLine | None:
+    """The /proc/net/tcp{,6} line of the socket with this inode (the package's one reader of it)."""
+    return next((line for line in proc_tcp(path) if line.inode == inode), None)
 
 
 def _tcp_info(sock: socket.socket) -> dict[str, Any] | None:
@@ -510,29 +508,26 @@ def _live_one(family_name: str, family: int, host: str, policy: kaext.Policy) ->
     if entry is None or peer is None:
         out.update(verdict="MISMATCH", ok=False, detail="socket not found in " + _PROC[family_name])
         return out
-    remaining = entry["ticks"] / ticks_per_s
-    out.update(
-        timer=_TIMERS.get(entry["timer_active"], str(entry["timer_active"])),
-        remaining=remaining,
-        peer_timer=_TIMERS.get(peer["timer_active"], str(peer["timer_active"])),
-    )
+    remaining = entry.when / ticks_per_s
+    # the timer named as kaext-inspect names it (kaext.Connection.timer)
+    out.update(timer=timer_name(entry.timer), remaining=remaining, peer_timer=timer_name(peer.timer))
     # The timer was armed for ``idle`` when SO_KEEPALIVE went on, at most ``elapsed``
     # seconds before the read; the kernel prints the rest truncated to whole ticks.
     tolerance = 2 / ticks_per_s + 0.02
     if in_force is False:
         verdict, detail = "MISMATCH", f"the socket does not hold policy {policy} after apply (Policy.applied_to)"
     elif not policy.keepalive:
-        if entry["timer_active"] == 2:
+        if entry.timer == KEEPALIVE_TIMER:
             verdict, detail = "MISMATCH", f"keepalive still on (timer {out['timer']}) after policy {policy}"
         else:
             verdict, detail = "ok", f"keepalive off and no keepalive timer (timer {out['timer']})"
-    elif entry["timer_active"] != 2:
+    elif entry.timer != KEEPALIVE_TIMER:
         verdict, detail = "MISMATCH", f"keepalive timer not armed (timer {out['timer']})"
     elif idle is None:
         verdict, detail = "write-only", f"timer armed, {remaining:g} s left; idle cannot be read back here"
     elif not idle - elapsed - tolerance <= remaining <= idle:
         verdict, detail = "MISMATCH", f"timer armed for {remaining:g} s, expected {idle:g} s minus {elapsed:.3f} s"
-    elif peer["timer_active"] == 2:
+    elif peer.timer == KEEPALIVE_TIMER:
         verdict, detail = "MISMATCH", "the peer, which has no policy, has a keepalive timer too"
     else:
         verdict, detail = "ok", f"keepalive timer armed: first probe in {remaining:g} s (idle {idle:g} s)"
@@ -773,13 +768,10 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the verifier; returns the exit status (0 all passed, 1 a check failed, 2 bad arguments)."""
+    """Run the verifier; returns the exit status (0 all passed, 1 a check failed, 2 bad arguments
+    or an error, 130 Ctrl-C)."""
     parser = _parser()
-    with one_line_warnings(lambda: parser.prog):  # e.g. a --policy whose user timeout cuts probing short
-        try:
-            return _main(parser, argv)
-        except BrokenPipeError:  # the reader went away (``| head``): nothing more to say
-            return reader_gone()
+    return run_tool(lambda: parser.prog, lambda: _main(parser, argv))
 
 
 def _main(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:

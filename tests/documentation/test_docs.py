@@ -33,8 +33,8 @@ import kaext
 
 DOCS = ROOT / "docs"
 REQUIRED = os.environ.get("KAEXT_REQUIRE_DOCS") == "1"
-#: The public submodules the API reference documents (enforce / probe: once they exist).
-SUBMODULES = ("adapters", "presets", "constants", "enforce", "probe")
+#: The public submodules the API reference documents: the library's and the tools'.
+SUBMODULES = ("adapters", "presets", "constants", "enforce", "probe", "verify", "inspect", "run")
 
 
 def _missing(reason: str) -> None:
@@ -163,6 +163,62 @@ def test_environment_page_names_every_variable_the_code_reads() -> None:
     assert not missing, f"docs/environment.md does not name: {missing}"
 
 
+def test_every_page_a_toctree_lists_exists() -> None:
+    """Each toctree entry of every page is a page of the site: nothing listed is missing, so
+    the build needs nothing dropped or hidden (docs/conf.py leaves out no page, silences no warning)."""
+    missing = []
+    for page in DOCS.glob("*.md"):
+        for block in re.findall(r"```\{toctree\}\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL):
+            for entry in block.splitlines():
+                entry = entry.strip()
+                if entry and not entry.startswith(":") and not (DOCS / f"{entry}.md").exists():
+                    missing.append(f"{page.name}: {entry}")
+    assert not missing, missing
+    conf = (DOCS / "conf.py").read_text(encoding="utf-8")
+    assert "suppress_warnings" not in conf and "source-read" not in conf and "exclude_patterns +=" not in conf
+
+
+def test_every_test_path_the_sources_name_exists() -> None:
+    """A comment, page or script naming a test module (``tests/.../test_x.py``) names one that
+    exists: moved tests leave no stale pointers behind."""
+    texts = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / ".ci" / "run", ROOT / "noxfile.py"]
+    for folder, patterns in (
+        ("src", ("*.py", "*.pyi")),
+        ("ext", ("*.c", "*.h", "*.pyx", "*.pxi")),
+        ("docs", ("*.md",)),
+    ):
+        for pattern in patterns:
+            texts += (ROOT / folder).rglob(pattern)
+    texts += (ROOT / ".ci" / "steps").glob("*.sh")
+    texts += (ROOT / "benchmarks").glob("*.py")
+    stale = sorted(
+        {
+            f"{path.relative_to(ROOT)}: {name}"
+            for path in texts
+            if path.is_file()
+            for name in re.findall(r"\btests/[\w/]*test_\w+\.py", path.read_text(encoding="utf-8"))
+            if not (ROOT / name).exists()
+        }
+    )
+    assert not stale, stale
+
+
+def test_metrics_page_names_every_metric_the_exporter_exposes() -> None:
+    """Every metric family of one real collection (this process, its own sockets) is on the
+    metrics page under its exposed name: a new metric without its documentation fails here."""
+    if importlib.util.find_spec("prometheus_client") is None:
+        _missing("prometheus_client is not installed (pip install '.[metrics]')")
+    from kaext import _metrics
+
+    collector = _metrics.InspectCollector(lambda: [os.getpid()], lambda row: None)
+    exposed = set(re.findall(r"^# TYPE (\S+) ", _metrics.exposition(collector).decode(), re.MULTILINE))
+    exposed = {n for n in exposed if n.startswith("kaext_")}
+    assert {"kaext_tcp_connections", "kaext_inspect_duration_seconds"} <= exposed, exposed
+    page = (DOCS / "metrics.md").read_text(encoding="utf-8")
+    missing = sorted(n for n in exposed if n not in page and f"{n}_total" not in page)
+    assert not missing, f"docs/metrics.md does not name: {missing}"
+
+
 # --------------------------------------------------------------------------------------
 # The site
 # --------------------------------------------------------------------------------------
@@ -226,6 +282,11 @@ def test_platform_table_is_the_package_data(site: Path) -> None:
     for family, specs in _platform.FAMILY_SPECS.items():
         for spec in specs.values():
             assert str(spec.describe()) in cells, (family, spec.option)
+    # a platform with a table of its own within its family (Cygwin): its own rows, titled by its name
+    for platform, specs in _platform.PLATFORM_SPECS.items():
+        for knob, spec in specs.items():
+            rows = [i for i, cell in enumerate(cells[:-2]) if platform in cell.lower() and cells[i + 1] == knob]
+            assert rows and cells[rows[0] + 2] == str(spec.describe()), (platform, knob)
     # Linux's idle row, cell by cell (the kernel's MAX_TCP_KEEPIDLE, include/net/tcp.h)
     i = cells.index("setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)")
     assert cells[i - 2 : i + 3] == ["Linux", "idle", "setsockopt(IPPROTO_TCP, TCP_KEEPIDLE)", "s", "1 .. 32767"]
@@ -236,7 +297,7 @@ def test_platform_table_is_the_package_data(site: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _dom(url: str) -> str:
+def _dom(url: str, width: int = 0) -> str:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         _missing("chromium is not installed (Debian's chromium package)")
@@ -251,6 +312,7 @@ def _dom(url: str) -> str:
                 "--no-first-run",
                 f"--user-data-dir={profile}",
                 "--virtual-time-budget=10000",
+                *([f"--window-size={width},2000"] if width else []),
                 "--dump-dom",
                 url,
             ],
@@ -276,6 +338,28 @@ def test_chromium_renders_the_api_page(site: Path) -> None:
     assert 'id="kaext.Policy.apply"' in dom
     assert "Apply the whole policy to" in dom
     assert 'id="kaext.set_keepalive"' in dom
+
+
+@pytest.mark.parametrize("page", ["platforms", "middleboxes"])
+def test_generated_tables_fit_the_page_at_1280_px(site: Path, page: str) -> None:
+    """At a 1280 px window every column of the generated tables is on the page: none has to be
+    scrolled sideways in its wrapper (measured by the browser, in the page's own layout)."""
+    probe = site / f"{page}-width-{os.getpid()}.html"
+    script = (
+        "<script>window.addEventListener('load', () => { const out = [];"
+        " for (const t of document.querySelectorAll('table.kaext-generated')) {"
+        " const box = t.closest('.table-wrapper') || t.parentElement;"
+        " out.push(box.scrollWidth <= box.clientWidth ? 'fits' : 'WIDER'); }"
+        " document.body.setAttribute('data-widths', out.join(',')); });</script>"
+    )
+    probe.write_text((site / f"{page}.html").read_text(encoding="utf-8").replace("</body>", script + "</body>"))
+    try:
+        dom = _dom(probe.as_uri(), width=1280)
+    finally:
+        probe.unlink()
+    widths = re.search(r'data-widths="([^"]*)"', dom)
+    assert widths is not None and widths.group(1), dom[-2000:]
+    assert set(widths.group(1).split(",")) == {"fits"}, widths.group(1)
 
 
 def test_chromium_runs_a_search(site: Path) -> None:

@@ -59,6 +59,13 @@ VALID = {
 }
 
 
+def test_these_tables_name_every_tool() -> None:
+    """A tool added to ``kaext.__main__.TOOLS`` is in every parametrized test of this module."""
+    from kaext.__main__ import TOOLS as ALL_TOOLS
+
+    assert set(TOOLS) == set(VALID) == set(ALL_TOOLS)
+
+
 @pytest.mark.parametrize("tool", sorted(VALID))
 def test_control_characters_in_an_argument_are_shown_escaped(tool: str) -> None:
     argv = [sys.executable, "-m", f"kaext.{tool}", *VALID[tool], "--bad\x1b[2Jarg"]
@@ -231,3 +238,55 @@ def test_kaext_run_under_w_error_is_a_usage_error() -> None:
     assert proc.returncode == 2, proc
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("python -m kaext.run: error: --policy: user_timeout=5 s"), proc
+
+
+# -- the one tool runner (kaext._cli.run_tool): the same ways out for every tool that uses it ----
+
+#: tool -> the function its main runs inside kaext._cli.run_tool (replaced below by one that
+#: raises, warns or returns).  enforce and probe do not use the runner yet.
+RUNNER_BODY = {"verify": "_main", "inspect": "_run", "run": "_main"}
+
+_BODY = """
+import errno, sys, warnings
+import kaext.{tool} as tool
+from kaext._cli import UsageError
+def body(*args, **kwargs):
+    {action}
+setattr(tool, {name!r}, body)
+sys.exit(tool.main([]))
+"""
+
+#: what the tool's work does -> (exit status, stderr after the tool's name)
+WAYS_OUT = {
+    "raise KeyboardInterrupt": (130, ""),
+    "raise BrokenPipeError(errno.EPIPE, 'Broken pipe')": (2, ""),
+    "raise PermissionError(errno.EACCES, 'Permission denied')": (2, ": error: Permission denied\n"),
+    "raise UsageError('give PIDs or --all, not both')": (2, ": error: give PIDs or --all, not both\n"),
+    "warnings.warn('a user timeout cuts probing short', RuntimeWarning); "
+    "warnings.warn('a user timeout cuts probing short', RuntimeWarning); return 0": (
+        0,
+        ": warning: a user timeout cuts probing short\n",
+    ),
+}
+
+
+@pytest.mark.parametrize("action", sorted(WAYS_OUT))
+@pytest.mark.parametrize("tool", sorted(RUNNER_BODY))
+def test_every_way_out_of_a_tool_is_one_exit_status_and_at_most_one_line(tool: str, action: str) -> None:
+    """Ctrl-C 130, a reader gone 2 and quiet, a system error or a usage error one line and 2,
+    a warning one line once: the same for every tool, through the one runner."""
+    code = _BODY.format(tool=tool, action=action, name=RUNNER_BODY[tool])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    status, said = WAYS_OUT[action]
+    assert proc.returncode == status, proc.stderr
+    assert proc.stderr == (f"python -m kaext.{tool}{said}" if said else ""), proc.stderr
+
+
+def test_the_runner_is_what_those_tools_run() -> None:
+    """Each tool in RUNNER_BODY imports the runner (so the test above is about them)."""
+    import importlib
+
+    from kaext import _cli
+
+    for tool in RUNNER_BODY:
+        assert importlib.import_module(f"kaext.{tool}").run_tool is _cli.run_tool, tool

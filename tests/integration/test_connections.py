@@ -30,7 +30,7 @@ from processes import OTHER_UID, TARGET_UID, child, python_for, run_cli
 from sockets import HAVE_IPV6, raw
 
 import kaext
-from kaext import Connection, KeepaliveState, _connections, _connections_linux, _platform, _pure, _pure_proc
+from kaext import Connection, KeepaliveState, _connections, _connections_linux, _linux_abi, _platform, _pure, _pure_proc
 
 pytestmark = pytest.mark.skipif(_platform.CONNECTIONS != "proc", reason="Linux /proc and pidfd_getfd")
 
@@ -130,7 +130,7 @@ def test_connection_is_an_immutable_value(connections: Lister) -> None:
         "reason",
         "inode",
     ]
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match=r"Connection is immutable: cannot set 'fd'"):
         row.fd = 0  # type: ignore[misc]
 
 
@@ -240,7 +240,7 @@ def test_dump_parsers_agree(reader: ModuleType) -> None:
     tables = (_connections_linux._STATES, _connections_linux._TIMERS, _connections_linux._KEEPALIVE_TIMER)
     with child("ipv4", client=[1, 30, 5, 3, 0]), child("ipv6" if HAVE_IPV6 else "ipv4"):
         reads = []
-        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _platform.NETLINK_SOCK_DIAG) as nl:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _linux_abi.NETLINK_SOCK_DIAG) as nl:
             for family in (socket.AF_INET, socket.AF_INET6):
                 nl.send(
                     _connections_linux._REQUEST.pack(

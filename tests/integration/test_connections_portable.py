@@ -46,3 +46,24 @@ def test_another_process_where_only_own_sockets_can_be_listed() -> None:
     with pytest.raises(OSError) as info:
         kaext.connections(os.getppid())
     assert info.value.errno == errno.ENOSYS
+
+
+def test_own_row_without_the_c_library_through_ctypes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Python without ctypes (or a C library dlopen(NULL) does not reach): the row of one of
+    this process's sockets is still read, through a socket object over a duplicate, and the
+    descriptor is left open and in its blocking mode (as the pure backend's own fallback)."""
+    from kaext import _connections, _pure_fd
+
+    def no_ctypes() -> tuple[object, object]:
+        raise ImportError("No module named '_ctypes'")
+
+    monkeypatch.setattr(_pure_fd, "_libc", no_ctypes)
+    monkeypatch.setattr(_pure_fd, "_RAW_OK", None)
+    with socket.create_server(("127.0.0.1", 0)) as listener, socket.create_connection(listener.getsockname()) as client:
+        kaext.set_keepalive(client, idle=61)
+        row = _connections._own_fd(os.getpid(), client.fileno())
+        assert row is not None
+        assert (row.state, row.local, row.remote) == ("ESTABLISHED", client.getsockname(), client.getpeername())
+        assert row.keepalive == kaext.get_keepalive(client)
+        assert client.getblocking() and client.fileno() >= 0
+        client.sendall(b"x")  # still open and usable

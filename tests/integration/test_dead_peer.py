@@ -190,7 +190,7 @@ def tcp_state(sock: socket.socket) -> tuple[int, int]:
 
 def assert_alive(sock: socket.socket) -> None:
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
-    with pytest.raises(BlockingIOError):
+    with pytest.raises(BlockingIOError, match="Resource temporarily unavailable"):
         sock.recv(1, socket.MSG_DONTWAIT)  # nothing to read, and no error pending
 
 

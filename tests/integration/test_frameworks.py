@@ -243,12 +243,12 @@ def test_asyncio_create_connection_with_a_factory_socket() -> None:
 
 def test_socket_factory_closes_the_socket_when_apply_fails() -> None:
     factory = _policy().socket_factory()
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="idle=37 s \\(setsockopt TCP_KEEPIDLE\\) - not a TCP socket"):
         factory((socket.AF_INET, socket.SOCK_DGRAM, 0))  # UDP refuses the TCP-level knobs
     # the socket it made is not leaked: the next fd number is free again
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         fd = probe.fileno()
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="idle=37 s \\(setsockopt TCP_KEEPIDLE\\) - not a TCP socket"):
         factory((socket.AF_INET, socket.SOCK_DGRAM, 0))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         assert probe.fileno() == fd
@@ -633,9 +633,11 @@ def test_for_idle_timeout_applied_to_a_socket(tcp_pair: tuple[socket.socket, soc
 def test_for_idle_timeout_errors() -> None:
     with pytest.raises(ValueError, match="too short"):
         kaext.Policy.for_idle_timeout(2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="idle_timeout=0 must be positive"):
         kaext.Policy.for_idle_timeout(0)
-    with pytest.raises(TypeError):
+    with pytest.raises(
+        TypeError, match=r"idle_timeout must be seconds as int, float or datetime.timedelta, got str '350'"
+    ):
         kaext.Policy.for_idle_timeout("350")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="aws-nlb"):
         kaext.Policy.for_middlebox("aws-elb-classic")

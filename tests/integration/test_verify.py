@@ -392,6 +392,23 @@ def test_live_without_a_timer_view_is_not_available_and_passes(
 
 
 @pytest.mark.one_implementation
+def test_benchmark_ratio_of_a_baseline_measured_as_zero_is_not_a_division_by_zero() -> None:
+    """A baseline below the clock's resolution measures 0 us: no ratio (the goal reads n/a), no crash."""
+    path = ROOT / "benchmarks" / "bench_apply.py"
+    if not path.exists():
+        pytest.skip("benchmarks/ is not part of this checkout")
+    spec = importlib.util.spec_from_file_location(f"bench_apply_{os.getpid()}", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    us = {"apply/kaext": 0.4, "apply/floor": 0.0}
+    assert bench._ratio(us, "apply/kaext", "apply/floor") is None
+    assert bench._ratio({"apply/kaext": 0.4, "apply/floor": 0.2}, "apply/kaext", "apply/floor") == 2.0
+    goal = bench._goal("apply_vs_floor", bench._ratio(us, "apply/kaext", "apply/floor"), "x")
+    assert bench.goal_line(goal) == "GOAL apply_vs_floor: n/a (goal <= 1.1x) MISS"
+
+
+@pytest.mark.one_implementation
 def test_benchmark_smoke_run() -> None:
     bench = ROOT / "benchmarks"
     if not (bench / "bench_apply.py").exists():

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import families
 import kernel_model
 import pytest
 
@@ -22,21 +23,7 @@ pytestmark = pytest.mark.one_implementation
 
 RUN_ALL = Path(kernel_model.__file__).parent / "run_all.py"
 
-KERNEL_OF = {
-    "linux": "linux",
-    "android": "linux",
-    "darwin": "darwin",
-    "ios": "darwin",
-    "tvos": "darwin",
-    "watchos": "darwin",
-    "visionos": "darwin",
-    "win32": "windows",
-    "freebsd14": "freebsd",
-    "sunos5": "sunos",
-    "haiku1": "other",
-    "wasi": "other",
-    "emscripten": "other",
-}
+KERNEL_OF = families.platforms()
 
 
 @pytest.mark.parametrize("platform", KERNEL_OF)
@@ -60,6 +47,10 @@ def test_the_model_names_its_kernels_family(name: str) -> None:
     for knob, spec in _platform.specs(model.family).items():
         if model.windows_sio and knob in ("idle", "interval"):  # the ioctl instead (ALTERNATIVES)
             assert _platform.ALTERNATIVES["windows"][knob][0].ioctl
+            continue
+        if model.fixed_count is not None and knob == "count":  # the kernel's own, fixed (UNSUPPORTED says so)
+            assert model.fixed_count == _platform.FIXED_PROBE_COUNT[model.family]
+            assert str(model.fixed_count) in _platform.UNSUPPORTED[model.family]["count"]
             continue
         assert spec.option in model.check, (name, knob, spec.option)
         assert spec.option in model.numbers(), (name, knob, spec.option)

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import families
 import pytest
 from paths import DATA, ROOT
 
@@ -20,16 +21,8 @@ try:
 except ImportError:  # pure-Python install
     _kaext = None  # type: ignore[assignment]
 
-# _platform family -> reference.json OS keys whose headers name the options
-FAMILY_REFERENCE = {
-    "linux": ("linux",),
-    "darwin": ("darwin",),
-    "freebsd": ("freebsd",),
-    "netbsd": ("netbsd",),
-    "dragonfly": ("dragonfly",),
-    "sunos": ("illumos", "solaris"),
-    "windows": ("windows",),
-}
+# _platform family with knobs -> reference.json OS keys whose headers name the options
+FAMILY_REFERENCE = {family: families.headers(family) for family, specs in _platform.FAMILY_SPECS.items() if specs}
 UNITS = {"s", "ms", "ticks", "probes", "syns"}  # ticks: NetBSD slow ticks (PR_SLOWHZ = 2); syns: TCP_SYNCNT
 
 
@@ -149,7 +142,7 @@ def test_unsupported_knob_error_names_the_reason(monkeypatch: pytest.MonkeyPatch
 def test_every_family_is_importable_by_name() -> None:
     """Each OS family's arithmetic can be checked on any OS: tables by name, not by sys.platform."""
     assert _platform.specs("dragonfly", "5.6-RELEASE") is _platform.DRAGONFLY_OLD
-    assert _platform.specs("dragonfly", "6.4-RELEASE") is _platform.BSD
+    assert _platform.specs("dragonfly", "6.4-RELEASE") is _platform.DRAGONFLY
     assert _platform.specs("darwin")["user_timeout"].unit == "s"  # TCP_RXT_CONNDROPTIME: seconds
     assert _platform.specs("other") == {}
     for family, table in _platform.FAMILY_SPECS.items():

@@ -32,7 +32,7 @@ def test_started_as_names_every_tool_within_only() -> None:
     before = _cli.prog_name("kaext-inspect", "kaext.inspect")
     with _cli.started_as("kaext inspect"):
         assert _cli.prog_name("kaext-inspect", "kaext.inspect") == "kaext inspect"
-        with pytest.raises(RuntimeError), _cli.started_as("kaext verify"):
+        with pytest.raises(RuntimeError, match="^$"), _cli.started_as("kaext verify"):
             raise RuntimeError
         assert _cli.prog_name("kaext-verify", "kaext.verify") == "kaext inspect"
     assert _cli.prog_name("kaext-inspect", "kaext.inspect") == before

@@ -130,7 +130,7 @@ def test_the_policy_is_an_ordinary_policy(sock: socket.socket) -> None:
     assert repr(got) == "Policy(idle=70.0, interval=8.0, count=6, user_timeout=120.5, connect_timeout=15.0)"
     assert str(got) == str(made) == "70s:8s:6 user_timeout=120500ms connect_timeout=15s"
     assert got.socket_options() == made.socket_options()
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match=r"Policy is immutable; make a new one \(cannot set 'idle'\)"):
         got.idle = 1  # type: ignore[misc]
 
 

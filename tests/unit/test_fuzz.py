@@ -539,7 +539,7 @@ def test_negative_and_tiny_durations_round_up_or_are_refused(tcp: socket.socket)
     assert kaext.get_user_timeout(tcp) == 0.001
     kaext.set_keepalive(tcp, idle=5e-324)
     assert kaext.get_keepalive(tcp).idle == 1.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="user_timeout=-1e-12 is out of range \\(negative\\)"):
         kaext.set_user_timeout(tcp, -1e-12)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,16 +16,6 @@ from kaext import Policy
 
 CAPS = kaext.capabilities()
 LINUX_OPTIONS = all(hasattr(socket, name) for name in ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"))
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    """A connected loopback pair (client, accepted)."""
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        client = socket.create_connection(server.getsockname())
-        accepted, _ = server.accept()
-        with client, accepted:
-            yield client, accepted
 
 
 def _policies() -> list[Policy]:
@@ -40,16 +29,16 @@ def _policies() -> list[Policy]:
 
 @pytest.mark.parametrize("policy", _policies(), ids=str)
 @pytest.mark.parametrize("as_int", [False, True], ids=["socket", "int-fd"])
-def test_true_after_apply(pair: tuple[socket.socket, socket.socket], policy: Policy, as_int: bool) -> None:
-    client, _ = pair
+def test_true_after_apply(tcp_pair: tuple[socket.socket, socket.socket], policy: Policy, as_int: bool) -> None:
+    client, _ = tcp_pair
     target = client.fileno() if as_int else client
     policy.apply(target)
     assert policy.applied_to(target) is True
 
 
 @pytest.mark.skipif(not LINUX_OPTIONS, reason="Linux's option names")
-def test_only_the_knobs_the_policy_sets_count(pair: tuple[socket.socket, socket.socket]) -> None:
-    client, _ = pair
+def test_only_the_knobs_the_policy_sets_count(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
+    client, _ = tcp_pair
     policy = Policy(idle=60)
     policy.apply(client)
     client.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 9)
@@ -70,9 +59,9 @@ def test_only_the_knobs_the_policy_sets_count(pair: tuple[socket.socket, socket.
     ids=["SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"],
 )
 def test_false_when_one_option_differs(
-    pair: tuple[socket.socket, socket.socket], level: int, option: int, value: int
+    tcp_pair: tuple[socket.socket, socket.socket], level: int, option: int, value: int
 ) -> None:
-    client, _ = pair
+    client, _ = tcp_pair
     policy = Policy.for_middlebox("aws-nlb")  # 175 s : 35 s : 5, user timeout left alone
     policy.apply(client)
     client.setsockopt(level, option, value)
@@ -80,8 +69,8 @@ def test_false_when_one_option_differs(
 
 
 @pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="no TCP_USER_TIMEOUT here")
-def test_the_user_timeout_is_compared_in_milliseconds(pair: tuple[socket.socket, socket.socket]) -> None:
-    client, _ = pair
+def test_the_user_timeout_is_compared_in_milliseconds(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
+    client, _ = tcp_pair
     policy = Policy(user_timeout=0.0015)  # rounded up to 2 ms, the option's unit
     policy.apply(client)
     assert client.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 2
@@ -90,8 +79,8 @@ def test_the_user_timeout_is_compared_in_milliseconds(pair: tuple[socket.socket,
     assert policy.applied_to(client) is False
 
 
-def test_a_fresh_socket(pair: tuple[socket.socket, socket.socket]) -> None:
-    client, _ = pair
+def test_a_fresh_socket(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
+    client, _ = tcp_pair
     keepalive_on = client.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
     assert Policy().applied_to(client) is keepalive_on
     assert Policy(keepalive=False).applied_to(client) is not keepalive_on
@@ -102,8 +91,8 @@ def test_a_fresh_socket(pair: tuple[socket.socket, socket.socket]) -> None:
         assert other.applied_to(client) is False
 
 
-def test_reading_changes_nothing(pair: tuple[socket.socket, socket.socket]) -> None:
-    client, _ = pair
+def test_reading_changes_nothing(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
+    client, _ = tcp_pair
     Policy.parse("7s:3s:4 user_timeout=19s").apply(client)
     before = Policy.from_socket(client)
     for policy in _policies():
@@ -119,5 +108,7 @@ def test_errors() -> None:
     assert info.value.errno == errno.EBADF
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, pytest.raises(OSError) as info:
         Policy(user_timeout=30 if "user_timeout" in CAPS else None).applied_to(udp)
-    with pytest.raises(TypeError):
+    with pytest.raises(
+        TypeError, match="expected a socket, an object with fileno\\(\\), or an int file descriptor; got str"
+    ):
         Policy().applied_to("3")  # type: ignore[arg-type]

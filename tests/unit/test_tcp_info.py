@@ -19,18 +19,8 @@ pytestmark = [
 QUIET = 0.6  # s the connection stays quiet before TCP_INFO is read
 
 
-@pytest.fixture
-def pair() -> tuple[socket.socket, socket.socket]:
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-    yield client, server
-    client.close()
-    server.close()
-
-
-def test_times_since_data_and_ack_were_received(pair: tuple[socket.socket, socket.socket]) -> None:
-    client, server = pair
+def test_times_since_data_and_ack_were_received(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = tcp_pair
     server.sendall(b"x")  # data for the client, acknowledged by it
     assert client.recv(1) == b"x"
     client.sendall(b"y")  # and the client's data acknowledged by the server
@@ -46,8 +36,8 @@ def test_times_since_data_and_ack_were_received(pair: tuple[socket.socket, socke
     assert info.rto_us >= 200_000  # TCP_RTO_MIN (include/net/tcp.h)
 
 
-def test_verify_reports_the_same_fields(pair: tuple[socket.socket, socket.socket]) -> None:
-    client, server = pair
+def test_verify_reports_the_same_fields(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = tcp_pair
     server.sendall(b"x")
     assert client.recv(1) == b"x"
     time.sleep(QUIET)
@@ -57,7 +47,7 @@ def test_verify_reports_the_same_fields(pair: tuple[socket.socket, socket.socket
     assert shown["state"] == 1 and shown["probes"] == 0
 
 
-def test_closed_socket_reads_none(pair: tuple[socket.socket, socket.socket]) -> None:
-    client, _ = pair
+def test_closed_socket_reads_none(tcp_pair: tuple[socket.socket, socket.socket]) -> None:
+    client, _ = tcp_pair
     client.close()
     assert _tcp_info.tcp_info(client) is None

@@ -4,8 +4,9 @@ It injects the policy named by ``KAEXT_RUN_POLICY`` (``KAEXT_RUN_ACCEPTED=1``: a
 sockets too; ``KAEXT_RUN_FORCE=1``: the policy wins over the program's setsockopt),
 takes its own directory off ``sys.path`` again, and then runs the
 ``sitecustomize`` that would have run without kaext, if there is one.  A policy that
-cannot be injected (an interpreter that cannot import kaext) is one line on stderr;
-the program runs anyway.  A warning about the policy is not repeated here: kaext.run
+cannot be injected (an interpreter that cannot import kaext) is one line on stderr,
+which says so when the preload library loaded into this interpreter applies the policy
+to its connections anyway; the program runs either way.  A warning about the policy is not repeated here: kaext.run
 printed it once for the whole process tree.
 """
 
@@ -33,7 +34,29 @@ def _inject() -> None:
                 force=os.environ.get("KAEXT_RUN_FORCE") == "1",
             )
     except Exception as exc:
-        sys.stderr.write(f"kaext.run: policy not injected into {sys.executable}: {type(exc).__name__}: {exc}\n")
+        why = f"{type(exc).__name__}: {exc}"
+        if _preloaded():
+            sys.stderr.write(
+                f"kaext run: {sys.executable} cannot import kaext ({why}): "
+                "the preload library applies the policy to its connections instead\n"
+            )
+        else:
+            sys.stderr.write(f"kaext run: policy not injected into {sys.executable}: {why}\n")
+
+
+def _preloaded() -> bool:
+    """Whether kaext.run's preload library (LD_PRELOAD, with its plan) is loaded into this
+    process: it then applies the policy to the connections made through the C library,
+    Python's included.  Read from the process's own mappings (where there are none to read,
+    it is not)."""
+    if not os.environ.get("KAEXT_PRELOAD_PLAN"):
+        return False
+    libraries = [p for p in os.environ.get("LD_PRELOAD", "").replace(":", " ").split() if "kaext_preload" in p]
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            return any(line.rstrip().endswith(tuple(libraries)) for line in f) if libraries else False
+    except OSError:
+        return False
 
 
 def _chain() -> None:

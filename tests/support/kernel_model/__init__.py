@@ -78,6 +78,7 @@ class Kernel:
     hidden: dict[str, int] = field(default_factory=dict)  # fields no option reads
     windows_sio: bool = False  # SIO_KEEPALIVE_VALS instead of TCP_KEEPIDLE / TCP_KEEPINTVL
     no_socket_module: bool = False
+    fixed_count: int | None = None  # probes the kernel sends where no option sets the count
     sockets_fail: bool = False  # a socket module whose sockets cannot be made (Emscripten)
     # option value of the connect timeout -> seconds after the first SYN at which the kernel gives
     # the connect up (None: the model has no connect-timeout option)
@@ -234,8 +235,12 @@ def _netbsd(hz: int = 100) -> Kernel:
         connect_bound=lambda ticks: ticks / 2,
         # PRCO_GETOPT has no TCP_KEEP* case: default -> ENOPROTOOPT
         readable=False,
+        # sys/netinet/tcp_syncache.c syn_cache_get: the accepted tcpcb copies only TF_NODELAY of
+        # the listener's (``tp->t_flags = sototcpcb(oso)->t_flags & TF_NODELAY``); its keepalive
+        # times are tcp_newtcpcb's system-wide ones
+        not_inherited=("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"),
         python_names=("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"),
-        sources={"all": "NetBSD/src sys/netinet/tcp_usrreq.c tcp_ctloutput"},
+        sources={"all": "NetBSD/src sys/netinet/tcp_usrreq.c tcp_ctloutput, tcp_syncache.c syn_cache_get"},
     )
 
 
@@ -258,7 +263,10 @@ def _dragonfly() -> Kernel:
         # drops a connection below ESTABLISHED when it fires
         connect_bound=float,
         python_names=("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"),
-        sources={"all": "DragonFlyBSD sys/netinet/tcp_usrreq.c"},
+        # tcp_usrreq.c tcp_ctloutput / tcp_subr.c tcp_newtcpcb: t_keepidle and
+        # t_maxidle = t_keepintvl * t_keepcnt are int ticks (hz up to 1000: within 31 bits of ms)
+        sum_bits=31,
+        sources={"all": "DragonFlyBSD sys/netinet/tcp_usrreq.c, tcp_subr.c"},
     )
 
 
@@ -288,6 +296,10 @@ def _illumos_set(st: dict[str, int], option: str, value: int) -> int:
     * TCP_KEEPCNT 0 is EINVAL; with the interval unset (0) the interval becomes abort / count,
       clamped to rto_min .. rto_max, else abort = count x interval;
     * TCP_CONN_ABORT_THRESHOLD (ms) is stored as given (tcp_second_ctimer_threshold).
+
+    The products are uint32_t arithmetic (``*i1 * tcp->tcp_ka_rinterval``, ``*i1 *
+    tcp->tcp_ka_cnt * 1000``): they wrap modulo 2**32 before the bounds check, which the
+    0 .. UINT32_MAX bounds then always pass.
     """
     if option == "TCP_KEEPIDLE":
         if not 1 <= value <= 864000:
@@ -299,9 +311,7 @@ def _illumos_set(st: dict[str, int], option: str, value: int) -> int:
         if st["TCP_KEEPCNT"] == 0:
             st["TCP_KEEPCNT"] = st["abort_ms"] // (value * 1000)
         else:
-            if not 0 <= value * st["TCP_KEEPCNT"] * 1000 <= UINT_MAX:
-                return errno.EINVAL
-            st["abort_ms"] = value * st["TCP_KEEPCNT"] * 1000
+            st["abort_ms"] = (value * st["TCP_KEEPCNT"] * 1000) % 2**32
         st["interval_ms"] = value * 1000
         st[option] = value
     elif option == "TCP_KEEPCNT":
@@ -311,9 +321,7 @@ def _illumos_set(st: dict[str, int], option: str, value: int) -> int:
             st["interval_ms"] = min(max(st["abort_ms"] // value, 400), 60_000)
             st["TCP_KEEPINTVL"] = st["interval_ms"] // 1000  # tcp_opt_get: tcp_ka_rinterval / 1000
         else:
-            if not 0 <= value * st["interval_ms"] <= UINT_MAX:
-                return errno.EINVAL
-            st["abort_ms"] = value * st["interval_ms"]
+            st["abort_ms"] = (value * st["interval_ms"]) % 2**32
         st[option] = value
     elif option == "TCP_CONN_ABORT_THRESHOLD":
         st[option] = value
@@ -354,12 +362,25 @@ def _illumos() -> Kernel:
 
 
 def _cygwin() -> Kernel:
-    # Cygwin: Linux's names; TCP_USER_TIMEOUT becomes Windows' TCP_MAXRTMS
-    # (winsup/cygwin/fhandler/socket_inet.cc), which takes ms; its 0 is undocumented, so the
-    # model refuses it (kaext must never send it)
+    # Cygwin: Linux's names with Winsock's numbers (winsup/cygwin/include/netinet/tcp.h:
+    # TCP_KEEPIDLE 3, TCP_USER_TIMEOUT 14, TCP_KEEPCNT 16, TCP_KEEPINTVL 17).
+    # winsup/cygwin/fhandler/socket_inet.cc: a fresh socket holds Winsock's defaults (7200 s,
+    # 1 s, 10: fhandler_socket_inet's constructor); before Windows 10 1709 Cygwin checks idle and
+    # interval against 1 .. 32767 and the count against 1 .. 255 (MAX_TCP_KEEP*), and Winsock's
+    # own TCP_KEEPCNT refuses more than 255 after; TCP_USER_TIMEOUT becomes Windows'
+    # TCP_MAXRTMS, which takes ms; its 0 is undocumented, so the model refuses it (kaext must
+    # never send it)
     kernel = _linux("cygwin", "cygwin")
-    kernel.check["TCP_USER_TIMEOUT"] = _between(1, INT_MAX)
-    kernel.fresh["TCP_USER_TIMEOUT"] = -1
+    kernel.headers = "cygwin"
+    kernel.fresh = {"TCP_KEEPIDLE": 7200, "TCP_KEEPINTVL": 1, "TCP_KEEPCNT": 10, "TCP_USER_TIMEOUT": -1}
+    kernel.check = {
+        "TCP_KEEPIDLE": _between(1, 32767),
+        "TCP_KEEPINTVL": _between(1, 32767),
+        "TCP_KEEPCNT": _between(1, 255),
+        "TCP_USER_TIMEOUT": _between(1, INT_MAX),
+    }
+    kernel.python_names = ("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_USER_TIMEOUT")
+    kernel.sources = {"all": "cygwin/cygwin winsup/cygwin/fhandler/socket_inet.cc, include/netinet/tcp.h"}
     return kernel
 
 
@@ -375,6 +396,18 @@ def _windows_sio() -> Kernel:
     kernel.python_names = ("TCP_KEEPCNT",)
     kernel.windows_sio = True
     kernel.hidden = {"sio_idle": 7_200_000, "sio_interval": 1_000}
+    return kernel
+
+
+def _windows_nocount() -> Kernel:
+    # Windows before 10 1703 (build 15063): no TCP_KEEPCNT either (Microsoft, "IPPROTO_TCP
+    # socket options"); SIO_KEEPALIVE_VALS remarks: "the number of keep-alive probes (data
+    # retransmissions) is set to 10 and cannot be changed" (Vista and later)
+    kernel = _windows_sio()
+    kernel.name = "windows-nocount"
+    del kernel.fresh["TCP_KEEPCNT"], kernel.check["TCP_KEEPCNT"]
+    kernel.python_names = ()
+    kernel.fixed_count = 10
     return kernel
 
 
@@ -417,6 +450,7 @@ MODELS: dict[str, Callable[[], Kernel]] = {
     "cygwin": _cygwin,
     "windows-maxrt0": lambda: _windows(maxrt=0),
     "windows-sio": _windows_sio,
+    "windows-nocount": _windows_nocount,
     "haiku": lambda: Kernel("haiku", "haiku1", "other", "", fresh={}, check={}, python_names=()),
     "wasi": lambda: Kernel("wasi", "wasi", "other", "", fresh={}, check={}, python_names=(), no_socket_module=True),
     "emscripten": lambda: Kernel(
