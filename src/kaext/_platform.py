@@ -384,6 +384,8 @@ DRAGONFLY = {
     "idle": KnobSpec("TCP_KEEPIDLE", "s", 1, _DRAGONFLY_MAX_S, True),
     "interval": KnobSpec("TCP_KEEPINTVL", "s", 1, _DRAGONFLY_MAX_S, True),
     "count": BSD["count"],
+    # t_keepinit is an int of ticks too (tcp_usrreq.c tcp_ctloutput, TCP_KEEPINIT)
+    "connect_timeout": KnobSpec("TCP_KEEPINIT", "s", 1, _DRAGONFLY_MAX_S, True, note=_KEEPINIT_NOTE),
 }
 _DRAGONFLY_MS_NOTE = "DragonFly before 5.8 takes milliseconds"
 DRAGONFLY_OLD = {
@@ -549,6 +551,15 @@ PLATFORM_SPECS: Final[dict[str, dict[str, KnobSpec]]] = {
 }
 
 
+#: Per ``sys.platform`` within a family, the knobs it does not offer, and why.
+PLATFORM_UNSUPPORTED: Final[dict[str, dict[str, str]]] = {
+    "cygwin": {
+        "connect_timeout": "kaext sets no connect timeout on Cygwin: its socket layer maps the options "
+        "onto Winsock (winsup/cygwin/fhandler/socket_inet.cc), which has no TCP_SYNCNT",
+    },
+}
+
+
 def specs(family: str, release: str = "", platform: str = "") -> dict[str, KnobSpec]:
     """The setsockopt spec of each knob on ``family`` (``release``: the kernel's, for DragonFly;
     ``platform``: ``sys.platform``, for Cygwin's own user timeout)."""
@@ -557,6 +568,8 @@ def specs(family: str, release: str = "", platform: str = "") -> dict[str, KnobS
     table = FAMILY_SPECS.get(family, {})
     if platform in PLATFORM_SPECS:
         table = {**table, **PLATFORM_SPECS[platform]}
+    if platform in PLATFORM_UNSUPPORTED:
+        table = {knob: spec for knob, spec in table.items() if knob not in PLATFORM_UNSUPPORTED[platform]}
     return table
 
 
@@ -614,6 +627,8 @@ UNSUPPORTED: Final[dict[str, dict[str, str]]] = {
 
 def unsupported_reason(knob: str, family: str | None = None) -> str:
     """Why ``knob`` is not available here (for the ENOPROTOOPT error)."""
+    if family is None and knob in PLATFORM_UNSUPPORTED.get(sys.platform, {}):
+        return PLATFORM_UNSUPPORTED[sys.platform][knob]
     return UNSUPPORTED.get(family or FAMILY, {}).get(
         knob, "no socket option for it in this build, or the running kernel refused it"
     )

@@ -44,7 +44,7 @@ def test_the_model_names_its_kernels_family(name: str) -> None:
     model = kernel_model.MODELS[name]()
     assert _platform._family(model.platform) == model.family
     # every knob kaext's table offers there is an option the model's kernel knows, with a header number
-    for knob, spec in _platform.specs(model.family).items():
+    for knob, spec in _platform.specs(model.family, platform=model.platform).items():
         if model.windows_sio and knob in ("idle", "interval"):  # the ioctl instead (ALTERNATIVES)
             assert _platform.ALTERNATIVES["windows"][knob][0].ioctl
             continue
