@@ -769,3 +769,7 @@ bpf_map_create = _pure_bpf.bpf_map_create
 bpf_mount = _pure_bpf.bpf_mount
 bpf_obj_get = _pure_bpf.bpf_obj_get
 bpf_pin = _pure_bpf.bpf_pin
+bpf_map_lookup = _pure_bpf.bpf_map_lookup
+bpf_map_new = _pure_bpf.bpf_map_new
+bpf_prog_new = _pure_bpf.bpf_prog_new
+bpf_raw_tracepoint_open = _pure_bpf.bpf_raw_tracepoint_open
