@@ -131,8 +131,8 @@ class BTF:
             return 8
         if kind == _ARRAY:
             elem, _index, nelems = struct.unpack_from("<III", self._data, self._offsets[type_id] + 12)
-            return self.size(elem) * nelems
-        return size
+            return int(self.size(elem) * nelems)
+        return int(size)
 
     def _member(self, type_id: int, name: str) -> tuple[int, int] | None:
         """(byte offset, type id) of member ``name`` of a struct/union, anonymous members looked through."""
@@ -174,8 +174,8 @@ class BTF:
             if self._name_bytes(name_off) == member.encode():
                 if kind == _ENUM64:
                     low, high = struct.unpack_from("<II", self._data, pos + 16 + step * i)
-                    return low | high << 32
-                return value
+                    return int(low | high << 32)
+                return int(value)
         raise LookupError(f"this kernel's enum {enum_name} has no {member}")
 
     def tracepoint_params(self, name: str) -> list[str]:

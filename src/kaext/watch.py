@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from types import FrameType
     from typing import Any
 
-__all__ = ["CAUSES", "LABELS", "Death", "Watch", "main"]
+__all__ = ["CAUSES", "LABELS", "Death", "Watch", "main", "otel_counter", "prometheus_counter"]
 
 #: Every cause a death can have, in the order summaries list them.
 CAUSES = (
@@ -528,7 +528,10 @@ class Death(Record):
 
     def __str__(self) -> str:
         who = f"{self.process}[{self.pid}]" if self.pid is not None else "-"
-        fmt = (lambda a: f"[{a[0]}]:{a[1]}") if ":" in self.local[0] else (lambda a: f"{a[0]}:{a[1]}")
+
+        def fmt(address: tuple[str, int]) -> str:
+            return f"[{address[0]}]:{address[1]}" if ":" in address[0] else f"{address[0]}:{address[1]}"
+
         facts = f"state={self.state} idle={self.idle:g}s probes={self.probes} retransmits={self.retransmits}"
         policy = f" policy={self.policy!r}" if self.policy else ""
         error = f" error={self.error}" if self.error else ""
@@ -717,8 +720,10 @@ class Watch:
         return self._ring
 
     def _death(self, raw: bytes) -> Death:
-        (now, tgid, flags, comm, cgroup_id, saddr, daddr, sport, dport, family, old, _pad, err, user_timeout,
-         retrans, probes_out, ka_probes, _pad2, sk_flags, ka_time, ka_intvl, lsnd, rcv, lrcv, _pad3) = _EVENT.unpack(raw)  # fmt: skip
+        fields = _EVENT.unpack(raw)
+        now, tgid, flags, comm, cgroup_id, saddr, daddr, sport, dport, family, old, _pad, err = fields[:13]
+        user_timeout, retrans, probes_out, ka_probes, _pad2, sk_flags = fields[13:19]
+        ka_time, ka_intvl, lsnd, rcv, lrcv = fields[19:24]
         if family == socket.AF_INET6:
             local: tuple[str, int] = (socket.inet_ntop(socket.AF_INET6, saddr), socket.ntohs(sport))
             remote: tuple[str, int] = (socket.inet_ntop(socket.AF_INET6, daddr), socket.ntohs(dport))
