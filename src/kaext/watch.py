@@ -31,7 +31,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import select
 import signal
 import socket
 import struct
@@ -93,8 +92,13 @@ _PROG_RAW_TRACEPOINT = 17
 _F_PROBE_READ_KERNEL, _F_MAP_LOOKUP, _F_MAP_UPDATE, _F_MAP_DELETE = 113, 1, 2, 3
 _F_PID_TGID, _F_COMM, _F_JIFFIES64, _F_RINGBUF_OUTPUT = 14, 16, 118, 130
 
-_EVENT = struct.Struct("<QII16sQ16s16sHHHBBiIIBBHQIIIIII")
-_EVENT_SIZE = 128
+_HEADER = 48  # of an event: u64 jiffies, u32 tgid, u32 flags, char comm[16], u64 cgroup id, u8 old state
+_HEADER_FORMAT = struct.Struct("=QII16sQB")
+_SPAN_GAP = 64  # fields closer than this are read in one span
+_MAX_EVENT = 400  # the event lives on the program's stack (512 bytes)
+_FORMATS = {1: "=B", 2: "=H", 4: "=I", 8: "=Q", 16: "16s"}
+_RB_NO_WAKEUP = 1
+_POLL_S = 0.05  # how often a waiting reader looks at the ring buffer
 _SOCK_VALUE = 24  # per connection: u32 tgid, u32 flags, char comm[16]
 _FLAG_KEEPALIVE_RESET = 1
 
@@ -206,38 +210,76 @@ class _Layout:
         def sock(path: str) -> int:
             return btf.field("sock", path).offset
 
-        for tp, count in (("inet_sock_set_state", 3), ("tcp_send_reset", 3)):
-            params = btf.tracepoint_params(tp)
-            if len(params) != count:
-                raise LookupError(f"this kernel's tracepoint {tp} has {len(params)} arguments, not {count}")
+        params = btf.tracepoint_params("inet_sock_set_state")
+        if len(params) != 3:
+            raise LookupError(f"this kernel's tracepoint inet_sock_set_state has {len(params)} arguments, not 3")
+        # the reason of the reset keepalive sends when it gives up (Linux 6.10 and later); without
+        # it a keepalive timeout is told from a retransmission timeout by the probes out
+        self.keepalive_reason: int | None = None
+        try:
+            if len(btf.tracepoint_params("tcp_send_reset")) == 3:
+                self.keepalive_reason = btf.enum_value("sk_rst_reason", "SK_RST_REASON_TCP_KEEPALIVE_TIMEOUT")
+        except LookupError:
+            pass
         base = tcp("inet_conn.icsk_inet.sk")
         if base != 0 or btf.field("sock", "sk_protocol").size != 2:
             raise LookupError("this kernel's struct tcp_sock does not start with its struct sock")
         self.protocol = sock("sk_protocol")
-        self.err = sock("sk_err")
-        self.flags = sock("__sk_common.skc_flags")
-        self.family = sock("__sk_common.skc_family")
-        self.saddr = sock("__sk_common.skc_rcv_saddr")
-        self.daddr = sock("__sk_common.skc_daddr")
-        self.saddr6 = sock("__sk_common.skc_v6_rcv_saddr")
-        self.daddr6 = sock("__sk_common.skc_v6_daddr")
-        self.sport = tcp("inet_conn.icsk_inet.inet_sport")  # skc_num is 0 once the port is released
-        self.dport = sock("__sk_common.skc_dport")
         self.cgroup = sock("sk_cgrp_data.cgroup")
         self.cgroup_level = btf.field("cgroup", "level").offset
-        self.cgroup_ancestors = btf.field("cgroup", "ancestors").offset
+        # the ancestors of a cgroup: their addresses (newer kernels) or their ids (older ones)
+        try:
+            self.cgroup_ancestors, self.ancestor_ids = btf.field("cgroup", "ancestors").offset, False
+        except LookupError:
+            self.cgroup_ancestors, self.ancestor_ids = btf.field("cgroup", "ancestor_ids").offset, True
         self.cgroup_kn = btf.field("cgroup", "kn").offset
         self.kn_id = btf.field("kernfs_node", "id").offset
-        self.user_timeout = tcp("inet_conn.icsk_user_timeout")
-        self.probes_out = tcp("inet_conn.icsk_probes_out")
-        self.lrcvtime = tcp("inet_conn.icsk_ack.lrcvtime")
-        self.total_retrans = tcp("total_retrans")
-        self.keepalive_probes = tcp("keepalive_probes")
-        self.keepalive_time = tcp("keepalive_time")
-        self.keepalive_intvl = tcp("keepalive_intvl")
-        self.lsndtime = tcp("lsndtime")
-        self.rcv_tstamp = tcp("rcv_tstamp")
-        self.keepalive_reason = btf.enum_value("sk_rst_reason", "SK_RST_REASON_TCP_KEEPALIVE_TIMEOUT")
+        # what a death's event carries from the sock: name -> (offset, size), and their sizes as
+        # kaext reads them (a kernel whose fields differ in size is refused, never misread)
+        fields = {
+            "family": ("sock", "__sk_common.skc_family", 2),
+            "saddr": ("sock", "__sk_common.skc_rcv_saddr", 4),
+            "daddr": ("sock", "__sk_common.skc_daddr", 4),
+            "saddr6": ("sock", "__sk_common.skc_v6_rcv_saddr", 16),
+            "daddr6": ("sock", "__sk_common.skc_v6_daddr", 16),
+            "dport": ("sock", "__sk_common.skc_dport", 2),
+            "sport": ("tcp_sock", "inet_conn.icsk_inet.inet_sport", 2),  # skc_num is 0 once the port is released
+            "flags": ("sock", "__sk_common.skc_flags", 8),
+            "err": ("sock", "sk_err", 4),
+            "user_timeout": ("tcp_sock", "inet_conn.icsk_user_timeout", 4),
+            "probes_out": ("tcp_sock", "inet_conn.icsk_probes_out", 1),
+            "lrcvtime": ("tcp_sock", "inet_conn.icsk_ack.lrcvtime", 4),
+            "total_retrans": ("tcp_sock", "total_retrans", 4),
+            "keepalive_probes": ("tcp_sock", "keepalive_probes", 1),
+            "keepalive_time": ("tcp_sock", "keepalive_time", 4),
+            "keepalive_intvl": ("tcp_sock", "keepalive_intvl", 4),
+            "lsndtime": ("tcp_sock", "lsndtime", 4),
+            "rcv_tstamp": ("tcp_sock", "rcv_tstamp", 4),
+        }
+        at: dict[str, tuple[int, int]] = {}
+        for name, (struct_name, path, size) in fields.items():
+            found = btf.field(struct_name, path)
+            if found.size != size:
+                raise LookupError(f"this kernel's {struct_name}.{path} has {found.size} bytes, not {size}")
+            at[name] = (found.offset, size)
+        # the fields in spans of the sock read whole (one bpf_probe_read_kernel each), laid
+        # one after the other in the event after its header, each at a multiple of 8
+        self.spans: list[tuple[int, int, int]] = []  # (sock offset, length, event offset)
+        self.where: dict[str, tuple[int, int]] = {}  # name -> (event offset, size)
+        place = _HEADER
+        for name, (offset, size) in sorted(at.items(), key=lambda item: item[1][0]):
+            if self.spans and offset + size - self.spans[-1][0] <= self.spans[-1][1] + _SPAN_GAP:
+                first, length, ev = self.spans[-1]
+                self.spans[-1] = (first, max(length, offset + size - first), ev)
+            else:
+                if self.spans:
+                    place += (self.spans[-1][1] + 7) & ~7
+                self.spans.append((offset, size, place))
+            first, _length, ev = self.spans[-1]
+            self.where[name] = (ev + offset - first, size)
+        self.event_size = place + ((self.spans[-1][1] + 7) & ~7)
+        if self.event_size > _MAX_EVENT:
+            raise LookupError(f"this kernel's sock fields are spread too far ({self.event_size} bytes to read)")
         self.keepopen_bit = btf.enum_value("sock_flags", "SOCK_KEEPOPEN")
 
 
@@ -250,20 +292,21 @@ def _filter(a: _Asm, lay: _Layout, scope: tuple[int, int] | None, out: str) -> N
     if scope is None:
         return
     level, cgroup_id = scope
-    a.probe_read(-16, 8, 7, lay.cgroup)
-    a.ldx(8, 6, 10, -16)
+    a.probe_read(-32, 8, 7, lay.cgroup)
+    a.ldx(8, 6, 10, -32)
     a.jeq(6, 0, out)
     a.st(8, 10, -24, 0)
     a.probe_read(-24, 4, 6, lay.cgroup_level)
     a.ldx(8, 1, 10, -24)
     a.jlt(1, level, out)
     a.probe_read(-16, 8, 6, lay.cgroup_ancestors + 8 * level)
-    a.ldx(8, 6, 10, -16)
-    a.jeq(6, 0, out)
-    a.probe_read(-16, 8, 6, lay.cgroup_kn)
-    a.ldx(8, 6, 10, -16)
-    a.jeq(6, 0, out)
-    a.probe_read(-16, 8, 6, lay.kn_id)
+    if not lay.ancestor_ids:
+        a.ldx(8, 6, 10, -16)
+        a.jeq(6, 0, out)
+        a.probe_read(-16, 8, 6, lay.cgroup_kn)
+        a.ldx(8, 6, 10, -16)
+        a.jeq(6, 0, out)
+        a.probe_read(-16, 8, 6, lay.kn_id)
     a.ldx(8, 1, 10, -16)
     a.ld64(2, cgroup_id)
     a.jne_reg(1, 2, out)
@@ -312,7 +355,7 @@ def _remember_process(a: _Asm, socks: int) -> None:
 def _state_program(lay: _Layout, scope: tuple[int, int] | None, socks: int, ring: int, dropped: int) -> bytes:
     """inet_sock_set_state(sk, oldstate, newstate): remember processes, report a TCP_CLOSE."""
     a = _Asm()
-    ev = -168  # the event on the stack: fp-168 .. fp-41
+    ev = -48 - lay.event_size  # the event on the stack, below 48 bytes of scratch
     a.ldx(8, 7, 1, 0)
     a.ldx(8, 8, 1, 8)
     a.ldx(8, 9, 1, 16)
@@ -327,38 +370,15 @@ def _state_program(lay: _Layout, scope: tuple[int, int] | None, socks: int, ring
     _remember_process(a, socks)
     a.label("close")
     a.jeq(8, 10, "out")  # a listener closing: no connection
-    for off in range(0, _EVENT_SIZE, 8):
+    for off in range(0, _HEADER, 8):
         a.st(8, 10, ev + off, 0)
-    a.stx(1, 10, ev + 78, 8)
-    a.probe_read(ev + 76, 2, 7, lay.family)
-    a.ldx(2, 1, 10, ev + 76)
-    a.jeq(1, socket.AF_INET6, "v6")
-    a.probe_read(ev + 40, 4, 7, lay.saddr)
-    a.probe_read(ev + 56, 4, 7, lay.daddr)
-    a.ja("addressed")
-    a.label("v6")
-    a.probe_read(ev + 40, 16, 7, lay.saddr6)
-    a.probe_read(ev + 56, 16, 7, lay.daddr6)
-    a.label("addressed")
-    for ev_off, size, sk_off in (
-        (72, 2, lay.sport),
-        (74, 2, lay.dport),
-        (80, 4, lay.err),
-        (84, 4, lay.user_timeout),
-        (88, 4, lay.total_retrans),
-        (92, 1, lay.probes_out),
-        (93, 1, lay.keepalive_probes),
-        (96, 8, lay.flags),
-        (104, 4, lay.keepalive_time),
-        (108, 4, lay.keepalive_intvl),
-        (112, 4, lay.lsndtime),
-        (116, 4, lay.rcv_tstamp),
-        (120, 4, lay.lrcvtime),
-    ):
-        a.probe_read(ev + ev_off, size, 7, sk_off)
-    # the socket's cgroup id
-    a.probe_read(-16, 8, 7, lay.cgroup)
-    a.ldx(8, 6, 10, -16)
+    a.stx(1, 10, ev + 40, 8)
+    for offset, length, place in lay.spans:
+        a.probe_read(ev + place, length, 7, offset)
+    # the socket's cgroup id (the filter left the cgroup's address at fp-32)
+    if scope is None:
+        a.probe_read(-32, 8, 7, lay.cgroup)
+    a.ldx(8, 6, 10, -32)
     a.jeq(6, 0, "no_cgroup")
     a.probe_read(-16, 8, 6, lay.cgroup_kn)
     a.ldx(8, 6, 10, -16)
@@ -383,7 +403,7 @@ def _state_program(lay: _Layout, scope: tuple[int, int] | None, socks: int, ring
     # nobody remembered and no error: closed (aborted) by the process running now
     a.ldx(4, 1, 10, ev + 8)
     a.jne(1, 0, "emit")
-    a.ldx(4, 1, 10, ev + 80)
+    a.ldx(4, 1, 10, ev + lay.where["err"][0])
     a.jne(1, 0, "emit")
     a.jeq(8, _ESTABLISHED, "current")
     a.jeq(8, _CLOSE_WAIT, "current")
@@ -403,8 +423,8 @@ def _state_program(lay: _Layout, scope: tuple[int, int] | None, socks: int, ring
     a.ld_map(1, ring)
     a.mov(2, 10)
     a.addi(2, ev)
-    a.movi(3, _EVENT_SIZE)
-    a.movi(4, 0)
+    a.movi(3, lay.event_size)
+    a.movi(4, _RB_NO_WAKEUP)  # the reader looks every _POLL_S: no wake-up per death
     a.call(_F_RINGBUF_OUTPUT)
     a.jeq(0, 0, "out")
     a.st(4, 10, -12, 0)
@@ -423,6 +443,7 @@ def _state_program(lay: _Layout, scope: tuple[int, int] | None, socks: int, ring
 
 def _reset_program(lay: _Layout, scope: tuple[int, int] | None, socks: int) -> bytes:
     """tcp_send_reset(sk, skb, reason): mark a connection whose keepalive gave up."""
+    assert lay.keepalive_reason is not None
     a = _Asm()
     a.ldx(8, 7, 1, 0)
     a.ldx(8, 2, 1, 16)
@@ -538,7 +559,9 @@ class Death(Record):
         return f"{self.cause:<18} {who} {fmt(self.local)} -> {fmt(self.remote)} {facts}{policy}{error}"
 
 
-def _classify(old: int, err: int, flags: int, user_timeout: int) -> str:
+def _classify(old: int, err: int, flags: int | None, user_timeout: int, probes: int, keepalive: bool) -> str:
+    """The cause of a death, from the state it left, its sk_err, the keepalive reset mark (None:
+    this kernel's resets carry no reason), its user timeout, the probes out and SO_KEEPALIVE."""
     if old == _LAST_ACK:
         return "peer_fin"  # the peer closed first, then this end
     if old in (_FIN_WAIT1, 5, 11):  # FIN_WAIT1, FIN_WAIT2, CLOSING: this end closed first
@@ -559,7 +582,9 @@ def _classify(old: int, err: int, flags: int, user_timeout: int) -> str:
         if err == errno.ECONNREFUSED:
             return "unknown"
         # ETIMEDOUT, or the soft error of the last ICMP message (tcp_write_err): a timer gave up
-        if flags & _FLAG_KEEPALIVE_RESET:
+        if flags is not None and flags & _FLAG_KEEPALIVE_RESET:
+            return "keepalive_timeout"
+        if flags is None and keepalive and probes:  # no reset reason (before Linux 6.10): the probes out
             return "keepalive_timeout"
         if user_timeout:
             return "user_timeout"
@@ -640,15 +665,15 @@ class Watch:
         except LookupError as exc:
             raise OSError(errno.ENOSYS, f"kaext.watch cannot read this kernel's sockets: {exc}") from None
         self._keepopen = 1 << lay.keepopen_bit
+        self._layout = lay
         self._hz = _kernel_hz()
         try:
             self._socks = self._bpf(_backend.bpf_map_new, _MAP_HASH_LRU, 8, _SOCK_VALUE, 65536, "kaext_w_socks")
             self._ring = self._bpf(_backend.bpf_map_new, _MAP_RINGBUF, 0, 0, ring_size, "kaext_w_ring")
             self._dropped = self._bpf(_backend.bpf_map_new, _MAP_ARRAY, 4, 8, 1, "kaext_w_dropped")
-            programs = (
-                ("inet_sock_set_state", _state_program(lay, scope, self._socks, self._ring, self._dropped)),
-                ("tcp_send_reset", _reset_program(lay, scope, self._socks)),
-            )
+            programs = [("inet_sock_set_state", _state_program(lay, scope, self._socks, self._ring, self._dropped))]
+            if lay.keepalive_reason is not None:
+                programs.append(("tcp_send_reset", _reset_program(lay, scope, self._socks)))
             for tracepoint, code in programs:
                 prog = self._load(tracepoint, code)
                 self._bpf(_backend.bpf_raw_tracepoint_open, tracepoint, prog)
@@ -715,21 +740,30 @@ class Watch:
         self._dropped_seen = int.from_bytes(value, sys.byteorder)
         return self._dropped_seen
 
-    def fileno(self) -> int:
-        """A descriptor that polls readable when deaths are waiting."""
-        return self._ring
-
     def _death(self, raw: bytes) -> Death:
-        fields = _EVENT.unpack(raw)
-        now, tgid, flags, comm, cgroup_id, saddr, daddr, sport, dport, family, old, _pad, err = fields[:13]
-        user_timeout, retrans, probes_out, ka_probes, _pad2, sk_flags = fields[13:19]
-        ka_time, ka_intvl, lsnd, rcv, lrcv = fields[19:24]
+        now, tgid, flags, comm, cgroup_id, old = _HEADER_FORMAT.unpack_from(raw)
+        where = self._layout.where
+
+        def get(name: str) -> Any:
+            offset, size = where[name]
+            return struct.unpack_from(_FORMATS[size], raw, offset)[0]
+
+        family, sport, dport, err = get("family"), get("sport"), get("dport"), get("err")
+        user_timeout, retrans, probes_out, ka_probes = (
+            get("user_timeout"),
+            get("total_retrans"),
+            get("probes_out"),
+            get("keepalive_probes"),
+        )
+        sk_flags, ka_time, ka_intvl = get("flags"), get("keepalive_time"), get("keepalive_intvl")
+        lsnd, rcv, lrcv = get("lsndtime"), get("rcv_tstamp"), get("lrcvtime")
+        saddr, daddr = (get("saddr6"), get("daddr6")) if family == socket.AF_INET6 else (get("saddr"), get("daddr"))
         if family == socket.AF_INET6:
             local: tuple[str, int] = (socket.inet_ntop(socket.AF_INET6, saddr), socket.ntohs(sport))
             remote: tuple[str, int] = (socket.inet_ntop(socket.AF_INET6, daddr), socket.ntohs(dport))
         else:
-            local = (socket.inet_ntop(socket.AF_INET, saddr[:4]), socket.ntohs(sport))
-            remote = (socket.inet_ntop(socket.AF_INET, daddr[:4]), socket.ntohs(dport))
+            local = (socket.inet_ntop(socket.AF_INET, struct.pack("=I", saddr)), socket.ntohs(sport))
+            remote = (socket.inet_ntop(socket.AF_INET, struct.pack("=I", daddr)), socket.ntohs(dport))
         now32 = now & 0xFFFFFFFF
         ages = [(now32 - t) & 0xFFFFFFFF for t in (lsnd, rcv, lrcv) if t]
         idle = round(min(ages) / self._hz, 3) if ages else 0.0
@@ -753,7 +787,14 @@ class Watch:
             policy = str(p)
         pid = tgid or None
         return Death(
-            _classify(old, err, flags, user_timeout),
+            _classify(
+                old,
+                err,
+                flags if self._layout.keepalive_reason is not None else None,
+                user_timeout,
+                probes_out,
+                keepalive,
+            ),
             pid,
             comm.split(b"\0", 1)[0].decode("utf-8", "replace") if pid else None,
             self._cgroup_path(cgroup_id),
@@ -771,10 +812,13 @@ class Watch:
         """The deaths waiting now, after waiting up to ``timeout`` seconds for one (None: forever)."""
         if not self._fds:
             raise ValueError("this Watch is closed")
-        deaths = [self._death(raw) for raw in self._reader.read()]
-        if not deaths and timeout != 0:
-            select.select([self._ring], [], [], timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
             deaths = [self._death(raw) for raw in self._reader.read()]
+            left = _POLL_S if deadline is None else min(_POLL_S, deadline - time.monotonic())
+            if deaths or left <= 0:
+                break
+            time.sleep(left)
         for death in deaths:
             self.counts[death.cause] += 1
             for hook in self.on_death:

@@ -193,7 +193,17 @@ class Client:
 
     def end(self, timeout: float = 30) -> int:
         """The errno the client's connection ended with (0: none)."""
-        out, _ = self.proc.communicate(timeout=timeout)
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.close()
+        # read through the same buffered stream as the lines before (communicate() would
+        # skip what readline() has already buffered)
+        timer = threading.Timer(timeout, self.proc.kill)
+        timer.start()
+        try:
+            out = self.proc.stdout.read()
+        finally:
+            timer.cancel()
+        self.proc.wait(timeout)
         return int(out.split()[-1])
 
 
@@ -438,3 +448,69 @@ def test_bad_arguments_are_refused_in_one_line() -> None:
         )
         assert proc.returncode == 2, (args, proc.stderr)
         assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def test_a_full_ring_buffer_counts_every_death_it_cannot_hold_as_dropped(cgroup: str) -> None:
+    with watch.Watch(cgroup, ring_size=4096) as w:  # room for a few dozen deaths
+        _loopback_deaths(cgroup, 100)  # 200 deaths, nobody reading meanwhile
+        reported = len(_collect(w, 200, 2))
+        dropped = w.dropped
+        assert "dropped" in w.summary() and f"{dropped} dropped" in w.summary()
+    assert dropped > 0
+    assert reported + dropped == 200
+
+
+def test_listen_serves_the_counter(cgroup: str) -> None:
+    pytest.importorskip("prometheus_client")
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kaext.watch", "--cgroup", cgroup, "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        assert "watching" in proc.stderr.readline()
+        _loopback_deaths(cgroup, 2)
+        deadline = time.monotonic() + 10
+        while True:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            if 'kaext_tcp_deaths_total{cause="peer_fin"} 2.0' in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert 'kaext_tcp_deaths_total{cause="peer_fin"} 2.0' in text
+        assert 'kaext_tcp_deaths_total{cause="local_close"} 2.0' in text
+        assert 'kaext_tcp_deaths_total{cause="keepalive_timeout"} 0.0' in text  # every cause, from the start
+        assert "kaext_tcp_deaths_dropped_total 0.0" in text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 0
+
+
+def test_without_the_reset_reason_timeouts_are_told_apart_by_the_probes_out(
+    cgroup: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kernels before 6.10 give tcp_send_reset no reason: the same vanished peers, told apart by
+    keepalive's probes out (this kernel's reason is hidden from the watch)."""
+    layout = watch._Layout
+
+    class OldLayout(layout):  # type: ignore[misc,valid-type]
+        def __init__(self, btf: object) -> None:
+            super().__init__(btf)
+            self.keepalive_reason = None
+
+    monkeypatch.setattr(watch, "_Layout", OldLayout)
+    lab = netns.Lab()
+    try:
+        with watch.Watch(cgroup) as w:
+            results = _vanish_scenarios(lab, cgroup)
+            deaths = _collect(w, len(results), 10)
+    finally:
+        lab.close()
+    assert {d.pid: d.cause for d in deaths} == {pid: mode for mode, (pid, _e) in results.items()}
