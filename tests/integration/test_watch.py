@@ -284,7 +284,7 @@ def test_each_cause_produced_on_purpose_is_reported_once_with_its_pid(cgroup: st
             def run(scenarios: object, lab: netns.Lab) -> None:
                 try:
                     results.update(scenarios(lab, cgroup))  # type: ignore[operator]
-                except BaseException as exc:  # noqa: BLE001 -- re-raised below
+                except BaseException as exc:
                     errors.append(exc)
 
             threads = [
@@ -443,9 +443,7 @@ def test_a_plain_user_is_refused_in_one_line(_reason: str | None, command: list[
 
 def test_bad_arguments_are_refused_in_one_line() -> None:
     for args in ([], ["--cgroup", "/nonexistent-kaext-cgroup"], ["--all", "--labels", "cause,remote"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "kaext.watch", *args], capture_output=True, text=True, timeout=60
-        )
+        proc = subprocess.run([sys.executable, "-m", "kaext.watch", *args], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, (args, proc.stderr)
         assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr, (args, proc.stderr)
 
