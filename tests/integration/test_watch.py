@@ -91,6 +91,12 @@ import os, socket, struct, sys
 mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 print(os.getpid(), flush=True)
 s = socket.socket()
+if mode == "idle_keepalive":  # IDLE,INTERVAL,COUNT in argv[4]; idle until the connection ends
+    idle, interval, count = map(int, sys.argv[4].split(","))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
 if mode == "keepalive_timeout":
     s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
@@ -106,7 +112,7 @@ try:
     if mode == "peer_fin":
         while s.recv(100):
             pass
-    elif mode == "peer_rst":
+    elif mode in ("peer_rst", "idle_keepalive"):
         s.recv(100)
     elif mode == "local_abort":
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -165,15 +171,19 @@ class Server(threading.Thread):
 class Client:
     """One client process of the scenario ``mode``, in ``cgroup`` and the lab's client namespace."""
 
-    def __init__(self, lab: netns.Lab, cgroup: str, mode: str, port: int) -> None:
+    def __init__(
+        self, lab: netns.Lab | None, cgroup: str, mode: str, port: int, *extra: str, ns: str = "", host: str = ""
+    ) -> None:
+        if lab is not None:
+            ns, host = lab.client.netns, lab.server.address
+
         def enter() -> None:
             with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
                 f.write("0")
 
         self.mode = mode
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", lab.client.netns, sys.executable, "-I", "-S", "-c", CLIENT, mode]
-            + [lab.server.address, str(port)],
+            ["ip", "netns", "exec", ns, sys.executable, "-I", "-S", "-c", CLIENT, mode, host, str(port), *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -512,3 +522,54 @@ def test_without_the_reset_reason_timeouts_are_told_apart_by_the_probes_out(
     finally:
         lab.close()
     assert {d.pid: d.cause for d in deaths} == {pid: mode for mode, (pid, _e) in results.items()}
+
+
+def _behind_a_nat(mode: str, cgroup: str, keepalive: str) -> tuple[int, int]:
+    """A connection through a NAT that forgets it after 1 s idle (``mode``: drop or reset what
+    it no longer knows), kept idle with keepalive IDLE,INTERVAL,COUNT: (client pid, errno)."""
+    lab = netns.NatLab(idle_timeout=1, mode=mode)
+    try:
+        listener = lab.socket(lab.server_ns)
+        listener.bind((lab.server_address, 0))
+        listener.listen(1)
+        listener.settimeout(30)
+        client = Client(
+            None, cgroup, "idle_keepalive", listener.getsockname()[1], keepalive, ns=lab.client_ns,
+            host=lab.server_address,
+        )  # fmt: skip
+        conn, _ = listener.accept()
+        try:
+            return client.pid, client.end()
+        finally:
+            conn.close()
+            listener.close()
+    finally:
+        lab.close()
+
+
+def test_behind_a_nat_a_forgotten_flow_dies_of_keepalive_or_of_the_nat_s_reset(cgroup: str) -> None:
+    """The two faces of a NAT that forgot an idle flow: it drops the next probe (keepalive_timeout
+    after all probes) or answers it with RST (peer_rst at the first probe, idle = keepalive's idle)."""
+    results: dict[str, tuple[int, int]] = {}
+
+    def run(mode: str, keepalive: str) -> None:
+        results[mode] = _behind_a_nat(mode, cgroup, keepalive)
+
+    with watch.Watch(cgroup) as w:
+        threads = [
+            threading.Thread(target=run, args=("drop", "2,1,2")),
+            threading.Thread(target=run, args=("reset", "2,1,2")),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        deaths = {d.pid: d for d in _collect(w, 2, 10)}
+    assert results["drop"][1] == errno.ETIMEDOUT and results["reset"][1] == errno.ECONNRESET
+    assert len(deaths) == 2
+    dropped, reset = deaths[results["drop"][0]], deaths[results["reset"][0]]
+    assert dropped.cause == "keepalive_timeout" and dropped.probes == 2, dropped
+    assert dropped.idle >= 3.5, dropped  # 2 s idle, then 2 probes 1 s apart
+    assert reset.cause == "peer_rst" and reset.probes == 1, reset
+    assert 1.9 <= reset.idle < 3.5, reset  # at keepalive's first probe
+    assert dropped.policy == reset.policy == str(kaext.Policy(2, 1, 2))
