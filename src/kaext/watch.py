@@ -93,10 +93,9 @@ _F_PROBE_READ_KERNEL, _F_MAP_LOOKUP, _F_MAP_UPDATE, _F_MAP_DELETE = 113, 1, 2, 3
 _F_PID_TGID, _F_COMM, _F_JIFFIES64, _F_RINGBUF_OUTPUT = 14, 16, 118, 130
 
 _HEADER = 48  # of an event: u64 jiffies, u32 tgid, u32 flags, char comm[16], u64 cgroup id, u8 old state
-_HEADER_FORMAT = struct.Struct("=QII16sQB")
 _SPAN_GAP = 64  # fields closer than this are read in one span
 _MAX_EVENT = 400  # the event lives on the program's stack (512 bytes)
-_FORMATS = {1: "=B", 2: "=H", 4: "=I", 8: "=Q", 16: "16s"}
+_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q", 16: "16s"}
 _RB_NO_WAKEUP = 1
 _POLL_S = 0.05  # how often a waiting reader looks at the ring buffer
 _SOCK_VALUE = 24  # per connection: u32 tgid, u32 flags, char comm[16]
@@ -635,7 +634,7 @@ class Watch:
     """
 
     def __init__(
-        self, cgroup: str | os.PathLike[str] | None = None, *, all: bool = False, ring_size: int = 1 << 22
+        self, cgroup: str | os.PathLike[str] | None = None, *, all: bool = False, ring_size: int = 1 << 24
     ) -> None:
         self._fds: list[int] = []
         self.counts: dict[str, int] = dict.fromkeys(CAUSES, 0)
@@ -666,6 +665,15 @@ class Watch:
             raise OSError(errno.ENOSYS, f"kaext.watch cannot read this kernel's sockets: {exc}") from None
         self._keepopen = 1 << lay.keepopen_bit
         self._layout = lay
+        self._policies: dict[tuple[int, ...], str | None] = {}
+        # the event as one struct: the header, then the fields where the spans put them
+        layout, place, names = ["=QII16sQB"], 41, []
+        for name, (offset, size) in sorted(lay.where.items(), key=lambda item: item[1][0]):
+            layout.append(f"{offset - place}x{_FORMATS[size]}")
+            place = offset + size
+            names.append(name)
+        self._event = struct.Struct("".join(layout))
+        self._event_names = names
         self._hz = _kernel_hz()
         try:
             self._socks = self._bpf(_backend.bpf_map_new, _MAP_HASH_LRU, 8, _SOCK_VALUE, 65536, "kaext_w_socks")
@@ -729,7 +737,9 @@ class Watch:
                 except OSError:
                     pass
             name = self._cgroup_names.get(cgroup_id)
-        return name if name is not None else f"cgroup id {cgroup_id}"
+            if name is None:  # gone (ids are never reused): not looked for again
+                name = self._cgroup_names[cgroup_id] = f"cgroup id {cgroup_id}"
+        return name
 
     @property
     def dropped(self) -> int:
@@ -740,24 +750,45 @@ class Watch:
         self._dropped_seen = int.from_bytes(value, sys.byteorder)
         return self._dropped_seen
 
+    def _policy(self, keepalive: bool, idle: int, interval: int, count: int, user_timeout: int) -> str | None:
+        """The spec string of a socket's keepalive settings (jiffies, ms), or None: nothing set."""
+        key = (keepalive, idle, interval, count, user_timeout)
+        spec = self._policies.get(key, False)
+        if spec is not False:
+            return spec  # type: ignore[return-value]
+        spec = None
+        if keepalive or user_timeout:
+            import warnings
+
+            with warnings.catch_warnings():  # a policy kaext would warn about is still reported as it is
+                warnings.simplefilter("ignore")
+                ut = user_timeout / 1000 if user_timeout else None
+                if keepalive:
+                    hz = self._hz
+                    p = Policy(idle // hz if idle else None, interval // hz if interval else None, count or None, ut)
+                else:
+                    p = Policy(user_timeout=ut, keepalive=False)
+            spec = str(p)
+        if len(self._policies) < 4096:
+            self._policies[key] = spec
+        return spec
+
     def _death(self, raw: bytes) -> Death:
-        now, tgid, flags, comm, cgroup_id, old = _HEADER_FORMAT.unpack_from(raw)
-        where = self._layout.where
-
-        def get(name: str) -> Any:
-            offset, size = where[name]
-            return struct.unpack_from(_FORMATS[size], raw, offset)[0]
-
-        family, sport, dport, err = get("family"), get("sport"), get("dport"), get("err")
-        user_timeout, retrans, probes_out, ka_probes = (
-            get("user_timeout"),
-            get("total_retrans"),
-            get("probes_out"),
-            get("keepalive_probes"),
+        now, tgid, flags, comm, cgroup_id, old, *values = self._event.unpack_from(raw)
+        fields = dict(zip(self._event_names, values, strict=True))
+        family, sport, dport, err = fields["family"], fields["sport"], fields["dport"], fields["err"]
+        user_timeout, retrans, probes_out = fields["user_timeout"], fields["total_retrans"], fields["probes_out"]
+        sk_flags, ka_time, ka_intvl, ka_probes = (
+            fields["flags"],
+            fields["keepalive_time"],
+            fields["keepalive_intvl"],
+            fields["keepalive_probes"],
         )
-        sk_flags, ka_time, ka_intvl = get("flags"), get("keepalive_time"), get("keepalive_intvl")
-        lsnd, rcv, lrcv = get("lsndtime"), get("rcv_tstamp"), get("lrcvtime")
-        saddr, daddr = (get("saddr6"), get("daddr6")) if family == socket.AF_INET6 else (get("saddr"), get("daddr"))
+        lsnd, rcv, lrcv = fields["lsndtime"], fields["rcv_tstamp"], fields["lrcvtime"]
+        if family == socket.AF_INET6:
+            saddr, daddr = fields["saddr6"], fields["daddr6"]
+        else:
+            saddr, daddr = fields["saddr"], fields["daddr"]
         if family == socket.AF_INET6:
             local: tuple[str, int] = (socket.inet_ntop(socket.AF_INET6, saddr), socket.ntohs(sport))
             remote: tuple[str, int] = (socket.inet_ntop(socket.AF_INET6, daddr), socket.ntohs(dport))
@@ -768,23 +799,7 @@ class Watch:
         ages = [(now32 - t) & 0xFFFFFFFF for t in (lsnd, rcv, lrcv) if t]
         idle = round(min(ages) / self._hz, 3) if ages else 0.0
         keepalive = bool(sk_flags & self._keepopen)
-        policy: str | None = None
-        if keepalive or user_timeout:
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                ut = user_timeout / 1000 if user_timeout else None
-                if keepalive:
-                    p = Policy(
-                        ka_time // self._hz if ka_time else None,
-                        ka_intvl // self._hz if ka_intvl else None,
-                        ka_probes or None,
-                        ut,
-                    )
-                else:
-                    p = Policy(user_timeout=ut, keepalive=False)
-            policy = str(p)
+        policy = self._policy(keepalive, ka_time, ka_intvl, ka_probes, user_timeout)
         pid = tgid or None
         return Death(
             _classify(
