@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from types import FrameType
     from typing import Any
 
-__all__ = ["CAUSES", "LABELS", "Death", "Watch", "main", "otel_counter", "prometheus_counter"]
+__all__ = ["CAUSES", "LABELS", "Death", "Watch", "main", "otel_counter", "otlp_export", "prometheus_counter"]
 
 #: Every cause a death can have, in the order summaries list them.
 CAUSES = (
@@ -972,6 +972,23 @@ def otel_counter(watch: Watch, meter_provider: Any = None, labels: Sequence[str]
     return counter
 
 
+def otlp_export(watch: Watch, endpoint: str, labels: Sequence[str] = ("cause",), interval: float = 10.0) -> Any:
+    """Export ``watch``'s deaths counter (:func:`otel_counter`) over OTLP/HTTP to ``endpoint``
+    (``http://HOST:4318/v1/metrics``) every ``interval`` seconds, with the OpenTelemetry SDK's own
+    exporter (the ``otel`` extra).  Returns the SDK's MeterProvider: its ``shutdown()`` sends
+    the last counts and stops."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    if not interval > 0:
+        raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
+    reader = PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=endpoint), int(interval * 1000))
+    provider = MeterProvider(metric_readers=[reader])
+    otel_counter(watch, provider, labels)
+    return provider
+
+
 # --- command line ------------------------------------------------------------------------------
 
 
@@ -995,6 +1012,12 @@ def _parser() -> Parser:
         metavar="L,...",
         help=f"labels of the counter, from {', '.join(LABELS)} (default: cause)",
     )
+    p.add_argument(
+        "--otlp",
+        metavar="URL",
+        help="export the counter over OTLP/HTTP to URL, e.g. http://127.0.0.1:4318/v1/metrics (kaext[otel])",
+    )
+    p.add_argument("--otlp-interval", type=float, default=10.0, metavar="S", help="seconds between exports (10)")
     p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
     return p
 
@@ -1017,6 +1040,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = parser.prog
     if not args.cgroup and not args.all:
         parser.error("give --cgroup PATH or --all")
+    if not args.otlp_interval > 0:
+        parser.error(f"--otlp-interval must be a positive number of seconds, got {args.otlp_interval}")
     if args.duration is not None and not args.duration > 0:
         parser.error(f"--duration must be a positive number of seconds, got {args.duration}")
     try:
@@ -1053,31 +1078,44 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except OSError as exc:
                     print(f"{prog}: error: --listen {args.listen}: {exc.strerror or exc}", file=sys.stderr)
                     return 2
-            scope = watch.scope or "the host"
-            print(f"{prog}: watching {scope}", file=sys.stderr, flush=True)
-            deadline = None if args.duration is None else time.monotonic() + args.duration
-            while not stop:
-                left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-                if left <= 0:
-                    break
+            provider = None
+            if args.otlp:
                 try:
-                    deaths = watch.poll(left)
-                except InterruptedError:
-                    continue
-                try:
-                    for death in deaths:
-                        print(json.dumps(death.as_dict()) if args.json else str(death), flush=True)
-                except BrokenPipeError:
-                    from ._cli import reader_gone
-
-                    return reader_gone()
-            for death in watch.poll(0):
-                print(json.dumps(death.as_dict()) if args.json else str(death), flush=True)
-            print(f"{prog}: {watch.summary()}", file=sys.stderr, flush=True)
-        return 0
+                    provider = otlp_export(watch, args.otlp, labels, args.otlp_interval)
+                except ImportError:
+                    print(
+                        f"{prog}: error: --otlp needs the OpenTelemetry SDK (pip install kaext[otel])", file=sys.stderr
+                    )
+                    return 2
+            try:
+                return _report(prog, watch, args.json, args.duration, stop)
+            finally:
+                if provider is not None:
+                    provider.shutdown()  # the last counts, sent
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+def _report(prog: str, watch: Watch, as_json: bool, duration: float | None, stop: list[int]) -> int:
+    """Print deaths until a signal arrives or ``duration`` passes, then the summary; the exit status."""
+    print(f"{prog}: watching {watch.scope or 'the host'}", file=sys.stderr, flush=True)
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        while not stop:
+            left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+            if left <= 0:
+                break
+            for death in watch.poll(left):
+                print(json.dumps(death.as_dict()) if as_json else str(death), flush=True)
+        for death in watch.poll(0):
+            print(json.dumps(death.as_dict()) if as_json else str(death), flush=True)
+    except BrokenPipeError:
+        from ._cli import reader_gone
+
+        return reader_gone()
+    print(f"{prog}: {watch.summary()}", file=sys.stderr, flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -599,3 +599,59 @@ def test_behind_a_nat_a_forgotten_flow_dies_of_keepalive_or_of_the_nat_s_reset(c
     assert reset.cause == "peer_rst" and reset.probes == 1, reset
     assert 1.9 <= reset.idle < 3.5, reset  # at keepalive's first probe
     assert dropped.policy == reset.policy == str(kaext.Policy(2, 1, 2))
+
+
+def test_otlp_export_reaches_a_collector(cgroup: str) -> None:
+    """--otlp: the SDK's own OTLP/HTTP exporter posts the counter; a loopback collector decodes it
+    with the OpenTelemetry protocol's own messages."""
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    bodies: list[bytes] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/metrics"
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kaext.watch", "--cgroup", cgroup, "--otlp", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert proc.stderr is not None
+        assert "watching" in proc.stderr.readline()
+        _loopback_deaths(cgroup, 3)
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, err
+    assert bodies, "nothing reached the collector"
+    points: dict[str, int] = {}
+    for body in bodies:
+        request = ExportMetricsServiceRequest.FromString(body)
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                for metric in sm.metrics:
+                    if metric.name == "kaext.tcp.deaths":
+                        for p in metric.sum.data_points:
+                            cause = {a.key: a.value.string_value for a in p.attributes}["cause"]
+                            points[cause] = p.as_int  # cumulative: the last export counts
+    assert points == {"peer_fin": 3, "local_close": 3}
