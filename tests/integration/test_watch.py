@@ -384,22 +384,67 @@ def test_command_line_json_lines_and_summary_on_sigterm(cgroup: str) -> None:
     assert "Traceback" not in err
 
 
+def _program_exists(prog_id: int) -> bool:
+    """Whether the kernel still has BPF program ``prog_id`` (bpf(BPF_PROG_GET_FD_BY_ID), made here
+    with ctypes so that the check does not go through kaext)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    attr = ctypes.create_string_buffer(prog_id.to_bytes(4, sys.byteorder), 128)
+    nr_bpf = {"x86_64": 321, "aarch64": 280}[os.uname().machine]
+    fd = libc.syscall(nr_bpf, 13, attr, 128)  # BPF_PROG_GET_FD_BY_ID
+    if fd >= 0:
+        os.close(fd)
+        return True
+    assert ctypes.get_errno() == errno.ENOENT, os.strerror(ctypes.get_errno())
+    return False
+
+
 def test_sigkill_leaves_nothing_attached(cgroup: str) -> None:
     """A watcher killed with SIGKILL pins nothing: its programs go with its descriptors."""
+    if os.uname().machine not in ("x86_64", "aarch64"):
+        pytest.skip("the bpf system call's number is known here for x86_64 and aarch64")
     proc = subprocess.Popen(
         [sys.executable, "-m", "kaext.watch", "--cgroup", cgroup], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     assert proc.stderr is not None
     proc.stderr.readline()
-    fdinfo = Path(f"/proc/{proc.pid}/fdinfo")
-    kinds = {line for f in fdinfo.iterdir() for line in f.read_text().splitlines() if line.startswith("prog_type")}
-    assert kinds == {"prog_type:\t17"}  # its two raw tracepoint programs, held by descriptors
+    infos = [f.read_text() for f in Path(f"/proc/{proc.pid}/fdinfo").iterdir()]
+    programs = {
+        int(line.split()[1])
+        for info in infos
+        if "prog_type:\t17" in info  # raw tracepoint programs
+        for line in info.splitlines()
+        if line.startswith("prog_id:")
+    }
+    assert len(programs) == 2 and all(_program_exists(p) for p in programs)
     proc.kill()
     proc.wait(30)
-    assert not os.path.exists("/sys/fs/bpf/kaext-watch")
-    with watch.Watch(cgroup) as w:  # a re-run attaches afresh; the killed one reports nothing
+    deadline = time.monotonic() + 10  # the kernel frees them after an RCU grace period
+    while any(_program_exists(p) for p in programs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_program_exists(p) for p in programs)
+    with watch.Watch(cgroup) as w:  # a re-run attaches afresh
         _loopback_deaths(cgroup, 1)
         assert sorted(d.cause for d in _collect(w, 2, 10)) == ["local_close", "peer_fin"]
+
+
+def test_close_detaches_everything(cgroup: str) -> None:
+    if os.uname().machine not in ("x86_64", "aarch64"):
+        pytest.skip("the bpf system call's number is known here for x86_64 and aarch64")
+    w = watch.Watch(cgroup)
+    infos = [Path(f"/proc/self/fdinfo/{fd}").read_text() for fd in w._fds]
+    programs = {int(line.split()[1]) for i in infos for line in i.splitlines() if line.startswith("prog_id:")}
+    assert programs and all(_program_exists(p) for p in programs)
+    w.close()
+    w.close()  # idempotent
+    deadline = time.monotonic() + 10
+    while any(_program_exists(p) for p in programs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_program_exists(p) for p in programs)
+    with pytest.raises(ValueError, match="closed"):
+        w.poll()
 
 
 def test_counted_in_prometheus_and_opentelemetry(cgroup: str) -> None:
