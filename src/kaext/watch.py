@@ -696,7 +696,7 @@ class Watch:
         except OSError as exc:
             if exc.errno in (errno.EPERM, errno.EACCES):
                 raise PermissionError(exc.errno, f"kaext.watch {_PRIVILEGES} ({exc.strerror})") from None
-            if exc.errno == errno.EINVAL and fn is _backend.bpf_map_new:
+            if exc.errno == errno.EINVAL and fn is _backend.bpf_map_new and args[0] == _MAP_RINGBUF:
                 raise OSError(exc.errno, "this kernel has no BPF ring buffer (Linux 5.8 and later have)") from None
             if fn is _backend.bpf_raw_tracepoint_open:
                 raise OSError(exc.errno, f"this kernel has no raw tracepoint {args[0]} ({exc.strerror})") from None

@@ -447,6 +447,38 @@ def test_close_detaches_everything(cgroup: str) -> None:
         w.poll()
 
 
+def test_ipv6_addresses(cgroup: str) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    code = (
+        "import socket, os\n"
+        "closed = socket.socket(socket.AF_INET6); closed.bind(('::1', 0))\n"
+        "print(os.getpid(), closed.getsockname()[1], flush=True)\n"
+        "try:\n"
+        "    socket.create_connection(('::1', closed.getsockname()[1]))\n"
+        "except ConnectionRefusedError:\n"
+        "    pass\n"
+    )
+
+    def enter() -> None:
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+            f.write("0")
+
+    with watch.Watch(cgroup) as w:
+        try:
+            out = subprocess.run(
+                [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60, preexec_fn=enter
+            )
+        except OSError as exc:
+            pytest.skip(f"no IPv6 loopback here: {exc}")
+        if out.returncode != 0:
+            pytest.skip(f"no IPv6 loopback here: {out.stderr.strip()[-200:]}")
+        pid, port = map(int, out.stdout.split())
+        (death,) = _collect(w, 1, 10)
+    assert (death.cause, death.pid, death.remote, death.local[0]) == ("connect_refused", pid, ("::1", port), "::1")
+    assert "[::1]:" in str(death)
+
+
 def test_counted_in_prometheus_and_opentelemetry(cgroup: str) -> None:
     prometheus_client = pytest.importorskip("prometheus_client")
     metrics_sdk = pytest.importorskip("opentelemetry.sdk.metrics")
