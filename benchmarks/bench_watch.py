@@ -188,6 +188,7 @@ def main() -> int:
             time.sleep(0.5)
             reported = reader.finish()
             dropped = w.dropped
+            missed = w.missed
     except OSError as exc:
         print(f"bench_watch: {exc}", file=sys.stderr)
         return 1
@@ -212,7 +213,7 @@ def main() -> int:
     storm_ok = reported + dropped == expected and storm_errors == 0
     storm = (
         f"GOAL watch-storm-every-death-reported-or-dropped: {reported} reported + {dropped} dropped of {expected} "
-        f"deaths, {storm_errors} connection errors (goal == {expected} and 0 errors) "
+        f"deaths, {storm_errors} connection errors, {missed} program runs missed (goal == {expected} and 0 errors) "
         f"{'PASS' if storm_ok else 'MISS'} ({THREADS} threads, {args.storm} connections in {storm_s:.1f} s)"
     )
     if args.json:
@@ -230,6 +231,7 @@ def main() -> int:
                 "seconds": storm_s,
                 "reported": reported,
                 "dropped": dropped,
+                "missed": missed,
                 "errors": storm_errors,
             },
             "goal": {"watched_vs_not_at_most": GOAL_RATIO, "met": ratio <= GOAL_RATIO, "storm_met": storm_ok},

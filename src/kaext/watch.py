@@ -98,7 +98,9 @@ _MAX_EVENT = 400  # the event lives on the program's stack (512 bytes)
 _FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q", 16: "16s"}
 _RB_NO_WAKEUP = 1
 _POLL_S = 0.05  # how often a waiting reader looks at the ring buffer
-_SOCK_VALUE = 24  # per connection: u32 tgid, u32 flags, char comm[16]
+_SOCK_VALUE = 24
+_GUARD = -56  # the stack slot of the address of the outer program's per-CPU "running" flag
+_MAP_PERCPU_ARRAY = 6  # per connection: u32 tgid, u32 flags, char comm[16]
 _FLAG_KEEPALIVE_RESET = 1
 
 
@@ -328,8 +330,7 @@ def _remember_process(a: _Asm, socks: int) -> None:
     a.addi(1, 8)
     a.movi(2, 16)
     a.call(_F_COMM)
-    a.movi(0, 0)
-    a.exit()
+    a.ja("out")
     a.label(fresh)
     for off in (-40, -32, -24):
         a.st(8, 10, off, 0)
@@ -347,14 +348,65 @@ def _remember_process(a: _Asm, socks: int) -> None:
     a.addi(3, -40)
     a.movi(4, 0)
     a.call(_F_MAP_UPDATE)
+    a.ja("out")
+
+
+def _prologue(a: _Asm, running: int, nested: bool) -> None:
+    """The start of a program, which then finds its context in r1 again.
+
+    A tracepoint's program that is already running on a CPU is skipped by the kernel when the
+    tracepoint fires again there (a softirq interrupting it: a timer ending a connection, a
+    segment arriving).  So each program is loaded twice: the outer one marks, in a per-CPU flag,
+    that it is running; the nested one runs only while that flag is up, that is, exactly when
+    the outer one has been interrupted, and does the work the kernel skipped.
+    """
+    if nested:
+        return  # its flag is looked at after the program's first, cheap test (_gate)
+    a.mov(6, 1)
+    a.st(4, 10, -60, 0)
+    a.ld_map(1, running)
+    a.mov(2, 10)
+    a.addi(2, -60)
+    a.call(_F_MAP_LOOKUP)
+    a.stx(8, 10, _GUARD, 0)
+    a.jeq(0, 0, "body")
+    a.st(4, 0, 0, 1)
+    a.label("body")
+    a.mov(1, 6)
+
+
+def _gate(a: _Asm, running: int, nested: bool) -> None:
+    """The nested program goes on only while the outer one is running on this CPU (clobbers r0-r5)."""
+    if not nested:
+        return
+    a.st(4, 10, -60, 0)
+    a.ld_map(1, running)
+    a.mov(2, 10)
+    a.addi(2, -60)
+    a.call(_F_MAP_LOOKUP)
+    a.jeq(0, 0, "exit")
+    a.ldx(4, 1, 0, 0)
+    a.jeq(1, 0, "exit")
+
+
+def _epilogue(a: _Asm, nested: bool) -> None:
+    """The end of every path: the outer program's flag down, then exit 0."""
+    a.label("out")
+    if not nested:
+        a.ldx(8, 1, 10, _GUARD)
+        a.jeq(1, 0, "exit")
+        a.st(4, 1, 0, 0)
+    a.label("exit")
     a.movi(0, 0)
     a.exit()
 
 
-def _state_program(lay: _Layout, scope: tuple[int, int] | None, socks: int, ring: int, dropped: int) -> bytes:
+def _state_program(lay: _Layout, scope: tuple[int, int] | None, maps: tuple[int, int, int, int], nested: bool) -> bytes:
     """inet_sock_set_state(sk, oldstate, newstate): remember processes, report a TCP_CLOSE."""
+    socks, ring, dropped, running = maps
     a = _Asm()
-    ev = -48 - lay.event_size  # the event on the stack, below 48 bytes of scratch
+    _prologue(a, running, nested)
+    ev = -64 - lay.event_size  # the event on the stack, below 48 bytes of scratch and the guard
     a.ldx(8, 7, 1, 0)
     a.ldx(8, 8, 1, 8)
     a.ldx(8, 9, 1, 16)
@@ -364,6 +416,7 @@ def _state_program(lay: _Layout, scope: tuple[int, int] | None, socks: int, ring
         a.jeq(9, state, "wanted")
     a.ja("out")
     a.label("wanted")
+    _gate(a, running, nested)
     _filter(a, lay, scope, "out")
     a.jeq(9, _CLOSE, "close")
     _remember_process(a, socks)
@@ -434,21 +487,22 @@ def _state_program(lay: _Layout, scope: tuple[int, int] | None, socks: int, ring
     a.jeq(0, 0, "out")
     a.movi(1, 1)
     a.atomic_add64(0, 0, 1)
-    a.label("out")
-    a.movi(0, 0)
-    a.exit()
+    _epilogue(a, nested)
     return a.assemble()
 
 
-def _reset_program(lay: _Layout, scope: tuple[int, int] | None, socks: int) -> bytes:
+def _reset_program(lay: _Layout, scope: tuple[int, int] | None, maps: tuple[int, int, int, int], nested: bool) -> bytes:
     """tcp_send_reset(sk, skb, reason): mark a connection whose keepalive gave up."""
     assert lay.keepalive_reason is not None
+    socks, _ring, _dropped, running = maps
     a = _Asm()
+    _prologue(a, running, nested)
     a.ldx(8, 7, 1, 0)
     a.ldx(8, 2, 1, 16)
     a.mov32(2, 2)
     a.jne(2, lay.keepalive_reason, "out")
     a.jeq(7, 0, "out")
+    _gate(a, running, nested)
     _filter(a, lay, scope, "out")
     a.stx(8, 10, -8, 7)
     a.ld_map(1, socks)
@@ -469,9 +523,7 @@ def _reset_program(lay: _Layout, scope: tuple[int, int] | None, socks: int) -> b
     a.addi(3, -40)
     a.movi(4, 0)
     a.call(_F_MAP_UPDATE)
-    a.label("out")
-    a.movi(0, 0)
-    a.exit()
+    _epilogue(a, nested)
     return a.assemble()
 
 
@@ -640,6 +692,8 @@ class Watch:
         self.counts: dict[str, int] = dict.fromkeys(CAUSES, 0)
         self.on_death: list[Callable[[Death], None]] = []
         self._dropped_seen = 0
+        self._missed_seen = 0
+        self._nested: list[int] = []
         if (cgroup is None) == (not all):
             raise ValueError("Watch needs a cgroup or all=True (not both)")
         if not isinstance(ring_size, int) or ring_size < 4096 or ring_size & (ring_size - 1):
@@ -679,12 +733,17 @@ class Watch:
             self._socks = self._bpf(_backend.bpf_map_new, _MAP_HASH_LRU, 8, _SOCK_VALUE, 65536, "kaext_w_socks")
             self._ring = self._bpf(_backend.bpf_map_new, _MAP_RINGBUF, 0, 0, ring_size, "kaext_w_ring")
             self._dropped = self._bpf(_backend.bpf_map_new, _MAP_ARRAY, 4, 8, 1, "kaext_w_dropped")
-            programs = [("inet_sock_set_state", _state_program(lay, scope, self._socks, self._ring, self._dropped))]
+            self._running = self._bpf(_backend.bpf_map_new, _MAP_PERCPU_ARRAY, 4, 4, 1, "kaext_w_running")
+            maps = (self._socks, self._ring, self._dropped, self._running)
+            builders: list[tuple[str, Callable[..., bytes]]] = [("inet_sock_set_state", _state_program)]
             if lay.keepalive_reason is not None:
-                programs.append(("tcp_send_reset", _reset_program(lay, scope, self._socks)))
-            for tracepoint, code in programs:
-                prog = self._load(tracepoint, code)
-                self._bpf(_backend.bpf_raw_tracepoint_open, tracepoint, prog)
+                builders.append(("tcp_send_reset", _reset_program))
+            for tracepoint, build in builders:
+                for nested in (False, True):
+                    prog = self._load(tracepoint, build(lay, scope, maps, nested))
+                    self._bpf(_backend.bpf_raw_tracepoint_open, tracepoint, prog)
+                    if nested:
+                        self._nested.append(prog)
             self._reader = _Ring(self._ring, ring_size)
         except BaseException:
             self.close()
@@ -773,6 +832,22 @@ class Watch:
             self._policies[key] = spec
         return spec
 
+    @property
+    def missed(self) -> int:
+        """Runs of the programs the kernel skipped (a program already running on that CPU, twice
+        over): each may have been a death, or the keepalive mark of one.  0 in practice: the
+        programs are loaded twice so that an interrupted one is stood in for."""
+        if not self._fds:
+            return self._missed_seen
+        total = 0
+        for fd in self._nested:
+            with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("recursion_misses:"):
+                        total += int(line.split()[1])
+        self._missed_seen = total
+        return total
+
     def _death(self, raw: bytes) -> Death:
         now, tgid, flags, comm, cgroup_id, old, *values = self._event.unpack_from(raw)
         fields = dict(zip(self._event_names, values, strict=True))
@@ -848,7 +923,8 @@ class Watch:
         """Detach the programs and free the maps (idempotent)."""
         if self._fds:
             try:
-                self.dropped  # noqa: B018 -- keep the last count readable after close
+                self.dropped  # noqa: B018 -- keep the last counts readable after close
+                self.missed  # noqa: B018
             except OSError:
                 pass
         reader = getattr(self, "_reader", None)
@@ -867,7 +943,7 @@ class Watch:
     def summary(self) -> str:
         """One line: deaths per cause (those seen), and the dropped ones."""
         seen = ", ".join(f"{cause}={n}" for cause, n in self.counts.items() if n) or "none"
-        return f"{sum(self.counts.values())} deaths ({seen}); {self.dropped} dropped"
+        return f"{sum(self.counts.values())} deaths ({seen}); {self.dropped} dropped, {self.missed} missed"
 
 
 class _Ring:
@@ -929,7 +1005,8 @@ def _check_labels(labels: Sequence[str]) -> tuple[str, ...]:
 def prometheus_counter(watch: Watch, labels: Sequence[str] = ("cause",), registry: Any = None) -> Any:
     """Count ``watch``'s deaths in a prometheus_client Counter ``kaext_tcp_deaths_total`` (the
     ``metrics`` extra) registered in ``registry`` (default: the global one), and the dropped ones
-    in ``kaext_tcp_deaths_dropped_total``; returns the deaths counter."""
+    in ``kaext_tcp_deaths_dropped_total`` (the program runs the kernel skipped in
+    ``kaext_tcp_deaths_missed_total``); returns the deaths counter."""
     from prometheus_client import REGISTRY, Counter
     from prometheus_client.core import CounterMetricFamily
 
@@ -952,6 +1029,12 @@ def prometheus_counter(watch: Watch, labels: Sequence[str] = ("cause",), registr
             )
             family.add_metric([], watch._dropped_seen if not watch._fds else watch.dropped)
             yield family
+            missed = CounterMetricFamily(
+                "kaext_tcp_deaths_missed",
+                "runs of kaext.watch's programs the kernel skipped (each may have been a death)",
+            )
+            missed.add_metric([], watch._missed_seen if not watch._fds else watch.missed)
+            yield missed
 
     reg.register(_Dropped())
     watch.on_death.append(lambda death: counter.labels(**_label_values(death, names)).inc())

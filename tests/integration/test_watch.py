@@ -380,7 +380,7 @@ def test_command_line_json_lines_and_summary_on_sigterm(cgroup: str) -> None:
         assert len(line["local"]) == 2 and len(line["remote"]) == 2
         assert line["cgroup"] == cgroup
     assert sorted(line["cause"] for line in lines) == ["local_close"] * 3 + ["peer_fin"] * 3
-    assert "6 deaths (peer_fin=3, local_close=3); 0 dropped" in err
+    assert "6 deaths (peer_fin=3, local_close=3); 0 dropped, 0 missed" in err
     assert "Traceback" not in err
 
 
@@ -418,7 +418,7 @@ def test_sigkill_leaves_nothing_attached(cgroup: str) -> None:
         for line in info.splitlines()
         if line.startswith("prog_id:")
     }
-    assert len(programs) == 2 and all(_program_exists(p) for p in programs)
+    assert len(programs) == 4 and all(_program_exists(p) for p in programs)  # two per tracepoint
     proc.kill()
     proc.wait(30)
     deadline = time.monotonic() + 10  # the kernel frees them after an RCU grace period
@@ -598,6 +598,7 @@ def test_listen_serves_the_counter(cgroup: str) -> None:
         assert 'kaext_tcp_deaths_total{cause="local_close"} 2.0' in text
         assert 'kaext_tcp_deaths_total{cause="keepalive_timeout"} 0.0' in text  # every cause, from the start
         assert "kaext_tcp_deaths_dropped_total 0.0" in text
+        assert "kaext_tcp_deaths_missed_total 0.0" in text
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
