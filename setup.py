@@ -87,11 +87,13 @@ if _want_extension():
                 depends=[
                     "ext/_kaext_proc.pxi",
                     "ext/_kaext_bpf.pxi",
+                    "ext/_kaext_watch.pxi",
                     "ext/kaext_shim.h",
                     "ext/kaext_posix.h",
                     "ext/kaext_windows.h",
                     "ext/kaext_proc.h",
                     "ext/kaext_bpf.h",
+                    "ext/kaext_watch.h",
                 ],
                 libraries=libraries,
                 extra_compile_args=extra_compile_args,

@@ -540,3 +540,4 @@ def read_policy(cls, object sock):
 
 include "_kaext_proc.pxi"
 include "_kaext_bpf.pxi"
+include "_kaext_watch.pxi"

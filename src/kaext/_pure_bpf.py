@@ -36,7 +36,9 @@ BPF_FACTS: dict[str, int] = {
 
 
 def _no_bpf() -> OSError:
-    return OSError(errno.ENOSYS, "kaext.enforce needs kaext's C extension (this is the pure-Python install)")
+    return OSError(
+        errno.ENOSYS, "kaext.enforce and kaext.watch need kaext's C extension (this is the pure-Python install)"
+    )
 
 
 def bpf_map_create() -> int:
@@ -92,4 +94,23 @@ def bpf_prog_info(prog_fd: int) -> tuple[int, str, str, int]:
 
 
 def bpf_map_id(map_fd: int) -> int:
+    raise _no_bpf()
+
+
+# kaext.watch's calls (ext/_kaext_watch.pxi): the same, none here.
+
+
+def bpf_map_new(map_type: int, key_size: int, value_size: int, max_entries: int, name: str) -> int:
+    raise _no_bpf()
+
+
+def bpf_prog_new(prog_type: int, insns: bytes, name: str) -> int:
+    raise _no_bpf()
+
+
+def bpf_raw_tracepoint_open(name: str, prog_fd: int) -> int:
+    raise _no_bpf()
+
+
+def bpf_map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes:
     raise _no_bpf()
