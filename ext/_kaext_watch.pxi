@@ -53,6 +53,6 @@ def bpf_map_lookup(int map_fd, bytes key, unsigned int value_size):
     """The value of ``key`` in the map (``value_size`` bytes); OSError ENOENT when it has none."""
     cdef bytearray value = bytearray(value_size)
     cdef const char *k = key
-    if kaext_watch_map_lookup(map_fd, k, PyByteArray_AS_STRING(value)) < 0:
+    if kaext_watch_map_lookup(map_fd, k, PyByteArray_AsString(value)) < 0:
         raise _bpf_error("bpf(BPF_MAP_LOOKUP_ELEM)")
     return bytes(value)

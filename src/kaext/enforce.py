@@ -542,9 +542,7 @@ def _policy_of(mask: int, values: tuple[int, ...]) -> Policy:
         warnings.simplefilter("ignore", RuntimeWarning)
         if not values[_FACTS["KEEPALIVE"]]:
             return Policy(user_timeout=user_timeout, keepalive=False, connect_timeout=connect_timeout)
-        return Policy(
-            value("IDLE"), value("INTERVAL"), value("COUNT"), user_timeout, connect_timeout=connect_timeout
-        )
+        return Policy(value("IDLE"), value("INTERVAL"), value("COUNT"), user_timeout, connect_timeout=connect_timeout)
 
 
 # --- what the kernel has attached --------------------------------------------------------
