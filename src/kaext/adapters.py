@@ -16,6 +16,10 @@ when you use their integration, and neither is a dependency of kaext.
   whose every TCP connection, direct or to a proxy, carries the policy.
 * :func:`open_connection` / :func:`create_connection` -- asyncio's, connected
   first and then configured, so the first write goes to a connected socket.
+* :func:`redis_kwargs` -- keyword arguments for ``redis.Redis(...)`` and
+  ``redis.asyncio.Redis(...)``: the policy on every connection (before it connects),
+  a connect timeout and one retry, so a call ends within 1.5 x the policy's budget.
+* :func:`dead_peer_budget` / :func:`reconnect_timeout` -- the seconds those are built from.
 """
 
 from __future__ import annotations
@@ -38,8 +42,11 @@ __all__ = [
     "as_policy",
     "create_connection",
     "httpx_async_client",
+    "dead_peer_budget",
     "httpx_client",
     "open_connection",
+    "reconnect_timeout",
+    "redis_kwargs",
 ]
 
 
@@ -134,3 +141,84 @@ def _apply_or_abort(policy: kaext.Policy, transport: asyncio.BaseTransport) -> N
         else:
             transport.close()
         raise
+
+
+# --------------------------------------------------------------------------------------
+# Budgets: how long a dead peer may take to be noticed, and a reconnect
+# --------------------------------------------------------------------------------------
+
+
+def dead_peer_budget(policy: kaext.Policy | str) -> float | None:
+    """The seconds within which ``policy`` ends a connection whose peer vanished.
+
+    The longer of the keepalive schedule (``idle + interval * count``: a connection
+    waiting for data) and the user timeout (a connection with data unacknowledged);
+    ``Policy.from_timeout(T)`` gives ``T``.  None when the policy bounds neither (no
+    idle, interval and count, no user timeout).
+    """
+    policy = as_policy(policy)
+    candidates = []
+    if policy.idle is not None and policy.interval is not None and policy.count is not None:
+        candidates.append(policy.idle + policy.interval * policy.count)
+    if policy.user_timeout is not None:
+        candidates.append(policy.user_timeout)
+    return max(candidates) if candidates else None
+
+
+def reconnect_timeout(policy: kaext.Policy | str) -> float | None:
+    """The connect timeout the adapters give a library: seconds, or None (no bound known).
+
+    Half of :func:`dead_peer_budget`, so that noticing the dead peer (the budget) and
+    one reconnect to a host that is gone (half of it) end within 1.5 x the budget;
+    the policy's own ``connect_timeout`` where it has one and it is shorter.
+    """
+    policy = as_policy(policy)
+    budget = dead_peer_budget(policy)
+    own = getattr(policy, "connect_timeout", None)
+    choices = [float(x) for x in (own, None if budget is None else budget / 2) if x is not None]
+    return min(choices) if choices else None
+
+
+# --------------------------------------------------------------------------------------
+# redis-py
+# --------------------------------------------------------------------------------------
+
+
+def redis_kwargs(policy: kaext.Policy | str) -> dict[str, Any]:
+    """Keyword arguments for ``redis.Redis(...)`` and ``redis.asyncio.Redis(...)`` (redis-py >= 5).
+
+    The same dict works for both clients (and ``ConnectionPool`` / ``from_url``
+    keyword arguments):
+
+    * ``socket_keepalive=True``, ``socket_keepalive_options=policy.tcp_options()``:
+      redis-py sets them on each socket before it connects (the sync client) or
+      right after (asyncio), so a connection whose server vanished ends within the
+      policy's budget (:func:`dead_peer_budget`) -- instead of redis-py 8's own
+      30 s / 5 s / 3 keepalive;
+    * ``socket_connect_timeout``: :func:`reconnect_timeout` (half the budget);
+    * ``retry=None, retry_on_error=[redis.exceptions.ConnectionError]``: redis-py
+      then makes its own ``Retry(NoBackoff(), 1)`` of the client's kind (sync or
+      asyncio): one immediate retry on a new connection, instead of redis-py 8's ten
+      retries with exponential backoff, each of which may wait for a connect.
+
+    So a call whose server vanished raises within 1.5 x the budget (the lost
+    connection, then one reconnect that times out), and a call whose connection was
+    merely reset (a restarted server, a NAT's RST) is retried once on a fresh one.
+    Pass your own ``retry=`` after these keyword arguments to choose otherwise (it then
+    governs how long a call may take). ``socket_timeout`` (redis-py's read timeout, 5 s
+    by default in redis-py 8) is left to you: set ``None`` for blocking commands
+    (``BLPOP``, pub/sub) that wait longer.  Needs redis-py only when called.
+    """
+    import redis.exceptions
+
+    policy = as_policy(policy)
+    kwargs: dict[str, Any] = {
+        "socket_keepalive": True,
+        "socket_keepalive_options": policy.tcp_options(),
+        "retry": None,
+        "retry_on_error": [redis.exceptions.ConnectionError],
+    }
+    connect = reconnect_timeout(policy)
+    if connect is not None:
+        kwargs["socket_connect_timeout"] = connect
+    return kwargs
