@@ -19,6 +19,7 @@ when you use their integration, and neither is a dependency of kaext.
 * :func:`redis_kwargs` -- keyword arguments for ``redis.Redis(...)`` and
   ``redis.asyncio.Redis(...)``: the policy on every connection (before it connects),
   a connect timeout and one retry, so a call ends within 1.5 x the policy's budget.
+* :func:`grpc_options` -- gRPC channel arguments: its keepalive pings from the policy.
 * :func:`dead_peer_budget` / :func:`reconnect_timeout` -- the seconds those are built from.
 """
 
@@ -43,6 +44,7 @@ __all__ = [
     "create_connection",
     "httpx_async_client",
     "dead_peer_budget",
+    "grpc_options",
     "httpx_client",
     "open_connection",
     "reconnect_timeout",
@@ -195,7 +197,9 @@ def redis_kwargs(policy: kaext.Policy | str) -> dict[str, Any]:
       right after (asyncio), so a connection whose server vanished ends within the
       policy's budget (:func:`dead_peer_budget`) -- instead of redis-py 8's own
       30 s / 5 s / 3 keepalive;
-    * ``socket_connect_timeout``: :func:`reconnect_timeout` (half the budget);
+    * ``socket_connect_timeout``: half of :func:`reconnect_timeout` (a quarter of the
+      budget): redis-py's retry wraps its connect too, so a reconnect to a host that is
+      gone is two connect attempts;
     * ``retry=None, retry_on_error=[redis.exceptions.ConnectionError]``: redis-py
       then makes its own ``Retry(NoBackoff(), 1)`` of the client's kind (sync or
       asyncio): one immediate retry on a new connection, instead of redis-py 8's ten
@@ -220,5 +224,42 @@ def redis_kwargs(policy: kaext.Policy | str) -> dict[str, Any]:
     }
     connect = reconnect_timeout(policy)
     if connect is not None:
-        kwargs["socket_connect_timeout"] = connect
+        kwargs["socket_connect_timeout"] = connect / 2  # two attempts: the connect and its one retry
     return kwargs
+
+
+# --------------------------------------------------------------------------------------
+# grpcio
+# --------------------------------------------------------------------------------------
+
+
+def grpc_options(policy: kaext.Policy | str) -> list[tuple[str, int]]:
+    """Channel arguments for ``grpc.insecure_channel(target, options=...)`` / ``secure_channel``.
+
+    gRPC's C core makes its own sockets, out of reach of Python's socket layer (and of
+    :func:`kaext.inject`); its keepalive is an HTTP/2 ping, and on Linux it also sets
+    ``TCP_USER_TIMEOUT`` to the ping's timeout.  From the policy:
+
+    * ``grpc.keepalive_time_ms``: the policy's idle time (a ping after that much silence);
+    * ``grpc.keepalive_timeout_ms``: the rest of :func:`dead_peer_budget` (the ping's
+      answer must come within it, else the connection is closed);
+    * ``grpc.keepalive_permit_without_calls=1`` and ``grpc.http2.max_pings_without_data=0``:
+      pings on an idle channel too, and no limit on them.
+
+    A server answers pings more frequent than it allows (5 minutes by default) with
+    GOAWAY ``too_many_pings``: allow them there
+    (``grpc.http2.min_ping_interval_without_data_ms``, ``grpc.http2.max_ping_strikes=0``).
+    ValueError when the policy has no idle time or no budget.
+    """
+    policy = as_policy(policy)
+    budget = dead_peer_budget(policy)
+    if policy.idle is None or budget is None:
+        raise ValueError(f"policy {policy} needs an idle time and a budget (idle, interval, count) for gRPC's pings")
+    time_ms = max(1, round(policy.idle * 1000))
+    timeout_ms = max(1, round(budget * 1000) - time_ms)
+    return [
+        ("grpc.keepalive_time_ms", time_ms),
+        ("grpc.keepalive_timeout_ms", timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
