@@ -183,7 +183,7 @@ def _print_summary(request: pytest.FixtureRequest) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _run_cells(name: str, mode: str, targets: dict[str, tuple[str, int]]) -> list[dict[str, Any]]:
+def _run_cells(name: str, mode: str, targets: dict[str, tuple[str, int]], lock: str) -> list[dict[str, Any]]:
     script = Path(client_matrix.__file__)
     timeout = client_matrix.SETUP + client_matrix.IDLE + client_matrix.CAP + 60
     proc = subprocess.run(
@@ -192,6 +192,7 @@ def _run_cells(name: str, mode: str, targets: dict[str, tuple[str, int]]) -> lis
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        env=dict(os.environ, KAEXT_MATRIX_LOCK=lock),
     )
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -216,14 +217,15 @@ def test_every_recipe_is_in_the_matrix() -> None:
     assert set(client_matrix.recipes()) == set(client_matrix.CLIENTS)
 
 
-def test_client_matrix(targets: dict[str, tuple[str, int]]) -> None:
+def test_client_matrix(targets: dict[str, tuple[str, int]], tmp_path: Path) -> None:
     for module in ("redis", "psycopg", "asyncpg", "sqlalchemy", "pymysql", "kombu", "pika", "paho.mqtt",
                    "pymemcache", "websockets", "grpc", "httpx", "requests", "aiohttp"):  # fmt: skip
         servers.library(module)
     started = time.monotonic()
     jobs = [(name, mode) for name in client_matrix.CLIENTS for mode in ("with", "without")]
     with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
-        futures = {job: pool.submit(_run_cells, *job, targets) for job in jobs}
+        lock = str(tmp_path / "nft.lock")
+        futures = {job: pool.submit(_run_cells, *job, targets, lock) for job in jobs}
         cells = [cell for job in jobs for cell in futures[job].result()]
     took = time.monotonic() - started
     doc = {

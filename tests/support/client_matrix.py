@@ -16,6 +16,8 @@ blocked (the process then exits without waiting for it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import inspect
 import json
 import os
@@ -23,7 +25,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path as FilePath
 from typing import Any
 
@@ -86,6 +88,25 @@ def recipes(page: FilePath = PAGE) -> dict[str, str]:
     return found
 
 
+@contextlib.contextmanager
+def nft_turn() -> Iterator[None]:
+    """One nftables change at a time across the matrix's processes (``$KAEXT_MATRIX_LOCK``, a file).
+
+    A hundred ``nft`` transactions at once restart each other for minutes; one at a time each
+    takes milliseconds.  The time a cell measures starts after its change is in place.
+    """
+    lock = os.environ.get("KAEXT_MATRIX_LOCK")
+    if not lock:
+        yield
+        return
+    with open(lock, "a") as f:  # a file description of its own: flock excludes other threads too
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _describe(exc: BaseException) -> str:
     text = " ".join(f"{type(exc).__name__}: {exc}".split())
     return text[:240]
@@ -124,7 +145,8 @@ def _keepalive_of(address: tuple[str, int]) -> dict[str, Any] | None:
     import kaext
 
     for row in kaext.connections():
-        if tuple(row.remote) == tuple(address) and row.state == "ESTABLISHED" and row.keepalive is not None:
+        host = row.remote[0].removeprefix("::ffff:")  # a dual-stack socket (gRPC's) shows IPv4 mapped
+        if (host, row.remote[1]) == tuple(address) and row.state == "ESTABLISHED" and row.keepalive is not None:
             ka = row.keepalive
             return {
                 "enabled": bool(ka.enabled),
@@ -164,7 +186,8 @@ def run(name: str, mode: str, targets: dict[str, tuple[str, int]]) -> list[dict[
         host, port = path.address
         try:
             if cell.failure == "gone-at-connect":
-                path.vanish()
+                with nft_turn():
+                    path.vanish()
                 cell.ready.set()
                 cell.start = time.monotonic()
                 do(namespace["call"], make(host, port, do))
@@ -183,10 +206,12 @@ def run(name: str, mode: str, targets: dict[str, tuple[str, int]]) -> list[dict[
                 do(namespace["call"], client)
                 if cell.failure == "idle-call":
                     cell.keepalive = _keepalive_of(path.address)
-                    path.vanish()
+                    with nft_turn():
+                        path.vanish()
                     time.sleep(0.2)
                 else:
-                    path.forget_idle(FORGET, rst=cell.failure == "nat-rst")
+                    with nft_turn():
+                        path.forget_idle(FORGET, rst=cell.failure == "nat-rst")
                     time.sleep(IDLE)
                 cell.ready.set()
                 cell.start = time.monotonic()
@@ -207,7 +232,8 @@ def run(name: str, mode: str, targets: dict[str, tuple[str, int]]) -> list[dict[
     paths = []
     try:
         for cell in cells.values():
-            path = kaext.testing.Path(target)
+            with nft_turn():
+                path = kaext.testing.Path(target)
             paths.append(path)
             cell.thread = threading.Thread(target=worker, args=(cell, path), name=cell.failure, daemon=True)
         for cell in cells.values():
@@ -217,7 +243,8 @@ def run(name: str, mode: str, targets: dict[str, tuple[str, int]]) -> list[dict[
         if mid.ready.wait(SETUP):
             time.sleep(WAIT_SETTLE)
             if mid.outcome is None:
-                paths[FAILURES.index("mid-call")].vanish()
+                with nft_turn():
+                    paths[FAILURES.index("mid-call")].vanish()
                 mid.start = time.monotonic()
         deadline = time.monotonic() + SETUP + IDLE + CAP
         while time.monotonic() < deadline:
@@ -235,7 +262,8 @@ def run(name: str, mode: str, targets: dict[str, tuple[str, int]]) -> list[dict[
     finally:
         for path in paths:
             try:
-                path.close()
+                with nft_turn():
+                    path.close()
             except OSError:
                 pass
 
