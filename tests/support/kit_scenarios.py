@@ -101,7 +101,11 @@ def hold_server() -> Iterator[int]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hold)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield int(server.server_address[1])
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @contextlib.contextmanager
@@ -122,7 +126,10 @@ def echo_server() -> Iterator[int]:
             threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
-    yield int(listener.getsockname()[1])
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()
 
 
 def blocked_call(client: str, path: Path, policy: kaext.Policy | None) -> Callable[[], object]:
