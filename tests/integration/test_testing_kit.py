@@ -395,7 +395,7 @@ def test_nothing_left_after_a_failing_or_interrupted_test(kit: None, tmp_path: F
 
 @pytest.mark.root
 def test_a_killed_process_tables_go_with_the_next_path(kit: None, echo: tuple[str, int]) -> None:
-    code = f"import kaext.testing, sys, time\np = kaext.testing.Path({echo!r})\nprint(p.address, flush=True)\ntime.sleep(60)"
+    code = f"import kaext.testing, time\np = kaext.testing.Path({echo!r})\nprint(p.address, flush=True)\ntime.sleep(60)"
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline()
@@ -472,9 +472,8 @@ def test_sigint_under_kaext_testing_leaves_no_namespace_or_process(user_can_run_
 def test_ends_within_cuts_a_blocked_call_short_and_fails_the_test() -> None:
     a, b = socket.socketpair()
     start = time.monotonic()
-    with pytest.raises(pytest.fail.Exception, match=r"still running after 0.5 s"):
-        with testing.ends_within(0.5):
-            a.recv(1)  # never answered
+    with pytest.raises(pytest.fail.Exception, match=r"still running after 0.5 s"), testing.ends_within(0.5):
+        a.recv(1)  # never answered
     took = time.monotonic() - start
     assert 0.45 <= took < 3, took
     a.close()
@@ -615,7 +614,8 @@ def test_kaext_testing_command_exit_status(tmp_path: FilePath) -> None:
             sys.executable,
             "-c",
             "import os, socket; print(os.readlink('/proc/self/ns/net')); "
-            "s = socket.create_server(('127.0.0.1', 0)); socket.create_connection(s.getsockname()).close(); print('ok')",
+            "s = socket.create_server(('127.0.0.1', 0)); "
+            "socket.create_connection(s.getsockname()).close(); print('ok')",
         ],
         capture_output=True,
         text=True,
