@@ -35,13 +35,14 @@ from typing import Any
 
 import kit_scenarios
 import measured
+import plain_user
 import pytest
 
 import kaext
 from kaext import testing
 
 T = 2  # s: Policy.from_timeout(T) in the scenarios
-USER = 65534  # nobody
+USER = plain_user.USER
 SCENARIOS = str(FilePath(kit_scenarios.__file__).resolve())
 EXPECTED_ERRNO = {"vanish": "ETIMEDOUT", "reset": "ECONNRESET", "forget_idle": "ETIMEDOUT"}
 
@@ -53,53 +54,17 @@ def _print_measurements(request: pytest.FixtureRequest) -> None:
     measured.report(request.config, "kaext.testing: a blocked call after the path fails (measured)", _MEASURED)
 
 
-def _missing(reason: str) -> None:
-    if os.environ.get("KAEXT_REQUIRE_NETNS") == "1":
-        pytest.fail(f"kaext.testing tests cannot run, but KAEXT_REQUIRE_NETNS=1: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def kit() -> None:
     """The kit works in this process (root): else skip, or fail in CI."""
     reason = testing.unavailable_reason()
     if reason is not None:
-        _missing(reason)
-
-
-def as_user() -> list[str]:
-    """The command prefix that runs a program as uid 65534 with no capabilities (setpriv, root only)."""
-    if os.geteuid() != 0:
-        _missing("running a command as another user needs root")
-    if shutil.which("setpriv") is None:
-        _missing("no setpriv (Debian package util-linux)")
-    return ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups", "--"]
-
-
-def in_namespace() -> list[str]:
-    """As uid 65534, in a new user and network namespace: ``setpriv ... python -m kaext.testing --``."""
-    return [*as_user(), sys.executable, "-m", "kaext.testing", "--"]
-
-
-def _user_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-    env.update(HOME="/tmp", USER="nobody", LOGNAME="nobody")
-    return env
+        plain_user.missing(reason)
 
 
 @pytest.fixture(scope="module")
 def user_can_run_python() -> None:
-    """uid 65534 can start this Python inside a user namespace (the checkout and the venv readable)."""
-    proc = subprocess.run(
-        [*in_namespace(), sys.executable, "-c", "import kaext.testing, redis, requests"],
-        capture_output=True,
-        text=True,
-        cwd="/",
-        env=_user_env(),
-        timeout=60,
-    )
-    if proc.returncode != 0:
-        _missing(f"uid {USER} cannot run {sys.executable} in a user namespace: {proc.stderr.strip()[-300:]}")
+    plain_user.check_python_runs()
 
 
 # --------------------------------------------------------------------------------------
@@ -113,7 +78,7 @@ def _scenarios(argv: list[str]) -> dict[tuple[str, str, bool], dict[str, Any]]:
         capture_output=True,
         text=True,
         cwd="/",
-        env=_user_env() if argv else None,
+        env=plain_user.env() if argv else None,
         timeout=3 * T + 180,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -125,7 +90,7 @@ def _scenarios(argv: list[str]) -> dict[tuple[str, str, bool], dict[str, Any]]:
 def runs(kit: None, user_can_run_python: None) -> Iterator[dict[str, Future[dict[tuple[str, str, bool], Any]]]]:
     """Both runs of every scenario, at the same time: as root, and as uid 65534 under ``kaext testing --``."""
     with ThreadPoolExecutor(2) as pool:
-        yield {"root": pool.submit(_scenarios, []), "uid 65534": pool.submit(_scenarios, in_namespace())}
+        yield {"root": pool.submit(_scenarios, []), "uid 65534": pool.submit(_scenarios, plain_user.in_namespace())}
 
 
 @pytest.mark.root
@@ -314,7 +279,7 @@ def test_without_cap_net_admin_one_clear_line(tmp_path: FilePath) -> None:
         "import kaext.testing as t\ntry:\n    t.Path(('127.0.0.1', 9))\nexcept OSError as e:\n    print(e.errno, e)\n"
     )
     proc = subprocess.run(
-        [*as_user(), sys.executable, "-c", script], capture_output=True, text=True, cwd="/", timeout=60
+        [*plain_user.as_user(), sys.executable, "-c", script], capture_output=True, text=True, cwd="/", timeout=60
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"{errno.EPERM} ") and proc.stdout.count("\n") == 1, proc.stdout
@@ -438,12 +403,12 @@ def _in_netns(inode: str) -> list[int]:
 @pytest.mark.root
 def test_sigint_under_kaext_testing_leaves_no_namespace_or_process(user_can_run_python: None) -> None:
     child = subprocess.Popen(
-        [*in_namespace(), sys.executable, "-c", NAMESPACE_CHILD],
+        [*plain_user.in_namespace(), sys.executable, "-c", NAMESPACE_CHILD],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd="/",
-        env=_user_env(),
+        env=plain_user.env(),
     )
     try:
         assert child.stdout is not None
@@ -554,12 +519,12 @@ def _plugin_run(prefix: list[str], *args: str, env: dict[str, str] | None = None
         if prefix:
             os.chown(base, USER, USER)
         return subprocess.run(
-            [*prefix, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "-s", "--basetemp", base, tmp]
+            [*prefix, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "-s", "--basetemp", os.path.join(base, "t"), tmp]
             + list(args),
             capture_output=True,
             text=True,
             cwd=tmp,
-            env=env or (_user_env() if prefix else None),
+            env=env or (plain_user.env() if prefix else None),
             timeout=120,
         )
     finally:
@@ -574,14 +539,14 @@ def test_plugin_as_root(kit: None) -> None:
 
 @pytest.mark.root
 def test_plugin_as_a_plain_user_under_kaext_testing(user_can_run_python: None) -> None:
-    proc = _plugin_run(in_namespace())
+    proc = _plugin_run(plain_user.in_namespace())
     assert proc.returncode == 0 and "2 passed" in proc.stdout and "REFUSED" in proc.stdout, proc.stdout[-2000:]
 
 
 @pytest.mark.root
 @pytest.mark.parametrize("strict", [None, "env", "option", "ini"])
 def test_plugin_without_cap_net_admin_skips_or_fails_when_strict(strict: str | None) -> None:
-    env = _user_env()
+    env = plain_user.env()
     args: list[str] = []
     if strict == "env":
         env["KAEXT_TESTING_STRICT"] = "1"
@@ -589,7 +554,7 @@ def test_plugin_without_cap_net_admin_skips_or_fails_when_strict(strict: str | N
         args = ["--kaext-strict"]
     elif strict == "ini":
         args = ["-o", "kaext_testing_strict=true"]
-    proc = _plugin_run(as_user(), *args, env=env)
+    proc = _plugin_run(plain_user.as_user(), *args, env=env)
     line = "kaext.testing cannot run here: kaext.testing needs CAP_NET_ADMIN in this network namespace"
     if strict is None:
         assert proc.returncode == 0 and "1 passed, 1 skipped" in proc.stdout, proc.stdout[-2000:]
@@ -602,7 +567,7 @@ def test_kaext_testing_command_exit_status(tmp_path: FilePath) -> None:
     run = [sys.executable, "-m", "kaext.testing", "--"]
     proc = subprocess.run([*run, sys.executable, "-c", "import sys; sys.exit(7)"], timeout=60)
     if proc.returncode == 2:
-        _missing("kaext testing cannot make a namespace here")
+        plain_user.missing("kaext testing cannot make a namespace here")
     assert proc.returncode == 7
     proc = subprocess.run([*run, "sh", "-c", "kill -TERM $$"], timeout=60)
     assert proc.returncode == -signal.SIGTERM  # exec: the signal reaches COMMAND, its death is ours
