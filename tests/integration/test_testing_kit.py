@@ -519,7 +519,19 @@ def _plugin_run(prefix: list[str], *args: str, env: dict[str, str] | None = None
         if prefix:
             os.chown(base, USER, USER)
         return subprocess.run(
-            [*prefix, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "-s", "--basetemp", os.path.join(base, "t"), tmp]
+            [
+                *prefix,
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-rs",
+                "-s",
+                "--basetemp",
+                os.path.join(base, "t"),
+                tmp,
+            ]
             + list(args),
             capture_output=True,
             text=True,
