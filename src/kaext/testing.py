@@ -72,8 +72,6 @@ _HOW = "run as root, or as a plain user under `kaext testing -- COMMAND` (a new 
 
 _counter = itertools.count()
 _open: weakref.WeakSet[Path] = weakref.WeakSet()
-_stale_lock = threading.Lock()
-_stale_done = False
 
 
 def _nft_binary() -> str:
@@ -113,11 +111,6 @@ def _run_nft(args: list[str], script: str | None) -> str:
 
 def _remove_stale() -> None:
     """Delete the path tables of processes that no longer run (killed before they could)."""
-    global _stale_done
-    with _stale_lock:
-        if _stale_done:
-            return
-        _stale_done = True
     try:
         listing = _nft_list("tables", "inet")
     except (OSError, ValueError):
@@ -246,7 +239,16 @@ class Path:
                 raise
             # a kernel without conntrack timeout objects: the system's conntrack timeouts apply
             head = "\n".join(line for line in head.split("\n") if "ct timeout" not in line)
-            _nft(head + nat.replace("{timeout}", "") + tail)
+            try:
+                _nft(head + nat.replace("{timeout}", "") + tail)
+            except OSError as again:
+                if again.errno != errno.EINVAL:
+                    raise
+                raise OSError(
+                    errno.EOPNOTSUPP,
+                    "the kernel refused the path's nftables rules (it needs nf_tables with NAT and conntrack): "
+                    + str(again.strerror),
+                ) from None
 
     def _act(self, rules: Sequence[str], before: str = "") -> None:
         with self._lock:

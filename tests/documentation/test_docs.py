@@ -34,7 +34,7 @@ import kaext
 DOCS = ROOT / "docs"
 REQUIRED = os.environ.get("KAEXT_REQUIRE_DOCS") == "1"
 #: The public submodules the API reference documents (enforce / probe: once they exist).
-SUBMODULES = ("adapters", "presets", "constants", "enforce", "probe")
+SUBMODULES = ("adapters", "presets", "constants", "enforce", "probe", "testing")
 
 
 def _missing(reason: str) -> None:

@@ -23,13 +23,18 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import plain_user
 import pytest
 import servers
 from paths import ROOT
@@ -285,3 +290,70 @@ def test_readme_verifier_table_rows_are_real() -> None:
     assert len(rows) >= 5
     missing = [row for row in rows if row not in real]
     assert not missing, f"verifier lines in docs/verify.md the verifier does not print: {missing}"
+
+
+# --------------------------------------------------------------------------------------
+# "Test your own client" (docs/testing.md): its test files pass under pytest, as root and as a
+# plain user under `kaext testing --`
+# --------------------------------------------------------------------------------------
+
+_TEST_FILE = re.compile(r"^# (test_\w+\.py)\n")
+
+
+def _test_files(page: Path) -> dict[str, str]:
+    """The blocks of ``page`` that are a test file a user pastes: first line ``# test_NAME.py``."""
+    return {m.group(1): code for _, code in _blocks_of(page) if (m := _TEST_FILE.match(code))}
+
+
+def _run_test_files(files: dict[str, str], prefix: list[str]) -> subprocess.CompletedProcess[str]:
+    folder = tempfile.mkdtemp(prefix="kaext-doc-tests-")
+    try:
+        os.chmod(folder, 0o755)
+        for name, code in files.items():
+            (Path(folder) / name).write_text(code, encoding="utf-8")
+        base = Path(folder) / "tmp"
+        base.mkdir()
+        if prefix:
+            os.chown(base, plain_user.USER, plain_user.USER)
+        return subprocess.run(
+            [*prefix, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--kaext-strict"]
+            + ["--basetemp", str(base / "t"), "--rootdir", folder, folder],
+            capture_output=True,
+            text=True,
+            cwd=folder,
+            env=plain_user.env(),
+            timeout=600,
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def testing_page_runs() -> Iterator[dict[str, Future[subprocess.CompletedProcess[str]]]]:
+    """Both runs of the page's test files at once: as root, and as uid 65534 under ``kaext testing --``."""
+    page = DOCS / "testing.md"
+    if not page.exists():
+        pytest.skip("not a source checkout")
+    import kaext.testing
+
+    reason = kaext.testing.unavailable_reason()
+    if reason is not None:
+        plain_user.missing(reason)
+    plain_user.check_python_runs()
+    files = _test_files(page)
+    assert sorted(files) == ["test_http_dead_server.py", "test_redis_dead_server.py"]
+    with ThreadPoolExecutor(2) as pool:
+        yield {
+            "root": pool.submit(_run_test_files, files, []),
+            "uid 65534": pool.submit(_run_test_files, files, plain_user.in_namespace()),
+        }
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("user", ["root", "uid 65534"])
+def test_the_testing_page_test_files_pass(
+    testing_page_runs: dict[str, Future[subprocess.CompletedProcess[str]]], user: str
+) -> None:
+    proc = testing_page_runs[user].result()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert re.search(r"\b7 passed\b", proc.stdout) and "skipped" not in proc.stdout, proc.stdout[-3000:]

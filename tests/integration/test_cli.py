@@ -18,6 +18,7 @@ TOOLS = {
     "run": ["--policy", "aws-nlb"],  # no COMMAND
     "enforce": [],  # no CGROUP
     "probe": [],  # no HOST PORT
+    "testing": [],  # no COMMAND
 }
 
 
@@ -56,6 +57,7 @@ VALID = {
     "run": ["--policy", "aws-nlb"],
     "enforce": ["--list"],
     "probe": ["127.0.0.1", "1"],
+    "testing": [],
 }
 
 
