@@ -112,11 +112,13 @@ def page_table(doc: dict[str, Any]) -> str:
         for mode in ("with", "without"):
             cells = [_cell(doc, client, mode, f) for f in FAILURES]
             texts = [cell_text(doc, c) for c in cells]
-            if mode == "with":
+            recipe = cells[0].get("recipe", True)
+            if mode == "with" and recipe:
                 texts = [f"**{t}**" if t != "n/a" else t for t in texts]
             name = f"{client}" if mode == "with" else ""
             ka = keepalive_text(_cell(doc, client, mode, "idle-call"))
-            lines.append("| " + " | ".join([name, "recipe" if mode == "with" else "without", *texts, ka]) + " |")
+            label = "without" if mode == "without" else "recipe" if recipe else "not the recipe"
+            lines.append("| " + " | ".join([name, label, *texts, ka]) + " |")
     versions = ", ".join(f"{k} {v}" for k, v in sorted(doc["versions"].items(), key=lambda kv: kv[0].lower()))
     note = (
         f"\nOne run: Linux {doc['kernel']}, Python {doc['python']}, `Policy.from_timeout({doc['T']:g})`, "

@@ -53,7 +53,8 @@ def test_the_results_file_is_a_whole_passing_run() -> None:
     assert set(cells) == want
     for (name, mode, failure), cell in cells.items():
         assert cell["outcome"] in ("ok", "error", "blocked", "n/a"), (name, mode, failure, cell)
-        if mode == "with" and cell["outcome"] != "n/a":
+        assert cell["recipe"] == (name not in client_matrix.NOT_RECIPES)
+        if mode == "with" and cell["recipe"] and cell["outcome"] != "n/a":
             assert cell["seconds"] is not None and cell["seconds"] <= doc["bound"], (name, failure, cell)
 
 

@@ -185,20 +185,37 @@ def _print_summary(request: pytest.FixtureRequest) -> None:
 
 def _run_cells(name: str, mode: str, targets: dict[str, tuple[str, int]], lock: str) -> list[dict[str, Any]]:
     script = Path(client_matrix.__file__)
-    timeout = client_matrix.SETUP + client_matrix.IDLE + client_matrix.CAP + 60
-    proc = subprocess.run(
+    timeout = client_matrix.SETUP + client_matrix.IDLE + client_matrix.CAP + 120
+    proc = subprocess.Popen(
         [sys.executable, str(script), name, mode, json.dumps(targets)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
         stdin=subprocess.DEVNULL,
         env=dict(os.environ, KAEXT_MATRIX_LOCK=lock),
     )
-    for line in proc.stdout.splitlines():
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # it printed its result before removing its paths, if it got that far; what a killed
+        # process leaves (its nftables tables) is removed here
+        proc.kill()
+        out, err = proc.communicate()
+        _remove_tables_of(proc.pid)
+    for line in out.splitlines():
         if line.startswith("RESULT "):
             cells: list[dict[str, Any]] = json.loads(line[len("RESULT ") :])
             return cells
-    raise AssertionError(f"{name} ({mode} kaext) printed no result: {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
+    raise AssertionError(f"{name} ({mode} kaext) printed no result: {out[-2000:]} {err[-2000:]}")
+
+
+def _remove_tables_of(pid: int) -> None:
+    """Delete the nftables tables of a killed cell process (kaext.testing names them ``kaext_<pid>_<n>``)."""
+    listing = subprocess.run(["nft", "-j", "list", "tables", "inet"], capture_output=True, text=True, timeout=120)
+    for item in json.loads(listing.stdout or "{}").get("nftables", []):
+        table = item.get("table", {}).get("name", "")
+        if table.startswith(f"kaext_{pid}_"):
+            subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, timeout=120)
 
 
 def _versions() -> dict[str, str]:
@@ -257,6 +274,7 @@ def test_client_matrix(targets: dict[str, tuple[str, int]], tmp_path: Path) -> N
         c
         for c in cells
         if c["mode"] == "with"
+        and c["recipe"]
         and c["outcome"] != "n/a"
         and (c["outcome"] == "blocked" or c["seconds"] is None or c["seconds"] > client_matrix.BOUND)
     ]

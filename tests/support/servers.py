@@ -529,7 +529,7 @@ def rabbitmq_server() -> Iterator[int]:
     with tempfile.TemporaryDirectory(prefix="kaext-rabbitmq-") as tmp:
         conf = os.path.join(tmp, "rabbitmq.conf")
         with open(conf, "w", encoding="ascii") as f:
-            f.write(f"listeners.tcp.1 = 127.0.0.1:{port}\nloopback_users = none\nheartbeat = 0\n")
+            f.write(f"listeners.tcp.1 = 127.0.0.1:{port}\nloopback_users = none\n")
         plugins = os.path.join(tmp, "enabled_plugins")
         with open(plugins, "w", encoding="ascii") as f:
             f.write("[].\n")
