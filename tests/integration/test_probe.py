@@ -144,7 +144,7 @@ _MEASURED: list[str] = []
 
 @pytest.fixture(scope="module", autouse=True)
 def _print_measurements(request: pytest.FixtureRequest) -> None:
-    measured.report(request.config, "kaext-probe through kaext.testing paths that forget idle flows (measured)", _MEASURED)
+    measured.report(request.config, "kaext-probe through paths that forget idle flows (measured)", _MEASURED)
 
 
 def _measured(name: str, result: dict[str, Any]) -> None:
