@@ -23,6 +23,8 @@ this lab).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import itertools
 import json
 import os
@@ -31,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 SUBNET_PREFIX = 24
@@ -308,3 +311,28 @@ class Namespace:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def own_namespace() -> Iterator[None]:
+    """The calling thread in a fresh, anonymous network namespace (loopback up) for the block, and
+    back in its own after it (also on failure).  Root.  Sockets, ``nft`` rules and child processes
+    made within belong to that namespace; it goes away with the last socket in it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        if libc.unshare(_CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"unshare(CLONE_NEWNET): {os.strerror(code)}")
+        try:
+            ip("link", "set", "lo", "up")
+            yield
+        finally:
+            if libc.setns(saved, _CLONE_NEWNET) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, f"setns back to the test's own network namespace: {os.strerror(code)}")
+    finally:
+        os.close(saved)
