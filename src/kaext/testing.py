@@ -1,5 +1,7 @@
 """``kaext.testing``: make a peer vanish, reset or be forgotten by a NAT, in your own tests.
 
+For example::
+
     with kaext.testing.Path(("127.0.0.1", server_port)) as path:
         client = connect(*path.address)     # through the path, to the server
         path.vanish()                       # every packet dropped both ways, from now on

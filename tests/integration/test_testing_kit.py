@@ -320,9 +320,9 @@ CHILD = """
         server = serve()
         path = kaext_path(server.getsockname())
         with kaext.testing.Path(server.getsockname()) as other:
-            open(os.environ["KAEXT_CHILD_PID"], "w").write(str(os.getpid()))
+            open(os.environ["TEST_CHILD_PID_FILE"], "w").write(str(os.getpid()))
             assert path.address != other.address
-            if os.environ.get("KAEXT_CHILD_WAIT"):
+            if os.environ.get("TEST_CHILD_WAIT"):
                 time.sleep(120)
             assert False, "this test fails"
 """
@@ -332,7 +332,7 @@ CHILD = """
 @pytest.mark.parametrize("how", ["failing test", "SIGINT"])
 def test_nothing_left_after_a_failing_or_interrupted_test(kit: None, tmp_path: FilePath, how: str) -> None:
     pid_file = tmp_path / "pid"
-    env = {"KAEXT_CHILD_PID": str(pid_file), "KAEXT_CHILD_WAIT": "1" if how == "SIGINT" else ""}
+    env = {"TEST_CHILD_PID_FILE": str(pid_file), "TEST_CHILD_WAIT": "1" if how == "SIGINT" else ""}
     child = _child_pytest(tmp_path, CHILD, env)
     try:
         deadline = time.monotonic() + 60
