@@ -68,3 +68,11 @@ def test_a_changed_number_is_caught() -> None:
     after = render.rendered(doc)
     assert before[render.PAGE] != after[render.PAGE]
     assert before[render.FIGURE] != after[render.FIGURE]
+
+
+def test_the_pages_count_the_recipes() -> None:
+    _render()
+    n = len(set(client_matrix.CLIENTS) - client_matrix.NOT_RECIPES)
+    assert f"({n} clients, 5 failures, one run)" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"for {n} clients" in (ROOT / "docs" / "frameworks.md").read_text(encoding="utf-8")
+    assert len(client_matrix.FAILURES) == 5

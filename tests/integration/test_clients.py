@@ -18,7 +18,7 @@ Clients, and the hook each uses:
   ``kaext-run --force`` (without it hiredis's values win)
 * psql: ``kaext-run`` (the preload library applies the policy to libpq's connect)
 
-The Python client libraries (redis-py, psycopg, requests and 15 more) are in the client
+The Python client libraries (redis-py, psycopg, requests and 16 more) are in the client
 matrix (tests/integration/test_client_matrix.py), which runs the recipes docs/clients.md shows.
 
 All clients of one run are started together, so the file takes about

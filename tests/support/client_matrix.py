@@ -59,6 +59,7 @@ CLIENTS: dict[str, str] = {
     "kombu (amqp)": "rabbitmq",
     "pika": "rabbitmq",
     "kombu (redis)": "redis",
+    "kombu (redis pub/sub)": "redis",
     "paho-mqtt": "mosquitto",
     "pymemcache": "memcached",
     "websockets": "websocket",
