@@ -4,9 +4,9 @@ Root only (``setpriv``, Debian package util-linux).  What cannot run here skips,
 ``KAEXT_REQUIRE_NETNS=1`` (the project's CI).
 
 Inside a user namespace uid 65534 must be able to run the interpreter itself.  Where it cannot
-(an interpreter under a directory only root may enter, such as pyenv's under ``/root``, while
-the system runs another one of the same version for uid 65534 outside), the interpreter uid
-65534 really runs, with the test interpreter's ``sys.path``, stands in for it.
+(an interpreter under a directory only root may enter, such as pyenv's under ``/root``), the
+system's interpreter of the same version stands in for it, with the test interpreter's
+site-packages on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import site
 import subprocess
 import sys
 
@@ -68,11 +69,11 @@ def _inside() -> tuple[tuple[str, ...], tuple[tuple[str, str], ...], str]:
         return (), (), f"kaext testing cannot make a user and network namespace here: {ns.stderr.strip()}"
     if _run([*namespace, sys.executable, *check]).returncode == 0:
         return (sys.executable,), (), ""
-    real = _run([*user, sys.executable, "-c", "import os, sys; print(os.path.realpath('/proc/self/exe'))"])
-    exe = real.stdout.strip()
-    path = os.pathsep.join(p for p in sys.path if p)
-    if exe and _run([*namespace, exe, *check], {"PYTHONPATH": path}).returncode == 0:
-        return (exe,), (("PYTHONPATH", path),), ""
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    path = os.pathsep.join(site.getsitepackages())
+    for exe in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
+        if os.path.exists(exe) and _run([*namespace, exe, *check], {"PYTHONPATH": path}).returncode == 0:
+            return (exe,), (("PYTHONPATH", path),), ""
     return (), (), f"uid {USER} cannot run {sys.executable} inside a user namespace"
 
 
