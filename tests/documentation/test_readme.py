@@ -353,6 +353,7 @@ def testing_page_runs() -> Iterator[dict[str, Future[subprocess.CompletedProcess
 
 
 @pytest.mark.root
+@pytest.mark.skipif(os.environ.get("KAEXT_NO_EXTENSIONS") == "1", reason="the main run covers the testing page")
 @pytest.mark.parametrize("user", ["root", "uid 65534"])
 def test_the_testing_page_test_files_pass(
     testing_page_runs: dict[str, Future[subprocess.CompletedProcess[str]] | BaseException], user: str

@@ -41,6 +41,14 @@ import pytest
 import kaext
 from kaext import testing
 
+pytestmark = [
+    # the kit is pure Python, whichever backend sets the policies: the suite's pure-Python rerun
+    # (.ci/steps/07-pure-suite.sh, 300 s for everything) adds nothing; the dead-peer proof runs both
+    pytest.mark.one_implementation,
+    pytest.mark.skipif(os.environ.get("KAEXT_NO_EXTENSIONS") == "1", reason="the main run covers kaext.testing"),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="kaext.testing is Linux-only"),
+]
+
 T = 2  # s: Policy.from_timeout(T) in the scenarios
 USER = plain_user.USER
 SCENARIOS = str(FilePath(kit_scenarios.__file__).resolve())
