@@ -38,7 +38,6 @@ import argparse
 import atexit
 import ctypes
 import errno
-import fcntl
 import itertools
 import json
 import os
@@ -444,6 +443,8 @@ def _write(path: str, text: str) -> None:
 
 
 def _loopback_up() -> None:
+    import fcntl  # POSIX only: kaext.testing imports everywhere, and says ENOSYS off Linux
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         request = struct.pack("16sH22x", b"lo", 0)
         flags = struct.unpack("16sH22x", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, request))[1]

@@ -78,11 +78,18 @@ def redis_server() -> Iterator[int]:
 
 
 class _Hold(BaseHTTPRequestHandler):
-    """Headers, 4 of 10 bytes of body, then nothing until the client goes away."""
+    """``/ok``: a whole response; anything else: headers, 4 of 10 bytes of body, then nothing until
+    the client goes away."""
 
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
+        if self.path == "/ok":
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            return
         self.send_response(200)
         self.send_header("Content-Length", "10")
         self.end_headers()
@@ -165,6 +172,7 @@ def blocked_call(client: str, path: Path, policy: kaext.Policy | None) -> Callab
         session.trust_env = False  # loopback, never a proxy
         if policy is not None:
             session.mount("http://", KeepaliveAdapter(policy))
+        assert session.get(f"http://{host}:{port}/ok").text == "ok"  # the connection the call reuses
         return lambda: session.get(f"http://{host}:{port}/hold")
     raise ValueError(client)
 
