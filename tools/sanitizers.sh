@@ -97,7 +97,7 @@ if [ "$#" -gt 0 ]; then
 else
   args=(tests --ignore=tests/integration/test_dead_peer.py --ignore=tests/integration/test_frameworks.py
         --ignore=tests/package/test_packaging.py --ignore=tests/native/test_shim_c.py
-        --ignore=tests/integration/test_inject_libraries.py --ignore=tests/integration/test_inject_green.py --ignore=tests/integration/test_clients.py --ignore=tests/integration/test_run.py
+        --ignore=tests/integration/test_inject_libraries.py --ignore=tests/integration/test_inject_green.py --ignore=tests/integration/test_clients.py --ignore=tests/integration/test_client_matrix.py --ignore=tests/integration/test_run.py
         --ignore=tests/integration/test_adapters.py --ignore=tests/documentation/test_readme.py)
 fi
 

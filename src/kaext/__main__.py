@@ -1,6 +1,6 @@
 """``kaext TOOL [ARGS...]`` and ``python -m kaext TOOL [ARGS...]``: one command for every tool.
 
-``TOOL`` is ``verify``, ``inspect``, ``run``, ``enforce``, ``probe`` or ``watch``; the rest of the
+``TOOL`` is ``verify``, ``inspect``, ``run``, ``enforce``, ``probe``, ``watch`` or ``testing``; the rest of the
 arguments go to that tool's ``main`` as they are, and the tool speaks under the name it
 was started as (``kaext inspect: error: ...``).  The exit status is the tool's.  The
 tools' own commands (``kaext-inspect``, ``python -m kaext.inspect``, ...) stay.
@@ -25,6 +25,7 @@ TOOLS = {
     "enforce": "enforce a policy on every TCP connection of a cgroup (Linux, root, BPF)",
     "probe": "measure how long the network path to a server keeps an idle connection",
     "watch": "report why each TCP connection died, as it dies (Linux, root, BPF)",
+    "testing": "run a command in a new user and network namespace, where kaext.testing works without root",
 }
 
 

@@ -16,6 +16,11 @@ when you use their integration, and neither is a dependency of kaext.
   whose every TCP connection, direct or to a proxy, carries the policy.
 * :func:`open_connection` / :func:`create_connection` -- asyncio's, connected
   first and then configured, so the first write goes to a connected socket.
+* :func:`redis_kwargs` -- keyword arguments for ``redis.Redis(...)`` and
+  ``redis.asyncio.Redis(...)``: the policy on every connection (before it connects),
+  a connect timeout and one retry, so a call ends within 1.5 x the policy's budget.
+* :func:`grpc_options` -- gRPC channel arguments: its keepalive pings from the policy.
+* :func:`dead_peer_budget` / :func:`reconnect_timeout` -- the seconds those are built from.
 """
 
 from __future__ import annotations
@@ -39,8 +44,12 @@ __all__ = [
     "as_policy",
     "create_connection",
     "httpx_async_client",
+    "dead_peer_budget",
+    "grpc_options",
     "httpx_client",
     "open_connection",
+    "reconnect_timeout",
+    "redis_kwargs",
 ]
 
 
@@ -141,3 +150,123 @@ def _apply_or_abort(policy: kaext.Policy, transport: asyncio.BaseTransport) -> N
         else:
             transport.close()
         raise
+
+
+# --------------------------------------------------------------------------------------
+# Budgets: how long a dead peer may take to be noticed, and a reconnect
+# --------------------------------------------------------------------------------------
+
+
+def dead_peer_budget(policy: kaext.Policy | str) -> float | None:
+    """The seconds within which ``policy`` ends a connection whose peer vanished.
+
+    The longer of the keepalive schedule (``idle + interval * count``: a connection
+    waiting for data) and the user timeout (a connection with data unacknowledged);
+    ``Policy.from_timeout(T)`` gives ``T``.  None when the policy bounds neither (no
+    idle, interval and count, no user timeout).
+    """
+    policy = as_policy(policy)
+    candidates = []
+    if policy.idle is not None and policy.interval is not None and policy.count is not None:
+        candidates.append(policy.idle + policy.interval * policy.count)
+    if policy.user_timeout is not None:
+        candidates.append(policy.user_timeout)
+    return max(candidates) if candidates else None
+
+
+def reconnect_timeout(policy: kaext.Policy | str) -> float | None:
+    """The connect timeout the adapters give a library: seconds, or None (no bound known).
+
+    Half of :func:`dead_peer_budget`, so that noticing the dead peer (the budget) and
+    one reconnect to a host that is gone (half of it) end within 1.5 x the budget;
+    the policy's own ``connect_timeout`` where it has one and it is shorter.
+    """
+    policy = as_policy(policy)
+    budget = dead_peer_budget(policy)
+    own = getattr(policy, "connect_timeout", None)
+    choices = [float(x) for x in (own, None if budget is None else budget / 2) if x is not None]
+    return min(choices) if choices else None
+
+
+# --------------------------------------------------------------------------------------
+# redis-py
+# --------------------------------------------------------------------------------------
+
+
+def redis_kwargs(policy: kaext.Policy | str) -> dict[str, Any]:
+    """Keyword arguments for ``redis.Redis(...)`` and ``redis.asyncio.Redis(...)`` (redis-py >= 5).
+
+    The same dict works for both clients (and ``ConnectionPool`` / ``from_url``
+    keyword arguments):
+
+    * ``socket_keepalive=True``, ``socket_keepalive_options=policy.tcp_options()``:
+      redis-py sets them on each socket before it connects (the sync client) or
+      right after (asyncio), so a connection whose server vanished ends within the
+      policy's budget (:func:`dead_peer_budget`) -- instead of redis-py 8's own
+      30 s / 5 s / 3 keepalive;
+    * ``socket_connect_timeout``: half of :func:`reconnect_timeout` (a quarter of the
+      budget): redis-py's retry wraps its connect too, so a reconnect to a host that is
+      gone is two connect attempts;
+    * ``retry=None, retry_on_error=[redis.exceptions.ConnectionError]``: redis-py
+      then makes its own ``Retry(NoBackoff(), 1)`` of the client's kind (sync or
+      asyncio): one immediate retry on a new connection, instead of redis-py 8's ten
+      retries with exponential backoff, each of which may wait for a connect.
+
+    So a call whose server vanished raises within 1.5 x the budget (the lost
+    connection, then one reconnect that times out), and a call whose connection was
+    merely reset (a restarted server, a NAT's RST) is retried once on a fresh one.
+    Pass your own ``retry=`` after these keyword arguments to choose otherwise (it then
+    governs how long a call may take). ``socket_timeout`` (redis-py's read timeout, 5 s
+    by default in redis-py 8) is left to you: set ``None`` for blocking commands
+    (``BLPOP``, pub/sub) that wait longer.  Needs redis-py only when called.
+    """
+    import redis.exceptions
+
+    policy = as_policy(policy)
+    kwargs: dict[str, Any] = {
+        "socket_keepalive": True,
+        "socket_keepalive_options": policy.tcp_options(),
+        "retry": None,
+        "retry_on_error": [redis.exceptions.ConnectionError],
+    }
+    connect = reconnect_timeout(policy)
+    if connect is not None:
+        kwargs["socket_connect_timeout"] = connect / 2  # two attempts: the connect and its one retry
+    return kwargs
+
+
+# --------------------------------------------------------------------------------------
+# grpcio
+# --------------------------------------------------------------------------------------
+
+
+def grpc_options(policy: kaext.Policy | str) -> list[tuple[str, int]]:
+    """Channel arguments for ``grpc.insecure_channel(target, options=...)`` / ``secure_channel``.
+
+    gRPC's C core makes its own sockets, out of reach of Python's socket layer (and of
+    :func:`kaext.inject`); its keepalive is an HTTP/2 ping, and on Linux it also sets
+    ``TCP_USER_TIMEOUT`` to the ping's timeout.  From the policy:
+
+    * ``grpc.keepalive_time_ms``: the policy's idle time (a ping after that much silence);
+    * ``grpc.keepalive_timeout_ms``: the rest of :func:`dead_peer_budget` (the ping's
+      answer must come within it, else the connection is closed);
+    * ``grpc.keepalive_permit_without_calls=1`` and ``grpc.http2.max_pings_without_data=0``:
+      pings on an idle channel too, and no limit on them.
+
+    A server answers pings more frequent than it allows (5 minutes by default) with
+    GOAWAY ``too_many_pings``: allow them there
+    (``grpc.http2.min_ping_interval_without_data_ms``, ``grpc.http2.max_ping_strikes=0``).
+    ValueError when the policy has no idle time or no budget.
+    """
+    policy = as_policy(policy)
+    budget = dead_peer_budget(policy)
+    if policy.idle is None or budget is None:
+        raise ValueError(f"policy {policy} needs an idle time and a budget (idle, interval, count) for gRPC's pings")
+    time_ms = max(1, round(policy.idle * 1000))
+    timeout_ms = max(1, round(budget * 1000) - time_ms)
+    return [
+        ("grpc.keepalive_time_ms", time_ms),
+        ("grpc.keepalive_timeout_ms", timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]

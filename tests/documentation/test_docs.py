@@ -34,7 +34,7 @@ import kaext
 DOCS = ROOT / "docs"
 REQUIRED = os.environ.get("KAEXT_REQUIRE_DOCS") == "1"
 #: The public submodules the API reference documents: the library's and the tools'.
-SUBMODULES = ("adapters", "presets", "constants", "enforce", "probe", "verify", "inspect", "run", "watch")
+SUBMODULES = ("adapters", "presets", "constants", "enforce", "probe", "verify", "inspect", "run", "watch", "testing")
 
 
 def _missing(reason: str) -> None:

@@ -23,13 +23,18 @@ import contextlib
 import io
 import os
 import re
+import shutil
 import socket
+import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import plain_user
 import pytest
 import servers
 from paths import ROOT
@@ -289,3 +294,77 @@ def test_readme_verifier_table_rows_are_real() -> None:
     assert len(rows) >= 5
     missing = [row for row in rows if row not in real]
     assert not missing, f"verifier lines in docs/verify.md the verifier does not print: {missing}"
+
+
+# --------------------------------------------------------------------------------------
+# "Test your own client" (docs/testing.md): its test files pass under pytest, as root and as a
+# plain user under `kaext testing --`
+# --------------------------------------------------------------------------------------
+
+_TEST_FILE = re.compile(r"^# (test_\w+\.py)\n")
+
+
+def _test_files(page: Path) -> dict[str, str]:
+    """The blocks of ``page`` that are a test file a user pastes: first line ``# test_NAME.py``."""
+    return {m.group(1): code for _, code in _blocks_of(page) if (m := _TEST_FILE.match(code))}
+
+
+def _run_test_files(files: dict[str, str], python: list[str]) -> subprocess.CompletedProcess[str]:
+    folder = tempfile.mkdtemp(prefix="kaext-doc-tests-")
+    try:
+        os.chmod(folder, 0o755)
+        for name, code in files.items():
+            (Path(folder) / name).write_text(code, encoding="utf-8")
+        base = Path(folder) / "tmp"
+        base.mkdir()
+        if python != [sys.executable]:
+            os.chown(base, plain_user.USER, plain_user.USER)
+        return subprocess.run(
+            [*python, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--kaext-strict"]
+            + ["--basetemp", str(base / "t"), "--rootdir", folder, folder],
+            capture_output=True,
+            text=True,
+            cwd=folder,
+            env=plain_user.clean_env() if python == [sys.executable] else plain_user.env(),
+            timeout=600,
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def testing_page_runs() -> Iterator[dict[str, Future[subprocess.CompletedProcess[str]] | BaseException]]:
+    """Both runs of the page's test files at once: as root, and as uid 65534 under ``kaext testing --``."""
+    page = DOCS / "testing.md"
+    if not page.exists():
+        pytest.skip("not a source checkout")
+    import kaext.testing
+
+    reason = kaext.testing.unavailable_reason()
+    if reason is not None:
+        plain_user.missing(reason)
+    files = _test_files(page)
+    assert sorted(files) == ["test_http_dead_server.py", "test_redis_dead_server.py"]
+    with ThreadPoolExecutor(2) as pool:
+        out: dict[str, Future[subprocess.CompletedProcess[str]] | BaseException] = {
+            "root": pool.submit(_run_test_files, files, [sys.executable])
+        }
+        try:
+            out["uid 65534"] = pool.submit(_run_test_files, files, plain_user.python(namespace=True))
+        except (pytest.skip.Exception, pytest.fail.Exception) as exc:
+            out["uid 65534"] = exc
+        yield out
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.environ.get("KAEXT_NO_EXTENSIONS") == "1", reason="the main run covers the testing page")
+@pytest.mark.parametrize("user", ["root", "uid 65534"])
+def test_the_testing_page_test_files_pass(
+    testing_page_runs: dict[str, Future[subprocess.CompletedProcess[str]] | BaseException], user: str
+) -> None:
+    run = testing_page_runs[user]
+    if isinstance(run, BaseException):
+        raise run
+    proc = run.result()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert re.search(r"\b7 passed\b", proc.stdout) and "skipped" not in proc.stdout, proc.stdout[-3000:]

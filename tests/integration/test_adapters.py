@@ -426,3 +426,96 @@ def test_httpx_client_refuses_a_transport_it_cannot_reach() -> None:
     transport._pool = object()  # as if a future httpx kept its connections elsewhere
     with pytest.raises(RuntimeError, match="would not carry the policy"):
         adapters.httpx_client(_policy(), transport=transport)
+
+
+# --------------------------------------------------------------------------------------
+# redis-py, gRPC: the keyword arguments and channel options, through the real libraries
+# --------------------------------------------------------------------------------------
+
+
+def test_dead_peer_budget_and_reconnect_timeout() -> None:
+    policy = _policy()
+    # the longer of the keepalive schedule (37 + 7 * 4 = 65 s) and the user timeout (71 s)
+    assert adapters.dead_peer_budget(policy) == (USER_TIMEOUT_MS / 1000 if HAS_USER_TIMEOUT else 65)
+    assert adapters.reconnect_timeout(policy) == adapters.dead_peer_budget(policy) / 2  # type: ignore[operator]
+    assert adapters.dead_peer_budget(kaext.Policy(user_timeout=8)) == 8
+    assert adapters.dead_peer_budget(kaext.Policy()) is None
+    assert adapters.reconnect_timeout(kaext.Policy()) is None
+    assert adapters.dead_peer_budget("aws-nlb") == 175 + 35 * 5
+
+    # a policy that bounds connecting itself: the shorter of the two wins
+    own: kaext.Policy
+    if "connect_timeout" in kaext.Policy.__slots__:
+        own = kaext.Policy(idle=IDLE, interval=INTERVAL, count=COUNT, connect_timeout=2)  # type: ignore[call-arg]
+    else:
+
+        class WithConnectTimeout(kaext.Policy):
+            __slots__ = ()
+            connect_timeout = 2.0
+
+        own = WithConnectTimeout(idle=IDLE, interval=INTERVAL, count=COUNT)
+    assert adapters.reconnect_timeout(own) == 2.0
+
+
+def test_redis_kwargs_fit_both_redis_clients_without_a_warning() -> None:
+    import warnings
+
+    servers.library("redis")
+    import redis.asyncio
+    import redis.backoff
+
+    kwargs = adapters.redis_kwargs(_policy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a sync Retry given to the asyncio client warns
+        sync = redis.Redis(**kwargs).connection_pool.make_connection()
+        aio = redis.asyncio.Redis(**kwargs).connection_pool.make_connection()
+    for conn, retry_class in ((sync, redis.retry.Retry), (aio, redis.asyncio.retry.Retry)):
+        assert type(conn.retry) is retry_class
+        assert conn.retry.get_retries() == 1
+        assert isinstance(conn.retry._backoff, redis.backoff.NoBackoff)
+        assert conn.socket_connect_timeout == adapters.reconnect_timeout(_policy()) / 2  # type: ignore[operator]
+
+
+def test_redis_kwargs_put_the_policy_on_both_clients_sockets() -> None:
+    servers.library("redis")
+    import redis.asyncio
+
+    kwargs = adapters.redis_kwargs(_policy())
+    with servers.redis_server() as port:
+        client = redis.Redis(port=port, **kwargs)
+        assert client.ping()
+        conn = client.connection_pool.get_connection()
+        try:
+            read = read_options(conn._sock)
+        finally:
+            client.connection_pool.release(conn)
+        client.close()
+
+        async def asyncio_options() -> dict[str, Any]:
+            aclient = redis.asyncio.Redis(port=port, **kwargs)
+            assert await aclient.ping()
+            aconn = await aclient.connection_pool.get_connection()
+            try:
+                return read_options(aconn._writer.transport.get_extra_info("socket"))
+            finally:
+                await aclient.connection_pool.release(aconn)
+                await aclient.aclose()
+
+        aread = asyncio.run(asyncio_options())
+    for got in (read, aread):
+        assert got["keepalive"] == 1
+        assert (got["idle"], got["interval"], got["count"]) == (IDLE, INTERVAL, COUNT)
+        if CHECK_USER_TIMEOUT:
+            assert got["user_timeout"] == USER_TIMEOUT_MS
+
+
+def test_grpc_options_are_what_grpc_is_given() -> None:
+    servers.library("grpc")
+    options = dict(adapters.grpc_options(_policy()))
+    budget = adapters.dead_peer_budget(_policy())
+    assert budget is not None
+    assert options["grpc.keepalive_time_ms"] == IDLE * 1000
+    assert options["grpc.keepalive_time_ms"] + options["grpc.keepalive_timeout_ms"] == budget * 1000
+    assert options["grpc.keepalive_permit_without_calls"] == 1
+    with pytest.raises(ValueError, match="idle"):
+        adapters.grpc_options(kaext.Policy(user_timeout=5))

@@ -19,6 +19,7 @@ TOOLS = {
     "enforce": [],  # no CGROUP
     "probe": [],  # no HOST PORT
     "watch": [],  # no --cgroup PATH or --all
+    "testing": [],  # no COMMAND
 }
 
 
@@ -58,6 +59,7 @@ VALID = {
     "enforce": ["--list"],
     "probe": ["127.0.0.1", "1"],
     "watch": ["--all"],
+    "testing": [],
 }
 
 

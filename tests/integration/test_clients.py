@@ -13,13 +13,13 @@ must still be blocked at ``3 * T``.
 
 Clients, and the hook each uses:
 
-* redis-py: ``socket_keepalive_options=policy.tcp_options()``
 * an asyncio client (asyncio streams speaking RESP to redis): ``kaext.inject(policy)``
 * redis-cli (hiredis, which sets its own 15 s keepalive after connecting):
   ``kaext-run --force`` (without it hiredis's values win)
-* psycopg: ``psycopg.connect(dsn, **policy.libpq_params())``
 * psql: ``kaext-run`` (the preload library applies the policy to libpq's connect)
-* requests, streamed response: ``KeepaliveAdapter(policy)``
+
+The Python client libraries (redis-py, psycopg, requests and 16 more) are in the client
+matrix (tests/integration/test_client_matrix.py), which runs the recipes docs/clients.md shows.
 
 All clients of one run are started together, so the file takes about
 ``3 * T`` plus the servers' start-up.  Run with ``-s`` to see what each client
@@ -254,21 +254,6 @@ def done(exc):
 """
 
 _PY_CLIENTS = {
-    "redis-py": """
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-kw = dict(socket_keepalive=True, socket_keepalive_options=policy.tcp_options()) if policy else {{}}
-# No retries: by default redis-py reconnects after the error, and a connect to a
-# vanished host waits for the kernel's SYN retries (minutes) -- not what is measured here.
-# socket_timeout=None: a BLPOP that waits for ever (redis-py 8's default of 5 s would end
-# it on a healthy server too).
-r = redis.Redis(host="{server}", port={redis}, retry=Retry(NoBackoff(), 0), socket_timeout=None, **kw)
-try:
-    r.blpop(["kaext-never"], 0)
-except Exception as exc:
-    done(exc)
-""",
     "asyncio streams": """
 import asyncio
 if policy:
@@ -283,29 +268,6 @@ async def main():
     except Exception as exc:
         done(exc)
 asyncio.run(main())
-""",
-    "psycopg": """
-import psycopg
-kw = policy.libpq_params() if policy else {{}}
-conn = psycopg.connect("host={server} port={pg} user=postgres dbname=postgres", **kw)
-try:
-    conn.execute("SELECT pg_sleep(600)")
-except Exception as exc:
-    done(exc)
-""",
-    "requests (stream)": """
-import requests
-from kaext.adapters import KeepaliveAdapter
-session = requests.Session()
-if policy:
-    session.mount("http://", KeepaliveAdapter(policy))
-try:
-    with session.get("http://{server}:{http}/stream", stream=True) as resp:
-        for chunk in resp.iter_content(chunk_size=None):
-            pass
-    done(RuntimeError("the stream ended"))
-except Exception as exc:
-    done(exc)
 """,
 }
 
@@ -377,7 +339,7 @@ def _print_summary(request: pytest.FixtureRequest) -> None:
 
 
 #: What the Python clients import (the programs in _PY_CLIENTS).
-CLIENT_LIBRARIES = ("redis", "psycopg", "requests")
+CLIENT_LIBRARIES: tuple[str, ...] = ()
 
 
 @pytest.fixture
@@ -385,7 +347,6 @@ def run_all(
     lab: netns.Lab,
     redis_in: Callable[[], int],
     postgres_in: Callable[[], int],
-    http_in: Callable[[], int],
 ) -> Iterator[Callable[[], dict[str, Client]]]:
     absent = [name for name in CLIENT_LIBRARIES if importlib.util.find_spec(name) is None]
     if absent:  # the 'test' extra installs them; a venv with the package alone skips (CI must not)
@@ -400,7 +361,6 @@ def run_all(
                 clients.append(_start(lab, name, argv, with_kaext))
         n_redis = sum(c.name.startswith("redis") for c in clients)
         n_pg = sum(c.name in ("psycopg", "psql") for c in clients)
-        n_http = sum(c.name.startswith("requests") for c in clients)
 
         def ready() -> bool:
             early = [c for c in clients if c.proc.poll() is not None]
@@ -411,9 +371,9 @@ def run_all(
                     if c.proc.stdout
                     else c.label
                 )
-            return redis_in() >= n_redis and postgres_in() >= n_pg and http_in() >= n_http
+            return redis_in() >= n_redis and postgres_in() >= n_pg
 
-        _wait(ready, READY_TIMEOUT, f"{n_redis} BLPOPs, {n_pg} pg_sleeps and {n_http} streams")
+        _wait(ready, READY_TIMEOUT, f"{n_redis} BLPOPs and {n_pg} pg_sleeps")
         time.sleep(0.3)  # the last requests' acknowledgements are home
         lab.link_down(lab.server)
         vanished = time.monotonic()

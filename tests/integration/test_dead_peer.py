@@ -1,11 +1,13 @@
 """Proof on the wire: kaext's settings make the kernel find a dead peer in the configured time.
 
-Two hosts are two Linux network namespaces joined by a veth pair (see netns.py);
-every connection is a real TCP connection between them, configured only through
-kaext's public API, with the implementation under test.  The peer then stays
-alive, crashes (its link goes down), or reboots (its address comes back in a
-fresh namespace with no memory of the connection), and the test measures when
-and how a blocked ``recv`` on the other side ends.
+Each test runs in a network namespace of its own (netns.own_namespace): a client and a
+server on loopback, every connection a real TCP connection between them through a
+:class:`kaext.testing.Path`, configured only through kaext's public API, with the
+implementation under test.  The peer then stays alive, crashes (``path.vanish()``: every
+packet dropped both ways, no FIN, no RST), or reboots (``path.reset()``: whatever arrives is
+answered with an RST, as by a host with no memory of the connection), and the test measures
+when and how a blocked ``recv`` on the other side ends.  The namespace is the test's alone,
+so its TCP counters count only the test's own probes.
 
 Timing model (Linux, net/ipv4/tcp_timer.c ``tcp_keepalive_timer``): the first
 probe goes out ``idle`` after the last segment *received*; an answered probe
@@ -37,6 +39,7 @@ import math
 import os
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +49,7 @@ import netns
 import pytest
 
 import kaext
+from kaext import testing
 
 pytestmark = [pytest.mark.root]
 
@@ -69,24 +73,85 @@ _MEASURED: list[str] = []
 # --------------------------------------------------------------------------------------
 
 
+class Lab:
+    """A server and its clients on loopback, joined through one :class:`kaext.testing.Path`."""
+
+    def __init__(self) -> None:
+        self._sockets: list[socket.socket] = []
+        self._path: testing.Path | None = None
+
+    @property
+    def path(self) -> testing.Path:
+        assert self._path is not None, "no listener yet"
+        return self._path
+
+    def listener(self) -> socket.socket:
+        """The listening socket of the server (one per lab) and the path to it."""
+        assert self._path is None, "one listener per lab"
+        sock = socket.create_server(("127.0.0.1", 0), backlog=8)
+        self._sockets.append(sock)
+        self._path = testing.Path(sock.getsockname())
+        return sock
+
+    def connect(self, listener: socket.socket) -> tuple[socket.socket, socket.socket]:
+        """Connect a new client through the path; return (client side, server side)."""
+        client = socket.socket()
+        self._sockets.append(client)
+        client.settimeout(10)
+        client.connect(self.path.address)
+        client.settimeout(None)
+        listener.settimeout(10)
+        server, _ = listener.accept()
+        server.settimeout(None)
+        self._sockets.append(server)
+        return client, server
+
+    def crash(self) -> None:
+        """The peer crashes, or its link goes down: nothing crosses the path any more, either way."""
+        self.path.vanish()
+
+    def reboot(self) -> None:
+        """The peer comes back with no memory of any connection: what reaches it is answered by an RST."""
+        self.path.reset()
+
+    def keepalive_probes(self) -> int:
+        """Keepalive probes sent in the test's namespace so far (TcpExt ``TCPKeepAlive``)."""
+        with open("/proc/thread-self/net/netstat") as f:
+            lines = [line.split() for line in f if line.startswith("TcpExt:")]
+        names, values = lines[0], lines[1]
+        return int(values[names.index("TCPKeepAlive")])
+
+    def close(self) -> None:
+        linger_off = (1).to_bytes(4, sys.byteorder) + (0).to_bytes(4, sys.byteorder)
+        for sock in self._sockets:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_off)
+            except OSError:
+                pass
+            sock.close()
+        if self._path is not None:
+            self._path.close()
+
+
 @pytest.fixture(scope="session")
 def _netns_unavailable() -> str | None:
-    return netns.unavailable_reason()
+    return netns.namespace_unavailable() or testing.unavailable_reason()
 
 
 @pytest.fixture
-def lab(_netns_unavailable: str | None) -> Iterator[netns.Lab]:
-    """Two hosts joined by a veth pair; removed after the test, whatever happened."""
+def lab(_netns_unavailable: str | None) -> Iterator[Lab]:
+    """A lab in a network namespace of the test's own; removed after the test, whatever happened."""
     reason = _netns_unavailable
     if reason is not None:
         if os.environ.get("KAEXT_REQUIRE_NETNS") == "1":
             pytest.fail(f"dead-peer tests cannot run, but KAEXT_REQUIRE_NETNS=1: {reason}")
         pytest.skip(f"dead-peer tests: {reason}")
-    built = netns.Lab()
-    try:
-        yield built
-    finally:
-        built.close()
+    with netns.own_namespace():
+        built = Lab()
+        try:
+            yield built
+        finally:
+            built.close()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -204,15 +269,15 @@ def assert_timed_out(outcome: bytes | OSError) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def test_alive_peer_answers_probes_and_the_idle_connection_stays_usable(lab: netns.Lab) -> None:
+def test_alive_peer_answers_probes_and_the_idle_connection_stays_usable(lab: Lab) -> None:
     client, server = lab.connect(lab.listener())
     kaext.set_keepalive(client, idle=IDLE, interval=INTERVAL, count=COUNT)
-    probes_before = lab.keepalive_probes(lab.client)
+    probes_before = lab.keepalive_probes()
     _, last = exchange(client, server)
 
     time.sleep(IDLE + INTERVAL * COUNT * 2)  # idle: only probes and their answers cross the link
 
-    probes = lab.keepalive_probes(lab.client) - probes_before
+    probes = lab.keepalive_probes() - probes_before
     idle_for = time.monotonic() - last
     print(f"idle for {idle_for:.2f} s, {probes} keepalive probes sent, connection open")
     # At least COUNT probes: had they gone unanswered the kernel would have dropped
@@ -226,13 +291,13 @@ def test_alive_peer_answers_probes_and_the_idle_connection_stays_usable(lab: net
 
 
 def test_crashed_peer_is_detected_with_etimedout_within_idle_plus_interval_times_count(
-    lab: netns.Lab, report: Callable[..., None]
+    lab: Lab, report: Callable[..., None]
 ) -> None:
     client, server = lab.connect(lab.listener())
     kaext.set_keepalive(client, idle=IDLE, interval=INTERVAL, count=COUNT)
-    probes_before = lab.keepalive_probes(lab.client)
+    probes_before = lab.keepalive_probes()
     first, last = exchange(client, server)
-    lab.link_down(lab.server)
+    lab.crash()
     assert time.monotonic() - first < IDLE, "the link went down after the first probe was due"
 
     outcome, end = blocked_recv(client, BUDGET + WATCHDOG)
@@ -242,15 +307,15 @@ def test_crashed_peer_is_detected_with_etimedout_within_idle_plus_interval_times
     report("ETIMEDOUT", end - last, expected - EARLY, BUDGET + SLACK)
     assert end - first >= expected - EARLY
     assert end - last <= BUDGET + SLACK
-    assert lab.keepalive_probes(lab.client) - probes_before == COUNT
+    assert lab.keepalive_probes() - probes_before == COUNT
 
 
-def test_rebooted_peer_answers_the_probe_with_rst_econnreset(lab: netns.Lab, report: Callable[..., None]) -> None:
+def test_rebooted_peer_answers_the_probe_with_rst_econnreset(lab: Lab, report: Callable[..., None]) -> None:
     client, server = lab.connect(lab.listener())
     kaext.set_keepalive(client, idle=IDLE, interval=INTERVAL, count=COUNT)
-    probes_before = lab.keepalive_probes(lab.client)
+    probes_before = lab.keepalive_probes()
     first, last = exchange(client, server)
-    lab.reboot(lab.server)  # same address and MAC, fresh TCP stack
+    lab.reboot()  # no memory of the connection
     assert time.monotonic() - first < IDLE, "the peer came back after the first probe was due"
 
     outcome, end = blocked_recv(client, BUDGET + WATCHDOG)
@@ -261,11 +326,11 @@ def test_rebooted_peer_answers_the_probe_with_rst_econnreset(lab: netns.Lab, rep
     report("ECONNRESET", end - last, IDLE - EARLY, IDLE + SLACK)
     assert end - first >= IDLE - EARLY
     assert end - last <= IDLE + SLACK
-    assert lab.keepalive_probes(lab.client) - probes_before == 1
+    assert lab.keepalive_probes() - probes_before == 1
 
 
 def test_user_timeout_ends_unacknowledged_data_where_keepalive_alone_does_not(
-    lab: netns.Lab, report: Callable[..., None]
+    lab: Lab, report: Callable[..., None]
 ) -> None:
     listener = lab.listener()
     with_timeout, with_timeout_peer = lab.connect(listener)
@@ -277,7 +342,7 @@ def test_user_timeout_ends_unacknowledged_data_where_keepalive_alone_does_not(
     assert kaext.get_user_timeout(keepalive_only) == 0.0  # the system default: no user timeout
     exchange(with_timeout, with_timeout_peer)
     exchange(keepalive_only, keepalive_only_peer)
-    lab.link_down(lab.server)
+    lab.crash()
 
     before_send = time.monotonic()
     with_timeout.sendall(b"x" * 100)
@@ -310,14 +375,12 @@ def test_user_timeout_ends_unacknowledged_data_where_keepalive_alone_does_not(
 # --------------------------------------------------------------------------------------
 
 
-def test_policy_from_timeout_detects_a_crashed_peer_within_the_budget(
-    lab: netns.Lab, report: Callable[..., None]
-) -> None:
+def test_policy_from_timeout_detects_a_crashed_peer_within_the_budget(lab: Lab, report: Callable[..., None]) -> None:
     policy = kaext.Policy.from_timeout(FROM_TIMEOUT)
     client, server = lab.connect(lab.listener())
     policy.apply(client)
     first, last = exchange(client, server)
-    lab.link_down(lab.server)
+    lab.crash()
     assert time.monotonic() - first < (policy.idle or 0), "the link went down after the first probe was due"
 
     outcome, end = blocked_recv(client, FROM_TIMEOUT + WATCHDOG)
@@ -331,7 +394,7 @@ def test_policy_from_timeout_detects_a_crashed_peer_within_the_budget(
 
 
 def test_listening_socket_policy_is_inherited_and_the_accepted_side_detects_a_dead_client(
-    lab: netns.Lab, report: Callable[..., None]
+    lab: Lab, report: Callable[..., None]
 ) -> None:
     listener = lab.listener()
     kaext.Policy(idle=IDLE, interval=INTERVAL, count=COUNT).apply(listener)
@@ -341,9 +404,9 @@ def test_listening_socket_policy_is_inherited_and_the_accepted_side_detects_a_de
         enabled=True, idle=float(IDLE), interval=float(INTERVAL), count=COUNT
     )
     assert not kaext.get_keepalive(client).enabled  # only the listener was configured
-    probes_before = lab.keepalive_probes(lab.server)
+    probes_before = lab.keepalive_probes()
     first, last = exchange(accepted, client)
-    lab.link_down(lab.client)
+    lab.crash()
     assert time.monotonic() - first < IDLE, "the link went down after the first probe was due"
 
     outcome, end = blocked_recv(accepted, BUDGET + WATCHDOG)
@@ -353,4 +416,4 @@ def test_listening_socket_policy_is_inherited_and_the_accepted_side_detects_a_de
     report("ETIMEDOUT on the accepted socket", end - last, expected - EARLY, BUDGET + SLACK)
     assert end - first >= expected - EARLY
     assert end - last <= BUDGET + SLACK
-    assert lab.keepalive_probes(lab.server) - probes_before == COUNT
+    assert lab.keepalive_probes() - probes_before == COUNT

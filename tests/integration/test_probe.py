@@ -1,17 +1,14 @@
 """kaext.probe: the path's idle timeout, measured through real NATs, and its command line.
 
-The proof runs, as root, through three network namespaces (netns.NatLab): client --
-router -- server.  The router masquerades the client's flows (nftables) and its
-conntrack forgets an established TCP flow after T seconds
-(``nf_conntrack_tcp_timeout_established`` of its own namespace); with
-``nf_conntrack_tcp_loose=0`` a forgotten flow's next segment is one conntrack cannot
-place (``ct state invalid``), which the router drops or answers with an RST.  The
-expected timeout is that T, set in the kernel; the bound on width and run time are
-the issue's: ``max(1 s, 0.05 * T)`` and ``1.2 * T + 20 s``.
+The proof runs, as root, through a :class:`kaext.testing.Path` on loopback that forgets a
+flow idle for T seconds (``forget_idle(T)``): its later packets are dropped, or with
+``rst=True`` answered by an RST, as a NAT or load balancer does.  The expected timeout is
+that T, set in the kernel's packet filter; the bound on width and run time are the issue's:
+``max(1 s, 0.05 * T)`` and ``1.2 * T + 20 s``.
 
 The scenarios run in parallel threads (one module fixture); each test asserts one.
-The probe itself runs as a subprocess inside the client namespace, exactly as a user
-runs ``python -m kaext.probe HOST PORT --json``.
+The probe itself runs as a subprocess, exactly as a user runs
+``python -m kaext.probe HOST PORT --json``, against the path's address.
 """
 
 from __future__ import annotations
@@ -30,11 +27,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import measured
-import netns
 import pytest
 
 import kaext
-from kaext import probe
+from kaext import probe, testing
 
 FIELDS = ["host", "port", "idle_timeout", "survived", "server_closed_after", "policy", "elapsed", "connections"]
 SLACK = 0.3  # s: the probe's look at each socket every 50 ms, and jiffies
@@ -45,7 +41,7 @@ SERVER = r"""
 import socket, sys, threading, time
 close_after = float(sys.argv[1])
 l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-l.bind(("0.0.0.0", 0)); l.listen(1024)
+l.bind(("127.0.0.1", 0)); l.listen(1024)
 print(l.getsockname()[1], flush=True)
 def serve(c):
     if close_after > 0:
@@ -64,11 +60,8 @@ while True:
 """
 
 
-def _server(ns: str | None, close_after: float = 0) -> tuple[subprocess.Popen[str], int]:
-    argv = [sys.executable, "-c", SERVER, str(close_after)]
-    if ns is not None:
-        argv = ["ip", "netns", "exec", ns, *argv]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+def _server(close_after: float = 0) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(close_after)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
@@ -82,23 +75,11 @@ def _stop(proc: subprocess.Popen[str]) -> None:
     proc.wait()
 
 
-def _probe_in(ns: str, port: int, *args: str) -> tuple[dict[str, Any], float]:
-    """Run ``python -m kaext.probe`` in the client namespace; its JSON and the wall time it took."""
+def _probe(address: tuple[str, int], *args: str) -> tuple[dict[str, Any], float]:
+    """Run ``python -m kaext.probe HOST PORT --json``; its JSON and the wall time it took."""
     start = time.monotonic()
     proc = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            sys.executable,
-            "-m",
-            "kaext.probe",
-            netns.NAT_SERVER_ADDRESS,
-            str(port),
-            "--json",
-            *args,
-        ],
+        [sys.executable, "-m", "kaext.probe", address[0], str(address[1]), "--json", *args],
         capture_output=True,
         text=True,
         timeout=180,
@@ -110,39 +91,43 @@ def _probe_in(ns: str, port: int, *args: str) -> tuple[dict[str, Any], float]:
 
 
 def _scenario(timeout: int | None, mode: str = "drop", close_after: float = 0, *args: str) -> dict[str, Any]:
-    lab = netns.NatLab(timeout, mode)
-    server = None
+    """The probe through a path that forgets idle flows after ``timeout`` s (None: never)."""
+    server, port = _server(close_after)
     try:
-        server, port = _server(lab.server_ns, close_after)
-        result, took = _probe_in(lab.client_ns, port, *args)
-        out: dict[str, Any] = {"result": result, "took": took}
-        if mode == "reset" and result["policy"]:
-            out["kept"], out["control"] = _keep_alive(lab, port, result["policy"], 3 * (timeout or 0))
-        return out
+        with testing.Path(("127.0.0.1", port)) as path:
+            if timeout is not None:
+                path.forget_idle(timeout, rst=mode == "reset")
+            result, took = _probe(path.address, *args)
+            out: dict[str, Any] = {"result": result, "took": took}
+            if mode == "reset" and result["policy"]:
+                out["kept"], out["control"] = _keep_alive(path, result["policy"], 3 * (timeout or 0))
+            return out
     finally:
-        if server is not None:
-            _stop(server)
-        lab.close()
+        _stop(server)
 
 
-def _keep_alive(lab: netns.NatLab, port: int, spec: str, idle: float) -> tuple[str, str]:
-    """Two connections through the NAT, idle for ``idle`` s, then real traffic: with the policy, without."""
+def _keep_alive(path: testing.Path, spec: str, idle: float) -> tuple[str, str]:
+    """Two connections through the path, idle for ``idle`` s, then real traffic: with the policy, without."""
     socks = []
-    for policy in (kaext.Policy.parse(spec), kaext.Policy(keepalive=False)):
-        sock = lab.socket(lab.client_ns)
-        policy.apply(sock)
-        sock.settimeout(10)
-        sock.connect((netns.NAT_SERVER_ADDRESS, port))
-        socks.append(sock)
-    time.sleep(idle)
-    outcomes = []
-    for sock in socks:
-        try:
-            sock.sendall(b"ping")
-            outcomes.append(sock.recv(4).decode())
-        except OSError as exc:
-            outcomes.append(f"error {exc.errno}")
-    return outcomes[0], outcomes[1]
+    try:
+        for policy in (kaext.Policy.parse(spec), kaext.Policy(keepalive=False)):
+            sock = socket.socket()
+            socks.append(sock)
+            policy.apply(sock)
+            sock.settimeout(10)
+            sock.connect(path.address)
+        time.sleep(idle)
+        outcomes = []
+        for sock in socks:
+            try:
+                sock.sendall(b"ping")
+                outcomes.append(sock.recv(4).decode())
+            except OSError as exc:
+                outcomes.append(f"error {exc.errno}")
+        return outcomes[0], outcomes[1]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 SCENARIOS: dict[str, tuple[Any, ...]] = {
@@ -159,7 +144,7 @@ _MEASURED: list[str] = []
 
 @pytest.fixture(scope="module", autouse=True)
 def _print_measurements(request: pytest.FixtureRequest) -> None:
-    measured.report(request.config, "kaext-probe through network namespaces (measured)", _MEASURED)
+    measured.report(request.config, "kaext-probe through paths that forget idle flows (measured)", _MEASURED)
 
 
 def _measured(name: str, result: dict[str, Any]) -> None:
@@ -172,9 +157,7 @@ def _measured(name: str, result: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def runs() -> Iterator[dict[str, Future[dict[str, Any]]]]:
-    reason = netns.unavailable_reason()
-    if reason is None and subprocess.run(["nft", "--version"], capture_output=True).returncode != 0:
-        reason = "nft (Debian package nftables) is not installed"
+    reason = testing.unavailable_reason()
     if reason is not None:
         if os.environ.get("KAEXT_REQUIRE_NETNS") == "1":
             pytest.fail(f"probe tests cannot run, but KAEXT_REQUIRE_NETNS=1: {reason}")
@@ -200,14 +183,14 @@ def _bracketed(result: dict[str, Any], timeout: int, took: float) -> None:
 @pytest.mark.parametrize("name,timeout", [("nat8", 8), ("nat20", 20), ("reset8", 8)])
 def test_nat_timeout_is_bracketed(runs: dict[str, Future[dict[str, Any]]], name: str, timeout: int) -> None:
     run = runs[name].result()
-    _measured(f"{name} (the NAT forgets after {timeout} s)", run["result"])
+    _measured(f"{name} (the path forgets after {timeout} s)", run["result"])
     _bracketed(run["result"], timeout, run["took"])
 
 
 @pytest.mark.root
 def test_no_nat_no_timeout_up_to_max(runs: dict[str, Future[dict[str, Any]]]) -> None:
     result = runs["nonat"].result()["result"]
-    _measured("nonat (no NAT, --max 10)", result)
+    _measured("nonat (nothing forgotten, --max 10)", result)
     assert result["idle_timeout"] is None and result["policy"] is None and result["server_closed_after"] is None
     assert 10 - SLACK <= result["survived"] <= 10 + 1, result
     assert result["connections"] == len(probe.idle_times(10))
@@ -239,7 +222,7 @@ def test_policy_keeps_a_connection_through_a_resetting_nat(runs: dict[str, Futur
 
 def test_server_idle_close_on_loopback() -> None:
     """A server that closes each connection 3 s after accepting it: its own close, no path timeout."""
-    server, port = _server(None, 3)
+    server, port = _server(3)
     try:
         result = probe.measure("127.0.0.1", port, max_idle=8).as_dict()
     finally:
@@ -301,7 +284,7 @@ def test_idle_times_step_bound() -> None:
 
 @pytest.fixture
 def loopback_server() -> Iterator[int]:
-    proc, port = _server(None)
+    proc, port = _server()
     try:
         yield port
     finally:

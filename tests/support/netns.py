@@ -23,6 +23,8 @@ this lab).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import itertools
 import json
 import os
@@ -31,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 SUBNET_PREFIX = 24
@@ -276,134 +279,6 @@ class Lab:
             raise LabError("; ".join(errors))
 
 
-# --------------------------------------------------------------------------------------
-# Three hosts: client -- NAT -- server
-# --------------------------------------------------------------------------------------
-
-NAT_CLIENT_ADDRESS = "198.51.100.1"  # TEST-NET-2: the client's side
-NAT_INSIDE_ADDRESS = "198.51.100.254"
-NAT_OUTSIDE_ADDRESS = "203.0.113.254"  # TEST-NET-3: the server's side
-NAT_SERVER_ADDRESS = "203.0.113.2"
-
-
-def nft_ruleset(mode: str) -> str:
-    """The router's nftables rules: masquerade towards the server, and what to do with unknown flows.
-
-    ``mode`` ``"drop"``: a packet conntrack cannot place (a non-SYN segment of a flow it
-    has forgotten, with ``nf_conntrack_tcp_loose=0``) is dropped; ``"reset"``: it is
-    answered with a TCP RST.
-    """
-    verdict = {"drop": "drop", "reset": "reject with tcp reset"}[mode]
-    return (
-        "table ip kaextnat {\n"
-        '  chain post { type nat hook postrouting priority srcnat; oifname "o*" masquerade; }\n'
-        f"  chain forward_filter {{ type filter hook forward priority filter; ct state invalid {verdict}; }}\n"
-        "}\n"
-    )
-
-
-class NatLab:
-    """Client, router and server namespaces; the router masquerades the client's flows.
-
-    ``idle_timeout``: seconds after which the router's conntrack forgets an established
-    TCP flow (``nf_conntrack_tcp_timeout_established`` of its own namespace), with
-    ``nf_conntrack_tcp_loose=0`` so that a forgotten flow's next segment is not picked
-    up again; None: a plain router, no NAT, nothing forgotten.  ``mode``: see
-    :func:`nft_ruleset`.  Every namespace and link is removed by :meth:`close`.
-    """
-
-    def __init__(self, idle_timeout: int | None = None, mode: str = "drop") -> None:
-        tag = f"kn{os.getpid()}x{next(_counter)}"
-        self.client_ns, self.router_ns, self.server_ns = (f"kaext-{tag}-{r}" for r in "crs")
-        self.server_address = NAT_SERVER_ADDRESS
-        self._namespaces: list[str] = []
-        self._sockets: list[socket.socket] = []
-        try:
-            for name in (self.client_ns, self.router_ns, self.server_ns):
-                ip("netns", "add", name)
-                self._namespaces.append(name)
-            ip(
-                "link",
-                "add",
-                "i" + tag,
-                "netns",
-                self.client_ns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "p" + tag,
-                "netns",
-                self.router_ns,
-            )
-            ip(
-                "link",
-                "add",
-                "o" + tag,
-                "netns",
-                self.router_ns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "s" + tag,
-                "netns",
-                self.server_ns,
-            )
-            for ns, dev, address in (
-                (self.client_ns, "i" + tag, NAT_CLIENT_ADDRESS),
-                (self.router_ns, "p" + tag, NAT_INSIDE_ADDRESS),
-                (self.router_ns, "o" + tag, NAT_OUTSIDE_ADDRESS),
-                (self.server_ns, "s" + tag, NAT_SERVER_ADDRESS),
-            ):
-                ip("-n", ns, "addr", "add", f"{address}/24", "dev", dev)
-                ip("-n", ns, "link", "set", "dev", dev, "up")
-            ip("-n", self.client_ns, "route", "add", "default", "via", NAT_INSIDE_ADDRESS)
-            if idle_timeout is None:
-                ip("-n", self.server_ns, "route", "add", "default", "via", NAT_OUTSIDE_ADDRESS)
-            self.run(self.router_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-            if idle_timeout is not None:
-                self.run(self.router_ns, "nft", "-f", "-", stdin=nft_ruleset(mode))
-                self.run(
-                    self.router_ns,
-                    "sysctl",
-                    "-qw",
-                    f"net.netfilter.nf_conntrack_tcp_timeout_established={idle_timeout}",
-                    "net.netfilter.nf_conntrack_tcp_loose=0",
-                )
-        except BaseException:
-            self.close()
-            raise
-
-    def run(self, ns: str, *argv: str, stdin: str | None = None) -> str:
-        proc = subprocess.run(
-            ["ip", "netns", "exec", ns, *argv], input=stdin, capture_output=True, text=True, timeout=60
-        )
-        if proc.returncode != 0:
-            raise LabError(f"{' '.join(argv)} in {ns} failed ({proc.returncode}): {proc.stderr.strip()}")
-        return proc.stdout
-
-    def socket(self, ns: str) -> socket.socket:
-        """A fresh IPv4 TCP socket living in namespace ``ns`` (closed by :meth:`close`)."""
-        sock = socket_in(ns)
-        self._sockets.append(sock)
-        return sock
-
-    def close(self) -> None:
-        """Close every socket, delete the namespaces (their veth ends go with them)."""
-        for sock in self._sockets:
-            sock.close()
-        self._sockets.clear()
-        errors = []
-        for name in reversed(self._namespaces):
-            proc = ip("netns", "del", name, check=False)
-            if proc.returncode != 0 and "No such file" not in proc.stderr:
-                errors.append(proc.stderr.strip())
-        self._namespaces.clear()
-        if errors:
-            raise LabError("; ".join(errors))
-
-
 def namespace_unavailable() -> str | None:
     """Why a bare network namespace cannot be made here (not root, no ``ip``), or None."""
     if not sys.platform.startswith("linux"):
@@ -436,3 +311,28 @@ class Namespace:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+@contextlib.contextmanager
+def own_namespace() -> Iterator[None]:
+    """The calling thread in a fresh, anonymous network namespace (loopback up) for the block, and
+    back in its own after it (also on failure).  Root.  Sockets, ``nft`` rules and child processes
+    made within belong to that namespace; it goes away with the last socket in it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        if libc.unshare(_CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"unshare(CLONE_NEWNET): {os.strerror(code)}")
+        try:
+            ip("link", "set", "lo", "up")
+            yield
+        finally:
+            if libc.setns(saved, _CLONE_NEWNET) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, f"setns back to the test's own network namespace: {os.strerror(code)}")
+    finally:
+        os.close(saved)

@@ -466,3 +466,146 @@ def _wait_ready(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{url} not ready after {timeout} s") from None
             time.sleep(0.1)
+
+
+# --------------------------------------------------------------------------------------
+# MariaDB, RabbitMQ, mosquitto, memcached (Debian packages), for the client matrix
+# --------------------------------------------------------------------------------------
+
+
+def _stop_process(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def mariadb_server() -> Iterator[int]:
+    """A throwaway MariaDB server (Debian package mariadb-server) on 127.0.0.1, a fresh data
+    directory; user ``root`` without a password from any host.  Yields the port."""
+    install_db, mariadbd = shutil.which("mariadb-install-db"), shutil.which("mariadbd") or shutil.which("mysqld")
+    if mariadbd is None and os.path.exists("/usr/sbin/mariadbd"):
+        mariadbd = "/usr/sbin/mariadbd"
+    if install_db is None or mariadbd is None:
+        missing("MariaDB is not installed (Debian package mariadb-server)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="kaext-mariadb-") as tmp:
+        data, sock = os.path.join(tmp, "data"), os.path.join(tmp, "mysqld.sock")
+        user = ["--user=root"] if os.geteuid() == 0 else []
+        subprocess.run(
+            [install_db, "--no-defaults", f"--datadir={data}", "--auth-root-authentication-method=normal",
+             "--skip-test-db", *user],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=180,
+        )  # fmt: skip
+        init = os.path.join(tmp, "init.sql")
+        with open(init, "w", encoding="ascii") as f:
+            f.write("CREATE USER IF NOT EXISTS 'root'@'%';\nGRANT ALL ON *.* TO 'root'@'%';\n")
+        proc = subprocess.Popen(
+            [mariadbd, "--no-defaults", f"--datadir={data}", f"--socket={sock}", f"--port={port}",
+             "--bind-address=127.0.0.1", "--skip-name-resolve", f"--init-file={init}", f"--pid-file={tmp}/pid",
+             "--innodb-buffer-pool-size=16M", "--skip-log-bin", *user],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_for_port(port, 90, proc)
+            yield port
+        finally:
+            _stop_process(proc, 60)
+
+
+@contextlib.contextmanager
+def rabbitmq_server() -> Iterator[int]:
+    """A throwaway RabbitMQ node (Debian package rabbitmq-server) of its own name, AMQP on a free
+    port of 127.0.0.1; user ``guest`` / ``guest``, allowed from any address.  Yields the port."""
+    # the server script itself: Debian's /usr/sbin wrapper switches to the rabbitmq user
+    binary = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+    if not os.path.exists(binary):
+        missing("RabbitMQ is not installed (Debian package rabbitmq-server)")
+    port, dist, epmd = free_port(), free_port(), free_port()
+    with tempfile.TemporaryDirectory(prefix="kaext-rabbitmq-") as tmp:
+        conf = os.path.join(tmp, "rabbitmq.conf")
+        with open(conf, "w", encoding="ascii") as f:
+            f.write(f"listeners.tcp.1 = 127.0.0.1:{port}\nloopback_users = none\n")
+        plugins = os.path.join(tmp, "enabled_plugins")
+        with open(plugins, "w", encoding="ascii") as f:
+            f.write("[].\n")
+        env = dict(
+            os.environ,
+            HOME=tmp,
+            RABBITMQ_NODENAME=f"kaext{os.getpid()}x{port}@localhost",
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+            RABBITMQ_NODE_PORT=str(port),
+            RABBITMQ_DIST_PORT=str(dist),
+            RABBITMQ_CONFIG_FILE=conf,
+            RABBITMQ_ENABLED_PLUGINS_FILE=plugins,
+            RABBITMQ_MNESIA_BASE=os.path.join(tmp, "mnesia"),
+            RABBITMQ_LOG_BASE=os.path.join(tmp, "log"),
+            RABBITMQ_LOGS="-",
+            RABBITMQ_PID_FILE=os.path.join(tmp, "pid"),
+            ERL_EPMD_PORT=str(epmd),  # an epmd of its own, ended with the node
+        )
+        with open(os.path.join(tmp, "out.log"), "wb") as out:
+            proc = subprocess.Popen(
+                [binary], env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp,
+                start_new_session=True,
+            )  # fmt: skip
+        try:
+            wait_for_port(port, 120, proc)
+            yield port
+        finally:
+            # the node is an Erlang VM started by a shell script: end the whole group it leads
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, 15)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, 9)
+                    proc.wait()
+            epmd_binary = shutil.which("epmd") or "/usr/lib/erlang/bin/epmd"
+            subprocess.run([epmd_binary, "-port", str(epmd), "-kill"], env=env, capture_output=True, timeout=30)
+
+
+@contextlib.contextmanager
+def mosquitto_server() -> Iterator[int]:
+    """A throwaway mosquitto MQTT broker (Debian package mosquitto) on 127.0.0.1, anonymous; yields the port."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not os.path.exists(binary):
+        missing("mosquitto is not installed (Debian package mosquitto)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="kaext-mosquitto-") as tmp:
+        conf = os.path.join(tmp, "mosquitto.conf")
+        with open(conf, "w", encoding="ascii") as f:
+            f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+            if os.geteuid() == 0:
+                f.write("user root\n")
+        proc = subprocess.Popen([binary, "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(port, 15, proc)
+            yield port
+        finally:
+            _stop_process(proc)
+
+
+@contextlib.contextmanager
+def memcached_server() -> Iterator[int]:
+    """A throwaway memcached (Debian package memcached) on 127.0.0.1; yields the port."""
+    binary = shutil.which("memcached")
+    if binary is None:
+        missing("memcached is not installed (Debian package memcached)")
+    port = free_port()
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    proc = subprocess.Popen(
+        [binary, "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-m", "16", *user],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, 15, proc)
+        yield port
+    finally:
+        _stop_process(proc)

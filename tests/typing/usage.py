@@ -99,3 +99,20 @@ def enforce_on(cgroup: str) -> list[str]:
 def implementation_is_one_of_two() -> None:
     # a Literal, not any str: a typo in a comparison is a type error
     assert_type(kaext.IMPLEMENTATION, Literal["c", "python"])
+
+
+def dead_peer_test(port: int) -> tuple[str, int]:
+    import kaext.testing
+
+    reason: str | None = kaext.testing.unavailable_reason()
+    with kaext.testing.Path(("127.0.0.1", port)) as path:
+        address: tuple[str, int] = path.address
+        target: tuple[str, int] = path.target
+        path.vanish()
+        path.reset()
+        path.forget_idle(2.5, rst=True)
+        path.heal()
+    with kaext.testing.ends_within(3):
+        pass
+    status: int = kaext.testing.main(["--", "true"])
+    return (str(reason) + str(status) + str(target), address[1])
