@@ -200,7 +200,19 @@ def _parser() -> _Parser:
     metrics.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        help="serve the same at http://HOST:PORT/metrics, inspecting again on every scrape, until interrupted",
+        help="serve the same at http://HOST:PORT/metrics, inspecting again on every scrape, until interrupted "
+        "(:PORT: every IPv4 and IPv6 address; 0.0.0.0:PORT every IPv4 address; [::1]:PORT one IPv6 address)",
+    )
+    p.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="--listen: serve https with this certificate chain (PEM; with --tls-key)",
+    )
+    p.add_argument("--tls-key", metavar="FILE", help="--listen: the private key of --tls-cert (PEM)")
+    p.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        help="--listen with --tls-cert: require a client certificate signed by a CA in this file (PEM)",
     )
     return p
 
@@ -307,6 +319,8 @@ def _run(argv: Sequence[str] | None) -> int:
     policy = _policy(args.apply) if args.apply is not None else None
     replaced = 0  # --apply: listed sockets whose descriptor held another socket by then
 
+    if args.listen is None and (args.tls_cert or args.tls_key or args.tls_client_ca):
+        raise UsageError("--tls-cert, --tls-key and --tls-client-ca go with --listen")
     if args.prometheus or args.listen is not None:
         return _metrics(args, idle_timeout, policy)
 
@@ -397,12 +411,24 @@ def _metrics(args: argparse.Namespace, idle_timeout: float | None, policy: Polic
         host, port = _metrics.listen_address(args.listen)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    tls = None
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise UsageError("--tls-client-ca needs --tls-cert and --tls-key (client certificates are checked over TLS)")
+    if args.tls_cert is not None:
+        try:
+            tls = _metrics.tls_context(
+                args.tls_cert, args.tls_key, args.tls_client_ca, client_auth_required=args.tls_client_ca is not None
+            )
+        except OSError as exc:
+            raise UsageError(f"--tls-cert/--tls-key/--tls-client-ca: {exc}") from None
 
     def say(line: str) -> None:
         print(f"{_prog()}: {printable(line)}", file=sys.stderr, flush=True)
 
     try:
-        _metrics.serve(collector, host, port, ready=lambda url: say(f"serving {url}"), failed=say)
+        _metrics.serve(collector, host, port, ready=lambda url: say(f"serving {url}"), failed=say, tls=tls)
     except OSError as exc:
         raise UsageError(f"--listen {args.listen}: {exc.strerror or exc}") from None
     return 0
