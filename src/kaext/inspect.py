@@ -50,6 +50,7 @@ import argparse
 import errno
 import json
 import math
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -239,6 +240,7 @@ def _to_json(conn: Connection, judged: str | None) -> dict[str, Any]:
         "timer_left": conn.timer_left,
         "probes": conn.probes,
         "verdict": judged,
+        "reason": conn.reason,  # why the options are None (UNREADABLE), else None
     }
 
 
@@ -331,7 +333,7 @@ def _run(argv: Sequence[str] | None) -> int:
     unlisted: list[str] = []  # named on stderr, counted in the summary; the exit status stays the verdicts'
     if args.all:  # processes that vanished or may not be inspected are skipped
         skipped = len(errors)
-        unlisted.extend(_unlisted(errors))
+        unlisted.extend(_unlisted(errors, counted=args.all))
     elif errors:
         raise UsageError(str(errors[0][1].strerror or errors[0][1]))
 
@@ -352,7 +354,7 @@ def _run(argv: Sequence[str] | None) -> int:
         rows, errors = _collect(sorted({r.pid for r in rows}))  # read back what the kernel holds now
         if errors and not args.all:
             raise UsageError(str(errors[0][1].strerror or errors[0][1]))
-        unlisted.extend(_unlisted(errors))
+        unlisted.extend(_unlisted(errors, counted=args.all))
         now = {(r.pid, r.fd) for r in rows}
         bad = {(row.pid, row.fd) for row, _ in failed}
         for row in targets:  # applied, yet not there when read back: never a silent success
@@ -378,7 +380,7 @@ def _run(argv: Sequence[str] | None) -> int:
         if skipped:
             summary += f"; {skipped} process{'' if skipped == 1 else 'es'} skipped (gone, or no permission)"
         print(summary)
-    for note in [*unlisted, *notes]:
+    for note in [*unlisted, *_unread(rows, counted=args.all), *notes]:
         print(f"{_prog()}: {note}", file=sys.stderr)
     return 1 if failing or notes else 0
 
@@ -403,7 +405,7 @@ def _metrics(args: argparse.Namespace, idle_timeout: float | None, policy: Polic
     )
     if args.prometheus:
         text = _metrics.exposition(collector)
-        for note in _unlisted(collector.errors):
+        for note in _unlisted(collector.errors, counted=args.all):
             print(f"{_prog()}: {note}", file=sys.stderr)
         print(text.decode("utf-8"), end="")
         return 0
@@ -434,14 +436,50 @@ def _metrics(args: argparse.Namespace, idle_timeout: float | None, policy: Polic
     return 0
 
 
-def _unlisted(errors: list[tuple[int, OSError]]) -> list[str]:
+def _unlisted(errors: list[tuple[int, OSError]], counted: bool = False) -> list[str]:
     """One line per process whose sockets could not be listed (one that has exited meanwhile
-    holds none, and is only counted)."""
-    return [
-        f"pid {pid}: sockets not listed: {exc.strerror or exc}"
-        for pid, exc in errors
-        if not isinstance(exc, ProcessLookupError)
-    ]
+    holds none, and is only counted).  ``counted`` (``--all``): the processes refused for
+    want of permission -- every other user's, when not root -- are one line with their
+    number instead."""
+    lines: list[str] = []
+    refused: list[int] = []
+    for pid, exc in errors:
+        if isinstance(exc, ProcessLookupError):
+            continue
+        if counted and isinstance(exc, PermissionError):
+            refused.append(pid)
+            continue
+        lines.append(f"pid {pid}: sockets not listed: {exc.strerror or exc}")
+    if refused:
+        n = len(refused)
+        lines.insert(
+            0,
+            f"{n} process{'' if n == 1 else 'es'}: sockets not listed: no permission (other users' processes; "
+            "run as root, or with CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE)",
+        )
+    return lines
+
+
+def _unread(rows: Sequence[Connection], counted: bool) -> list[str]:
+    """Why sockets were listed without their options (UNREADABLE): one line per reason --
+    per process, or with ``counted`` (``--all``) per kind of reason, with the numbers."""
+    groups: dict[str, tuple[set[int], int]] = {}
+    for row in rows:
+        if row.reason is None:
+            continue
+        key = re.sub(r"process \d+", "the process", row.reason) if counted else f"pid {row.pid}: {row.reason}"
+        pids, n = groups.get(key, (set(), 0))
+        pids.add(row.pid)
+        groups[key] = (pids, n + 1)
+    lines = []
+    for key, (pids, n) in groups.items():
+        sockets = f"{n} socket{'' if n == 1 else 's'}"
+        if counted:
+            lines.append(f"{sockets} of {len(pids)} process{'' if len(pids) == 1 else 'es'}: options not read: {key}")
+        else:
+            pid, _, reason = key.partition(": ")
+            lines.append(f"{pid}: options of {sockets} not read: {reason}")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
