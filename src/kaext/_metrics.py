@@ -13,7 +13,8 @@ namespace, shared by all the processes in it) and reports:
 * ``kaext_tcp_keepalive_probes_total`` and ``kaext_tcp_aborts_on_timeout_total``
   (counters): the kernel's ``TcpExt`` ``TCPKeepAlive`` (keepalive probes sent) and
   ``TCPAbortOnTimeout`` (connections dropped when retransmissions or keepalive probes
-  went unanswered) from ``/proc/net/netstat`` -- of the exporter's own network namespace.
+  went unanswered) from ``/proc/net/netstat`` -- of the exporter's own network namespace,
+  or of process PID's with ``--counters-of PID`` (``/proc/PID/net/netstat``).
 * ``kaext_inspect_unlisted_processes`` (gauge): processes whose sockets could not be
   listed in this scrape (no permission; with explicit PIDs also a process that exited).
 * ``kaext_inspect_duration_seconds`` (gauge): how long this scrape's inspection took.
@@ -97,7 +98,9 @@ class InspectCollector(Collector):
     and user timeout alone (``Judge``).  ``strict``: raise the
     first error (a process that does not exist, no permission) instead of counting it in
     ``kaext_inspect_unlisted_processes``; with ``strict`` False a process that exited is
-    neither listed nor counted when ``count_exited`` is False (``--all``).  After each
+    neither listed nor counted when ``count_exited`` is False (``--all``).  ``netstat``:
+    the file the kernel counters are read from (``/proc/PID/net/netstat``: PID's network
+    namespace; by default this process's own).  After each
     collection ``errors`` holds its ``(pid, OSError)`` pairs.
     """
 
@@ -109,12 +112,14 @@ class InspectCollector(Collector):
         strict: bool = False,
         count_exited: bool = True,
         backend: ModuleType = _backend,
+        netstat: str = "/proc/net/netstat",
     ) -> None:
         self._pids = pids
         self._judge = judge
         self._strict = strict
         self._count_exited = count_exited
         self._backend = backend
+        self._netstat = netstat
         self.errors: list[tuple[int, OSError]] = []
 
     def collect(self) -> Iterator[Metric]:
@@ -150,7 +155,7 @@ class InspectCollector(Collector):
         for (pid, state, verdict), n in sorted(counts.items()):
             gauge.add_metric([str(pid), names[pid], state, verdict], n)
         yield gauge
-        kernel = kernel_counters()
+        kernel = kernel_counters(self._netstat)
         for field, (name, documentation) in KERNEL_COUNTERS.items():
             if field in kernel:
                 yield CounterMetricFamily(name, documentation, value=kernel[field])

@@ -205,6 +205,13 @@ def _parser() -> _Parser:
         "(:PORT: every IPv4 and IPv6 address; 0.0.0.0:PORT every IPv4 address; [::1]:PORT one IPv6 address)",
     )
     p.add_argument(
+        "--counters-of",
+        type=_pid,
+        metavar="PID",
+        help="--prometheus/--listen: the kernel's keepalive counters of PID's network namespace "
+        "(/proc/PID/net/netstat) instead of this process's own; 1 in a pod with hostPID: the node's",
+    )
+    p.add_argument(
         "--tls-cert",
         metavar="FILE",
         help="--listen: serve https with this certificate chain (PEM; with --tls-key)",
@@ -321,6 +328,8 @@ def _run(argv: Sequence[str] | None) -> int:
     policy = _policy(args.apply) if args.apply is not None else None
     replaced = 0  # --apply: listed sockets whose descriptor held another socket by then
 
+    if args.counters_of is not None and not (args.prometheus or args.listen is not None):
+        raise UsageError("--counters-of goes with --prometheus or --listen")
     if args.listen is None and (args.tls_cert or args.tls_key or args.tls_client_ca):
         raise UsageError("--tls-cert, --tls-key and --tls-client-ca go with --listen")
     if args.prometheus or args.listen is not None:
@@ -396,12 +405,21 @@ def _metrics(args: argparse.Namespace, idle_timeout: float | None, policy: Polic
         if (exc.name or "").split(".")[0] != "prometheus_client":
             raise
         raise UsageError(f"{flag} needs the prometheus_client library: pip install 'kaext[metrics]'") from None
+    if args.counters_of is not None:
+        try:
+            with open(f"/proc/{args.counters_of}/net/netstat", "rb"):
+                pass
+        except OSError as exc:
+            raise UsageError(
+                f"--counters-of {args.counters_of}: /proc/{args.counters_of}/net/netstat: {exc.strerror}"
+            ) from None
     pids = _all_pids if args.all else (lambda: list(dict.fromkeys(args.pids)))
     collector = _metrics.InspectCollector(
         pids,
         lambda conn: verdict(conn, idle_timeout),
         strict=not args.all and args.prometheus,  # as for the table: a PID that cannot be read is an error
         count_exited=not args.all,
+        netstat="/proc/net/netstat" if args.counters_of is None else f"/proc/{args.counters_of}/net/netstat",
     )
     if args.prometheus:
         text = _metrics.exposition(collector)

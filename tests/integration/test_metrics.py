@@ -465,7 +465,8 @@ def deploy_capabilities() -> dict[str, set[str]]:
     (ambient,) = [
         line.split("=", 1)[1].split() for line in unit.splitlines() if line.startswith("AmbientCapabilities=")
     ]
-    doc = yaml.safe_load((ROOT / "deploy" / "kaext-exporter-daemonset.yaml").read_text(encoding="utf-8"))
+    docs = yaml.safe_load_all((ROOT / "deploy" / "kaext-exporter-daemonset.yaml").read_text(encoding="utf-8"))
+    (doc,) = [d for d in docs if d["kind"] == "DaemonSet"]
     (container,) = doc["spec"]["template"]["spec"]["containers"]
     added = container["securityContext"]["capabilities"]["add"]
     return {

@@ -4,6 +4,7 @@ rules and TLS with client certificates -- real sockets, real processes, openssl-
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import ssl
@@ -222,3 +223,41 @@ def test_tls_flags_bad_use_is_one_line(implementation: str, args: list[str], sai
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.splitlines()
     assert said in line, line
+
+
+def netstat(path: str) -> dict[str, int]:
+    lines = Path(path).read_text().splitlines()
+    names, values = [line.split()[1:] for line in lines if line.startswith("TcpExt:")][:2]
+    return dict(zip(names, map(int, values), strict=True))
+
+
+@pytest.mark.root
+def test_counters_of_reads_another_network_namespace(implementation: str) -> None:
+    """The exporter in a fresh network namespace (a pod without hostNetwork) with
+    --counters-of 1 reports the counters of pid 1's namespace, not its own zeros."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare (util-linux)")
+    command = ["unshare", "--net", "--", sys.executable, "-m", "kaext.inspect", str(os.getpid()), "--prometheus"]
+    before = netstat("/proc/1/net/netstat")
+    other = subprocess.run(
+        [*command, "--counters-of", "1"], env=cli_env(implementation), capture_output=True, text=True
+    )
+    after = netstat("/proc/1/net/netstat")
+    own = subprocess.run(command, env=cli_env(implementation), capture_output=True, text=True)
+    assert other.returncode == own.returncode == 0, other.stderr + own.stderr
+
+    def value(text: str, name: str) -> float:
+        (line,) = [ln for ln in text.splitlines() if ln.startswith(f"{name} ")]
+        return float(line.split()[1])
+
+    for field, name in (("TCPKeepAlive", "kaext_tcp_keepalive_probes_total"),
+                        ("TCPAbortOnTimeout", "kaext_tcp_aborts_on_timeout_total")):  # fmt: skip
+        assert before[field] <= value(other.stdout, name) <= after[field]
+        assert value(own.stdout, name) == 0  # a fresh namespace has sent nothing
+    bad = subprocess.run(
+        [sys.executable, "-m", "kaext.inspect", "--all", "--prometheus", "--counters-of", "999999999"],
+        env=cli_env(implementation),
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1, bad.stderr
