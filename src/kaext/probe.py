@@ -177,7 +177,7 @@ class Progress:
 class _Flow:
     __slots__ = ("target", "sock", "opened", "ref", "last_poll", "probe_at", "rearmed", "outcome", "idle")
 
-    def __init__(self, target: int, sock: socket.socket, now: float) -> None:
+    def __init__(self, target: int, sock: socket.socket | None, now: float) -> None:
         self.target = target
         self.opened = now
         self.sock: socket.socket | None = sock
@@ -286,7 +286,13 @@ def measure(
                 target = pending.pop(0)
                 try:
                     sock = _connect(address, host, port, CONNECT_TIMEOUT if not flows else NEXT_CONNECT_TIMEOUT)
-                except OSError:
+                except OSError as exc:
+                    if exc.errno == errno.ECONNRESET:  # taken, then reset before connect returned
+                        flow = _Flow(target, None, now)
+                        flow.outcome, flow.idle = "reset", 0.0
+                        flows.append(flow)
+                        opened += 1
+                        continue
                     if not flows:
                         raise
                     # the server takes no more: measure with the connections it took
