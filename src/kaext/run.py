@@ -194,8 +194,9 @@ def _children() -> list[int]:
         return []
 
 
-def _forward_signals() -> dict[int, object]:
+def _forward_signals(pending: list[int]) -> dict[int, object]:
     """Handlers that pass each of FORWARDED_SIGNALS on to COMMAND; returns the previous ones.
+    ``pending`` gets the signals that arrived before COMMAND was started.
 
     A signal that arrives before COMMAND is started (the cgroup and its BPF programs are
     being set up) is passed on as soon as it is; one that arrives after it ended (they are
@@ -204,7 +205,6 @@ def _forward_signals() -> dict[int, object]:
     import threading
 
     me = os.getpid()
-    pending: list[int] = []
 
     def deliver_when_started() -> None:
         while True:
@@ -248,12 +248,19 @@ def _run_in_cgroup(parser: argparse.ArgumentParser, policy: str, command: list[s
 
     from .enforce import run_in_cgroup
 
-    previous = _forward_signals()
+    pending: list[int] = []
+    previous = _forward_signals(pending)
     try:
         status = run_in_cgroup(command, policy, force=force)
     except KeyboardInterrupt:
         return 130
     except (OSError, TypeError, ValueError, Warning) as exc:  # Warning: under -W error
+        if pending and isinstance(exc, OSError):
+            # stopped while the cgroup was being set up (a BPF program load the signal
+            # interrupted fails with EAGAIN): COMMAND never ran, nothing is left
+            name = signal.Signals(pending[0]).name
+            sys.stderr.write(f"{parser.prog}: {name} before {command[0]} started: not started\n")
+            return 128 + pending[0]
         text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         parser.exit(2, f"{parser.prog}: error: --cgroup: {text}\n")
     finally:
