@@ -123,7 +123,8 @@ def test_unprivileged_all_counts_unlistable_processes_in_one_line(implementation
             cwd="/",
         )
         others = sum(1 for p in os.listdir("/proc") if p.isdigit() and os.stat(f"/proc/{p}").st_uid != OTHER_UID)
-    assert done.returncode == 0, done.stderr
+    # the table's exit status is its verdicts' (uid 65534 may run processes of its own here)
+    assert done.returncode in ((0,) if output == "--prometheus" else (0, 1)), done.stderr
     (line,) = done.stderr.splitlines()
     count, _, rest = line.removeprefix("python -m kaext.inspect: ").partition(" ")
     assert rest.startswith("processes: sockets not listed: no permission (other users' processes;"), line
