@@ -97,11 +97,54 @@ def _cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _concurrent(url: str, port: int, pids: list[int], per_process: int, n: int) -> dict[str, Any]:
+    """``n`` scrapes at once, beside 10 clients that connect and send nothing: how many
+    answered (every connection counted) and the slowest, in seconds."""
+    import threading
+
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(10)]
+    answered: list[float] = []
+    failed: list[str] = []
+    go = threading.Event()
+
+    def one() -> None:
+        go.wait(60)
+        start = time.perf_counter()
+        try:
+            with urllib.request.urlopen(url, timeout=120) as r:
+                text = r.read().decode()
+            _check(text, pids, per_process)
+        except BaseException as exc:  # counted and named in the report
+            failed.append(repr(exc))
+        else:
+            answered.append(time.perf_counter() - start)
+
+    try:
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in threads:
+            t.start()
+        start = time.perf_counter()
+        go.set()
+        for t in threads:
+            t.join(300)
+        took = time.perf_counter() - start
+    finally:
+        for c in idle:
+            c.close()
+    return {
+        "scrapes": n,
+        "answered": len(answered),
+        "slowest_seconds": max(answered, default=None),
+        "all_seconds": took,
+        "failed": failed[:3],
+    }
+
+
 def _time_listen(
-    command: list[str], pids: list[int], per_process: int, repeats: int
-) -> tuple[list[float], list[float]]:
+    command: list[str], pids: list[int], per_process: int, repeats: int, concurrent: int = 0
+) -> tuple[list[float], list[float], dict[str, Any] | None]:
     """The same as an exporter: GET /metrics of a running ``--listen``, ``repeats`` times; wall
-    and CPU seconds of each scrape."""
+    and CPU seconds of each scrape; then ``concurrent`` scrapes at once (``_concurrent``)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -121,13 +164,16 @@ def _time_listen(
             seconds.append(time.perf_counter() - start)
             cpu.append(_cpu_of(exporter.pid) - used)
             _check(text, pids, per_process)
-        return seconds, cpu
+        at_once = (
+            _concurrent(f"http://127.0.0.1:{port}/metrics", port, pids, per_process, concurrent) if concurrent else None
+        )
+        return seconds, cpu, at_once
     finally:
         exporter.terminate()
         exporter.wait(30)
 
 
-def run(repeats: int, per_process: int) -> dict[str, Any]:
+def run(repeats: int, per_process: int, concurrent: int = 0) -> dict[str, Any]:
     raise_nofile(per_process + 1000, "bench_metrics")  # inherited by every child
     servers: list[subprocess.Popen[str]] = []
     holders: list[subprocess.Popen[str]] = []
@@ -170,7 +216,7 @@ def run(repeats: int, per_process: int) -> dict[str, Any]:
             if done.returncode != 0:
                 sys.exit(f"bench_metrics: kaext-inspect exited with {done.returncode}: {done.stderr.strip()}")
             _check(done.stdout, pids, per_process)
-        listen_seconds, listen_cpu = _time_listen(command, pids, per_process, repeats)
+        listen_seconds, listen_cpu, at_once = _time_listen(command, pids, per_process, repeats, concurrent)
     finally:
         for proc in [*holders, *servers]:
             if proc.stdin is not None:
@@ -195,6 +241,7 @@ def run(repeats: int, per_process: int) -> dict[str, Any]:
         "listen_seconds": listen_seconds,
         "listen_cpu_seconds": listen_cpu,
         "listen_median_seconds": listen_median,
+        "listen_concurrent": at_once,
         "goals": [
             {
                 "name": "metrics_scrape_10x10k_seconds",
@@ -223,6 +270,12 @@ def main() -> int:
     parser.add_argument(
         "--per-process", type=int, default=PER_PROCESS, help="connections per process (a smoke run: 50)"
     )
+    parser.add_argument(
+        "--concurrent",
+        type=int,
+        default=0,
+        help="then this many scrapes of the exporter at once, beside 10 idle clients (e.g. 200)",
+    )
     args = parser.parse_args()
     if _platform.CONNECTIONS != "proc":
         print(f"bench_metrics: needs Linux (/proc and pidfd_getfd); this is {_platform.FAMILY}")
@@ -234,7 +287,7 @@ def main() -> int:
         return 1
     if args.per_process < 2 or args.repeats < 1:
         parser.error("--per-process must be at least 2, --repeats at least 1")
-    report = run(args.repeats, args.per_process)
+    report = run(args.repeats, args.per_process, args.concurrent)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -256,6 +309,13 @@ def main() -> int:
         print(
             f"the exporter's CPU time per scrape: median {statistics.median(report['listen_cpu_seconds']):.2f} s (runs: {runs} s)"
         )
+        at_once = report["listen_concurrent"]
+        if at_once is not None:
+            print(
+                f"{at_once['scrapes']} scrapes at once beside 10 idle clients: {at_once['answered']} answered, "
+                f"the slowest in {at_once['slowest_seconds'] or 0:.2f} s, all in {at_once['all_seconds']:.2f} s"
+                + (f"; failed: {at_once['failed']}" if at_once["failed"] else "")
+            )
     for goal in report["goals"]:
         print(
             f"GOAL {goal['name']}: {goal['measured']:.3f} s (goal {goal['op']} {goal['target']} s) "

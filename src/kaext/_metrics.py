@@ -13,7 +13,8 @@ namespace, shared by all the processes in it) and reports:
 * ``kaext_tcp_keepalive_probes_total`` and ``kaext_tcp_aborts_on_timeout_total``
   (counters): the kernel's ``TcpExt`` ``TCPKeepAlive`` (keepalive probes sent) and
   ``TCPAbortOnTimeout`` (connections dropped when retransmissions or keepalive probes
-  went unanswered) from ``/proc/net/netstat`` -- of the exporter's own network namespace.
+  went unanswered) from ``/proc/net/netstat`` -- of the exporter's own network namespace,
+  or of process PID's with ``--counters-of PID`` (``/proc/PID/net/netstat``).
 * ``kaext_inspect_unlisted_processes`` (gauge): processes whose sockets could not be
   listed in this scrape (no permission; with explicit PIDs also a process that exited).
 * ``kaext_inspect_duration_seconds`` (gauge): how long this scrape's inspection took.
@@ -30,14 +31,22 @@ from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import _backend
 from ._connections import Connection, _tally
 
-__all__ = ["InspectCollector", "exposition", "kernel_counters", "listen_address", "serve", "verdict_label"]
+__all__ = [
+    "InspectCollector",
+    "exposition",
+    "kernel_counters",
+    "listen_address",
+    "serve",
+    "tls_context",
+    "verdict_label",
+]
 
 #: A verdict function: ``kaext.inspect.verdict`` with the idle timeout chosen.  It reads of
 #: a row only its ``state``, ``keepalive`` and ``user_timeout``: the collector judges one row
@@ -89,7 +98,9 @@ class InspectCollector(Collector):
     and user timeout alone (``Judge``).  ``strict``: raise the
     first error (a process that does not exist, no permission) instead of counting it in
     ``kaext_inspect_unlisted_processes``; with ``strict`` False a process that exited is
-    neither listed nor counted when ``count_exited`` is False (``--all``).  After each
+    neither listed nor counted when ``count_exited`` is False (``--all``).  ``netstat``:
+    the file the kernel counters are read from (``/proc/PID/net/netstat``: PID's network
+    namespace; by default this process's own).  After each
     collection ``errors`` holds its ``(pid, OSError)`` pairs.
     """
 
@@ -101,12 +112,14 @@ class InspectCollector(Collector):
         strict: bool = False,
         count_exited: bool = True,
         backend: ModuleType = _backend,
+        netstat: str = "/proc/net/netstat",
     ) -> None:
         self._pids = pids
         self._judge = judge
         self._strict = strict
         self._count_exited = count_exited
         self._backend = backend
+        self._netstat = netstat
         self.errors: list[tuple[int, OSError]] = []
 
     def collect(self) -> Iterator[Metric]:
@@ -142,7 +155,7 @@ class InspectCollector(Collector):
         for (pid, state, verdict), n in sorted(counts.items()):
             gauge.add_metric([str(pid), names[pid], state, verdict], n)
         yield gauge
-        kernel = kernel_counters()
+        kernel = kernel_counters(self._netstat)
         for field, (name, documentation) in KERNEL_COUNTERS.items():
             if field in kernel:
                 yield CounterMetricFamily(name, documentation, value=kernel[field])
@@ -169,8 +182,25 @@ def exposition(collector: Collector) -> bytes:
     return generate_latest(_registry(collector))
 
 
+#: ``--listen``: seconds a client may take for each read or write of its request and
+#: answer (and for the TLS handshake); an idle or slow client is dropped after it, and only
+#: ever holds its own thread.
+CLIENT_TIMEOUT = 10.0
+#: ``--listen``: connections served at once (one thread each); a connection beyond them is
+#: closed at once.  Concurrent scrapes share one collection (``_Shared``).
+MAX_CLIENTS = 512
+#: What ``generate_latest`` writes: the text exposition format 0.0.4.
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
+#: ``--listen``: the listen backlog (the kernel caps it at ``net.core.somaxconn``).
+BACKLOG = 1024
+
+
 def listen_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` (every IPv4 address) -> ``(host, port)``; ValueError."""
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``:PORT`` -> ``(host, port)``; ValueError.
+
+    ``:PORT`` gives host ``""``: every address, IPv4 and IPv6 (``serve`` binds ``::`` with
+    IPV6_V6ONLY off where the system has IPv6, else ``0.0.0.0``); ``0.0.0.0:PORT`` every
+    IPv4 address only, ``[::]:PORT`` every IPv6 address only."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"--listen takes HOST:PORT with a port from 1 to 65535, got {text!r}")
@@ -178,7 +208,60 @@ def listen_address(text: str) -> tuple[str, int]:
         host = host[1:-1]
     elif ":" in host:
         raise ValueError(f"--listen: write an IPv6 address in brackets ([::1]:9400), got {text!r}")
-    return host or "0.0.0.0", int(port)
+    return host, int(port)
+
+
+class _Shared:
+    """One collection at a time: a scrape that arrives while a collection runs waits for it
+    and answers with its result (no older than that scrape), so any number of concurrent
+    scrapes cost one collection, not one each."""
+
+    def __init__(self, produce: Callable[[], bytes]) -> None:
+        import threading
+
+        self._produce = produce
+        self._lock = threading.Lock()
+        self._running: tuple[threading.Event, list[bytes | BaseException]] | None = None
+
+    def __call__(self) -> bytes:
+        import threading
+
+        with self._lock:
+            running = self._running
+            owner = running is None
+            if running is None:
+                running = self._running = (threading.Event(), [])
+        done, result = running
+        if owner:
+            try:
+                result.append(self._produce())
+            except BaseException as exc:  # every waiter gets it
+                result.append(exc)
+            finally:
+                with self._lock:
+                    self._running = None
+                done.set()
+        else:
+            done.wait()
+        (outcome,) = result
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def tls_context(
+    certfile: str, keyfile: str, client_cafile: str | None = None, client_auth_required: bool = False
+) -> Any:
+    """The server's TLS context: prometheus_client's own (``start_http_server``'s
+    ``certfile``, ``keyfile``, ``client_cafile`` and ``client_auth_required``): the
+    certificate chain and key; client certificates are checked against ``client_cafile``
+    (the system's CAs when None) and required when ``client_auth_required``.  OSError
+    naming the file that cannot be loaded."""
+    import ssl
+
+    from prometheus_client.exposition import _get_ssl_ctx
+
+    return _get_ssl_ctx(certfile, keyfile, ssl.PROTOCOL_TLS_SERVER, client_cafile, None, client_auth_required)
 
 
 def serve(
@@ -187,20 +270,35 @@ def serve(
     port: int,
     ready: Callable[[str], None] | None = None,
     failed: Callable[[str], None] | None = None,
+    *,
+    tls: Any = None,
+    client_timeout: float = CLIENT_TIMEOUT,
+    max_clients: int = MAX_CLIENTS,
 ) -> None:
-    """Serve the metrics at ``http://HOST:PORT/metrics`` until interrupted; each request
-    collects anew, one at a time.  ``ready`` is called with the URL once the port is bound;
-    ``failed`` with one line when a collection raised (the scrape is answered 500, the
-    server goes on).  OSError (EADDRINUSE, EADDRNOTAVAIL, ...) when the address cannot be
-    bound.  A KeyboardInterrupt (or another BaseException) that arrives during a scrape is
-    raised from here once the scrape is answered: wsgiref would log it and serve on."""
+    """Serve the metrics at ``http://HOST:PORT/metrics`` (``https://`` with ``tls``, an
+    ``ssl.SSLContext`` from ``tls_context``) until interrupted.
+
+    Each connection has its own thread (at most ``max_clients``; one more is closed at
+    once) and ``client_timeout`` seconds for each read, write and the TLS handshake, so an
+    idle or slow client delays no other scrape.  Concurrent scrapes share one collection
+    (``_Shared``).  ``host`` ``""``: every address (``listen_address``).  ``ready`` is
+    called with the URL once the port is bound; ``failed`` with one line when a collection
+    raised (the scrape is answered 500, the server goes on).  OSError (EADDRINUSE,
+    EADDRNOTAVAIL, ...) when the address cannot be bound.  A KeyboardInterrupt (or another
+    BaseException) that arrives during a scrape is raised from here once the scrape is
+    answered: wsgiref would log it and serve on."""
+    import threading
+    from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server  # --listen only: 40 ms to import
 
     class QuietHandler(WSGIRequestHandler):
+        timeout = client_timeout
+
         def log_message(self, format: str, *args: Any) -> None:  # one line per scrape is noise
             pass
 
-    metrics = make_wsgi_app(_registry(collector))
+    registry = _registry(collector)
+    shared = _Shared(lambda: generate_latest(registry))
     interrupted: list[BaseException] = []
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -208,7 +306,7 @@ def serve(
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"kaext-inspect serves /metrics\n"]
         try:
-            return metrics(environ, start_response)  # type: ignore[no-any-return]
+            body = shared()
         except Exception as exc:  # one line, and the next scrape tries again
             line = f"scrape failed: {getattr(exc, 'strerror', None) or exc}"
             if failed is not None:
@@ -219,14 +317,63 @@ def serve(
             interrupted.append(exc)
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
             return [b"kaext-inspect is stopping\n"]
+        start_response("200 OK", [("Content-Type", TEXT_FORMAT), ("Content-Length", str(len(body)))])
+        return [body]
 
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    server_class = type("_Server", (WSGIServer,), {"address_family": family})
-    server: WSGIServer = make_server(host, port, app, server_class=server_class, handler_class=QuietHandler)
+    slots = threading.BoundedSemaphore(max_clients)
+    dual_stack = host == "" and socket.has_ipv6
+    bind_host = ("::" if dual_stack else "0.0.0.0") if host == "" else host
+    family = socket.AF_INET6 if ":" in bind_host else socket.AF_INET
+
+    class Server(ThreadingMixIn, WSGIServer):
+        address_family = family
+        daemon_threads = True  # an idle client never holds the process up at exit
+        request_queue_size = BACKLOG
+        allow_reuse_address = True
+
+        def server_bind(self) -> None:
+            if dual_stack:
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            super().server_bind()
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not slots.acquire(blocking=False):  # as many clients as threads allowed: no more
+                self.shutdown_request(request)
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                slots.release()
+                raise
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                request.settimeout(client_timeout)
+                if tls is not None:  # the handshake in this client's thread, under its timeout
+                    try:
+                        request = tls.wrap_socket(request, server_side=True)
+                    except OSError:
+                        return
+                super().process_request_thread(request, client_address)
+            finally:
+                slots.release()
+
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            import sys
+
+            error = sys.exc_info()[1]
+            if isinstance(error, OSError):  # a client that timed out, reset or failed TLS
+                return
+            if failed is not None:
+                failed(f"client {client_address[0]}: {error!r}")
+
+    server: WSGIServer = make_server(bind_host, port, app, server_class=Server, handler_class=QuietHandler)
+    server.timeout = 0.5  # handle_request returns this often to see an interrupt from a scrape
     with server:
-        bracketed = f"[{host}]" if family == socket.AF_INET6 else host
+        shown = f"[{host}]" if ":" in host else host or ("[::]" if dual_stack else "0.0.0.0")
+        scheme = "https" if tls is not None else "http"
         if ready is not None:
-            ready(f"http://{bracketed}:{server.server_address[1]}/metrics")
+            ready(f"{scheme}://{shown}:{server.server_address[1]}/metrics")
         while not interrupted:
             server.handle_request()
         raise interrupted[0]

@@ -371,28 +371,41 @@ def apply(sock: Any, plan: Plan) -> None:
         if plan.keepalive >= 0:
             steps.append(STEP_KEEPALIVE)
         done = 0
-        pending: BaseException | None = None  # a signal handler's exception while putting back
+        refusal: _Refused | None = None
+        first: BaseException | None = None
         try:
             while done < len(steps):
                 _step(s, plan, steps[done])
                 done += 1
         except _Refused as refused:
-            for k in steps[:done]:
-                if k in saved:
-                    level, opt, value = saved[k]
-                    # a value the kernel will not take back (_call returns its error): nothing more to do
-                    try:
-                        _call(s.setsockopt, level, opt, value)
-                    except BaseException as exc:  # asynchronous: put the rest back, then raise it
-                        pending = pending or exc
-                        _call(s.setsockopt, level, opt, value)
-            if pending is None:
-                raise refused.error from None
-        except BaseException:  # asynchronous: finish the plan (as after), then re-raise
-            _finish(lambda step: _step(s, plan, step), steps, done)
-            raise
-        if pending is not None:  # the socket is as before; the exception reaches the caller
-            raise pending
+            refusal = refused
+        except BaseException as exc:  # asynchronous: finish the plan (as after), then re-raise
+            first = exc
+        if first is not None:
+            step = lambda k: _step(s, plan, k)  # noqa: E731
+            try:
+                _finishes(step, steps, done)
+            except BaseException:
+                _finishes(step, steps, done)
+            raise first
+        if refusal is not None:
+            # put back what the plan asked to keep, in the order written; a value the kernel
+            # will not take back (_call returns its error): nothing more to do for it.  A
+            # signal handler's exception meanwhile: put the rest back, then raise it
+            back = [saved[k] for k in steps[:done] if k in saved]
+            put_back = lambda entry: _call(s.setsockopt, *entry)  # noqa: E731
+            pending: BaseException | None = None
+            try:
+                _finish(put_back, back, 0, strict=True)
+            except BaseException as exc:
+                pending = exc
+            if pending is not None:
+                try:
+                    _finishes(put_back, back, 0)
+                except BaseException:
+                    _finishes(put_back, back, 0)
+                raise pending
+            raise refusal.error from None
 
 
 #: The step of Windows' SIO_KEEPALIVE_VALS ioctl in ``apply``'s list of steps (not a knob index).
@@ -466,11 +479,42 @@ def _setsockopt_step(setsockopt: Any, call: tuple[int, int, int]) -> None:
         raise _Refused(refused)
 
 
-def _finish(call: Any, steps: Any, done: int) -> bool:
+def _finishes(call: Any, steps: Any, done: int) -> bool:
+    """``_finish`` through asynchronous exceptions raised where ``_finish`` itself cannot
+    catch them (on entering it, between its retries): up to four times.
+
+    A signal handler's exception is raised where the interpreter checks for signals --
+    entering a function, a loop's jump back, after a call into C -- so the caller's
+    ``except`` block can be left by a second one before the plan is finished.  Callers
+    therefore come here straight from their ``except`` block (no check on the way: the
+    end of an ``except`` block and the start of a ``try`` are no such points), and every
+    call of ``_finish`` but the last is inside a ``try``.  Setting a value twice changes
+    nothing, so each retry starts again at ``done``.  Callers call it inside a ``try``
+    (entering a function is such a point too) and once more from its ``except``.
+    """
+    try:
+        return _finish(call, steps, done)
+    except BaseException:
+        try:
+            return _finish(call, steps, done)
+        except BaseException:
+            try:
+                return _finish(call, steps, done)
+            except BaseException:
+                return _finish(call, steps, done)
+
+
+def _finish(call: Any, steps: Any, done: int, strict: bool = False) -> bool:
     """After an exception at step ``done``: make the remaining steps (the one interrupted
     again: setting a value twice changes nothing), also through further asynchronous
     exceptions.  False at a refusal (``call`` raises :class:`_Refused`), True when all are
-    made (the caller then re-raises the first exception: it was not the kernel's)."""
+    made (the caller then re-raises the first exception: it was not the kernel's).
+    ``strict``: make them once, and let any exception but a refusal through."""
+    if strict:
+        while done < len(steps):
+            call(steps[done])
+            done += 1
+        return True
     for _ in range(len(steps) * 4):  # bounded: a handler that raises forever cannot hold us here
         try:
             while done < len(steps):
@@ -531,12 +575,20 @@ def apply_policy(self: Any, sock: Any) -> None:
                     setsockopt(level, opt, value)
                     done += 1
                 return
+            except BaseException as exc:
+                first = exc
+            # Finish the plan from the call that raised: a refusal (_Refused) stops it, and
+            # the general path makes the calls again and says why; otherwise the exception
+            # was not the kernel's (a signal handler's): the socket is as after, raise it.
+            # _finishes: a handler that raises again while that runs cannot cut it short (and
+            # entering it is inside a try: a function's entry is where a signal is handled).
+            step = lambda call: _setsockopt_step(setsockopt, call)  # noqa: E731
+            try:
+                finished = _finishes(step, calls, done)
             except BaseException:
-                # finish the plan from the call that raised: a refusal (_Refused) stops it, and
-                # the general path makes the calls again and says why; otherwise the exception
-                # was not the kernel's (a signal handler's): the socket is as after, raise it
-                if _finish(lambda call: _setsockopt_step(setsockopt, call), calls, done):
-                    raise
+                finished = _finishes(step, calls, done)
+            if finished:
+                raise first
     apply(sock, plan)
 
 

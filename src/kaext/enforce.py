@@ -560,20 +560,87 @@ class _Prog:
         self.id, self.kind, self.map_id, self.tag = prog_id, kind, map_id, tag
 
 
+def _fd_by_id(is_map: bool, obj_id: int) -> int:
+    """A descriptor of the map or program ``obj_id``: BPF_*_GET_FD_BY_ID or, without the
+    CAP_SYS_ADMIN that needs (the enforcer has CAP_BPF + CAP_NET_ADMIN), through kaext's own
+    pin of it; PermissionError when it is not kaext's, FileNotFoundError when it is gone."""
+    call = "BPF_MAP_GET_FD_BY_ID" if is_map else "BPF_PROG_GET_FD_BY_ID"
+    try:
+        return _bpf(call, _backend.bpf_fd_by_id, is_map, obj_id)
+    except PermissionError as denied:
+        root = _pin_root()
+        try:
+            names = os.listdir(root)
+        except OSError:
+            raise denied from None
+        for name in names:
+            if not name.startswith(_PIN_PREFIX):
+                continue
+            for obj in ("map",) if is_map else ("sock_ops", "setsockopt"):
+                try:
+                    fd = _backend.bpf_obj_get(os.path.join(root, name, obj))
+                except OSError:
+                    continue
+                try:
+                    found = _backend.bpf_map_id(fd) if is_map else _backend.bpf_prog_info(fd)[0]
+                except OSError:
+                    found = -1
+                if found == obj_id:
+                    return fd
+                os.close(fd)
+        raise denied from None
+
+
 def _prog(prog_id: int, cache: dict[int, _Prog | None]) -> _Prog | None:
-    """What program ``prog_id`` is (None: gone meanwhile)."""
+    """What program ``prog_id`` is (None: gone meanwhile, or, without CAP_SYS_ADMIN, not one
+    of kaext's pinned programs)."""
     if prog_id not in cache:
         try:
             fd = _bpf("BPF_PROG_GET_FD_BY_ID", _backend.bpf_fd_by_id, False, prog_id)
         except FileNotFoundError:
             cache[prog_id] = None
             return None
+        except PermissionError:
+            # BPF_PROG_GET_FD_BY_ID needs CAP_SYS_ADMIN (kernel/bpf/syscall.c), which the
+            # enforcer's CAP_BPF + CAP_NET_ADMIN lack: kaext's own programs are known through
+            # their pins (BPF_OBJ_GET), the others are not kaext's to tell
+            if _PINNED_LOADED not in cache:
+                cache[_PINNED_LOADED] = None
+                cache.update(_pinned_progs())
+            return cache.setdefault(prog_id, None)
         try:
             pid, tag, name, map_id = _backend.bpf_prog_info(fd)
         finally:
             os.close(fd)
         cache[prog_id] = _Prog(pid, _PROG_NAMES.get(name), map_id, tag)
     return cache[prog_id]
+
+
+_PINNED_LOADED = -1  # a key of the program cache: kaext's pinned programs are in it
+
+
+def _pinned_progs() -> dict[int, _Prog]:
+    """kaext's pinned programs by id, read through their pins (no CAP_SYS_ADMIN needed)."""
+    found: dict[int, _Prog] = {}
+    root = _pin_root()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return found
+    for name in names:
+        if not name.startswith(_PIN_PREFIX):
+            continue
+        for kind, _const in _KINDS:
+            try:
+                fd = _backend.bpf_obj_get(os.path.join(root, name, kind))
+            except OSError:
+                continue
+            try:
+                pid, tag, prog_name, map_id = _backend.bpf_prog_info(fd)
+            finally:
+                os.close(fd)
+            found[pid] = _Prog(pid, _PROG_NAMES.get(prog_name), map_id, tag)
+    return found
 
 
 def _attached(cgroup_fd: int, cache: dict[int, _Prog | None], *, effective: bool = False) -> dict[str, list[_Prog]]:
@@ -694,8 +761,8 @@ def _match(
         if p.id == ids.get("sock_ops") or not p.map_id:
             continue
         try:
-            map_fd = _bpf("BPF_MAP_GET_FD_BY_ID", _backend.bpf_fd_by_id, True, p.map_id)
-        except FileNotFoundError:
+            map_fd = _fd_by_id(True, p.map_id)
+        except (FileNotFoundError, PermissionError):  # gone, or unreadable without CAP_SYS_ADMIN
             continue
         try:
             found.append(_enforcement(path, cgroup_id, _read_map(map_fd), "not pinned"))
@@ -908,7 +975,7 @@ def _detach_progs(cgroup_fd: int, attached: dict[str, list[_Prog]]) -> None:
     for kind, const in _KINDS:
         for p in attached.get(kind, []):
             try:
-                fd = _bpf("BPF_PROG_GET_FD_BY_ID", _backend.bpf_fd_by_id, False, p.id)
+                fd = _fd_by_id(False, p.id)
             except FileNotFoundError:
                 continue
             try:
@@ -1041,7 +1108,7 @@ def which(cgroup: str | os.PathLike[str]) -> Enforcement | None:
     if not first:
         return None
     owner = first[0]  # the first to run claims the connection
-    map_fd = _bpf("BPF_MAP_GET_FD_BY_ID", _backend.bpf_fd_by_id, True, owner.map_id)
+    map_fd = _fd_by_id(True, owner.map_id)
     try:
         config = _read_map(map_fd)
     finally:

@@ -52,6 +52,7 @@ import argparse
 import errno
 import json
 import math
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -198,7 +199,26 @@ def _parser() -> _Parser:
     metrics.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        help="serve the same at http://HOST:PORT/metrics, inspecting again on every scrape, until interrupted",
+        help="serve the same at http://HOST:PORT/metrics, inspecting again on every scrape, until interrupted "
+        "(:PORT: every IPv4 and IPv6 address; 0.0.0.0:PORT every IPv4 address; [::1]:PORT one IPv6 address)",
+    )
+    p.add_argument(
+        "--counters-of",
+        type=_pid,
+        metavar="PID",
+        help="--prometheus/--listen: the kernel's keepalive counters of PID's network namespace "
+        "(/proc/PID/net/netstat) instead of this process's own; 1 in a pod with hostPID: the node's",
+    )
+    p.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="--listen: serve https with this certificate chain (PEM; with --tls-key)",
+    )
+    p.add_argument("--tls-key", metavar="FILE", help="--listen: the private key of --tls-cert (PEM)")
+    p.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        help="--listen with --tls-cert: require a client certificate signed by a CA in this file (PEM)",
     )
     return p
 
@@ -224,8 +244,8 @@ def _to_json(conn: Connection, judged: str | None) -> dict[str, Any]:
         "timer": conn.timer,
         "timer_left": conn.timer_left,
         "probes": conn.probes,
-        "reason": conn.reason,
         "verdict": judged,
+        "reason": conn.reason,  # why the options are None (UNREADABLE), else None
     }
 
 
@@ -306,6 +326,10 @@ def _run(argv: Sequence[str] | None) -> int:
     policy = _policy(args.apply) if args.apply is not None else None
     replaced = 0  # --apply: listed sockets whose descriptor held another socket by then
 
+    if args.counters_of is not None and not (args.prometheus or args.listen is not None):
+        raise UsageError("--counters-of goes with --prometheus or --listen")
+    if args.listen is None and (args.tls_cert or args.tls_key or args.tls_client_ca):
+        raise UsageError("--tls-cert, --tls-key and --tls-client-ca go with --listen")
     if args.prometheus or args.listen is not None:
         return _metrics(args, idle_timeout, policy)
 
@@ -316,7 +340,7 @@ def _run(argv: Sequence[str] | None) -> int:
     unlisted: list[str] = []  # named on stderr, counted in the summary; the exit status stays the verdicts'
     if args.all:  # processes that vanished or may not be inspected are skipped
         skipped = len(errors)
-        unlisted.extend(_unlisted(errors))
+        unlisted.extend(_unlisted(errors, counted=args.all))
     elif errors:
         raise UsageError(str(errors[0][1].strerror or errors[0][1]))
 
@@ -337,7 +361,7 @@ def _run(argv: Sequence[str] | None) -> int:
         rows, errors = _collect(sorted({r.pid for r in rows}))  # read back what the kernel holds now
         if errors and not args.all:
             raise UsageError(str(errors[0][1].strerror or errors[0][1]))
-        unlisted.extend(_unlisted(errors))
+        unlisted.extend(_unlisted(errors, counted=args.all))
         now = {(r.pid, r.fd) for r in rows}
         bad = {(row.pid, row.fd) for row, _ in failed}
         for row in targets:  # applied, yet not there when read back: never a silent success
@@ -363,29 +387,9 @@ def _run(argv: Sequence[str] | None) -> int:
         if skipped:
             summary += f"; {skipped} process{'' if skipped == 1 else 'es'} skipped (gone, or no permission)"
         print(summary)
-    for note in [*unlisted, *_unread(rows, args.all), *notes]:
+    for note in [*unlisted, *_unread(rows, counted=args.all), *notes]:
         print(f"{_prog()}: {note}", file=sys.stderr)
     return 1 if failing or notes else 0
-
-
-#: With --all, the processes named one by one whose options could not be read; the rest are counted.
-_UNREAD_NAMED = 3
-
-
-def _unread(rows: list[Connection], every: bool) -> list[str]:
-    """Why each process's options could not be read (its rows' ``reason``), one line per
-    process; with --all, the first few and a count of the others."""
-    reasons: dict[int, str] = {}
-    for row in rows:
-        if row.reason and row.pid not in reasons:
-            reasons[row.pid] = row.reason
-    lines = [f"pid {pid}: options not read: {reason}" for pid, reason in reasons.items()]
-    if every and len(lines) > _UNREAD_NAMED:
-        more = len(lines) - _UNREAD_NAMED
-        lines = lines[:_UNREAD_NAMED] + [
-            f"{more} more process{'' if more == 1 else 'es'} whose options could not be read (UNREADABLE)"
-        ]
-    return lines
 
 
 def _metrics(args: argparse.Namespace, idle_timeout: float | None, policy: Policy | None) -> int:
@@ -399,16 +403,25 @@ def _metrics(args: argparse.Namespace, idle_timeout: float | None, policy: Polic
         if (exc.name or "").split(".")[0] != "prometheus_client":
             raise
         raise UsageError(f"{flag} needs the prometheus_client library: pip install 'kaext[metrics]'") from None
+    if args.counters_of is not None:
+        try:
+            with open(f"/proc/{args.counters_of}/net/netstat", "rb"):
+                pass
+        except OSError as exc:
+            raise UsageError(
+                f"--counters-of {args.counters_of}: /proc/{args.counters_of}/net/netstat: {exc.strerror}"
+            ) from None
     pids = _all_pids if args.all else (lambda: list(dict.fromkeys(args.pids)))
     collector = _metrics.InspectCollector(
         pids,
         lambda conn: verdict(conn, idle_timeout),
         strict=not args.all and args.prometheus,  # as for the table: a PID that cannot be read is an error
         count_exited=not args.all,
+        netstat="/proc/net/netstat" if args.counters_of is None else f"/proc/{args.counters_of}/net/netstat",
     )
     if args.prometheus:
         text = _metrics.exposition(collector)
-        for note in _unlisted(collector.errors):
+        for note in _unlisted(collector.errors, counted=args.all):
             print(f"{_prog()}: {note}", file=sys.stderr)
         print(text.decode("utf-8"), end="")
         return 0
@@ -416,25 +429,73 @@ def _metrics(args: argparse.Namespace, idle_timeout: float | None, policy: Polic
         host, port = _metrics.listen_address(args.listen)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    tls = None
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if args.tls_client_ca is not None and args.tls_cert is None:
+        raise UsageError("--tls-client-ca needs --tls-cert and --tls-key (client certificates are checked over TLS)")
+    if args.tls_cert is not None:
+        try:
+            tls = _metrics.tls_context(
+                args.tls_cert, args.tls_key, args.tls_client_ca, client_auth_required=args.tls_client_ca is not None
+            )
+        except OSError as exc:
+            raise UsageError(f"--tls-cert/--tls-key/--tls-client-ca: {exc}") from None
 
     def say(line: str) -> None:
         print(f"{_prog()}: {printable(line)}", file=sys.stderr, flush=True)
 
     try:
-        _metrics.serve(collector, host, port, ready=lambda url: say(f"serving {url}"), failed=say)
+        _metrics.serve(collector, host, port, ready=lambda url: say(f"serving {url}"), failed=say, tls=tls)
     except OSError as exc:
         raise UsageError(f"--listen {args.listen}: {exc.strerror or exc}") from None
     return 0
 
 
-def _unlisted(errors: list[tuple[int, OSError]]) -> list[str]:
+def _unlisted(errors: list[tuple[int, OSError]], counted: bool = False) -> list[str]:
     """One line per process whose sockets could not be listed (one that has exited meanwhile
-    holds none, and is only counted)."""
-    return [
-        f"pid {pid}: sockets not listed: {exc.strerror or exc}"
-        for pid, exc in errors
-        if not isinstance(exc, ProcessLookupError)
-    ]
+    holds none, and is only counted).  ``counted`` (``--all``): the processes refused for
+    want of permission -- every other user's, when not root -- are one line with their
+    number instead."""
+    lines: list[str] = []
+    refused: list[int] = []
+    for pid, exc in errors:
+        if isinstance(exc, ProcessLookupError):
+            continue
+        if counted and isinstance(exc, PermissionError):
+            refused.append(pid)
+            continue
+        lines.append(f"pid {pid}: sockets not listed: {exc.strerror or exc}")
+    if refused:
+        n = len(refused)
+        lines.insert(
+            0,
+            f"{n} process{'' if n == 1 else 'es'}: sockets not listed: no permission (other users' processes; "
+            "run as root, or with CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE)",
+        )
+    return lines
+
+
+def _unread(rows: Sequence[Connection], counted: bool) -> list[str]:
+    """Why sockets were listed without their options (UNREADABLE): one line per reason --
+    per process, or with ``counted`` (``--all``) per kind of reason, with the numbers."""
+    groups: dict[str, tuple[set[int], int]] = {}
+    for row in rows:
+        if row.reason is None:
+            continue
+        key = re.sub(r"process \d+", "the process", row.reason) if counted else f"pid {row.pid}: {row.reason}"
+        pids, n = groups.get(key, (set(), 0))
+        pids.add(row.pid)
+        groups[key] = (pids, n + 1)
+    lines = []
+    for key, (pids, n) in groups.items():
+        sockets = f"{n} socket{'' if n == 1 else 's'}"
+        if counted:
+            lines.append(f"{sockets} of {len(pids)} process{'' if len(pids) == 1 else 'es'}: options not read: {key}")
+        else:
+            pid, _, reason = key.partition(": ")
+            lines.append(f"{pid}: options of {sockets} not read: {reason}")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,9 +24,11 @@ Costs for the defaults (``--max 1200 --resolution 0.05``): at most 114 connectio
 opened at most 20 per second, all of them open only during the first seconds; each
 survivor is closed as soon as its first probe is answered.
 
-Exit status: 0 when the run completed (a timeout found, or none up to ``--max``), 2 for
-bad arguments or a server that cannot be reached (one line on stderr), 130 on Ctrl-C
-after every socket is closed.
+Exit status: 0 when the run measured (a timeout found, or none up to ``--max``), 1 when
+the server, not the path, kept it from measuring (it resets connections, sends data
+unasked, or takes no more connections: ``outcome`` says which), 2 for bad arguments, a
+name that does not resolve or a server that cannot be reached (one line on stderr), 130
+on Ctrl-C after every socket is closed.  A run ends within ``time_bound(max, resolution)``.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from ._cli import Parser, prog_name
 from ._functions import set_keepalive
 from ._policy import Policy
 
-__all__ = ["ProbeResult", "Progress", "idle_times", "kernel_timing", "main", "measure"]
+__all__ = ["ProbeResult", "Progress", "idle_times", "kernel_timing", "main", "measure", "time_bound"]
 
 
 #: Seconds between unanswered keepalive probes, and how many before the kernel drops a connection.
@@ -62,8 +64,14 @@ MAX_CONNECTIONS = 500
 REARM = 1.5
 #: Seconds between two looks at every socket.
 POLL = 0.05
-#: Seconds a connect may take.
+#: Seconds the first connect may take (the server's reachability).
 CONNECT_TIMEOUT = 10.0
+#: Seconds each later connect may take: one that fails means the server takes no more
+#: connections (``connection_limit``), and no more are opened.
+NEXT_CONNECT_TIMEOUT = 3.0
+#: Seconds after connecting in which data from the server (a banner: SSH, SMTP, MySQL)
+#: only restarts the idle time; data later ends that connection as ``server_sent_after``.
+BANNER = 2.0
 #: ``--max``: 1 s .. 32767 s (about 9 h): an idle time every OS with a keepalive idle knob can
 #: set (Linux's TCP_KEEPIDLE maximum, the smallest of them).
 MAX_IDLE_RANGE = (1, 32767)
@@ -124,7 +132,15 @@ class ProbeResult:
     ``server_closed_after``: seconds after which the server itself closed idle
     connections (FIN), or None; ``policy``: ``str(Policy.for_idle_timeout(survived))``
     when a timeout was found, else None; ``elapsed``: wall seconds; ``connections``:
-    how many were opened.
+    how many were opened.  What the server did, not the path: ``server_reset_after``:
+    seconds after which it reset a connection before any keepalive probe went out;
+    ``server_sent_after``: seconds of quiet after which it sent data unasked (its
+    connections are never idle longer); ``connection_limit``: how many connections it
+    took before it refused or ignored the next.  ``outcome``: ``"measured"`` (a timeout
+    found, or none up to ``max_idle``, or the server's own close or reset after some
+    survived), else why no timeout could be measured: ``"server_resets"`` and
+    ``"server_sends"`` (before any connection survived), ``"connection_limit"``,
+    ``"unfinished"`` (the run's time bound, ``time_bound``, passed).
     """
 
     host: str
@@ -135,6 +151,10 @@ class ProbeResult:
     policy: str | None
     elapsed: float
     connections: int
+    server_reset_after: float | None = None
+    server_sent_after: float | None = None
+    connection_limit: int | None = None
+    outcome: str = "measured"
 
     def as_dict(self) -> dict[str, Any]:
         """The result as the ``--json`` object: the eight fields by name, seconds as floats,
@@ -155,16 +175,19 @@ class Progress:
 
 
 class _Flow:
-    __slots__ = ("target", "sock", "ref", "last_poll", "probe_at", "rearmed", "outcome", "idle")
+    __slots__ = ("target", "sock", "opened", "ref", "last_poll", "probe_at", "rearmed", "outcome", "idle")
 
-    def __init__(self, target: int, sock: socket.socket, now: float) -> None:
+    def __init__(self, target: int, sock: socket.socket | None, now: float) -> None:
         self.target = target
+        self.opened = now
         self.sock: socket.socket | None = sock
         self.ref = now  # when the peer was last heard from (monotonic s)
         self.last_poll = now
         self.probe_at: float | None = None
         self.rearmed = False
-        self.outcome: str | None = None  # "survived", "lost", "closed"
+        # "survived", "lost"; the server's: "closed" (FIN), "reset" (RST before any probe), "busy"
+        # (data after the banner); "skipped" (not needed any more), "unfinished" (out of time)
+        self.outcome: str | None = None
         self.idle: float | None = None
 
     def finish(self, outcome: str, idle: float) -> None:
@@ -174,11 +197,11 @@ class _Flow:
             self.sock = None
 
 
-def _connect(address: tuple[int, Any], host: str, port: int) -> socket.socket:
+def _connect(address: tuple[int, Any], host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
     family, sockaddr = address
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        sock.settimeout(CONNECT_TIMEOUT)
+        sock.settimeout(timeout)
         sock.connect(sockaddr)
         sock.setblocking(False)
     except OSError as exc:
@@ -194,9 +217,17 @@ def _connect(address: tuple[int, Any], host: str, port: int) -> socket.socket:
 def _resolve(host: str, port: int) -> tuple[int, Any]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise OSError(errno.EHOSTUNREACH, f"cannot resolve {host!r}: {exc.strerror}") from exc
+    except socket.gaierror as exc:  # the resolver's own error (EAI_NONAME, EAI_AGAIN, ...), as such
+        raise socket.gaierror(exc.errno, f"cannot resolve {host!r}: {exc.strerror}") from exc
     return infos[0][0], infos[0][4]
+
+
+def time_bound(max_idle: float = 1200, resolution: float = 0.05) -> float:
+    """The longest a run of ``measure`` takes, in seconds: ``max_idle``, the time to open
+    its connections at ``OPEN_RATE``, the probes of the longest, a banner's ``BANNER``,
+    the first connect's ``CONNECT_TIMEOUT`` and 2 s.  Raises as ``idle_times``."""
+    n = len(idle_times(max_idle, resolution))
+    return float(max_idle) + n / OPEN_RATE + INTERVAL * (COUNT + 1) + BANNER + CONNECT_TIMEOUT + 2
 
 
 def measure(
@@ -214,7 +245,10 @@ def measure(
     (Linux ``TCP_KEEPIDLE``, s; macOS ``TCP_KEEPALIVE``) set to that time, interval
     ``INTERVAL`` s, ``COUNT`` probes, and watches which ones the path drops.  Returns
     once the timeout is bracketed to within ``max(1 s, resolution * timeout)``, or every
-    flow survived up to ``max_idle``; every socket is closed on return and on any
+    flow survived up to ``max_idle``, or the server (not the path) ended the measurement
+    (it resets connections, sends data unasked, or takes no more connections: see
+    :class:`ProbeResult`), at the latest after ``time_bound(max_idle, resolution)`` s;
+    every socket is closed on return and on any
     exception (KeyboardInterrupt included, which reaches the caller).  On Linux the
     idle times are the kernel's (``TCP_INFO``); elsewhere the asked ones.
 
@@ -231,24 +265,39 @@ def measure(
     pending = idle_times(max_idle, resolution)
     kernel = kernel_timing()
     start = time.monotonic()
+    deadline = start + time_bound(max_idle, resolution)
     address = _resolve(host, port)
     flows: list[_Flow] = []
     opened = 0
+    limit: int | None = None
     last_progress = start
     try:
         while True:
             now = time.monotonic()
-            lost = [f for f in flows if f.outcome == "lost"]
-            closed = [f for f in flows if f.outcome == "closed"]
-            cutoff = min((f.target for f in lost + closed), default=math.inf)
+            if now >= deadline:
+                for f in flows:
+                    if f.sock is not None:
+                        f.finish("unfinished", math.nan)
+                break
+            ended = [f for f in flows if f.outcome in ("lost", "closed", "reset", "busy")]
+            cutoff = min((f.target for f in ended), default=math.inf)
             # open the next connection (the first one must succeed: the server is reachable)
             if pending and pending[0] < cutoff and opened < (now - start) * OPEN_RATE + 1:
                 target = pending.pop(0)
                 try:
-                    sock = _connect(address, host, port)
-                except OSError:
+                    sock = _connect(address, host, port, CONNECT_TIMEOUT if not flows else NEXT_CONNECT_TIMEOUT)
+                except OSError as exc:
+                    if exc.errno == errno.ECONNRESET:  # taken, then reset before connect returned
+                        flow = _Flow(target, None, now)
+                        flow.outcome, flow.idle = "reset", 0.0
+                        flows.append(flow)
+                        opened += 1
+                        continue
                     if not flows:
                         raise
+                    # the server takes no more: measure with the connections it took
+                    limit = len(flows)
+                    pending.clear()
                 else:
                     try:
                         set_keepalive(sock, idle=target, interval=INTERVAL, count=COUNT)
@@ -277,7 +326,7 @@ def measure(
                 f.sock = None
     if progress is not None:
         progress(_progress(flows, elapsed))
-    return _result(host, port, flows, elapsed, opened)
+    return _result(host, port, flows, elapsed, opened, limit)
 
 
 def _poll(live: list[_Flow], kernel: bool) -> None:
@@ -332,12 +381,21 @@ def _poll(live: list[_Flow], kernel: bool) -> None:
             except (BlockingIOError, InterruptedError):
                 data = None
             except OSError:
+                if f.probe_at is None and between - ref < min(f.target - 0.5, 0.9 * f.target):
+                    # reset well before its first probe was due: the server's doing, not the path's
+                    f.finish("reset", max(0.0, between - ref))
+                    continue
                 probe = f.probe_at if f.probe_at is not None else between
                 f.finish("lost", (probe - ref) if kernel else float(f.target))
                 continue
             if data == b"":
                 f.finish("closed", between - ref)
                 continue
+            if data:
+                if now - f.opened > BANNER:  # the server talks unasked: this flow is not idle
+                    f.finish("busy", max(0.0, between - ref))
+                    continue
+                f.ref = now  # a banner: the idle time starts after it
         f.last_poll = now
 
 
@@ -368,9 +426,26 @@ def _progress(flows: list[_Flow], elapsed: float) -> Progress:
     )
 
 
-def _result(host: str, port: int, flows: list[_Flow], elapsed: float, opened: int) -> ProbeResult:
+def _result(
+    host: str, port: int, flows: list[_Flow], elapsed: float, opened: int, limit: int | None = None
+) -> ProbeResult:
     low, high = _bracket(flows)
     closed = [f.idle for f in flows if f.outcome == "closed" and f.idle is not None]
+    reset = [f.idle for f in flows if f.outcome == "reset" and f.idle is not None]
+    busy = [f.idle for f in flows if f.outcome == "busy" and f.idle is not None]
+    survived = any(f.outcome == "survived" for f in flows)
+    if high is not None or closed:
+        outcome = "measured"
+    elif reset and not survived:
+        outcome = "server_resets"
+    elif busy and not survived:
+        outcome = "server_sends"
+    elif limit is not None:
+        outcome = "connection_limit"
+    elif any(f.outcome == "unfinished" for f in flows):
+        outcome = "unfinished"
+    else:
+        outcome = "measured"
     policy = None
     if high is not None and low is not None:
         try:
@@ -386,6 +461,10 @@ def _result(host: str, port: int, flows: list[_Flow], elapsed: float, opened: in
         policy=policy,
         elapsed=round(elapsed, 3),
         connections=opened,
+        server_reset_after=round(min(reset), 3) if reset else None,
+        server_sent_after=round(min(busy), 3) if busy else None,
+        connection_limit=limit,
+        outcome=outcome,
     )
 
 
@@ -415,7 +494,19 @@ def _seconds(value: float | None) -> str:
 def verdict(result: ProbeResult) -> str:
     """The final one-line verdict ``main`` prints."""
     where = f"{result.host} port {result.port}"
-    if result.idle_timeout is not None:
+    if result.outcome == "server_resets":
+        line = (
+            f"{where}: no idle timeout measured: the server resets connections (after "
+            f"{_seconds(result.server_reset_after)}, before any keepalive probe)"
+        )
+    elif result.outcome == "server_sends":
+        line = (
+            f"{where}: no idle timeout measured: the server sends data unasked after "
+            f"{_seconds(result.server_sent_after)} of quiet, so its connections are never idle longer"
+        )
+    elif result.outcome == "unfinished":
+        line = f"{where}: no idle timeout measured: the run's time bound passed"
+    elif result.idle_timeout is not None:
         line = (
             f"{where}: the path forgets an idle connection after {_seconds(result.survived)} .. "
             f"{_seconds(result.idle_timeout)}"
@@ -434,6 +525,17 @@ def verdict(result: ProbeResult) -> str:
         line = f"{where}: no idle timeout up to {_seconds(result.survived)}"
     if result.idle_timeout is not None and result.server_closed_after is not None:
         line += f"; the server closes idle connections after {_seconds(result.server_closed_after)}"
+    if result.outcome not in ("server_resets", "server_sends"):
+        if result.server_reset_after is not None:
+            line += f"; the server resets connections idle for {_seconds(result.server_reset_after)}"
+        if result.server_sent_after is not None:
+            line += f"; the server sends data unasked after {_seconds(result.server_sent_after)} of quiet"
+    if result.connection_limit is not None:
+        n = result.connection_limit
+        line += (
+            f"; the server took {n} connection{'' if n == 1 else 's'} and refused or ignored the next, "
+            "so idle times were tried only up to there"
+        )
     connections = f"{result.connections} connection{'' if result.connections == 1 else 's'}"
     return line + f" ({connections}, {result.elapsed:.0f} s)"
 
@@ -474,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     except (TypeError, ValueError, OSError) as exc:
         if tty:
             sys.stderr.write("\n")
-        print(f"{_prog()}: error: {exc}", file=sys.stderr)
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        print(f"{_prog()}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if tty:
@@ -489,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
         print(verdict(result))
         if not kernel_timing():
             print("(idle times are the asked ones: this OS does not show when its probes went out)")
-    return 0
+    # 1: the server, not the path, kept the run from measuring up to --max
+    return 0 if result.outcome == "measured" else 1
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from . import _platform
@@ -188,16 +189,93 @@ def _main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
     return 0  # not reached: exec replaced this process
 
 
+#: The signals ``kaext-run --cgroup`` passes on to COMMAND (how systemd, Kubernetes, a
+#: terminal and a closed session stop things); COMMAND decides how to end, and kaext-run
+#: then removes the cgroup and its BPF programs.
+FORWARDED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+
+def _children() -> list[int]:
+    """This process's children (the main thread's: the one that starts COMMAND)."""
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children", encoding="ascii") as f:
+            return [int(pid) for pid in f.read().split()]
+    except OSError:
+        return []
+
+
+def _forward_signals(pending: list[int]) -> dict[int, object]:
+    """Handlers that pass each of FORWARDED_SIGNALS on to COMMAND; returns the previous ones.
+    ``pending`` gets the signals that arrived before COMMAND was started.
+
+    A signal that arrives before COMMAND is started (the cgroup and its BPF programs are
+    being set up) is passed on as soon as it is; one that arrives after it ended (they are
+    being removed) is dropped: the cleanup finishes either way."""
+    import signal
+    import threading
+
+    me = os.getpid()
+
+    def deliver_when_started() -> None:
+        while True:
+            children = _children()
+            if children:
+                for signum in pending:
+                    _kill(children, signum)
+                return
+            time.sleep(0.01)
+
+    def forward(signum: int, frame: object) -> None:
+        if os.getpid() != me:  # COMMAND between fork and exec still has this handler: the signal is its own
+            os._exit(128 + signum)
+        children = _children()
+        if children:
+            _kill(children, signum)
+        elif not pending:
+            pending.append(signum)
+            threading.Thread(target=deliver_when_started, daemon=True).start()
+        else:
+            pending.append(signum)
+
+    previous: dict[int, object] = {}
+    for name in FORWARDED_SIGNALS:
+        number = getattr(signal, name, None)
+        if number is not None:
+            previous[number] = signal.signal(number, forward)
+    return previous
+
+
+def _kill(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
 def _run_in_cgroup(parser: argparse.ArgumentParser, policy: str, command: list[str], force: bool) -> int:
+    import signal
+
     from .enforce import run_in_cgroup
 
+    pending: list[int] = []
+    previous = _forward_signals(pending)
     try:
         status = run_in_cgroup(command, policy, force=force)
     except KeyboardInterrupt:
-        return 130  # as a shell reports a command ended by SIGINT
+        return 130
     except (OSError, TypeError, ValueError, Warning) as exc:  # Warning: under -W error
+        if pending and isinstance(exc, OSError):
+            # stopped while the cgroup was being set up (a BPF program load the signal
+            # interrupted fails with EAGAIN): COMMAND never ran, nothing is left
+            name = signal.Signals(pending[0]).name
+            sys.stderr.write(f"{parser.prog}: {name} before {command[0]} started: not started\n")
+            return 128 + pending[0]
         text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         parser.exit(2, f"{parser.prog}: error: --cgroup: {text}\n")
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)  # type: ignore[arg-type]
     if status == 127:
         sys.stderr.write(f"{parser.prog}: {command[0]}: command not found\n")
     return status

@@ -785,7 +785,7 @@ def test_a_process_whose_main_thread_exited_is_read_through_a_live_thread(
         assert (json_row["keepalive"], json_row["verdict"]) == (None, "UNREADABLE")
         assert json_row["reason"] == by_pid[info["fd"]].reason
         assert (
-            f"python -m kaext.inspect: pid {proc.pid}: options not read: {json_row['reason']}"
+            f"python -m kaext.inspect: pid {proc.pid}: options of 1 socket not read: {json_row['reason']}"
             in shown.stderr.splitlines()
         )
         assert shown.returncode == 1

@@ -32,7 +32,20 @@ import pytest
 import kaext
 from kaext import probe, testing
 
-FIELDS = ["host", "port", "idle_timeout", "survived", "server_closed_after", "policy", "elapsed", "connections"]
+FIELDS = [
+    "host",
+    "port",
+    "idle_timeout",
+    "survived",
+    "server_closed_after",
+    "policy",
+    "elapsed",
+    "connections",
+    "server_reset_after",
+    "server_sent_after",
+    "connection_limit",
+    "outcome",
+]
 SLACK = 0.3  # s: the probe's look at each socket every 50 ms, and jiffies
 
 # A server for the namespaces: accepts, echoes, and (argv[1] > 0) closes a connection

@@ -102,10 +102,38 @@ def _workflow() -> str:
     return _source("wheels.yml").read_text(encoding="utf-8")
 
 
+#: ``- uses: owner/repo@<commit> # vX.Y.Z``: an action pinned by its full commit hash, the
+#: release it is named in the comment (a tag can be moved, a commit cannot).
+_PINNED_USES = re.compile(r"uses:\s*([\w.-]+/[\w./-]+)@([0-9a-f]{40}) # (v\d+\.\d+\.\d+)$")
+
+
+def test_workflow_pins_every_action_by_commit() -> None:
+    uses = [line.strip() for line in _workflow().splitlines() if re.match(r"\s*(-\s*)?uses:", line)]
+    assert uses, "no `uses:` lines in wheels.yml"
+    unpinned = [line for line in uses if not _PINNED_USES.search(line)]
+    assert not unpinned, f"pin these by full commit hash with a `# vX.Y.Z` comment: {unpinned}"
+    # one release per action: two commits for one action would be two versions of it
+    releases: dict[str, set[tuple[str, str]]] = {}
+    for line in uses:
+        match = _PINNED_USES.search(line)
+        assert match is not None
+        releases.setdefault(match[1], set()).add((match[2], match[3]))
+    assert all(len(pins) == 1 for pins in releases.values()), releases
+
+
 def test_workflow_pins_cibuildwheel_4() -> None:
-    pins = re.findall(r"uses:\s*pypa/cibuildwheel@(\S+)", _workflow())
+    pins = re.findall(r"uses:\s*pypa/cibuildwheel@[0-9a-f]{40} # (\S+)$", _workflow(), flags=re.MULTILINE)
     assert len(pins) == 1, pins
-    assert re.fullmatch(r"v4\.\d+\.\d+", pins[0]), f"cibuildwheel must be pinned to a 4.x release tag: {pins[0]}"
+    assert re.fullmatch(r"v4\.\d+\.\d+", pins[0]), f"cibuildwheel must be pinned to a 4.x release: {pins[0]}"
+    # .ci/steps/20-wheels.sh reads the version with this sed expression: it must find it
+    sed = shutil.which("sed")
+    if sed is None:
+        _missing("sed is not installed here")
+    step = _source(".ci/steps/20-wheels.sh").read_text(encoding="utf-8")
+    expression = re.search(r"CIBW_VERSION=\$\(sed -n '([^']+)' wheels.yml\)", step)
+    assert expression is not None, "20-wheels.sh no longer reads the cibuildwheel version with sed"
+    read = subprocess.run([sed, "-n", expression[1], str(_source("wheels.yml"))], capture_output=True, text=True)
+    assert f"v{read.stdout.strip()}" == pins[0], (read.stdout, read.stderr)
     try:
         installed = importlib.metadata.version("cibuildwheel")
     except importlib.metadata.PackageNotFoundError:
@@ -114,6 +142,19 @@ def test_workflow_pins_cibuildwheel_4() -> None:
         f"cibuildwheel {installed} is installed but wheels.yml pins {pins[0]}: "
         "the identifiers checked here would not be the ones the workflow builds"
     )
+
+
+def test_zizmor_finds_nothing_high() -> None:
+    zizmor = shutil.which("zizmor")
+    if zizmor is None:
+        _missing("zizmor is not installed here (pip install zizmor)")
+    audit = subprocess.run(
+        [zizmor, "--offline", "--format", "plain", "--min-severity", "high", str(_source("wheels.yml"))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
 def _matrix_runners() -> list[tuple[str, list[str]]]:
@@ -154,7 +195,7 @@ def test_workflow_builds_sdist_and_pure_wheel_and_publishes_on_tags() -> None:
     assert "startsWith(github.ref, 'refs/tags/v')" in publish
     assert re.search(r"permissions:\s*\n\s*id-token:\s*write", publish)
     assert re.search(r"environment:\s*\n\s*name:\s*pypi\b", publish)
-    assert "uses: pypa/gh-action-pypi-publish@release/v1" in publish
+    assert re.search(r"uses: pypa/gh-action-pypi-publish@[0-9a-f]{40} # v1\.\d+\.\d+$", publish, re.MULTILINE)
     assert "password" not in publish and "secrets." not in publish, "trusted publishing needs no token"
     # Settings belong in pyproject.toml; the workflow only picks each runner's arch.
     assert set(re.findall(r"\bCIBW_[A-Z_]+", text)) == {"CIBW_ARCHS"}

@@ -207,3 +207,76 @@ def test_asynchronous_exception_during_a_read_reaches_the_caller(
     raised, caught, mixed = _run_storm(sock, call, TimeoutError, rounds=3000, seconds=3.0)
     assert raised >= 50, f"the storm hit only {raised} times"
     assert (caught, mixed) == (raised, 0), f"{raised} raised, {caught} reached the caller"
+
+
+def _inject_twice(apply: Callable[[], None], after_call: int, then_entry: int) -> None:
+    """Run ``apply`` with two exceptions injected where the interpreter runs a pending
+    signal handler: the first right after its ``after_call``-th setsockopt returns (a
+    profile function's exception at ``c_return``), the second on entering the
+    ``then_entry``-th Python function after that (a trace function's at ``call``) -- a
+    handler that raises again while kaext recovers from the first.  Each injector unsets
+    itself when it raises; whichever exception reaches here is swallowed."""
+    state = {"setsockopt": 0, "entries": 0, "fired": False}
+
+    def profile(frame: FrameType, event: str, arg: Any) -> None:
+        if event == "c_return" and getattr(arg, "__name__", "") == "setsockopt":
+            state["setsockopt"] += 1
+            if state["setsockopt"] == after_call:
+                sys.setprofile(None)
+                state["fired"] = True
+                raise TimeoutError("first")
+
+    def trace(frame: FrameType, event: str, arg: Any) -> None:
+        if event == "call" and state["fired"]:
+            state["entries"] += 1
+            if state["entries"] > then_entry:
+                sys.settrace(None)
+                raise TimeoutError("second")
+
+    sys.settrace(trace)
+    sys.setprofile(profile)
+    try:
+        apply()
+    except TimeoutError:
+        pass
+    finally:
+        sys.setprofile(None)
+        sys.settrace(None)
+
+
+@pytest.mark.parametrize("path", ["fast", "general", "general-rollback"])
+def test_a_second_handler_exception_during_recovery_never_leaves_half_of_each_policy(
+    tcp_pair: tuple[socket.socket, socket.socket], path: str, request: pytest.FixtureRequest
+) -> None:
+    """Issue 30, item 11 (pure Policy.apply: 2 of 1,771 calls under a signal storm left half
+    one policy, half the other).  A first exception after any of the plan's setsockopt calls,
+    a second on entering any of the next functions kaext calls to finish the plan: the
+    socket is exactly as before or exactly as after, every time.  Before the fix the second
+    one, raised on entering the recovery function outside any try, left a mix."""
+    from kaext import _pure
+
+    sock, _ = tcp_pair
+    rollback = ROLLBACK_IDLE_INTERVAL_COUNT if path == "general-rollback" else 0
+    plan = _pure.Plan(ALL_KNOBS | rollback, 50, 10, 5, 100_000, 1)
+    if path == "fast":
+        policy = SimpleNamespace(_plan=plan)
+
+        def apply() -> None:
+            _pure.apply_policy(policy, sock)
+    else:
+        dup = socket.socket(fileno=os.dup(sock.fileno()))
+        request.addfinalizer(lambda: _close_quietly(dup))
+        target = HasFileno(dup) if path == "general" else sock
+
+        def apply() -> None:
+            _pure.apply(target, plan)
+
+    calls = len(_platform.KNOBS) + 1  # the knobs, then SO_KEEPALIVE
+    mixed = []
+    for after_call in range(1, calls + 1):
+        for then_entry in range(4):
+            BEFORE.apply(sock)
+            _inject_twice(apply, after_call, then_entry)
+            if raw(sock) not in (RAW_BEFORE, RAW_AFTER):
+                mixed.append((after_call, then_entry, raw(sock)))
+    assert not mixed, f"half of each policy after (setsockopt call, function entry): {mixed}"
