@@ -182,8 +182,9 @@ class Client:
                 f.write("0")
 
         self.mode = mode
+        inside = ["ip", "netns", "exec", ns] if ns else []  # none: this namespace
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-I", "-S", "-c", CLIENT, mode, host, str(port), *extra],
+            [*inside, sys.executable, "-I", "-S", "-c", CLIENT, mode, host, str(port), *extra],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -629,26 +630,21 @@ def test_without_the_reset_reason_timeouts_are_told_apart_by_the_probes_out(
 
 
 def _behind_a_nat(mode: str, cgroup: str, keepalive: str) -> tuple[int, int]:
-    """A connection through a NAT that forgets it after 1 s idle (``mode``: drop or reset what
-    it no longer knows), kept idle with keepalive IDLE,INTERVAL,COUNT: (client pid, errno)."""
-    lab = netns.NatLab(idle_timeout=1, mode=mode)
-    try:
-        listener = lab.socket(lab.server_ns)
-        listener.bind((lab.server_address, 0))
-        listener.listen(1)
+    """A connection through a NAT that forgets it after 1 s idle (kaext.testing's
+    ``forget_idle``; ``mode``: drop or reset what it no longer knows), kept idle with keepalive
+    IDLE,INTERVAL,COUNT: (client pid, errno)."""
+    from kaext import testing
+
+    with socket.create_server(("127.0.0.1", 0)) as listener, testing.Path(listener.getsockname()) as path:
         listener.settimeout(30)
-        client = Client(
-            None, cgroup, "idle_keepalive", listener.getsockname()[1], keepalive, ns=lab.client_ns,
-            host=lab.server_address,
-        )  # fmt: skip
+        path.forget_idle(1, rst=mode == "reset")
+        host, port = path.address
+        client = Client(None, cgroup, "idle_keepalive", port, keepalive, host=host)
         conn, _ = listener.accept()
         try:
             return client.pid, client.end()
         finally:
             conn.close()
-            listener.close()
-    finally:
-        lab.close()
 
 
 def test_behind_a_nat_a_forgotten_flow_dies_of_keepalive_or_of_the_nat_s_reset(cgroup: str) -> None:
