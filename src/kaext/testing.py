@@ -106,7 +106,8 @@ def _run_nft(args: list[str], script: str | None) -> str:
         text = proc.stderr.strip()
         if "Operation not permitted" in text or "Permission denied" in text:
             raise OSError(errno.EPERM, f"kaext.testing needs CAP_NET_ADMIN in this network namespace: {_HOW}")
-        raise OSError(errno.EINVAL, f"nft failed: {text}")
+        first = next((line for line in text.splitlines() if "Error:" in line), text.split("\n")[0])
+        raise OSError(errno.EINVAL, f"nft failed: {first}")
     return proc.stdout
 
 
