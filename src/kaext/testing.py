@@ -106,7 +106,8 @@ def _run_nft(args: list[str], script: str | None) -> str:
         text = proc.stderr.strip()
         if "Operation not permitted" in text or "Permission denied" in text:
             raise OSError(errno.EPERM, f"kaext.testing needs CAP_NET_ADMIN in this network namespace: {_HOW}")
-        raise OSError(errno.EINVAL, f"nft failed: {text}")
+        first = next((line for line in text.splitlines() if "Error:" in line), text.split("\n")[0])
+        raise OSError(errno.EINVAL, f"nft failed: {first}")
     return proc.stdout
 
 
@@ -172,9 +173,8 @@ class Path:
     """A path to the TCP server at ``target`` ((host, port) on this machine) that can fail on demand.
 
     Clients connect to :attr:`address` instead of ``target``.  A context manager: leaving
-    it (also on an exception or Ctrl-C) removes the path's rules, as :meth:`close` does;
-    connections made through it keep working then.  Usable from any thread; several paths
-    at once, to one server or many.
+    it (also on an exception or Ctrl-C) removes the path's rules, as :meth:`close` does.
+    Usable from any thread; several paths at once, to one server or many.
 
     Raises OSError (with its errno and one line saying what to do) where the path cannot be
     made: not Linux, no ``nft`` command, no CAP_NET_ADMIN in this network namespace.
@@ -319,9 +319,11 @@ class Path:
     # -- lifetime -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Remove the path's rules and free its port; connections made through it keep working.
+        """Remove the path's rules and free its port.
 
-        Safe to call twice, from any thread.
+        A connection made through the path does not outlive it: its packets are no longer
+        translated (close it first; its next packet may meet an RST or nothing).  Safe to call
+        twice, from any thread.
         """
         with self._lock:
             if self._closed:
@@ -472,14 +474,21 @@ def enter_namespace() -> None:
             "(unprivileged user namespaces disabled by user.max_user_namespaces, "
             "kernel.unprivileged_userns_clone or AppArmor, or a seccomp filter): run as root instead",
         ) from None
-    if uid != 0:
-        try:
-            _write("/proc/self/setgroups", "deny")
-        except FileNotFoundError:
-            pass
-        _write("/proc/self/uid_map", f"0 {uid} 1\n")
-        _write("/proc/self/gid_map", f"0 {gid} 1\n")
-    _loopback_up()
+    try:
+        if uid != 0:
+            try:
+                _write("/proc/self/setgroups", "deny")
+            except FileNotFoundError:
+                pass
+            _write("/proc/self/uid_map", f"0 {uid} 1\n")
+            _write("/proc/self/gid_map", f"0 {gid} 1\n")
+        _loopback_up()
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"the new namespace cannot be set up ({exc.strerror}): the kernel restricts user namespaces here "
+            "(AppArmor's kernel.apparmor_restrict_unprivileged_userns, a seccomp filter): run as root instead",
+        ) from None
 
 
 def _parser() -> argparse.ArgumentParser:
