@@ -167,7 +167,7 @@ def _green(lightness: float) -> str:
 
 def figure(doc: dict[str, Any]) -> str:
     clients = _clients(doc)
-    label_w, col_w, row_h, top, gap = 150, 58, 22, 74, 8
+    label_w, col_w, row_h, top, gap = 200, 58, 22, 74, 8
     width = label_w + len(FAILURES) * (2 * col_w + gap) + 10
     height = top + len(clients) * row_h + 70
     out = [
@@ -196,6 +196,8 @@ def figure(doc: dict[str, Any]) -> str:
                     text = "n/a"
                 elif cell["seconds"] is None:
                     text = "?"
+                elif cell["outcome"] == "ok":
+                    text = f"ok {cell['seconds']:.1f}"
                 else:
                     text = f"{cell['seconds']:.1f}"
                 ink = "white" if cell["outcome"] == "blocked" else "black"
@@ -221,7 +223,7 @@ def figure(doc: dict[str, Any]) -> str:
         x += 26 + 6 * len(text)
     out.append(
         f'<text x="8" y="{y + 36}" fill="#555">Linux {html.escape(doc["kernel"])}; each cell: one client through a '
-        "kaext.testing.Path; ok or error, the seconds after the failure</text>"
+        "kaext.testing.Path; a number: raised that many s after the failure; ok: succeeded</text>"
     )
     out.append("</svg>")
     return "\n".join(out) + "\n"
