@@ -367,7 +367,9 @@ class Policy:
         knob as it is (``30m::10``) and trailing fields may be left out (``10:``
         sets only idle); as in nginx, a spec that sets nothing (``::``) is refused.
         kaext also reads ``user_timeout=DURATION`` and ``connect_timeout=DURATION`` words
-        after it (``30m::10 user_timeout=5m connect_timeout=5s``), which ``str(policy)`` writes.
+        after it (``30m::10 user_timeout=5m connect_timeout=5s``), which ``str(policy)`` writes;
+        without the keepalive part they follow ``on`` (``connect_timeout=5s`` is
+        ``on connect_timeout=5s``).
 
         A spec that is a middlebox name from ``kaext.presets.MIDDLEBOXES``, in any case
         (``"aws-nlb"``, ``"AWS-NLB"``), is ``Policy.for_middlebox(spec)``.
@@ -378,6 +380,8 @@ class Policy:
         if not words:
             raise ValueError(f"invalid keepalive spec {spec!r}: empty")
         head, extra = words[0], words[1:]
+        if "=" in head:  # only the words: keepalive "on"
+            head, extra = "on", words
         if not extra and head not in ("on", "off") and ":" not in head and not head[:1].isdigit():
             from ._middleboxes import lookup, names  # dataclasses: imported only when asked
 

@@ -144,3 +144,13 @@ def test_shapes_carry_it_where_the_library_can() -> None:
         for level, name, value in policy.socket_options():
             s.setsockopt(level, name, value)
         assert Policy.from_socket(s) == Policy(idle=60, interval=10, count=5, user_timeout=0, connect_timeout=7)
+
+
+def test_parse_takes_the_words_without_a_keepalive_part() -> None:
+    """``connect_timeout=5s`` alone (and ``user_timeout=...`` alone) is ``on`` with those words."""
+    assert kaext.Policy.parse("connect_timeout=7s") == kaext.Policy.parse("on connect_timeout=7s")
+    assert kaext.Policy.parse("user_timeout=9s connect_timeout=7s") == kaext.Policy(user_timeout=9, connect_timeout=7)
+    with pytest.raises(ValueError, match=r"unexpected 'connect_timeout=7s'"):
+        kaext.Policy.parse("connect_timeout=7s connect_timeout=7s")
+    with pytest.raises(ValueError, match=r"unexpected 'idle=7s'"):
+        kaext.Policy.parse("idle=7s")

@@ -375,7 +375,6 @@ BAD_SPECS = [
     "on timeout=5",
     "on user_timeout=5 user_timeout=6",
     "30m::10 extra",
-    "user_timeout=5",
     "on user_timeout=25d",  # beyond TCP_USER_TIMEOUT's 2**31-1 ms
 ]
 
