@@ -36,6 +36,7 @@ Command line: ``python -m kaext.enforce`` / ``kaext-enforce``::
 from __future__ import annotations
 
 import argparse
+import builtins
 import errno
 import json
 import os
@@ -57,6 +58,7 @@ __all__ = [
     "attach",
     "detach",
     "enforcements",
+    "list",
     "main",
     "own_cgroup",
     "prune",
@@ -151,7 +153,7 @@ class Enforcement(Record):
 # --- where things are ------------------------------------------------------------------
 
 
-def _mounts(fstype: str) -> list[str]:
+def _mounts(fstype: str) -> builtins.list[str]:
     """Mount points of file systems of type ``fstype`` (from /proc/self/mountinfo); the mounts
     of a whole file system (root ``/``) before those of a part of it (bind mounts)."""
     points = []
@@ -315,7 +317,7 @@ class _Pins:
     def path(self, *names: str) -> str:
         return os.path.join(f"/proc/self/fd/{self.fd}", *names)
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:
         return sorted(n for n in os.listdir(self.fd) if n.startswith(_PIN_PREFIX) and n[len(_PIN_PREFIX) :].isdigit())
 
     def get(self, name: str, obj: str) -> int | None:
@@ -643,9 +645,11 @@ def _pinned_progs() -> dict[int, _Prog]:
     return found
 
 
-def _attached(cgroup_fd: int, cache: dict[int, _Prog | None], *, effective: bool = False) -> dict[str, list[_Prog]]:
+def _attached(
+    cgroup_fd: int, cache: dict[int, _Prog | None], *, effective: bool = False
+) -> dict[str, builtins.list[_Prog]]:
     """kaext's programs attached to the cgroup (or, ``effective``: running for its sockets, in order)."""
-    found: dict[str, list[_Prog]] = {}
+    found: dict[str, builtins.list[_Prog]] = {}
     for kind, const in _KINDS:
         try:
             ids = _backend.bpf_prog_query(cgroup_fd, getattr(_backend, const), effective)
@@ -744,14 +748,14 @@ def _pinned(pins: _Pins, name: str) -> tuple[_Config | None, dict[str, int]]:
     return config, ids
 
 
-def _consistent(ids: dict[str, int], attached: dict[str, list[_Prog]]) -> bool:
+def _consistent(ids: dict[str, int], attached: dict[str, builtins.list[_Prog]]) -> bool:
     """Every program pinned is attached (a sock_ops program among them)."""
     return "sock_ops" in ids and all(ids[kind] in [p.id for p in attached[kind]] for kind in ids)
 
 
 def _match(
-    path: str, cgroup_id: int, config: _Config | None, ids: dict[str, int], attached: dict[str, list[_Prog]]
-) -> list[Enforcement]:
+    path: str, cgroup_id: int, config: _Config | None, ids: dict[str, int], attached: dict[str, builtins.list[_Prog]]
+) -> builtins.list[Enforcement]:
     """One cgroup's enforcements: its pins matched with what the kernel has attached there."""
     found = []
     if config is not None:
@@ -771,7 +775,7 @@ def _match(
     return found
 
 
-def _scan(pins: _Pins | None) -> list[Enforcement]:
+def _scan(pins: _Pins | None) -> builtins.list[Enforcement]:
     """What the kernel has attached, every cgroup, matched with kaext's pins."""
     cache: dict[int, _Prog | None] = {}
     pinned: dict[int, tuple[_Config | None, dict[str, int]]] = {}
@@ -865,7 +869,7 @@ def attach(
     return result[0]
 
 
-def _scan_one(pins: _Pins, path: str, cgroup_fd: int, cgroup_id: int) -> list[Enforcement]:
+def _scan_one(pins: _Pins, path: str, cgroup_fd: int, cgroup_id: int) -> builtins.list[Enforcement]:
     """The enforcement(s) of one cgroup, from the kernel and the pins."""
     config, ids = _pinned(pins, _pin_name(cgroup_id))
     return _match(path, cgroup_id, config, ids, _attached(cgroup_fd, {}))
@@ -925,15 +929,15 @@ def _replace(
     pins: _Pins,
     name: str,
     cgroup_fd: int,
-    attached: dict[str, list[_Prog]],
+    attached: dict[str, builtins.list[_Prog]],
     mask: int,
     flags: int,
     values: tuple[int, ...],
 ) -> None:
     """New map and programs: pinned, attached, and only then the old ones (kaext's) detached."""
     cgroup_id = os.fstat(cgroup_fd).st_ino
-    fds: list[int] = []
-    done: list[tuple[int, int]] = []
+    fds: builtins.list[int] = []
+    done: builtins.list[tuple[int, int]] = []
     try:
         map_fd = _bpf("BPF_MAP_CREATE", _backend.bpf_map_create)
         fds.append(map_fd)
@@ -971,7 +975,7 @@ def _replace(
             os.close(fd)
 
 
-def _detach_progs(cgroup_fd: int, attached: dict[str, list[_Prog]]) -> None:
+def _detach_progs(cgroup_fd: int, attached: dict[str, builtins.list[_Prog]]) -> None:
     for kind, const in _KINDS:
         for p in attached.get(kind, []):
             try:
@@ -1062,7 +1066,7 @@ def detach(cgroup: str | os.PathLike[str]) -> bool:
         os.close(cgroup_fd)
 
 
-def prune() -> list[int]:
+def prune() -> builtins.list[int]:
     """Remove the pins of enforcements whose cgroup is gone; their cgroup ids."""
     _require_os()
     pins = _Pins.open(create=False, exclusive=True)
@@ -1075,7 +1079,7 @@ def prune() -> list[int]:
     return gone
 
 
-def enforcements() -> list[Enforcement]:
+def enforcements() -> builtins.list[Enforcement]:
     """Every policy kaext enforces on this host, as the kernel has it, with its counters (reads only).
 
     Read from the kernel (the programs attached to each cgroup) and matched with kaext's
@@ -1173,7 +1177,7 @@ def run_in_cgroup(command: Sequence[str], policy: Policy | str, *, force: bool =
                 f.write("0")
 
         try:
-            child = subprocess.Popen(list(command), preexec_fn=enter)
+            child = subprocess.Popen([*command], preexec_fn=enter)
         except FileNotFoundError:
             return 127
         except PermissionError:
@@ -1256,7 +1260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``kaext-enforce``: attach/update, ``--remove``, ``--list [--json]``; returns the exit status."""
     parser = _parser()
     with one_line_warnings(lambda: parser.prog):  # a policy whose user timeout cuts probing short
-        return _main(parser, sys.argv[1:] if argv is None else list(argv))
+        return _main(parser, sys.argv[1:] if argv is None else [*argv])
 
 
 def _line(e: Enforcement) -> str:
@@ -1267,7 +1271,7 @@ def _line(e: Enforcement) -> str:
     return text
 
 
-def _main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
+def _main(parser: argparse.ArgumentParser, argv: builtins.list[str]) -> int:
     args = parser.parse_args(argv)
     prog = parser.prog
     if args.json and not (args.list or args.which):
@@ -1329,3 +1333,9 @@ def _main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def list() -> builtins.list[Enforcement]:  # kaext.enforce.list(), as --list
+    """What ``kaext-enforce --list`` shows: :func:`enforcements` (the kernel's truth, matched
+    with kaext's pins; reads only)."""
+    return enforcements()

@@ -1365,3 +1365,16 @@ def test_the_map_layout_and_helper_ids_are_one_in_c_the_extension_and_python(tmp
     except ImportError:
         return
     assert _kaext.BPF_FACTS == _pure_bpf.BPF_FACTS
+
+
+def test_list_is_what_the_list_flag_shows(cgroup: str) -> None:
+    """``kaext.enforce.list()``: the enforcements ``--list`` prints, read from the kernel."""
+    enforce.attach(cgroup, POLICY)
+    try:
+        listed = [e for e in enforce.list() if e.cgroup == cgroup]
+        assert [(e.state, str(e.policy)) for e in listed] == [("enforced", POLICY)]
+        assert listed == [e for e in enforce.enforcements() if e.cgroup == cgroup]
+        assert cgroup in cli("--list").stdout
+    finally:
+        enforce.detach(cgroup)
+    assert [e for e in enforce.list() if e.cgroup == cgroup] == []
