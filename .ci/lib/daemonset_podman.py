@@ -6,10 +6,10 @@ Writes, per container NAME of the manifest's DaemonSets, NUL-separated lists for
 ``mapfile -d ''``: ``OUTDIR/NAME.args`` (podman run options: the pod's hostPID, the
 container's securityContext -- privileged, user, capabilities, seccomp and AppArmor profiles,
 a read-only root --, its environment with the NAME=VALUE overrides, its memory limit and
-hostPath volumes), ``OUTDIR/NAME.command`` (command + args) and ``OUTDIR/NAME.port`` (its first containerPort, if
+hostPath volumes), ``OUTDIR/NAME.command`` (command + args, ``$(NAME)`` in them expanded
+from the container's environment as Kubernetes does), ``OUTDIR/NAME.liveness`` (its
+livenessProbe's exec command, if any) and ``OUTDIR/NAME.port`` (its first containerPort, if
 any); prints the names, one a line.  What a node has and this machine has not:
-``$(NAME)`` in command and args is the container's environment variable, as Kubernetes
-expands it; ``OUTDIR/NAME.liveness`` is its livenessProbe's exec command, if any.
 hostNetwork is left out (the container gets a network namespace of its own: this machine's
 is shared with other work, and a port there may be taken), and a hostPath of /sys/fs/cgroup
 is the cgroup2 mount given (a node with only cgroup2 mounts it there).
