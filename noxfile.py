@@ -116,7 +116,7 @@ def verify_and_bench(session: nox.Session) -> None:
 
 @nox.session
 def nspawn(session: nox.Session) -> None:
-    """deploy/kaext-exporter.service booted in systemd-nspawn, scraped, rated (60-nspawn.sh; root)."""
+    """The exporter unit and the BPFProgram= drop-in booted in systemd-nspawn (60-nspawn.sh; root)."""
     _installed(session)
     _step(session, "60-nspawn.sh")
 

@@ -6,8 +6,9 @@ Writes, per container NAME of the manifest's DaemonSets, NUL-separated lists for
 ``mapfile -d ''``: ``OUTDIR/NAME.args`` (podman run options: the pod's hostPID, the
 container's securityContext -- privileged, user, capabilities, seccomp and AppArmor profiles,
 a read-only root --, its environment with the NAME=VALUE overrides, its memory limit and
-hostPath volumes), ``OUTDIR/NAME.command`` (command + args), ``OUTDIR/NAME.prestop`` (the
-lifecycle preStop exec command, if any) and ``OUTDIR/NAME.port`` (its first containerPort, if
+hostPath volumes), ``OUTDIR/NAME.command`` (command + args, ``$(NAME)`` in them expanded
+from the container's environment as Kubernetes does), ``OUTDIR/NAME.liveness`` (its
+livenessProbe's exec command, if any) and ``OUTDIR/NAME.port`` (its first containerPort, if
 any); prints the names, one a line.  What a node has and this machine has not:
 hostNetwork is left out (the container gets a network namespace of its own: this machine's
 is shared with other work, and a port there may be taken), and a hostPath of /sys/fs/cgroup
@@ -17,6 +18,7 @@ is the cgroup2 mount given (a node with only cgroup2 mounts it there).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Any
 
@@ -43,8 +45,7 @@ def podman_args(pod: dict[str, Any], container: dict[str, Any], cgroup2: str, en
         args.append("--security-opt=apparmor=unconfined")
     if sc.get("readOnlyRootFilesystem"):
         args.append("--read-only")
-    values = {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
-    values.update(env)
+    values = environment(container, env)
     args += [f"--env={name}={value}" for name, value in values.items()]
     memory = ((container.get("resources") or {}).get("limits") or {}).get("memory")
     if memory:
@@ -58,6 +59,22 @@ def podman_args(pod: dict[str, Any], container: dict[str, Any], cgroup2: str, en
             host = cgroup2
         args.append(f"--volume={host}:{mount['mountPath']}{':ro' if mount.get('readOnly') else ''}")
     return args
+
+
+def environment(container: dict[str, Any], env: dict[str, str]) -> dict[str, str]:
+    values = {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+    values.update(env)
+    return values
+
+
+def expand(text: str, values: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion of command and args: a defined variable's value, $$ a
+    literal $, anything else kept as written."""
+    return re.sub(
+        r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+        lambda m: "$" if m.group(0) == "$$" else values.get(m.group(1), m.group(0)),
+        text,
+    )
 
 
 def _write(path: str, items: list[str]) -> None:
@@ -78,10 +95,12 @@ def main(argv: list[str]) -> int:
                 name = container["name"]
                 base = os.path.join(outdir, name)
                 _write(base + ".args", podman_args(pod, container, cgroup2, env))
-                _write(base + ".command", [*(container.get("command") or []), *(container.get("args") or [])])
-                prestop = (((container.get("lifecycle") or {}).get("preStop") or {}).get("exec") or {}).get("command")
-                if prestop:
-                    _write(base + ".prestop", prestop)
+                values = environment(container, env)
+                command = [*(container.get("command") or []), *(container.get("args") or [])]
+                _write(base + ".command", [expand(c, values) for c in command])
+                liveness = ((container.get("livenessProbe") or {}).get("exec") or {}).get("command")
+                if liveness:
+                    _write(base + ".liveness", liveness)
                 ports = [p["containerPort"] for p in container.get("ports") or [] if "containerPort" in p]
                 if ports:
                     _write(base + ".port", [str(ports[0])])

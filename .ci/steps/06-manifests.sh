@@ -2,7 +2,7 @@
 # The Kubernetes manifests (deploy/*.yaml, the DaemonSets) validated by kubernetes-validate
 # --strict (its offline OpenAPI schemas; unknown fields are errors) against every Kubernetes
 # minor from 1.30, the oldest supported, to the newest the pinned release knows.  No cluster
-# runs here; the DaemonSets' command lines are run in the podman step (60-containers.sh).
+# runs here; the DaemonSets' command lines are run in the podman step (61-podman.sh).
 # Budget: about 10 s.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -6,9 +6,15 @@
 # of user nobody with keepalive on: verdict ok, not unreadable); `systemd-analyze security`
 # must rate the unit's exposure at most 3.0.  nspawn's default seccomp filter refuses
 # pidfd_getfd (every other process would be unreadable): --system-call-filter=pidfd_getfd,
-# as docs/metrics.md says for containers.
-# Budget: 4 minutes on 2 cores (the root file system 2.5-3.5 min, once per run; the boot and the
-# checks 5 s).
+# as docs/metrics.md says for containers.  Then the enforce drop-in, booted the same way:
+# deploy/kaext-bpf-policy.service pins the programs, a unit with deploy/kaext-bpf-policy.conf
+# (BPFProgram=) must hold the policy on its first connection, a unit without it must not.
+# What that needs of the container (not of the exporter): the bpf system call
+# (--system-call-filter), CAP_BPF (nspawn's default set lacks it), a BPF file system of its
+# own at /sys/fs/bpf (nspawn's /sys is read-only) and the unified cgroup hierarchy (systemd's
+# BPF features; SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 on a host with the hybrid layout).
+# Budget: 4 minutes on 2 cores (the root file system 1.5-3.5 min, once per run; the boot and
+# the checks 3 s).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -26,6 +32,7 @@ machine="kaext-ci-$$-$RANDOM"
 log="$KAEXT_CI_TMP/$machine.log"
 nspawn=
 leader=
+bpffs=
 stop() {
   [ -n "$nspawn" ] || return 0
   kill -TERM "$nspawn" 2>/dev/null || true   # the container powers off
@@ -35,13 +42,22 @@ stop() {
   nspawn=
 }
 # shellcheck disable=SC2317  # called by the trap
-cleanup() { stop; rm -rf "$KAEXT_CI_TMP/$machine.log"; }
+cleanup() {
+  stop
+  [ -z "$bpffs" ] || umount "$bpffs" 2>/dev/null || true
+  rm -rf "$KAEXT_CI_TMP/$machine.log" "$bpffs"
+}
 trap 'cleanup; rm -rf "${CI_OWN_TMP:-/nonexistent}"' EXIT
 in_ct() { nsenter -t "$leader" -a "$@"; }
 
+# The container's own BPF file system (a new instance, not the host's pins): nspawn mounts
+# /sys read-only, and the drop-in's programs are pinned there.
+bpffs="$KAEXT_CI_TMP/$machine.bpf"
+mkdir -p "$bpffs" && mount -t bpf bpf "$bpffs"
 say "boot $machine (systemd-nspawn --boot --volatile=overlay --private-network)"
-systemd-nspawn -D "$rootfs" --register=no --keep-unit --boot --volatile=overlay --private-network \
-  --machine="$machine" --console=passive --system-call-filter=pidfd_getfd \
+SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 systemd-nspawn -D "$rootfs" --register=no --keep-unit --boot --volatile=overlay --private-network \
+  --machine="$machine" --console=passive --system-call-filter="pidfd_getfd bpf" --capability=CAP_BPF \
+  --bind="$bpffs:/sys/fs/bpf" \
   --bind-ro="$ROOT/deploy/kaext-exporter.service:/etc/systemd/system/kaext-exporter.service" \
   >"$log" 2>&1 </dev/null &
 nspawn=$!
@@ -93,6 +109,38 @@ exposure=$(in_ct systemd-analyze security --no-pager kaext-exporter.service | se
 say "systemd-analyze security: exposure $exposure (at most $MAX_EXPOSURE)"
 awk -v e="$exposure" -v m="$MAX_EXPOSURE" 'BEGIN { exit !(e <= m) }' \
   || { in_ct systemd-analyze security --no-pager kaext-exporter.service | grep -v '^✓' | head -40; die "exposure $exposure > $MAX_EXPOSURE"; }
+
+say "the BPFProgram= drop-in: deploy/kaext-bpf-policy.service and deploy/kaext-bpf-policy.conf"
+# Written into the container's overlay: the policy unit as deploy/ has it, but for its
+# policy a spec whose values this script knows (175 s idle, 35 s interval, 5 probes); a unit
+# with the drop-in and one without, each printing what its first connection holds.
+ct_root="/proc/$leader/root"
+sed 's|--policy aws-nlb|--policy 175s:35s:5|' deploy/kaext-bpf-policy.service >"$ct_root/etc/systemd/system/kaext-bpf-policy.service"
+grep -q -- '--policy 175s:35s:5' "$ct_root/etc/systemd/system/kaext-bpf-policy.service" || die "no --policy aws-nlb in deploy/kaext-bpf-policy.service"
+cat >"$ct_root/usr/local/bin/kaext-ci-first-connection" <<'PY'
+import socket
+listener = socket.create_server(("127.0.0.1", 0))
+c = socket.create_connection(listener.getsockname())
+print(c.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+      *(c.getsockopt(socket.IPPROTO_TCP, o) for o in (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT)))
+PY
+for app in kaext-ci-app kaext-ci-plain; do
+  printf '[Service]\nType=oneshot\nExecStart=/usr/bin/python3 /usr/local/bin/kaext-ci-first-connection\nStandardOutput=truncate:/run/%s.out\n' "$app" \
+    >"$ct_root/etc/systemd/system/$app.service"
+done
+mkdir -p "$ct_root/etc/systemd/system/kaext-ci-app.service.d"
+cp deploy/kaext-bpf-policy.conf "$ct_root/etc/systemd/system/kaext-ci-app.service.d/kaext.conf"
+in_ct systemctl daemon-reload
+# kaext-ci-app.service Requires= the policy unit: starting it starts kaext-bpf-policy.service first
+in_ct systemctl start kaext-ci-app.service kaext-ci-plain.service \
+  || { in_ct journalctl -u kaext-bpf-policy -u kaext-ci-app --no-pager | tail -20; die "start kaext-ci-app.service"; }
+app=$(cat "$ct_root/run/kaext-ci-app.out") plain=$(cat "$ct_root/run/kaext-ci-plain.out")
+echo "  first connection: with the drop-in '$app'; without '$plain'"
+[ "$app" = "1 175 35 5" ] || die "the first connection of a unit with the drop-in holds '$app', not '1 175 35 5'"
+[ "$plain" != "$app" ] || die "a unit without the drop-in has the policy too"
+in_ct systemctl stop kaext-bpf-policy.service
+[ ! -e "$ct_root/sys/fs/cgroup/kaext-policy" ] || die "kaext-bpf-policy.service left /sys/fs/cgroup/kaext-policy behind"
+say "a unit with the BPFProgram= drop-in: its first connection has the policy"
 
 stop
 say "nspawn: the exporter unit booted, served and read another user's sockets"

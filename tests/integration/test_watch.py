@@ -12,7 +12,11 @@ client's namespace), a connect to a vanished peer (connect_timeout, ``tcp_syn_re
 lowered), a closed port (connect_refused), a client that closes (local_close) or aborts
 with SO_LINGER 0 (local_abort).  The expected cause, errno and pid of each come from the
 client itself (what its system calls returned, ``os.getpid()``), never from kaext.
-Missing parts skip here and fail in CI (``KAEXT_REQUIRE_BPF=1``).
+Missing parts skip here and fail in CI (``KAEXT_REQUIRE_BPF=1``), but for one the kernel
+documents: a kernel built without BTF (``CONFIG_DEBUG_INFO_BTF`` off, no
+``/sys/kernel/btf/vmlinux``; e.g. Debian's user-mode-linux 6.1, which CI runs) has no layouts
+to read, so kaext.watch refuses there in one line, and on such a kernel the tests that watch
+say so and test_without_btf_the_watch_refuses_in_one_line checks that refusal.
 """
 
 from __future__ import annotations
@@ -44,13 +48,16 @@ REQUIRED = os.environ.get("KAEXT_REQUIRE_BPF") == "1"
 pytestmark = [pytest.mark.root, pytest.mark.thread_unsafe]
 
 
+NO_BTF = "this kernel has no BTF"
+
+
 def _unavailable() -> str | None:
     if os.geteuid() != 0:
         return "needs root (CAP_BPF, CAP_PERFMON, network namespaces)"
     if kaext.IMPLEMENTATION != "c":
         return "kaext.watch needs the C extension; this run uses the pure-Python backend"
     if not os.path.exists("/sys/kernel/btf/vmlinux"):
-        return "this kernel has no BTF"
+        return NO_BTF
     try:
         enforce.own_cgroup()
     except OSError as exc:
@@ -67,6 +74,8 @@ def _reason() -> str | None:
 def cgroup(_reason: str | None) -> Iterator[str]:
     """A fresh cgroup v2 directory of this test alone, removed afterwards (its processes killed)."""
     if _reason is not None:
+        if _reason == NO_BTF:
+            pytest.skip(f"kaext.watch: {NO_BTF}: it refuses (test_without_btf_the_watch_refuses_in_one_line)")
         if REQUIRED and kaext.IMPLEMENTATION == "c":
             pytest.fail(f"kaext.watch tests cannot run, but KAEXT_REQUIRE_BPF=1: {_reason}")
         pytest.skip(f"kaext.watch: {_reason}")
@@ -537,7 +546,34 @@ def test_a_plain_user_is_refused_in_one_line(command: list[str]) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        # the kernel's lack comes first: no user, root or not, can watch on a kernel without BTF
+        assert len(lines) == 1 and "no BTF" in lines[0] and "CONFIG_DEBUG_INFO_BTF" in lines[0], proc.stderr
+        return
     assert len(lines) == 1 and "needs root" in lines[0] and "CAP_BPF" in lines[0], proc.stderr
+
+
+def test_without_btf_the_watch_refuses_in_one_line() -> None:
+    """Without the kernel's BTF (CONFIG_DEBUG_INFO_BTF off) the watch has no socket layouts to
+    read: Watch raises FileNotFoundError (ENOENT) naming the file and the kernel option, the CLI
+    says so in one line and exits 2.  With BTF (most distributions' kernels since 5.x) the CLI
+    watches and exits 0."""
+    if os.geteuid() != 0 or kaext.IMPLEMENTATION != "c":
+        pytest.skip("needs root and the C extension (the refusals before the BTF are tested elsewhere)")
+    command = [sys.executable, "-m", "kaext.watch", "--all", "--duration", "0.3"]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    if os.path.exists("/sys/kernel/btf/vmlinux"):
+        assert proc.returncode == 0, proc.stderr
+        assert "deaths" in proc.stderr.splitlines()[-1]
+        return
+    with pytest.raises(FileNotFoundError) as refused:
+        watch.Watch(all=True)
+    assert refused.value.errno == errno.ENOENT
+    assert "/sys/kernel/btf/vmlinux" in str(refused.value) and "CONFIG_DEBUG_INFO_BTF" in str(refused.value)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "no BTF" in lines[0] and "CONFIG_DEBUG_INFO_BTF" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_cap_bpf_and_cap_perfmon_are_enough(_reason: str | None) -> None:

@@ -16,8 +16,20 @@ pytestmark = pytest.mark.one_implementation
 @pytest.fixture(scope="module")
 def btf() -> BTF:
     if not os.path.exists(VMLINUX):
-        pytest.skip("this kernel has no BTF (/sys/kernel/btf/vmlinux)")
+        pytest.skip("this kernel has no BTF (/sys/kernel/btf/vmlinux): test_a_kernel_without_btf_is_named checks that")
     return BTF.vmlinux()
+
+
+def test_a_kernel_without_btf_is_named() -> None:
+    """A kernel built without CONFIG_DEBUG_INFO_BTF has no /sys/kernel/btf/vmlinux (e.g. Debian's
+    user-mode-linux 6.1): BTF.vmlinux() raises FileNotFoundError naming the file and the option."""
+    if os.path.exists(VMLINUX):
+        assert BTF.vmlinux().field("tcp_info", "tcpi_state").size == 1
+        return
+    with pytest.raises(FileNotFoundError) as refused:
+        BTF.vmlinux()
+    assert refused.value.errno == errno.ENOENT
+    assert VMLINUX in str(refused.value) and "CONFIG_DEBUG_INFO_BTF" in str(refused.value)
 
 
 def test_struct_tcp_info_is_laid_out_as_the_uapi_header_says(btf: BTF) -> None:
