@@ -1,8 +1,9 @@
-"""What the command-line tools (verify, inspect, run, enforce, probe) share.
+"""What the command-line tools (verify, inspect, run, enforce, probe, watch) share.
 
 ``run_tool`` is how a tool runs: its parsing and its work inside one-line warnings, and
-every way out as the same exit status and one line on stderr (verify, inspect and run use
-it; ``tests/integration/test_cli.py`` tests it once for each of them).
+every way out as the same exit status and one line on stderr (verify, inspect, run,
+enforce, probe and watch use it; ``tests/integration/test_cli.py`` tests it once for each
+of them).
 """
 
 from __future__ import annotations
@@ -113,14 +114,15 @@ class UsageError(Exception):
     status 2, with the message as one line (``PROG: error: MESSAGE``)."""
 
 
-def run_tool(prog: Callable[[], str], body: Callable[[], int]) -> int:
+def run_tool(prog: Callable[[], str], body: Callable[[], int], *, interrupted: str = "") -> int:
     """Run a tool's ``body`` (its parsing and its work) and return its exit status.
 
     Within, each warning is one line (``one_line_warnings``).  ``body``'s own status is
     returned; argparse's usage errors exit 2 in one line (``Parser``); a ``UsageError``, or
     an OSError the system raised, is one line ``PROG: error: MESSAGE`` and status 2; Ctrl-C
-    is status 130, as a shell reports a command ended by SIGINT, with no traceback; a reader
-    that went away (``| head``: broken pipe) ends it quietly with status 2.
+    is status 130, as a shell reports a command ended by SIGINT, with no traceback (and the
+    one line ``PROG: INTERRUPTED`` when ``interrupted`` is given); a reader that went away
+    (``| head``: broken pipe) ends it quietly with status 2.
     """
     with one_line_warnings(prog):
         try:
@@ -134,6 +136,8 @@ def run_tool(prog: Callable[[], str], body: Callable[[], int]) -> int:
             print(f"{prog()}: error: {exc.strerror or exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
+            if interrupted:
+                print(f"{prog()}: {interrupted}", file=sys.stderr)
             return 130
 
 

@@ -51,5 +51,12 @@ def getdefaulttimeout() -> float | None:
     return None
 
 
+class gaierror(OSError):
+    """The resolver's error (never raised here: ``getaddrinfo`` raises OSError(ENOSYS))."""
+
+
 create_connection = _unavailable
+getaddrinfo = _unavailable
 inet_ntop = _unavailable
+#: Stands in for :func:`select.select` too, where this Python has no select module.
+select = _unavailable

@@ -45,7 +45,7 @@ import sys
 import warnings
 
 from . import _backend, _platform
-from ._cli import Parser, one_line_warnings, prog_name
+from ._cli import Parser, UsageError, prog_name, run_tool
 from ._policy import Policy, as_policy
 from ._record import Record
 
@@ -1248,19 +1248,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fail(prog: str, exc: BaseException) -> int:
+def _fail(exc: BaseException) -> UsageError:
+    """What the runner says for ``exc``: an OSError's reason and the file it names."""
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in str(text):
         text = f"{text}: {exc.filename}"
-    print(f"{prog}: error: {text}", file=sys.stderr)
-    return 2
+    return UsageError(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``kaext-enforce``: attach/update, ``--remove``, ``--list [--json]``; returns the exit status."""
+    """``kaext-enforce``: attach/update, ``--remove``, ``--list [--json]``; returns the exit status
+    (0 done, 1 see the description, 2 bad arguments or an error, 130 Ctrl-C)."""
     parser = _parser()
-    with one_line_warnings(lambda: parser.prog):  # a policy whose user timeout cuts probing short
-        return _main(parser, sys.argv[1:] if argv is None else [*argv])
+    return run_tool(lambda: parser.prog, lambda: _main(parser, sys.argv[1:] if argv is None else [*argv]))
 
 
 def _line(e: Enforcement) -> str:
@@ -1286,7 +1286,7 @@ def _main(parser: argparse.ArgumentParser, argv: builtins.list[str]) -> int:
                 return 0
             found = enforcements()
         except OSError as exc:
-            return _fail(prog, exc)
+            raise _fail(exc) from None
         if args.json:
             print(json.dumps({"enforcements": [e.as_dict() for e in found]}))
         else:
@@ -1301,7 +1301,7 @@ def _main(parser: argparse.ArgumentParser, argv: builtins.list[str]) -> int:
         try:
             owner = which(args.cgroup)
         except (OSError, ValueError, TypeError) as exc:
-            return _fail(prog, exc)
+            raise _fail(exc) from None
         if args.json:
             print(json.dumps({"cgroup": args.cgroup, "enforcement": None if owner is None else owner.as_dict()}))
         elif owner is None:
@@ -1315,7 +1315,7 @@ def _main(parser: argparse.ArgumentParser, argv: builtins.list[str]) -> int:
         try:
             removed = detach(args.cgroup)
         except (OSError, ValueError, TypeError) as exc:
-            return _fail(prog, exc)
+            raise _fail(exc) from None
         if not removed:
             print(f"{prog}: {args.cgroup}: kaext enforces no policy there", file=sys.stderr)
             return 1
@@ -1325,7 +1325,7 @@ def _main(parser: argparse.ArgumentParser, argv: builtins.list[str]) -> int:
     try:
         e = attach(args.cgroup, args.policy, respect_existing=args.respect_existing, force=args.force)
     except (OSError, ValueError, TypeError, Warning) as exc:  # Warning: under -W error
-        return _fail(prog, exc)
+        raise _fail(exc) from None
     mode = " (respect existing)" if e.respect_existing else " (force)" if e.force else ""
     print(f"{e.cgroup}: {e.policy}{mode}")
     return 0

@@ -37,8 +37,6 @@ import argparse
 import errno
 import json
 import math
-import select
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -46,9 +44,18 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import _tcp_info
-from ._cli import Parser, prog_name
+from ._cli import Parser, UsageError, prog_name, run_tool
 from ._functions import set_keepalive
 from ._policy import Policy
+
+try:
+    import socket
+except ImportError:  # WASI / Emscripten builds: measure() raises OSError(ENOSYS)
+    from . import _nosocket as socket  # type: ignore[no-redef]
+try:
+    import select
+except ImportError:  # a build without select(): no socket could be watched either
+    from . import _nosocket as select  # type: ignore[no-redef]
 
 __all__ = ["ProbeResult", "Progress", "idle_times", "kernel_timing", "main", "measure", "time_bound"]
 
@@ -550,6 +557,10 @@ def _show(p: Progress) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m kaext.probe`` / ``kaext-probe``; returns the exit status."""
+    return run_tool(_prog, lambda: _main(argv), interrupted="interrupted; every connection is closed")
+
+
+def _main(argv: list[str] | None) -> int:
     parser = Parser(
         prog=_prog(),
         description="Measure how long the network path to a TCP server keeps an idle connection, with TCP keepalive.",
@@ -573,19 +584,11 @@ def main(argv: list[str] | None = None) -> int:
         result = measure(
             args.host, args.port, max_idle=args.max, resolution=args.resolution, progress=_show if tty else None
         )
-    except (TypeError, ValueError, OSError) as exc:
-        if tty:
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        if tty:  # the progress line ends before anything else is said
             sys.stderr.write("\n")
-        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        print(f"{_prog()}: error: {text}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        if tty:
-            sys.stderr.write("\n")
-        print(f"{_prog()}: interrupted; every connection is closed", file=sys.stderr)
-        return 130
-    if tty:
-        sys.stderr.write("\n")
     if args.json:
         print(json.dumps(result.as_dict()))
     else:

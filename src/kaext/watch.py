@@ -32,16 +32,20 @@ import errno
 import json
 import os
 import signal
-import socket
 import struct
 import sys
 import time
 
 from . import _backend, _platform
 from ._btf import BTF
-from ._cli import Parser, prog_name
+from ._cli import Parser, UsageError, prog_name, run_tool
 from ._policy import Policy
 from ._record import Record
+
+try:
+    import socket
+except ImportError:  # WASI / Emscripten builds: no BPF there either; Watch() raises OSError
+    from . import _nosocket as socket  # type: ignore[no-redef]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -1117,9 +1121,14 @@ def _listen(spec: str) -> tuple[str, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``kaext-watch``: report deaths until SIGINT/SIGTERM (or ``--duration``); returns the exit status."""
+    """``kaext-watch``: report deaths until SIGINT/SIGTERM (or ``--duration``); returns the exit status
+    (0 done, 2 bad arguments or an error, 130 Ctrl-C before watching began)."""
     parser = _parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    return run_tool(lambda: parser.prog, lambda: _main(parser, sys.argv[1:] if argv is None else list(argv)))
+
+
+def _main(parser: Parser, argv: list[str]) -> int:
+    args = parser.parse_args(argv)
     prog = parser.prog
     if not args.cgroup and not args.all:
         parser.error("give --cgroup PATH or --all")
@@ -1141,35 +1150,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
             watch = Watch(args.cgroup, all=args.all) if args.cgroup else Watch(all=True)
-        except (OSError, ValueError, TypeError, LookupError) as exc:
-            text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            print(f"{prog}: error: {text}", file=sys.stderr)
-            return 2
+        except (ValueError, TypeError, LookupError) as exc:  # an OSError: the runner's one line
+            raise UsageError(str(exc)) from None
         with watch:
             if listen is not None:
                 try:
                     from prometheus_client import CollectorRegistry, start_http_server
                 except ImportError:
-                    print(
-                        f"{prog}: error: --listen needs prometheus_client (pip install kaext[metrics])", file=sys.stderr
-                    )
-                    return 2
+                    raise UsageError("--listen needs prometheus_client (pip install kaext[metrics])") from None
                 registry = CollectorRegistry()
                 prometheus_counter(watch, labels, registry)
                 try:
                     start_http_server(listen[1], listen[0], registry)
                 except OSError as exc:
-                    print(f"{prog}: error: --listen {args.listen}: {exc.strerror or exc}", file=sys.stderr)
-                    return 2
+                    raise UsageError(f"--listen {args.listen}: {exc.strerror or exc}") from None
             provider = None
             if args.otlp:
                 try:
                     provider = otlp_export(watch, args.otlp, labels, args.otlp_interval)
                 except ImportError:
-                    print(
-                        f"{prog}: error: --otlp needs the OpenTelemetry SDK (pip install kaext[otel])", file=sys.stderr
-                    )
-                    return 2
+                    raise UsageError("--otlp needs the OpenTelemetry SDK (pip install kaext[otel])") from None
             try:
                 return _report(prog, watch, args.json, args.duration, stop)
             finally:
@@ -1181,22 +1181,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _report(prog: str, watch: Watch, as_json: bool, duration: float | None, stop: list[int]) -> int:
-    """Print deaths until a signal arrives or ``duration`` passes, then the summary; the exit status."""
+    """Print deaths until a signal arrives or ``duration`` passes, then the summary; the exit status.
+    A reader that went away (broken pipe) ends it through the runner, quietly."""
     print(f"{prog}: watching {watch.scope or 'the host'}", file=sys.stderr, flush=True)
     deadline = None if duration is None else time.monotonic() + duration
-    try:
-        while not stop:
-            left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
-            if left <= 0:
-                break
-            for death in watch.poll(left):
-                print(json.dumps(death.as_dict()) if as_json else str(death), flush=True)
-        for death in watch.poll(0):
+    while not stop:
+        left = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+        if left <= 0:
+            break
+        for death in watch.poll(left):
             print(json.dumps(death.as_dict()) if as_json else str(death), flush=True)
-    except BrokenPipeError:
-        from ._cli import reader_gone
-
-        return reader_gone()
+    for death in watch.poll(0):
+        print(json.dumps(death.as_dict()) if as_json else str(death), flush=True)
     print(f"{prog}: {watch.summary()}", file=sys.stderr, flush=True)
     return 0
 

@@ -77,10 +77,21 @@ if KERNEL.no_socket_module or KERNEL.sockets_fail:
     @check
     def the_tool_modules_import() -> None:
         """The tools and adapters import where Python has no socket module (their calls then
-        say ENOSYS), as ``import kaext`` does."""
+        say ENOSYS), as ``import kaext`` does; kaext.probe also without a select module."""
         import importlib
 
-        for name in ("kaext.verify", "kaext.inspect", "kaext.run", "kaext.enforce", "kaext.adapters"):
+        select = sys.modules.get("select")
+        sys.modules["select"] = None  # type: ignore[assignment]
+        try:
+            probe = importlib.import_module("kaext.probe")
+        finally:
+            if select is None:
+                del sys.modules["select"]
+            else:
+                sys.modules["select"] = select
+        exc = expect_oserror(lambda: probe.measure("127.0.0.1", 1, max_idle=2))
+        assert exc.errno == errno.ENOSYS, exc
+        for name in ("kaext.verify", "kaext.inspect", "kaext.run", "kaext.enforce", "kaext.watch", "kaext.adapters"):
             importlib.import_module(name)
 
 else:
