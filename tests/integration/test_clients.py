@@ -1,15 +1,14 @@
 """Proof with real clients: each finds a vanished server within its kaext budget.
 
-Two hosts are two Linux network namespaces joined by a veth pair (netns.py).  The
-servers -- redis-server, a PostgreSQL cluster, and an HTTP server that starts a
-streamed response and then sends nothing more -- run inside the server namespace;
-every client runs as its own process inside the client namespace, once with kaext
-(each through the hook it documents) and once without.  When every client is
-waiting (the server itself reports it: a blocked BLPOP, a running pg_sleep, a
-started stream), the server's link goes down: the server vanishes without a FIN or
-RST, like a crashed host or a pulled cable.  A client with kaext must end within
-the ``Policy.from_timeout(T)`` budget (+ ``SLACK``), the same client without kaext
-must still be blocked at ``3 * T``.
+The servers -- redis-server and a PostgreSQL cluster (tests/support/servers.py) -- run
+on 127.0.0.1; every client runs as its own process and connects through a
+``kaext.testing.Path`` to its server (one path per server, all the clients' connections
+through it), once with kaext (each through the hook it documents) and once without.
+When every client is waiting (the server itself reports it: a blocked BLPOP, a running
+pg_sleep), ``path.vanish()``: from then on every packet of those connections is dropped
+both ways, without a FIN or RST, like a crashed host or a pulled cable.  A client with
+kaext must end within the ``Policy.from_timeout(T)`` budget (+ ``SLACK``), the same
+client without kaext must still be blocked at ``3 * T``.
 
 Clients, and the hook each uses:
 
@@ -28,12 +27,11 @@ printed and when it ended; the summary is printed after the module either way.
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -41,11 +39,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import measured
-import netns
 import pytest
 import servers
 
 import kaext
+from kaext import testing
 
 pytestmark = [pytest.mark.root, pytest.mark.one_implementation]
 
@@ -53,23 +51,11 @@ T = 4  # s: the dead-peer budget given to Policy.from_timeout
 SLACK = 2.5  # s beyond the budget a client with kaext may take (timers, scheduling, start-up)
 WITHOUT_BLOCKED = 3 * T  # s a client without kaext must still be waiting
 READY_TIMEOUT = 60  # s for every client to be connected and waiting
-REDIS_PORT = 6379
-PG_PORT = 5432
-HTTP_PORT = 8080
 
 _SUMMARY: list[str] = []
 
 
-# --------------------------------------------------------------------------------------
-# Servers inside the server namespace
-# --------------------------------------------------------------------------------------
-
-
-def _in_ns(ns: str, *argv: str) -> list[str]:
-    return ["ip", "netns", "exec", ns, *argv]
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait(10)
@@ -83,74 +69,58 @@ def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def _redis_query(ns: str, *command: str) -> str:
-    proc = subprocess.run(
-        _in_ns(ns, "redis-cli", "-h", "127.0.0.1", "-p", str(REDIS_PORT), *command),
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    return proc.stdout
+# --------------------------------------------------------------------------------------
+# Servers on 127.0.0.1, each behind a path
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    """A server, the path its clients connect through, and the server's own count of the
+    clients waiting on it (asked directly, not through the path)."""
+
+    path: testing.Path
+    waiting: Callable[[], int]
 
 
 @pytest.fixture
-def redis_in(lab: netns.Lab) -> Iterator[Callable[[], int]]:
-    """redis-server in the server namespace on 192.0.2.2 and its loopback; yields "clients in BLPOP"."""
-    binary = shutil.which("redis-server")
-    if binary is None or shutil.which("redis-cli") is None:
-        servers.missing("redis-server / redis-cli are not installed (Debian package redis-server)")
-    ns = lab.server.netns
-    netns.ip("-n", ns, "link", "set", "dev", "lo", "up")  # for the readiness queries
-    with tempfile.TemporaryDirectory(prefix="kaext-clients-redis-") as tmp:
-        proc = subprocess.Popen(
-            _in_ns(
-                ns,
-                binary,
-                "--port",
-                str(REDIS_PORT),
-                "--bind",
-                lab.server.address,
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                tmp,
-                "--protected-mode",
-                "no",
-                "--tcp-keepalive",
-                "0",
-                "--daemonize",
-                "no",
-                "--logfile",
-                os.path.join(tmp, "log"),
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            _wait(lambda: _redis_query(ns, "PING").strip() == "PONG", 15, "redis-server")
-
-            def blocked() -> int:
-                return _redis_query(ns, "CLIENT", "LIST").count("cmd=blpop")
-
-            yield blocked
-        finally:
-            _stop(proc)
+def _paths_available() -> None:
+    reason = testing.unavailable_reason()
+    if reason is not None:
+        if os.environ.get("KAEXT_REQUIRE_NETNS") == "1":
+            pytest.fail(f"client tests cannot run, but KAEXT_REQUIRE_NETNS=1: {reason}")
+        pytest.skip(f"client tests: {reason}")
 
 
 @pytest.fixture
-def postgres_in(lab: netns.Lab) -> Iterator[Callable[[], int]]:
-    """A PostgreSQL cluster in the server namespace on 192.0.2.2; yields "sessions in pg_sleep"."""
+def redis(_paths_available: None) -> Iterator[Server]:
+    """redis-server on 127.0.0.1; its waiting count is "clients in BLPOP"."""
+    redis_cli = shutil.which("redis-cli")
+    if redis_cli is None:
+        servers.missing("redis-cli is not installed (Debian package redis-server)")
+    with servers.redis_server() as port, testing.Path(("127.0.0.1", port)) as path:
+
+        def blocked() -> int:
+            proc = subprocess.run(
+                [redis_cli, "-h", "127.0.0.1", "-p", str(port), "CLIENT", "LIST"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
+            return proc.stdout.count("cmd=blpop")
+
+        yield Server(path, blocked)
+
+
+@pytest.fixture
+def postgres(_paths_available: None) -> Iterator[Server]:
+    """A PostgreSQL cluster on 127.0.0.1; its waiting count is "sessions in pg_sleep"."""
     psql = shutil.which("psql")
     if psql is None:
         servers.missing("psql is not installed (Debian package postgresql-client)")
     # tcp_keepalives_idle etc. left at their defaults; the server end never matters here
-    # (its link is down), only the client's.
-    with servers.postgres_cluster(
-        lab.server.address, PG_PORT, start_in=_in_ns(lab.server.netns), trust=[f"{lab.client.address}/32"]
-    ) as cluster:
+    # (the path drops what it sends), only the client's.
+    with servers.postgres_cluster() as cluster, testing.Path(("127.0.0.1", cluster.port)) as path:
 
         def sleeping() -> int:
             proc = subprocess.run(
@@ -160,7 +130,7 @@ def postgres_in(lab: netns.Lab) -> Iterator[Callable[[], int]]:
                     "-h",
                     cluster.sockdir,
                     "-p",
-                    str(PG_PORT),
+                    str(cluster.port),
                     "-U",
                     "postgres",
                     "-At",
@@ -173,74 +143,11 @@ def postgres_in(lab: netns.Lab) -> Iterator[Callable[[], int]]:
             )
             return int(proc.stdout.strip() or 0)
 
-        yield sleeping
-
-
-# An HTTP/1.1 server that answers every GET with a chunked response, sends one
-# chunk and then nothing (a long poll, a log tail, a model streaming its answer).
-_STREAM_SERVER = r"""
-import socket, sys, threading
-srv = socket.create_server((sys.argv[1], int(sys.argv[2])), backlog=64)
-print("listening", flush=True)
-def serve(conn):
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        data = conn.recv(4096)
-        if not data:
-            return
-        buf += data
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 b"6\r\nfirst\n\r\n")
-    print("streaming", flush=True)
-    threading.Event().wait()
-while True:
-    conn, _ = srv.accept()
-    threading.Thread(target=serve, args=(conn,), daemon=True).start()
-"""
-
-
-@pytest.fixture
-def http_in(lab: netns.Lab) -> Iterator[Callable[[], int]]:
-    """The streaming HTTP server in the server namespace; yields "streams started"."""
-    proc = subprocess.Popen(
-        _in_ns(lab.server.netns, sys.executable, "-I", "-S", "-c", _STREAM_SERVER, lab.server.address, str(HTTP_PORT)),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    started = [0]
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.strip() == "streaming":
-                started[0] += 1
-
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "listening"
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        yield lambda: started[0]
-    finally:
-        _stop(proc)
-
-
-@pytest.fixture
-def lab() -> Iterator[netns.Lab]:
-    reason = netns.unavailable_reason()
-    if reason is not None:
-        if os.environ.get("KAEXT_REQUIRE_NETNS") == "1":
-            pytest.fail(f"client tests cannot run, but KAEXT_REQUIRE_NETNS=1: {reason}")
-        pytest.skip(f"client tests: {reason}")
-    built = netns.Lab()
-    try:
-        yield built
-    finally:
-        built.close()
+        yield Server(path, sleeping)
 
 
 # --------------------------------------------------------------------------------------
-# Clients inside the client namespace
+# Clients, each a process of its own, connecting to path.address
 # --------------------------------------------------------------------------------------
 
 # Each Python client prints what ended its wait (an exception's type and text) and exits.
@@ -259,7 +166,7 @@ import asyncio
 if policy:
     kaext.inject(policy)
 async def main():
-    reader, writer = await asyncio.open_connection("{server}", {redis})
+    reader, writer = await asyncio.open_connection("{redis_host}", {redis_port})
     writer.write(b"*3\\r\\n$5\\r\\nBLPOP\\r\\n$11\\r\\nkaext-never\\r\\n$1\\r\\n0\\r\\n")
     await writer.drain()
     try:
@@ -272,16 +179,25 @@ asyncio.run(main())
 }
 
 
-def _native_clients(lab: netns.Lab, with_kaext: bool) -> dict[str, list[str]]:
+def _python_clients(redis: Server, with_kaext: bool) -> dict[str, list[str]]:
+    host, port = redis.path.address
+    run = {}
+    for name, body in _PY_CLIENTS.items():
+        code = (_PY_PRELUDE + body).format(T=T, with_kaext=with_kaext, redis_host=host, redis_port=port)
+        run[name] = [sys.executable, "-c", textwrap.dedent(code)]
+    return run
+
+
+def _native_clients(redis: Server, postgres: Server, with_kaext: bool) -> dict[str, list[str]]:
     spec = str(kaext.Policy.from_timeout(T))
     run: dict[str, list[str]] = {}
-    server = lab.server.address
-    redis_cli = ["redis-cli", "-h", server, "-p", str(REDIS_PORT), "BLPOP", "kaext-never", "0"]
+    (redis_host, redis_port), (pg_host, pg_port) = redis.path.address, postgres.path.address
+    redis_cli = ["redis-cli", "-h", redis_host, "-p", str(redis_port), "BLPOP", "kaext-never", "0"]
     psql = [
         "psql",
         "-X",
         "-At",
-        f"host={server} port={PG_PORT} user=postgres dbname=postgres",
+        f"host={pg_host} port={pg_port} user=postgres dbname=postgres",
         "-c",
         "SELECT pg_sleep(600)",
     ]
@@ -310,22 +226,15 @@ class Client:
         return f"{self.name} {'with' if self.with_kaext else 'without'} kaext"
 
 
-def _start(lab: netns.Lab, name: str, argv: list[str], with_kaext: bool) -> Client:
+def _start(name: str, argv: list[str], with_kaext: bool) -> Client:
     proc = subprocess.Popen(
-        _in_ns(lab.client.netns, *argv),
+        argv,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
     )
     return Client(name, with_kaext, proc)
-
-
-def _python_argv(name: str, lab: netns.Lab, with_kaext: bool) -> list[str]:
-    code = (_PY_PRELUDE + _PY_CLIENTS[name]).format(
-        T=T, with_kaext=with_kaext, server=lab.server.address, redis=REDIS_PORT, pg=PG_PORT, http=HTTP_PORT
-    )
-    return [sys.executable, "-c", textwrap.dedent(code)]
 
 
 # --------------------------------------------------------------------------------------
@@ -338,29 +247,17 @@ def _print_summary(request: pytest.FixtureRequest) -> None:
     measured.report(request.config, f"clients after the server vanished (Policy.from_timeout({T}))", _SUMMARY)
 
 
-#: What the Python clients import (the programs in _PY_CLIENTS).
-CLIENT_LIBRARIES: tuple[str, ...] = ()
-
-
 @pytest.fixture
-def run_all(
-    lab: netns.Lab,
-    redis_in: Callable[[], int],
-    postgres_in: Callable[[], int],
-) -> Iterator[Callable[[], dict[str, Client]]]:
-    absent = [name for name in CLIENT_LIBRARIES if importlib.util.find_spec(name) is None]
-    if absent:  # the 'test' extra installs them; a venv with the package alone skips (CI must not)
-        servers.missing(f"the client libraries {', '.join(absent)} are not installed: pip install '.[test]'")
+def run_all(redis: Server, postgres: Server) -> Iterator[Callable[[], dict[str, Client]]]:
     clients: list[Client] = []
 
     def run() -> dict[str, Client]:
         for with_kaext in (True, False):
-            for name in _PY_CLIENTS:
-                clients.append(_start(lab, name, _python_argv(name, lab, with_kaext), with_kaext))
-            for name, argv in _native_clients(lab, with_kaext).items():
-                clients.append(_start(lab, name, argv, with_kaext))
-        n_redis = sum(c.name.startswith("redis") for c in clients)
-        n_pg = sum(c.name in ("psycopg", "psql") for c in clients)
+            programs = {**_python_clients(redis, with_kaext), **_native_clients(redis, postgres, with_kaext)}
+            for name, argv in programs.items():
+                clients.append(_start(name, argv, with_kaext))
+        n_redis = sum(c.name != "psql" for c in clients)
+        n_pg = sum(c.name == "psql" for c in clients)
 
         def ready() -> bool:
             early = [c for c in clients if c.proc.poll() is not None]
@@ -371,11 +268,12 @@ def run_all(
                     if c.proc.stdout
                     else c.label
                 )
-            return redis_in() >= n_redis and postgres_in() >= n_pg
+            return redis.waiting() >= n_redis and postgres.waiting() >= n_pg
 
         _wait(ready, READY_TIMEOUT, f"{n_redis} BLPOPs and {n_pg} pg_sleeps")
         time.sleep(0.3)  # the last requests' acknowledgements are home
-        lab.link_down(lab.server)
+        redis.path.vanish()
+        postgres.path.vanish()
         vanished = time.monotonic()
 
         def wait_for(c: Client) -> None:
@@ -400,8 +298,9 @@ def run_all(
     try:
         yield run
     finally:
-        for c in clients:
-            _stop(c.proc)
+        for c in clients:  # before the paths and servers go (fixtures torn down after this one)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                _stop(c.proc)
 
 
 NAMES = [*_PY_CLIENTS, "redis-cli", "psql"]

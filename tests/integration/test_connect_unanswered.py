@@ -1,8 +1,8 @@
 """connect_timeout with real sockets: a connect to a host that drops every SYN ends within the budget.
 
-Two network namespaces (tests/support/netns.py); in the server's, an nftables table of its own
-drops every incoming SYN, so a connect from the client is never answered -- no RST, no ICMP: the
-kernel's SYN retransmissions are all that can end it.  With ``Policy.from_timeout(T)`` set
+A listener on 127.0.0.1 behind a ``kaext.testing.Path`` that has vanished: every packet through
+it is dropped, SYNs included, so a connect to ``path.address`` is never answered -- no RST, no
+ICMP: the kernel's SYN retransmissions are all that can end it.  With ``Policy.from_timeout(T)`` set
 before the SYN, through each path that does so -- ``Policy.apply`` on the unconnected socket,
 ``kaext.inject``, the preload library under ``kaext-run`` (a shell's ``/dev/tcp`` connect, not
 Python), and ``kaext.enforce`` (the sock_ops program's BPF_SOCK_OPS_TCP_CONNECT_CB, as root) --
@@ -21,8 +21,8 @@ from __future__ import annotations
 import errno
 import os
 import select
-import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -34,51 +34,29 @@ from pathlib import Path
 import pytest
 
 if not sys.platform.startswith("linux"):
-    pytest.skip("network namespaces and nftables are Linux-only", allow_module_level=True)
-
-import netns
+    pytest.skip("nftables is Linux-only", allow_module_level=True)
 
 import kaext
-from kaext import enforce, run
+from kaext import enforce, run, testing
 
 T = 3  # the budget, s: TCP_SYNCNT 1 gives up after 1 + 2 = 3 s, the user timeout after 3 s
-PORT = 9  # discard; nothing listens, and no SYN reaches the server anyway
 EARLY = 0.5  # s before T a path may end (the timers are T; anything much earlier is another error)
 LATE = 1.5  # s after T allowed for a loaded machine (subprocess starts are timed inside them)
 TCP_SYN_SENT = 2  # include/net/tcp_states.h
 
 
-def _nft(ns: str, *args: str) -> None:
-    subprocess.run(["ip", "netns", "exec", ns, "nft", *args], check=True, capture_output=True, text=True, timeout=30)
-
-
 @pytest.fixture(scope="module")
-def lab() -> Iterator[netns.Lab]:
-    """Client and server namespaces; the server drops every SYN (removed afterwards, whatever happened)."""
-    reason = netns.unavailable_reason()
-    if reason is None and shutil.which("nft") is None:
-        reason = "the nft command (Debian package nftables) is not installed"
+def address() -> Iterator[tuple[str, int]]:
+    """The address of a path to a listener on 127.0.0.1, vanished: no SYN to it is answered."""
+    reason = testing.unavailable_reason()
     if reason is not None:
         if os.environ.get("KAEXT_REQUIRE_NETNS") == "1":
             pytest.fail(f"connect-timeout tests cannot run, but KAEXT_REQUIRE_NETNS=1: {reason}")
         pytest.skip(f"connect-timeout tests: {reason}")
-    built = netns.Lab()
-    table = f"kaextsyn{os.getpid()}"
-    try:
-        _nft(built.server.netns, "add", "table", "inet", table)
-        _nft(
-            built.server.netns,
-            "add chain inet " + table + " input { type filter hook input priority 0; policy accept; }",
-        )
-        _nft(built.server.netns, "add rule inet " + table + " input tcp flags & (syn | ack) == syn drop")
-        yield built
-    finally:
-        subprocess.run(
-            ["ip", "netns", "exec", built.server.netns, "nft", "delete", "table", "inet", table],
-            capture_output=True,
-            timeout=30,
-        )
-        built.close()
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as listener, testing.Path(listener.getsockname()) as path:
+        socket.create_connection(path.address, timeout=10).close()  # through the path: it is the path that drops
+        path.vanish()
+        yield path.address
 
 
 def _blocking_connect(sock: socket.socket, address: tuple[str, int]) -> tuple[float, int | None]:
@@ -91,9 +69,9 @@ def _blocking_connect(sock: socket.socket, address: tuple[str, int]) -> tuple[fl
     return time.monotonic() - start, None
 
 
-def _in_client(lab: netns.Lab, argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def _client(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["ip", "netns", "exec", lab.client.netns, *argv],
+        argv,
         capture_output=True,
         text=True,
         timeout=60,
@@ -112,7 +90,7 @@ def _shell_seconds(proc: subprocess.CompletedProcess[str]) -> tuple[float, int]:
     return float(end) - float(start), int(rc)
 
 
-# Python under ``ip netns exec``: a socket made in the client's namespace, kaext.inject, a connect.
+# Python in a process of its own: kaext.inject, a socket, a connect.
 _INJECTED_CONNECT = """
 import socket, sys, time, kaext
 kaext.inject(kaext.Policy.from_timeout(float(sys.argv[3])))
@@ -126,6 +104,21 @@ except OSError as exc:
 """
 
 
+@pytest.fixture
+def sockets() -> Iterator[Callable[[], socket.socket]]:
+    """Fresh TCP sockets, closed (with an RST, no lingering) after the test."""
+    made: list[socket.socket] = []
+
+    def make() -> socket.socket:
+        made.append(socket.socket())
+        return made[-1]
+
+    yield make
+    for sock in made:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+
+
 def _check(outcome: tuple[float, int | None], what: str) -> None:
     seconds, err = outcome
     print(f"{what}: connect failed with errno {err} after {seconds:.3f} s (budget {T} s)")
@@ -133,31 +126,32 @@ def _check(outcome: tuple[float, int | None], what: str) -> None:
     assert T - EARLY <= seconds <= T + LATE, (what, outcome)
 
 
-def test_a_connect_to_a_host_that_drops_syns_ends_within_the_budget_on_every_path(lab: netns.Lab) -> None:
-    address = (lab.server.address, PORT)
+def test_a_connect_to_a_host_that_drops_syns_ends_within_the_budget_on_every_path(
+    address: tuple[str, int], sockets: Callable[[], socket.socket]
+) -> None:
     policy = kaext.Policy.from_timeout(T)
     assert policy.connect_timeout == T and policy.user_timeout == T  # Linux: TCP_SYNCNT 1, TCP_USER_TIMEOUT 3000
 
     def applied() -> tuple[float, int | None]:
-        sock = lab.socket(lab.client)
+        sock = sockets()
         policy.apply(sock)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT) == 1
         return _blocking_connect(sock, address)
 
     def connect_timeout_alone() -> tuple[float, int | None]:
-        sock = lab.socket(lab.client)
+        sock = sockets()
         kaext.Policy(connect_timeout=T).apply(sock)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 0  # TCP_SYNCNT alone
         return _blocking_connect(sock, address)
 
     def user_timeout_alone() -> tuple[float, int | None]:
-        sock = lab.socket(lab.client)
+        sock = sockets()
         kaext.Policy(user_timeout=T).apply(sock)  # TCP_USER_TIMEOUT alone
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT) >= 3  # the system's SYN count: 15 s or more
         return _blocking_connect(sock, address)
 
     def injected() -> tuple[float, int | None]:
-        proc = _in_client(lab, [sys.executable, "-c", _INJECTED_CONNECT, address[0], str(PORT), str(T)])
+        proc = _client([sys.executable, "-c", _INJECTED_CONNECT, address[0], str(address[1]), str(T)])
         assert proc.returncode == 0, proc.stderr
         seconds, err = proc.stdout.split()
         return float(seconds), int(err)
@@ -172,7 +166,7 @@ def test_a_connect_to_a_host_that_drops_syns_ends_within_the_budget_on_every_pat
 
         def preloaded() -> tuple[float, int | None]:
             argv = [sys.executable, "-m", "kaext.run", "--policy", str(policy), "--", "bash", "-c", _SHELL_CONNECT]
-            seconds, rc = _shell_seconds(_in_client(lab, [*argv, address[0], str(PORT)]))
+            seconds, rc = _shell_seconds(_client([*argv, address[0], str(address[1])]))
             assert rc != 0
             return seconds, errno.ETIMEDOUT  # bash says only that it failed; the time says how
 
@@ -180,7 +174,7 @@ def test_a_connect_to_a_host_that_drops_syns_ends_within_the_budget_on_every_pat
 
     def baseline() -> tuple[int, int]:
         """A non-blocking connect without kaext: (its state, SO_ERROR) after 3 T."""
-        sock = lab.socket(lab.client)
+        sock = sockets()
         sock.setblocking(False)
         assert sock.connect_ex(address) == errno.EINPROGRESS
         _, writable, _ = select.select([], [sock], [], 3 * T)
@@ -200,8 +194,8 @@ def test_a_connect_to_a_host_that_drops_syns_ends_within_the_budget_on_every_pat
         pytest.skip("the preload library is not built here (pure-Python install): that path was not run")
 
 
-def test_enforce_bounds_the_connect_of_a_program_in_the_cgroup(lab: netns.Lab) -> None:
-    """As root: kaext.enforce on a fresh cgroup; a shell in it connects from the client's namespace."""
+def test_enforce_bounds_the_connect_of_a_program_in_the_cgroup(address: tuple[str, int]) -> None:
+    """As root: kaext.enforce on a fresh cgroup; a shell in it connects through the path."""
     if os.geteuid() != 0 or kaext.IMPLEMENTATION != "c":
         pytest.skip("kaext.enforce needs root and the C extension")
     try:
@@ -224,7 +218,7 @@ def test_enforce_bounds_the_connect_of_a_program_in_the_cgroup(lab: netns.Lab) -
         outcomes: list[tuple[float, int]] = []
 
         def connect() -> None:
-            proc = _in_client(lab, ["bash", "-c", _SHELL_CONNECT, lab.server.address, str(PORT)], preexec_fn=enter)
+            proc = _client(["bash", "-c", _SHELL_CONNECT, address[0], str(address[1])], preexec_fn=enter)
             outcomes.append(_shell_seconds(proc))
 
         thread = threading.Thread(target=connect)

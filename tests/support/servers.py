@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
 from typing import NoReturn
@@ -201,14 +201,10 @@ class PostgresCluster:
 
 
 @contextlib.contextmanager
-def postgres_cluster(
-    address: str = "127.0.0.1", port: int | None = None, start_in: Sequence[str] = (), trust: Sequence[str] = ()
-) -> Iterator[PostgresCluster]:
+def postgres_cluster(address: str = "127.0.0.1", port: int | None = None) -> Iterator[PostgresCluster]:
     """A throwaway PostgreSQL cluster (Debian package postgresql) listening on ``address``, trust auth.
 
-    ``port``: a free one when None.  ``start_in``: a command prefix the server is started
-    under (``ip netns exec NS``: a cluster inside a network namespace).  ``trust``: more
-    client networks let in without a password (pg_hba ``host`` lines, e.g. ``"10.0.0.2/32"``).
+    ``port``: a free one when None.
     initdb refuses to run as root, so as root the cluster belongs to the ``postgres`` user the
     package creates (``runuser``).  The superuser is ``postgres``.
     """
@@ -243,20 +239,16 @@ def postgres_cluster(
             stderr=subprocess.PIPE,
             timeout=120,
         )
-        if trust:
-            with open(os.path.join(data, "pg_hba.conf"), "a") as hba:
-                hba.writelines(f"host all all {network} trust\n" for network in trust)
         options = f"-p {port} -k {sockdir} -c listen_addresses={address} -c fsync=off"
         subprocess.run(
-            [*start_in, *prefix, pg_ctl, "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start"],
+            [*prefix, pg_ctl, "-D", data, "-o", options, "-l", log, "-w", "-t", "60", "start"],
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             timeout=90,
         )
         started = True
-        if not start_in:  # else not reachable from here; pg_ctl -w has waited for it
-            wait_for_port(port, 30)
+        wait_for_port(port, 30)
         yield PostgresCluster(port, sockdir, prefix)
     finally:
         if started:
