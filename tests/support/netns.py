@@ -200,57 +200,12 @@ class Lab:
         sock.listen(8)
         return sock
 
-    def connect(self, listener: socket.socket) -> tuple[socket.socket, socket.socket]:
-        """Connect a new client-host socket to ``listener``; return (client side, server side)."""
-        client = self.socket(self.client)
-        client.settimeout(10)
-        client.connect(listener.getsockname())
-        client.settimeout(None)
-        listener.settimeout(10)
-        server, _ = listener.accept()
-        server.settimeout(None)
-        self._sockets.append(server)
-        return client, server
-
     # -- making a peer disappear -----------------------------------------------------------
 
     def link_down(self, host: Host) -> None:
         """``host`` crashes: its veth end goes down; the other end loses carrier, drops what it sends."""
         ip("-n", host.netns, "link", "set", "dev", host.dev, "down")
         self._wait_operstate(self.peer_of(host), "DOWN", "LOWERLAYERDOWN")
-
-    def reboot(self, host: Host) -> None:
-        """``host`` comes back with no memory of any connection.
-
-        Its veth end moves into a fresh namespace (a new, empty TCP stack) and gets the
-        same address and MAC; the old namespace keeps its sockets but no longer has a link.
-        """
-        fresh = f"{host.netns}r{next(_counter)}"
-        self._add_netns(fresh)
-        ip("-n", host.netns, "link", "set", "dev", host.dev, "netns", fresh)
-        host.netns = fresh
-        self._configure(host, self.peer_of(host))
-        self._wait_operstate(host, "UP")
-        self._wait_operstate(self.peer_of(host), "UP")
-
-    # -- the kernel's own count -----------------------------------------------------------
-
-    def counter(self, host: Host, name: str) -> int:
-        """A TCP extended counter (/proc/net/netstat ``TcpExt``) of ``host``'s namespace."""
-        proc = subprocess.run(
-            ["ip", "netns", "exec", host.netns, "cat", "/proc/net/netstat"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-        lines = [line.split() for line in proc.stdout.splitlines() if line.startswith("TcpExt:")]
-        names, values = lines[0], lines[1]
-        return int(values[names.index(name)])
-
-    def keepalive_probes(self, host: Host) -> int:
-        """Keepalive probes sent from ``host``'s namespace so far (``TCPKeepAlive``)."""
-        return self.counter(host, "TCPKeepAlive")
 
     # -- cleaning up ----------------------------------------------------------------------
 
