@@ -57,7 +57,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _platform
-from ._cli import Parser, prog_name
+from ._cli import Parser, UsageError, prog_name, run_tool
 
 __all__ = ["Path", "ends_within", "main", "unavailable_reason"]
 
@@ -511,18 +511,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     the command's.
     """
     parser = _parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    return run_tool(lambda: parser.prog, lambda: _main(parser, sys.argv[1:] if argv is None else [*argv]))
+
+
+def _main(parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
+    args = parser.parse_args(argv)
     command: list[str] = args.command
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:
         parser.error(f"no COMMAND given ({parser.prog} -- COMMAND [ARGS...])")
     if threading.active_count() > 1:
-        parser.exit(2, f"{parser.prog}: error: cannot enter a namespace from a process with threads\n")
-    try:
-        enter_namespace()
-    except OSError as exc:
-        parser.exit(2, f"{parser.prog}: error: {exc.strerror or exc}\n")
+        raise UsageError("cannot enter a namespace from a process with threads")
+    enter_namespace()  # an OSError: one line, exit 2 (the runner)
     sys.stdout.flush()
     sys.stderr.flush()
     try:

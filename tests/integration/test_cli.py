@@ -255,9 +255,10 @@ RUNNER_BODY = {
     "enforce": "_main",
     "probe": "_main",
     "watch": "_main",
+    "testing": "_main",
 }
 #: The tools not on the runner yet, and why (each is named here, so a new tool cannot be left out silently).
-NOT_ON_THE_RUNNER = {"testing": "kaext testing -- COMMAND is being reworked on its own"}
+NOT_ON_THE_RUNNER: dict[str, str] = {}
 #: tool -> the one line it says on Ctrl-C (after its name); the others say nothing.
 INTERRUPTED = {"probe": ": interrupted; every connection is closed\n"}
 
