@@ -45,6 +45,12 @@ trap cleanup EXIT
 
 cc -O2 -shared -fPIC -o "$run/uml_xstate.so" "$here/uml_xstate.c" -ldl
 
+# Directories the job needs that lie where the guest mounts fresh file systems (/tmp, /run,
+# /dev/shm): this directory (a CI clone under /tmp) and the venv; the guest binds them back.
+for dir in "$PWD" "${VIRTUAL_ENV:-}"; do
+  case "$dir" in /tmp/*|/run/*|/dev/shm/*) printf '%s\n' "$dir" ;; esac
+done >"$run/keep"
+
 # The command, from this directory with this environment (the guest's init starts empty).
 {
   export -p | grep -vE '^declare -x (BASH_|SHLVL=|OLDPWD=|TERM=|PWD=)'
@@ -61,6 +67,13 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 run=${kaext_uml_run:?}
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
+# what the host keeps under /tmp, /run or /dev/shm for the job: bound aside before those
+# get fresh file systems, and back at the same paths after (the venv's scripts name them)
+n=0
+while read -r dir; do
+  mkdir -p "$run/kept$n" && mount --bind "$dir" "$run/kept$n"
+  n=$((n + 1))
+done <"$run/keep"
 mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
@@ -70,6 +83,11 @@ mount -t tmpfs tmpfs /run
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t bpf bpf /sys/fs/bpf
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
+n=0
+while read -r dir; do
+  mkdir -p "$dir" && mount --bind "$run/kept$n" "$dir"
+  n=$((n + 1))
+done <"$run/keep"
 # The guest kernel's modules (veth for the network-namespace labs, IPv6, nftables, ...),
 # loaded on demand as on a booted system, from Debian's /usr/lib/uml/modules (the host's
 # /lib/modules is the host kernel's): tools/uml_modprobe.py is the kernel's modprobe.
