@@ -434,45 +434,44 @@ def test_it_stays_after_the_attaching_process_exits(cgroup: str) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def test_dead_peer_budget_through_a_path_that_vanishes_with_the_policy_from_the_cgroup(cgroup: str) -> None:
-    from kaext import testing
+def test_dead_peer_budget_through_a_namespace_pair_with_the_policy_from_the_cgroup(cgroup: str) -> None:
+    import netns
 
-    reason = testing.unavailable_reason()
+    reason = netns.unavailable_reason()
     if reason is not None:
         if os.environ.get("KAEXT_REQUIRE_NETNS") == "1" or REQUIRED:
-            pytest.fail(f"needs kaext.testing paths: {reason}")
+            pytest.fail(f"needs network namespaces: {reason}")
         pytest.skip(reason)
     budget = 8
     policy = kaext.Policy.from_timeout(budget)
     enforce.attach(cgroup, policy)
+    lab = netns.Lab()
     own = Path("/proc/self/cgroup").read_text().split("0::", 1)[1].split()[0]
     home = os.path.join(os.path.realpath(enforce._mounts("cgroup2")[0]), own.lstrip("/"))
-    listener = socket.create_server(("127.0.0.1", 0))
-    with listener, testing.Path(listener.getsockname()) as path:
-        # the client's socket is made while this process is in the cgroup: it is the cgroup's
-        # (the listener, and so the server's end, is not)
+    try:
+        listener = lab.listener()
+        # the client's socket is made by a helper process started from the cgroup: it is the cgroup's
         Path(cgroup, "cgroup.procs").write_text(str(os.getpid()))
         try:
-            client = socket.create_connection(path.address, timeout=10)
+            client, server = lab.connect(listener)
         finally:
             Path(home, "cgroup.procs").write_text(str(os.getpid()))
-        listener.settimeout(10)
-        server, _ = listener.accept()
-        with client, server:
-            assert options(client)[1:4] == (policy.idle, policy.interval, policy.count)
-            client.sendall(b"x")
-            assert server.recv(1) == b"x"
-            last = time.monotonic()
-            path.vanish()
-            client.settimeout(budget + 20)
-            with pytest.raises(OSError) as info:
-                client.recv(1)
-            took = time.monotonic() - last
-    assert info.value.errno == errno.ETIMEDOUT
-    assert policy.idle and policy.interval
-    print(f"ETIMEDOUT after {took:.2f} s (budget {budget} s, {policy})")
-    assert policy.idle - 0.5 <= took <= budget + 1.5
-    assert math.isfinite(took)
+        assert options(client)[1:4] == (policy.idle, policy.interval, policy.count)
+        client.sendall(b"x")
+        assert server.recv(1) == b"x"
+        last = time.monotonic()
+        lab.link_down(lab.server)
+        client.settimeout(budget + 20)
+        with pytest.raises(OSError) as info:
+            client.recv(1)
+        took = time.monotonic() - last
+        assert info.value.errno == errno.ETIMEDOUT
+        assert policy.idle and policy.interval
+        print(f"ETIMEDOUT after {took:.2f} s (budget {budget} s, {policy})")
+        assert policy.idle - 0.5 <= took <= budget + 1.5
+        assert math.isfinite(took)
+    finally:
+        lab.close()
 
 
 # --------------------------------------------------------------------------------------
