@@ -200,6 +200,18 @@ class Lab:
         sock.listen(8)
         return sock
 
+    def connect(self, listener: socket.socket) -> tuple[socket.socket, socket.socket]:
+        """Connect a new client-host socket to ``listener``; return (client side, server side)."""
+        client = self.socket(self.client)
+        client.settimeout(10)
+        client.connect(listener.getsockname())
+        client.settimeout(None)
+        listener.settimeout(10)
+        server, _ = listener.accept()
+        server.settimeout(None)
+        self._sockets.append(server)
+        return client, server
+
     # -- making a peer disappear -----------------------------------------------------------
 
     def link_down(self, host: Host) -> None:
