@@ -1159,6 +1159,7 @@ def run_in_cgroup(command: Sequence[str], policy: Policy | str, *, force: bool =
     126 not executable, 128+N killed by signal N); raises as :func:`attach` does.  An
     exception while waiting (KeyboardInterrupt) terminates the command and is re-raised.
     """
+    import signal
     import subprocess
 
     resolved = as_policy(policy)
@@ -1172,16 +1173,29 @@ def run_in_cgroup(command: Sequence[str], policy: Policy | str, *, force: bool =
         attach(path, resolved, force=force)
         procs = os.path.join(path, "cgroup.procs")
 
+        # The signals a runner passes on (kaext-run --cgroup) are blocked while the child is
+        # made: one that came between fork and exec would be taken by the handler the child
+        # inherited, and lost to the command.  Blocked, it waits: the runner's own is handled
+        # once the command runs; the child sets its default back (unless ignored) and unblocks.
+        passed_on = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
         def enter() -> None:  # in the child, before exec: its connections are the cgroup's from the start
+            for signum in passed_on:
+                if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+                    signal.signal(signum, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, passed_on)
             with open(procs, "w") as f:
                 f.write("0")
 
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, passed_on)
         try:
             child = subprocess.Popen([*command], preexec_fn=enter)
         except FileNotFoundError:
             return 127
         except PermissionError:
             return 126
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         try:
             status = child.wait()
         except BaseException:  # KeyboardInterrupt and the like reach the caller, the child stopped first

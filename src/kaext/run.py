@@ -217,6 +217,8 @@ def _forward_signals(pending: list[int]) -> dict[int, object]:
     me = os.getpid()
 
     def deliver_when_started() -> None:
+        # not this thread's to take: the main thread blocks them while it starts COMMAND
+        signal.pthread_sigmask(signal.SIG_BLOCK, {getattr(signal, n) for n in FORWARDED_SIGNALS})
         while True:
             children = _children()
             if children:
