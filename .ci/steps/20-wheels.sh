@@ -28,6 +28,9 @@ unset KAEXT_DEBUG   # release wheels: no debug information (setup.py)
 GOAL_WHEEL_BYTES=120000
 MAX_WHEEL_BYTES=260000
 W=$(mktemp -d "${TMPDIR:-/tmp}/kaext-wheels.XXXXXX")
+# readable by all, writable by root only: the tests run the installed venvs as uid 65534 too
+# (kaext.testing's plain-user proofs)
+chmod 755 "$W"
 declare -A build_pid=()   # background wheel builds for other CPythons, by version
 cleanup() {
   local pid
@@ -94,7 +97,7 @@ mkdir -p "$W/src" "$W/src-pure" "$W/dist" "$W/dist-pure" "$W/wheelhouse" "$W/run
 git archive --format=tar HEAD | tar -x -C "$W/src"
 git archive --format=tar HEAD | tar -x -C "$W/src-pure"
 # The tests run from a directory where src/ is not importable, as cibuildwheel does.
-cp -r "$W/src/tests" "$W/src/ext" "$W/src/benchmarks" "$W/src/pyproject.toml" "$W/run/"
+cp -r "$W/src/tests" "$W/src/ext" "$W/src/benchmarks" "$W/src/docs" "$W/src/pyproject.toml" "$W/run/"
 
 say "sdist, and the wheel built from it"
 python -m build --outdir "$W/dist" "$W/src" >"$W/build.log" 2>&1 || { tail -40 "$W/build.log"; die "python -m build"; }

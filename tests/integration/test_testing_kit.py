@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import errno
+import importlib.util
 import json
 import os
 import re
@@ -116,6 +117,12 @@ def runs(kit: None) -> Iterator[dict[str, Future[dict[tuple[str, str, bool], Any
 def test_without_a_policy_blocked_after_3t_with_one_ended_within_t_plus_2(
     runs: dict[str, Future[dict[tuple[str, str, bool], Any]] | BaseException], user: str, failure: str, client: str
 ) -> None:
+    if client != "socket" and importlib.util.find_spec(client) is None:
+        # the installed-wheel runs hold kaext, pytest and hypothesis only; the main run has the clients
+        reason = f"the {client} library is not installed here"
+        pytest.fail(f"{reason}, but KAEXT_REQUIRE_SERVERS=1") if os.environ.get(
+            "KAEXT_REQUIRE_SERVERS"
+        ) == "1" else pytest.skip(reason)
     run = runs[user]
     if isinstance(run, BaseException):
         raise run
