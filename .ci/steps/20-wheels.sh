@@ -97,7 +97,7 @@ mkdir -p "$W/src" "$W/src-pure" "$W/dist" "$W/dist-pure" "$W/wheelhouse" "$W/run
 git archive --format=tar HEAD | tar -x -C "$W/src"
 git archive --format=tar HEAD | tar -x -C "$W/src-pure"
 # The tests run from a directory where src/ is not importable, as cibuildwheel does.
-cp -r "$W/src/tests" "$W/src/ext" "$W/src/benchmarks" "$W/src/docs" "$W/src/pyproject.toml" "$W/run/"
+cp -r "$W/src/tests" "$W/src/ext" "$W/src/benchmarks" "$W/src/pyproject.toml" "$W/run/"
 
 say "sdist, and the wheel built from it"
 python -m build --outdir "$W/dist" "$W/src" >"$W/build.log" 2>&1 || { tail -40 "$W/build.log"; die "python -m build"; }

@@ -31,6 +31,8 @@ TABLES_EXT = ROOT / "docs" / "_ext" / "kaext_tables.py"
 
 def _docs_dict(name: str) -> dict[str, str]:
     """A module-level dict literal of docs/_ext/kaext_tables.py (read, not imported: no Sphinx needed)."""
+    if not TABLES_EXT.is_file():
+        pytest.skip("not a source checkout (tests run from an installed wheel): the docs are not here")
     for node in ast.parse(TABLES_EXT.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
             value: dict[str, str] = ast.literal_eval(node.value)
