@@ -166,6 +166,8 @@ def test_environment_page_names_every_variable_the_code_reads() -> None:
 def test_every_page_a_toctree_lists_exists() -> None:
     """Each toctree entry of every page is a page of the site: nothing listed is missing, so
     the build needs nothing dropped or hidden (docs/conf.py leaves out no page, silences no warning)."""
+    if not (DOCS / "conf.py").is_file():
+        pytest.skip("not a source checkout")
     missing = []
     for page in DOCS.glob("*.md"):
         for block in re.findall(r"```\{toctree\}\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL):
