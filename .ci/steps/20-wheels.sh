@@ -19,14 +19,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 unset KAEXT_DEBUG   # release wheels: no debug information (setup.py)
 # The wheel size goal for a wheel with the extension: 120 kB, reported as a GOAL line
 # (PASS/MISS, like the benchmarks: a MISS does not fail CI).  Without debug information
-# the manylinux wheel is about 220 kB today: the extension ~75 kB compressed, the Python
-# modules ~140 kB (enforce, probe, the metrics and the Linux inspection added ~50 kB),
-# the README as package description ~7 kB.  What fails the step is a wheel over the
-# ceiling below, which debug information brings back (it made the .so 700 kB);
+# the manylinux wheel is about 288 kB today: the extension ~91 kB compressed, the Python
+# modules ~180 kB (watch, the testing kit and the enforce rework added ~40 kB, the watch
+# programs' calls ~16 kB of the extension), the README as package description ~7 kB.
+# What fails the step is a wheel over the ceiling below, which debug information brings
+# back (it made the .so 700 kB);
 # tests/package/test_packaging.py also checks that no shared library in the wheel
 # carries debug sections.
 GOAL_WHEEL_BYTES=120000
-MAX_WHEEL_BYTES=260000
+MAX_WHEEL_BYTES=340000
 W=$(mktemp -d "${TMPDIR:-/tmp}/kaext-wheels.XXXXXX")
 # readable by all, writable by root only: the tests run the installed venvs as uid 65534 too
 # (kaext.testing's plain-user proofs)
