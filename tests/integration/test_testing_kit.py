@@ -299,6 +299,7 @@ def test_forget_idle_bad_arguments(kit: None, echo: tuple[str, int]) -> None:
         path.vanish()
 
 
+@pytest.mark.root  # setpriv: running as another user takes root
 def test_without_cap_net_admin_one_clear_line(tmp_path: FilePath) -> None:
     """As uid 65534 outside a namespace: OSError EPERM, one line that says what to do."""
     script = (
