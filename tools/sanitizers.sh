@@ -98,7 +98,8 @@ else
   args=(tests --ignore=tests/integration/test_dead_peer.py --ignore=tests/integration/test_frameworks.py
         --ignore=tests/package/test_packaging.py --ignore=tests/native/test_shim_c.py
         --ignore=tests/integration/test_inject_libraries.py --ignore=tests/integration/test_inject_green.py --ignore=tests/integration/test_clients.py --ignore=tests/integration/test_client_matrix.py --ignore=tests/integration/test_run.py
-        --ignore=tests/integration/test_adapters.py --ignore=tests/documentation/test_readme.py)
+        --ignore=tests/integration/test_adapters.py --ignore=tests/documentation/test_readme.py
+        --ignore=tests/integration/test_testing_kit.py)  # the kit: Python and nft, its clients in the main suite
 fi
 
 say "pytest ${args[*]} under ASan + UBSan"
