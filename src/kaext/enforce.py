@@ -51,7 +51,8 @@ from ._record import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    import subprocess
+    from collections.abc import Callable, Iterator, Sequence
 
 __all__ = [
     "Enforcement",
@@ -1149,7 +1150,13 @@ def own_cgroup() -> str:
     raise OSError(errno.ENOENT, "this process is in no cgroup v2 group")
 
 
-def run_in_cgroup(command: Sequence[str], policy: Policy | str, *, force: bool = False) -> int:
+def run_in_cgroup(
+    command: Sequence[str],
+    policy: Policy | str,
+    *,
+    force: bool = False,
+    started: Callable[[subprocess.Popen[bytes]], object] | None = None,
+) -> int:
     """Run ``command`` in a fresh child cgroup of this process's own, with ``policy`` attached.
 
     For ``kaext-run --cgroup``: every TCP connection of the command and its children,
@@ -1158,6 +1165,11 @@ def run_in_cgroup(command: Sequence[str], policy: Policy | str, *, force: bool =
     command exits (also on failure).  Returns the command's exit status (127 not found,
     126 not executable, 128+N killed by signal N); raises as :func:`attach` does.  An
     exception while waiting (KeyboardInterrupt) terminates the command and is re-raised.
+
+    ``started`` is called with the command's :class:`subprocess.Popen` as soon as it is
+    made, while SIGTERM, SIGINT and SIGHUP are still blocked: what a runner that passes
+    signals on needs to know whom to pass them to (the set-up also runs short-lived
+    children of its own, which are not the command).
     """
     import signal
     import subprocess
@@ -1189,11 +1201,19 @@ def run_in_cgroup(command: Sequence[str], policy: Policy | str, *, force: bool =
 
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, passed_on)
         try:
-            child = subprocess.Popen([*command], preexec_fn=enter)
-        except FileNotFoundError:
-            return 127
-        except PermissionError:
-            return 126
+            try:
+                child = subprocess.Popen([*command], preexec_fn=enter)
+            except FileNotFoundError:
+                return 127
+            except PermissionError:
+                return 126
+            try:
+                if started is not None:
+                    started(child)
+            except BaseException:
+                child.kill()
+                child.wait()
+                raise
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         try:

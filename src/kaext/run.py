@@ -24,7 +24,6 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from . import _platform
@@ -195,64 +194,45 @@ def _main(parser: argparse.ArgumentParser, argv: list[str]) -> int:
 FORWARDED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
 
 
-def _children() -> list[int]:
-    """This process's children (the main thread's: the one that starts COMMAND)."""
-    try:
-        with open(f"/proc/self/task/{os.getpid()}/children", encoding="ascii") as f:
-            return [int(pid) for pid in f.read().split()]
-    except OSError:
-        return []
-
-
-def _forward_signals(pending: list[int]) -> dict[int, object]:
-    """Handlers that pass each of FORWARDED_SIGNALS on to COMMAND; returns the previous ones.
-    ``pending`` gets the signals that arrived before COMMAND was started.
+class _Forwarder:
+    """Handlers that pass each of FORWARDED_SIGNALS on to COMMAND, and only to it.
 
     A signal that arrives before COMMAND is started (the cgroup and its BPF programs are
-    being set up) is passed on as soon as it is; one that arrives after it ended (they are
-    being removed) is dropped: the cleanup finishes either way."""
-    import signal
-    import threading
+    being set up, which runs short-lived children of its own) is kept and passed on the
+    moment COMMAND is made (:meth:`started`, called while these signals are blocked); one
+    that arrives after COMMAND ended (the cleanup) is dropped: the cleanup finishes either way.
+    """
 
-    me = os.getpid()
+    def __init__(self) -> None:
+        import signal
 
-    def deliver_when_started() -> None:
-        # not this thread's to take: the main thread blocks them while it starts COMMAND
-        signal.pthread_sigmask(signal.SIG_BLOCK, {getattr(signal, n) for n in FORWARDED_SIGNALS})
-        while True:
-            children = _children()
-            if children:
-                for signum in pending:
-                    _kill(children, signum)
-                return
-            time.sleep(0.01)
+        self.pending: list[int] = []
+        self.command: subprocess.Popen[bytes] | None = None
+        self._me = os.getpid()
+        self.previous: dict[int, object] = {}
+        for name in FORWARDED_SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None:
+                self.previous[number] = signal.signal(number, self._forward)
 
-    def forward(signum: int, frame: object) -> None:
-        if os.getpid() != me:  # COMMAND between fork and exec still has this handler: the signal is its own
+    def _forward(self, signum: int, frame: object) -> None:
+        if os.getpid() != self._me:  # a child between fork and exec still has this handler: the signal is its own
             os._exit(128 + signum)
-        children = _children()
-        if children:
-            _kill(children, signum)
-        elif not pending:
-            pending.append(signum)
-            threading.Thread(target=deliver_when_started, daemon=True).start()
+        if self.command is None:
+            self.pending.append(signum)
         else:
-            pending.append(signum)
+            self.command.send_signal(signum)  # nothing once it has been waited for
 
-    previous: dict[int, object] = {}
-    for name in FORWARDED_SIGNALS:
-        number = getattr(signal, name, None)
-        if number is not None:
-            previous[number] = signal.signal(number, forward)
-    return previous
+    def started(self, command: subprocess.Popen[bytes]) -> None:
+        self.command = command
+        for signum in self.pending:
+            command.send_signal(signum)
 
+    def restore(self) -> None:
+        import signal
 
-def _kill(pids: list[int], signum: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signum)
-        except ProcessLookupError:
-            pass
+        for number, handler in self.previous.items():
+            signal.signal(number, handler)  # type: ignore[arg-type]
 
 
 def _run_in_cgroup(parser: argparse.ArgumentParser, policy: str, command: list[str], force: bool) -> int:
@@ -260,24 +240,22 @@ def _run_in_cgroup(parser: argparse.ArgumentParser, policy: str, command: list[s
 
     from .enforce import run_in_cgroup
 
-    pending: list[int] = []
-    previous = _forward_signals(pending)
+    forwarder = _Forwarder()
     try:
-        status = run_in_cgroup(command, policy, force=force)
+        status = run_in_cgroup(command, policy, force=force, started=forwarder.started)
     except KeyboardInterrupt:
         return 130
     except (OSError, TypeError, ValueError, Warning) as exc:  # Warning: under -W error
-        if pending and isinstance(exc, OSError):
+        if forwarder.pending and isinstance(exc, OSError):
             # stopped while the cgroup was being set up (a BPF program load the signal
             # interrupted fails with EAGAIN): COMMAND never ran, nothing is left
-            name = signal.Signals(pending[0]).name
+            name = signal.Signals(forwarder.pending[0]).name
             sys.stderr.write(f"{parser.prog}: {name} before {command[0]} started: not started\n")
-            return 128 + pending[0]
+            return 128 + forwarder.pending[0]
         text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         parser.exit(2, f"{parser.prog}: error: --cgroup: {text}\n")
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)  # type: ignore[arg-type]
+        forwarder.restore()
     if status == 127:
         sys.stderr.write(f"{parser.prog}: {command[0]}: command not found\n")
     return status

@@ -12,6 +12,7 @@ in CI (``KAEXT_REQUIRE_BPF=1``).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -853,6 +854,60 @@ def test_kaext_run_cgroup_interrupted_stops_the_command_and_removes_its_cgroup(c
     proc.send_signal(signal.SIGINT)  # to the runner alone, not to the command
     assert proc.wait(20) == 130
     assert _runner_cgroups(proc.pid) == []
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def _stop_runner(proc: subprocess.Popen[bytes]) -> None:
+    """On a failed check: the runner's session (the runner and its command) goes, then its cgroup."""
+    import signal
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    for name in _runner_cgroups(proc.pid):
+        path = os.path.join(enforce.own_cgroup(), name)
+        with contextlib.suppress(OSError):
+            enforce.detach(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
+def test_kaext_run_cgroup_a_signal_during_set_up_reaches_the_command_not_a_set_up_child(cgroup: str) -> None:
+    """Setting up runs a short-lived child of kaext's own (the check that this kernel takes the
+    policy, enforce._probe); a SIGINT that arrives meanwhile is kept for COMMAND, which gets it the
+    moment it starts, and the runner ends with 128 + SIGINT.  (Once it went to the set-up child, and
+    kaext-run waited for the whole of ``sleep 60``.)"""
+    import signal
+
+    caught = 0
+    for _ in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kaext.run", "--cgroup", "--policy", "on", "--", "sleep", "60"],
+            env=ENV,
+            start_new_session=True,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while not (children := _children_of(proc.pid)):  # the first child is set-up's own
+                assert time.monotonic() < deadline and proc.poll() is None
+            with open(f"/proc/{children[0]}/cmdline", "rb") as f:
+                during_set_up = f.read().split(b"\0")[0:3] != [b"sleep", b"60", b""]
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=20)
+            assert proc.returncode == 128 + signal.SIGINT, err
+            assert _runner_cgroups(proc.pid) == []
+            caught += during_set_up
+        finally:
+            _stop_runner(proc)
+    assert caught, "no SIGINT of five arrived while kaext-run was setting up: the check checked nothing"
 
 
 def test_a_cgroup_v1_directory_is_not_a_cgroup_v2_directory(cgroup: str) -> None:
