@@ -12,8 +12,9 @@
 # - no BTF (CONFIG_DEBUG_INFO_BTF off): kaext.watch refuses in one line; tests/integration/
 #   test_watch.py runs here to check that refusal (its watching tests say so and stand down).
 # - no nftables for IP traffic (CONFIG_NF_TABLES_INET, _IPV4, _IPV6 off, no CONFIG_NFT_NAT):
-#   kaext.testing's paths (nftables NAT and conntrack) cannot be made, so the dead-peer proofs
-#   (tests/integration/test_dead_peer.py, built on kaext.testing) run on the host only.
+#   kaext.testing makes its paths of iptables-legacy chains here (CONFIG_IP_NF_* are modules),
+#   so the dead-peer proof (tests/integration/test_dead_peer.py) and the kit's own tests
+#   (tests/integration/test_testing_kit.py: forget_idle says EOPNOTSUPP on such a path) run here too.
 # Budget: 5 minutes on 2 cores (2.8-3.8 min measured beside another run of the suite; the
 # guest has 1 CPU; its boot takes 3 s).
 set -euo pipefail
@@ -22,4 +23,5 @@ tools/uml.sh --timeout 900 -- python -m pytest -q -p no:cacheprovider -rfEs \
   tests/unit \
   tests/integration/test_connections.py tests/integration/test_connection_apply.py \
   tests/integration/test_inspect.py tests/integration/test_enforce.py \
-  tests/integration/test_watch.py tests/integration/test_verify.py
+  tests/integration/test_watch.py tests/integration/test_verify.py \
+  tests/integration/test_dead_peer.py tests/integration/test_testing_kit.py

@@ -10,6 +10,11 @@
 * 32 threads through one path lose nothing before ``vanish()``; afterwards nothing gets through.
 * Nothing is left behind (nftables tables, namespaces, processes) after a test that fails or a
   run interrupted with SIGINT, or killed (its tables are removed by the next path).
+* Where the kernel has no nftables for IP traffic (Linux 6.1 under user-mode-linux: no
+  CONFIG_NF_TABLES_INET) a path is made of iptables-legacy chains, and every method but
+  forget_idle works the same; forget_idle says EOPNOTSUPP.  Which one a kernel gets is asked of
+  the kernel itself (``nft`` with a NAT chain of the inet family); KAEXT_TESTING_FIREWALL=iptables
+  makes iptables paths on any kernel (checked on both).
 * ``ends_within``, the pytest plugin (skip, strict), the ``kaext testing`` command.
 """
 
@@ -69,6 +74,24 @@ def kit() -> None:
     reason = testing.unavailable_reason()
     if reason is not None:
         plain_user.missing(reason)
+
+
+def _kernel_firewall() -> str:
+    """What the kernel can hold a path in, asked of it with ``nft`` (not kaext): a NAT chain of
+    the inet family needs CONFIG_NF_TABLES_INET and CONFIG_NFT_NAT; without them, iptables."""
+    chosen = os.environ.get(testing.FIREWALL_VARIABLE)
+    if chosen:
+        return chosen
+    table = f"kaext_fwprobe_{os.getpid()}"
+    chain = "chain o { type nat hook output priority -100; }"
+    script = f"table inet {table} {{\n  {chain}\n}}\ndelete table inet {table}\n"
+    nft = shutil.which("nft") or "/usr/sbin/nft"
+    proc = subprocess.run([nft, "-f", "-"], input=script, capture_output=True, text=True, timeout=30)
+    assert "syntax error" not in proc.stderr, proc.stderr  # the question, not the kernel's answer, was wrong
+    return "nftables" if proc.returncode == 0 else "iptables"
+
+
+FIREWALL = _kernel_firewall() if sys.platform.startswith("linux") and os.geteuid() == 0 else "nftables"
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +155,10 @@ def test_without_a_policy_blocked_after_3t_with_one_ended_within_t_plus_2(
         f"{user}, {client}, {failure}: without a policy {without['outcome']} at {without['seconds']} s; "
         f"with {with_policy['policy']}: {with_policy['outcome']} after {with_policy['seconds']} s"
     )
+    if failure == "forget_idle" and FIREWALL == "iptables":  # no idle timers in iptables: refused, clearly
+        for row in (without, with_policy):
+            assert row["outcome"].startswith(f"failure refused: OSError({errno.EOPNOTSUPP}, 'forget_idle needs"), row
+        return
     assert without["outcome"] == "blocked", without
     assert without["seconds"] >= 3 * T, without
     assert with_policy["policy"] == str(kaext.Policy.from_timeout(T))
@@ -240,7 +267,14 @@ def test_several_paths_to_one_server_fail_each_on_its_own(kit: None, echo: tuple
 @pytest.mark.root
 def test_forget_idle_forgets_only_idle_flows_and_rst_answers_them(kit: None, echo: tuple[str, int]) -> None:
     with testing.Path(echo) as path:
+        assert path.firewall == FIREWALL
         idle, busy, reset_me = (socket.create_connection(path.address, timeout=2) for _ in range(3))
+        if FIREWALL == "iptables":
+            with pytest.raises(OSError) as refused:
+                path.forget_idle(1.0)
+            assert refused.value.errno == errno.EOPNOTSUPP and "forget_idle needs nftables" in str(refused.value)
+            assert _exchange(idle, b"still") == b"still"  # the path is as it was
+            return
         path.forget_idle(1.0)
         for _ in range(6):  # 1.5 s of traffic every 0.25 s: remembered
             assert _exchange(busy, b"k") == b"k"
@@ -252,6 +286,76 @@ def test_forget_idle_forgets_only_idle_flows_and_rst_answers_them(kit: None, ech
         time.sleep(0.6)
         with pytest.raises(ConnectionResetError):
             _exchange(reset_me, b"late")
+
+
+@pytest.mark.root
+def test_a_path_is_held_where_the_kernel_can(kit: None, echo: tuple[str, int]) -> None:
+    with testing.Path(echo) as path:
+        assert path.firewall == FIREWALL
+        assert f"{FIREWALL} " in repr(path)
+        assert _exchange(socket.create_connection(path.address, timeout=2), b"hi") == b"hi"
+
+
+def _iptables_chains(name: str) -> list[str]:
+    """The iptables-legacy rules that name ``name``, both tables, both families (from iptables itself)."""
+    lines = []
+    for cmd in ("iptables-legacy", "ip6tables-legacy"):
+        for table in ("nat", "filter"):
+            out = subprocess.run([cmd, "-w", "-t", table, "-S"], capture_output=True, text=True, timeout=30).stdout
+            lines += [f"{cmd} {table} {line}" for line in out.splitlines() if name in line.split()]
+    return lines
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_iptables_paths_on_request_vanish_reset_heal_and_leave_nothing(
+    kit: None, host: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KAEXT_TESTING_FIREWALL=iptables: what a kernel without nftables for IP gets, on this one."""
+    monkeypatch.setenv(testing.FIREWALL_VARIABLE, "iptables")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        listener = socket.create_server((host, 0), family=family)
+    except OSError as exc:
+        pytest.skip(f"no {host} loopback here: {exc}")
+    with listener, testing.Path(listener.getsockname()[:2]) as path:
+        name = repr(path).split()[-1].rstrip(">")
+        assert path.firewall == "iptables" and name.startswith(f"kaext_{os.getpid()}_")
+        rules = _iptables_chains(name)
+        cmd = "iptables-legacy" if family == socket.AF_INET else "ip6tables-legacy"
+        assert f"{cmd} nat -N {name}" in rules and f"{cmd} filter -N {name}" in rules, rules
+        client = socket.create_connection(path.address, timeout=2)
+        server, _ = listener.accept()
+        server.settimeout(1)
+        client.sendall(b"a")
+        assert server.recv(1) == b"a"
+        path.vanish()
+        client.sendall(b"b")
+        with pytest.raises(TimeoutError):
+            server.recv(1)  # dropped
+        path.heal()
+        server.settimeout(10)
+        assert server.recv(1) == b"b"  # retransmitted, let through
+        with pytest.raises(OSError) as refused:
+            path.forget_idle(1)
+        assert refused.value.errno == errno.EOPNOTSUPP
+        path.reset()
+        client.sendall(b"c")
+        with pytest.raises(ConnectionResetError):
+            client.settimeout(5)
+            while True:
+                client.recv(1)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(path.address, timeout=2)  # a reset path refuses new connects
+        client.close()
+        server.close()
+    assert _iptables_chains(name) == []
+
+
+def test_an_unknown_firewall_is_a_value_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(testing.FIREWALL_VARIABLE, "pf")
+    with pytest.raises(ValueError, match=r"KAEXT_TESTING_FIREWALL='pf' is not a firewall kaext.testing knows"):
+        testing.Path(("127.0.0.1", 9))
 
 
 @pytest.mark.root
@@ -319,7 +423,15 @@ def test_without_cap_net_admin_one_clear_line(tmp_path: FilePath) -> None:
 
 
 def _tables_of(pid: int) -> list[str]:
-    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=30).stdout
+    """The paths of process ``pid`` the kernel holds: nftables tables, iptables chains (filter)."""
+    if FIREWALL == "nftables":
+        out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, timeout=30).stdout
+    else:
+        out = "".join(
+            subprocess.run([cmd, "-w", "-S"], capture_output=True, text=True, timeout=30).stdout
+            for cmd in ("iptables-legacy", "ip6tables-legacy")
+        )
+        out = "\n".join(line for line in out.splitlines() if line.startswith("-N "))
     return re.findall(rf"\bkaext_{pid}_\d+\b", out)
 
 

@@ -237,10 +237,16 @@ def run(t: float) -> list[dict[str, Any]]:
             if done.is_set():
                 row.update(outcome=f"ended before the failure: {ended['outcome']}", seconds=None)
             else:
-                if failure == "forget_idle":
-                    path.forget_idle(FORGET_AFTER)
-                else:
-                    getattr(path, failure)()
+                try:
+                    if failure == "forget_idle":
+                        path.forget_idle(FORGET_AFTER)
+                    else:
+                        getattr(path, failure)()
+                except OSError as exc:  # forget_idle on an iptables path (a kernel without nftables for IP)
+                    row.update(outcome=f"failure refused: {exc!r}", seconds=None)
+                    with lock:
+                        results.append(row)
+                    return
                 failed_at = time.monotonic()
                 if done.wait(3 * t):
                     row.update(outcome=ended["outcome"], seconds=round(ended["at"] - failed_at, 3))
