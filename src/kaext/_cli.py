@@ -114,7 +114,28 @@ class UsageError(Exception):
     status 2, with the message as one line (``PROG: error: MESSAGE``)."""
 
 
-def run_tool(prog: Callable[[], str], body: Callable[[], int], *, interrupted: str = "") -> int:
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread of a tool that cleans up after itself (``run_tool``'s
+    ``sigterm``): its ``finally`` clauses run, as for Ctrl-C; the exit status is 143."""
+
+
+_terminated: list[int] = []
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    _terminated.append(signum)
+    raise Terminated
+
+
+def check_terminated() -> None:
+    """Raise Terminated when SIGTERM came and its exception was lost: Python ignores what a
+    signal handler raises while it runs certain callbacks (``os.register_at_fork`` hooks:
+    the signal came during a fork).  For the points where a tool would go on to do more."""
+    if _terminated:
+        raise Terminated
+
+
+def run_tool(prog: Callable[[], str], body: Callable[[], int], *, interrupted: str = "", sigterm: bool = False) -> int:
     """Run a tool's ``body`` (its parsing and its work) and return its exit status.
 
     Within, each warning is one line (``one_line_warnings``).  ``body``'s own status is
@@ -122,11 +143,30 @@ def run_tool(prog: Callable[[], str], body: Callable[[], int], *, interrupted: s
     an OSError the system raised, is one line ``PROG: error: MESSAGE`` and status 2; Ctrl-C
     is status 130, as a shell reports a command ended by SIGINT, with no traceback (and the
     one line ``PROG: INTERRUPTED`` when ``interrupted`` is given); a reader that went away
-    (``| head``: broken pipe) ends it quietly with status 2.
+    (``| head``: broken pipe) ends it quietly with status 2.  With ``sigterm``, SIGTERM ends
+    it as Ctrl-C does (its clean-up runs: a scratch cgroup, half-made BPF pins), status 143.
     """
+    import signal
+    import threading
+
+    previous = None
+    unraisable = sys.unraisablehook
+    if sigterm and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+
+        def quiet_when_terminated(info: Any) -> None:  # the lost one (check_terminated): no traceback
+            if not isinstance(info.exc_value, Terminated):
+                unraisable(info)
+
+        sys.unraisablehook = quiet_when_terminated
     with one_line_warnings(prog):
         try:
-            return body()
+            status = body()
+            check_terminated()  # came, lost (see there), and the body finished anyway
+            return status
+        except Terminated:
+            print(f"{prog()}: terminated (SIGTERM)", file=sys.stderr)
+            return 128 + signal.SIGTERM
         except BrokenPipeError:  # the reader went away: nothing more to say
             return reader_gone()
         except UsageError as exc:
@@ -139,6 +179,10 @@ def run_tool(prog: Callable[[], str], body: Callable[[], int], *, interrupted: s
             if interrupted:
                 print(f"{prog()}: {interrupted}", file=sys.stderr)
             return 130
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+                sys.unraisablehook = unraisable
 
 
 def reader_gone() -> int:

@@ -45,7 +45,7 @@ import sys
 import warnings
 
 from . import _backend, _platform
-from ._cli import Parser, UsageError, prog_name, run_tool
+from ._cli import Parser, UsageError, check_terminated, prog_name, run_tool
 from ._policy import Policy, as_policy
 from ._record import Record
 
@@ -488,6 +488,7 @@ def _probe(mask: int, values: tuple[int, ...], flags: int = 0) -> None:
                 ran = False
             finally:
                 _backend.bpf_detach(cgroup_fd, prog, _backend.BPF_SOCK_OPS)
+            check_terminated()  # kaext-enforce's SIGTERM, if it came while the child was made
             _applied, _skipped, failed, last_errno, last_option = _backend.bpf_counters_read(map_fd)
         finally:
             os.close(cgroup_fd)
@@ -1292,9 +1293,10 @@ def _fail(exc: BaseException) -> UsageError:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``kaext-enforce``: attach/update, ``--remove``, ``--list [--json]``; returns the exit status
-    (0 done, 1 see the description, 2 bad arguments or an error, 130 Ctrl-C)."""
+    (0 done, 1 see the description, 2 bad arguments or an error, 130 Ctrl-C, 143 SIGTERM: what
+    was half made, the capability check's scratch cgroup included, is removed first)."""
     parser = _parser()
-    return run_tool(lambda: parser.prog, lambda: _main(parser, sys.argv[1:] if argv is None else [*argv]))
+    return run_tool(lambda: parser.prog, lambda: _main(parser, sys.argv[1:] if argv is None else [*argv]), sigterm=True)
 
 
 def _line(e: Enforcement) -> str:

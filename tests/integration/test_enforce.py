@@ -910,6 +910,50 @@ def test_kaext_run_cgroup_a_signal_during_set_up_reaches_the_command_not_a_set_u
     assert caught, "no SIGINT of five arrived while kaext-run was setting up: the check checked nothing"
 
 
+def _probes_of(pid: int) -> list[str]:
+    return [n for n in os.listdir(enforce.own_cgroup()) if n.startswith(f"kaext-probe-{pid}-")]
+
+
+def test_sigterm_during_the_capability_check_leaves_no_scratch_cgroup(cgroup: str) -> None:
+    """kaext-enforce first tries the policy on a connection of a child in a scratch cgroup of its
+    own (``kaext-probe-PID-*``); a SIGTERM then (systemd stopping the unit, ``timeout``) ends it
+    like Ctrl-C: the child, the scratch cgroup and its program are gone, nothing is attached,
+    exit 143.  (Once SIGTERM killed it outright and the scratch cgroup stayed.)"""
+    import signal
+
+    caught = 0
+    for _ in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kaext.enforce", cgroup, "--policy", "on"],
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            while not _probes_of(proc.pid) and proc.poll() is None:
+                pass
+            if proc.poll() is not None:  # done before the check could be caught: again
+                assert proc.wait() == 0 and enforce.detach(cgroup)
+                continue
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+            assert proc.returncode == 128 + signal.SIGTERM, err
+            assert err.splitlines() == ["python -m kaext.enforce: terminated (SIGTERM)"], err
+            assert _probes_of(proc.pid) == []
+            assert _mine(cgroup) == []
+            caught += 1
+            break
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for name in _probes_of(proc.pid):  # only after a failed check
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(enforce.own_cgroup(), name))
+    assert caught, "the capability check ended before a SIGTERM of five could reach it"
+
+
 def test_a_cgroup_v1_directory_is_not_a_cgroup_v2_directory(cgroup: str) -> None:
     v1 = [m for m in enforce._mounts("cgroup") if os.path.isdir(m)]
     if not v1:
