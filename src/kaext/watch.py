@@ -104,7 +104,10 @@ _RB_NO_WAKEUP = 1
 _POLL_S = 0.05  # how often a waiting reader looks at the ring buffer
 _SOCK_VALUE = 24
 _GUARD = -56  # the stack slot of the address of the outer program's per-CPU "running" flag
-_MAP_PERCPU_ARRAY = 6  # per connection: u32 tgid, u32 flags, char comm[16]
+_MAP_PERCPU_ARRAY = 6
+# the "running" flags (a per-CPU array) of the two tracepoints; in the "dropped" array, slot 0
+# counts the deaths the ring buffer had no room for, slot + 1 the nested program's stand-ins
+_STATE_SLOT, _RESET_SLOT = 0, 2
 _FLAG_KEEPALIVE_RESET = 1
 
 
@@ -355,42 +358,43 @@ def _remember_process(a: _Asm, socks: int) -> None:
     a.ja("out")
 
 
-def _prologue(a: _Asm, running: int, nested: bool) -> None:
+def _prologue(a: _Asm, maps: tuple[int, int, int, int], slot: int, nested: bool) -> None:
     """The start of a program, which then finds its context in r1 again.
 
     A tracepoint's program that is already running on a CPU is skipped by the kernel when the
     tracepoint fires again there (a softirq interrupting it: a timer ending a connection, a
-    segment arriving).  So each program is loaded twice: the outer one marks, in a per-CPU flag,
-    that it is running; the nested one runs only while that flag is up, that is, exactly when
-    the outer one has been interrupted, and does the work the kernel skipped.
+    segment arriving).  So each program is loaded twice: the outer one marks, in a per-CPU flag
+    of its tracepoint's own (``slot``: one per tracepoint, or one program's end would take
+    down the other's mark), that it is running; the nested one goes on only while that flag is
+    up, that is, exactly when the outer one has been interrupted and the kernel skipped it, and
+    counts that it stood in (``dropped`` map, slot + 1): the outer program's skips less these
+    are what was missed (:attr:`Watch.missed`).
     """
-    if nested:
-        return  # its flag is looked at after the program's first, cheap test (_gate)
+    _socks, _ring, dropped, running = maps
     a.mov(6, 1)
-    a.st(4, 10, -60, 0)
+    a.st(4, 10, -60, slot)
     a.ld_map(1, running)
     a.mov(2, 10)
     a.addi(2, -60)
     a.call(_F_MAP_LOOKUP)
-    a.stx(8, 10, _GUARD, 0)
-    a.jeq(0, 0, "body")
-    a.st(4, 0, 0, 1)
+    if nested:
+        a.jeq(0, 0, "exit")
+        a.ldx(4, 1, 0, 0)
+        a.jeq(1, 0, "exit")
+        a.st(4, 10, -60, slot + 1)
+        a.ld_map(1, dropped)
+        a.mov(2, 10)
+        a.addi(2, -60)
+        a.call(_F_MAP_LOOKUP)
+        a.jeq(0, 0, "body")
+        a.movi(1, 1)
+        a.atomic_add64(0, 0, 1)
+    else:
+        a.stx(8, 10, _GUARD, 0)
+        a.jeq(0, 0, "body")
+        a.st(4, 0, 0, 1)
     a.label("body")
     a.mov(1, 6)
-
-
-def _gate(a: _Asm, running: int, nested: bool) -> None:
-    """The nested program goes on only while the outer one is running on this CPU (clobbers r0-r5)."""
-    if not nested:
-        return
-    a.st(4, 10, -60, 0)
-    a.ld_map(1, running)
-    a.mov(2, 10)
-    a.addi(2, -60)
-    a.call(_F_MAP_LOOKUP)
-    a.jeq(0, 0, "exit")
-    a.ldx(4, 1, 0, 0)
-    a.jeq(1, 0, "exit")
 
 
 def _epilogue(a: _Asm, nested: bool) -> None:
@@ -407,9 +411,9 @@ def _epilogue(a: _Asm, nested: bool) -> None:
 
 def _state_program(lay: _Layout, scope: tuple[int, int] | None, maps: tuple[int, int, int, int], nested: bool) -> bytes:
     """inet_sock_set_state(sk, oldstate, newstate): remember processes, report a TCP_CLOSE."""
-    socks, ring, dropped, running = maps
+    socks, ring, dropped, _running = maps
     a = _Asm()
-    _prologue(a, running, nested)
+    _prologue(a, maps, _STATE_SLOT, nested)
     ev = -64 - lay.event_size  # the event on the stack, below 48 bytes of scratch and the guard
     a.ldx(8, 7, 1, 0)
     a.ldx(8, 8, 1, 8)
@@ -420,7 +424,6 @@ def _state_program(lay: _Layout, scope: tuple[int, int] | None, maps: tuple[int,
         a.jeq(9, state, "wanted")
     a.ja("out")
     a.label("wanted")
-    _gate(a, running, nested)
     _filter(a, lay, scope, "out")
     a.jeq(9, _CLOSE, "close")
     _remember_process(a, socks)
@@ -498,15 +501,14 @@ def _state_program(lay: _Layout, scope: tuple[int, int] | None, maps: tuple[int,
 def _reset_program(lay: _Layout, scope: tuple[int, int] | None, maps: tuple[int, int, int, int], nested: bool) -> bytes:
     """tcp_send_reset(sk, skb, reason): mark a connection whose keepalive gave up."""
     assert lay.keepalive_reason is not None
-    socks, _ring, _dropped, running = maps
+    socks = maps[0]
     a = _Asm()
-    _prologue(a, running, nested)
+    _prologue(a, maps, _RESET_SLOT, nested)
     a.ldx(8, 7, 1, 0)
     a.ldx(8, 2, 1, 16)
     a.mov32(2, 2)
     a.jne(2, lay.keepalive_reason, "out")
     a.jeq(7, 0, "out")
-    _gate(a, running, nested)
     _filter(a, lay, scope, "out")
     a.stx(8, 10, -8, 7)
     a.ld_map(1, socks)
@@ -697,7 +699,7 @@ class Watch:
         self.on_death: list[Callable[[Death], None]] = []
         self._dropped_seen = 0
         self._missed_seen = 0
-        self._nested: list[int] = []
+        self._outer: list[tuple[int, int]] = []  # (program, the slot counting its stand-ins)
         if (cgroup is None) == (not all):
             raise ValueError("Watch needs a cgroup or all=True (not both)")
         if not isinstance(ring_size, int) or ring_size < 4096 or ring_size & (ring_size - 1):
@@ -736,18 +738,18 @@ class Watch:
         try:
             self._socks = self._bpf(_backend.bpf_map_new, _MAP_HASH_LRU, 8, _SOCK_VALUE, 65536, "kaext_w_socks")
             self._ring = self._bpf(_backend.bpf_map_new, _MAP_RINGBUF, 0, 0, ring_size, "kaext_w_ring")
-            self._dropped = self._bpf(_backend.bpf_map_new, _MAP_ARRAY, 4, 8, 1, "kaext_w_dropped")
-            self._running = self._bpf(_backend.bpf_map_new, _MAP_PERCPU_ARRAY, 4, 4, 1, "kaext_w_running")
+            self._dropped = self._bpf(_backend.bpf_map_new, _MAP_ARRAY, 4, 8, 4, "kaext_w_dropped")
+            self._running = self._bpf(_backend.bpf_map_new, _MAP_PERCPU_ARRAY, 4, 4, 4, "kaext_w_running")
             maps = (self._socks, self._ring, self._dropped, self._running)
             builders: list[tuple[str, Callable[..., bytes]]] = [("inet_sock_set_state", _state_program)]
             if lay.keepalive_reason is not None:
                 builders.append(("tcp_send_reset", _reset_program))
-            for tracepoint, build in builders:
+            for slot, (tracepoint, build) in zip((_STATE_SLOT, _RESET_SLOT), builders, strict=False):
                 for nested in (False, True):
                     prog = self._load(tracepoint, build(lay, scope, maps, nested))
                     self._bpf(_backend.bpf_raw_tracepoint_open, tracepoint, prog)
-                    if nested:
-                        self._nested.append(prog)
+                    if not nested:
+                        self._outer.append((prog, slot + 1))
             self._reader = _Ring(self._ring, ring_size)
         except BaseException:
             self.close()
@@ -838,19 +840,23 @@ class Watch:
 
     @property
     def missed(self) -> int:
-        """Runs of the programs the kernel skipped (a program already running on that CPU, twice
-        over): each may have been a death, or the keepalive mark of one.  0 in practice: the
-        programs are loaded twice so that an interrupted one is stood in for."""
+        """Runs the kernel skipped that nothing stood in for: each may have been a death, or the
+        keepalive mark of one.  A program already running on a CPU is skipped when its
+        tracepoint fires there again (a softirq interrupting it); its nested copy stands in
+        then, unless it was running too.  So: the outer programs' skips (``recursion_misses``)
+        less the nested ones' stand-ins.  0 in practice."""
         if not self._fds:
             return self._missed_seen
         total = 0
-        for fd in self._nested:
+        for fd, slot in self._outer:
             with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
                 for line in f:
                     if line.startswith("recursion_misses:"):
                         total += int(line.split()[1])
-        self._missed_seen = total
-        return total
+            value = _backend.bpf_map_lookup(self._dropped, slot.to_bytes(4, sys.byteorder), 8)
+            total -= int.from_bytes(value, sys.byteorder)
+        self._missed_seen = max(total, 0)
+        return self._missed_seen
 
     def _death(self, raw: bytes) -> Death:
         now, tgid, flags, comm, cgroup_id, old, *values = self._event.unpack_from(raw)

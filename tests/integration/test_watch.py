@@ -24,6 +24,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -294,7 +295,8 @@ WANT_ERRNO = {
 }
 
 
-def test_each_cause_produced_on_purpose_is_reported_once_with_its_pid(cgroup: str) -> None:
+def _each_cause(cgroup: str) -> tuple[dict[str, tuple[int, int]], list[watch.Death], int, int, dict[str, int]]:
+    """Every cause on purpose, under one watch: (results, deaths, dropped, missed, counts)."""
     results: dict[str, tuple[int, int]] = {}
     errors: list[BaseException] = []
     labs = [netns.Lab(), netns.Lab()]
@@ -318,14 +320,28 @@ def test_each_cause_produced_on_purpose_is_reported_once_with_its_pid(cgroup: st
             if errors:
                 raise errors[0]
             deaths = _collect(w, len(WANT_ERRNO), 10)
-            dropped = w.dropped
+            return results, deaths, w.dropped, w.missed, dict(w.counts)
     finally:
         for lab in labs:
             lab.close()
+
+
+#: A run whose deaths are incomplete is run again only when the watch counted runs the kernel
+#: skipped with nothing standing in (``missed``): the one way a death may go unreported.  One
+#: that lost a death with ``missed`` 0 fails at once.
+ATTEMPTS = 3
+
+
+def test_each_cause_produced_on_purpose_is_reported_once_with_its_pid(cgroup: str) -> None:
+    for _ in range(ATTEMPTS):
+        results, deaths, dropped, missed, counts = _each_cause(cgroup)
+        if len(deaths) >= len(WANT_ERRNO) or not missed:
+            break
+    seen = f"deaths {deaths}, missed {missed}, dropped {dropped}"
     assert {mode: e for mode, (_pid, e) in results.items()} == WANT_ERRNO
     by_pid = {d.pid: d for d in deaths}
-    assert len(by_pid) == len(deaths), deaths  # one death per client: no more, no less
-    assert sorted(d.cause for d in deaths) == sorted(WANT_ERRNO), deaths
+    assert len(by_pid) == len(deaths), seen  # one death per client: no more, no less
+    assert sorted(d.cause for d in deaths) == sorted(WANT_ERRNO), seen
     for mode, (pid, _e) in results.items():
         death = by_pid[pid]
         assert death.cause == mode, death
@@ -345,7 +361,7 @@ def test_each_cause_produced_on_purpose_is_reported_once_with_its_pid(cgroup: st
     assert rt.policy is None and rt.retransmits >= 3, rt  # tcp_retries2=3: more than three
     assert next(d for d in deaths if d.cause == "peer_fin").state == "LAST_ACK"
     assert next(d for d in deaths if d.cause == "connect_timeout").state == "SYN_SENT"
-    assert {cause: n for cause, n in w.counts.items() if n} == dict.fromkeys(WANT_ERRNO, 1)
+    assert {cause: n for cause, n in counts.items() if n} == dict.fromkeys(WANT_ERRNO, 1)
 
 
 def _loopback_deaths(cgroup: str, n: int) -> None:
@@ -390,7 +406,9 @@ def test_command_line_json_lines_and_summary_on_sigterm(cgroup: str) -> None:
         assert len(line["local"]) == 2 and len(line["remote"]) == 2
         assert line["cgroup"] == cgroup
     assert sorted(line["cause"] for line in lines) == ["local_close"] * 3 + ["peer_fin"] * 3
-    assert "6 deaths (peer_fin=3, local_close=3); 0 dropped, 0 missed" in err
+    # ``missed``: runs the kernel skipped that nothing stood in for, most of them no death (the
+    # host's other connections): any number, as long as none of these six was lost
+    assert re.search(r"6 deaths \(peer_fin=3, local_close=3\); 0 dropped, \d+ missed", err), err
     assert "Traceback" not in err
 
 
@@ -635,7 +653,7 @@ def test_listen_serves_the_counter(cgroup: str) -> None:
         assert 'kaext_tcp_deaths_total{cause="local_close"} 2.0' in text
         assert 'kaext_tcp_deaths_total{cause="keepalive_timeout"} 0.0' in text  # every cause, from the start
         assert "kaext_tcp_deaths_dropped_total 0.0" in text
-        assert "kaext_tcp_deaths_missed_total 0.0" in text
+        assert re.search(r"^kaext_tcp_deaths_missed_total \d+\.0$", text, re.M)  # any number (the summary's test)
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
@@ -655,14 +673,19 @@ def test_without_the_reset_reason_timeouts_are_told_apart_by_the_probes_out(
             self.keepalive_reason = None
 
     monkeypatch.setattr(watch, "_Layout", OldLayout)
-    lab = netns.Lab()
-    try:
-        with watch.Watch(cgroup) as w:
-            results = _vanish_scenarios(lab, cgroup)
-            deaths = _collect(w, len(results), 10)
-    finally:
-        lab.close()
-    assert {d.pid: d.cause for d in deaths} == {pid: mode for mode, (pid, _e) in results.items()}
+    for _ in range(ATTEMPTS):
+        lab = netns.Lab()
+        try:
+            with watch.Watch(cgroup) as w:
+                results = _vanish_scenarios(lab, cgroup)
+                deaths = _collect(w, len(results), 10)
+                missed = w.missed
+                seen = f"deaths {deaths}, missed {missed}, dropped {w.dropped}"
+        finally:
+            lab.close()
+        if len(deaths) >= len(results) or not missed:
+            break
+    assert {d.pid: d.cause for d in deaths} == {pid: mode for mode, (pid, _e) in results.items()}, seen
 
 
 def _behind_a_nat(mode: str, cgroup: str, keepalive: str) -> tuple[int, int]:
@@ -691,18 +714,24 @@ def test_behind_a_nat_a_forgotten_flow_dies_of_keepalive_or_of_the_nat_s_reset(c
     def run(mode: str, keepalive: str) -> None:
         results[mode] = _behind_a_nat(mode, cgroup, keepalive)
 
-    with watch.Watch(cgroup) as w:
-        threads = [
-            threading.Thread(target=run, args=("drop", "2,1,2")),
-            threading.Thread(target=run, args=("reset", "2,1,2")),
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        deaths = {d.pid: d for d in _collect(w, 2, 10)}
+    for _ in range(ATTEMPTS):
+        with watch.Watch(cgroup) as w:
+            threads = [
+                threading.Thread(target=run, args=("drop", "2,1,2")),
+                threading.Thread(target=run, args=("reset", "2,1,2")),
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            collected = _collect(w, 2, 10)
+            missed = w.missed
+            seen = f"deaths {collected}, missed {missed}, dropped {w.dropped}"
+        if len(collected) >= 2 or not missed:
+            break
+    deaths = {d.pid: d for d in collected}
     assert results["drop"][1] == errno.ETIMEDOUT and results["reset"][1] == errno.ECONNRESET
-    assert len(deaths) == 2
+    assert len(deaths) == 2, seen
     dropped, reset = deaths[results["drop"][0]], deaths[results["reset"][0]]
     assert dropped.cause == "keepalive_timeout" and dropped.probes == 2, dropped
     assert dropped.idle >= 3.5, dropped  # 2 s idle, then 2 probes 1 s apart
