@@ -381,20 +381,26 @@ def _prologue(a: _Asm, maps: tuple[int, int, int, int], slot: int, nested: bool)
         a.jeq(0, 0, "exit")
         a.ldx(4, 1, 0, 0)
         a.jeq(1, 0, "exit")
-        a.st(4, 10, -60, slot + 1)
-        a.ld_map(1, dropped)
-        a.mov(2, 10)
-        a.addi(2, -60)
-        a.call(_F_MAP_LOOKUP)
-        a.jeq(0, 0, "body")
-        a.movi(1, 1)
-        a.atomic_add64(0, 0, 1)
+        _count(a, dropped, slot + 1, -60, "body")
     else:
         a.stx(8, 10, _GUARD, 0)
         a.jeq(0, 0, "body")
         a.st(4, 0, 0, 1)
     a.label("body")
     a.mov(1, 6)
+
+
+def _count(a: _Asm, counters: int, slot: int, key_at: int, then: str) -> None:
+    """Add 1 to ``slot`` of the ``counters`` array (its key on the stack at ``key_at``), then
+    go on at ``then`` (clobbers r0-r5)."""
+    a.st(4, 10, key_at, slot)
+    a.ld_map(1, counters)
+    a.mov(2, 10)
+    a.addi(2, key_at)
+    a.call(_F_MAP_LOOKUP)
+    a.jeq(0, 0, then)
+    a.movi(1, 1)
+    a.atomic_add64(0, 0, 1)
 
 
 def _epilogue(a: _Asm, nested: bool) -> None:
@@ -486,14 +492,7 @@ def _state_program(lay: _Layout, scope: tuple[int, int] | None, maps: tuple[int,
     a.movi(4, _RB_NO_WAKEUP)  # the reader looks every _POLL_S: no wake-up per death
     a.call(_F_RINGBUF_OUTPUT)
     a.jeq(0, 0, "out")
-    a.st(4, 10, -12, 0)
-    a.ld_map(1, dropped)
-    a.mov(2, 10)
-    a.addi(2, -12)
-    a.call(_F_MAP_LOOKUP)
-    a.jeq(0, 0, "out")
-    a.movi(1, 1)
-    a.atomic_add64(0, 0, 1)
+    _count(a, dropped, 0, -12, "out")  # the ring buffer had no room: dropped
     _epilogue(a, nested)
     return a.assemble()
 
