@@ -43,6 +43,22 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "thread_unsafe: run once even under pytest-run-parallel")
 
 
+#: kaext's own pin directory (kaext.enforce makes it, root's and 0700, and keeps it: no user may
+#: plant one).  A run of the suite that made it removes it at the end, when it is empty again.
+_KAEXT_PINS = "/sys/fs/bpf/kaext"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _kaext_pin_directory_removed_if_the_suite_made_it() -> Iterator[None]:
+    existed = os.path.lexists(_KAEXT_PINS)
+    yield
+    if not existed and os.path.isdir(_KAEXT_PINS) and not os.listdir(_KAEXT_PINS):
+        try:
+            os.rmdir(_KAEXT_PINS)
+        except OSError:
+            pass  # not ours to insist on: another process may be using it meanwhile
+
+
 @pytest.fixture(autouse=True)
 def implementation() -> str:
     """The implementation under test: the one ``import kaext`` chose ("c" or "python")."""
